@@ -1,0 +1,42 @@
+# Decides which per-ISA kernel translation units (src/cpu/<isa>.cpp) are built, and with which
+# flags. Each is compiled with its own ISA's flags and nothing else is; the choice among them is
+# made once at run time from CPUID (src/cpu/dispatch.cpp), so one binary runs on any x86-64.
+include(CheckCXXCompilerFlag)
+
+set(QUARRY_BUILT_AVX2 0)
+set(QUARRY_BUILT_AVX512 0)
+set(QUARRY_BUILT_NEON 0)
+set(QUARRY_ISA_AVX2_FLAGS "")
+set(QUARRY_ISA_AVX512_FLAGS "")
+
+string(TOLOWER "${CMAKE_SYSTEM_PROCESSOR}" _quarry_proc)
+if(_quarry_proc MATCHES "^(x86_64|amd64|x64)$")
+  if(MSVC)
+    set(QUARRY_ISA_AVX2_FLAGS /arch:AVX2)
+    set(QUARRY_ISA_AVX512_FLAGS /arch:AVX512)
+    set(QUARRY_BUILT_AVX2 1)
+    set(QUARRY_BUILT_AVX512 1)
+  else()
+    set(QUARRY_ISA_AVX2_FLAGS -mavx2 -mfma -mf16c -mbmi2)
+    set(QUARRY_ISA_AVX512_FLAGS -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512cd
+                                -mavx2 -mfma -mf16c -mbmi2)
+    check_cxx_compiler_flag("-mavx2 -mfma -mf16c" QUARRY_CXX_HAS_AVX2)
+    check_cxx_compiler_flag("-mavx512f -mavx512bw -mavx512vl -mavx512dq" QUARRY_CXX_HAS_AVX512)
+    if(QUARRY_CXX_HAS_AVX2)
+      set(QUARRY_BUILT_AVX2 1)
+    endif()
+    if(QUARRY_CXX_HAS_AVX512)
+      set(QUARRY_BUILT_AVX512 1)
+    endif()
+  endif()
+elseif(_quarry_proc MATCHES "^(aarch64|arm64)$")
+  set(QUARRY_BUILT_NEON 1)  # Advanced SIMD is part of the AArch64 base ISA: no extra flags
+endif()
+
+if(QUARRY_CUDA)
+  set(QUARRY_BUILT_CUDA 1)
+else()
+  set(QUARRY_BUILT_CUDA 0)
+endif()
+message(STATUS "quarry: kernel sets built: scalar=1 avx2=${QUARRY_BUILT_AVX2} "
+               "avx512=${QUARRY_BUILT_AVX512} neon=${QUARRY_BUILT_NEON}")

@@ -1,0 +1,97 @@
+// ThreadPool: a fixed set of worker threads and parallel_for over an index range.
+//
+// No thread is started behind the caller's back: a pool exists because the caller made one, or
+// because the caller asked for default_thread_pool(). parallel_for blocks until every chunk is
+// done; the calling thread works too. Calls from several threads at once are safe (they take
+// turns); a parallel_for nested inside a task of the same pool runs inline on that worker.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace quarry {
+
+/// A non-owning reference to a callable, like C++26 std::function_ref: no allocation.
+template <class Signature>
+class FunctionRef;
+template <class R, class... Args>
+class FunctionRef<R(Args...)> {
+ public:
+  template <class F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, FunctionRef> && std::is_invocable_r_v<R, F&, Args...>)
+  FunctionRef(F&& f) noexcept  // NOLINT: implicit, like std::function_ref
+      : obj_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+        call_([](void* o, Args... args) -> R { return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<Args>(args)...); }) {}
+  R operator()(Args... args) const { return call_(obj_, std::forward<Args>(args)...); }
+
+ private:
+  void* obj_;
+  R (*call_)(void*, Args...);
+};
+
+/// A fixed-size pool of worker threads.
+class ThreadPool {
+ public:
+  /// A pool that runs work on `num_threads` threads in all, the caller's included (so it starts
+  /// num_threads - 1 workers). 0 means std::thread::hardware_concurrency().
+  explicit ThreadPool(unsigned num_threads = 0);
+  /// Joins the workers. Must not run while a parallel_for on this pool is in progress.
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  /// Threads that run work, the caller's included.
+  unsigned size() const noexcept { return static_cast<unsigned>(workers_.size()) + 1; }
+
+  /// Calls fn(lo, hi) on disjoint chunks [lo, hi) covering [begin, end), each at least `grain`
+  /// long (but the last), on all threads of the pool. Returns when all are done. If calls throw,
+  /// the first exception is rethrown here after the others finish.
+  void parallel_for(std::int64_t begin, std::int64_t end, FunctionRef<void(std::int64_t, std::int64_t)> fn,
+                    std::int64_t grain = 1);
+
+ private:
+  void worker_loop();
+  void run_chunks() noexcept;
+
+  std::vector<std::thread> workers_;
+  std::mutex call_mutex_;  // one parallel_for at a time
+
+  std::mutex mutex_;  // guards the job fields below
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  std::uint64_t generation_ = 0;
+  unsigned busy_ = 0;
+  bool stop_ = false;
+
+  // The current job (valid while busy_ > 0 or the caller is in parallel_for).
+  FunctionRef<void(std::int64_t, std::int64_t)>* job_ = nullptr;
+  std::int64_t job_end_ = 0;
+  std::int64_t job_chunk_ = 1;
+  std::atomic<std::int64_t> next_{0};
+  std::exception_ptr error_;
+};
+
+/// The process-wide pool, created on the first call with QUARRY_NUM_THREADS threads (or the
+/// hardware's count when unset). Nothing creates it but a call to this function.
+ThreadPool& default_thread_pool();
+
+/// Runs fn(lo, hi) over [begin, end) on `pool`, or serially on the calling thread when
+/// `pool` is null.
+inline void parallel_for(ThreadPool* pool, std::int64_t begin, std::int64_t end,
+                         FunctionRef<void(std::int64_t, std::int64_t)> fn, std::int64_t grain = 1) {
+  if (pool == nullptr) {
+    if (begin < end) fn(begin, end);
+    return;
+  }
+  pool->parallel_for(begin, end, fn, grain);
+}
+
+}  // namespace quarry

@@ -1,0 +1,11 @@
+// The neon kernel set. Compiled with the AArch64 base ISA (Advanced SIMD is always there).
+// Nothing else in the library is compiled with these flags; dispatch.cpp calls in here only
+// when the CPU supports neon.
+#include "cpu/kernels/core.hpp"
+
+namespace quarry::detail {
+
+template <>
+const CoreKernels KernelTable<CoreKernels, Isa::neon>::value = cpu_kernels::make_core_kernels<simd::neon>();
+
+}  // namespace quarry::detail

@@ -1,0 +1,11 @@
+// The scalar kernel set. Compiled with no extra flags: it runs on every CPU.
+// Nothing else in the library is compiled with these flags; dispatch.cpp calls in here only
+// when the CPU supports scalar.
+#include "cpu/kernels/core.hpp"
+
+namespace quarry::detail {
+
+template <>
+const CoreKernels KernelTable<CoreKernels, Isa::scalar>::value = cpu_kernels::make_core_kernels<simd::scalar>();
+
+}  // namespace quarry::detail

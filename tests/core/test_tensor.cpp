@@ -1,0 +1,3 @@
+#include <doctest/doctest.h>
+#include <quarry/quarry.hpp>
+TEST_CASE("placeholder") { CHECK(true); }
