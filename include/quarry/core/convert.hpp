@@ -58,7 +58,7 @@ inline void convert(std::span<const float> src, std::span<bf16> dst) {
 /// SIMD kernels; other pairs convert element by element with static_cast (float -> integer
 /// truncates toward zero, as C++ does; callers quantizing should use quarry/quant instead).
 template <Element To, Element From>
-Tensor<To> cast(TensorView<const From> src) {
+Tensor<To> cast(TensorView<From> src) {
   using F = std::remove_const_t<From>;
   if constexpr (std::is_same_v<To, F>) {
     return src.contiguous();
@@ -80,6 +80,12 @@ Tensor<To> cast(TensorView<const From> src) {
     }
     return out;
   }
+}
+
+/// cast() of a whole tensor.
+template <Element To, Element From>
+Tensor<To> cast(const Tensor<From>& src) {
+  return cast<To>(src.view());
 }
 
 }  // namespace quarry

@@ -41,6 +41,8 @@ class PackedRef {
  public:
   PackedRef(std::uint8_t* byte, int shift) noexcept : byte_(byte), shift_(shift) {}
   operator T() const noexcept { return T::from_nibble(static_cast<std::uint8_t>((*byte_ >> shift_) & 0xf)); }  // NOLINT
+  /// The element's integer value.
+  explicit operator int() const noexcept { return static_cast<int>(T(*this)); }
   PackedRef& operator=(T v) noexcept {
     *byte_ = static_cast<std::uint8_t>((*byte_ & ~(0xf << shift_)) | (v.nibble() << shift_));
     return *this;
