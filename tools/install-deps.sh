@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what quarry needs from Debian's packages, if anything is missing (run as root).
+# Idempotent: when everything is present it changes nothing and needs no network.
+set -euo pipefail
+packages=(cmake g++ make binutils libeigen3-dev libxsimd-dev xtl-dev libfmt-dev doctest-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all of ${packages[*]} present"
+fi
