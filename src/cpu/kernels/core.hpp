@@ -256,7 +256,13 @@ std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size_t n) n
       const __m512i vb = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i)));
       acc = _mm512_add_epi32(acc, _mm512_madd_epi16(va, vb));
     }
-    bulk = _mm512_reduce_add_epi32(acc);
+    // Reduce in vector lanes, which wrap; GCC's _mm512_reduce_add_epi32 adds in signed scalar
+    // ints, whose overflow is undefined behaviour.
+    const __m256i half = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(half), _mm256_extracti128_si256(half, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    bulk = _mm_cvtsi128_si32(s);
   } else if constexpr (simd::is_avx2<Arch>) {
     __m256i acc = _mm256_setzero_si256();
     for (; i + 16 <= n; i += 16) {
