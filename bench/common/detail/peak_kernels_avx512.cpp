@@ -22,7 +22,12 @@ std::uint64_t read_sum_avx512(const std::byte* data, std::size_t bytes) noexcept
   }
   const __m512i s = _mm512_add_epi64(_mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)),
                                      _mm512_add_epi64(_mm512_add_epi64(s4, s5), _mm512_add_epi64(s6, s7)));
-  auto total = static_cast<std::uint64_t>(_mm512_reduce_add_epi64(s));
+  // Lane sums wrap (as intended); add them as unsigned: GCC's _mm512_reduce_add_epi64 adds as
+  // signed, which UBSan flags on overflow.
+  alignas(64) std::uint64_t lanes[8];
+  _mm512_store_si512(lanes, s);
+  std::uint64_t total = 0;
+  for (const std::uint64_t lane : lanes) total += lane;
   for (; i < bytes; ++i) total += static_cast<std::uint64_t>(data[i]);
   return total;
 }

@@ -40,7 +40,12 @@ std::int32_t vnni_chains_avx512(std::uint64_t iterations) noexcept {
                        _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7))),
       _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)),
                        _mm512_add_epi32(_mm512_add_epi32(a12, a13), _mm512_add_epi32(a14, a15))));
-  return _mm512_reduce_add_epi32(s);
+  // The lanes have wrapped; add them as unsigned (GCC's _mm512_reduce_add_epi32 adds as signed).
+  alignas(64) std::uint32_t lanes[16];
+  _mm512_store_si512(lanes, s);
+  std::uint32_t total = 0;
+  for (const std::uint32_t lane : lanes) total += lane;
+  return static_cast<std::int32_t>(total);
 }
 
 }  // namespace quarry::bench::detail
