@@ -1,11 +1,11 @@
 // f32 <-> f16 / bf16 conversion kernels. Values move as integer bits from load to store, so no
-// float instruction can canonicalise a NaN payload; the arithmetic is float16_bits.h, the same
-// as the scalar reference, which makes the results bit-exact with the CPU.
+// float instruction can canonicalise a NaN payload; the arithmetic is the scalar reference itself
+// (quarry/core/detail/float16_bits.hpp, plain C++17), so the results are bit-exact with the CPU.
 #include "convert_kernels.h"
 
 #include <cuda_runtime.h>
 
-#include "float16_bits.h"
+#include "quarry/core/detail/float16_bits.hpp"
 
 namespace quarry::cuda_kernels {
 namespace {
@@ -16,16 +16,16 @@ constexpr std::size_t kMaxBlocks = 65536;
 
 // One functor per direction, so each kernel instantiation inlines its conversion.
 struct F16ToF32 {
-  __device__ std::uint32_t operator()(std::uint16_t h) const noexcept { return f16_bits_to_f32_bits(h); }
+  __device__ std::uint32_t operator()(std::uint16_t h) const noexcept { return ::quarry::detail::f16_bits_to_f32_bits(h); }
 };
 struct F32ToF16 {
-  __device__ std::uint16_t operator()(std::uint32_t x) const noexcept { return f32_bits_to_f16_bits(x); }
+  __device__ std::uint16_t operator()(std::uint32_t x) const noexcept { return ::quarry::detail::f32_bits_to_f16_bits(x); }
 };
 struct Bf16ToF32 {
-  __device__ std::uint32_t operator()(std::uint16_t b) const noexcept { return bf16_bits_to_f32_bits(b); }
+  __device__ std::uint32_t operator()(std::uint16_t b) const noexcept { return ::quarry::detail::bf16_bits_to_f32_bits(b); }
 };
 struct F32ToBf16 {
-  __device__ std::uint16_t operator()(std::uint32_t x) const noexcept { return f32_bits_to_bf16_bits(x); }
+  __device__ std::uint16_t operator()(std::uint32_t x) const noexcept { return ::quarry::detail::f32_bits_to_bf16_bits(x); }
 };
 
 template <class Convert, class Src, class Dst>

@@ -15,11 +15,11 @@ namespace quarry::cuda_kernels {
 
 /// dst[i] = f32 bits of the binary16 src[i], exact.
 cudaError_t launch_f16_to_f32(const std::uint16_t* src, std::uint32_t* dst, std::size_t n) noexcept;
-/// dst[i] = binary16 bits of the f32 bits src[i], round to nearest even (float16_bits.h).
+/// dst[i] = binary16 bits of the f32 bits src[i], round to nearest even (quarry/core/detail/float16_bits.hpp).
 cudaError_t launch_f32_to_f16(const std::uint32_t* src, std::uint16_t* dst, std::size_t n) noexcept;
 /// dst[i] = f32 bits of the bfloat16 src[i], exact.
 cudaError_t launch_bf16_to_f32(const std::uint16_t* src, std::uint32_t* dst, std::size_t n) noexcept;
-/// dst[i] = bfloat16 bits of the f32 bits src[i], round to nearest even (float16_bits.h).
+/// dst[i] = bfloat16 bits of the f32 bits src[i], round to nearest even (quarry/core/detail/float16_bits.hpp).
 cudaError_t launch_f32_to_bf16(const std::uint32_t* src, std::uint16_t* dst, std::size_t n) noexcept;
 
 }  // namespace quarry::cuda_kernels
