@@ -159,7 +159,7 @@ status write_json(const BenchReport& report, const std::string& path) {
 
 void print_table(const BenchReport& report, std::FILE* out) {
   const MachineIdentity& m = report.machine;
-  fmt::print(out, "machine: {} | isa {} | {} threads\n", m.cpu, m.isa, m.threads);
+  fmt::print(out, "machine: {} | isa: {} | threads: {}\n", m.cpu, m.isa, m.threads);
   if (const auto& y = report.yardsticks) {
     fmt::print(out, "yardsticks: DRAM read {} GB/s ({} on 1 thread) | int8 VNNI peak {} ({} on 1 thread)\n",
                table_number(y->dram_gbps), table_number(y->dram_gbps_1thread), optional_figure(y->vnni_gops, "GOP/s"),

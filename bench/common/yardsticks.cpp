@@ -58,7 +58,13 @@ ReadKernel read_kernel() noexcept {
   }
 }
 
-int repetitions(Effort effort) noexcept { return effort == Effort::full ? 5 : 3; }
+// Repetitions of a DRAM read (each reads the whole working set, ~50-100 ms with Effort::full).
+int dram_repetitions(Effort effort) noexcept { return effort == Effort::full ? 8 : 4; }
+
+// Peak loops run many short repetitions rather than a few long ones: on a shared machine the
+// best of many 10 ms windows is likely to contain one the scheduler left alone.
+int peak_repetitions(Effort effort) noexcept { return effort == Effort::full ? 30 : 10; }
+double peak_seconds_per_repetition(Effort effort) noexcept { return effort == Effort::full ? 0.010 : 0.005; }
 
 // Keeps a kernel's result observable so the compiler cannot drop the work.
 volatile double g_result_sink = 0;
@@ -160,10 +166,9 @@ template <class R>
 Measured measure_peak(R (*kernel)(std::uint64_t) noexcept, std::uint64_t ops_per_iteration, unsigned threads,
                     Effort effort) {
   threads = std::max(1u, threads);
-  const double seconds_per_rep = effort == Effort::full ? 0.1 : 0.02;
-  const std::uint64_t n = calibrated_iterations(kernel, seconds_per_rep);
+  const std::uint64_t n = calibrated_iterations(kernel, peak_seconds_per_repetition(effort));
   std::vector<R> results(threads);
-  const Timing best = fastest_parallel_run(threads, repetitions(effort), [&](unsigned t) { results[t] = kernel(n); });
+  const Timing best = fastest_parallel_run(threads, peak_repetitions(effort), [&](unsigned t) { results[t] = kernel(n); });
   for (R r : results) keep(r);
   return {static_cast<double>(n) * static_cast<double>(ops_per_iteration) * threads / best.seconds / 1e9,
           best.cpu_share};
@@ -222,7 +227,7 @@ Measured dram_read(const DramReadBuffer& buffer, unsigned threads, Effort effort
   const std::byte* base = buffer.data();
   const std::size_t size = buffer.size();
   std::vector<std::uint64_t> sums(threads);
-  const Timing best = fastest_parallel_run(threads, repetitions(effort), [&](unsigned t) {
+  const Timing best = fastest_parallel_run(threads, dram_repetitions(effort), [&](unsigned t) {
     const Slice s = slice_of(size, threads, t);
     sums[t] = read(base + s.begin, s.end - s.begin);
   });

@@ -94,7 +94,8 @@ struct Yardsticks {
 };
 
 /// Measures every yardstick on 1 and on `threads` threads (0: default_threads()), sharing one
-/// DramReadBuffer. About 5 s with Effort::full, 1-2 s with Effort::quick.
+/// DramReadBuffer. About 8 s with Effort::full (most of it mapping the 1 GiB buffer), under 2 s
+/// with Effort::quick.
 Yardsticks measure_yardsticks(unsigned threads = 0, Effort effort = Effort::full);
 
 }  // namespace quarry::bench
