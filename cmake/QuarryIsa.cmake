@@ -29,6 +29,22 @@ if(_quarry_proc MATCHES "^(x86_64|amd64|x64)$")
       set(QUARRY_BUILT_AVX512 1)
     endif()
   endif()
+  # The claim above holds only if the baseline flags (CMAKE_CXX_FLAGS, e.g. -march=native or
+  # -mavx2 put there by a user or a package manager profile) leave AVX out: they apply to every
+  # file, the scalar kernels and the dispatcher included, so the library would need that CPU.
+  include(CheckCXXSourceCompiles)
+  unset(QUARRY_BASELINE_IS_PORTABLE CACHE)  # re-checked on every configure: the flags may change
+  check_cxx_source_compiles("
+#if defined(__AVX__) || defined(__AVX2__) || defined(__AVX512F__)
+#error the baseline flags enable AVX
+#endif
+int main() { return 0; }" QUARRY_BASELINE_IS_PORTABLE)
+  if(NOT QUARRY_BASELINE_IS_PORTABLE)
+    message(WARNING "quarry: the compiler flags for every file (CMAKE_CXX_FLAGS: '${CMAKE_CXX_FLAGS}') "
+                    "enable AVX or later, so this build runs only on CPUs that have it, whatever "
+                    "the run-time dispatch picks. Leave -march/-mavx*/ /arch out of CMAKE_CXX_FLAGS "
+                    "for a binary that runs on any x86-64.")
+  endif()
 elseif(_quarry_proc MATCHES "^(aarch64|arm64)$")
   set(QUARRY_BUILT_NEON 1)  # Advanced SIMD is part of the AArch64 base ISA: no extra flags
 endif()

@@ -2,6 +2,8 @@
 // (from Conan/vcpkg), and names the arch tag each ISA's kernels are instantiated for.
 #pragma once
 
+#include <type_traits>
+
 #include <xsimd/xsimd.hpp>
 
 #ifndef XSIMD_VERSION_MAJOR
@@ -10,10 +12,11 @@
 
 namespace quarry::detail::simd {
 
-/// Sum of a batch's lanes: xsimd::hadd up to 9, xsimd::reduce_add from 10 on.
+/// Sum of a batch's lanes: xsimd::hadd in 8.x, xsimd::reduce_add from 9.0 on (9.0.0 renamed it
+/// and removed hadd in the same release; checked against the xsimd git tags 8.1.0 and 9.0.0).
 template <class T, class A>
 inline T reduce_add(const xsimd::batch<T, A>& b) noexcept {
-#if XSIMD_VERSION_MAJOR >= 10
+#if XSIMD_VERSION_MAJOR >= 9
   return xsimd::reduce_add(b);
 #else
   return xsimd::hadd(b);
