@@ -28,6 +28,7 @@ if(_quarry_proc MATCHES "^(x86_64|amd64|x64)$")
     if(QUARRY_CXX_HAS_AVX512)
       set(QUARRY_BUILT_AVX512 1)
     endif()
+    check_cxx_compiler_flag("-mavx512f -mavx512vnni" QUARRY_CXX_HAS_AVX512VNNI)
   endif()
   # The claim above holds only if the baseline flags (CMAKE_CXX_FLAGS, e.g. -march=native or
   # -mavx2 put there by a user or a package manager profile) leave AVX out: they apply to every
@@ -48,6 +49,26 @@ int main() { return 0; }" QUARRY_BASELINE_IS_PORTABLE)
 elseif(_quarry_proc MATCHES "^(aarch64|arm64)$")
   set(QUARRY_BUILT_NEON 1)  # Advanced SIMD is part of the AArch64 base ISA: no extra flags
 endif()
+
+# quarry_isa_compile_options(<out-var> <isa>): the options for a file compiled for one ISA
+# (avx2, avx512, avx512vnni), the same for the library's kernels and the benchmarks' probes.
+function(quarry_isa_compile_options out isa)
+  if(isa STREQUAL "avx2")
+    set(opts ${QUARRY_ISA_AVX2_FLAGS})
+  elseif(isa MATCHES "^avx512")
+    set(opts ${QUARRY_ISA_AVX512_FLAGS})
+    if(isa STREQUAL "avx512vnni" AND NOT MSVC)
+      list(APPEND opts -mavx512vnni)  # MSVC's /arch:AVX512 already exposes the VNNI intrinsics
+    endif()
+    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+      # GCC 12's avx512fintrin.h trips its own -Wmaybe-uninitialized (_mm512_undefined_*).
+      list(APPEND opts -Wno-uninitialized -Wno-maybe-uninitialized)
+    endif()
+  else()
+    message(FATAL_ERROR "quarry_isa_compile_options: unknown isa '${isa}'")
+  endif()
+  set(${out} ${opts} PARENT_SCOPE)
+endfunction()
 
 if(QUARRY_CUDA)
   set(QUARRY_BUILT_CUDA 1)
