@@ -18,17 +18,16 @@ if(_quarry_proc MATCHES "^(x86_64|amd64|x64)$")
     set(QUARRY_BUILT_AVX512 1)
   else()
     set(QUARRY_ISA_AVX2_FLAGS -mavx2 -mfma -mf16c -mbmi2)
-    set(QUARRY_ISA_AVX512_FLAGS -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512cd
+    set(QUARRY_ISA_AVX512_FLAGS -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512cd -mavx512vnni
                                 -mavx2 -mfma -mf16c -mbmi2)
     check_cxx_compiler_flag("-mavx2 -mfma -mf16c" QUARRY_CXX_HAS_AVX2)
-    check_cxx_compiler_flag("-mavx512f -mavx512bw -mavx512vl -mavx512dq" QUARRY_CXX_HAS_AVX512)
+    check_cxx_compiler_flag("-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni" QUARRY_CXX_HAS_AVX512)
     if(QUARRY_CXX_HAS_AVX2)
       set(QUARRY_BUILT_AVX2 1)
     endif()
     if(QUARRY_CXX_HAS_AVX512)
       set(QUARRY_BUILT_AVX512 1)
     endif()
-    check_cxx_compiler_flag("-mavx512f -mavx512vnni" QUARRY_CXX_HAS_AVX512VNNI)
   endif()
   # The claim above holds only if the baseline flags (CMAKE_CXX_FLAGS, e.g. -march=native or
   # -mavx2 put there by a user or a package manager profile) leave AVX out: they apply to every
@@ -51,15 +50,12 @@ elseif(_quarry_proc MATCHES "^(aarch64|arm64)$")
 endif()
 
 # quarry_isa_compile_options(<out-var> <isa>): the options for a file compiled for one ISA
-# (avx2, avx512, avx512vnni), the same for the library's kernels and the benchmarks' probes.
+# (avx2, avx512; the avx512 level includes VNNI), the same for the library's kernels and the benchmarks' probes.
 function(quarry_isa_compile_options out isa)
   if(isa STREQUAL "avx2")
     set(opts ${QUARRY_ISA_AVX2_FLAGS})
   elseif(isa MATCHES "^avx512")
     set(opts ${QUARRY_ISA_AVX512_FLAGS})
-    if(isa STREQUAL "avx512vnni" AND NOT MSVC)
-      list(APPEND opts -mavx512vnni)  # MSVC's /arch:AVX512 already exposes the VNNI intrinsics
-    endif()
     if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
       # GCC 12's avx512fintrin.h trips its own -Wmaybe-uninitialized (_mm512_undefined_*).
       list(APPEND opts -Wno-uninitialized -Wno-maybe-uninitialized)

@@ -16,3 +16,7 @@
 #include "quarry/core/status.hpp"
 #include "quarry/core/tensor.hpp"
 #include "quarry/core/thread_pool.hpp"
+#include "quarry/quant/error_metrics.hpp"
+#include "quarry/quant/quantize.hpp"
+#include "quarry/quant/quantized_tensor.hpp"
+#include "quarry/quant/scheme.hpp"

@@ -20,7 +20,9 @@ bool cpu_can_run(Isa isa) noexcept {
     case Isa::scalar: return true;
     case Isa::neon: return f.neon;
     case Isa::avx2: return f.avx2 && f.fma && f.f16c && f.bmi2;
-    case Isa::avx512: return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512cd && f.avx2 && f.fma && f.f16c && f.bmi2;
+    case Isa::avx512:
+      return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512cd && f.avx512vnni && f.avx2 && f.fma &&
+             f.f16c && f.bmi2;
   }
   return false;
 }

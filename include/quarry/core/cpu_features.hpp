@@ -47,7 +47,8 @@ enum class Isa : std::uint8_t {
   scalar = 0,  ///< portable C++: the reference every other kernel is tested against
   neon = 1,    ///< AArch64 Advanced SIMD
   avx2 = 2,    ///< x86-64 AVX2 + FMA + F16C (Haswell, Zen 1 and later)
-  avx512 = 3,  ///< x86-64 AVX-512 F/BW/VL/DQ/CD (Skylake-X, Zen 4 and later)
+  avx512 = 3,  ///< x86-64 AVX-512 F/BW/VL/DQ/CD + VNNI (Ice Lake, Cascade Lake, Zen 4 and later;
+               ///< Skylake-SP/X, which lack VNNI, run the avx2 kernels)
 };
 
 /// "scalar", "neon", "avx2", "avx512".
