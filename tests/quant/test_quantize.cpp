@@ -10,7 +10,10 @@
 
 #include <quarry/core/convert.hpp>
 #include <quarry/quant/error_metrics.hpp>
+#include <quarry/io/gguf.hpp>
 #include <quarry/quant/quantize.hpp>
+
+#include "shared_data.hpp"
 
 using namespace quarry;
 
@@ -232,4 +235,49 @@ TEST_CASE("quant_error figures") {
   CHECK(e.snr_db == doctest::Approx(10 * std::log10(14 / 0.5)));
   const Tensor<float> c({4, 1});
   CHECK_THROWS_AS((void)quant_error(a.view(), c.view()), error);
+}
+
+TEST_CASE("SNR on the real weight matrices of stories260K") {
+  QUARRY_REQUIRE_SHARED_DATA(path, "models/stories260K/stories260K.gguf");
+  auto f = GgufFile::open(path);
+  REQUIRE_MESSAGE(f.ok(), f.status().to_string());
+  int matrices = 0, grouped = 0;
+  double worst_i8 = 1e9, worst_i4_g32 = 1e9;
+  for (const GgufTensorInfo& t : f->tensors()) {
+    if (t.shape.rank() != 2) continue;
+    INFO(t.name << " " << t.shape);
+    auto w = f->tensor_f32(t.name);
+    REQUIRE(w.ok());
+    auto snr = [&](const QuantScheme& s) {
+      auto q = quantize(*w, s);
+      REQUIRE_MESSAGE(q.ok(), q.status().to_string());
+      return quant_error(*w, *q).snr_db;
+    };
+    ++matrices;
+    const double i8_pc = snr(QuantScheme::int8_per_channel());
+    const double i8_pt = snr(QuantScheme::int8_per_tensor());
+    CHECK(i8_pc >= i8_pt - 0.1);
+    worst_i8 = std::min(worst_i8, i8_pc);
+    if (t.shape[1] % 64 != 0) {
+      // K = 172 (ffn_down): no group size divides it, and quantize says so.
+      CHECK(quantize(*w, QuantScheme::int4_grouped(32)).status().code() == errc::shape_mismatch);
+      continue;
+    }
+    ++grouped;
+    const double i4_g32 = snr(QuantScheme::int4_grouped(32));
+    const double i4_g64 = snr(QuantScheme::int4_grouped(64));
+    const double i4a_g32 = snr(QuantScheme::int4_grouped(32, false));
+    const double i8_g32 = snr(QuantScheme::int8_grouped(32));
+    MESSAGE(t.name << ": int8 per-channel " << i8_pc << " dB, per-tensor " << i8_pt << ", g32 " << i8_g32 << "; int4 g32 "
+                   << i4_g32 << ", g64 " << i4_g64 << ", asym g32 " << i4a_g32);
+    CHECK(i4_g32 >= i4_g64 - 0.1);  // smaller groups are never worse (up to f16-scale noise)
+    CHECK(i8_g32 >= i8_pc - 0.1);
+    CHECK(i8_pc > i4_g32 + 15.0);
+    worst_i4_g32 = std::min(worst_i4_g32, i4_g32);
+  }
+  CHECK(matrices == 37);
+  CHECK(grouped == 32);
+  MESSAGE("worst int8 per-channel SNR " << worst_i8 << " dB, worst int4 g32 " << worst_i4_g32 << " dB");
+  CHECK(worst_i8 > 35.0);
+  CHECK(worst_i4_g32 > 15.0);
 }
