@@ -1,6 +1,11 @@
 // quarry's main demo: what this CPU offers, which kernel set quarry picked, and the core
 // (tensors, f16/bf16 conversion, vector products, the thread pool) on data it makes itself.
-// It grows with every module. Usage: quarry_demo   (QUARRY_FORCE_ISA=scalar|avx2|avx512 to force)
+// It grows with every module.
+//
+// Usage: quarry_demo [model.gguf]
+//   With a GGUF model (f32 weights, e.g. ../shared/data/models/stories260K/stories260K.gguf) it
+//   also quantizes the model's real weight matrices. QUARRY_FORCE_ISA=scalar|avx2|avx512 forces
+//   the kernel set.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -144,15 +149,65 @@ void show_thread_pool() {
              bytes / tn / 1e9, t1 / tn);
 }
 
+void quantize_and_report(TensorView<const float> w, const std::string& name) {
+  const QuantScheme schemes[] = {QuantScheme::int8_per_channel(), QuantScheme::int8_grouped(32),
+                                 QuantScheme::int4_grouped(32), QuantScheme::int4_grouped(32, false),
+                                 QuantScheme::int4_grouped(128), QuantScheme::int4_grouped(128, false)};
+  for (const QuantScheme& s : schemes) {
+    auto q = quantize(w, s);
+    if (!q.ok()) {
+      fmt::print("  {:<12} {:<42} {}\n", name, s.to_string(), q.status().message());
+      continue;
+    }
+    const QuantError e = quant_error(w, *q);
+    fmt::print("  {:<12} {:<42} {:6.3f} bits/weight  SNR {:5.1f} dB  max abs err {:.2e}\n", name, s.to_string(),
+               q->bits_per_weight(), e.snr_db, e.max_abs);
+  }
+}
+
+void show_quantization(const char* model_path) {
+  fmt::print("\n== quantization (SNR: signal-to-noise of the dequantized weights)\n");
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.f, 0.02f);
+  Tensor<float> w = Tensor<float>::uninitialized({256, 1024});
+  for (float& v : w.span()) v = normal(rng);
+  quantize_and_report(w.view(), "gaussian");
+
+  if (model_path == nullptr) {
+    fmt::print("(give a GGUF model path to quantize its real weights too)\n");
+    return;
+  }
+  auto model = GgufFile::open(model_path);
+  if (!model.ok()) {
+    fmt::print("cannot read {}: {}\n", model_path, model.status().to_string());
+    return;
+  }
+  fmt::print("{}: GGUF v{}, {} tensors, architecture {}\n", model_path, model->version(), model->tensors().size(),
+             model->get_string("general.architecture").ok() ? *model->get_string("general.architecture") : "?");
+  int shown = 0;
+  for (const GgufTensorInfo& t : model->tensors()) {
+    if (t.shape.rank() != 2 || shown == 3) continue;
+    auto view = model->tensor_f32(t.name);
+    if (!view.ok()) {
+      fmt::print("  {}: {}\n", t.name, view.status().message());
+      continue;
+    }
+    fmt::print("  {} {}\n", t.name, t.shape);
+    quantize_and_report(*view, "");
+    ++shown;
+  }
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   try {
     fmt::print("quarry {} demo\n\n", QUARRY_VERSION_STRING);
     show_machine();
     show_tensors();
     show_kernels();
     show_thread_pool();
+    show_quantization(argc > 1 ? argv[1] : nullptr);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "quarry_demo: %s\n", e.what());
