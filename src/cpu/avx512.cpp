@@ -2,10 +2,13 @@
 // Nothing else in the library is compiled with these flags; dispatch.cpp calls in here only
 // when the CPU supports avx512.
 #include "cpu/kernels/core.hpp"
+#include "cpu/kernels/quant.hpp"
 
 namespace quarry::detail {
 
 template <>
 const CoreKernels KernelTable<CoreKernels, Isa::avx512>::value = cpu_kernels::make_core_kernels<simd::avx512>();
+template <>
+const QuantKernels KernelTable<QuantKernels, Isa::avx512>::value = cpu_kernels::make_quant_kernels<simd::avx512>();
 
 }  // namespace quarry::detail

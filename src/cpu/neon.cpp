@@ -2,10 +2,13 @@
 // Nothing else in the library is compiled with these flags; dispatch.cpp calls in here only
 // when the CPU supports neon.
 #include "cpu/kernels/core.hpp"
+#include "cpu/kernels/quant.hpp"
 
 namespace quarry::detail {
 
 template <>
 const CoreKernels KernelTable<CoreKernels, Isa::neon>::value = cpu_kernels::make_core_kernels<simd::neon>();
+template <>
+const QuantKernels KernelTable<QuantKernels, Isa::neon>::value = cpu_kernels::make_quant_kernels<simd::neon>();
 
 }  // namespace quarry::detail

@@ -2,10 +2,13 @@
 // Nothing else in the library is compiled with these flags; dispatch.cpp calls in here only
 // when the CPU supports scalar.
 #include "cpu/kernels/core.hpp"
+#include "cpu/kernels/quant.hpp"
 
 namespace quarry::detail {
 
 template <>
 const CoreKernels KernelTable<CoreKernels, Isa::scalar>::value = cpu_kernels::make_core_kernels<simd::scalar>();
+template <>
+const QuantKernels KernelTable<QuantKernels, Isa::scalar>::value = cpu_kernels::make_quant_kernels<simd::scalar>();
 
 }  // namespace quarry::detail

@@ -1,0 +1,195 @@
+// bench_qgemv: the W8A8 kernels against this machine's limits, with f32 peers in the same run.
+//
+// Shapes N x K = 4096x4096, 11008x4096, 4096x11008 (a Llama-7B layer's projections), M = 1, 8, 32
+// and 512 activation rows.
+//   qgemv (M = 1)  weight + scale bytes read per second (gbps), divided by the measured DRAM read
+//                  bandwidth (bw_ratio). Several matrices in rotation, far more bytes than the
+//                  last-level cache, so every call reads its weights from DRAM. Beside it:
+//                  an f32 GEMV (quarry::dot per row) over f32 matrices in rotation.
+//   qgemm (M > 1)  int8 GOP/s (2 ops per multiply-add) divided by the measured VNNI peak
+//                  (peak_ratio), and gbps for the weights at M = 8 and 32. At M = 512 Eigen's
+//                  f32 GEMM on the same shape runs beside it (GFLOP/s, over the f32 FMA peak).
+// Each on 1 thread and on all threads (--threads N). --quick: a smoke run of a few seconds.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <quarry/core/cpu_features.hpp>
+#include <quarry/core/dot.hpp>
+#include <quarry/core/thread_pool.hpp>
+#include <quarry/quant/qgemm.hpp>
+
+#include "common/machine.hpp"
+#include "common/options.hpp"
+#include "common/report.hpp"
+#include "common/yardsticks.hpp"
+
+namespace quarry::bench {
+void eigen_gemm_columns(const float* x, const float* w, float* y, long m, long n, long k, long n0, long n1);
+}
+
+namespace {
+
+using namespace quarry;
+using namespace quarry::bench;
+using Clock = std::chrono::steady_clock;
+
+struct Shape2 {
+  std::int64_t n, k;
+};
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Best time of `reps` runs of f().
+template <class F>
+double best_seconds(int reps, F&& f) {
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    f();
+    best = std::min(best, seconds_since(t0));
+  }
+  return best;
+}
+
+// A random int8 per-channel matrix, made directly (quantizing f32 weights of this size is slow
+// and needs 4x the memory); every page is written.
+QuantizedTensor<cpu> random_weights(std::int64_t n, std::int64_t k, std::uint64_t seed) {
+  auto w = QuantizedTensor<cpu>::create(QuantScheme::int8_per_channel(), n, k).value();
+  std::uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (std::uint8_t& b : w.value_bytes().span()) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    b = static_cast<std::uint8_t>(s >> 56);
+  }
+  for (float& sc : w.scales_f32().span()) sc = 0.01f;
+  return w;
+}
+
+std::vector<float> random_floats(std::size_t count, std::uint32_t seed) {
+  std::vector<float> v(count);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, 1.f);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+std::string shape_name(Shape2 s) { return fmt::format("{}x{}", s.n, s.k); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const BenchOptions options = bench_options_from_command_line(
+      argc, argv, "W8A8 qgemv / qgemm vs DRAM bandwidth and VNNI peak, f32 GEMV and Eigen GEMM beside");
+  BenchReport report;
+  report.machine = identify_machine(options.threads);
+  const Yardsticks y = measure_yardsticks(report.machine.threads, options.effort());
+  report.yardsticks = y;
+  const unsigned nthreads = y.threads;
+  const bool quick = options.quick;
+  ThreadPool pool(nthreads);
+  std::vector<unsigned> thread_counts = {1};
+  if (nthreads > 1) thread_counts.push_back(nthreads);
+
+  const std::vector<Shape2> shapes = quick ? std::vector<Shape2>{{4096, 4096}}
+                                           : std::vector<Shape2>{{4096, 4096}, {11008, 4096}, {4096, 11008}};
+  const std::size_t llc = std::max<std::size_t>(last_level_cache_bytes(), std::size_t{32} << 20);
+  const std::size_t rotation_bytes = quick ? 2 * llc : 8 * llc;  // what the matrices in rotation hold in all
+  const int reps = quick ? 3 : 5;
+
+  for (const Shape2 shape : shapes) {
+    const auto K = static_cast<std::size_t>(shape.k), N = static_cast<std::size_t>(shape.n);
+    // ---- qgemv: int8 weights in rotation ----
+    const std::size_t q_bytes = N * K + N * sizeof(float);
+    const std::size_t q_count = std::max<std::size_t>(2, (rotation_bytes + q_bytes - 1) / q_bytes);
+    std::vector<QuantizedTensor<cpu>> ws;
+    for (std::size_t i = 0; i < q_count; ++i) ws.push_back(random_weights(shape.n, shape.k, i + 1));
+    const std::vector<float> x = random_floats(K, 1);
+    std::vector<float> out(N);
+
+    // f32 GEMV peer: f32 matrices in rotation, as many bytes in all.
+    const std::size_t f_bytes = N * K * sizeof(float);
+    const std::size_t f_count = std::max<std::size_t>(2, (rotation_bytes + f_bytes - 1) / f_bytes);
+    std::vector<std::vector<float>> fs;
+    for (std::size_t i = 0; i < f_count; ++i) fs.push_back(random_floats(N * K, static_cast<std::uint32_t>(i + 7)));
+
+    for (unsigned t : thread_counts) {
+      ThreadPool* p = t > 1 ? &pool : nullptr;
+      QGemmOptions on_pool;
+      on_pool.pool = p;
+      const double dram = y.dram_gbps_for(t);
+      const double sq = best_seconds(reps, [&] {
+        for (const auto& w : ws) qgemv(x, w, out, on_pool);
+      }) / static_cast<double>(ws.size());
+      const double gbps = static_cast<double>(ws[0].nbytes()) / sq / 1e9;
+      BenchRow r(fmt::format("qgemv w8a8 {} m=1", shape_name(shape)), "quarry", t);
+      r.set("gbps", gbps).set("bw_ratio", gbps / dram).set("ms", sq * 1e3).set("gops", 2.0 * N * K / sq / 1e9);
+      r.set("isa", report.machine.isa).set("matrices", static_cast<std::int64_t>(ws.size()));
+      report.rows.push_back(std::move(r));
+
+      const double sf = best_seconds(reps, [&] {
+        for (const auto& w : fs) {
+          parallel_for(p, 0, shape.n, [&](std::int64_t r0, std::int64_t r1) {
+            for (std::int64_t row = r0; row < r1; ++row)
+              out[static_cast<std::size_t>(row)] = dot(std::span<const float>(w.data() + row * K, K), x);
+          }, 64);
+        }
+      }) / static_cast<double>(fs.size());
+      const double fgbps = static_cast<double>(f_bytes) / sf / 1e9;
+      BenchRow rf(fmt::format("gemv f32 {} m=1", shape_name(shape)), "quarry", t);
+      rf.set("gbps", fgbps).set("bw_ratio", fgbps / dram).set("ms", sf * 1e3).set("gops", 2.0 * N * K / sf / 1e9);
+      rf.set("kernel", "dot_f32 per row").set("matrices", static_cast<std::int64_t>(fs.size()));
+      report.rows.push_back(std::move(rf));
+    }
+    fs.clear();
+    fs.shrink_to_fit();
+
+    // ---- qgemm: M = 8, 32 (weights still from DRAM, in rotation), 512 (compute-bound) ----
+    for (std::int64_t m : quick ? std::vector<std::int64_t>{8, 128} : std::vector<std::int64_t>{8, 32, 512}) {
+      const std::vector<float> xm = random_floats(static_cast<std::size_t>(m) * K, 2);
+      std::vector<float> ym(static_cast<std::size_t>(m) * N);
+      const TensorView<const float> xv(xm.data(), quarry::Shape{m, shape.k});
+      const TensorView<float> yv(ym.data(), quarry::Shape{m, shape.n});
+      const std::size_t use = m >= 128 ? 1 : ws.size();  // compute-bound: one matrix is enough
+      for (unsigned t : thread_counts) {
+        QGemmOptions on_pool;
+        on_pool.pool = t > 1 ? &pool : nullptr;
+        const int mreps = m >= 128 ? (quick ? 2 : 4) : reps;
+        const double s = best_seconds(mreps, [&] {
+          for (std::size_t i = 0; i < use; ++i) qgemm(xv, ws[i], yv, on_pool);
+        }) / static_cast<double>(use);
+        const double gops = 2.0 * static_cast<double>(m) * N * K / s / 1e9;
+        BenchRow r(fmt::format("qgemm w8a8 {} m={}", shape_name(shape), m), "quarry", t);
+        r.set("gops", gops).set("peak_ratio", y.vnni_gops_for(t) ? std::optional<double>(gops / *y.vnni_gops_for(t)) : std::nullopt);
+        const double gbps = static_cast<double>(ws[0].nbytes()) / s / 1e9;
+        r.set("gbps", gbps).set("bw_ratio", gbps / y.dram_gbps_for(t)).set("ms", s * 1e3).set("isa", report.machine.isa);
+        report.rows.push_back(std::move(r));
+      }
+      if (m >= 128 && isa_supported(Isa::avx512)) {
+        // Eigen's f32 GEMM on the same shape: columns split over the threads.
+        const std::vector<float> wf = random_floats(N * K, 3);
+        for (unsigned t : thread_counts) {
+          ThreadPool* p = t > 1 ? &pool : nullptr;
+          const double s = best_seconds(quick ? 1 : 3, [&] {
+            parallel_for(p, 0, shape.n / 64, [&](std::int64_t c0, std::int64_t c1) {
+              eigen_gemm_columns(xm.data(), wf.data(), ym.data(), static_cast<long>(m), shape.n, shape.k, static_cast<long>(c0 * 64),
+                                 static_cast<long>(std::min<std::int64_t>(shape.n, c1 * 64)));
+            }, 1);
+          });
+          const double gflops = 2.0 * static_cast<double>(m) * N * K / s / 1e9;
+          BenchRow r(fmt::format("gemm f32 {} m={}", shape_name(shape), m), "eigen", t);
+          r.set("gops", gflops).set("peak_ratio", gflops / y.fma_gflops_for(t)).set("ms", s * 1e3).set("build", "avx512");
+          report.rows.push_back(std::move(r));
+        }
+      }
+    }
+  }
+  const int rc = output_report(report, options.json_path);
+  fmt::print("bw_ratio: gbps / measured DRAM read GB/s (1-thread figure for 1-thread rows); peak_ratio: quarry "
+             "int8 GOP/s / measured VNNI peak, eigen GFLOP/s / measured f32 FMA peak\n");
+  return rc;
+}

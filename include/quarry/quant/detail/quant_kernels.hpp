@@ -1,0 +1,45 @@
+// The kernel table of the quant module: the W8A8 activation quantizer and the int8 x int8 ->
+// int32 matrix product with its float epilogue. Front-end in quarry/quant/qgemm.hpp; bodies in
+// src/cpu/kernels/quant.hpp, whose scalar bodies are the reference.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "quarry/core/detail/dispatch.hpp"
+
+namespace quarry::detail {
+
+/// Operands of one W8A8 product  y[i][j] = float(acc[i][j]) * (a_scale[i] * w_scale[j]) + bias[j]
+/// with acc[i][j] = sum_k a[i][k] * w[j][k] in int32 (exact modulo 2^32).
+struct QGemmArgs {
+  const std::int8_t* a = nullptr;      ///< [m, k] activations, row stride lda; values in -127..127
+  std::size_t lda = 0;
+  const std::int32_t* a_sum = nullptr; ///< [m] sum_k a[i][k] (the VNNI kernel's u8 compensation)
+  const float* a_scale = nullptr;      ///< [m] per-row scale (any fused output scale folded in)
+  const std::int8_t* w = nullptr;      ///< [n, k] weights, row stride ldw; any int8 (-128 too)
+  std::size_t ldw = 0;
+  const float* w_scale = nullptr;      ///< scale of weight row j at w_scale[j * w_scale_stride]
+  std::size_t w_scale_stride = 0;      ///< 1 per channel, 0 per tensor
+  const float* bias = nullptr;         ///< [n], or null for none
+  float* y = nullptr;                  ///< [m, n] output, row stride ldy
+  std::size_t ldy = 0;
+  std::size_t m = 0, n = 0, k = 0;
+};
+
+/// Quant kernels for one ISA. Pointers are never null; kernels accept empty sizes and any
+/// alignment, and are noexcept and allocation-free.
+struct QuantKernels {
+  /// Quantizes x[0..k) to symmetric int8 (-127..127): q = clamp(round_even(x * (127 / amax))),
+  /// amax = max |x|. Returns the scale amax / 127 and writes sum(q) to *q_sum. A row whose amax
+  /// is 0 or so small that 127 / amax overflows gives q = 0 and scale 0; a row holding a NaN or
+  /// an infinity gives q = 0 and scale NaN (its outputs become NaN). Identical on every ISA.
+  float (*quantize_row_s8)(const float* x, std::size_t k, std::int8_t* q, std::int32_t* q_sum) noexcept;
+  /// The W8A8 product described by QGemmArgs, y = fma(float(acc), a_scale * w_scale, bias or 0):
+  /// bit-identical on every ISA and for every tiling.
+  void (*gemm_s8)(const QGemmArgs& args) noexcept;
+};
+
+QUARRY_DECLARE_KERNEL_TABLES(QuantKernels)
+
+}  // namespace quarry::detail

@@ -1,0 +1,349 @@
+// Bodies of the quant kernels (QuantKernels in quarry/quant/detail/quant_kernels.hpp), templates
+// on the arch tag. Included only by src/cpu/<isa>.cpp, each compiled with its own ISA's flags;
+// the rule of src/cpu/kernels/core.hpp holds here too: everything is a template on Arch, an
+// intrinsic, or always_inline.
+//
+// The int8 products, exact in int32 (modulo 2^32) on every ISA:
+//   AVX-512 VNNI  vpdpbusd multiplies u8 by s8. The weights (any s8, -128 included) become
+//                 u8 by w ^ 0x80 = w + 128, the activations stay s8 (-127..127), and
+//                 sum (w + 128) a = sum w a + 128 sum a: the row sum of the activations, known
+//                 from their quantization, removes the shift. No per-weight-row sums are needed.
+//   AVX2          vpmaddubsw (u8 x s8, pairs summed into int16 with saturation) on |w| and
+//                 sign(a, w): |w| <= 128 and |a| <= 127, so a pair is at most 2 * 128 * 127 =
+//                 32512 < 32767 and never saturates (it would with a + 128 as the u8 operand:
+//                 2 * 255 * 127). vpmaddwd by ones then widens the pairs to int32.
+//   scalar, NEON  the reference loop.
+// Decode (one activation row) streams the weights once: several rows in flight sharing each
+// activation load, with software prefetch ahead of every row. Prefill (many rows) tiles
+// MR activation rows x NR weight rows in registers over blocks of weight rows sized for L2.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+#include "cpu/kernels/core.hpp"
+#include "quarry/quant/detail/quant_kernels.hpp"
+
+namespace quarry::detail::cpu_kernels {
+
+// ---- Shared pieces (identical on every ISA) ----
+
+/// The per-row quantization step from the largest |x| as raw bits (sign cleared): writes the
+/// scale and returns 127 / amax, or 0 when the row quantizes to zeros (see QuantKernels).
+template <class Arch>
+QUARRY_ALWAYS_INLINE float activation_inv_scale(std::uint32_t amax_bits, float* scale) noexcept {
+  if (amax_bits >= 0x7f800000u) {  // an infinity or a NaN somewhere in the row
+    *scale = std::numeric_limits<float>::quiet_NaN();
+    return 0.f;
+  }
+  const float amax = bits_to_float<Arch>(amax_bits);
+  const float inv = 127.f / amax;
+  if (!(inv <= std::numeric_limits<float>::max())) {  // amax == 0, or so small that 127 / amax overflows
+    *scale = 0.f;
+    return 0.f;
+  }
+  *scale = amax / 127.f;
+  return inv;
+}
+
+/// q = clamp(round_even(x * inv), -127, 127), the reference rounding.
+template <class Arch>
+QUARRY_ALWAYS_INLINE int quantize_activation(float x, float inv) noexcept {
+  const int q = static_cast<int>(std::nearbyint(x * inv));
+  return q < -127 ? -127 : (q > 127 ? 127 : q);
+}
+
+/// The float epilogue of output (i, j) from its exact int32 accumulator. One explicit fused
+/// multiply-add (vfmadd with FMA, a correctly rounded fmaf without), so no compiler contraction
+/// can make one ISA, or one tile shape, round differently from another: outputs are bit-exact.
+template <class Arch>
+QUARRY_ALWAYS_INLINE void store_output(const QGemmArgs& g, std::size_t i, std::size_t j, std::int32_t acc) noexcept {
+  const float scale = g.a_scale[i] * g.w_scale[j * g.w_scale_stride];
+  g.y[i * g.ldy + j] = std::fma(static_cast<float>(acc), scale, g.bias ? g.bias[j] : 0.f);
+}
+
+// ---- Scalar reference ----
+
+template <class Arch>
+void ref_quantize_rest(const float* x, std::size_t k, float inv, std::int8_t* q, std::uint32_t* sum) noexcept {
+  for (std::size_t i = 0; i < k; ++i) {
+    const int v = quantize_activation<Arch>(x[i], inv);
+    q[i] = static_cast<std::int8_t>(v);
+    *sum += static_cast<std::uint32_t>(v);
+  }
+}
+
+template <class Arch>
+float ref_quantize_row_s8(const float* x, std::size_t k, std::int8_t* q, std::int32_t* q_sum) noexcept {
+  std::uint32_t amax_bits = 0;
+  for (std::size_t i = 0; i < k; ++i) {
+    const std::uint32_t b = float_to_bits<Arch>(x[i]) & 0x7fffffffu;
+    amax_bits = b > amax_bits ? b : amax_bits;
+  }
+  float scale;
+  const float inv = activation_inv_scale<Arch>(amax_bits, &scale);
+  std::uint32_t sum = 0;
+  if (inv == 0.f) {
+    for (std::size_t i = 0; i < k; ++i) q[i] = 0;
+  } else {
+    ref_quantize_rest<Arch>(x, k, inv, q, &sum);
+  }
+  *q_sum = static_cast<std::int32_t>(sum);
+  return scale;
+}
+
+template <class Arch>
+QUARRY_ALWAYS_INLINE std::int32_t ref_dot_s8(const std::int8_t* a, const std::int8_t* w, std::size_t k) noexcept {
+  std::uint32_t s = 0;  // unsigned: wraps modulo 2^32 exactly as the SIMD int32 lanes do
+  for (std::size_t i = 0; i < k; ++i) s += static_cast<std::uint32_t>(std::int32_t{a[i]} * std::int32_t{w[i]});
+  return static_cast<std::int32_t>(s);
+}
+
+template <class Arch>
+void ref_gemm_s8(const QGemmArgs& g) noexcept {
+  for (std::size_t i = 0; i < g.m; ++i)
+    for (std::size_t j = 0; j < g.n; ++j) store_output<Arch>(g, i, j, ref_dot_s8<Arch>(g.a + i * g.lda, g.w + j * g.ldw, g.k));
+}
+
+// ---- SIMD bodies ----
+
+/// Bytes ahead of the current position that the decode kernel prefetches in every weight row.
+inline constexpr std::size_t kPrefetchAhead = 1024;
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+/// Sums of four int32 vectors' lanes: {sum a, sum b, sum c, sum d}, wrapping like the lanes.
+template <class Arch>
+QUARRY_ALWAYS_INLINE __m128i reduce4_epi32(__m512i a, __m512i b, __m512i c, __m512i d) noexcept {
+  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+  const __m512i abcd = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+  const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(abcd), _mm512_extracti64x4_epi64(abcd, 1));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+template <class Arch>
+QUARRY_ALWAYS_INLINE std::int32_t hsum_epi32_256(__m256i v) noexcept {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+/// AVX-512 VNNI tile: MR activation rows x NR weight rows, over all of K.
+template <class Arch, int MR, int NR, bool Prefetch>
+QUARRY_ALWAYS_INLINE void tile_vnni(const QGemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+  __m512i acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const std::int8_t* a = g.a + i0 * g.lda;
+  const std::int8_t* w = g.w + j0 * g.ldw;
+  const std::size_t k = g.k;
+  std::size_t kk = 0;
+  for (; kk + 64 <= k; kk += 64) {
+    __m512i wv[NR];
+    for (int j = 0; j < NR; ++j) {
+      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(w + j * g.ldw + kk + kPrefetchAhead), _MM_HINT_T0);
+      wv[j] = _mm512_xor_si512(_mm512_loadu_si512(w + j * g.ldw + kk), flip);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m512i av = _mm512_loadu_si512(a + i * g.lda + kk);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wv[j], av);
+    }
+  }
+  if (kk < k) {  // masked tail: absent activation bytes are 0, so the shifted weights add nothing
+    const __mmask64 mask = _bzhi_u64(~std::uint64_t{0}, static_cast<unsigned>(k - kk));
+    __m512i wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, w + j * g.ldw + kk), flip);
+    for (int i = 0; i < MR; ++i) {
+      const __m512i av = _mm512_maskz_loadu_epi8(mask, a + i * g.lda + kk);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wv[j], av);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    const std::uint32_t shift = static_cast<std::uint32_t>(g.a_sum[i0 + i]) << 7;  // 128 * sum a, mod 2^32
+    for (int j = 0; j < NR; j += 4) {
+      alignas(16) std::uint32_t s[4];
+      const __m512i z = _mm512_setzero_si512();
+      _mm_store_si128(reinterpret_cast<__m128i*>(s),
+                      reduce4_epi32<Arch>(acc[i][j], j + 1 < NR ? acc[i][j + 1] : z, j + 2 < NR ? acc[i][j + 2] : z,
+                                          j + 3 < NR ? acc[i][j + 3] : z));
+      for (int t = 0; t < 4 && j + t < NR; ++t)
+        store_output<Arch>(g, i0 + i, j0 + j + t, static_cast<std::int32_t>(s[t] - shift));
+    }
+  }
+}
+
+/// AVX2 tile: MR activation rows x NR weight rows, vpmaddubsw on |w| and sign(a, w).
+template <class Arch, int MR, int NR, bool Prefetch>
+QUARRY_ALWAYS_INLINE void tile_avx2(const QGemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+  __m256i acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  const std::int8_t* a = g.a + i0 * g.lda;
+  const std::int8_t* w = g.w + j0 * g.ldw;
+  const std::size_t k = g.k;
+  std::size_t kk = 0;
+  for (; kk + 32 <= k; kk += 32) {
+    __m256i wv[NR], wabs[NR];
+    for (int j = 0; j < NR; ++j) {
+      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(w + j * g.ldw + kk + kPrefetchAhead), _MM_HINT_T0);
+      wv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * g.ldw + kk));
+      wabs[j] = _mm256_abs_epi8(wv[j]);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i * g.lda + kk));
+      for (int j = 0; j < NR; ++j) {
+        const __m256i pairs = _mm256_maddubs_epi16(wabs[j], _mm256_sign_epi8(av, wv[j]));
+        acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(pairs, ones));
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) {
+      const std::uint32_t bulk = static_cast<std::uint32_t>(hsum_epi32_256<Arch>(acc[i][j]));
+      const std::uint32_t rest = static_cast<std::uint32_t>(
+          ref_dot_s8<Arch>(a + i * g.lda + kk, w + j * g.ldw + kk, k - kk));
+      store_output<Arch>(g, i0 + i, j0 + j, static_cast<std::int32_t>(bulk + rest));
+    }
+}
+
+template <class Arch, int MR, int NR, bool Prefetch>
+QUARRY_ALWAYS_INLINE void tile(const QGemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+  if constexpr (simd::is_avx512<Arch>) tile_vnni<Arch, MR, NR, Prefetch>(g, i0, j0);
+  else tile_avx2<Arch, MR, NR, Prefetch>(g, i0, j0);
+}
+
+/// Tiles of `mr` (1..MR, a run-time count) activation rows x weight rows [j0, j1).
+template <class Arch, int MR, int NR>
+QUARRY_ALWAYS_INLINE void tile_row_block(const QGemmArgs& g, std::size_t i0, std::size_t j0, std::size_t j1) noexcept {
+  std::size_t j = j0;
+  for (; j + NR <= j1; j += NR) tile<Arch, MR, NR, false>(g, i0, j);
+  for (; j < j1; ++j) tile<Arch, MR, 1, false>(g, i0, j);
+}
+
+#endif  // x86-64
+
+template <class Arch>
+float quantize_row_s8(const float* x, std::size_t k, std::int8_t* q, std::int32_t* q_sum) noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (simd::is_avx512<Arch>) {
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+    __m512i amax = _mm512_setzero_si512();
+    std::size_t i = 0;
+    for (; i + 16 <= k; i += 16) amax = _mm512_max_epu32(amax, _mm512_and_si512(_mm512_loadu_si512(x + i), abs_mask));
+    if (i < k) {
+      const __mmask16 m = static_cast<__mmask16>(_bzhi_u32(0xffffu, static_cast<unsigned>(k - i)));
+      amax = _mm512_max_epu32(amax, _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + i), abs_mask));
+    }
+    float scale;
+    const float inv = activation_inv_scale<Arch>(_mm512_reduce_max_epu32(amax), &scale);
+    const __m512 vinv = _mm512_set1_ps(inv);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    __m512i sum = _mm512_setzero_si512();
+    // With inv == 0 every lane is 0 * x: NaN for NaN or infinite x, which cvtps2dq turns into
+    // INT_MIN; the clamp and the zeroing below keep q = 0 as the reference does.
+    const __mmask16 keep = inv == 0.f ? __mmask16{0} : __mmask16{0xffff};
+    for (i = 0; i < k; i += 16) {
+      const __mmask16 m = static_cast<__mmask16>(keep & (k - i >= 16 ? 0xffffu : _bzhi_u32(0xffffu, static_cast<unsigned>(k - i))));
+      __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vinv));
+      v = _mm512_maskz_min_epi32(m, _mm512_max_epi32(v, lo), hi);
+      sum = _mm512_add_epi32(sum, v);
+      const __mmask16 store = static_cast<__mmask16>(k - i >= 16 ? 0xffffu : _bzhi_u32(0xffffu, static_cast<unsigned>(k - i)));
+      _mm512_mask_cvtsepi32_storeu_epi8(q + i, store, v);
+    }
+    const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64(sum, 1));
+    *q_sum = hsum_epi32_256<Arch>(h);
+    return scale;
+  } else if constexpr (simd::is_avx2<Arch>) {
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
+    __m256i amax = _mm256_setzero_si256();
+    std::size_t i = 0;
+    for (; i + 8 <= k; i += 8)
+      amax = _mm256_max_epu32(amax, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), abs_mask));
+    __m128i m4 = _mm_max_epu32(_mm256_castsi256_si128(amax), _mm256_extracti128_si256(amax, 1));
+    m4 = _mm_max_epu32(m4, _mm_shuffle_epi32(m4, 0x4e));
+    m4 = _mm_max_epu32(m4, _mm_shuffle_epi32(m4, 0xb1));
+    std::uint32_t amax_bits = static_cast<std::uint32_t>(_mm_cvtsi128_si32(m4));
+    for (; i < k; ++i) {
+      const std::uint32_t b = float_to_bits<Arch>(x[i]) & 0x7fffffffu;
+      amax_bits = b > amax_bits ? b : amax_bits;
+    }
+    float scale;
+    const float inv = activation_inv_scale<Arch>(amax_bits, &scale);
+    if (inv == 0.f) {
+      for (i = 0; i < k; ++i) q[i] = 0;
+      *q_sum = 0;
+      return scale;
+    }
+    const __m256 vinv = _mm256_set1_ps(inv);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i sum = _mm256_setzero_si256();
+    auto q8 = [&](std::size_t at) {
+      __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + at), vinv));
+      v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+      sum = _mm256_add_epi32(sum, v);
+      return v;
+    };
+    for (i = 0; i + 32 <= k; i += 32) {
+      const __m256i v0 = q8(i), v1 = q8(i + 8), v2 = q8(i + 16), v3 = q8(i + 24);
+      // packs interleave 128-bit lanes; the permute puts the 4-byte groups back in order.
+      const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permutevar8x32_epi32(b, order));
+    }
+    std::uint32_t s = static_cast<std::uint32_t>(hsum_epi32_256<Arch>(sum));
+    ref_quantize_rest<Arch>(x + i, k - i, inv, q + i, &s);
+    *q_sum = static_cast<std::int32_t>(s);
+    return scale;
+  }
+#endif
+  return ref_quantize_row_s8<Arch>(x, k, q, q_sum);
+}
+
+template <class Arch>
+void gemm_s8(const QGemmArgs& g) noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
+    constexpr bool vnni = simd::is_avx512<Arch>;
+    constexpr int kDecodeRows = vnni ? 8 : 4;  // weight rows in flight for one activation row
+    constexpr int MR = 4;                      // activation rows per register tile
+    constexpr int NR = vnni ? 4 : 2;           // weight rows per register tile
+    if (g.m == 1) {
+      std::size_t j = 0;
+      for (; j + kDecodeRows <= g.n; j += kDecodeRows) tile<Arch, 1, kDecodeRows, true>(g, 0, j);
+      for (; j < g.n; ++j) tile<Arch, 1, 1, true>(g, 0, j);
+      return;
+    }
+    // Weight rows in blocks of ~256 KiB (they stay in L2 while every activation tile passes).
+    std::size_t nb = (std::size_t{256} << 10) / (g.k ? g.k : 1);
+    nb = nb < NR ? NR : nb - nb % NR;
+    for (std::size_t jb = 0; jb < g.n; jb += nb) {
+      const std::size_t je = jb + nb < g.n ? jb + nb : g.n;
+      std::size_t i = 0;
+      for (; i + MR <= g.m; i += MR) tile_row_block<Arch, MR, NR>(g, i, jb, je);
+      switch (g.m - i) {
+        case 3: tile_row_block<Arch, 3, NR>(g, i, jb, je); break;
+        case 2: tile_row_block<Arch, 2, NR>(g, i, jb, je); break;
+        case 1: tile_row_block<Arch, 1, NR>(g, i, jb, je); break;
+        default: break;
+      }
+    }
+    return;
+  }
+#endif
+  ref_gemm_s8<Arch>(g);
+}
+
+/// The QuantKernels table for one arch tag.
+template <class Arch>
+constexpr QuantKernels make_quant_kernels() noexcept {
+  if constexpr (simd::is_scalar<Arch>) return QuantKernels{&ref_quantize_row_s8<Arch>, &ref_gemm_s8<Arch>};
+  else return QuantKernels{&quantize_row_s8<Arch>, &gemm_s8<Arch>};
+}
+
+}  // namespace quarry::detail::cpu_kernels

@@ -1,0 +1,239 @@
+// qgemm / qgemv: results against a plain reference of the documented formula, against the f32
+// product, fused bias and scale, threads, strided views, edge rows and bad input.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <quarry/quant/qgemm.hpp>
+#include <quarry/quant/quantize.hpp>
+
+using namespace quarry;
+
+namespace {
+
+Tensor<float> gaussian(std::int64_t rows, std::int64_t cols, std::uint32_t seed, float sigma = 1.f) {
+  Tensor<float> t = Tensor<float>::uninitialized({rows, cols});
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, sigma);
+  for (float& v : t.span()) v = d(rng);
+  return t;
+}
+
+QuantizedTensor<cpu> quantized(const Tensor<float>& w, QuantScheme s = QuantScheme::int8_per_channel()) {
+  auto q = quantize(w.view(), s);
+  REQUIRE(q.ok());
+  return std::move(q).value();
+}
+
+// The documented formula in double: x quantized per row (round half even, 127 / amax), weights
+// dequantized, products summed exactly, then scaled and biased.
+Tensor<double> reference(const Tensor<float>& x, const QuantizedTensor<cpu>& w, const std::vector<float>& bias, float out_scale) {
+  const std::int64_t m = x.dim(0), k = x.dim(1), n = w.rows();
+  Tensor<double> y({m, n});
+  for (std::int64_t i = 0; i < m; ++i) {
+    float amax = 0;
+    bool finite = true;
+    for (std::int64_t c = 0; c < k; ++c) {
+      finite = finite && std::isfinite(x(i, c));
+      amax = std::max(amax, std::fabs(x(i, c)));
+    }
+    const float inv = 127.f / amax;
+    std::vector<int> q(static_cast<std::size_t>(k), 0);
+    double sx = std::numeric_limits<double>::quiet_NaN();
+    if (finite) {
+      sx = std::isfinite(inv) ? double(amax / 127.f) : 0.0;
+      if (std::isfinite(inv))
+        for (std::int64_t c = 0; c < k; ++c) q[c] = std::clamp(static_cast<int>(std::nearbyint(x(i, c) * inv)), -127, 127);
+    }
+    for (std::int64_t j = 0; j < n; ++j) {
+      std::int64_t acc = 0;
+      for (std::int64_t c = 0; c < k; ++c) acc += std::int64_t{q[c]} * w.value(j, c);
+      const auto [sr, sc] = w.scale_index(j, 0);
+      y(i, j) = double(out_scale) * sx * w.scale(sr, sc) * double(acc) + (bias.empty() ? 0.0 : bias[j]);
+    }
+  }
+  return y;
+}
+
+void check_close(const Tensor<float>& got, const Tensor<double>& want, double rel = 1e-5) {
+  REQUIRE(got.shape() == want.shape());
+  double scale = 0;
+  for (std::int64_t i = 0; i < want.dim(0); ++i)
+    for (std::int64_t j = 0; j < want.dim(1); ++j)
+      if (std::isfinite(want(i, j))) scale = std::max(scale, std::fabs(want(i, j)));
+  for (std::int64_t i = 0; i < want.dim(0); ++i)
+    for (std::int64_t j = 0; j < want.dim(1); ++j) {
+      INFO("(" << i << ", " << j << ") got " << got(i, j) << " want " << want(i, j));
+      if (std::isnan(want(i, j))) REQUIRE(std::isnan(got(i, j)));
+      else REQUIRE(std::fabs(got(i, j) - want(i, j)) <= rel * (scale + 1e-30));
+    }
+}
+
+std::vector<float> random_bias(std::int64_t n, std::uint32_t seed) {
+  const Tensor<float> b = gaussian(1, n, seed);
+  return {b.data(), b.data() + n};
+}
+
+}  // namespace
+
+TEST_CASE("qgemm matches the documented formula for per_channel and per_tensor weights") {
+  for (auto scheme : {QuantScheme::int8_per_channel(), QuantScheme::int8_per_tensor(),
+                      QuantScheme{8, Granularity::per_channel, 0, true, DType::f16}}) {
+    for (auto [m, n, k] : {std::tuple{1, 37, 100}, std::tuple{3, 16, 64}, std::tuple{8, 70, 257}, std::tuple{13, 9, 1},
+                           std::tuple{33, 130, 300}}) {
+      INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
+      const Tensor<float> x = gaussian(m, k, 1), wf = gaussian(n, k, 2, 0.05f);
+      const auto w = quantized(wf, scheme);
+      const auto bias = random_bias(n, 3);
+      Tensor<float> y({m, n});
+      qgemm(x.view(), w, y.view(), {.bias = bias, .output_scale = 0.5f});
+      check_close(y, reference(x, w, bias, 0.5f));
+    }
+  }
+}
+
+TEST_CASE("qgemm is close to the f32 product (W8A8 quantization error only)") {
+  const std::int64_t m = 16, n = 64, k = 512;
+  const Tensor<float> x = gaussian(m, k, 4), wf = gaussian(n, k, 5);
+  const auto w = quantized(wf);
+  Tensor<float> y({m, n});
+  qgemm(x.view(), w, y.view());
+  double err = 0, sig = 0;
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      double exact = 0;
+      for (std::int64_t c = 0; c < k; ++c) exact += double(x(i, c)) * wf(j, c);
+      err += (y(i, j) - exact) * (y(i, j) - exact);
+      sig += exact * exact;
+    }
+  CHECK(10 * std::log10(sig / err) > 30.0);  // int8 x int8 on Gaussians: ~35 dB
+}
+
+TEST_CASE("qgemv equals qgemm's row; threads give bit-identical results") {
+  const std::int64_t n = 1000, k = 4096;
+  const Tensor<float> x = gaussian(5, k, 6), wf = gaussian(n, k, 7);
+  const auto w = quantized(wf);
+  const auto bias = random_bias(n, 8);
+  Tensor<float> serial({5, n}), threaded({5, n});
+  ThreadPool pool(3);
+  qgemm(x.view(), w, serial.view(), {.bias = bias});
+  qgemm(x.view(), w, threaded.view(), {.bias = bias, .pool = &pool});
+  for (std::int64_t i = 0; i < 5; ++i) {
+    std::vector<float> row(static_cast<std::size_t>(n)), row_mt(static_cast<std::size_t>(n));
+    qgemv({&x(i, 0), static_cast<std::size_t>(k)}, w, row, {.bias = bias});
+    qgemv({&x(i, 0), static_cast<std::size_t>(k)}, w, row_mt, {.bias = bias, .pool = &pool});
+    for (std::int64_t j = 0; j < n; ++j) {
+      REQUIRE(serial(i, j) == threaded(i, j));
+      REQUIRE(row[j] == serial(i, j));
+      REQUIRE(row_mt[j] == serial(i, j));
+    }
+  }
+}
+
+TEST_CASE("qgemm takes strided x and y") {
+  const std::int64_t m = 6, n = 20, k = 70;
+  const Tensor<float> xt = gaussian(k, m, 9), wf = gaussian(n, k, 10);  // x = xt^T: column stride != 1
+  const auto w = quantized(wf);
+  const TensorView<const float> x(xt.data(), Shape{m, k}, Strides{1, m});
+  Tensor<float> xd({m, k});
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t c = 0; c < k; ++c) xd(i, c) = x(i, c);
+  Tensor<float> want({m, n});
+  qgemm(xd.view(), w, want.view());
+
+  Tensor<float> wide(Shape{m, n + 5});
+  qgemm(x, w, TensorView<float>(wide.data(), Shape{m, n}, Strides{n + 5, 1}));
+  Tensor<float> yt({n, m});
+  qgemm(x, w, TensorView<float>(yt.data(), Shape{m, n}, Strides{1, m}));
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      REQUIRE(wide(i, j) == want(i, j));
+      REQUIRE(yt(j, i) == want(i, j));
+    }
+}
+
+TEST_CASE("qgemm edge rows: zeros, NaN, infinity, tiny values, zero weight rows, K = 0") {
+  const std::int64_t m = 6, n = 10, k = 48;
+  Tensor<float> x = gaussian(m, k, 11);
+  Tensor<float> wf = gaussian(n, k, 12);
+  for (std::int64_t c = 0; c < k; ++c) {
+    x(1, c) = 0.f;     // all-zero row -> bias
+    x(4, c) = 1e-40f;  // subnormal row: 127 / amax overflows -> treated as zero -> bias
+    wf(7, c) = 0.f;    // all-zero weight row: scale 0 -> bias, not NaN
+  }
+  x(2, 5) = std::numeric_limits<float>::quiet_NaN();
+  x(3, 40) = -std::numeric_limits<float>::infinity();
+  const auto w = quantized(wf);
+  CHECK(w.scale(7, 0) == 0.f);
+  const auto bias = random_bias(n, 13);
+  Tensor<float> y({m, n});
+  qgemm(x.view(), w, y.view(), {.bias = bias});
+  for (std::int64_t j = 0; j < n; ++j) {
+    CHECK(y(1, j) == bias[j]);
+    CHECK(y(4, j) == bias[j]);
+    CHECK(std::isnan(y(2, j)));
+    CHECK(std::isnan(y(3, j)));
+    CHECK(std::isfinite(y(0, j)));
+    CHECK(std::isfinite(y(5, j)));
+    CHECK(y(0, 7) == bias[7]);
+  }
+  check_close(y, reference(x, w, bias, 1.f));
+
+  // K = 0: every output is the bias.
+  const auto empty = quantized(Tensor<float>({n, 0}));
+  Tensor<float> y0({2, n});
+  const Tensor<float> x0({2, 0});
+  qgemm(x0.view(), empty, y0.view(), {.bias = bias});
+  for (std::int64_t j = 0; j < n; ++j) CHECK(y0(1, j) == bias[j]);
+  // M = 0 and N = 0: nothing to do, no error.
+  Tensor<float> none({0, n});
+  const Tensor<float> xm0({0, k});
+  qgemm(xm0.view(), w, none.view());
+}
+
+TEST_CASE("qgemm rejects bad shapes and unsupported schemes with messages that name them") {
+  const auto w = quantized(gaussian(8, 64, 14));
+  Tensor<float> x({2, 64}), y({2, 8});
+  auto message = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  auto code = [](auto&& f) -> errc {
+    try {
+      f();
+    } catch (const error& e) {
+      return e.code();
+    }
+    return errc::ok;
+  };
+  Tensor<float> bad_x({2, 63}), bad_y({2, 9}), bad_m({3, 8});
+  CHECK(message([&] { qgemm(bad_x.view(), w, y.view()); }).find("[2, 63]") != std::string::npos);
+  CHECK(code([&] { qgemm(bad_x.view(), w, y.view()); }) == errc::shape_mismatch);
+  CHECK(message([&] { qgemm(x.view(), w, bad_y.view()); }).find("[2, 9]") != std::string::npos);
+  CHECK(code([&] { qgemm(x.view(), w, bad_m.view()); }) == errc::shape_mismatch);
+  const Tensor<float> vec({64});
+  CHECK(code([&] { qgemm(vec.view(), w, y.view()); }) == errc::shape_mismatch);
+  const std::vector<float> short_bias(7);
+  CHECK(message([&] { qgemm(x.view(), w, y.view(), {.bias = short_bias}); }).find("bias has 7") != std::string::npos);
+  std::vector<float> xv(64), yv(8), yv_bad(9);
+  CHECK(code([&] { qgemv(std::span<const float>(xv).first(60), w, yv); }) == errc::shape_mismatch);
+  CHECK(message([&] { qgemv(xv, w, yv_bad); }).find("y [9]") != std::string::npos);
+
+  for (auto s : {QuantScheme::int8_grouped(32), QuantScheme::int8_per_channel(false), QuantScheme::int8_per_tensor(false),
+                 QuantScheme::int4_grouped(32), QuantScheme::int4_grouped(128, false)}) {
+    const auto q = quantized(gaussian(8, 128, 15), s);
+    Tensor<float> xs({1, 128});
+    CHECK(code([&] { qgemm(xs.view(), q, y.view()); }) == errc::unsupported);
+    CHECK(message([&] { qgemm(xs.view(), q, y.view()); }).find(s.to_string()) != std::string::npos);
+    CHECK_FALSE(qgemm_supports(s));
+  }
+  CHECK(qgemm_supports(QuantScheme::int8_per_channel()));
+}
