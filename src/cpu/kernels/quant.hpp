@@ -110,7 +110,7 @@ void ref_gemm_s8(const QGemmArgs& g) noexcept {
 // ---- SIMD bodies ----
 
 /// Bytes ahead of the current position that the decode kernel prefetches in every weight row.
-inline constexpr std::size_t kPrefetchAhead = 1024;
+inline constexpr std::size_t kPrefetchAhead = 2048;
 
 #if defined(__x86_64__) || defined(_M_X64)
 
