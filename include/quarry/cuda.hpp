@@ -9,3 +9,5 @@
 #include "quarry/core/cuda_convert.hpp"
 #include "quarry/core/cuda_device.hpp"
 #include "quarry/core/cuda_tensor.hpp"
+#include "quarry/quant/cuda_qgemm.hpp"
+#include "quarry/quant/cuda_quantized_tensor.hpp"
