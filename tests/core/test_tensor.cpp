@@ -6,21 +6,11 @@
 #include <quarry/core/convert.hpp>
 #include <quarry/core/tensor.hpp>
 
-using namespace quarry;
+#include "test_util.hpp"
 
-namespace {
-// Runs f and returns the message of the quarry::error it throws ("" if none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const error& e) {
-    return e.what();
-  }
-  return "";
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-}  // namespace
+using namespace quarry;
+using namespace quarry::testing;
+
 
 TEST_CASE("Tensor: zero-filled, aligned, row-major") {
   Tensor<float> t({2, 3, 4});
@@ -50,18 +40,18 @@ TEST_CASE("Tensor: zero-filled, aligned, row-major") {
 
 TEST_CASE("Tensor: errors name the shapes and indices involved") {
   Tensor<float> t({2, 3});
-  CHECK(contains(error_of([&] { (void)t.at(2, 0); }), "index [2, 0] is out of range for shape [2, 3]"));
-  CHECK(contains(error_of([&] { (void)t.at(0); }), "1 indices on a tensor of shape [2, 3]"));
-  CHECK(contains(error_of([&] { (void)t.reshape({4, 2}); }), "reshape of [2, 3] (6 elements) to [4, 2] (8 elements)"));
-  CHECK(contains(error_of([&] { (void)t.t().reshape({6}); }), "non-contiguous view (shape [3, 2], strides [1, 3])"));
-  CHECK(contains(error_of([&] { (void)t.select(2, 0); }), "dimension 2 does not exist in shape [2, 3]"));
-  CHECK(contains(error_of([&] { (void)t.permute({0, 0}); }), "not a permutation"));
-  CHECK(contains(error_of([&] { Tensor<float> u({2, 3}, {1.f, 2.f}); }), "2 values given for shape [2, 3]"));
-  CHECK(contains(error_of([&] { Tensor<float> u({-1, 3}); }), "shape [-1, 3] has a negative extent"));
-  CHECK(contains(error_of([&] { Tensor<float> u({1 << 20, 1 << 20, 1 << 21}); }), "more than quarry allocates"));
-  CHECK(contains(error_of([&] { (void)Shape{1, 2, 3, 4, 5, 6, 7, 8, 9}; }), "9 dimensions given"));
+  CHECK(contains(thrown([&] { (void)t.at(2, 0); }), "index [2, 0] is out of range for shape [2, 3]"));
+  CHECK(contains(thrown([&] { (void)t.at(0); }), "1 indices on a tensor of shape [2, 3]"));
+  CHECK(contains(thrown([&] { (void)t.reshape({4, 2}); }), "reshape of [2, 3] (6 elements) to [4, 2] (8 elements)"));
+  CHECK(contains(thrown([&] { (void)t.t().reshape({6}); }), "non-contiguous view (shape [3, 2], strides [1, 3])"));
+  CHECK(contains(thrown([&] { (void)t.select(2, 0); }), "dimension 2 does not exist in shape [2, 3]"));
+  CHECK(contains(thrown([&] { (void)t.permute({0, 0}); }), "not a permutation"));
+  CHECK(contains(thrown([&] { Tensor<float> u({2, 3}, {1.f, 2.f}); }), "2 values given for shape [2, 3]"));
+  CHECK(contains(thrown([&] { Tensor<float> u({-1, 3}); }), "shape [-1, 3] has a negative extent"));
+  CHECK(contains(thrown([&] { Tensor<float> u({1 << 20, 1 << 20, 1 << 21}); }), "more than quarry allocates"));
+  CHECK(contains(thrown([&] { (void)Shape{1, 2, 3, 4, 5, 6, 7, 8, 9}; }), "9 dimensions given"));
   Tensor<float> u({3, 2});
-  CHECK(contains(error_of([&] { t.view().copy_from(u.view()); }), "source shape [3, 2] differs from destination shape [2, 3]"));
+  CHECK(contains(thrown([&] { t.view().copy_from(u.view()); }), "source shape [3, 2] differs from destination shape [2, 3]"));
 }
 
 TEST_CASE("TensorView: slice, select, transpose, permute, reshape are views") {

@@ -25,30 +25,12 @@
 #include <quarry/cuda.hpp>
 #include <quarry/quant/qgemm.hpp>
 
+#include "test_util.hpp"
+
 using namespace quarry;
+using namespace quarry::testing;
 
 namespace {
-
-// Runs f and returns the quarry::error it throws (code and message), or ok if none.
-template <class F>
-status error_of(F&& f) {
-  try {
-    f();
-  } catch (const error& e) {
-    return status(e.code(), e.what());
-  }
-  return {};
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// A [rows, cols] matrix of Gaussian values (std `sigma`), deterministic for a seed.
-Tensor<float> gaussian(std::int64_t rows, std::int64_t cols, std::uint32_t seed, float sigma = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.f, sigma);
-  Tensor<float> t = Tensor<float>::uninitialized({rows, cols});
-  for (float& v : t.span()) v = dist(rng);
-  return t;
-}
 
 // Weights with all-zero blocks: row 0 entirely (when there are several rows) and the second
 // group of the middle row, so the quantizer gives them scale 0.
@@ -549,20 +531,20 @@ TEST_CASE("cuda qgemm: errors name the bad shape or scheme") {
 
   SUBCASE("K of the activations differs from the weights' K") {
     const Tensor<float, cuda> x100({3, 100});
-    const status st = error_of([&] { qgemm(x100, w4, y); });
+    const status st = thrown([&] { qgemm(x100, w4, y); });
     CHECK(st.code() == errc::shape_mismatch);
     CHECK(contains(st.message(), "K = 100"));
     CHECK(contains(st.message(), "w [64, 128]"));
     CHECK(contains(st.message(), "per_group(32)"));
     const Tensor<f16, cuda> v({96});
     Tensor<float, cuda> yv({64});
-    const status sv = error_of([&] { qgemv(v, w8, yv); });
+    const status sv = thrown([&] { qgemv(v, w8, yv); });
     CHECK(sv.code() == errc::shape_mismatch);
     CHECK(contains(sv.message(), "K = 96"));
   }
   SUBCASE("y of the wrong shape") {
     Tensor<float, cuda> y_bad({3, 63});
-    const status st = error_of([&] { qgemm(x, w4, y_bad); });
+    const status st = thrown([&] { qgemm(x, w4, y_bad); });
     CHECK(st.code() == errc::shape_mismatch);
     CHECK(contains(st.message(), "[3, 63]"));
     CHECK(contains(st.message(), "[3, 64]"));
@@ -571,16 +553,16 @@ TEST_CASE("cuda qgemm: errors name the bad shape or scheme") {
     const Tensor<float, cuda> bias({65});
     CudaQGemmOptions options;
     options.bias = &bias;
-    const status st = error_of([&] { qgemm(x, w8, y, options); });
+    const status st = thrown([&] { qgemm(x, w8, y, options); });
     CHECK(st.code() == errc::shape_mismatch);
     CHECK(contains(st.message(), "[65]"));
   }
   SUBCASE("activations of the wrong rank") {
     const Tensor<float, cuda> x3({1, 3, 128});
-    CHECK(error_of([&] { qgemm(x3, w4, y); }).code() == errc::shape_mismatch);
+    CHECK(thrown([&] { qgemm(x3, w4, y); }).code() == errc::shape_mismatch);
     const Tensor<float, cuda> x2({2, 128});
     Tensor<float, cuda> y2({2, 64});
-    const status st = error_of([&] { qgemv(x2, w4, y2); });
+    const status st = thrown([&] { qgemv(x2, w4, y2); });
     CHECK(st.code() == errc::shape_mismatch);
     CHECK(contains(st.message(), "qgemm"));
   }
@@ -590,7 +572,7 @@ TEST_CASE("cuda qgemm: errors name the bad shape or scheme") {
       CAPTURE(scheme.to_string());
       CHECK(!cuda_qgemm_supports(scheme).ok());
       const QuantizedTensor<cuda> w = to_device(quantized(gaussian(64, 128, 2), scheme));
-      const status st = error_of([&] { qgemm(x, w, y); });
+      const status st = thrown([&] { qgemm(x, w, y); });
       CHECK(st.code() == errc::invalid_argument);
       CHECK(contains(st.message(), scheme.to_string()));
       CHECK(contains(st.message(), "W4A16"));
@@ -601,18 +583,18 @@ TEST_CASE("cuda qgemm: errors name the bad shape or scheme") {
   SUBCASE("int8 activations need W8A8 weights and one scale per row") {
     const Tensor<std::int8_t, cuda> xq({3, 128});
     const Tensor<float, cuda> scales({3});
-    const status st = error_of([&] { qgemm(xq, scales, w4, y); });
+    const status st = thrown([&] { qgemm(xq, scales, w4, y); });
     CHECK(st.code() == errc::invalid_argument);
     CHECK(contains(st.message(), "W8A8"));
     const Tensor<float, cuda> scales4({4});
-    const status ss = error_of([&] { qgemm(xq, scales4, w8, y); });
+    const status ss = thrown([&] { qgemm(xq, scales4, w8, y); });
     CHECK(ss.code() == errc::shape_mismatch);
     CHECK(contains(ss.message(), "x_scales is [4]"));
   }
   SUBCASE("quantize_rows_int8 shapes") {
     Tensor<std::int8_t, cuda> xq({3, 127});
     Tensor<float, cuda> scales({3});
-    const status st = error_of([&] { quantize_rows_int8(x, xq, scales); });
+    const status st = thrown([&] { quantize_rows_int8(x, xq, scales); });
     CHECK(st.code() == errc::shape_mismatch);
     CHECK(contains(st.message(), "[3, 127]"));
   }

@@ -11,21 +11,13 @@
 
 #include <quarry/cuda.hpp>
 
+#include "test_util.hpp"
+
 using namespace quarry;
+using namespace quarry::testing;
 
 namespace {
 
-// Runs f and returns the quarry::error it throws (code and message), or ok if none.
-template <class F>
-status error_of(F&& f) {
-  try {
-    f();
-  } catch (const error& e) {
-    return status(e.code(), e.what());
-  }
-  return {};
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // An element of type T made from a small random integer.
 template <class T>
@@ -158,37 +150,37 @@ TEST_CASE("Tensor<T, cuda>: error messages name the shapes") {
   Tensor<float, cuda> dev({2, 3});
   Tensor<float> wrong({3, 2});
 
-  status st = error_of([&] { dev.copy_to_host(wrong.view()); });
+  status st = thrown([&] { dev.copy_to_host(wrong.view()); });
   CHECK(st.code() == errc::shape_mismatch);
   CHECK(contains(st.message(), "Tensor<f32, cuda>::copy_to_host"));
   CHECK(contains(st.message(), "[3, 2]"));
   CHECK(contains(st.message(), "[2, 3]"));
 
-  st = error_of([&] { dev.copy_from_host(wrong.view()); });
+  st = thrown([&] { dev.copy_from_host(wrong.view()); });
   CHECK(st.code() == errc::shape_mismatch);
   CHECK(contains(st.message(), "[3, 2]"));
   CHECK(contains(st.message(), "[2, 3]"));
 
-  st = error_of([&] { dev.copy_from(Tensor<float, cuda>({6})); });
+  st = thrown([&] { dev.copy_from(Tensor<float, cuda>({6})); });
   CHECK(st.code() == errc::shape_mismatch);
   CHECK(contains(st.message(), "[6]"));
 
-  st = error_of([&] { (void)dev.dim(2); });
+  st = thrown([&] { (void)dev.dim(2); });
   CHECK(st.code() == errc::out_of_range);
   CHECK(contains(st.message(), "[2, 3]"));
 
-  st = error_of([&] { dev.reshape_in_place({4, 2}); });
+  st = thrown([&] { dev.reshape_in_place({4, 2}); });
   CHECK(st.code() == errc::shape_mismatch);
   CHECK(contains(st.message(), "[4, 2]"));
 
-  st = error_of([&] { (void)Tensor<float, cuda>({2, -3}); });
+  st = thrown([&] { (void)Tensor<float, cuda>({2, -3}); });
   CHECK(st.code() == errc::invalid_argument);
   CHECK(contains(st.message(), "[2, -3]"));
 }
 
 TEST_CASE("Tensor<T, cuda>: a failed device allocation names the shape and the CUDA error") {
   const Shape huge{std::int64_t{1} << 46};  // 256 TiB of floats
-  const status st = error_of([&] { (void)Tensor<float, cuda>::uninitialized(huge); });
+  const status st = thrown([&] { (void)Tensor<float, cuda>::uninitialized(huge); });
   CHECK(st.code() == errc::out_of_memory);
   CHECK(contains(st.message(), "Tensor<f32, cuda>::uninitialized of shape [70368744177664]"));
   CHECK(contains(st.message(), "cudaErrorMemoryAllocation"));

@@ -11,7 +11,10 @@
 
 #include "shared_data.hpp"
 
+#include "test_util.hpp"
+
 using namespace quarry;
+using namespace quarry::testing;
 
 namespace {
 
@@ -70,7 +73,6 @@ std::vector<std::byte> sample_file() {
 }
 
 std::string error_of(const result<GgufFile>& r) { return r.ok() ? "" : r.status().to_string(); }
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 

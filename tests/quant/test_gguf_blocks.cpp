@@ -17,12 +17,14 @@
 #include <quarry/quant/gguf_blocks.hpp>
 #include <quarry/quant/quantize.hpp>
 
+#include "test_util.hpp"
+
 using namespace quarry;
+using namespace quarry::testing;
 
 namespace {
 
 std::string error_of(const status& s) { return s.ok() ? "" : s.to_string(); }
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // binary16 bits -> value, from the IEEE 754 definition (finite values only).
 float half_value(std::uint16_t h) {
@@ -128,13 +130,6 @@ std::vector<Block> random_blocks(std::size_t n, std::uint32_t seed) {
   return blocks;
 }
 
-Tensor<float> gaussian(std::int64_t rows, std::int64_t cols, std::uint32_t seed, float sigma = 1.f) {
-  Tensor<float> t = Tensor<float>::uninitialized({rows, cols});
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, sigma);
-  for (float& v : t.span()) v = d(rng);
-  return t;
-}
 
 }  // namespace
 

@@ -17,12 +17,14 @@
 #include <quarry/quant/gptq.hpp>
 #include <quarry/quant/quantize.hpp>
 
+#include "test_util.hpp"
+
 using namespace quarry;
+using namespace quarry::testing;
 
 namespace {
 
 std::string error_of(const status& s) { return s.ok() ? "" : s.to_string(); }
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // A layer W [N, K] in integers: q (0..15), stored zero points (0..15) and f16 scales per group.
 struct IntLayer {

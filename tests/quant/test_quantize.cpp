@@ -15,17 +15,13 @@
 
 #include "shared_data.hpp"
 
+#include "test_util.hpp"
+
 using namespace quarry;
+using namespace quarry::testing;
 
 namespace {
 
-Tensor<float> gaussian(std::int64_t rows, std::int64_t cols, std::uint32_t seed, float sigma = 1.f) {
-  Tensor<float> t = Tensor<float>::uninitialized({rows, cols});
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, sigma);
-  for (float& v : t.span()) v = d(rng);
-  return t;
-}
 
 std::vector<QuantScheme> all_schemes() {
   std::vector<QuantScheme> s;
@@ -42,7 +38,6 @@ std::vector<QuantScheme> all_schemes() {
 }
 
 std::string error_of(const status& s) { return s.ok() ? "" : s.to_string(); }
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 
