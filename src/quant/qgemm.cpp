@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "quarry/core/convert.hpp"
 #include "quarry/core/detail/dispatch.hpp"
 #include "quarry/quant/detail/quant_kernels.hpp"
 
@@ -28,12 +29,25 @@ Scratch& scratch() {
   return s;
 }
 
-void check_supported(const QuantizedTensor<cpu>& w, const char* fn) {
-  if (!qgemm_supports(w.scheme()))
-    throw_error(errc::unsupported,
-                fmt::format("{}: weights quantized as {} are not supported; it takes int8 symmetric per_tensor or "
-                            "per_channel weights (per_group int8 and int4 kernels are not written yet)",
-                            fn, w.scheme().to_string()));
+// Which kernel runs: W8A8 or W4A32 (see qgemm.hpp); anything else is errc::unsupported.
+enum class Kernel { w8a8, w4a32 };
+
+Kernel select_kernel(const QuantizedTensor<cpu>& w, ActivationMode mode, const char* fn) {
+  const QuantScheme& s = w.scheme();
+  if (qgemm_supports(s, mode)) return s.bits == 4 ? Kernel::w4a32 : Kernel::w8a8;
+  if (s.bits == 4 && s.granularity == Granularity::per_group && mode == ActivationMode::int8)
+    throw_error(errc::unsupported, fmt::format("{}: weights quantized as {} with int8 activations (W4A8) are not supported yet; "
+                                               "use ActivationMode::automatic or float32 (W4A32 / W4A16)",
+                                               fn, s.to_string()));
+  if (qgemm_supports(s, ActivationMode::automatic) && mode == ActivationMode::float32)
+    throw_error(errc::unsupported, fmt::format("{}: weights quantized as {} take int8 activations (W8A8); float activations "
+                                               "(W8A16) are not supported",
+                                               fn, s.to_string()));
+  throw_error(errc::unsupported,
+              fmt::format("{}: weights quantized as {} are not supported; it takes int8 symmetric per_tensor or per_channel "
+                          "weights (W8A8) and int4 per_group weights (W4A32 / W4A16); per_group or asymmetric int8 kernels "
+                          "are not written yet",
+                          fn, s.to_string()));
 }
 
 void check_bias(const QGemmOptions& o, std::int64_t n, const char* fn) {
@@ -59,6 +73,58 @@ void run_gemm(const detail::QGemmArgs& base, ThreadPool* pool) {
   });
 }
 
+// Runs the W4A32 kernel over output columns [0, N) split into tasks on the pool.
+void run_w4(const float* x, std::size_t ldx, std::size_t m, const QuantizedTensor<cpu>& w, float* y, std::size_t ldy,
+            const QGemmOptions& o) {
+  const auto& kern = detail::kernels<detail::QuantKernels>();
+  detail::Q4GemmArgs base;
+  base.x = x;
+  base.ldx = ldx;
+  base.w = w.value_bytes().data();
+  base.ldw = static_cast<std::size_t>(w.row_bytes());
+  base.w_scale = w.scales_data();
+  base.group = static_cast<std::size_t>(w.scheme().group_size);
+  base.ld_scale = static_cast<std::size_t>(w.cols()) / base.group;
+  base.scale_f16 = w.scheme().scale_dtype == DType::f16;
+  base.w_zero = w.scheme().symmetric ? nullptr : w.zeros().data();
+  base.bias = o.bias.empty() ? nullptr : o.bias.data();
+  base.output_scale = o.output_scale;
+  base.y = y;
+  base.ldy = ldy;
+  base.m = m;
+  base.n = static_cast<std::size_t>(w.rows());
+  base.k = static_cast<std::size_t>(w.cols());
+  const std::int64_t n = w.rows();
+  const std::int64_t tasks = (n + kRowsPerTask - 1) / kRowsPerTask;
+  const std::size_t scale_bytes = base.scale_f16 ? 2 : 4;
+  parallel_for(o.pool, 0, tasks, [&](std::int64_t t0, std::int64_t t1) {
+    const std::size_t j0 = static_cast<std::size_t>(t0 * kRowsPerTask);
+    const std::size_t j1 = static_cast<std::size_t>(std::min(n, t1 * kRowsPerTask));
+    detail::Q4GemmArgs g = base;
+    g.w = base.w + j0 * base.ldw;
+    g.w_scale = static_cast<const std::uint8_t*>(base.w_scale) + j0 * base.ld_scale * scale_bytes;
+    if (base.w_zero) g.w_zero = base.w_zero + j0 * base.ld_scale;
+    if (base.bias) g.bias = base.bias + j0;
+    g.y = base.y + j0;
+    g.n = j1 - j0;
+    kern.gemm_w4_f32(g);
+  });
+}
+
+// Calls write(y_ptr, ldy) with y itself when its rows are unit-stride, else with a dense
+// temporary copied into y afterwards.
+template <class Write>
+void with_dense_output(TensorView<float> y, std::int64_t m, std::int64_t n, Write&& write) {
+  if (y.strides()[1] == 1 && (m == 1 || y.strides()[0] >= n)) {
+    write(y.data(), static_cast<std::size_t>(m == 1 ? n : y.strides()[0]));
+    return;
+  }
+  Tensor<float> dense = Tensor<float>::uninitialized({m, n});
+  write(dense.data(), static_cast<std::size_t>(n));
+  for (std::int64_t r = 0; r < m; ++r)
+    for (std::int64_t c = 0; c < n; ++c) y(r, c) = dense(r, c);
+}
+
 // The weights' side of the arguments; f16 scales are widened into `widened`.
 void fill_weights(detail::QGemmArgs& g, const QuantizedTensor<cpu>& w, std::vector<float>& widened) {
   g.w = reinterpret_cast<const std::int8_t*>(w.value_bytes().data());
@@ -77,7 +143,7 @@ void fill_weights(detail::QGemmArgs& g, const QuantizedTensor<cpu>& w, std::vect
 }  // namespace
 
 void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<float> y, const QGemmOptions& options) {
-  check_supported(w, "qgemm");
+  const Kernel kernel = select_kernel(w, options.activations, "qgemm");
   if (x.rank() != 2 || y.rank() != 2)
     throw_error(errc::shape_mismatch, fmt::format("qgemm: x {} and y {} must be matrices", x.shape(), y.shape()));
   const std::int64_t m = x.dim(0), kdim = x.dim(1), n = w.rows();
@@ -86,6 +152,20 @@ void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<
                                                   x.shape(), w.rows(), w.cols(), y.shape(), w.cols(), w.rows()));
   check_bias(options, n, "qgemm");
   if (m == 0 || n == 0) return;
+
+  if (kernel == Kernel::w4a32) {
+    // Activations with unit column stride are read in place; others are gathered densely.
+    const float* xp = x.data();
+    std::size_t ldx = static_cast<std::size_t>(x.strides()[0]);
+    Tensor<float> gathered;
+    if (kdim > 0 && x.strides()[1] != 1) {
+      gathered = x.contiguous();
+      xp = gathered.data();
+      ldx = static_cast<std::size_t>(kdim);
+    }
+    with_dense_output(y, m, n, [&](float* yp, std::size_t ldy) { run_w4(xp, ldx, static_cast<std::size_t>(m), w, yp, ldy, options); });
+    return;
+  }
 
   const auto& kern = detail::kernels<detail::QuantKernels>();
   Scratch& s = scratch();
@@ -121,29 +201,68 @@ void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<
   g.n = static_cast<std::size_t>(n);
   g.k = K;
 
-  // y: written in place when its rows are unit-stride, else through a dense temporary.
-  Tensor<float> dense;
-  if (y.strides()[1] == 1 && (m == 1 || y.strides()[0] >= n)) {
-    g.y = y.data();
-    g.ldy = static_cast<std::size_t>(m == 1 ? n : y.strides()[0]);
+  with_dense_output(y, m, n, [&](float* yp, std::size_t ldy) {
+    g.y = yp;
+    g.ldy = ldy;
     run_gemm(g, options.pool);
-  } else {
-    dense = Tensor<float>::uninitialized({m, n});
-    g.y = dense.data();
-    g.ldy = static_cast<std::size_t>(n);
-    run_gemm(g, options.pool);
-    for (std::int64_t r = 0; r < m; ++r)
-      for (std::int64_t c = 0; c < n; ++c) y(r, c) = dense(r, c);
-  }
+  });
 }
 
 void qgemv(std::span<const float> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options) {
-  check_supported(w, "qgemv");
+  (void)select_kernel(w, options.activations, "qgemv");
   if (static_cast<std::int64_t>(x.size()) != w.cols() || static_cast<std::int64_t>(y.size()) != w.rows())
     throw_error(errc::shape_mismatch, fmt::format("qgemv: weights [{}, {}] times x [{}] does not give y [{}]; expected x [{}] and y [{}]",
                                                   w.rows(), w.cols(), x.size(), y.size(), w.cols(), w.rows()));
   const auto K = static_cast<std::int64_t>(x.size()), N = static_cast<std::int64_t>(y.size());
   qgemm(TensorView<const float>(x.data(), Shape{1, K}), w, TensorView<float>(y.data(), Shape{1, N}), options);
+}
+
+namespace {
+
+// x (f16 or bf16) converted to f32 row by row into thread-local scratch (quarry::convert), then
+// the f32 qgemm.
+template <class Half>
+void qgemm_half(TensorView<const Half> x, const QuantizedTensor<cpu>& w, TensorView<float> y, const QGemmOptions& options) {
+  (void)select_kernel(w, options.activations, "qgemm");
+  if (x.rank() != 2)
+    throw_error(errc::shape_mismatch, fmt::format("qgemm: x {} and y {} must be matrices", x.shape(), y.shape()));
+  const std::int64_t m = x.dim(0), k = x.dim(1);
+  if (k > 0 && x.strides()[1] != 1) {
+    const Tensor<Half> dense = x.contiguous();
+    qgemm_half<Half>(dense.view(), w, y, options);
+    return;
+  }
+  thread_local std::vector<float> buffer;
+  buffer.resize(static_cast<std::size_t>(m * k));
+  for (std::int64_t r = 0; r < m && k > 0; ++r)
+    convert(std::span<const Half>(&x(r, 0), static_cast<std::size_t>(k)),
+            std::span<float>(buffer.data() + r * k, static_cast<std::size_t>(k)));
+  qgemm(TensorView<const float>(buffer.data(), Shape{m, k}), w, y, options);
+}
+
+template <class Half>
+void qgemv_half(std::span<const Half> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options) {
+  (void)select_kernel(w, options.activations, "qgemv");
+  if (static_cast<std::int64_t>(x.size()) != w.cols() || static_cast<std::int64_t>(y.size()) != w.rows())
+    throw_error(errc::shape_mismatch, fmt::format("qgemv: weights [{}, {}] times x [{}] does not give y [{}]; expected x [{}] and y [{}]",
+                                                  w.rows(), w.cols(), x.size(), y.size(), w.cols(), w.rows()));
+  const auto K = static_cast<std::int64_t>(x.size()), N = static_cast<std::int64_t>(y.size());
+  qgemm_half<Half>(TensorView<const Half>(x.data(), Shape{1, K}), w, TensorView<float>(y.data(), Shape{1, N}), options);
+}
+
+}  // namespace
+
+void qgemm(TensorView<const f16> x, const QuantizedTensor<cpu>& w, TensorView<float> y, const QGemmOptions& options) {
+  qgemm_half<f16>(x, w, y, options);
+}
+void qgemm(TensorView<const bf16> x, const QuantizedTensor<cpu>& w, TensorView<float> y, const QGemmOptions& options) {
+  qgemm_half<bf16>(x, w, y, options);
+}
+void qgemv(std::span<const f16> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options) {
+  qgemv_half<f16>(x, w, y, options);
+}
+void qgemv(std::span<const bf16> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options) {
+  qgemv_half<bf16>(x, w, y, options);
 }
 
 }  // namespace quarry

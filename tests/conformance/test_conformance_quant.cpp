@@ -4,6 +4,7 @@
 #include <bit>
 #include <cstring>
 
+#include <quarry/core/float16.hpp>
 #include <quarry/quant/detail/quant_kernels.hpp>
 
 #include "conformance/harness.hpp"
@@ -216,5 +217,191 @@ TEST_CASE("conformance: gemm_s8 scaled and biased outputs are bit-exact") {
     Operands op(1, 1024, 4096, 0, rng, 0);
     std::vector<float> y(1025);
     report_perf("gemv_s8", isa, 1024.0 * 4096, [&] { kt.gemm_s8(op.args(y.data(), false)); });
+  });
+}
+
+// ---- W4A32: int4 per_group weights x f32 activations ----
+// Float sums are not bit-identical across ISAs (lane-wise summation), so every output of every
+// ISA, the reference included, is checked against the exact value (in double) with the bound
+// documented in quant_kernels.hpp:
+//   |y - exact| <= (K + 2 K / group + 4) * 2^-24 * (|output_scale| * sum_c |s (q - z) x_c| + |bias|)
+// and each ISA against the reference with twice that. Within one ISA, outputs are
+// bit-identical whatever the tiling (decode rows, register tiles, row blocks, thread splits).
+
+using detail::Q4GemmArgs;
+
+namespace {
+
+struct W4Operands {
+  std::vector<float> x, bias;
+  std::vector<std::uint8_t> w, zero;
+  std::vector<float> scale32;
+  std::vector<f16> scale16;
+  std::size_t m, n, k, group, ldx, ldw, ld_scale, off;
+  bool symmetric, f16_scales;
+  float output_scale;
+
+  W4Operands(std::size_t m_, std::size_t n_, std::size_t k_, std::size_t group_, bool sym, bool f16s, std::size_t off_,
+             std::mt19937& rng)
+      : m(m_), n(n_), k(k_), group(group_), ldx(k_ + off_ * 7), ldw(k_ / 2 + off_ * 3), ld_scale(k_ / group_ + off_),
+        off(off_), symmetric(sym), f16_scales(f16s) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::uniform_real_distribution<float> sd(1e-3f, 2e-2f);
+    x.resize(m * ldx + off + 1);
+    for (auto& v : x) v = nd(rng);
+    w.resize(n * ldw + off + 1);
+    for (auto& v : w) v = static_cast<std::uint8_t>(rng());
+    scale32.resize(n * ld_scale + 1);
+    for (auto& v : scale32) v = sd(rng);
+    zero.resize(n * ld_scale + 1);
+    for (auto& v : zero) v = static_cast<std::uint8_t>(rng() % 16);
+    // An all-zero group (scale 0, zero point 0, values 0) in row 1, group 0, when there is one.
+    if (n > 1 && k >= group) {
+      scale32[ld_scale] = 0.f;
+      zero[ld_scale] = 0;
+      for (std::size_t c = 0; c < group / 2; ++c) w[off + ldw + c] = 0;  // q = 0 (int4) or z = 0 (uint4)
+    }
+    scale16.resize(scale32.size());
+    for (std::size_t i = 0; i < scale32.size(); ++i) {
+      scale16[i] = f16(scale32[i]);
+      if (f16s) scale32[i] = static_cast<float>(scale16[i]);  // the exact values the kernel sees
+    }
+    bias.resize(n);
+    for (auto& v : bias) v = nd(rng);
+    output_scale = 0.5f + static_cast<float>(rng() % 100) / 100.f;
+  }
+  Q4GemmArgs args(float* y, std::size_t ldy, bool with_bias) const {
+    Q4GemmArgs g;
+    g.x = x.data() + off;
+    g.ldx = ldx;
+    g.w = w.data() + off;
+    g.ldw = ldw;
+    g.w_scale = f16_scales ? static_cast<const void*>(scale16.data()) : static_cast<const void*>(scale32.data());
+    g.scale_f16 = f16_scales;
+    g.ld_scale = ld_scale;
+    g.w_zero = symmetric ? nullptr : zero.data();
+    g.group = group;
+    g.bias = with_bias ? bias.data() : nullptr;
+    g.output_scale = output_scale;
+    g.y = y;
+    g.ldy = ldy;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    return g;
+  }
+  int q_minus_z(std::size_t j, std::size_t c) const {
+    const int nib = (w[off + j * ldw + c / 2] >> ((c & 1) * 4)) & 0xf;
+    return symmetric ? (nib ^ 8) - 8 : nib - zero[j * ld_scale + c / group];
+  }
+  // The exact output in double and the documented error bound.
+  std::pair<double, double> exact(std::size_t i, std::size_t j, bool with_bias) const {
+    double sum = 0, mag = 0;
+    for (std::size_t c = 0; c < k; ++c) {
+      const double t = double(scale32[j * ld_scale + c / group]) * q_minus_z(j, c) * x[off + i * ldx + c];
+      sum += t;
+      mag += std::fabs(t);
+    }
+    const double b = with_bias ? bias[j] : 0.0;
+    const double bound = double(k + 2 * (group ? k / group : 0) + 4) * std::ldexp(1.0, -24) *
+                         (std::fabs(double(output_scale)) * mag + std::fabs(b));
+    return {double(output_scale) * sum + b, bound + 1e-37};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("conformance: gemm_w4_f32 within the stated bound of the exact result, on every ISA") {
+  const std::size_t ms[] = {1, 2, 3, 4, 5, 9};
+  const std::size_t ns[] = {1, 2, 3, 4, 5, 7, 9, 17};
+  for_each_simd_table<QuantKernels>([&](Isa isa, const QuantKernels& kt, const QuantKernels& ref) {
+    std::mt19937 rng(21);
+    std::size_t cases = 0;
+    double worst = 0;  // largest |isa - ref| / bound seen
+    for (std::size_t group : {32u, 64u, 128u}) {
+      for (std::size_t k : {0u, 32u, 64u, 96u, 128u, 256u, 384u, 1024u}) {
+        if (k % group) continue;
+        for (std::size_t mi = 0; mi < std::size(ms); ++mi) {
+          for (std::size_t ni = 0; ni < std::size(ns); ++ni) {
+            if ((mi + ni + k / 32) % 3 != 0 && !(mi < 2 && ni < 4)) continue;
+            const std::size_t m = ms[mi], n = ns[ni], off = kMisalignments[(mi + ni) % 3];
+            const bool sym = (mi + ni) % 2 == 0, f16s = (mi + 2 * ni + k) % 3 == 0, with_bias = ni % 2 == 1;
+            W4Operands op(m, n, k, group, sym, f16s, off, rng);
+            const std::size_t ldy = n + 2;
+            std::vector<float> yg(m * ldy, -7.f), yr(m * ldy, -7.f);
+            kt.gemm_w4_f32(op.args(yg.data(), ldy, with_bias));
+            ref.gemm_w4_f32(op.args(yr.data(), ldy, with_bias));
+            INFO("m=" << m << " n=" << n << " k=" << k << " group=" << group << " symmetric=" << sym << " f16 scales=" << f16s
+                      << " misalignment=" << off);
+            for (std::size_t i = 0; i < m; ++i) {
+              for (std::size_t j = 0; j < n; ++j) {
+                const auto [want, bound] = op.exact(i, j, with_bias);
+                const float g = yg[i * ldy + j], r = yr[i * ldy + j];
+                INFO("(" << i << ", " << j << ") isa " << g << " reference " << r << " exact " << want << " bound " << bound);
+                REQUIRE(std::fabs(double(r) - want) <= bound);
+                REQUIRE(std::fabs(double(g) - want) <= bound);
+                REQUIRE(std::fabs(double(g) - r) <= 2 * bound);
+                worst = std::max(worst, std::fabs(double(g) - r) / bound);
+              }
+              REQUIRE(yg[i * ldy + n] == -7.f);  // nothing written past n
+              REQUIRE(yg[i * ldy + n + 1] == -7.f);
+            }
+            if (n > 1 && k >= group) {  // the all-zero group adds exactly nothing: row 1 has no NaN
+              for (std::size_t i = 0; i < m; ++i) REQUIRE(std::isfinite(yg[i * ldy + 1]));
+            }
+            ++cases;
+          }
+        }
+      }
+    }
+    MESSAGE(isa_name(isa) << ": " << cases << " W4A32 shapes checked; largest |isa - reference| / bound = " << worst);
+  });
+}
+
+TEST_CASE("conformance: gemm_w4_f32 is bit-identical across tilings within one ISA; NaN rows") {
+  for_each_simd_table<QuantKernels>([&](Isa isa, const QuantKernels& kt, const QuantKernels& ref) {
+    std::mt19937 rng(22);
+    for (bool sym : {true, false}) {
+      W4Operands op(7, 19, 512, 64, sym, true, 1, rng);
+      op.x[op.off + 3 * op.ldx + 100] = std::numeric_limits<float>::quiet_NaN();
+      op.x[op.off + 5 * op.ldx + 7] = std::numeric_limits<float>::infinity();
+      const std::size_t ldy = op.n;
+      std::vector<float> all(op.m * ldy), piece(op.m * ldy);
+      kt.gemm_w4_f32(op.args(all.data(), ldy, true));
+      // Row by row (the decode path), and in column slices of 1 and 5 weight rows.
+      for (std::size_t i = 0; i < op.m; ++i) {
+        for (std::size_t width : {1u, 5u, 19u}) {
+          for (std::size_t j0 = 0; j0 < op.n; j0 += width) {
+            Q4GemmArgs g = op.args(piece.data(), ldy, true);
+            g.x += i * op.ldx;
+            g.m = 1;
+            g.n = std::min(width, op.n - j0);
+            g.w += j0 * op.ldw;
+            g.w_scale = static_cast<const f16*>(g.w_scale) + j0 * op.ld_scale;
+            if (g.w_zero) g.w_zero += j0 * op.ld_scale;
+            g.bias += j0;
+            g.y = piece.data() + i * ldy + j0;
+            kt.gemm_w4_f32(g);
+          }
+          for (std::size_t j = 0; j < op.n; ++j) {
+            INFO("isa " << isa_name(isa) << " row " << i << " column " << j << " slice width " << width);
+            REQUIRE(same_float(piece[i * ldy + j], all[i * ldy + j]));
+          }
+        }
+      }
+      std::vector<float> yr(op.m * ldy);
+      ref.gemm_w4_f32(op.args(yr.data(), ldy, true));
+      for (std::size_t j = 0; j < op.n; ++j) {
+        CHECK(std::isnan(all[3 * ldy + j]));  // a NaN activation: a row of NaN
+        CHECK(std::isnan(yr[3 * ldy + j]));
+        CHECK_FALSE(std::isfinite(all[5 * ldy + j]));  // an infinity: non-finite outputs
+        CHECK_FALSE(std::isfinite(yr[5 * ldy + j]));
+        CHECK(std::isfinite(all[0 * ldy + j]));
+      }
+    }
+    // Decode-shaped perf (one activation row, 4096 x 4096 int4 g128) in perf mode.
+    W4Operands op(1, 1024, 4096, 128, true, true, 0, rng);
+    std::vector<float> y(1024);
+    report_perf("gemv_w4_f32", isa, 1024.0 * 4096, [&] { kt.gemm_w4_f32(op.args(y.data(), 1024, false)); });
   });
 }

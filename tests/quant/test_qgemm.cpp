@@ -227,8 +227,7 @@ TEST_CASE("qgemm rejects bad shapes and unsupported schemes with messages that n
   CHECK(code([&] { qgemv(std::span<const float>(xv).first(60), w, yv); }) == errc::shape_mismatch);
   CHECK(message([&] { qgemv(xv, w, yv_bad); }).find("y [9]") != std::string::npos);
 
-  for (auto s : {QuantScheme::int8_grouped(32), QuantScheme::int8_per_channel(false), QuantScheme::int8_per_tensor(false),
-                 QuantScheme::int4_grouped(32), QuantScheme::int4_grouped(128, false)}) {
+  for (auto s : {QuantScheme::int8_grouped(32), QuantScheme::int8_per_channel(false), QuantScheme::int8_per_tensor(false)}) {
     const auto q = quantized(gaussian(8, 128, 15), s);
     Tensor<float> xs({1, 128});
     CHECK(code([&] { qgemm(xs.view(), q, y.view()); }) == errc::unsupported);
@@ -236,4 +235,203 @@ TEST_CASE("qgemm rejects bad shapes and unsupported schemes with messages that n
     CHECK_FALSE(qgemm_supports(s));
   }
   CHECK(qgemm_supports(QuantScheme::int8_per_channel()));
+  CHECK_FALSE(qgemm_supports(QuantScheme::int8_per_channel(), ActivationMode::float32));
+  // int4 weights take float activations (W4A32); W4A8 is not implemented yet and says so.
+  for (auto s : {QuantScheme::int4_grouped(32), QuantScheme::int4_grouped(128, false)}) {
+    CHECK(qgemm_supports(s));
+    CHECK(qgemm_supports(s, ActivationMode::float32));
+    CHECK_FALSE(qgemm_supports(s, ActivationMode::int8));
+    const auto q = quantized(gaussian(8, 128, 15), s);
+    Tensor<float> xs({2, 128});
+    const QGemmOptions int8_acts{.activations = ActivationMode::int8};
+    CHECK(code([&] { qgemm(xs.view(), q, y.view(), int8_acts); }) == errc::unsupported);
+    CHECK(message([&] { qgemm(xs.view(), q, y.view(), int8_acts); }).find(s.to_string()) != std::string::npos);
+    CHECK(message([&] { qgemm(xs.view(), q, y.view(), int8_acts); }).find("W4A8") != std::string::npos);
+    CHECK(code([&] { qgemm(xs.view(), q, bad_y.view()); }) == errc::shape_mismatch);
+    CHECK(code([&] { qgemm(bad_x.view(), q, y.view()); }) == errc::shape_mismatch);
+    CHECK(message([&] { qgemm(xs.view(), q, y.view(), {.bias = short_bias}); }).find("bias has 7") != std::string::npos);
+    const std::vector<f16> xh(100);
+    CHECK(code([&] { qgemv(xh, q, yv); }) == errc::shape_mismatch);
+  }
+  CHECK(code([&] { qgemm(x.view(), w, y.view(), {.activations = ActivationMode::float32}); }) == errc::unsupported);
+  CHECK(message([&] { qgemm(x.view(), w, y.view(), {.activations = ActivationMode::float32}); }).find("W8A16") != std::string::npos);
+}
+
+// ---- W4A32 / W4A16: int4 per_group weights, float activations ----
+
+namespace {
+
+// output_scale * x . dequantize(w)^T + bias in double, with the documented error bound (one
+// more 2^-24 per term than qgemm.hpp states: dequantize() rounds (q - z) * s to float).
+struct W4Reference {
+  Tensor<double> y, bound;
+};
+W4Reference w4_reference(const Tensor<float>& x, const QuantizedTensor<cpu>& w, const std::vector<float>& bias, float out_scale) {
+  const Tensor<float> wd = dequantize(w);
+  const std::int64_t m = x.dim(0), k = x.dim(1), n = w.rows();
+  const double groups = w.scheme().group_size ? double(k / w.scheme().group_size) : 0.0;
+  W4Reference r{Tensor<double>({m, n}), Tensor<double>({m, n})};
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      double sum = 0, mag = 0;
+      for (std::int64_t c = 0; c < k; ++c) {
+        sum += double(wd(j, c)) * x(i, c);
+        mag += std::fabs(double(wd(j, c)) * x(i, c));
+      }
+      const double b = bias.empty() ? 0.0 : bias[static_cast<std::size_t>(j)];
+      r.y(i, j) = double(out_scale) * sum + b;
+      r.bound(i, j) = (double(k) + 2 * groups + 5) * std::ldexp(1.0, -24) * (std::fabs(double(out_scale)) * mag + std::fabs(b)) + 1e-37;
+    }
+  return r;
+}
+
+void check_within(const Tensor<float>& got, const W4Reference& want) {
+  REQUIRE(got.shape() == want.y.shape());
+  for (std::int64_t i = 0; i < got.dim(0); ++i)
+    for (std::int64_t j = 0; j < got.dim(1); ++j) {
+      INFO("(" << i << ", " << j << ") got " << got(i, j) << " want " << want.y(i, j) << " bound " << want.bound(i, j));
+      REQUIRE(std::fabs(got(i, j) - want.y(i, j)) <= want.bound(i, j));
+    }
+}
+
+}  // namespace
+
+TEST_CASE("W4A32 qgemm is within the stated bound of x . dequantize(w)^T for every int4 scheme") {
+  for (int group : {32, 64, 128})
+    for (bool sym : {true, false})
+      for (DType sd : {DType::f16, DType::f32}) {
+        const auto scheme = QuantScheme::int4_grouped(group, sym, sd);
+        for (auto [m, n, k] : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{13, 9, 128}}) {
+          INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
+          const Tensor<float> x = gaussian(m, k, 21), wf = gaussian(n, k, 22, 0.05f);
+          const auto w = quantized(wf, scheme);
+          const auto bias = random_bias(n, 23);
+          Tensor<float> y({m, n});
+          qgemm(x.view(), w, y.view(), {.bias = bias, .output_scale = 0.75f});
+          check_within(y, w4_reference(x, w, bias, 0.75f));
+          qgemm(x.view(), w, y.view(), {.activations = ActivationMode::float32});
+          check_within(y, w4_reference(x, w, {}, 1.f));
+        }
+      }
+}
+
+TEST_CASE("W4A16: f16 and bf16 activations give the f32 result on the converted values") {
+  const std::int64_t m = 5, n = 40, k = 256;
+  const Tensor<float> xf = gaussian(m, k, 24), wf = gaussian(n, k, 25);
+  const auto w = quantized(wf, QuantScheme::int4_grouped(64, false));
+  Tensor<f16> xh({m, k});
+  Tensor<bf16> xb({m, k});
+  Tensor<float> xh32({m, k}), xb32({m, k});
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t c = 0; c < k; ++c) {
+      xh(i, c) = f16(xf(i, c));
+      xb(i, c) = bf16(xf(i, c));
+      xh32(i, c) = static_cast<float>(xh(i, c));
+      xb32(i, c) = static_cast<float>(xb(i, c));
+    }
+  const auto bias = random_bias(n, 26);
+  Tensor<float> yh({m, n}), yb({m, n}), wanth({m, n}), wantb({m, n});
+  qgemm(TensorView<const f16>(xh.view()), w, yh.view(), {.bias = bias});
+  qgemm(TensorView<const bf16>(xb.view()), w, yb.view(), {.bias = bias});
+  qgemm(xh32.view(), w, wanth.view(), {.bias = bias});
+  qgemm(xb32.view(), w, wantb.view(), {.bias = bias});
+  for (std::int64_t i = 0; i < m; ++i) {
+    std::vector<float> row(static_cast<std::size_t>(n));
+    qgemv(std::span<const f16>(&xh(i, 0), static_cast<std::size_t>(k)), w, row, {.bias = bias});
+    for (std::int64_t j = 0; j < n; ++j) {
+      REQUIRE(yh(i, j) == wanth(i, j));
+      REQUIRE(yb(i, j) == wantb(i, j));
+      REQUIRE(row[static_cast<std::size_t>(j)] == wanth(i, j));
+    }
+  }
+  // Strided f16 activations (column stride 2).
+  Tensor<f16> wide({m, 2 * k});
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t c = 0; c < k; ++c) wide(i, 2 * c) = xh(i, c);
+  Tensor<float> ys({m, n});
+  qgemm(TensorView<const f16>(wide.data(), Shape{m, k}, Strides{2 * k, 2}), w, ys.view(), {.bias = bias});
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) REQUIRE(ys(i, j) == wanth(i, j));
+}
+
+TEST_CASE("W4A32: qgemv equals qgemm's row; threads and strides give bit-identical results") {
+  const std::int64_t n = 1000, k = 4096;
+  const Tensor<float> x = gaussian(5, k, 27), wf = gaussian(n, k, 28);
+  const auto w = quantized(wf, QuantScheme::int4_grouped(128));
+  const auto bias = random_bias(n, 29);
+  Tensor<float> serial({5, n}), threaded({5, n});
+  ThreadPool pool(3);
+  qgemm(x.view(), w, serial.view(), {.bias = bias});
+  qgemm(x.view(), w, threaded.view(), {.bias = bias, .pool = &pool});
+  Tensor<float> yt({n, 5});  // y transposed: written through a dense temporary
+  qgemm(x.view(), w, TensorView<float>(yt.data(), Shape{5, n}, Strides{1, 5}), {.bias = bias, .pool = &pool});
+  for (std::int64_t i = 0; i < 5; ++i) {
+    std::vector<float> row(static_cast<std::size_t>(n)), row_mt(static_cast<std::size_t>(n));
+    qgemv({&x(i, 0), static_cast<std::size_t>(k)}, w, row, {.bias = bias});
+    qgemv({&x(i, 0), static_cast<std::size_t>(k)}, w, row_mt, {.bias = bias, .pool = &pool});
+    for (std::int64_t j = 0; j < n; ++j) {
+      REQUIRE(serial(i, j) == threaded(i, j));
+      REQUIRE(row[j] == serial(i, j));
+      REQUIRE(row_mt[j] == serial(i, j));
+      REQUIRE(yt(j, i) == serial(i, j));
+    }
+  }
+  // x with a column stride: gathered, same result.
+  Tensor<float> xt({k, 5});
+  for (std::int64_t i = 0; i < 5; ++i)
+    for (std::int64_t c = 0; c < k; ++c) xt(c, i) = x(i, c);
+  Tensor<float> ys({5, n});
+  qgemm(TensorView<const float>(xt.data(), Shape{5, k}, Strides{1, 5}), w, ys.view(), {.bias = bias});
+  for (std::int64_t i = 0; i < 5; ++i)
+    for (std::int64_t j = 0; j < n; ++j) REQUIRE(ys(i, j) == serial(i, j));
+  // Quantization error only: int4 g128 on Gaussians against the f32 product.
+  double err = 0, sig = 0;
+  for (std::int64_t j = 0; j < n; j += 7) {
+    double exact = 0;
+    for (std::int64_t c = 0; c < k; ++c) exact += double(x(0, c)) * wf(j, c);
+    exact += bias[static_cast<std::size_t>(j)];
+    err += (serial(0, j) - exact) * (serial(0, j) - exact);
+    sig += exact * exact;
+  }
+  CHECK(10 * std::log10(sig / err) > 15.0);
+}
+
+TEST_CASE("W4A32 edge cases: all-zero groups, NaN and infinite activations, K = 0") {
+  const std::int64_t m = 4, n = 6, k = 128;
+  Tensor<float> x = gaussian(m, k, 30);
+  Tensor<float> wf = gaussian(n, k, 31);
+  for (std::int64_t c = 0; c < 32; ++c) wf(2, c) = 0.f;  // one all-zero group in row 2
+  for (std::int64_t c = 0; c < k; ++c) wf(4, c) = 0.f;   // an all-zero row
+  x(1, 9) = std::numeric_limits<float>::quiet_NaN();
+  x(2, 70) = std::numeric_limits<float>::infinity();
+  for (bool sym : {true, false}) {
+    const auto w = quantized(wf, QuantScheme::int4_grouped(32, sym));
+    CHECK(w.scale(2, 0) == 0.f);
+    const auto bias = random_bias(n, 32);
+    Tensor<float> y({m, n});
+    qgemm(x.view(), w, y.view(), {.bias = bias});
+    for (std::int64_t j = 0; j < n; ++j) {
+      CHECK(std::isfinite(y(0, j)));
+      CHECK(std::isfinite(y(3, j)));
+      CHECK(std::isnan(y(1, j)));         // a NaN activation: its row is NaN
+      CHECK_FALSE(std::isfinite(y(2, j)));  // an infinity: non-finite
+    }
+    CHECK(y(0, 4) == bias[4]);  // an all-zero weight row gives the bias exactly
+    CHECK(y(3, 4) == bias[4]);
+    Tensor<float> x03({2, k});
+    for (std::int64_t c = 0; c < k; ++c) {
+      x03(0, c) = x(0, c);
+      x03(1, c) = x(3, c);
+    }
+    Tensor<float> y03({2, n});
+    qgemm(x03.view(), w, y03.view(), {.bias = bias});
+    check_within(y03, w4_reference(x03, w, bias, 1.f));
+  }
+  // K = 0: every output is the bias.
+  const auto empty = quantized(Tensor<float>({n, 0}), QuantScheme::int4_grouped(32));
+  const auto bias = random_bias(n, 33);
+  Tensor<float> y0({2, n});
+  const Tensor<float> x0({2, 0});
+  qgemm(x0.view(), empty, y0.view(), {.bias = bias});
+  for (std::int64_t j = 0; j < n; ++j) CHECK(y0(1, j) == bias[j]);
 }

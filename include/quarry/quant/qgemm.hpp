@@ -1,5 +1,15 @@
-// W8A8 matrix products with int8 weights: qgemv (one activation row: decode, memory-bound) and
-// qgemm (many rows: prefill and batches, compute-bound).
+// Quantized matrix products: qgemv (one activation row: decode, memory-bound) and qgemm (many
+// rows: prefill and batches, compute-bound). Two kernels, chosen from the weights' scheme and
+// QGemmOptions::activations:
+//   W8A8   int8 symmetric per_tensor / per_channel weights, activations quantized to int8 per row
+//          (below). The default for int8 weights.
+//   W4A32  int4 per_group weights (group 32/64/128, symmetric int4 or asymmetric uint4 with
+//          uint8 zero points, f16 or f32 scales) times float activations (f32, or f16 / bf16
+//          converted to f32 per row first: "W4A16"). The default for int4 weights.
+// W4A8 (int4 weights with int8 activations), W8A16 and per_group int8 weights are not
+// implemented: asking for them is errc::unsupported, and the message names the scheme.
+//
+// ---- W8A8 ----
 //
 //   y[i][j] = output_scale * sx[i] * sw[j] * sum_k qx[i][k] * qw[j][k]  +  bias[j]
 //
@@ -19,21 +29,42 @@
 //   - a weight row whose scale is 0 (all its weights were zero) gives y = bias there;
 //   - weights are finite by construction (quantize() rejects NaN and infinity).
 // Summing K products in int32 is exact while K * 127 * 128 < 2^31 (K < 132,104).
+//
+// ---- W4A32 / W4A16 ----
+//   y[i][j] = output_scale * sum_g s[j][g] * (sum_{c in g} (q[j][c] - z[j][g]) * x[i][c]) + bias[j]
+// in float: each group summed in float, then scaled and added to the row's total; one fma
+// applies output_scale and the bias. The SIMD kernels sum lane-wise, so ISAs differ in the last
+// bits; each output is within
+//   |y - exact| <= (K + 2 K / group + 4) * 2^-24 * (|output_scale| * sum_c |s (q - z) x_c| + |bias_j|)
+// (first order in 2^-24), and one ISA gives bit-identical results for every thread count.
+// Edge cases: an all-zero group (scale 0, zero point 0) adds exactly 0, never NaN; an activation
+// row holding a NaN gives a row of NaN; one holding an infinity gives non-finite outputs (an
+// infinity, or NaN where it meets a zero weight); K = 0 gives y = bias.
 #pragma once
 
+#include <cstdint>
 #include <span>
 
+#include "quarry/core/float16.hpp"
 #include "quarry/core/tensor.hpp"
 #include "quarry/core/thread_pool.hpp"
 #include "quarry/quant/quantized_tensor.hpp"
 
 namespace quarry {
 
+/// How qgemv / qgemm treat the activations.
+enum class ActivationMode : std::uint8_t {
+  automatic,  ///< int8 weights: int8 activations (W8A8); int4 weights: float activations (W4A32)
+  int8,       ///< quantize activations to int8 per row (W8A8; W4A8 is not implemented yet)
+  float32,    ///< keep activations in float (W4A32 / W4A16; int4 weights only)
+};
+
 /// Options of qgemv / qgemm: what is fused into the output, and where the work runs.
 struct QGemmOptions {
   std::span<const float> bias;  ///< [N] added to every output row; empty for none
   float output_scale = 1.f;     ///< multiplies the product (before the bias is added)
   ThreadPool* pool = nullptr;   ///< output rows (N) in parallel on this pool; null: the caller's thread
+  ActivationMode activations = ActivationMode::automatic;  ///< which kernel: see the top of this header
 };
 
 /// y[M, N] = output_scale * x[M, K] . dequantized(w[N, K])^T + bias, with x quantized to int8 per
@@ -41,13 +72,23 @@ struct QGemmOptions {
 /// do not agree (the message names them), a bias not of length N, or an unsupported scheme.
 void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<float> y, const QGemmOptions& options = {});
 
+/// qgemm with f16 / bf16 activations, each row converted to f32 first (exact); int4 weights only
+/// unless activations = int8 (then as the f32 overload).
+void qgemm(TensorView<const f16> x, const QuantizedTensor<cpu>& w, TensorView<float> y, const QGemmOptions& options = {});
+void qgemm(TensorView<const bf16> x, const QuantizedTensor<cpu>& w, TensorView<float> y, const QGemmOptions& options = {});
+
 /// y[N] = output_scale * w[N, K] . x[K] + bias: qgemm with one activation row (the decode step),
 /// streaming the weights once.
 void qgemv(std::span<const float> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options = {});
+/// qgemv with f16 / bf16 activations (W4A16), converted to f32 first.
+void qgemv(std::span<const f16> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options = {});
+void qgemv(std::span<const bf16> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options = {});
 
-/// Whether qgemv / qgemm take weights of this scheme.
-constexpr bool qgemm_supports(const QuantScheme& s) noexcept {
-  return s.bits == 8 && s.symmetric && (s.granularity == Granularity::per_tensor || s.granularity == Granularity::per_channel);
+/// Whether qgemv / qgemm take weights of this scheme with these activations.
+constexpr bool qgemm_supports(const QuantScheme& s, ActivationMode a = ActivationMode::automatic) noexcept {
+  const bool w8a8 = s.bits == 8 && s.symmetric && (s.granularity == Granularity::per_tensor || s.granularity == Granularity::per_channel);
+  const bool w4 = s.bits == 4 && s.granularity == Granularity::per_group;
+  return (w8a8 && a != ActivationMode::float32) || (w4 && a != ActivationMode::int8);
 }
 
 }  // namespace quarry

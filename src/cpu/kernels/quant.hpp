@@ -13,6 +13,12 @@
 //                 32512 < 32767 and never saturates (it would with a + 128 as the u8 operand:
 //                 2 * 255 * 127). vpmaddwd by ones then widens the pairs to int32.
 //   scalar, NEON  the reference loop.
+// W4A32 (int4 per_group weights x f32 activations): nibbles unpacked with shifts and masks into
+// column order, widened to int32, converted to float, minus the zero point (exact: small
+// integers), multiplied into per-group float accumulators lane by lane; at the end of a group
+// the lane accumulators are scaled by the group's scale (one fma per lane) into running totals,
+// which are summed across lanes once per output. Each output's operation sequence does not
+// depend on the tile it is computed in, so one ISA is bit-identical across tilings and threads.
 // Decode (one activation row) streams the weights once: several rows in flight sharing each
 // activation load, with software prefetch ahead of every row. Prefill (many rows) tiles
 // MR activation rows x NR weight rows in registers over blocks of weight rows sized for L2.
@@ -22,6 +28,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
+#include <utility>
 
 #include "cpu/kernels/core.hpp"
 #include "quarry/quant/detail/quant_kernels.hpp"
@@ -105,6 +113,46 @@ template <class Arch>
 void ref_gemm_s8(const QGemmArgs& g) noexcept {
   for (std::size_t i = 0; i < g.m; ++i)
     for (std::size_t j = 0; j < g.n; ++j) store_output<Arch>(g, i, j, ref_dot_s8<Arch>(g.a + i * g.lda, g.w + j * g.ldw, g.k));
+}
+
+
+// ---- W4A32: int4 per_group weights x f32 activations ----
+
+/// The scale of weight row j's group grp, as a float.
+template <class Arch>
+QUARRY_ALWAYS_INLINE float w4_scale(const Q4GemmArgs& g, std::size_t j, std::size_t grp) noexcept {
+  const std::size_t at = j * g.ld_scale + grp;
+  return g.scale_f16 ? bits_to_float<Arch>(f16_bits_to_f32_bits(static_cast<const std::uint16_t*>(g.w_scale)[at]))
+                     : static_cast<const float*>(g.w_scale)[at];
+}
+/// The zero point subtracted from the nibble u: an asymmetric group's own, or 8 for symmetric int4
+/// whose nibbles are read as u = nibble ^ 8 = q + 8 (0..15).
+template <class Arch>
+QUARRY_ALWAYS_INLINE int w4_zero(const Q4GemmArgs& g, std::size_t j, std::size_t grp) noexcept {
+  return g.w_zero ? g.w_zero[j * g.ld_scale + grp] : 8;
+}
+
+template <class Arch>
+void ref_gemm_w4_f32(const Q4GemmArgs& g) noexcept {
+  const unsigned flip = g.w_zero ? 0u : 8u;
+  const std::size_t groups = g.group ? g.k / g.group : 0;
+  for (std::size_t i = 0; i < g.m; ++i) {
+    const float* x = g.x + i * g.ldx;
+    for (std::size_t j = 0; j < g.n; ++j) {
+      const std::uint8_t* w = g.w + j * g.ldw;
+      float total = 0.f;
+      for (std::size_t grp = 0; grp < groups; ++grp) {
+        const int z = w4_zero<Arch>(g, j, grp);
+        float acc = 0.f;
+        for (std::size_t c = grp * g.group; c < (grp + 1) * g.group; ++c) {
+          const int u = static_cast<int>(((w[c >> 1] >> ((c & 1) * 4)) & 0xfu) ^ flip);
+          acc += static_cast<float>(u - z) * x[c];
+        }
+        total += acc * w4_scale<Arch>(g, j, grp);
+      }
+      g.y[i * g.ldy + j] = std::fma(total, g.output_scale, g.bias ? g.bias[j] : 0.f);
+    }
+  }
 }
 
 // ---- SIMD bodies ----
@@ -226,6 +274,137 @@ QUARRY_ALWAYS_INLINE void tile_row_block(const QGemmArgs& g, std::size_t i0, std
   for (; j < j1; ++j) tile<Arch, MR, 1, false>(g, i0, j);
 }
 
+
+/// The float vector of Arch's widest float lanes (16 on AVX-512, 8 on AVX2).
+template <class Arch, bool Wide = simd::is_avx512<Arch>>
+struct W4Vec {
+  using type = __m256;
+};
+template <class Arch>
+struct W4Vec<Arch, true> {
+  using type = __m512;
+};
+template <class Arch>
+using w4_vec = typename W4Vec<Arch>::type;
+
+/// 16 packed bytes (32 columns) to two vectors of u bytes in column order: c0 columns 0..15,
+/// c1 columns 16..31 (low nibble first), each xor `flip`.
+template <class Arch>
+QUARRY_ALWAYS_INLINE void w4_unpack32(const std::uint8_t* p, __m128i flip, __m128i* c0, __m128i* c1) noexcept {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i mask = _mm_set1_epi8(0x0f);
+  const __m128i lo = _mm_and_si128(b, mask);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
+  *c0 = _mm_xor_si128(_mm_unpacklo_epi8(lo, hi), flip);
+  *c1 = _mm_xor_si128(_mm_unpackhi_epi8(lo, hi), flip);
+}
+
+/// Part q (of 32 / lanes) of the 32 unpacked columns as floats.
+template <class Arch, int Q>
+QUARRY_ALWAYS_INLINE w4_vec<Arch> w4_part(__m128i c0, __m128i c1) noexcept {
+  if constexpr (simd::is_avx512<Arch>) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(Q == 0 ? c0 : c1));
+  } else {
+    const __m128i b = Q < 2 ? c0 : c1;
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(Q % 2 == 0 ? b : _mm_srli_si128(b, 8)));
+  }
+}
+
+template <class Arch>
+QUARRY_ALWAYS_INLINE w4_vec<Arch> w4_zero_vec() noexcept {
+  if constexpr (simd::is_avx512<Arch>) return _mm512_setzero_ps();
+  else return _mm256_setzero_ps();
+}
+template <class Arch>
+QUARRY_ALWAYS_INLINE w4_vec<Arch> w4_set1(float v) noexcept {
+  if constexpr (simd::is_avx512<Arch>) return _mm512_set1_ps(v);
+  else return _mm256_set1_ps(v);
+}
+template <class Arch>
+QUARRY_ALWAYS_INLINE w4_vec<Arch> w4_load(const float* p) noexcept {
+  if constexpr (simd::is_avx512<Arch>) return _mm512_loadu_ps(p);
+  else return _mm256_loadu_ps(p);
+}
+template <class Arch>
+QUARRY_ALWAYS_INLINE w4_vec<Arch> w4_sub(w4_vec<Arch> a, w4_vec<Arch> b) noexcept {
+  if constexpr (simd::is_avx512<Arch>) return _mm512_sub_ps(a, b);
+  else return _mm256_sub_ps(a, b);
+}
+template <class Arch>
+QUARRY_ALWAYS_INLINE w4_vec<Arch> w4_fmadd(w4_vec<Arch> a, w4_vec<Arch> b, w4_vec<Arch> c) noexcept {
+  if constexpr (simd::is_avx512<Arch>) return _mm512_fmadd_ps(a, b, c);
+  else return _mm256_fmadd_ps(a, b, c);
+}
+/// Sum of the lanes, in a fixed pairwise order.
+template <class Arch>
+QUARRY_ALWAYS_INLINE float w4_hsum(w4_vec<Arch> v) noexcept {
+  __m256 h;
+  if constexpr (simd::is_avx512<Arch>)
+    h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  else h = v;
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
+  return _mm_cvtss_f32(s);
+}
+
+/// W4A32 tile: MR activation rows x NR weight rows over all of K.
+template <class Arch, int MR, int NR, bool Prefetch>
+QUARRY_ALWAYS_INLINE void tile_w4(const Q4GemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+  using V = w4_vec<Arch>;
+  constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
+  V total[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) total[i][j] = w4_zero_vec<Arch>();
+  const __m128i flip = _mm_set1_epi8(static_cast<char>(g.w_zero ? 0 : 8));
+  const std::size_t groups = g.k / g.group;
+  for (std::size_t grp = 0; grp < groups; ++grp) {
+    V acc[MR][NR], zf[NR];
+    for (int j = 0; j < NR; ++j) {
+      zf[j] = w4_set1<Arch>(static_cast<float>(w4_zero<Arch>(g, j0 + j, grp)));
+      for (int i = 0; i < MR; ++i) acc[i][j] = w4_zero_vec<Arch>();
+    }
+    for (std::size_t c = grp * g.group; c < (grp + 1) * g.group; c += 32) {
+      __m128i c0[NR], c1[NR];
+      for (int j = 0; j < NR; ++j) {
+        const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c / 2;
+        if constexpr (Prefetch)
+          if (c % 128 == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead), _MM_HINT_T0);
+        w4_unpack32<Arch>(p, flip, &c0[j], &c1[j]);
+      }
+      auto part = [&]<int Q>(std::integral_constant<int, Q>) __attribute__((always_inline)) {
+        V wq[NR];
+        for (int j = 0; j < NR; ++j) wq[j] = w4_sub<Arch>(w4_part<Arch, Q>(c0[j], c1[j]), zf[j]);
+        for (int i = 0; i < MR; ++i) {
+          const V xv = w4_load<Arch>(g.x + (i0 + i) * g.ldx + c + Q * L);
+          for (int j = 0; j < NR; ++j) acc[i][j] = w4_fmadd<Arch>(wq[j], xv, acc[i][j]);
+        }
+      };
+      part(std::integral_constant<int, 0>{});
+      part(std::integral_constant<int, 1>{});
+      if constexpr (L == 8) {
+        part(std::integral_constant<int, 2>{});
+        part(std::integral_constant<int, 3>{});
+      }
+    }
+    for (int j = 0; j < NR; ++j) {
+      const V sv = w4_set1<Arch>(w4_scale<Arch>(g, j0 + j, grp));
+      for (int i = 0; i < MR; ++i) total[i][j] = w4_fmadd<Arch>(acc[i][j], sv, total[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      g.y[(i0 + i) * g.ldy + j0 + j] =
+          std::fma(w4_hsum<Arch>(total[i][j]), g.output_scale, g.bias ? g.bias[j0 + j] : 0.f);
+}
+
+template <class Arch, int MR, int NR>
+QUARRY_ALWAYS_INLINE void tile_w4_row_block(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t j1) noexcept {
+  std::size_t j = j0;
+  for (; j + NR <= j1; j += NR) tile_w4<Arch, MR, NR, false>(g, i0, j);
+  for (; j < j1; ++j) tile_w4<Arch, MR, 1, false>(g, i0, j);
+}
+
 #endif  // x86-64
 
 template <class Arch>
@@ -339,11 +518,39 @@ void gemm_s8(const QGemmArgs& g) noexcept {
   ref_gemm_s8<Arch>(g);
 }
 
+template <class Arch>
+void gemm_w4_f32(const Q4GemmArgs& g) noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
+    constexpr int kDecodeRows = 4;  // weight rows in flight for one activation row
+    constexpr int MR = simd::is_avx512<Arch> ? 4 : 2;
+    constexpr int NR = 2;
+    if (g.m == 1) {
+      std::size_t j = 0;
+      for (; j + kDecodeRows <= g.n; j += kDecodeRows) tile_w4<Arch, 1, kDecodeRows, true>(g, 0, j);
+      for (; j < g.n; ++j) tile_w4<Arch, 1, 1, true>(g, 0, j);
+      return;
+    }
+    // Weight rows in blocks of ~256 KiB of packed nibbles (they stay in L2 across activation tiles).
+    std::size_t nb = (std::size_t{512} << 10) / (g.k ? g.k : 1);
+    nb = nb < NR ? NR : nb - nb % NR;
+    for (std::size_t jb = 0; jb < g.n; jb += nb) {
+      const std::size_t je = jb + nb < g.n ? jb + nb : g.n;
+      std::size_t i = 0;
+      for (; i + MR <= g.m; i += MR) tile_w4_row_block<Arch, MR, NR>(g, i, jb, je);
+      for (; i < g.m; ++i) tile_w4_row_block<Arch, 1, NR>(g, i, jb, je);
+    }
+    return;
+  }
+#endif
+  ref_gemm_w4_f32<Arch>(g);
+}
+
 /// The QuantKernels table for one arch tag.
 template <class Arch>
 constexpr QuantKernels make_quant_kernels() noexcept {
-  if constexpr (simd::is_scalar<Arch>) return QuantKernels{&ref_quantize_row_s8<Arch>, &ref_gemm_s8<Arch>};
-  else return QuantKernels{&quantize_row_s8<Arch>, &gemm_s8<Arch>};
+  if constexpr (simd::is_scalar<Arch>) return QuantKernels{&ref_quantize_row_s8<Arch>, &ref_gemm_s8<Arch>, &ref_gemm_w4_f32<Arch>};
+  else return QuantKernels{&quantize_row_s8<Arch>, &gemm_s8<Arch>, &gemm_w4_f32<Arch>};
 }
 
 }  // namespace quarry::detail::cpu_kernels

@@ -1,5 +1,6 @@
-// The kernel table of the quant module: the W8A8 activation quantizer and the int8 x int8 ->
-// int32 matrix product with its float epilogue. Front-end in quarry/quant/qgemm.hpp; bodies in
+// The kernel table of the quant module: the W8A8 activation quantizer, the int8 x int8 ->
+// int32 matrix product with its float epilogue, and the W4A32 product (packed int4 per_group
+// weights times f32 activations). Front-end in quarry/quant/qgemm.hpp; bodies in
 // src/cpu/kernels/quant.hpp, whose scalar bodies are the reference.
 #pragma once
 
@@ -27,6 +28,28 @@ struct QGemmArgs {
   std::size_t m = 0, n = 0, k = 0;
 };
 
+/// Operands of one W4A32 product with int4 per_group weights:
+///   y[i][j] = fma(output_scale, sum_g s[j][g] * acc[i][j][g], bias[j] or 0),
+///   acc[i][j][g] = sum_{c in group g} float(q[j][c] - z[j][g]) * x[i][c]   (float accumulation)
+/// Symmetric weights are int4 (-8..7, z = 0); asymmetric ones uint4 (0..15) with a uint8 zero
+/// point per group. The summation order inside a sum is the kernel's own (see QuantKernels).
+struct Q4GemmArgs {
+  const float* x = nullptr;          ///< [m, k] activations, row stride ldx
+  std::size_t ldx = 0;
+  const std::uint8_t* w = nullptr;   ///< [n, k / 2] packed nibbles (column 2c low, 2c + 1 high), row stride ldw bytes
+  std::size_t ldw = 0;
+  const void* w_scale = nullptr;     ///< [n, k / group] scales, f32 or f16 bits (scale_f16), row stride ld_scale
+  std::size_t ld_scale = 0;
+  bool scale_f16 = false;
+  const std::uint8_t* w_zero = nullptr;  ///< [n, k / group] zero points, row stride ld_scale; null: symmetric int4
+  std::size_t group = 32;            ///< 32, 64 or 128; k is a multiple of it
+  const float* bias = nullptr;       ///< [n], or null for none
+  float output_scale = 1.f;
+  float* y = nullptr;                ///< [m, n] output, row stride ldy
+  std::size_t ldy = 0;
+  std::size_t m = 0, n = 0, k = 0;
+};
+
 /// Quant kernels for one ISA. Pointers are never null; kernels accept empty sizes and any
 /// alignment, and are noexcept and allocation-free.
 struct QuantKernels {
@@ -38,6 +61,12 @@ struct QuantKernels {
   /// The W8A8 product described by QGemmArgs, y = fma(float(acc), a_scale * w_scale, bias or 0):
   /// bit-identical on every ISA and for every tiling.
   void (*gemm_s8)(const QGemmArgs& args) noexcept;
+  /// The W4A32 product described by Q4GemmArgs. Not bit-identical across ISAs (the SIMD kernels
+  /// sum each group lane-wise); every output of every ISA is within the bound
+  ///   |y - y_exact| <= (k + 2 * k / group + 4) * 2^-24 * (|output_scale| * sum_c |s (q - z) x_c| + |bias|)
+  /// (first order), and one ISA gives bit-identical outputs for every tiling and thread split.
+  /// A NaN activation makes its row's outputs NaN; scale 0 (an all-zero group) adds 0.
+  void (*gemm_w4_f32)(const Q4GemmArgs& args) noexcept;
 };
 
 QUARRY_DECLARE_KERNEL_TABLES(QuantKernels)
