@@ -29,23 +29,22 @@ Scratch& scratch() {
   return s;
 }
 
-// Which kernel runs: W8A8 or W4A32 (see qgemm.hpp); anything else is errc::unsupported.
-enum class Kernel { w8a8, w4a32 };
+// Which kernel runs: W8A8, W4A32 or W4A8 (see qgemm.hpp); anything else is errc::unsupported.
+enum class Kernel { w8a8, w4a32, w4a8 };
 
 Kernel select_kernel(const QuantizedTensor<cpu>& w, ActivationMode mode, const char* fn) {
   const QuantScheme& s = w.scheme();
-  if (qgemm_supports(s, mode)) return s.bits == 4 ? Kernel::w4a32 : Kernel::w8a8;
-  if (s.bits == 4 && s.granularity == Granularity::per_group && mode == ActivationMode::int8)
-    throw_error(errc::unsupported, fmt::format("{}: weights quantized as {} with int8 activations (W4A8) are not supported yet; "
-                                               "use ActivationMode::automatic or float32 (W4A32 / W4A16)",
-                                               fn, s.to_string()));
+  if (qgemm_supports(s, mode)) {
+    if (s.bits == 8) return Kernel::w8a8;
+    return mode == ActivationMode::int8 ? Kernel::w4a8 : Kernel::w4a32;
+  }
   if (qgemm_supports(s, ActivationMode::automatic) && mode == ActivationMode::float32)
     throw_error(errc::unsupported, fmt::format("{}: weights quantized as {} take int8 activations (W8A8); float activations "
                                                "(W8A16) are not supported",
                                                fn, s.to_string()));
   throw_error(errc::unsupported,
               fmt::format("{}: weights quantized as {} are not supported; it takes int8 symmetric per_tensor or per_channel "
-                          "weights (W8A8) and int4 per_group weights (W4A32 / W4A16); per_group or asymmetric int8 kernels "
+                          "weights (W8A8) and int4 per_group weights (W4A32 / W4A16, or W4A8); per_group or asymmetric int8 kernels "
                           "are not written yet",
                           fn, s.to_string()));
 }
@@ -74,12 +73,10 @@ void run_gemm(const detail::QGemmArgs& base, ThreadPool* pool) {
 }
 
 // Runs the W4A32 kernel over output columns [0, N) split into tasks on the pool.
-void run_w4(const float* x, std::size_t ldx, std::size_t m, const QuantizedTensor<cpu>& w, float* y, std::size_t ldy,
+void run_w4(detail::Q4GemmArgs base, std::size_t m, const QuantizedTensor<cpu>& w, float* y, std::size_t ldy,
             const QGemmOptions& o) {
   const auto& kern = detail::kernels<detail::QuantKernels>();
-  detail::Q4GemmArgs base;
-  base.x = x;
-  base.ldx = ldx;
+  const bool int8_acts = base.a != nullptr;
   base.w = w.value_bytes().data();
   base.ldw = static_cast<std::size_t>(w.row_bytes());
   base.w_scale = w.scales_data();
@@ -107,7 +104,8 @@ void run_w4(const float* x, std::size_t ldx, std::size_t m, const QuantizedTenso
     if (base.bias) g.bias = base.bias + j0;
     g.y = base.y + j0;
     g.n = j1 - j0;
-    kern.gemm_w4_f32(g);
+    if (int8_acts) kern.gemm_w4_s8(g);
+    else kern.gemm_w4_f32(g);
   });
 }
 
@@ -163,7 +161,10 @@ void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<
       xp = gathered.data();
       ldx = static_cast<std::size_t>(kdim);
     }
-    with_dense_output(y, m, n, [&](float* yp, std::size_t ldy) { run_w4(xp, ldx, static_cast<std::size_t>(m), w, yp, ldy, options); });
+    detail::Q4GemmArgs g;
+    g.x = xp;
+    g.ldx = ldx;
+    with_dense_output(y, m, n, [&](float* yp, std::size_t ldy) { run_w4(g, static_cast<std::size_t>(m), w, yp, ldy, options); });
     return;
   }
 
@@ -188,6 +189,27 @@ void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<
       s.scale[i] = kern.quantize_row_s8(row, K, s.q.data() + i * lda, &s.q_sum[i]) * options.output_scale;
     }
   }, 16);
+
+  if (kernel == Kernel::w4a8) {
+    // Sums of each group of each quantized row (the zero-point term z * sum a).
+    const std::size_t group = static_cast<std::size_t>(w.scheme().group_size), groups = K / group;
+    thread_local std::vector<std::int32_t> gsum;
+    gsum.resize(M * groups);
+    for (std::size_t i = 0; i < M; ++i)
+      for (std::size_t gr = 0; gr < groups; ++gr) {
+        std::int32_t t = 0;
+        for (std::size_t c = gr * group; c < (gr + 1) * group; ++c) t += s.q[i * lda + c];
+        gsum[i * groups + gr] = t;
+      }
+    detail::Q4GemmArgs g4;
+    g4.a = s.q.data();
+    g4.lda = lda;
+    g4.a_gsum = gsum.data();
+    g4.ld_gsum = groups;
+    g4.a_scale = s.scale.data();
+    with_dense_output(y, m, n, [&](float* yp, std::size_t ldy) { run_w4(g4, M, w, yp, ldy, options); });
+    return;
+  }
 
   detail::QGemmArgs g;
   g.a = s.q.data();

@@ -405,3 +405,90 @@ TEST_CASE("conformance: gemm_w4_f32 is bit-identical across tilings within one I
     report_perf("gemv_w4_f32", isa, 1024.0 * 4096, [&] { kt.gemm_w4_f32(op.args(y.data(), 1024, false)); });
   });
 }
+
+// ---- W4A8: int4 per_group weights x int8 activations: bit-exact on every ISA ----
+
+TEST_CASE("conformance: gemm_w4_s8 is bit-exact (exact int32 group sums, one fma per group)") {
+  const std::size_t ms[] = {1, 2, 3, 4, 5, 9};
+  const std::size_t ns[] = {1, 2, 3, 4, 5, 7, 9, 17};
+  for_each_simd_table<QuantKernels>([&](Isa isa, const QuantKernels& kt, const QuantKernels& ref) {
+    std::mt19937 rng(31);
+    std::size_t cases = 0;
+    for (std::size_t group : {32u, 64u, 128u}) {
+      for (std::size_t k : {0u, 32u, 64u, 96u, 128u, 256u, 384u, 1024u}) {
+        if (k % group) continue;
+        for (std::size_t mi = 0; mi < std::size(ms); ++mi) {
+          for (std::size_t ni = 0; ni < std::size(ns); ++ni) {
+            const std::size_t m = ms[mi], n = ns[ni], off = kMisalignments[(mi + ni) % 3];
+            const bool sym = (mi + ni) % 2 == 0, f16s = (mi + 2 * ni + k) % 3 == 0, with_bias = ni % 2 == 1;
+            const int mode = static_cast<int>((mi + ni + k / 32) % 4);  // 0 random, 1 extremes, 2 all -127, 3 unit scales
+            W4Operands op(m, n, k, group, sym, f16s, off, rng);
+            const std::size_t lda = k + off * 5, groups = k / group;
+            std::vector<std::int8_t> a(m * lda + off + 1);
+            for (auto& v : a) {
+              int t = static_cast<int>(rng() % 255) - 127;
+              if (mode == 1) t = (rng() & 1) ? 127 : -127;
+              if (mode == 2) t = -127;
+              v = static_cast<std::int8_t>(t);
+            }
+            if (mode == 2 && !sym) std::fill(op.zero.begin(), op.zero.end(), std::uint8_t{15});  // largest |q - z|
+            std::vector<std::int32_t> gsum(m * groups + 1, 0);
+            for (std::size_t i = 0; i < m; ++i)
+              for (std::size_t c = 0; c < k; ++c) gsum[i * groups + c / group] += a[off + i * lda + c];
+            std::vector<float> a_scale(m);
+            std::uniform_real_distribution<float> sd(1e-3f, 1e-1f);
+            for (auto& v : a_scale) v = mode == 3 ? 1.f : sd(rng);
+            if (mode == 3) {  // unit scales: outputs are the exact integer sums (< 2^24)
+              std::fill(op.scale32.begin(), op.scale32.end(), 1.f);
+              std::fill(op.scale16.begin(), op.scale16.end(), f16(1.f));
+            }
+            if (m > 2 && mode != 3) a_scale[2] = std::numeric_limits<float>::quiet_NaN();  // a row that held a NaN
+            const std::size_t ldy = n + 2;
+            std::vector<float> yg(m * ldy, -7.f), yr(m * ldy, -7.f);
+            auto args = [&](float* y) {
+              Q4GemmArgs g = op.args(y, ldy, with_bias && mode != 3);
+              g.x = nullptr;
+              g.a = a.data() + off;
+              g.lda = lda;
+              g.a_gsum = gsum.data();
+              g.ld_gsum = groups;
+              g.a_scale = a_scale.data();
+              return g;
+            };
+            kt.gemm_w4_s8(args(yg.data()));
+            ref.gemm_w4_s8(args(yr.data()));
+            INFO("m=" << m << " n=" << n << " k=" << k << " group=" << group << " symmetric=" << sym << " f16 scales=" << f16s
+                      << " misalignment=" << off << " mode=" << mode);
+            for (std::size_t i = 0; i < yg.size(); ++i) {
+              INFO("element " << i);
+              REQUIRE(same_float(yg[i], yr[i]));
+            }
+            if (mode == 3) {  // the reference's integers against a plain sum
+              for (std::size_t i = 0; i < m; ++i)
+                for (std::size_t j = 0; j < n; ++j) {
+                  std::int64_t want = 0;
+                  for (std::size_t c = 0; c < k; ++c) want += std::int64_t{op.q_minus_z(j, c)} * a[off + i * lda + c];
+                  REQUIRE(yr[i * ldy + j] == static_cast<float>(want));
+                }
+            }
+            ++cases;
+          }
+        }
+      }
+    }
+    MESSAGE(isa_name(isa) << ": " << cases << " W4A8 shapes checked bit-exact");
+    // Decode-shaped perf.
+    W4Operands op(1, 1024, 4096, 128, true, true, 0, rng);
+    std::vector<std::int8_t> a(4096, 3);
+    std::vector<std::int32_t> gsum(32, 3 * 128);
+    const float one = 1.f;
+    std::vector<float> y(1024);
+    Q4GemmArgs g = op.args(y.data(), 1024, false);
+    g.a = a.data();
+    g.lda = 4096;
+    g.a_gsum = gsum.data();
+    g.ld_gsum = 32;
+    g.a_scale = &one;
+    report_perf("gemv_w4_s8", isa, 1024.0 * 4096, [&] { kt.gemm_w4_s8(g); });
+  });
+}

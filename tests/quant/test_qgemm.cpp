@@ -236,20 +236,19 @@ TEST_CASE("qgemm rejects bad shapes and unsupported schemes with messages that n
   }
   CHECK(qgemm_supports(QuantScheme::int8_per_channel()));
   CHECK_FALSE(qgemm_supports(QuantScheme::int8_per_channel(), ActivationMode::float32));
-  // int4 weights take float activations (W4A32); W4A8 is not implemented yet and says so.
+  // int4 weights take float (W4A32) or int8 (W4A8) activations; bad shapes are still errors.
   for (auto s : {QuantScheme::int4_grouped(32), QuantScheme::int4_grouped(128, false)}) {
     CHECK(qgemm_supports(s));
     CHECK(qgemm_supports(s, ActivationMode::float32));
-    CHECK_FALSE(qgemm_supports(s, ActivationMode::int8));
+    CHECK(qgemm_supports(s, ActivationMode::int8));
     const auto q = quantized(gaussian(8, 128, 15), s);
     Tensor<float> xs({2, 128});
-    const QGemmOptions int8_acts{.activations = ActivationMode::int8};
-    CHECK(code([&] { qgemm(xs.view(), q, y.view(), int8_acts); }) == errc::unsupported);
-    CHECK(message([&] { qgemm(xs.view(), q, y.view(), int8_acts); }).find(s.to_string()) != std::string::npos);
-    CHECK(message([&] { qgemm(xs.view(), q, y.view(), int8_acts); }).find("W4A8") != std::string::npos);
-    CHECK(code([&] { qgemm(xs.view(), q, bad_y.view()); }) == errc::shape_mismatch);
-    CHECK(code([&] { qgemm(bad_x.view(), q, y.view()); }) == errc::shape_mismatch);
-    CHECK(message([&] { qgemm(xs.view(), q, y.view(), {.bias = short_bias}); }).find("bias has 7") != std::string::npos);
+    for (auto mode : {ActivationMode::int8, ActivationMode::float32}) {
+      const QGemmOptions o{.activations = mode};
+      CHECK(code([&] { qgemm(xs.view(), q, bad_y.view(), o); }) == errc::shape_mismatch);
+      CHECK(code([&] { qgemm(bad_x.view(), q, y.view(), o); }) == errc::shape_mismatch);
+      CHECK(message([&] { qgemm(xs.view(), q, y.view(), {.bias = short_bias, .activations = mode}); }).find("bias has 7") != std::string::npos);
+    }
     const std::vector<f16> xh(100);
     CHECK(code([&] { qgemv(xh, q, yv); }) == errc::shape_mismatch);
   }
@@ -434,4 +433,94 @@ TEST_CASE("W4A32 edge cases: all-zero groups, NaN and infinite activations, K = 
   const Tensor<float> x0({2, 0});
   qgemm(x0.view(), empty, y0.view(), {.bias = bias});
   for (std::int64_t j = 0; j < n; ++j) CHECK(y0(1, j) == bias[j]);
+}
+
+// ---- W4A8: int4 per_group weights, int8 activations ----
+
+namespace {
+
+// The documented W4A8 formula in double: x quantized per row as W8A8 does, exact integer group
+// sums, scaled and summed exactly.
+Tensor<double> w4a8_reference(const Tensor<float>& x, const QuantizedTensor<cpu>& w, const std::vector<float>& bias, float out_scale) {
+  const std::int64_t m = x.dim(0), k = x.dim(1), n = w.rows(), group = w.scheme().group_size;
+  Tensor<double> y({m, n});
+  for (std::int64_t i = 0; i < m; ++i) {
+    float amax = 0;
+    bool finite = true;
+    for (std::int64_t c = 0; c < k; ++c) {
+      finite = finite && std::isfinite(x(i, c));
+      amax = std::max(amax, std::fabs(x(i, c)));
+    }
+    const float inv = 127.f / amax;
+    std::vector<int> q(static_cast<std::size_t>(k), 0);
+    double sx = std::numeric_limits<double>::quiet_NaN();
+    if (finite) {
+      sx = std::isfinite(inv) ? double(amax / 127.f) : 0.0;
+      if (std::isfinite(inv))
+        for (std::int64_t c = 0; c < k; ++c) q[c] = std::clamp(static_cast<int>(std::nearbyint(x(i, c) * inv)), -127, 127);
+    }
+    for (std::int64_t j = 0; j < n; ++j) {
+      double total = 0;
+      for (std::int64_t g = 0; g * group < k; ++g) {
+        std::int64_t acc = 0;
+        for (std::int64_t c = g * group; c < (g + 1) * group; ++c) acc += std::int64_t{q[c]} * (w.value(j, c) - w.zero(j, g));
+        total += double(w.scale(j, g)) * double(acc);
+      }
+      y(i, j) = double(out_scale) * sx * total + (bias.empty() ? 0.0 : bias[j]);
+    }
+  }
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("W4A8 qgemm matches the documented formula for every int4 scheme; threads bit-identical") {
+  ThreadPool pool(3);
+  for (int group : {32, 64, 128})
+    for (bool sym : {true, false})
+      for (DType sd : {DType::f16, DType::f32}) {
+        const auto scheme = QuantScheme::int4_grouped(group, sym, sd);
+        for (auto [m, n, k] : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{13, 9, 128}}) {
+          INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
+          const Tensor<float> x = gaussian(m, k, 41), wf = gaussian(n, k, 42, 0.05f);
+          const auto w = quantized(wf, scheme);
+          const auto bias = random_bias(n, 43);
+          Tensor<float> y({m, n}), ymt({m, n});
+          qgemm(x.view(), w, y.view(), {.bias = bias, .output_scale = 0.75f, .activations = ActivationMode::int8});
+          check_close(y, w4a8_reference(x, w, bias, 0.75f));
+          qgemm(x.view(), w, ymt.view(), {.bias = bias, .output_scale = 0.75f, .pool = &pool, .activations = ActivationMode::int8});
+          std::vector<float> row(static_cast<std::size_t>(n));
+          qgemv({&x(0, 0), static_cast<std::size_t>(k)}, w, row, {.bias = bias, .output_scale = 0.75f, .activations = ActivationMode::int8});
+          for (std::int64_t i = 0; i < m; ++i)
+            for (std::int64_t j = 0; j < n; ++j) REQUIRE(ymt(i, j) == y(i, j));
+          for (std::int64_t j = 0; j < n; ++j) REQUIRE(row[static_cast<std::size_t>(j)] == y(0, j));
+        }
+      }
+}
+
+TEST_CASE("W4A8 edge cases: zero groups and rows, NaN and infinite activations") {
+  const std::int64_t m = 5, n = 6, k = 128;
+  Tensor<float> x = gaussian(m, k, 44);
+  Tensor<float> wf = gaussian(n, k, 45);
+  for (std::int64_t c = 0; c < 32; ++c) wf(2, c) = 0.f;  // one all-zero group
+  for (std::int64_t c = 0; c < k; ++c) {
+    wf(4, c) = 0.f;  // an all-zero weight row
+    x(4, c) = 0.f;   // an all-zero activation row
+  }
+  x(1, 9) = std::numeric_limits<float>::quiet_NaN();
+  x(2, 70) = -std::numeric_limits<float>::infinity();
+  for (bool sym : {true, false}) {
+    const auto w = quantized(wf, QuantScheme::int4_grouped(32, sym));
+    const auto bias = random_bias(n, 46);
+    Tensor<float> y({m, n});
+    qgemm(x.view(), w, y.view(), {.bias = bias, .activations = ActivationMode::int8});
+    for (std::int64_t j = 0; j < n; ++j) {
+      CHECK(std::isfinite(y(0, j)));
+      CHECK(std::isnan(y(1, j)));
+      CHECK(std::isnan(y(2, j)));
+      CHECK(y(4, j) == bias[j]);
+    }
+    CHECK(y(0, 4) == bias[4]);
+    check_close(y, w4a8_reference(x, w, bias, 1.f));
+  }
 }

@@ -6,8 +6,10 @@
 //   W4A32  int4 per_group weights (group 32/64/128, symmetric int4 or asymmetric uint4 with
 //          uint8 zero points, f16 or f32 scales) times float activations (f32, or f16 / bf16
 //          converted to f32 per row first: "W4A16"). The default for int4 weights.
-// W4A8 (int4 weights with int8 activations), W8A16 and per_group int8 weights are not
-// implemented: asking for them is errc::unsupported, and the message names the scheme.
+//   W4A8   int4 per_group weights with activations quantized to int8 per row as in W8A8, exact
+//          int32 sums per group; asked for with ActivationMode::int8.
+// W8A16 and per_group or asymmetric int8 weights are not implemented: asking for them is
+// errc::unsupported, and the message names the scheme.
 //
 // ---- W8A8 ----
 //
@@ -40,6 +42,13 @@
 // Edge cases: an all-zero group (scale 0, zero point 0) adds exactly 0, never NaN; an activation
 // row holding a NaN gives a row of NaN; one holding an infinity gives non-finite outputs (an
 // infinity, or NaN where it meets a zero weight); K = 0 gives y = bias.
+//
+// ---- W4A8 ----
+//   y[i][j] = fma(sum_g s[j][g] * float(acc[g]), output_scale * sx[i], bias[j]),
+//   acc[g] = sum_{c in g} (q[j][c] - z[j][g]) * qx[i][c]   exact in int32,
+// the group terms added in order with one fma each: bit-identical on every ISA and thread count.
+// Activation rows are quantized as in W8A8, with the same edge cases (a zero row gives the
+// bias, a row with a NaN or an infinity gives NaN); an all-zero group adds exactly 0.
 #pragma once
 
 #include <cstdint>
@@ -55,7 +64,7 @@ namespace quarry {
 /// How qgemv / qgemm treat the activations.
 enum class ActivationMode : std::uint8_t {
   automatic,  ///< int8 weights: int8 activations (W8A8); int4 weights: float activations (W4A32)
-  int8,       ///< quantize activations to int8 per row (W8A8; W4A8 is not implemented yet)
+  int8,       ///< quantize activations to int8 per row (W8A8, W4A8)
   float32,    ///< keep activations in float (W4A32 / W4A16; int4 weights only)
 };
 
@@ -88,7 +97,7 @@ void qgemv(std::span<const bf16> x, const QuantizedTensor<cpu>& w, std::span<flo
 constexpr bool qgemm_supports(const QuantScheme& s, ActivationMode a = ActivationMode::automatic) noexcept {
   const bool w8a8 = s.bits == 8 && s.symmetric && (s.granularity == Granularity::per_tensor || s.granularity == Granularity::per_channel);
   const bool w4 = s.bits == 4 && s.granularity == Granularity::per_group;
-  return (w8a8 && a != ActivationMode::float32) || (w4 && a != ActivationMode::int8);
+  return (w8a8 && a != ActivationMode::float32) || w4;
 }
 
 }  // namespace quarry

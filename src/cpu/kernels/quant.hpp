@@ -155,6 +155,29 @@ void ref_gemm_w4_f32(const Q4GemmArgs& g) noexcept {
   }
 }
 
+template <class Arch>
+void ref_gemm_w4_s8(const Q4GemmArgs& g) noexcept {
+  const unsigned flip = g.w_zero ? 0u : 8u;
+  const std::size_t groups = g.group ? g.k / g.group : 0;
+  for (std::size_t i = 0; i < g.m; ++i) {
+    const std::int8_t* a = g.a + i * g.lda;
+    for (std::size_t j = 0; j < g.n; ++j) {
+      const std::uint8_t* w = g.w + j * g.ldw;
+      float total = 0.f;
+      for (std::size_t grp = 0; grp < groups; ++grp) {
+        const int z = w4_zero<Arch>(g, j, grp);
+        std::int32_t acc = 0;  // |acc| <= 128 * 15 * 127: exact
+        for (std::size_t c = grp * g.group; c < (grp + 1) * g.group; ++c) {
+          const int u = static_cast<int>(((w[c >> 1] >> ((c & 1) * 4)) & 0xfu) ^ flip);
+          acc += (u - z) * a[c];
+        }
+        total = std::fma(static_cast<float>(acc), w4_scale<Arch>(g, j, grp), total);
+      }
+      g.y[i * g.ldy + j] = std::fma(total, g.a_scale[i], g.bias ? g.bias[j] : 0.f);
+    }
+  }
+}
+
 // ---- SIMD bodies ----
 
 /// Bytes ahead of the current position that the decode kernel prefetches in every weight row.
@@ -405,6 +428,61 @@ QUARRY_ALWAYS_INLINE void tile_w4_row_block(const Q4GemmArgs& g, std::size_t i0,
   for (; j < j1; ++j) tile_w4<Arch, MR, 1, false>(g, i0, j);
 }
 
+/// W4A8 tile: MR activation rows x NR weight rows. Per group, u * a summed exactly in int32
+/// lanes (VNNI vpdpbusd on AVX-512; vpmaddubsw + vpmaddwd on AVX2: u <= 15, |a| <= 127, so a
+/// pair is at most 3810 and never saturates), reduced to one integer, minus z * sum(a), then the
+/// reference's scalar float epilogue: bit-identical to it.
+template <class Arch, int MR, int NR, bool Prefetch>
+QUARRY_ALWAYS_INLINE void tile_w4_s8(const Q4GemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+  float total[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) total[i][j] = 0.f;
+  const __m128i flip = _mm_set1_epi8(static_cast<char>(g.w_zero ? 0 : 8));
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  const std::size_t groups = g.k / g.group;
+  for (std::size_t grp = 0; grp < groups; ++grp) {
+    __m256i acc[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
+    for (std::size_t c = grp * g.group; c < (grp + 1) * g.group; c += 32) {
+      __m256i wu[NR];
+      for (int j = 0; j < NR; ++j) {
+        const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c / 2;
+        if constexpr (Prefetch)
+          if (c % 128 == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead), _MM_HINT_T0);
+        __m128i c0, c1;
+        w4_unpack32<Arch>(p, flip, &c0, &c1);
+        wu[j] = _mm256_set_m128i(c1, c0);
+      }
+      for (int i = 0; i < MR; ++i) {
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.a + (i0 + i) * g.lda + c));
+        for (int j = 0; j < NR; ++j) {
+          if constexpr (simd::is_avx512<Arch>) acc[i][j] = _mm256_dpbusd_epi32(acc[i][j], wu[j], av);
+          else acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(wu[j], av), ones16));
+        }
+      }
+    }
+    for (int j = 0; j < NR; ++j) {
+      const float s = w4_scale<Arch>(g, j0 + j, grp);
+      const std::int32_t z = w4_zero<Arch>(g, j0 + j, grp);
+      for (int i = 0; i < MR; ++i) {
+        const std::int32_t dot = hsum_epi32_256<Arch>(acc[i][j]) - z * g.a_gsum[(i0 + i) * g.ld_gsum + grp];
+        total[i][j] = std::fma(static_cast<float>(dot), s, total[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      g.y[(i0 + i) * g.ldy + j0 + j] = std::fma(total[i][j], g.a_scale[i0 + i], g.bias ? g.bias[j0 + j] : 0.f);
+}
+
+template <class Arch, int MR, int NR>
+QUARRY_ALWAYS_INLINE void tile_w4_s8_row_block(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t j1) noexcept {
+  std::size_t j = j0;
+  for (; j + NR <= j1; j += NR) tile_w4_s8<Arch, MR, NR, false>(g, i0, j);
+  for (; j < j1; ++j) tile_w4_s8<Arch, MR, 1, false>(g, i0, j);
+}
+
 #endif  // x86-64
 
 template <class Arch>
@@ -546,11 +624,37 @@ void gemm_w4_f32(const Q4GemmArgs& g) noexcept {
   ref_gemm_w4_f32<Arch>(g);
 }
 
+template <class Arch>
+void gemm_w4_s8(const Q4GemmArgs& g) noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
+    constexpr int kDecodeRows = 4;
+    constexpr int MR = 4, NR = 2;
+    if (g.m == 1) {
+      std::size_t j = 0;
+      for (; j + kDecodeRows <= g.n; j += kDecodeRows) tile_w4_s8<Arch, 1, kDecodeRows, true>(g, 0, j);
+      for (; j < g.n; ++j) tile_w4_s8<Arch, 1, 1, true>(g, 0, j);
+      return;
+    }
+    std::size_t nb = (std::size_t{512} << 10) / (g.k ? g.k : 1);
+    nb = nb < NR ? NR : nb - nb % NR;
+    for (std::size_t jb = 0; jb < g.n; jb += nb) {
+      const std::size_t je = jb + nb < g.n ? jb + nb : g.n;
+      std::size_t i = 0;
+      for (; i + MR <= g.m; i += MR) tile_w4_s8_row_block<Arch, MR, NR>(g, i, jb, je);
+      for (; i < g.m; ++i) tile_w4_s8_row_block<Arch, 1, NR>(g, i, jb, je);
+    }
+    return;
+  }
+#endif
+  ref_gemm_w4_s8<Arch>(g);
+}
+
 /// The QuantKernels table for one arch tag.
 template <class Arch>
 constexpr QuantKernels make_quant_kernels() noexcept {
-  if constexpr (simd::is_scalar<Arch>) return QuantKernels{&ref_quantize_row_s8<Arch>, &ref_gemm_s8<Arch>, &ref_gemm_w4_f32<Arch>};
-  else return QuantKernels{&quantize_row_s8<Arch>, &gemm_s8<Arch>, &gemm_w4_f32<Arch>};
+  if constexpr (simd::is_scalar<Arch>) return QuantKernels{&ref_quantize_row_s8<Arch>, &ref_gemm_s8<Arch>, &ref_gemm_w4_f32<Arch>, &ref_gemm_w4_s8<Arch>};
+  else return QuantKernels{&quantize_row_s8<Arch>, &gemm_s8<Arch>, &gemm_w4_f32<Arch>, &gemm_w4_s8<Arch>};
 }
 
 }  // namespace quarry::detail::cpu_kernels

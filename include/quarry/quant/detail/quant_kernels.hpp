@@ -1,6 +1,6 @@
 // The kernel table of the quant module: the W8A8 activation quantizer, the int8 x int8 ->
 // int32 matrix product with its float epilogue, and the W4A32 product (packed int4 per_group
-// weights times f32 activations). Front-end in quarry/quant/qgemm.hpp; bodies in
+// weights times f32 activations) and the W4A8 product (int4 weights times int8 activations). Front-end in quarry/quant/qgemm.hpp; bodies in
 // src/cpu/kernels/quant.hpp, whose scalar bodies are the reference.
 #pragma once
 
@@ -48,6 +48,13 @@ struct Q4GemmArgs {
   float* y = nullptr;                ///< [m, n] output, row stride ldy
   std::size_t ldy = 0;
   std::size_t m = 0, n = 0, k = 0;
+
+  // W4A8 only (gemm_w4_s8): int8 activations quantized per row, as W8A8's.
+  const std::int8_t* a = nullptr;       ///< [m, k] int8 activations (-127..127), row stride lda
+  std::size_t lda = 0;
+  const std::int32_t* a_gsum = nullptr; ///< [m, k / group] sums of each group of a row, row stride ld_gsum
+  std::size_t ld_gsum = 0;
+  const float* a_scale = nullptr;       ///< [m] per-row scale, output_scale folded in (output_scale is unused)
 };
 
 /// Quant kernels for one ISA. Pointers are never null; kernels accept empty sizes and any
@@ -67,6 +74,10 @@ struct QuantKernels {
   /// (first order), and one ISA gives bit-identical outputs for every tiling and thread split.
   /// A NaN activation makes its row's outputs NaN; scale 0 (an all-zero group) adds 0.
   void (*gemm_w4_f32)(const Q4GemmArgs& args) noexcept;
+  /// The W4A8 product: acc[g] = sum_{c in g} (q - z) * a[c] exact in int32 per group, then
+  ///   total = fma(float(acc[g]), s[g], total) over the groups in order, y = fma(total, a_scale[i], bias or 0):
+  /// bit-identical on every ISA and for every tiling. Uses a, lda, a_gsum, a_scale (not x, output_scale).
+  void (*gemm_w4_s8)(const Q4GemmArgs& args) noexcept;
 };
 
 QUARRY_DECLARE_KERNEL_TABLES(QuantKernels)
