@@ -1,11 +1,13 @@
-// bench_qgemv: the W8A8 kernels against this machine's limits, with f32 peers in the same run.
+// bench_qgemv: the W8A8 and W4 kernels against this machine's limits, with f32 peers in the same run.
 //
 // Shapes N x K = 4096x4096, 11008x4096, 4096x11008 (a Llama-7B layer's projections), M = 1, 8, 32
 // and 512 activation rows.
 //   qgemv (M = 1)  weight + scale bytes read per second (gbps), divided by the measured DRAM read
 //                  bandwidth (bw_ratio). Several matrices in rotation, far more bytes than the
 //                  last-level cache, so every call reads its weights from DRAM. Beside it:
-//                  an f32 GEMV (quarry::dot per row) over f32 matrices in rotation.
+//                  an f32 GEMV (quarry::dot per row) over f32 matrices in rotation, and the
+//                  int4 g128 kernels (W4A32, W4A16 with f16 activations, W4A8) on int4 matrices
+//                  in rotation (gbps of nibbles + scales).
 //   qgemm (M > 1)  int8 GOP/s (2 ops per multiply-add) divided by the measured VNNI peak
 //                  (peak_ratio), and gbps for the weights at M = 8 and 32. At M = 512 Eigen's
 //                  f32 GEMM on the same shape runs beside it (GFLOP/s, over the f32 FMA peak).
@@ -15,6 +17,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -70,6 +73,18 @@ QuantizedTensor<cpu> random_weights(std::int64_t n, std::int64_t k, std::uint64_
   return w;
 }
 
+// A random int4 g128 symmetric matrix with f16 scales, made directly as random_weights is.
+QuantizedTensor<cpu> random_int4_weights(std::int64_t n, std::int64_t k, std::uint64_t seed) {
+  auto w = QuantizedTensor<cpu>::create(QuantScheme::int4_grouped(128), n, k).value();
+  std::uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (std::uint8_t& b : w.value_bytes().span()) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    b = static_cast<std::uint8_t>(s >> 56);
+  }
+  for (f16& sc : w.scales_f16().span()) sc = f16(0.01f);
+  return w;
+}
+
 std::vector<float> random_floats(std::size_t count, std::uint32_t seed) {
   std::vector<float> v(count);
   std::mt19937 rng(seed);
@@ -84,7 +99,7 @@ std::string shape_name(Shape2 s) { return fmt::format("{}x{}", s.n, s.k); }
 
 int main(int argc, char** argv) {
   const BenchOptions options = bench_options_from_command_line(
-      argc, argv, "W8A8 qgemv / qgemm vs DRAM bandwidth and VNNI peak, f32 GEMV and Eigen GEMM beside");
+      argc, argv, "W8A8 and W4 qgemv / qgemm vs DRAM bandwidth and VNNI peak, f32 GEMV and Eigen GEMM beside");
   BenchReport report;
   report.machine = identify_machine(options.threads);
   const Yardsticks y = measure_yardsticks(report.machine.threads, options.effort());
@@ -147,6 +162,38 @@ int main(int argc, char** argv) {
     }
     fs.clear();
     fs.shrink_to_fit();
+
+    // ---- qgemv with int4 g128 weights (symmetric, f16 scales) in rotation: W4A32, W4A16 (f16
+    // activations), W4A8. gbps counts the packed nibbles and the scales. ----
+    {
+      const std::size_t w4_bytes = N * K / 2 + N * (K / 128) * 2;
+      const std::size_t w4_count = std::max<std::size_t>(2, (rotation_bytes + w4_bytes - 1) / w4_bytes);
+      std::vector<QuantizedTensor<cpu>> w4s;
+      for (std::size_t i = 0; i < w4_count; ++i) w4s.push_back(random_int4_weights(shape.n, shape.k, i + 101));
+      std::vector<f16> xh(K);
+      for (std::size_t c = 0; c < K; ++c) xh[c] = f16(x[c]);
+      for (unsigned t : thread_counts) {
+        const double dram = y.dram_gbps_for(t);
+        for (auto [label, mode, half] : {std::tuple{"w4a32", ActivationMode::float32, false},
+                                         std::tuple{"w4a16", ActivationMode::float32, true},
+                                         std::tuple{"w4a8", ActivationMode::int8, false}}) {
+          QGemmOptions o;
+          o.pool = t > 1 ? &pool : nullptr;
+          o.activations = mode;
+          const double sw = best_seconds(reps, [&] {
+            for (const auto& w : w4s) {
+              if (half) qgemv(std::span<const f16>(xh), w, out, o);
+              else qgemv(x, w, out, o);
+            }
+          }) / static_cast<double>(w4s.size());
+          const double gbps = static_cast<double>(w4s[0].nbytes()) / sw / 1e9;
+          BenchRow r(fmt::format("qgemv {} g128 {} m=1", label, shape_name(shape)), "quarry", t);
+          r.set("gbps", gbps).set("bw_ratio", gbps / dram).set("ms", sw * 1e3).set("gops", 2.0 * N * K / sw / 1e9);
+          r.set("isa", report.machine.isa).set("matrices", static_cast<std::int64_t>(w4s.size()));
+          report.rows.push_back(std::move(r));
+        }
+      }
+    }
 
     // ---- qgemm: M = 8, 32 (weights still from DRAM, in rotation), 512 (compute-bound) ----
     for (std::int64_t m : quick ? std::vector<std::int64_t>{8, 128} : std::vector<std::int64_t>{8, 32, 512}) {
