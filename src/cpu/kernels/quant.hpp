@@ -122,8 +122,12 @@ void ref_gemm_s8(const QGemmArgs& g) noexcept {
 template <class Arch>
 QUARRY_ALWAYS_INLINE float w4_scale(const Q4GemmArgs& g, std::size_t j, std::size_t grp) noexcept {
   const std::size_t at = j * g.ld_scale + grp;
-  return g.scale_f16 ? bits_to_float<Arch>(f16_bits_to_f32_bits(static_cast<const std::uint16_t*>(g.w_scale)[at]))
-                     : static_cast<const float*>(g.w_scale)[at];
+  if (!g.scale_f16) return static_cast<const float*>(g.w_scale)[at];
+  const std::uint16_t h = static_cast<const std::uint16_t*>(g.w_scale)[at];
+#if defined(__F16C__)
+  if constexpr (!simd::is_scalar<Arch>) return _cvtsh_ss(h);  // exact, as the bit conversion
+#endif
+  return bits_to_float<Arch>(f16_bits_to_f32_bits(h));
 }
 /// The zero point subtracted from the nibble u: an asymmetric group's own, or 8 for symmetric int4
 /// whose nibbles are read as u = nibble ^ 8 = q + 8 (0..15).
@@ -371,9 +375,68 @@ QUARRY_ALWAYS_INLINE float w4_hsum(w4_vec<Arch> v) noexcept {
   return _mm_cvtss_f32(s);
 }
 
+/// AVX-512 W4A32 tile: MR activation rows x NR weight rows over all of K. vpmovzxbd widens 16
+/// packed bytes (32 columns) to int32 lanes; vpermps reads only the low 4 bits of its index, so
+/// it maps the low nibble straight to float(q - z) from a 16-entry table in a register (the
+/// group's zero point folded in), and after a 4-bit shift the high nibble too. Low nibbles are
+/// the even columns and high nibbles the odd ones, so the activations are split into even and
+/// odd columns once per 32 columns (vpermt2ps), shared by the NR weight rows.
+template <class Arch, int MR, int NR, bool Prefetch>
+QUARRY_ALWAYS_INLINE void tile_w4_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+  __m512 total[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) total[i][j] = _mm512_setzero_ps();
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512 signed_nibbles = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
+  const std::size_t groups = g.k / g.group;
+  for (std::size_t grp = 0; grp < groups; ++grp) {
+    __m512 acc[MR][NR], table[NR];
+    for (int j = 0; j < NR; ++j) {
+      table[j] = g.w_zero ? _mm512_sub_ps(iota, _mm512_set1_ps(static_cast<float>(g.w_zero[(j0 + j) * g.ld_scale + grp])))
+                          : signed_nibbles;
+      for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_setzero_ps();
+    }
+    for (std::size_t c = grp * g.group; c < (grp + 1) * g.group; c += 32) {
+      __m512 xe[MR], xo[MR];
+      for (int i = 0; i < MR; ++i) {
+        const float* xp = g.x + (i0 + i) * g.ldx + c;
+        const __m512 x0 = _mm512_loadu_ps(xp), x1 = _mm512_loadu_ps(xp + 16);
+        xe[i] = _mm512_permutex2var_ps(x0, even, x1);
+        xo[i] = _mm512_permutex2var_ps(x0, odd, x1);
+      }
+      for (int j = 0; j < NR; ++j) {
+        const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c / 2;
+        if constexpr (Prefetch)
+          if (c % 128 == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead), _MM_HINT_T0);
+        const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        const __m512 lo = _mm512_permutexvar_ps(b, table[j]);
+        const __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), table[j]);
+        for (int i = 0; i < MR; ++i) {
+          acc[i][j] = _mm512_fmadd_ps(lo, xe[i], acc[i][j]);
+          acc[i][j] = _mm512_fmadd_ps(hi, xo[i], acc[i][j]);
+        }
+      }
+    }
+    for (int j = 0; j < NR; ++j) {
+      const __m512 sv = _mm512_set1_ps(w4_scale<Arch>(g, j0 + j, grp));
+      for (int i = 0; i < MR; ++i) total[i][j] = _mm512_fmadd_ps(acc[i][j], sv, total[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      g.y[(i0 + i) * g.ldy + j0 + j] =
+          std::fma(w4_hsum<Arch>(total[i][j]), g.output_scale, g.bias ? g.bias[j0 + j] : 0.f);
+}
+
 /// W4A32 tile: MR activation rows x NR weight rows over all of K.
 template <class Arch, int MR, int NR, bool Prefetch>
 QUARRY_ALWAYS_INLINE void tile_w4(const Q4GemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+  if constexpr (simd::is_avx512<Arch>) {
+    tile_w4_avx512<Arch, MR, NR, Prefetch>(g, i0, j0);
+    return;
+  }
   using V = w4_vec<Arch>;
   constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
   V total[MR][NR];
@@ -428,12 +491,75 @@ QUARRY_ALWAYS_INLINE void tile_w4_row_block(const Q4GemmArgs& g, std::size_t i0,
   for (; j < j1; ++j) tile_w4<Arch, MR, 1, false>(g, i0, j);
 }
 
+/// AVX-512 W4A8 tile, 64 columns per step: vpmovzxbw widens 32 packed bytes to 16-bit lanes;
+/// the low byte of each lane keeps the low nibble (even column), the high byte takes the high
+/// nibble shifted up 4 (odd column), so the bytes come out in column order for one 512-bit
+/// vpdpbusd. A 64-column step spans one group (group >= 64) or two (group 32: the low and high
+/// 256-bit halves are reduced separately). Same integers and epilogue as the reference.
+template <class Arch, int MR, int NR, bool Prefetch>
+QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+  float total[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) total[i][j] = 0.f;
+  const __m512i nibble = _mm512_set1_epi8(0x0f);
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(g.w_zero ? 0 : 8));
+  // Epilogue of one group: the exact integer sum, minus z * sum(a), one fma into the total.
+  auto finish = [&](std::size_t grp, int i, int j, std::int32_t dot_u) __attribute__((always_inline)) {
+    const std::int32_t dot = dot_u - w4_zero<Arch>(g, j0 + j, grp) * g.a_gsum[(i0 + i) * g.ld_gsum + grp];
+    total[i][j] = std::fma(static_cast<float>(dot), w4_scale<Arch>(g, j0 + j, grp), total[i][j]);
+  };
+  const std::size_t step_groups = g.group == 32 ? 2 : 1;  // groups finished per reduction point
+  const std::size_t span = g.group == 32 ? 64 : g.group;  // columns per reduction point
+  for (std::size_t c0 = 0; c0 < g.k; c0 += span) {
+    __m512i acc[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
+    // group 32 with an odd number of groups: the last step holds 32 columns (masked loads: the
+    // absent activation bytes are 0 and add nothing).
+    const bool half = c0 + 64 > g.k;
+    const __mmask32 wmask = half ? 0xffffu : 0xffffffffu;
+    const __mmask64 amask = half ? 0xffffffffull : ~0ull;
+    for (std::size_t c = c0; c < c0 + span; c += 64) {
+      __m512i wu[NR];
+      for (int j = 0; j < NR; ++j) {
+        const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c / 2;
+        if constexpr (Prefetch)
+          if (c % 128 == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead), _MM_HINT_T0);
+        const __m512i w16 = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(wmask, p));
+        const __m512i both = _mm512_mask_blend_epi8(0xAAAAAAAAAAAAAAAAull, w16, _mm512_slli_epi16(w16, 4));
+        wu[j] = _mm512_ternarylogic_epi32(both, nibble, flip, 0x6A);  // (both & 0x0f) ^ flip
+      }
+      for (int i = 0; i < MR; ++i) {
+        const __m512i av = _mm512_maskz_loadu_epi8(amask, g.a + (i0 + i) * g.lda + c);
+        for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wu[j], av);
+      }
+    }
+    for (int j = 0; j < NR; ++j)
+      for (int i = 0; i < MR; ++i) {
+        const __m256i lo = _mm512_castsi512_si256(acc[i][j]), hi = _mm512_extracti64x4_epi64(acc[i][j], 1);
+        if (step_groups == 2) {
+          finish(c0 / 32, i, j, hsum_epi32_256<Arch>(lo));
+          if (!half) finish(c0 / 32 + 1, i, j, hsum_epi32_256<Arch>(hi));
+        } else {
+          finish(c0 / g.group, i, j, hsum_epi32_256<Arch>(_mm256_add_epi32(lo, hi)));
+        }
+      }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      g.y[(i0 + i) * g.ldy + j0 + j] = std::fma(total[i][j], g.a_scale[i0 + i], g.bias ? g.bias[j0 + j] : 0.f);
+}
+
 /// W4A8 tile: MR activation rows x NR weight rows. Per group, u * a summed exactly in int32
 /// lanes (VNNI vpdpbusd on AVX-512; vpmaddubsw + vpmaddwd on AVX2: u <= 15, |a| <= 127, so a
 /// pair is at most 3810 and never saturates), reduced to one integer, minus z * sum(a), then the
 /// reference's scalar float epilogue: bit-identical to it.
 template <class Arch, int MR, int NR, bool Prefetch>
 QUARRY_ALWAYS_INLINE void tile_w4_s8(const Q4GemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+  if constexpr (simd::is_avx512<Arch>) {
+    tile_w4_s8_avx512<Arch, MR, NR, Prefetch>(g, i0, j0);
+    return;
+  }
   float total[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) total[i][j] = 0.f;
