@@ -11,17 +11,13 @@
 #include <quarry/quant/qgemm.hpp>
 #include <quarry/quant/quantize.hpp>
 
+#include "test_util.hpp"
+
 using namespace quarry;
+using namespace quarry::testing;
 
 namespace {
 
-Tensor<float> gaussian(std::int64_t rows, std::int64_t cols, std::uint32_t seed, float sigma = 1.f) {
-  Tensor<float> t = Tensor<float>::uninitialized({rows, cols});
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, sigma);
-  for (float& v : t.span()) v = d(rng);
-  return t;
-}
 
 QuantizedTensor<cpu> quantized(const Tensor<float>& w, QuantScheme s = QuantScheme::int8_per_channel()) {
   auto q = quantize(w.view(), s);
