@@ -722,28 +722,38 @@ void gemm_s8(const QGemmArgs& g) noexcept {
   ref_gemm_s8<Arch>(g);
 }
 
+// The tiling both W4 kernels share. Decode (one activation row) runs kDecodeRows weight rows in
+// flight: decode(rows, j) with rows an integral_constant. Prefill walks weight rows in blocks of
+// ~256 KiB of packed nibbles (they stay in L2 across activation tiles) and MR activation rows at a
+// time: block(mr, i, jb, je). The callables are lambdas of an Arch-templated kernel, so each ISA
+// gets its own copy of this function.
+template <int MR, int NR, class Decode, class Block>
+void drive_w4_tiles(const Q4GemmArgs& g, Decode&& decode, Block&& block) noexcept {
+  constexpr int kDecodeRows = 4;
+  if (g.m == 1) {
+    std::size_t j = 0;
+    for (; j + kDecodeRows <= g.n; j += kDecodeRows) decode(std::integral_constant<int, kDecodeRows>{}, j);
+    for (; j < g.n; ++j) decode(std::integral_constant<int, 1>{}, j);
+    return;
+  }
+  std::size_t nb = (std::size_t{512} << 10) / (g.k ? g.k : 1);
+  nb = nb < NR ? NR : nb - nb % NR;
+  for (std::size_t jb = 0; jb < g.n; jb += nb) {
+    const std::size_t je = jb + nb < g.n ? jb + nb : g.n;
+    std::size_t i = 0;
+    for (; i + MR <= g.m; i += MR) block(std::integral_constant<int, MR>{}, i, jb, je);
+    for (; i < g.m; ++i) block(std::integral_constant<int, 1>{}, i, jb, je);
+  }
+}
+
 template <class Arch>
 void gemm_w4_f32(const Q4GemmArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
   if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
-    constexpr int kDecodeRows = 4;  // weight rows in flight for one activation row
-    constexpr int MR = simd::is_avx512<Arch> ? 4 : 2;
     constexpr int NR = 2;
-    if (g.m == 1) {
-      std::size_t j = 0;
-      for (; j + kDecodeRows <= g.n; j += kDecodeRows) tile_w4<Arch, 1, kDecodeRows, true>(g, 0, j);
-      for (; j < g.n; ++j) tile_w4<Arch, 1, 1, true>(g, 0, j);
-      return;
-    }
-    // Weight rows in blocks of ~256 KiB of packed nibbles (they stay in L2 across activation tiles).
-    std::size_t nb = (std::size_t{512} << 10) / (g.k ? g.k : 1);
-    nb = nb < NR ? NR : nb - nb % NR;
-    for (std::size_t jb = 0; jb < g.n; jb += nb) {
-      const std::size_t je = jb + nb < g.n ? jb + nb : g.n;
-      std::size_t i = 0;
-      for (; i + MR <= g.m; i += MR) tile_w4_row_block<Arch, MR, NR>(g, i, jb, je);
-      for (; i < g.m; ++i) tile_w4_row_block<Arch, 1, NR>(g, i, jb, je);
-    }
+    drive_w4_tiles<simd::is_avx512<Arch> ? 4 : 2, NR>(
+        g, [&](auto rows, std::size_t j) { tile_w4<Arch, 1, decltype(rows)::value, true>(g, 0, j); },
+        [&](auto mr, std::size_t i, std::size_t jb, std::size_t je) { tile_w4_row_block<Arch, decltype(mr)::value, NR>(g, i, jb, je); });
     return;
   }
 #endif
@@ -754,22 +764,10 @@ template <class Arch>
 void gemm_w4_s8(const Q4GemmArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
   if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
-    constexpr int kDecodeRows = 4;
-    constexpr int MR = 4, NR = 2;
-    if (g.m == 1) {
-      std::size_t j = 0;
-      for (; j + kDecodeRows <= g.n; j += kDecodeRows) tile_w4_s8<Arch, 1, kDecodeRows, true>(g, 0, j);
-      for (; j < g.n; ++j) tile_w4_s8<Arch, 1, 1, true>(g, 0, j);
-      return;
-    }
-    std::size_t nb = (std::size_t{512} << 10) / (g.k ? g.k : 1);
-    nb = nb < NR ? NR : nb - nb % NR;
-    for (std::size_t jb = 0; jb < g.n; jb += nb) {
-      const std::size_t je = jb + nb < g.n ? jb + nb : g.n;
-      std::size_t i = 0;
-      for (; i + MR <= g.m; i += MR) tile_w4_s8_row_block<Arch, MR, NR>(g, i, jb, je);
-      for (; i < g.m; ++i) tile_w4_s8_row_block<Arch, 1, NR>(g, i, jb, je);
-    }
+    constexpr int NR = 2;
+    drive_w4_tiles<4, NR>(
+        g, [&](auto rows, std::size_t j) { tile_w4_s8<Arch, 1, decltype(rows)::value, true>(g, 0, j); },
+        [&](auto mr, std::size_t i, std::size_t jb, std::size_t je) { tile_w4_s8_row_block<Arch, decltype(mr)::value, NR>(g, i, jb, je); });
     return;
   }
 #endif
