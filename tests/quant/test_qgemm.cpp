@@ -6,6 +6,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <quarry/quant/qgemm.hpp>
@@ -25,26 +26,35 @@ QuantizedTensor<cpu> quantized(const Tensor<float>& w, QuantScheme s = QuantSche
   return std::move(q).value();
 }
 
+// Row i of x quantized as the documented W8A8/W4A8 activation step: round half even of
+// x * (127 / amax), clamped to +-127; the scale is amax / 127, 0 for an all-zero (or too tiny)
+// row and NaN for a row holding a NaN or an infinity.
+std::pair<std::vector<int>, double> quantize_activation_row(const Tensor<float>& x, std::int64_t i) {
+  const std::int64_t k = x.dim(1);
+  float amax = 0;
+  bool finite = true;
+  for (std::int64_t c = 0; c < k; ++c) {
+    finite = finite && std::isfinite(x(i, c));
+    amax = std::max(amax, std::fabs(x(i, c)));
+  }
+  const float inv = 127.f / amax;
+  std::vector<int> q(static_cast<std::size_t>(k), 0);
+  double sx = std::numeric_limits<double>::quiet_NaN();
+  if (finite) {
+    sx = std::isfinite(inv) ? double(amax / 127.f) : 0.0;
+    if (std::isfinite(inv))
+      for (std::int64_t c = 0; c < k; ++c) q[c] = std::clamp(static_cast<int>(std::nearbyint(x(i, c) * inv)), -127, 127);
+  }
+  return {std::move(q), sx};
+}
+
 // The documented formula in double: x quantized per row (round half even, 127 / amax), weights
 // dequantized, products summed exactly, then scaled and biased.
 Tensor<double> reference(const Tensor<float>& x, const QuantizedTensor<cpu>& w, const std::vector<float>& bias, float out_scale) {
   const std::int64_t m = x.dim(0), k = x.dim(1), n = w.rows();
   Tensor<double> y({m, n});
   for (std::int64_t i = 0; i < m; ++i) {
-    float amax = 0;
-    bool finite = true;
-    for (std::int64_t c = 0; c < k; ++c) {
-      finite = finite && std::isfinite(x(i, c));
-      amax = std::max(amax, std::fabs(x(i, c)));
-    }
-    const float inv = 127.f / amax;
-    std::vector<int> q(static_cast<std::size_t>(k), 0);
-    double sx = std::numeric_limits<double>::quiet_NaN();
-    if (finite) {
-      sx = std::isfinite(inv) ? double(amax / 127.f) : 0.0;
-      if (std::isfinite(inv))
-        for (std::int64_t c = 0; c < k; ++c) q[c] = std::clamp(static_cast<int>(std::nearbyint(x(i, c) * inv)), -127, 127);
-    }
+    const auto [q, sx] = quantize_activation_row(x, i);
     for (std::int64_t j = 0; j < n; ++j) {
       std::int64_t acc = 0;
       for (std::int64_t c = 0; c < k; ++c) acc += std::int64_t{q[c]} * w.value(j, c);
@@ -441,20 +451,7 @@ Tensor<double> w4a8_reference(const Tensor<float>& x, const QuantizedTensor<cpu>
   const std::int64_t m = x.dim(0), k = x.dim(1), n = w.rows(), group = w.scheme().group_size;
   Tensor<double> y({m, n});
   for (std::int64_t i = 0; i < m; ++i) {
-    float amax = 0;
-    bool finite = true;
-    for (std::int64_t c = 0; c < k; ++c) {
-      finite = finite && std::isfinite(x(i, c));
-      amax = std::max(amax, std::fabs(x(i, c)));
-    }
-    const float inv = 127.f / amax;
-    std::vector<int> q(static_cast<std::size_t>(k), 0);
-    double sx = std::numeric_limits<double>::quiet_NaN();
-    if (finite) {
-      sx = std::isfinite(inv) ? double(amax / 127.f) : 0.0;
-      if (std::isfinite(inv))
-        for (std::int64_t c = 0; c < k; ++c) q[c] = std::clamp(static_cast<int>(std::nearbyint(x(i, c) * inv)), -127, 127);
-    }
+    const auto [q, sx] = quantize_activation_row(x, i);
     for (std::int64_t j = 0; j < n; ++j) {
       double total = 0;
       for (std::int64_t g = 0; g * group < k; ++g) {
