@@ -7,7 +7,10 @@
 #include <fmt/format.h>
 
 #include "quarry/core/checked.hpp"
+#include "quarry/core/convert.hpp"
 #include "quarry/io/bounded_reader.hpp"
+#include "quarry/quant/gguf_blocks.hpp"
+#include "quarry/quant/quantize.hpp"
 
 namespace quarry {
 
@@ -344,5 +347,55 @@ result<TensorView<const T>> GgufFile::typed_view(std::string_view name, GgmlType
 result<TensorView<const float>> GgufFile::tensor_f32(std::string_view name) const { return typed_view<float>(name, GgmlType::f32); }
 result<TensorView<const f16>> GgufFile::tensor_f16(std::string_view name) const { return typed_view<f16>(name, GgmlType::f16); }
 result<TensorView<const bf16>> GgufFile::tensor_bf16(std::string_view name) const { return typed_view<bf16>(name, GgmlType::bf16); }
+
+namespace {
+
+std::string_view type_name(GgmlType t) noexcept {
+  const auto info = ggml_type_info(t);
+  return info ? info->name : "unknown";
+}
+
+// Imports a Q8_0 / Q4_0 tensor's bytes as a [rows, K] matrix, K = the innermost dimension.
+result<QuantizedTensor<cpu>> import_blocks(const GgufTensorInfo& t, std::span<const std::byte> bytes) {
+  const std::int64_t k = t.shape[t.shape.rank() - 1];
+  const std::int64_t rows = k ? *t.shape.checked_numel() / k : 0;
+  auto q = t.type == GgmlType::q8_0 ? import_gguf_q8_0(bytes, rows, k) : import_gguf_q4_0(bytes, rows, k);
+  if (!q.ok()) return status(q.status().code(), fmt::format("tensor '{}': {}", t.name, q.status().message()));
+  return q;
+}
+
+}  // namespace
+
+result<QuantizedTensor<cpu>> GgufFile::tensor_quantized(std::string_view name) const {
+  const GgufTensorInfo* t = find_tensor(name);
+  if (!t) return status(errc::not_found, fmt::format("GGUF file has no tensor '{}'", name));
+  if (t->type != GgmlType::q8_0 && t->type != GgmlType::q4_0) {
+    const bool plain = t->type == GgmlType::f32 || t->type == GgmlType::f16 || t->type == GgmlType::bf16;
+    return status(errc::unsupported, fmt::format("tensor '{}' is {}, not q8_0 or q4_0{}", name, type_name(t->type),
+                                                 plain ? fmt::format("; read it with tensor_{}()", type_name(t->type)) : ""));
+  }
+  if (t->shape.rank() > 2)
+    return status(errc::shape_mismatch, fmt::format("tensor '{}' ({}) has shape {}; a quantized matrix must be rank 1 or 2",
+                                                    name, type_name(t->type), t->shape));
+  return import_blocks(*t, tensor_bytes(*t));
+}
+
+result<Tensor<float>> GgufFile::tensor_dequantized_f32(std::string_view name) const {
+  const GgufTensorInfo* t = find_tensor(name);
+  if (!t) return status(errc::not_found, fmt::format("GGUF file has no tensor '{}'", name));
+  switch (t->type) {
+    case GgmlType::f32: { QUARRY_ASSIGN_OR_RETURN(auto v, tensor_f32(name)); return v.contiguous(); }
+    case GgmlType::f16: { QUARRY_ASSIGN_OR_RETURN(auto v, tensor_f16(name)); return cast<float>(v); }
+    case GgmlType::bf16: { QUARRY_ASSIGN_OR_RETURN(auto v, tensor_bf16(name)); return cast<float>(v); }
+    case GgmlType::q8_0: case GgmlType::q4_0: {
+      QUARRY_ASSIGN_OR_RETURN(QuantizedTensor<cpu> q, import_blocks(*t, tensor_bytes(*t)));
+      Tensor<float> out = dequantize(q);
+      out.reshape_in_place(t->shape);
+      return out;
+    }
+    default:
+      return status(errc::unsupported, fmt::format("tensor '{}' is {}; quarry reads f32, f16, bf16, q8_0 and q4_0 as f32", name, type_name(t->type)));
+  }
+}
 
 }  // namespace quarry

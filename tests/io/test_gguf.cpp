@@ -8,6 +8,8 @@
 #include <vector>
 
 #include <quarry/io/gguf.hpp>
+#include <quarry/quant/gguf_blocks.hpp>
+#include <quarry/quant/quantize.hpp>
 
 #include "shared_data.hpp"
 
@@ -50,6 +52,12 @@ class GgufWriter {
   }
   GgufWriter& floats(std::size_t n, float start) {
     for (std::size_t i = 0; i < n; ++i) put(start + static_cast<float>(i));
+    return *this;
+  }
+  template <class T>
+  GgufWriter& raw(const std::vector<T>& v) {
+    const auto* p = reinterpret_cast<const std::byte*>(v.data());
+    bytes.insert(bytes.end(), p, p + v.size() * sizeof(T));
     return *this;
   }
 };
@@ -110,6 +118,11 @@ TEST_CASE("GGUF: the real stories260K model") {
     }
   CHECK(sum_sq > 0);
   CHECK(f->tensor_f32("nope").status().code() == errc::not_found);
+  for (const auto& t : f->tensors()) CHECK_MESSAGE(t.type == GgmlType::f32, t.name);  // nothing quantized in this file
+  auto emb_f32 = f->tensor_dequantized_f32("token_embd.weight");
+  REQUIRE(emb_f32.ok());
+  CHECK(std::memcmp(emb_f32->data(), &(*emb)(0, 0), emb_f32->nbytes()) == 0);
+  CHECK(contains(f->tensor_quantized("token_embd.weight").status(), "tensor 'token_embd.weight' is f32, not q8_0 or q4_0"));
   CHECK(contains(f->tensor_f16("token_embd.weight").status().message(), "tensor 'token_embd.weight' is f32, not f16"));
   CHECK(f->get_string("llama.block_count").status().code() == errc::invalid_argument);
 }
@@ -213,4 +226,156 @@ TEST_CASE("GGUF: ggml type table") {
   CHECK(ggml_type_info(GgmlType::q8_0)->block_bytes == 34);
   CHECK(ggml_type_info(GgmlType::q4_k)->name == "q4_K");
   CHECK_FALSE(ggml_type_info(static_cast<GgmlType>(77)).has_value());
+}
+
+namespace {
+
+// A file of quantized and plain tensors: Q8_0 [3, 64] "q8", Q4_0 [5, 96] "q4", Q8_0 rank 1 {32}
+// "q8v", Q8_0 rank 3 {2, 2, 32} "q8x3", f16 [2, 4] "h", bf16 {4} "b", f32 [2, 4] "f", q4_K {256}
+// "k". The blocks come from quantize_gguf_* of Gaussian floats.
+struct QuantSample {
+  std::vector<BlockQ8_0> q8, q8v, q8x3;
+  std::vector<BlockQ4_0> q4;
+  std::vector<std::byte> bytes;
+  std::size_t q8_data = 0;  // absolute offset of "q8"'s data
+};
+
+QuantSample quant_sample() {
+  QuantSample s;
+  const Tensor<float> w8 = gaussian(3, 64, 1), w4 = gaussian(5, 96, 2, 0.5f), wv = gaussian(1, 32, 3), w3 = gaussian(4, 32, 4);
+  s.q8 = quantize_gguf_q8_0(w8).value();
+  s.q4 = quantize_gguf_q4_0(w4).value();
+  s.q8v = quantize_gguf_q8_0(wv).value();
+  s.q8x3 = quantize_gguf_q8_0(w3).value();
+  // Data offsets, each rounded up to the alignment 32.
+  const std::uint64_t o_q8 = 0, o_q4 = 224, o_q8v = 544, o_q8x3 = 608, o_h = 768, o_b = 800, o_f = 832, o_k = 864;
+  static_assert(3 * 2 * 34 <= 224 && 224 + 5 * 3 * 18 <= 544 && 544 + 34 <= 608 && 608 + 4 * 34 <= 768);
+  GgufWriter w;
+  w.header(8, 0);
+  w.tensor_info("q8", {64, 3}, 8, o_q8).tensor_info("q4", {96, 5}, 2, o_q4).tensor_info("q8v", {32}, 8, o_q8v);
+  w.tensor_info("q8x3", {32, 2, 2}, 8, o_q8x3).tensor_info("h", {4, 2}, 1, o_h).tensor_info("b", {4}, 30, o_b);
+  w.tensor_info("f", {4, 2}, 0, o_f).tensor_info("k", {256}, 12, o_k);
+  w.align();
+  const std::size_t base = w.bytes.size();
+  s.q8_data = base + o_q8;
+  auto at = [&](std::uint64_t off) {
+    REQUIRE(w.bytes.size() <= base + off);
+    w.bytes.resize(base + off);
+  };
+  at(o_q8), w.raw(s.q8);
+  at(o_q4), w.raw(s.q4);
+  at(o_q8v), w.raw(s.q8v);
+  at(o_q8x3), w.raw(s.q8x3);
+  at(o_h);
+  for (float v : {1.f, -2.f, 0.5f, 3.f, 65504.f, -0.25f, 0.f, 1e-7f}) w.put(f16(v).bits);
+  at(o_b);
+  for (float v : {1.f, -2.f, 3.5f, 1e30f}) w.put(bf16(v).bits);
+  at(o_f);
+  w.floats(8, 10.f);
+  at(o_k);
+  w.bytes.resize(base + o_k + 144);
+  s.bytes = std::move(w.bytes);
+  return s;
+}
+
+float q4_nibble(const BlockQ4_0& b, int j) { return static_cast<float>(((j < 16 ? b.qs[j] : b.qs[j - 16] >> 4) & 0xf) - 8); }
+
+}  // namespace
+
+TEST_CASE("GGUF: Q8_0 and Q4_0 tensors read back as QuantizedTensor, exactly d * q") {
+  const QuantSample s = quant_sample();
+  auto f = GgufFile::parse(s.bytes, "quant");
+  REQUIRE_MESSAGE(f.ok(), f.status().to_string());
+
+  auto q8 = f->tensor_quantized("q8");
+  REQUIRE_MESSAGE(q8.ok(), q8.status().to_string());
+  CHECK(q8->scheme() == kGgufQ8_0Scheme);
+  CHECK(q8->shape() == Shape{3, 64});
+  const Tensor<float> d8 = dequantize(*q8);
+  for (std::int64_t r = 0; r < 3; ++r)
+    for (std::int64_t c = 0; c < 64; ++c) {
+      const BlockQ8_0& b = s.q8[static_cast<std::size_t>(r * 2 + c / 32)];
+      REQUIRE(d8(r, c) == float(f16::from_bits(b.d)) * static_cast<float>(b.qs[c % 32]));
+    }
+  CHECK(export_gguf_q8_0(*q8).value().size() == s.q8.size());
+
+  auto q4 = f->tensor_quantized("q4");
+  REQUIRE_MESSAGE(q4.ok(), q4.status().to_string());
+  CHECK(q4->scheme() == kGgufQ4_0Scheme);
+  CHECK(q4->shape() == Shape{5, 96});
+  const Tensor<float> d4 = dequantize(*q4);
+  int nonzero = 0;
+  for (std::int64_t r = 0; r < 5; ++r)
+    for (std::int64_t c = 0; c < 96; ++c) {
+      const BlockQ4_0& b = s.q4[static_cast<std::size_t>(r * 3 + c / 32)];
+      REQUIRE(d4(r, c) == float(f16::from_bits(b.d)) * q4_nibble(b, static_cast<int>(c % 32)));
+      nonzero += d4(r, c) != 0.f;
+    }
+  CHECK(nonzero > 400);  // the data is not all zeros
+
+  // Rank 1 is a [1, K] matrix.
+  auto v = f->tensor_quantized("q8v");
+  REQUIRE(v.ok());
+  CHECK(v->shape() == Shape{1, 32});
+  CHECK(v->dequantized(0, 5) == float(f16::from_bits(s.q8v[0].d)) * static_cast<float>(s.q8v[0].qs[5]));
+
+  // tensor_dequantized_f32 gives the same values in the file's shape, for every type it reads.
+  auto f8 = f->tensor_dequantized_f32("q8");
+  REQUIRE(f8.ok());
+  CHECK(f8->shape() == Shape{3, 64});
+  CHECK(std::memcmp(f8->data(), d8.data(), d8.nbytes()) == 0);
+  auto f4 = f->tensor_dequantized_f32("q4");
+  REQUIRE(f4.ok());
+  CHECK(std::memcmp(f4->data(), d4.data(), d4.nbytes()) == 0);
+  auto fv = f->tensor_dequantized_f32("q8v");
+  REQUIRE(fv.ok());
+  CHECK(fv->shape() == Shape{32});
+  auto f3 = f->tensor_dequantized_f32("q8x3");
+  REQUIRE(f3.ok());
+  CHECK(f3->shape() == Shape{2, 2, 32});
+  CHECK((*f3)(1, 0, 7) == float(f16::from_bits(s.q8x3[2].d)) * static_cast<float>(s.q8x3[2].qs[7]));
+  auto fh = f->tensor_dequantized_f32("h");
+  REQUIRE(fh.ok());
+  CHECK(fh->shape() == Shape{2, 4});
+  CHECK((*fh)(1, 0) == 65504.f);
+  CHECK((*fh)(1, 3) == float(f16(1e-7f)));
+  auto fb = f->tensor_dequantized_f32("b");
+  REQUIRE(fb.ok());
+  CHECK((*fb)(1) == -2.f);
+  CHECK((*fb)(3) == float(bf16(1e30f)));
+  auto ff = f->tensor_dequantized_f32("f");
+  REQUIRE(ff.ok());
+  CHECK((*ff)(1, 3) == 17.f);
+}
+
+TEST_CASE("GGUF: tensor_quantized and tensor_dequantized_f32 errors name the tensor") {
+  QuantSample s = quant_sample();
+  auto f = GgufFile::parse(s.bytes, "quant");
+  REQUIRE(f.ok());
+  auto expect = [](const status& st, errc code, const std::string& part) {
+    CHECK(st.code() == code);
+    CHECK_MESSAGE(contains(st, part), st.message());
+  };
+  expect(f->tensor_quantized("nope").status(), errc::not_found, "GGUF file has no tensor 'nope'");
+  expect(f->tensor_dequantized_f32("nope").status(), errc::not_found, "GGUF file has no tensor 'nope'");
+  expect(f->tensor_quantized("f").status(), errc::unsupported, "tensor 'f' is f32, not q8_0 or q4_0; read it with tensor_f32()");
+  expect(f->tensor_quantized("h").status(), errc::unsupported, "tensor 'h' is f16, not q8_0 or q4_0; read it with tensor_f16()");
+  expect(f->tensor_quantized("k").status(), errc::unsupported, "tensor 'k' is q4_K, not q8_0 or q4_0");
+  expect(f->tensor_dequantized_f32("k").status(), errc::unsupported, "tensor 'k' is q4_K; quarry reads f32, f16, bf16, q8_0 and q4_0");
+  expect(f->tensor_quantized("q8x3").status(), errc::shape_mismatch, "tensor 'q8x3' (q8_0) has shape [2, 2, 32]; a quantized matrix must be rank 1 or 2");
+  expect(f->tensor_f32("q8").status(), errc::unsupported, "tensor 'q8' is q8_0, not f32");
+
+  // A NaN scale in the file: the importer's error, prefixed with the tensor's name.
+  const std::uint16_t nan = 0x7e00;
+  std::memcpy(s.bytes.data() + s.q8_data + 34, &nan, 2);  // block 1: row 0, columns 32..63
+  auto g = GgufFile::parse(s.bytes, "quant");
+  REQUIRE(g.ok());
+  expect(g->tensor_quantized("q8").status(), errc::corrupt_data, "tensor 'q8': import_gguf_q8_0: the scale d of Q8_0 block 1 (row 0, columns 32..63)");
+  expect(g->tensor_dequantized_f32("q8").status(), errc::corrupt_data, "tensor 'q8': import_gguf_q8_0");
+  CHECK(g->tensor_quantized("q4").ok());
+
+  // Tensor data cut short is caught by the parser, naming the tensor.
+  auto cut = GgufFile::parse(std::span(s.bytes).first(s.bytes.size() - 1), "cut");
+  REQUIRE_FALSE(cut.ok());
+  CHECK(contains(cut.status(), "tensor 'k' (144 bytes at data offset 864) extends past the end"));
 }

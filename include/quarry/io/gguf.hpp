@@ -6,6 +6,10 @@
 // the alignment, and that no two tensors overlap. Errors name the field, the tensor or key, and
 // the offset. Tensor types quarry cannot convert are reported by name, never skipped.
 //
+// f32, f16 and bf16 tensors are zero-copy views; Q8_0 and Q4_0 tensors are copied (losslessly)
+// into a QuantizedTensor, whose layout differs from ggml's; tensor_dequantized_f32 reads any of
+// the five as f32.
+//
 // Shapes are given outermost first, as everywhere in quarry: GGUF's ne = [K, N] (ne[0] varies
 // fastest) is Shape{N, K}, so a weight matrix's rows are its output features.
 #pragma once
@@ -24,6 +28,7 @@
 #include "quarry/core/status.hpp"
 #include "quarry/core/tensor.hpp"
 #include "quarry/io/mapped_file.hpp"
+#include "quarry/quant/quantized_tensor.hpp"
 
 namespace quarry {
 
@@ -149,6 +154,18 @@ class GgufFile {
   result<TensorView<const f16>> tensor_f16(std::string_view name) const;
   /// A zero-copy view of a bf16 tensor.
   result<TensorView<const bf16>> tensor_bf16(std::string_view name) const;
+  /// A Q8_0 or Q4_0 tensor copied into a QuantizedTensor (import_gguf_q8_0 / import_gguf_q4_0:
+  /// kGgufQ8_0Scheme / kGgufQ4_0Scheme, lossless; a copy because quarry's layout differs). Shape
+  /// {N, K} gives an [N, K] matrix; a rank-1 {K} tensor gives [1, K]. Errors: not_found;
+  /// unsupported naming the tensor's type when it is neither (f32, f16 and bf16 have their own
+  /// views); shape_mismatch for rank 3 or 4 (a QuantizedTensor is a matrix); the importer's error
+  /// (e.g. an inf or NaN scale), prefixed with the tensor's name.
+  result<QuantizedTensor<cpu>> tensor_quantized(std::string_view name) const;
+  /// Any f32, f16, bf16, Q8_0 or Q4_0 tensor as an owning f32 tensor of its shape (any rank):
+  /// f16 and bf16 are widened exactly, Q8_0 and Q4_0 read back as float(d) * q exactly as
+  /// dequantize(tensor_quantized(name)). Errors: not_found; unsupported naming any other type;
+  /// the importer's errors as in tensor_quantized.
+  result<Tensor<float>> tensor_dequantized_f32(std::string_view name) const;
 
  private:
   template <class T>
