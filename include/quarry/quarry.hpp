@@ -19,6 +19,7 @@
 #include "quarry/io/bounded_reader.hpp"
 #include "quarry/io/gguf.hpp"
 #include "quarry/io/mapped_file.hpp"
+#include "quarry/io/vecs.hpp"
 #include "quarry/quant/error_metrics.hpp"
 #include "quarry/quant/gguf_blocks.hpp"
 #include "quarry/quant/gptq.hpp"
