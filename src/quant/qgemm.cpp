@@ -140,6 +140,17 @@ void fill_weights(detail::QGemmArgs& g, const QuantizedTensor<cpu>& w, std::vect
 
 }  // namespace
 
+void detail::pack_w4a8_activations(const std::int8_t* q, std::size_t k, std::int8_t* out, std::int32_t* bsum) noexcept {
+  const std::size_t padded = w4a8_padded_k(k);
+  std::fill(out, out + padded, std::int8_t{0});
+  std::fill(bsum, bsum + padded / 8, 0);
+  for (std::size_t c = 0; c < k; ++c) {
+    const std::size_t r = c % 128;
+    out[(c - r) + (r & 1) * 64 + r / 2] = q[c];
+    bsum[c / 8] += q[c];
+  }
+}
+
 void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<float> y, const QGemmOptions& options) {
   const Kernel kernel = select_kernel(w, options.activations, "qgemm");
   if (x.rank() != 2 || y.rank() != 2)
@@ -191,21 +202,20 @@ void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<
   }, 16);
 
   if (kernel == Kernel::w4a8) {
-    // Sums of each group of each quantized row (the zero-point term z * sum a).
-    const std::size_t group = static_cast<std::size_t>(w.scheme().group_size), groups = K / group;
-    thread_local std::vector<std::int32_t> gsum;
-    gsum.resize(M * groups);
+    // The W4A8 kernels read each row in chunks of 128 columns, even columns then odd ones, with
+    // the sums of its 8-column blocks beside (see QuantKernels::gemm_w4_s8).
+    const std::size_t padded = detail::w4a8_padded_k(K);
+    thread_local std::vector<std::int8_t> packed;
+    thread_local std::vector<std::int32_t> bsum;
+    packed.resize(M * padded);
+    bsum.resize(M * (padded / 8));
     for (std::size_t i = 0; i < M; ++i)
-      for (std::size_t gr = 0; gr < groups; ++gr) {
-        std::int32_t t = 0;
-        for (std::size_t c = gr * group; c < (gr + 1) * group; ++c) t += s.q[i * lda + c];
-        gsum[i * groups + gr] = t;
-      }
+      detail::pack_w4a8_activations(s.q.data() + i * lda, K, packed.data() + i * padded, bsum.data() + i * (padded / 8));
     detail::Q4GemmArgs g4;
-    g4.a = s.q.data();
-    g4.lda = lda;
-    g4.a_gsum = gsum.data();
-    g4.ld_gsum = groups;
+    g4.a = packed.data();
+    g4.lda = padded;
+    g4.a_bsum = bsum.data();
+    g4.ld_bsum = padded / 8;
     g4.a_scale = s.scale.data();
     with_dense_output(y, m, n, [&](float* yp, std::size_t ldy) { run_w4(g4, M, w, yp, ldy, options); });
     return;

@@ -13,6 +13,8 @@ using namespace quarry;
 using namespace quarry::testing;
 using detail::QGemmArgs;
 using detail::QuantKernels;
+using detail::pack_w4a8_activations;
+using detail::w4a8_padded_k;
 
 namespace {
 
@@ -408,7 +410,7 @@ TEST_CASE("conformance: gemm_w4_f32 is bit-identical across tilings within one I
 
 // ---- W4A8: int4 per_group weights x int8 activations: bit-exact on every ISA ----
 
-TEST_CASE("conformance: gemm_w4_s8 is bit-exact (exact int32 group sums, one fma per group)") {
+TEST_CASE("conformance: gemm_w4_s8 is bit-exact (exact int32 8-column dots, 16 float lanes, a fixed tree)") {
   const std::size_t ms[] = {1, 2, 3, 4, 5, 9};
   const std::size_t ns[] = {1, 2, 3, 4, 5, 7, 9, 17};
   for_each_simd_table<QuantKernels>([&](Isa isa, const QuantKernels& kt, const QuantKernels& ref) {
@@ -423,7 +425,7 @@ TEST_CASE("conformance: gemm_w4_s8 is bit-exact (exact int32 group sums, one fma
             const bool sym = (mi + ni) % 2 == 0, f16s = (mi + 2 * ni + k) % 3 == 0, with_bias = ni % 2 == 1;
             const int mode = static_cast<int>((mi + ni + k / 32) % 4);  // 0 random, 1 extremes, 2 all -127, 3 unit scales
             W4Operands op(m, n, k, group, sym, f16s, off, rng);
-            const std::size_t lda = k + off * 5, groups = k / group;
+            const std::size_t lda = k + off * 5;
             std::vector<std::int8_t> a(m * lda + off + 1);
             for (auto& v : a) {
               int t = static_cast<int>(rng() % 255) - 127;
@@ -432,9 +434,12 @@ TEST_CASE("conformance: gemm_w4_s8 is bit-exact (exact int32 group sums, one fma
               v = static_cast<std::int8_t>(t);
             }
             if (mode == 2 && !sym) std::fill(op.zero.begin(), op.zero.end(), std::uint8_t{15});  // largest |q - z|
-            std::vector<std::int32_t> gsum(m * groups + 1, 0);
+            // The kernels' operand: each row packed in the W4A8 order, rows lda_p apart.
+            const std::size_t padded = w4a8_padded_k(k), lda_p = padded + off * 64, ld_bsum = padded / 8 + off;
+            std::vector<std::int8_t> packed(m * lda_p + off + 1, 99);
+            std::vector<std::int32_t> bsum(m * ld_bsum + 1, 12345);
             for (std::size_t i = 0; i < m; ++i)
-              for (std::size_t c = 0; c < k; ++c) gsum[i * groups + c / group] += a[off + i * lda + c];
+              pack_w4a8_activations(a.data() + off + i * lda, k, packed.data() + off + i * lda_p, bsum.data() + i * ld_bsum);
             std::vector<float> a_scale(m);
             std::uniform_real_distribution<float> sd(1e-3f, 1e-1f);
             for (auto& v : a_scale) v = mode == 3 ? 1.f : sd(rng);
@@ -448,10 +453,10 @@ TEST_CASE("conformance: gemm_w4_s8 is bit-exact (exact int32 group sums, one fma
             auto args = [&](float* y) {
               Q4GemmArgs g = op.args(y, ldy, with_bias && mode != 3);
               g.x = nullptr;
-              g.a = a.data() + off;
-              g.lda = lda;
-              g.a_gsum = gsum.data();
-              g.ld_gsum = groups;
+              g.a = packed.data() + off;
+              g.lda = lda_p;
+              g.a_bsum = bsum.data();
+              g.ld_bsum = ld_bsum;
               g.a_scale = a_scale.data();
               return g;
             };
@@ -479,15 +484,16 @@ TEST_CASE("conformance: gemm_w4_s8 is bit-exact (exact int32 group sums, one fma
     MESSAGE(isa_name(isa) << ": " << cases << " W4A8 shapes checked bit-exact");
     // Decode-shaped perf.
     W4Operands op(1, 1024, 4096, 128, true, true, 0, rng);
-    std::vector<std::int8_t> a(4096, 3);
-    std::vector<std::int32_t> gsum(32, 3 * 128);
+    std::vector<std::int8_t> a(4096, 3), packed(4096);
+    std::vector<std::int32_t> bsum(512);
+    pack_w4a8_activations(a.data(), 4096, packed.data(), bsum.data());
     const float one = 1.f;
     std::vector<float> y(1024);
     Q4GemmArgs g = op.args(y.data(), 1024, false);
-    g.a = a.data();
+    g.a = packed.data();
     g.lda = 4096;
-    g.a_gsum = gsum.data();
-    g.ld_gsum = 32;
+    g.a_bsum = bsum.data();
+    g.ld_bsum = 512;
     g.a_scale = &one;
     report_perf("gemv_w4_s8", isa, 1024.0 * 4096, [&] { kt.gemm_w4_s8(g); });
   });

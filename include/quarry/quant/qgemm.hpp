@@ -44,9 +44,13 @@
 // infinity, or NaN where it meets a zero weight); K = 0 gives y = bias.
 //
 // ---- W4A8 ----
-//   y[i][j] = fma(sum_g s[j][g] * float(acc[g]), output_scale * sx[i], bias[j]),
-//   acc[g] = sum_{c in g} (q[j][c] - z[j][g]) * qx[i][c]   exact in int32,
-// the group terms added in order with one fma each: bit-identical on every ISA and thread count.
+//   dot[b] = sum_{c in block b} (q[j][c] - z[j][g]) * qx[i][c]   exact in int32, blocks of 8 columns
+//   t[b mod 16] = fma(float(dot[b]), s[j][g], t[b mod 16])       16 float lanes, blocks in order
+//   y[i][j] = fma(tree(t), output_scale * sx[i], bias[j])         tree: lane l + l+8, + l+4, + l+2, + l+1
+// (g = the group of block b). The lanes are the SIMD kernels' own (a 512-bit vpdpbusd over 64
+// packed bytes gives 16 lanes of 8 columns each; AVX2 and the scalar loop do the same sums), so
+// the result is bit-identical on every ISA and thread count while no group needs a horizontal
+// sum: this is the path that streams int4 weights at memory speed on the decode step.
 // Activation rows are quantized as in W8A8, with the same edge cases (a zero row gives the
 // bias, a row with a NaN or an infinity gives NaN); an all-zero group adds exactly 0.
 #pragma once

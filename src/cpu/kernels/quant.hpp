@@ -19,9 +19,16 @@
 // the lane accumulators are scaled by the group's scale (one fma per lane) into running totals,
 // which are summed across lanes once per output. Each output's operation sequence does not
 // depend on the tile it is computed in, so one ISA is bit-identical across tilings and threads.
-// Decode (one activation row) streams the weights once: several rows in flight sharing each
-// activation load, with software prefetch ahead of every row. Prefill (many rows) tiles
-// MR activation rows x NR weight rows in registers over blocks of weight rows sized for L2.
+// W4A8: the activations are laid out per 128-column chunk as even then odd columns, matching the
+// low and high nibbles of 64 packed weight bytes, so each vpdpbusd lane holds the exact dot of 8
+// consecutive columns; the lanes are scaled by their group's scale and accumulated in float lane
+// by lane (QuantKernels::gemm_w4_s8 defines the order), with no horizontal sum per group.
+// Decode (one activation row) streams the weights once, several rows in flight sharing each
+// activation load. A weight row of 4 KiB is one page, where the hardware prefetchers stop, so
+// the kernels prefetch the next tile's rows into L2 (prefetcht1) one step ahead: a plain
+// in-row prefetch into L1 reached ~0.65 of a streaming read on Zen 4, this ~1.0. Prefill (many
+// rows) tiles MR activation rows x NR weight rows in registers over blocks of weight rows sized
+// for L2.
 #pragma once
 
 #include <cmath>
@@ -159,33 +166,44 @@ void ref_gemm_w4_f32(const Q4GemmArgs& g) noexcept {
   }
 }
 
+/// Activation (i, c) of a W4A8 operand: a chunk's even columns first, then its odd ones.
+template <class Arch>
+QUARRY_ALWAYS_INLINE int w4a8_activation(const Q4GemmArgs& g, std::size_t i, std::size_t c) noexcept {
+  const std::size_t r = c % 128;
+  return g.a[i * g.lda + (c - r) + (r & 1) * 64 + r / 2];
+}
+
+/// The fixed summation tree of the 16 W4A8 lanes (lane i + 8, then + 4, + 2, + 1).
+template <class Arch>
+QUARRY_ALWAYS_INLINE float w4a8_tree(float* t) noexcept {
+  for (int width = 8; width >= 1; width /= 2)
+    for (int l = 0; l < width; ++l) t[l] = t[l] + t[l + width];
+  return t[0];
+}
+
 template <class Arch>
 void ref_gemm_w4_s8(const Q4GemmArgs& g) noexcept {
   const unsigned flip = g.w_zero ? 0u : 8u;
-  const std::size_t groups = g.group ? g.k / g.group : 0;
   for (std::size_t i = 0; i < g.m; ++i) {
-    const std::int8_t* a = g.a + i * g.lda;
     for (std::size_t j = 0; j < g.n; ++j) {
       const std::uint8_t* w = g.w + j * g.ldw;
-      float total = 0.f;
-      for (std::size_t grp = 0; grp < groups; ++grp) {
+      float t[16] = {};
+      for (std::size_t b = 0; b < g.k / 8; ++b) {
+        const std::size_t grp = 8 * b / g.group;
         const int z = w4_zero<Arch>(g, j, grp);
-        std::int32_t acc = 0;  // |acc| <= 128 * 15 * 127: exact
-        for (std::size_t c = grp * g.group; c < (grp + 1) * g.group; ++c) {
+        std::int32_t dot = 0;  // |dot| <= 8 * 255 * 127: exact
+        for (std::size_t c = 8 * b; c < 8 * b + 8; ++c) {
           const int u = static_cast<int>(((w[c >> 1] >> ((c & 1) * 4)) & 0xfu) ^ flip);
-          acc += (u - z) * a[c];
+          dot += (u - z) * w4a8_activation<Arch>(g, i, c);
         }
-        total = std::fma(static_cast<float>(acc), w4_scale<Arch>(g, j, grp), total);
+        t[b % 16] = std::fma(static_cast<float>(dot), w4_scale<Arch>(g, j, grp), t[b % 16]);
       }
-      g.y[i * g.ldy + j] = std::fma(total, g.a_scale[i], g.bias ? g.bias[j] : 0.f);
+      g.y[i * g.ldy + j] = std::fma(w4a8_tree<Arch>(t), g.a_scale[i], g.bias ? g.bias[j] : 0.f);
     }
   }
 }
 
 // ---- SIMD bodies ----
-
-/// Bytes ahead of the current position that the decode kernel prefetches in every weight row.
-inline constexpr std::size_t kPrefetchAhead = 2048;
 
 #if defined(__x86_64__) || defined(_M_X64)
 
@@ -209,7 +227,7 @@ QUARRY_ALWAYS_INLINE std::int32_t hsum_epi32_256(__m256i v) noexcept {
 
 /// AVX-512 VNNI tile: MR activation rows x NR weight rows, over all of K.
 template <class Arch, int MR, int NR, bool Prefetch>
-QUARRY_ALWAYS_INLINE void tile_vnni(const QGemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+QUARRY_ALWAYS_INLINE void tile_vnni(const QGemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
   __m512i acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
@@ -221,7 +239,8 @@ QUARRY_ALWAYS_INLINE void tile_vnni(const QGemmArgs& g, std::size_t i0, std::siz
   for (; kk + 64 <= k; kk += 64) {
     __m512i wv[NR];
     for (int j = 0; j < NR; ++j) {
-      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(w + j * g.ldw + kk + kPrefetchAhead), _MM_HINT_T0);
+      if constexpr (Prefetch)
+        if (static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(w + (j + NR) * g.ldw + kk), _MM_HINT_T1);
       wv[j] = _mm512_xor_si512(_mm512_loadu_si512(w + j * g.ldw + kk), flip);
     }
     for (int i = 0; i < MR; ++i) {
@@ -254,7 +273,7 @@ QUARRY_ALWAYS_INLINE void tile_vnni(const QGemmArgs& g, std::size_t i0, std::siz
 
 /// AVX2 tile: MR activation rows x NR weight rows, vpmaddubsw on |w| and sign(a, w).
 template <class Arch, int MR, int NR, bool Prefetch>
-QUARRY_ALWAYS_INLINE void tile_avx2(const QGemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+QUARRY_ALWAYS_INLINE void tile_avx2(const QGemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
   __m256i acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
@@ -266,7 +285,9 @@ QUARRY_ALWAYS_INLINE void tile_avx2(const QGemmArgs& g, std::size_t i0, std::siz
   for (; kk + 32 <= k; kk += 32) {
     __m256i wv[NR], wabs[NR];
     for (int j = 0; j < NR; ++j) {
-      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(w + j * g.ldw + kk + kPrefetchAhead), _MM_HINT_T0);
+      if constexpr (Prefetch)
+        if (kk % 64 == 0 && static_cast<std::size_t>(j) < pf_rows)
+          _mm_prefetch(reinterpret_cast<const char*>(w + (j + NR) * g.ldw + kk), _MM_HINT_T1);
       wv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * g.ldw + kk));
       wabs[j] = _mm256_abs_epi8(wv[j]);
     }
@@ -288,9 +309,9 @@ QUARRY_ALWAYS_INLINE void tile_avx2(const QGemmArgs& g, std::size_t i0, std::siz
 }
 
 template <class Arch, int MR, int NR, bool Prefetch>
-QUARRY_ALWAYS_INLINE void tile(const QGemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
-  if constexpr (simd::is_avx512<Arch>) tile_vnni<Arch, MR, NR, Prefetch>(g, i0, j0);
-  else tile_avx2<Arch, MR, NR, Prefetch>(g, i0, j0);
+QUARRY_ALWAYS_INLINE void tile(const QGemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows = 0) noexcept {
+  if constexpr (simd::is_avx512<Arch>) tile_vnni<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
+  else tile_avx2<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
 }
 
 /// Tiles of `mr` (1..MR, a run-time count) activation rows x weight rows [j0, j1).
@@ -382,7 +403,7 @@ QUARRY_ALWAYS_INLINE float w4_hsum(w4_vec<Arch> v) noexcept {
 /// the even columns and high nibbles the odd ones, so the activations are split into even and
 /// odd columns once per 32 columns (vpermt2ps), shared by the NR weight rows.
 template <class Arch, int MR, int NR, bool Prefetch>
-QUARRY_ALWAYS_INLINE void tile_w4_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+QUARRY_ALWAYS_INLINE void tile_w4_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
   __m512 total[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) total[i][j] = _mm512_setzero_ps();
@@ -409,7 +430,7 @@ QUARRY_ALWAYS_INLINE void tile_w4_avx512(const Q4GemmArgs& g, std::size_t i0, st
       for (int j = 0; j < NR; ++j) {
         const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c / 2;
         if constexpr (Prefetch)
-          if (c % 128 == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead), _MM_HINT_T0);
+          if (c % 128 == 0 && static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
         const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
         const __m512 lo = _mm512_permutexvar_ps(b, table[j]);
         const __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), table[j]);
@@ -432,9 +453,9 @@ QUARRY_ALWAYS_INLINE void tile_w4_avx512(const Q4GemmArgs& g, std::size_t i0, st
 
 /// W4A32 tile: MR activation rows x NR weight rows over all of K.
 template <class Arch, int MR, int NR, bool Prefetch>
-QUARRY_ALWAYS_INLINE void tile_w4(const Q4GemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
+QUARRY_ALWAYS_INLINE void tile_w4(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
   if constexpr (simd::is_avx512<Arch>) {
-    tile_w4_avx512<Arch, MR, NR, Prefetch>(g, i0, j0);
+    tile_w4_avx512<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
     return;
   }
   using V = w4_vec<Arch>;
@@ -455,7 +476,7 @@ QUARRY_ALWAYS_INLINE void tile_w4(const Q4GemmArgs& g, std::size_t i0, std::size
       for (int j = 0; j < NR; ++j) {
         const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c / 2;
         if constexpr (Prefetch)
-          if (c % 128 == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead), _MM_HINT_T0);
+          if (c % 128 == 0 && static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
         w4_unpack32<Arch>(p, flip, &c0[j], &c1[j]);
       }
       auto part = [&]<int Q>(std::integral_constant<int, Q>) __attribute__((always_inline)) {
@@ -487,126 +508,131 @@ QUARRY_ALWAYS_INLINE void tile_w4(const Q4GemmArgs& g, std::size_t i0, std::size
 template <class Arch, int MR, int NR>
 QUARRY_ALWAYS_INLINE void tile_w4_row_block(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t j1) noexcept {
   std::size_t j = j0;
-  for (; j + NR <= j1; j += NR) tile_w4<Arch, MR, NR, false>(g, i0, j);
-  for (; j < j1; ++j) tile_w4<Arch, MR, 1, false>(g, i0, j);
+  for (; j + NR <= j1; j += NR) tile_w4<Arch, MR, NR, false>(g, i0, j, 0);
+  for (; j < j1; ++j) tile_w4<Arch, MR, 1, false>(g, i0, j, 0);
 }
 
-/// AVX-512 W4A8 tile, 64 columns per step: vpmovzxbw widens 32 packed bytes to 16-bit lanes;
-/// the low byte of each lane keeps the low nibble (even column), the high byte takes the high
-/// nibble shifted up 4 (odd column), so the bytes come out in column order for one 512-bit
-/// vpdpbusd. A 64-column step spans one group (group >= 64) or two (group 32: the low and high
-/// 256-bit halves are reduced separately). Same integers and epilogue as the reference.
+/// AVX-512 W4A8 tile: MR activation rows x NR weight rows, 128 columns (64 packed bytes) per
+/// step. The low nibbles of the 64 bytes are the chunk's even columns and the high nibbles its
+/// odd ones, which is how the activations are laid out, so one vpdpbusd each gives lane l the
+/// exact dot of columns 8l .. 8l + 7 (the W4A8 lanes of QuantKernels::gemm_w4_s8). The group
+/// scales (and zero points) of the chunk are spread over the lanes with one vpermps (vpermd).
+/// Prefetch (decode): the next tile's rows, `pf_rows` of them, are fetched into L2 one step ahead.
 template <class Arch, int MR, int NR, bool Prefetch>
-QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
-  float total[MR][NR];
+QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
+  __m512 t[MR][NR];
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) total[i][j] = 0.f;
+    for (int j = 0; j < NR; ++j) t[i][j] = _mm512_setzero_ps();
   const __m512i nibble = _mm512_set1_epi8(0x0f);
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(g.w_zero ? 0 : 8));
-  // Epilogue of one group: the exact integer sum, minus z * sum(a), one fma into the total.
-  auto finish = [&](std::size_t grp, int i, int j, std::int32_t dot_u) __attribute__((always_inline)) {
-    const std::int32_t dot = dot_u - w4_zero<Arch>(g, j0 + j, grp) * g.a_gsum[(i0 + i) * g.ld_gsum + grp];
-    total[i][j] = std::fma(static_cast<float>(dot), w4_scale<Arch>(g, j0 + j, grp), total[i][j]);
-  };
-  const std::size_t step_groups = g.group == 32 ? 2 : 1;  // groups finished per reduction point
-  const std::size_t span = g.group == 32 ? 64 : g.group;  // columns per reduction point
-  for (std::size_t c0 = 0; c0 < g.k; c0 += span) {
-    __m512i acc[MR][NR];
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
-    // group 32 with an odd number of groups: the last step holds 32 columns (masked loads: the
-    // absent activation bytes are 0 and add nothing).
-    const bool half = c0 + 64 > g.k;
-    const __mmask32 wmask = half ? 0xffffu : 0xffffffffu;
-    const __mmask64 amask = half ? 0xffffffffull : ~0ull;
-    for (std::size_t c = c0; c < c0 + span; c += 64) {
-      __m512i wu[NR];
-      for (int j = 0; j < NR; ++j) {
-        const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c / 2;
-        if constexpr (Prefetch)
-          if (c % 128 == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead), _MM_HINT_T0);
-        const __m512i w16 = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(wmask, p));
-        const __m512i both = _mm512_mask_blend_epi8(0xAAAAAAAAAAAAAAAAull, w16, _mm512_slli_epi16(w16, 4));
-        wu[j] = _mm512_ternarylogic_epi32(both, nibble, flip, 0x6A);  // (both & 0x0f) ^ flip
-      }
-      for (int i = 0; i < MR; ++i) {
-        const __m512i av = _mm512_maskz_loadu_epi8(amask, g.a + (i0 + i) * g.lda + c);
-        for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wu[j], av);
-      }
-    }
-    for (int j = 0; j < NR; ++j)
-      for (int i = 0; i < MR; ++i) {
-        const __m256i lo = _mm512_castsi512_si256(acc[i][j]), hi = _mm512_extracti64x4_epi64(acc[i][j], 1);
-        if (step_groups == 2) {
-          finish(c0 / 32, i, j, hsum_epi32_256<Arch>(lo));
-          if (!half) finish(c0 / 32 + 1, i, j, hsum_epi32_256<Arch>(hi));
-        } else {
-          finish(c0 / g.group, i, j, hsum_epi32_256<Arch>(_mm256_add_epi32(lo, hi)));
-        }
-      }
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j)
-      g.y[(i0 + i) * g.ldy + j0 + j] = std::fma(total[i][j], g.a_scale[i0 + i], g.bias ? g.bias[j0 + j] : 0.f);
-}
-
-/// W4A8 tile: MR activation rows x NR weight rows. Per group, u * a summed exactly in int32
-/// lanes (VNNI vpdpbusd on AVX-512; vpmaddubsw + vpmaddwd on AVX2: u <= 15, |a| <= 127, so a
-/// pair is at most 3810 and never saturates), reduced to one integer, minus z * sum(a), then the
-/// reference's scalar float epilogue: bit-identical to it.
-template <class Arch, int MR, int NR, bool Prefetch>
-QUARRY_ALWAYS_INLINE void tile_w4_s8(const Q4GemmArgs& g, std::size_t i0, std::size_t j0) noexcept {
-  if constexpr (simd::is_avx512<Arch>) {
-    tile_w4_s8_avx512<Arch, MR, NR, Prefetch>(g, i0, j0);
-    return;
-  }
-  float total[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) total[i][j] = 0.f;
-  const __m128i flip = _mm_set1_epi8(static_cast<char>(g.w_zero ? 0 : 8));
-  const __m256i ones16 = _mm256_set1_epi16(1);
-  const std::size_t groups = g.k / g.group;
-  for (std::size_t grp = 0; grp < groups; ++grp) {
-    __m256i acc[MR][NR];
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
-    for (std::size_t c = grp * g.group; c < (grp + 1) * g.group; c += 32) {
-      __m256i wu[NR];
-      for (int j = 0; j < NR; ++j) {
-        const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c / 2;
-        if constexpr (Prefetch)
-          if (c % 128 == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead), _MM_HINT_T0);
-        __m128i c0, c1;
-        w4_unpack32<Arch>(p, flip, &c0, &c1);
-        wu[j] = _mm256_set_m128i(c1, c0);
-      }
-      for (int i = 0; i < MR; ++i) {
-        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.a + (i0 + i) * g.lda + c));
-        for (int j = 0; j < NR; ++j) {
-          if constexpr (simd::is_avx512<Arch>) acc[i][j] = _mm256_dpbusd_epi32(acc[i][j], wu[j], av);
-          else acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(wu[j], av), ones16));
-        }
-      }
+  // lane l holds columns 8l .. 8l + 7, in group l * 8 / group of the chunk.
+  const int group_shift = g.group == 32 ? 2 : (g.group == 64 ? 3 : 4);
+  const __m512i lane_group = _mm512_srl_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm_cvtsi32_si128(group_shift));
+  const std::size_t groups = g.k / g.group, per_chunk = 128 / g.group;
+  for (std::size_t c0 = 0; c0 < g.k; c0 += 128) {
+    const std::size_t cols = g.k - c0 < 128 ? g.k - c0 : 128;  // 32, 64, 96 or 128
+    const __mmask64 wmask = _bzhi_u64(~std::uint64_t{0}, static_cast<unsigned>(cols / 2));
+    const std::size_t g0 = c0 / g.group, ng = groups - g0 < per_chunk ? groups - g0 : per_chunk;
+    const __mmask16 gmask = static_cast<__mmask16>((1u << ng) - 1);
+    __m512i ae[MR], ao[MR], bs[MR];
+    for (int i = 0; i < MR; ++i) {
+      const std::int8_t* ap = g.a + (i0 + i) * g.lda + c0;
+      ae[i] = _mm512_loadu_si512(ap);
+      ao[i] = _mm512_loadu_si512(ap + 64);
+      bs[i] = _mm512_loadu_si512(g.a_bsum + (i0 + i) * g.ld_bsum + c0 / 8);
+      if (!g.w_zero) bs[i] = _mm512_slli_epi32(bs[i], 3);  // symmetric: u = q + 8, so z = 8
     }
     for (int j = 0; j < NR; ++j) {
-      const float s = w4_scale<Arch>(g, j0 + j, grp);
-      const std::int32_t z = w4_zero<Arch>(g, j0 + j, grp);
+      const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c0 / 2;
+      if constexpr (Prefetch)
+        if (static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
+      const __m512i b = _mm512_maskz_loadu_epi8(wmask, p);
+      const __m512i lo = _mm512_ternarylogic_epi32(b, nibble, flip, 0x6A);  // (b & 0x0f) ^ flip
+      const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(b, 4), nibble, flip, 0x6A);
+      const std::size_t at = (j0 + j) * g.ld_scale + g0;
+      __m512 sv = g.scale_f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, static_cast<const std::uint16_t*>(g.w_scale) + at))
+                              : _mm512_maskz_loadu_ps(gmask, static_cast<const float*>(g.w_scale) + at);
+      sv = _mm512_permutexvar_ps(lane_group, sv);  // lanes past the last group read a masked 0
+      __m512i zv = _mm512_setzero_si512();
+      if (g.w_zero) zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, g.w_zero + at)));
       for (int i = 0; i < MR; ++i) {
-        const std::int32_t dot = hsum_epi32_256<Arch>(acc[i][j]) - z * g.a_gsum[(i0 + i) * g.ld_gsum + grp];
-        total[i][j] = std::fma(static_cast<float>(dot), s, total[i][j]);
+        __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ae[i]), hi, ao[i]);
+        d = _mm512_sub_epi32(d, g.w_zero ? _mm512_mullo_epi32(zv, bs[i]) : bs[i]);
+        t[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, t[i][j]);
       }
     }
   }
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j)
-      g.y[(i0 + i) * g.ldy + j0 + j] = std::fma(total[i][j], g.a_scale[i0 + i], g.bias ? g.bias[j0 + j] : 0.f);
+      g.y[(i0 + i) * g.ldy + j0 + j] = std::fma(w4_hsum<Arch>(t[i][j]), g.a_scale[i0 + i], g.bias ? g.bias[j0 + j] : 0.f);
+}
+
+/// W4A8 tile: MR activation rows x NR weight rows. AVX2: each 128-column chunk as two halves of
+/// 64 columns (32 packed bytes) in two 8-lane accumulators (lanes 0..7 and 8..15 of the W4A8
+/// lanes), vpmaddubsw + vpmaddwd for the exact dots (u <= 15, |a| <= 127: a pair is at most 3810,
+/// never saturating); the AVX-512 body above otherwise.
+template <class Arch, int MR, int NR, bool Prefetch>
+QUARRY_ALWAYS_INLINE void tile_w4_s8_avx2(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
+  __m256 t[MR][NR][2];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) t[i][j][0] = t[i][j][1] = _mm256_setzero_ps();
+  const __m256i nibble = _mm256_set1_epi8(0x0f);
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(g.w_zero ? 0 : 8));
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (std::size_t chunk = 0; chunk < g.k; chunk += 128) {
+    for (int h = 0; h < 2; ++h) {
+      const std::size_t c0 = chunk + 64 * static_cast<std::size_t>(h);
+      if (c0 >= g.k) break;
+      const bool full = g.k - c0 >= 64;  // else 32 columns
+      __m256i ae[MR], ao[MR], bs[MR];
+      for (int i = 0; i < MR; ++i) {
+        const std::int8_t* ap = g.a + (i0 + i) * g.lda + chunk + 32 * h;
+        ae[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap));
+        ao[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap + 64));
+        bs[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.a_bsum + (i0 + i) * g.ld_bsum + c0 / 8));
+        if (!g.w_zero) bs[i] = _mm256_slli_epi32(bs[i], 3);
+      }
+      for (int j = 0; j < NR; ++j) {
+        const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c0 / 2;
+        if constexpr (Prefetch)
+          if (h == 0 && static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
+        const __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+        const __m256i b = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)) : _mm256_set_m128i(_mm_setzero_si128(), b0);
+        const __m256i lo = _mm256_xor_si256(_mm256_and_si256(b, nibble), flip);
+        const __m256i hi = _mm256_xor_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), nibble), flip);
+        const std::size_t g_lo = c0 / g.group, g_hi = (c0 + 32) / g.group;
+        const float s_lo = w4_scale<Arch>(g, j0 + j, g_lo), s_hi = full ? w4_scale<Arch>(g, j0 + j, g_hi) : 0.f;
+        const __m256 sv = _mm256_set_m128(_mm_set1_ps(s_hi), _mm_set1_ps(s_lo));
+        __m256i zv = _mm256_setzero_si256();
+        if (g.w_zero)
+          zv = _mm256_set_m128i(_mm_set1_epi32(full ? w4_zero<Arch>(g, j0 + j, g_hi) : 0), _mm_set1_epi32(w4_zero<Arch>(g, j0 + j, g_lo)));
+        for (int i = 0; i < MR; ++i) {
+          __m256i d = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, ae[i]), ones16),
+                                       _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ao[i]), ones16));
+          d = _mm256_sub_epi32(d, g.w_zero ? _mm256_mullo_epi32(zv, bs[i]) : bs[i]);
+          t[i][j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), sv, t[i][j][h]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      g.y[(i0 + i) * g.ldy + j0 + j] = std::fma(w4_hsum<Arch>(_mm256_add_ps(t[i][j][0], t[i][j][1])), g.a_scale[i0 + i],
+                                                g.bias ? g.bias[j0 + j] : 0.f);
+}
+
+template <class Arch, int MR, int NR, bool Prefetch>
+QUARRY_ALWAYS_INLINE void tile_w4_s8(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
+  if constexpr (simd::is_avx512<Arch>) tile_w4_s8_avx512<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
+  else tile_w4_s8_avx2<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
 }
 
 template <class Arch, int MR, int NR>
 QUARRY_ALWAYS_INLINE void tile_w4_s8_row_block(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t j1) noexcept {
   std::size_t j = j0;
-  for (; j + NR <= j1; j += NR) tile_w4_s8<Arch, MR, NR, false>(g, i0, j);
-  for (; j < j1; ++j) tile_w4_s8<Arch, MR, 1, false>(g, i0, j);
+  for (; j + NR <= j1; j += NR) tile_w4_s8<Arch, MR, NR, false>(g, i0, j, 0);
+  for (; j < j1; ++j) tile_w4_s8<Arch, MR, 1, false>(g, i0, j, 0);
 }
 
 #endif  // x86-64
@@ -698,8 +724,11 @@ void gemm_s8(const QGemmArgs& g) noexcept {
     constexpr int NR = vnni ? 4 : 2;           // weight rows per register tile
     if (g.m == 1) {
       std::size_t j = 0;
-      for (; j + kDecodeRows <= g.n; j += kDecodeRows) tile<Arch, 1, kDecodeRows, true>(g, 0, j);
-      for (; j < g.n; ++j) tile<Arch, 1, 1, true>(g, 0, j);
+      for (; j + kDecodeRows <= g.n; j += kDecodeRows) {
+        const std::size_t next = g.n - (j + kDecodeRows);  // rows of the next tile, prefetched meanwhile
+        tile<Arch, 1, kDecodeRows, true>(g, 0, j, next < kDecodeRows ? next : std::size_t{kDecodeRows});
+      }
+      for (; j < g.n; ++j) tile<Arch, 1, 1, true>(g, 0, j, j + 1 < g.n ? 1 : 0);
       return;
     }
     // Weight rows in blocks of ~256 KiB (they stay in L2 while every activation tile passes).
@@ -722,18 +751,21 @@ void gemm_s8(const QGemmArgs& g) noexcept {
   ref_gemm_s8<Arch>(g);
 }
 
-// The tiling both W4 kernels share. Decode (one activation row) runs kDecodeRows weight rows in
-// flight: decode(rows, j) with rows an integral_constant. Prefill walks weight rows in blocks of
-// ~256 KiB of packed nibbles (they stay in L2 across activation tiles) and MR activation rows at a
-// time: block(mr, i, jb, je). The callables are lambdas of an Arch-templated kernel, so each ISA
-// gets its own copy of this function.
-template <int MR, int NR, class Decode, class Block>
+// The tiling both W4 kernels share. Decode (one activation row) runs DecodeRows weight rows in
+// flight and prefetches the next tile's rows: decode(rows, j, pf_rows) with rows an
+// integral_constant and pf_rows how many rows the next tile has. Prefill walks weight rows in
+// blocks of ~512 KiB of packed nibbles (they stay in L2 across activation tiles) and MR
+// activation rows at a time: block(mr, i, jb, je). The callables are lambdas of an Arch-templated
+// kernel, so each ISA gets its own copy of this function.
+template <int MR, int NR, int DecodeRows, class Decode, class Block>
 void drive_w4_tiles(const Q4GemmArgs& g, Decode&& decode, Block&& block) noexcept {
-  constexpr int kDecodeRows = 4;
   if (g.m == 1) {
     std::size_t j = 0;
-    for (; j + kDecodeRows <= g.n; j += kDecodeRows) decode(std::integral_constant<int, kDecodeRows>{}, j);
-    for (; j < g.n; ++j) decode(std::integral_constant<int, 1>{}, j);
+    for (; j + DecodeRows <= g.n; j += DecodeRows) {
+      const std::size_t next = g.n - (j + DecodeRows);
+      decode(std::integral_constant<int, DecodeRows>{}, j, next < DecodeRows ? next : std::size_t{DecodeRows});
+    }
+    for (; j < g.n; ++j) decode(std::integral_constant<int, 1>{}, j, j + 1 < g.n ? std::size_t{1} : std::size_t{0});
     return;
   }
   std::size_t nb = (std::size_t{512} << 10) / (g.k ? g.k : 1);
@@ -751,8 +783,8 @@ void gemm_w4_f32(const Q4GemmArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
   if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
     constexpr int NR = 2;
-    drive_w4_tiles<simd::is_avx512<Arch> ? 4 : 2, NR>(
-        g, [&](auto rows, std::size_t j) { tile_w4<Arch, 1, decltype(rows)::value, true>(g, 0, j); },
+    drive_w4_tiles<simd::is_avx512<Arch> ? 4 : 2, NR, 4>(
+        g, [&](auto rows, std::size_t j, std::size_t pf) { tile_w4<Arch, 1, decltype(rows)::value, true>(g, 0, j, pf); },
         [&](auto mr, std::size_t i, std::size_t jb, std::size_t je) { tile_w4_row_block<Arch, decltype(mr)::value, NR>(g, i, jb, je); });
     return;
   }
@@ -765,8 +797,8 @@ void gemm_w4_s8(const Q4GemmArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
   if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
     constexpr int NR = 2;
-    drive_w4_tiles<4, NR>(
-        g, [&](auto rows, std::size_t j) { tile_w4_s8<Arch, 1, decltype(rows)::value, true>(g, 0, j); },
+    drive_w4_tiles<4, NR, 8>(
+        g, [&](auto rows, std::size_t j, std::size_t pf) { tile_w4_s8<Arch, 1, decltype(rows)::value, true>(g, 0, j, pf); },
         [&](auto mr, std::size_t i, std::size_t jb, std::size_t je) { tile_w4_s8_row_block<Arch, decltype(mr)::value, NR>(g, i, jb, je); });
     return;
   }

@@ -49,11 +49,11 @@ struct Q4GemmArgs {
   std::size_t ldy = 0;
   std::size_t m = 0, n = 0, k = 0;
 
-  // W4A8 only (gemm_w4_s8): int8 activations quantized per row, as W8A8's.
-  const std::int8_t* a = nullptr;       ///< [m, k] int8 activations (-127..127), row stride lda
-  std::size_t lda = 0;
-  const std::int32_t* a_gsum = nullptr; ///< [m, k / group] sums of each group of a row, row stride ld_gsum
-  std::size_t ld_gsum = 0;
+  // W4A8 only (gemm_w4_s8): int8 activations quantized per row, as W8A8's, in the W4A8 order.
+  const std::int8_t* a = nullptr;       ///< [m, lda] int8 activations (-127..127) in the W4A8 order (pack_w4a8_activations)
+  std::size_t lda = 0;                  ///< >= w4a8_padded_k(k)
+  const std::int32_t* a_bsum = nullptr; ///< [m, ld_bsum] sums of each 8-column block of a row (natural order), zero-padded
+  std::size_t ld_bsum = 0;              ///< >= w4a8_padded_k(k) / 8
   const float* a_scale = nullptr;       ///< [m] per-row scale, output_scale folded in (output_scale is unused)
 };
 
@@ -74,12 +74,26 @@ struct QuantKernels {
   /// (first order), and one ISA gives bit-identical outputs for every tiling and thread split.
   /// A NaN activation makes its row's outputs NaN; scale 0 (an all-zero group) adds 0.
   void (*gemm_w4_f32)(const Q4GemmArgs& args) noexcept;
-  /// The W4A8 product: acc[g] = sum_{c in g} (q - z) * a[c] exact in int32 per group, then
-  ///   total = fma(float(acc[g]), s[g], total) over the groups in order, y = fma(total, a_scale[i], bias or 0):
-  /// bit-identical on every ISA and for every tiling. Uses a, lda, a_gsum, a_scale (not x, output_scale).
+  /// The W4A8 product, in 16 float lanes so that every ISA computes the same bits. Column block
+  /// b (columns 8b .. 8b + 7, all in group gr = 8b / group) gives the exact integer
+  ///   dot[b] = sum_{c in b} (q[j][c] - z[j][gr]) * a[i][c],
+  /// and lane l = b mod 16 accumulates  t[l] = fma(float(dot[b]), s[j][gr], t[l])  over its blocks in
+  /// order (lanes without blocks stay 0). The lanes are summed in a fixed tree,
+  ///   total = ((t + t>>8) + >>4) + >>2) + >>1   (lane i with lane i + 8, then i + 4, i + 2, i + 1),
+  /// and y = fma(total, a_scale[i], bias or 0). Bit-identical on every ISA and for every tiling.
+  /// Uses a, lda, a_bsum, a_scale (not x, output_scale).
   void (*gemm_w4_s8)(const Q4GemmArgs& args) noexcept;
 };
 
 QUARRY_DECLARE_KERNEL_TABLES(QuantKernels)
+
+/// Columns of a W4A8 activation row: k rounded up to whole 128-column chunks.
+constexpr std::size_t w4a8_padded_k(std::size_t k) noexcept { return (k + 127) / 128 * 128; }
+
+/// Lays out one quantized activation row (q[0..k), natural order) as gemm_w4_s8 reads it: each
+/// 128-column chunk as its 64 even columns, then its 64 odd columns (the low and high nibbles of
+/// 64 packed weight bytes), zero-padded to w4a8_padded_k(k); bsum[b] = sum of q over columns
+/// 8b .. 8b + 7, zero-padded to w4a8_padded_k(k) / 8 entries. Not an ISA kernel: plain code.
+void pack_w4a8_activations(const std::int8_t* q, std::size_t k, std::int8_t* out, std::int32_t* bsum) noexcept;
 
 }  // namespace quarry::detail
