@@ -16,6 +16,7 @@
 #include "quarry/core/status.hpp"
 #include "quarry/core/tensor.hpp"
 #include "quarry/core/thread_pool.hpp"
+#include "quarry/index/kmeans.hpp"
 #include "quarry/io/bounded_reader.hpp"
 #include "quarry/io/gguf.hpp"
 #include "quarry/io/mapped_file.hpp"

@@ -108,9 +108,11 @@ void init_kmeans_plus_plus(const Rows& x, std::int64_t k, std::mt19937_64& rng, 
   for (std::int64_t ci = 0;; ++ci) {
     std::copy(x[chosen], x[chosen] + d, c + ci * d);
     if (ci + 1 == k) return;
-    const float* cn = c + ci * d;
+    const Eigen::Map<const Eigen::RowVectorXf> cn(c + ci * d, d);
     parallel_for(pool, 0, n, [&](std::int64_t lo, std::int64_t hi) {
-      for (std::int64_t i = lo; i < hi; ++i) mind[i] = std::min(mind[i], squared_distance(x[i], cn, d));
+      const Eigen::Map<const RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>> block(x[lo], hi - lo, d, Eigen::OuterStride<>(x.ld));
+      Eigen::Map<Eigen::VectorXf> m(mind.data() + lo, hi - lo);
+      m = m.cwiseMin((block.rowwise() - cn).rowwise().squaredNorm());
     }, 4096);
     double total = 0;
     for (float v : mind) total += v;
