@@ -43,9 +43,9 @@ Kernel select_kernel(const QuantizedTensor<cpu>& w, ActivationMode mode, const c
                                                "(W8A16) are not supported",
                                                fn, s.to_string()));
   throw_error(errc::unsupported,
-              fmt::format("{}: weights quantized as {} are not supported; it takes int8 symmetric per_tensor or per_channel "
-                          "weights (W8A8) and int4 per_group weights (W4A32 / W4A16, or W4A8); per_group or asymmetric int8 kernels "
-                          "are not written yet",
+              fmt::format("{}: weights quantized as {} are not supported; it takes int8 per_tensor or per_channel weights "
+                          "(W8A8, symmetric or asymmetric) and int4 per_group weights (W4A32 / W4A16, or W4A8); per_group int8 "
+                          "(GGUF Q8_0) has no kernel yet: dequantize it, or requantize per channel",
                           fn, s.to_string()));
 }
 
@@ -128,6 +128,7 @@ void fill_weights(detail::QGemmArgs& g, const QuantizedTensor<cpu>& w, std::vect
   g.w = reinterpret_cast<const std::int8_t*>(w.value_bytes().data());
   g.ldw = static_cast<std::size_t>(w.row_bytes());
   g.w_scale_stride = w.scheme().granularity == Granularity::per_channel ? 1 : 0;
+  g.w_zero = w.scheme().symmetric ? nullptr : w.zeros().data();
   if (w.scheme().scale_dtype == DType::f32) {
     g.w_scale = static_cast<const float*>(w.scales_data());
   } else {

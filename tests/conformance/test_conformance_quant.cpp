@@ -26,9 +26,11 @@ std::vector<std::size_t> k_lengths() {
   return k;
 }
 
-// Activations as the quantizer makes them (-127..127), weights over all of int8 (-128 too).
+// Activations as the quantizer makes them (-127..127), weights over all of int8 (-128 too); for
+// asymmetric weights the same bytes read as uint8, with a zero point per row over all of uint8.
 struct Operands {
   std::vector<std::int8_t> a, w;
+  std::vector<std::uint8_t> zero;
   std::vector<std::int32_t> a_sum;
   std::vector<float> a_scale, w_scale, bias;
   std::size_t m, n, k, lda, ldw, off;
@@ -60,8 +62,10 @@ struct Operands {
     a_scale.assign(m, 1.f);
     w_scale.assign(n, 1.f);
     bias.assign(n, 0.f);
+    zero.resize(n);
+    for (auto& z : zero) z = static_cast<std::uint8_t>(mode == 1 ? ((rng() & 1) ? 255 : 0) : rng());
   }
-  QGemmArgs args(float* y, bool with_bias, std::size_t w_scale_stride = 1) const {
+  QGemmArgs args(float* y, bool with_bias, std::size_t w_scale_stride = 1, bool asymmetric = false) const {
     QGemmArgs g;
     g.a = a.data() + off;
     g.lda = lda;
@@ -71,6 +75,7 @@ struct Operands {
     g.ldw = ldw;
     g.w_scale = w_scale.data();
     g.w_scale_stride = w_scale_stride;
+    g.w_zero = asymmetric ? zero.data() : nullptr;
     g.bias = with_bias ? bias.data() : nullptr;
     g.y = y;
     g.ldy = n + 1;
@@ -145,7 +150,7 @@ TEST_CASE("conformance: quantize_row_s8 is bit-exact (q, sum, scale)") {
   CHECK((q[0] == -127 && q[1] == 0 && q[2] == 2 && q[3] == -2 && s == -127));
 }
 
-TEST_CASE("conformance: gemm_s8 int32 accumulators are exact") {
+TEST_CASE("conformance: gemm_s8 int32 accumulators are exact (symmetric int8 and asymmetric uint8 weights)") {
   const std::size_t ms[] = {1, 2, 3, 4, 5, 7, 9};
   const std::size_t ns[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 17, 33};
   for_each_simd_table<QuantKernels>([&](Isa isa, const QuantKernels& kt, const QuantKernels& ref) {
@@ -160,15 +165,17 @@ TEST_CASE("conformance: gemm_s8 int32 accumulators are exact") {
           const std::size_t m = ms[mi], n = ns[ni], off = kMisalignments[(mi + ni) % 3];
           const int mode = static_cast<int>((k + mi + 2 * ni) % 5 == 0 ? 1 + (k % 2) : 0);
           Operands op(m, n, k, off, rng, mode);
-          std::vector<float> yg(m * (n + 1), -7.f), yr(m * (n + 1), -7.f);
-          kt.gemm_s8(op.args(yg.data(), false));
-          ref.gemm_s8(op.args(yr.data(), false));
-          INFO("m=" << m << " n=" << n << " k=" << k << " misalignment=" << off << " mode=" << mode);
-          for (std::size_t i = 0; i < yg.size(); ++i) {
-            INFO("element " << i);
-            REQUIRE(same_float(yg[i], yr[i]));  // |acc| < 2^24 here, so float(acc) is the int32 exactly
+          for (bool asym : {false, true}) {
+            std::vector<float> yg(m * (n + 1), -7.f), yr(m * (n + 1), -7.f);
+            kt.gemm_s8(op.args(yg.data(), false, 1, asym));
+            ref.gemm_s8(op.args(yr.data(), false, 1, asym));
+            INFO("m=" << m << " n=" << n << " k=" << k << " misalignment=" << off << " mode=" << mode << " asymmetric=" << asym);
+            for (std::size_t i = 0; i < yg.size(); ++i) {
+              INFO("element " << i);
+              REQUIRE(same_float(yg[i], yr[i]));  // the same int32 rounds alike
+            }
+            ++cases;
           }
-          ++cases;
         }
       }
     }
@@ -177,10 +184,12 @@ TEST_CASE("conformance: gemm_s8 int32 accumulators are exact") {
     // Long rows (the benchmark shapes' K) with extreme values.
     for (std::size_t k : {4096u, 11008u}) {
       Operands op(2, 9, k, 1, rng, 1);
-      std::vector<float> yg(2 * 10), yr(2 * 10);
-      kt.gemm_s8(op.args(yg.data(), false));
-      ref.gemm_s8(op.args(yr.data(), false));
-      for (std::size_t i = 0; i < yg.size(); ++i) REQUIRE(same_float(yg[i], yr[i]));  // exact below 2^24, and the same int32 rounds alike
+      for (bool asym : {false, true}) {
+        std::vector<float> yg(2 * 10), yr(2 * 10);
+        kt.gemm_s8(op.args(yg.data(), false, 1, asym));
+        ref.gemm_s8(op.args(yr.data(), false, 1, asym));
+        for (std::size_t i = 0; i < yg.size(); ++i) REQUIRE(same_float(yg[i], yr[i]));  // the same int32 rounds alike
+      }
     }
   });
 }
@@ -190,7 +199,9 @@ TEST_CASE("conformance: gemm_s8 scaled and biased outputs are bit-exact") {
     std::mt19937 rng(11);
     std::uniform_real_distribution<float> scale(1e-4f, 1e-1f), b(-3.f, 3.f);
     for (std::size_t k : {1u, 31u, 64u, 100u, 257u, 1000u}) {
-      for (std::size_t per_tensor : {0u, 1u}) {
+      for (std::size_t variant : {0u, 1u, 2u, 3u}) {
+        const std::size_t per_tensor = variant % 2;
+        const bool asym = variant >= 2;
         Operands op(6, 13, k, 1, rng, 0);
         for (auto& s : op.a_scale) s = scale(rng);
         for (auto& s : op.w_scale) s = scale(rng);
@@ -198,12 +209,12 @@ TEST_CASE("conformance: gemm_s8 scaled and biased outputs are bit-exact") {
         op.a_scale[4] = std::numeric_limits<float>::quiet_NaN();  // a row that held a NaN
         for (auto& x : op.bias) x = b(rng);
         std::vector<float> yg(6 * 14), yr(6 * 14);
-        kt.gemm_s8(op.args(yg.data(), true, per_tensor ? 0 : 1));
-        ref.gemm_s8(op.args(yr.data(), true, per_tensor ? 0 : 1));
+        kt.gemm_s8(op.args(yg.data(), true, per_tensor ? 0 : 1, asym));
+        ref.gemm_s8(op.args(yr.data(), true, per_tensor ? 0 : 1, asym));
         for (std::size_t i = 0; i < 6; ++i) {
           for (std::size_t j = 0; j < 13; ++j) {
             const float g = yg[i * 14 + j], r = yr[i * 14 + j];
-            INFO("k=" << k << " i=" << i << " j=" << j << " per_tensor=" << per_tensor);
+            INFO("k=" << k << " i=" << i << " j=" << j << " per_tensor=" << per_tensor << " asymmetric=" << asym);
             if (i == 4) {
               CHECK(std::isnan(g));
               CHECK(std::isnan(r));

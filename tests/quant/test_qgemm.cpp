@@ -56,9 +56,9 @@ Tensor<double> reference(const Tensor<float>& x, const QuantizedTensor<cpu>& w, 
   for (std::int64_t i = 0; i < m; ++i) {
     const auto [q, sx] = quantize_activation_row(x, i);
     for (std::int64_t j = 0; j < n; ++j) {
-      std::int64_t acc = 0;
-      for (std::int64_t c = 0; c < k; ++c) acc += std::int64_t{q[c]} * w.value(j, c);
       const auto [sr, sc] = w.scale_index(j, 0);
+      std::int64_t acc = 0;
+      for (std::int64_t c = 0; c < k; ++c) acc += std::int64_t{q[c]} * (w.value(j, c) - w.zero(sr, sc));
       y(i, j) = double(out_scale) * sx * w.scale(sr, sc) * double(acc) + (bias.empty() ? 0.0 : bias[j]);
     }
   }
@@ -86,9 +86,10 @@ std::vector<float> random_bias(std::int64_t n, std::uint32_t seed) {
 
 }  // namespace
 
-TEST_CASE("qgemm matches the documented formula for per_channel and per_tensor weights") {
+TEST_CASE("qgemm matches the documented formula for per_channel and per_tensor weights, symmetric and asymmetric") {
   for (auto scheme : {QuantScheme::int8_per_channel(), QuantScheme::int8_per_tensor(),
-                      QuantScheme{8, Granularity::per_channel, 0, true, DType::f16}}) {
+                      QuantScheme{8, Granularity::per_channel, 0, true, DType::f16}, QuantScheme::int8_per_channel(false),
+                      QuantScheme::int8_per_tensor(false), QuantScheme{8, Granularity::per_channel, 0, false, DType::f16}}) {
     for (auto [m, n, k] : {std::tuple{1, 37, 100}, std::tuple{3, 16, 64}, std::tuple{8, 70, 257}, std::tuple{13, 9, 1},
                            std::tuple{33, 130, 300}}) {
       INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
@@ -100,6 +101,36 @@ TEST_CASE("qgemm matches the documented formula for per_channel and per_tensor w
       check_close(y, reference(x, w, bias, 0.5f));
     }
   }
+}
+
+TEST_CASE("asymmetric int8 W8A8: non-negative weights use the whole uint8 range and beat symmetric") {
+  // ReLU-like weights (all >= 0): asymmetric quantization spends all 256 levels on [0, max].
+  const std::int64_t m = 4, n = 32, k = 300;
+  const Tensor<float> x = gaussian(m, k, 61);
+  Tensor<float> wf = gaussian(n, k, 62);
+  for (std::int64_t j = 0; j < n; ++j)
+    for (std::int64_t c = 0; c < k; ++c) wf(j, c) = std::fabs(wf(j, c)) + 0.5f;
+  double err[2] = {0, 0}, sig = 0;
+  for (bool sym : {true, false}) {
+    const auto w = quantized(wf, QuantScheme::int8_per_channel(sym));
+    Tensor<float> y({m, n});
+    qgemm(x.view(), w, y.view());
+    check_close(y, reference(x, w, {}, 1.f));
+    double e = 0;
+    sig = 0;
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) {
+        double exact = 0, deq = 0;
+        for (std::int64_t c = 0; c < k; ++c) {
+          exact += double(x(i, c)) * wf(j, c);
+          deq += double(x(i, c)) * w.dequantized(j, c);
+        }
+        e += (deq - exact) * (deq - exact);  // the weights' part of the error only
+        sig += exact * exact;
+      }
+    err[sym ? 0 : 1] = e;
+  }
+  CHECK(err[1] < err[0]);
 }
 
 TEST_CASE("qgemm is close to the f32 product (W8A8 quantization error only)") {
@@ -233,7 +264,7 @@ TEST_CASE("qgemm rejects bad shapes and unsupported schemes with messages that n
   CHECK(code([&] { qgemv(std::span<const float>(xv).first(60), w, yv); }) == errc::shape_mismatch);
   CHECK(message([&] { qgemv(xv, w, yv_bad); }).find("y [9]") != std::string::npos);
 
-  for (auto s : {QuantScheme::int8_grouped(32), QuantScheme::int8_per_channel(false), QuantScheme::int8_per_tensor(false)}) {
+  for (auto s : {QuantScheme::int8_grouped(32), QuantScheme::int8_grouped(64, false)}) {
     const auto q = quantized(gaussian(8, 128, 15), s);
     Tensor<float> xs({1, 128});
     CHECK(code([&] { qgemm(xs.view(), q, y.view()); }) == errc::unsupported);
@@ -241,6 +272,7 @@ TEST_CASE("qgemm rejects bad shapes and unsupported schemes with messages that n
     CHECK_FALSE(qgemm_supports(s));
   }
   CHECK(qgemm_supports(QuantScheme::int8_per_channel()));
+  CHECK(qgemm_supports(QuantScheme::int8_per_tensor(false)));
   CHECK_FALSE(qgemm_supports(QuantScheme::int8_per_channel(), ActivationMode::float32));
   // int4 weights take float (W4A32) or int8 (W4A8) activations; bad shapes are still errors.
   for (auto s : {QuantScheme::int4_grouped(32), QuantScheme::int4_grouped(128, false)}) {

@@ -1,19 +1,20 @@
 // Quantized matrix products: qgemv (one activation row: decode, memory-bound) and qgemm (many
 // rows: prefill and batches, compute-bound). Two kernels, chosen from the weights' scheme and
 // QGemmOptions::activations:
-//   W8A8   int8 symmetric per_tensor / per_channel weights, activations quantized to int8 per row
-//          (below). The default for int8 weights.
+//   W8A8   int8 per_tensor / per_channel weights (symmetric int8, or asymmetric uint8 with a
+//          zero point), activations quantized to int8 per row (below). The default for int8 weights.
 //   W4A32  int4 per_group weights (group 32/64/128, symmetric int4 or asymmetric uint4 with
 //          uint8 zero points, f16 or f32 scales) times float activations (f32, or f16 / bf16
 //          converted to f32 per row first: "W4A16"). The default for int4 weights.
 //   W4A8   int4 per_group weights with activations quantized to int8 per row as in W8A8, exact
-//          int32 sums per group; asked for with ActivationMode::int8.
-// W8A16 and per_group or asymmetric int8 weights are not implemented: asking for them is
+//          int32 sums per 8 columns; asked for with ActivationMode::int8. The fastest decode path
+//          for int4 weights (it streams them at memory speed; W4A32 converts each nibble to float).
+// W8A16 and per_group int8 weights (GGUF Q8_0) are not implemented: asking for them is
 // errc::unsupported, and the message names the scheme.
 //
 // ---- W8A8 ----
 //
-//   y[i][j] = output_scale * sx[i] * sw[j] * sum_k qx[i][k] * qw[j][k]  +  bias[j]
+//   y[i][j] = output_scale * sx[i] * sw[j] * sum_k qx[i][k] * (qw[j][k] - zw[j])  +  bias[j]
 //
 // The activations x are quantized per row on the fly: symmetric int8 in -127..127 with scale
 // sx = max|x| / 127, q = round_half_even(x * 127 / max|x|). The products are exact int32
@@ -21,16 +22,18 @@
 // elsewhere: all give the same integers); the rescale is one float fma, fma(acc, output_scale * sx *
 // sw, bias), so every ISA, thread count and tiling gives bit-identical outputs.
 //
-// Weights: int8 symmetric, per_tensor or per_channel, f32 or f16 scales (quantize() with
-// QuantScheme::int8_per_channel() or int8_per_tensor()). Other schemes (per_group, asymmetric,
-// int4) are rejected with errc::unsupported.
+// Weights: int8 per_tensor or per_channel, f32 or f16 scales, symmetric (zw = 0) or asymmetric
+// (uint8 values with a uint8 zero point zw; quantize() with QuantScheme::int8_per_channel(false)).
+// VNNI multiplies the uint8 weights as they are and subtracts zw * sum qx; AVX2 works on u - 128.
 //
 // Edge cases, the same on every ISA:
 //   - an activation row of zeros (or with max|x| below ~1e-37) gives y = bias for that row;
 //   - an activation row holding a NaN or an infinity gives a row of NaN;
 //   - a weight row whose scale is 0 (all its weights were zero) gives y = bias there;
 //   - weights are finite by construction (quantize() rejects NaN and infinity).
-// Summing K products in int32 is exact while K * 127 * 128 < 2^31 (K < 132,104).
+// Summing K products in int32 is exact while K * 127 * 128 < 2^31 (K < 132,104); asymmetric
+// weights (|q - z| up to 255) while K < 66,313. Beyond, the sums wrap modulo 2^32, the same on
+// every ISA.
 //
 // ---- W4A32 / W4A16 ----
 //   y[i][j] = output_scale * sum_g s[j][g] * (sum_{c in g} (q[j][c] - z[j][g]) * x[i][c]) + bias[j]
@@ -99,7 +102,7 @@ void qgemv(std::span<const bf16> x, const QuantizedTensor<cpu>& w, std::span<flo
 
 /// Whether qgemv / qgemm take weights of this scheme with these activations.
 constexpr bool qgemm_supports(const QuantScheme& s, ActivationMode a = ActivationMode::automatic) noexcept {
-  const bool w8a8 = s.bits == 8 && s.symmetric && (s.granularity == Granularity::per_tensor || s.granularity == Granularity::per_channel);
+  const bool w8a8 = s.bits == 8 && (s.granularity == Granularity::per_tensor || s.granularity == Granularity::per_channel);
   const bool w4 = s.bits == 4 && s.granularity == Granularity::per_group;
   return (w8a8 && a != ActivationMode::float32) || w4;
 }

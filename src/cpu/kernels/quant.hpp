@@ -109,17 +109,30 @@ float ref_quantize_row_s8(const float* x, std::size_t k, std::int8_t* q, std::in
   return scale;
 }
 
-template <class Arch>
+/// sum a[i] * w[i] modulo 2^32, the weights read as int8 (Unsigned: as uint8).
+template <class Arch, bool Unsigned = false>
 QUARRY_ALWAYS_INLINE std::int32_t ref_dot_s8(const std::int8_t* a, const std::int8_t* w, std::size_t k) noexcept {
   std::uint32_t s = 0;  // unsigned: wraps modulo 2^32 exactly as the SIMD int32 lanes do
-  for (std::size_t i = 0; i < k; ++i) s += static_cast<std::uint32_t>(std::int32_t{a[i]} * std::int32_t{w[i]});
+  for (std::size_t i = 0; i < k; ++i) {
+    const std::int32_t wi = Unsigned ? std::int32_t{static_cast<std::uint8_t>(w[i])} : std::int32_t{w[i]};
+    s += static_cast<std::uint32_t>(std::int32_t{a[i]} * wi);
+  }
   return static_cast<std::int32_t>(s);
 }
 
 template <class Arch>
 void ref_gemm_s8(const QGemmArgs& g) noexcept {
   for (std::size_t i = 0; i < g.m; ++i)
-    for (std::size_t j = 0; j < g.n; ++j) store_output<Arch>(g, i, j, ref_dot_s8<Arch>(g.a + i * g.lda, g.w + j * g.ldw, g.k));
+    for (std::size_t j = 0; j < g.n; ++j) {
+      if (!g.w_zero) {
+        store_output<Arch>(g, i, j, ref_dot_s8<Arch>(g.a + i * g.lda, g.w + j * g.ldw, g.k));
+        continue;
+      }
+      // sum a * (w - z) = sum a * w - z * sum a, modulo 2^32
+      const std::uint32_t dot = static_cast<std::uint32_t>(ref_dot_s8<Arch, true>(g.a + i * g.lda, g.w + j * g.ldw, g.k));
+      const std::uint32_t z = g.w_zero[j * g.w_scale_stride];
+      store_output<Arch>(g, i, j, static_cast<std::int32_t>(dot - z * static_cast<std::uint32_t>(g.a_sum[i])));
+    }
 }
 
 
@@ -231,7 +244,8 @@ QUARRY_ALWAYS_INLINE void tile_vnni(const QGemmArgs& g, std::size_t i0, std::siz
   __m512i acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  // int8 weights become uint8 by w ^ 0x80 = w + 128; uint8 (asymmetric) weights are used as they are.
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(g.w_zero ? 0 : 0x80));
   const std::int8_t* a = g.a + i0 * g.lda;
   const std::int8_t* w = g.w + j0 * g.ldw;
   const std::size_t k = g.k;
@@ -258,15 +272,18 @@ QUARRY_ALWAYS_INLINE void tile_vnni(const QGemmArgs& g, std::size_t i0, std::siz
     }
   }
   for (int i = 0; i < MR; ++i) {
-    const std::uint32_t shift = static_cast<std::uint32_t>(g.a_sum[i0 + i]) << 7;  // 128 * sum a, mod 2^32
+    // sum u * a - offset * sum a, offset 128 (the flip) or the zero point, modulo 2^32
+    const std::uint32_t a_sum = static_cast<std::uint32_t>(g.a_sum[i0 + i]);
     for (int j = 0; j < NR; j += 4) {
       alignas(16) std::uint32_t s[4];
       const __m512i z = _mm512_setzero_si512();
       _mm_store_si128(reinterpret_cast<__m128i*>(s),
                       reduce4_epi32<Arch>(acc[i][j], j + 1 < NR ? acc[i][j + 1] : z, j + 2 < NR ? acc[i][j + 2] : z,
                                           j + 3 < NR ? acc[i][j + 3] : z));
-      for (int t = 0; t < 4 && j + t < NR; ++t)
-        store_output<Arch>(g, i0 + i, j0 + j + t, static_cast<std::int32_t>(s[t] - shift));
+      for (int t = 0; t < 4 && j + t < NR; ++t) {
+        const std::uint32_t offset = g.w_zero ? g.w_zero[(j0 + j + t) * g.w_scale_stride] : 128u;
+        store_output<Arch>(g, i0 + i, j0 + j + t, static_cast<std::int32_t>(s[t] - offset * a_sum));
+      }
     }
   }
 }
@@ -278,6 +295,8 @@ QUARRY_ALWAYS_INLINE void tile_avx2(const QGemmArgs& g, std::size_t i0, std::siz
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
   const __m256i ones = _mm256_set1_epi16(1);
+  // uint8 (asymmetric) weights u become int8 by u ^ 0x80 = u - 128; the epilogue adds (128 - z) * sum a.
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(g.w_zero ? 0x80 : 0));
   const std::int8_t* a = g.a + i0 * g.lda;
   const std::int8_t* w = g.w + j0 * g.ldw;
   const std::size_t k = g.k;
@@ -288,7 +307,7 @@ QUARRY_ALWAYS_INLINE void tile_avx2(const QGemmArgs& g, std::size_t i0, std::siz
       if constexpr (Prefetch)
         if (kk % 64 == 0 && static_cast<std::size_t>(j) < pf_rows)
           _mm_prefetch(reinterpret_cast<const char*>(w + (j + NR) * g.ldw + kk), _MM_HINT_T1);
-      wv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * g.ldw + kk));
+      wv[j] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * g.ldw + kk)), flip);
       wabs[j] = _mm256_abs_epi8(wv[j]);
     }
     for (int i = 0; i < MR; ++i) {
@@ -302,9 +321,21 @@ QUARRY_ALWAYS_INLINE void tile_avx2(const QGemmArgs& g, std::size_t i0, std::siz
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) {
       const std::uint32_t bulk = static_cast<std::uint32_t>(hsum_epi32_256<Arch>(acc[i][j]));
-      const std::uint32_t rest = static_cast<std::uint32_t>(
-          ref_dot_s8<Arch>(a + i * g.lda + kk, w + j * g.ldw + kk, k - kk));
-      store_output<Arch>(g, i0 + i, j0 + j, static_cast<std::int32_t>(bulk + rest));
+      const std::int8_t* wr = w + j * g.ldw + kk;
+      const std::int8_t* ar = a + i * g.lda + kk;
+      if (!g.w_zero) {
+        const std::uint32_t rest = static_cast<std::uint32_t>(ref_dot_s8<Arch>(ar, wr, k - kk));
+        store_output<Arch>(g, i0 + i, j0 + j, static_cast<std::int32_t>(bulk + rest));
+        continue;
+      }
+      // bulk = sum a * (u - 128); the rest and the correction in the reference's terms, mod 2^32
+      const std::uint32_t rest = static_cast<std::uint32_t>(ref_dot_s8<Arch, true>(ar, wr, k - kk));
+      const std::uint32_t z = g.w_zero[(j0 + j) * g.w_scale_stride];
+      const std::uint32_t a_sum = static_cast<std::uint32_t>(g.a_sum[i0 + i]);
+      std::uint32_t bulk_sum = 0;  // sum a over [0, kk): the part of a_sum the bulk covered
+      for (std::size_t c = kk; c < k; ++c) bulk_sum += static_cast<std::uint32_t>(std::int32_t{ar[c - kk]});
+      bulk_sum = a_sum - bulk_sum;
+      store_output<Arch>(g, i0 + i, j0 + j, static_cast<std::int32_t>(bulk + 128u * bulk_sum + rest - z * a_sum));
     }
 }
 

@@ -11,17 +11,19 @@
 
 namespace quarry::detail {
 
-/// Operands of one W8A8 product  y[i][j] = float(acc[i][j]) * (a_scale[i] * w_scale[j]) + bias[j]
-/// with acc[i][j] = sum_k a[i][k] * w[j][k] in int32 (exact modulo 2^32).
+/// Operands of one W8A8 product  y[i][j] = fma(float(acc[i][j]), a_scale[i] * w_scale[j], bias[j])
+/// with acc[i][j] = sum_k a[i][k] * (w[j][k] - z[j]) in int32 (exact modulo 2^32): symmetric
+/// weights are int8 with z = 0; asymmetric ones (w_zero given) uint8 with their zero point.
 struct QGemmArgs {
   const std::int8_t* a = nullptr;      ///< [m, k] activations, row stride lda; values in -127..127
   std::size_t lda = 0;
   const std::int32_t* a_sum = nullptr; ///< [m] sum_k a[i][k] (the VNNI kernel's u8 compensation)
   const float* a_scale = nullptr;      ///< [m] per-row scale (any fused output scale folded in)
-  const std::int8_t* w = nullptr;      ///< [n, k] weights, row stride ldw; any int8 (-128 too)
+  const std::int8_t* w = nullptr;      ///< [n, k] weights, row stride ldw; any int8 (-128 too), or uint8 bytes when w_zero is given
   std::size_t ldw = 0;
   const float* w_scale = nullptr;      ///< scale of weight row j at w_scale[j * w_scale_stride]
   std::size_t w_scale_stride = 0;      ///< 1 per channel, 0 per tensor
+  const std::uint8_t* w_zero = nullptr; ///< asymmetric: zero point of row j at w_zero[j * w_scale_stride]; null: symmetric
   const float* bias = nullptr;         ///< [n], or null for none
   float* y = nullptr;                  ///< [m, n] output, row stride ldy
   std::size_t ldy = 0;
