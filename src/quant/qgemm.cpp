@@ -29,13 +29,14 @@ Scratch& scratch() {
   return s;
 }
 
-// Which kernel runs: W8A8, W4A32 or W4A8 (see qgemm.hpp); anything else is errc::unsupported.
-enum class Kernel { w8a8, w4a32, w4a8 };
+// Which kernel runs: W8A8 (per tensor / channel, or per group), W4A32 or W4A8 (see qgemm.hpp);
+// anything else is errc::unsupported.
+enum class Kernel { w8a8, w8a8_grouped, w4a32, w4a8 };
 
 Kernel select_kernel(const QuantizedTensor<cpu>& w, ActivationMode mode, const char* fn) {
   const QuantScheme& s = w.scheme();
   if (qgemm_supports(s, mode)) {
-    if (s.bits == 8) return Kernel::w8a8;
+    if (s.bits == 8) return s.granularity == Granularity::per_group ? Kernel::w8a8_grouped : Kernel::w8a8;
     return mode == ActivationMode::int8 ? Kernel::w4a8 : Kernel::w4a32;
   }
   if (qgemm_supports(s, ActivationMode::automatic) && mode == ActivationMode::float32)
@@ -43,9 +44,8 @@ Kernel select_kernel(const QuantizedTensor<cpu>& w, ActivationMode mode, const c
                                                "(W8A16) are not supported",
                                                fn, s.to_string()));
   throw_error(errc::unsupported,
-              fmt::format("{}: weights quantized as {} are not supported; it takes int8 per_tensor or per_channel weights "
-                          "(W8A8, symmetric or asymmetric) and int4 per_group weights (W4A32 / W4A16, or W4A8); per_group int8 "
-                          "(GGUF Q8_0) has no kernel yet: dequantize it, or requantize per channel",
+              fmt::format("{}: weights quantized as {} are not supported; it takes int8 weights (W8A8) and int4 per_group "
+                          "weights (W4A32 / W4A16, or W4A8)",
                           fn, s.to_string()));
 }
 
@@ -72,9 +72,10 @@ void run_gemm(const detail::QGemmArgs& base, ThreadPool* pool) {
   });
 }
 
-// Runs the W4A32 kernel over output columns [0, N) split into tasks on the pool.
+// Runs a per_group kernel (W4A32, W4A8, or grouped W8A8 when `grouped_int8`) over output columns
+// [0, N) split into tasks on the pool.
 void run_w4(detail::Q4GemmArgs base, std::size_t m, const QuantizedTensor<cpu>& w, float* y, std::size_t ldy,
-            const QGemmOptions& o) {
+            const QGemmOptions& o, bool grouped_int8 = false) {
   const auto& kern = detail::kernels<detail::QuantKernels>();
   const bool int8_acts = base.a != nullptr;
   base.w = w.value_bytes().data();
@@ -104,7 +105,8 @@ void run_w4(detail::Q4GemmArgs base, std::size_t m, const QuantizedTensor<cpu>& 
     if (base.bias) g.bias = base.bias + j0;
     g.y = base.y + j0;
     g.n = j1 - j0;
-    if (int8_acts) kern.gemm_w4_s8(g);
+    if (grouped_int8) kern.gemm_s8_grouped(g);
+    else if (int8_acts) kern.gemm_w4_s8(g);
     else kern.gemm_w4_f32(g);
   });
 }
@@ -201,6 +203,23 @@ void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<
       s.scale[i] = kern.quantize_row_s8(row, K, s.q.data() + i * lda, &s.q_sum[i]) * options.output_scale;
     }
   }, 16);
+
+  if (kernel == Kernel::w8a8_grouped) {
+    // Sums of each 4-column block of each quantized row, zero-padded to whole 64-column chunks.
+    const std::size_t nb = detail::s8g_bsum_count(K);
+    thread_local std::vector<std::int32_t> bsum4;
+    bsum4.assign(M * nb, 0);
+    for (std::size_t i = 0; i < M; ++i)
+      for (std::size_t c = 0; c < K; ++c) bsum4[i * nb + c / 4] += s.q[i * lda + c];
+    detail::Q4GemmArgs g8;
+    g8.a = s.q.data();
+    g8.lda = lda;
+    g8.a_bsum = bsum4.data();
+    g8.ld_bsum = nb;
+    g8.a_scale = s.scale.data();
+    with_dense_output(y, m, n, [&](float* yp, std::size_t ldy) { run_w4(g8, M, w, yp, ldy, options, true); });
+    return;
+  }
 
   if (kernel == Kernel::w4a8) {
     // The W4A8 kernels read each row in chunks of 128 columns, even columns then odd ones, with

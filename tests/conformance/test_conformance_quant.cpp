@@ -15,6 +15,7 @@ using detail::QGemmArgs;
 using detail::QuantKernels;
 using detail::pack_w4a8_activations;
 using detail::w4a8_padded_k;
+using detail::s8g_bsum_count;
 
 namespace {
 
@@ -507,5 +508,98 @@ TEST_CASE("conformance: gemm_w4_s8 is bit-exact (exact int32 8-column dots, 16 f
     g.ld_bsum = 512;
     g.a_scale = &one;
     report_perf("gemv_w4_s8", isa, 1024.0 * 4096, [&] { kt.gemm_w4_s8(g); });
+  });
+}
+
+// ---- W8A8 grouped: int8 per_group weights x int8 activations: bit-exact on every ISA ----
+
+TEST_CASE("conformance: gemm_s8_grouped is bit-exact (exact int32 4-column dots, 16 float lanes, a fixed tree)") {
+  const std::size_t ms[] = {1, 2, 3, 4, 5, 9};
+  const std::size_t ns[] = {1, 2, 3, 4, 7, 9, 17};
+  for_each_simd_table<QuantKernels>([&](Isa isa, const QuantKernels& kt, const QuantKernels& ref) {
+    std::mt19937 rng(37);
+    std::size_t cases = 0;
+    for (std::size_t group : {32u, 64u, 128u}) {
+      for (std::size_t k : {0u, 32u, 64u, 96u, 128u, 160u, 384u, 1024u}) {
+        if (k % group) continue;
+        for (std::size_t mi = 0; mi < std::size(ms); ++mi) {
+          for (std::size_t ni = 0; ni < std::size(ns); ++ni) {
+            const std::size_t m = ms[mi], n = ns[ni], off = kMisalignments[(mi + ni) % 3];
+            const bool sym = (mi + ni) % 2 == 0, f16s = (mi + 2 * ni + k) % 3 == 0, with_bias = ni % 2 == 1;
+            const int mode = static_cast<int>((mi + ni + k / 32) % 3);  // 0 random, 1 extremes, 2 unit scales
+            const std::size_t lda = k + off * 5, ldw = k + off * 3, groups = k / group, ld_scale = groups + off;
+            const std::size_t ld_bsum = s8g_bsum_count(k) + off;
+            std::vector<std::int8_t> a(m * lda + off + 1);
+            for (auto& v : a) v = static_cast<std::int8_t>(mode == 1 ? ((rng() & 1) ? 127 : -127) : static_cast<int>(rng() % 255) - 127);
+            std::vector<std::uint8_t> w(n * ldw + off + 1), zero(n * ld_scale + 1);
+            for (auto& v : w) v = static_cast<std::uint8_t>(mode == 1 ? ((rng() & 1) ? 0x80 : 0x7f) : rng());
+            for (auto& v : zero) v = static_cast<std::uint8_t>(mode == 1 ? 255 : rng());
+            std::vector<float> s32(n * ld_scale + 1), bias(n), a_scale(m);
+            std::vector<f16> s16(s32.size());
+            std::uniform_real_distribution<float> sd(1e-3f, 2e-2f);
+            for (std::size_t t = 0; t < s32.size(); ++t) {
+              s32[t] = mode == 2 ? 1.f : sd(rng);
+              s16[t] = f16(s32[t]);
+            }
+            if (n > 1 && groups > 0) s32[ld_scale] = 0.f, s16[ld_scale] = f16(0.f);  // a zero scale (an all-zero group)
+            for (auto& v : bias) v = sd(rng) * 100;
+            for (auto& v : a_scale) v = mode == 2 ? 1.f : sd(rng);
+            if (m > 2 && mode != 2) a_scale[2] = std::numeric_limits<float>::quiet_NaN();
+            std::vector<std::int32_t> bsum(m * ld_bsum + 1, 777);
+            for (std::size_t i = 0; i < m; ++i) {
+              for (std::size_t b = 0; b < s8g_bsum_count(k); ++b) bsum[i * ld_bsum + b] = 0;
+              for (std::size_t c = 0; c < k; ++c) bsum[i * ld_bsum + c / 4] += a[off + i * lda + c];
+            }
+            const std::size_t ldy = n + 2;
+            std::vector<float> yg(m * ldy, -7.f), yr(m * ldy, -7.f);
+            auto args = [&](float* y) {
+              Q4GemmArgs g;
+              g.w = w.data() + off;
+              g.ldw = ldw;
+              g.w_scale = f16s ? static_cast<const void*>(s16.data()) : static_cast<const void*>(s32.data());
+              g.scale_f16 = f16s;
+              g.ld_scale = ld_scale;
+              g.w_zero = sym ? nullptr : zero.data();
+              g.group = group;
+              g.bias = with_bias && mode != 2 ? bias.data() : nullptr;
+              g.y = y;
+              g.ldy = ldy;
+              g.m = m;
+              g.n = n;
+              g.k = k;
+              g.a = a.data() + off;
+              g.lda = lda;
+              g.a_bsum = bsum.data();
+              g.ld_bsum = ld_bsum;
+              g.a_scale = a_scale.data();
+              return g;
+            };
+            kt.gemm_s8_grouped(args(yg.data()));
+            ref.gemm_s8_grouped(args(yr.data()));
+            INFO("m=" << m << " n=" << n << " k=" << k << " group=" << group << " symmetric=" << sym << " f16 scales=" << f16s
+                      << " misalignment=" << off << " mode=" << mode);
+            for (std::size_t i = 0; i < yg.size(); ++i) {
+              INFO("element " << i);
+              REQUIRE(same_float(yg[i], yr[i]));
+            }
+            if (mode == 2) {  // unit scales: the reference's outputs are the exact integer sums (< 2^24)
+              for (std::size_t i = 0; i < m; ++i)
+                for (std::size_t j = 0; j < n; ++j) {
+                  std::int64_t want = 0;
+                  for (std::size_t c = 0; c < k; ++c) {
+                    const std::uint8_t b = w[off + j * ldw + c];
+                    const int q = sym ? int{static_cast<std::int8_t>(b)} : int{b} - zero[j * ld_scale + c / group];
+                    const bool zeroed = j == 1 && c < group;  // the zero scale
+                    want += zeroed ? 0 : std::int64_t{q} * a[off + i * lda + c];
+                  }
+                  REQUIRE(yr[i * ldy + j] == static_cast<float>(want));
+                }
+            }
+            ++cases;
+          }
+        }
+      }
+    }
+    MESSAGE(isa_name(isa) << ": " << cases << " grouped W8A8 shapes checked bit-exact");
   });
 }

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include <quarry/quant/gguf_blocks.hpp>
 #include <quarry/quant/qgemm.hpp>
 #include <quarry/quant/quantize.hpp>
 
@@ -264,12 +265,14 @@ TEST_CASE("qgemm rejects bad shapes and unsupported schemes with messages that n
   CHECK(code([&] { qgemv(std::span<const float>(xv).first(60), w, yv); }) == errc::shape_mismatch);
   CHECK(message([&] { qgemv(xv, w, yv_bad); }).find("y [9]") != std::string::npos);
 
-  for (auto s : {QuantScheme::int8_grouped(32), QuantScheme::int8_grouped(64, false)}) {
+  for (auto s : {QuantScheme::int8_grouped(32), QuantScheme::int8_grouped(64, false), QuantScheme::int8_per_tensor(false)}) {
     const auto q = quantized(gaussian(8, 128, 15), s);
     Tensor<float> xs({1, 128});
-    CHECK(code([&] { qgemm(xs.view(), q, y.view()); }) == errc::unsupported);
-    CHECK(message([&] { qgemm(xs.view(), q, y.view()); }).find(s.to_string()) != std::string::npos);
-    CHECK_FALSE(qgemm_supports(s));
+    const QGemmOptions f32{.activations = ActivationMode::float32};
+    CHECK(code([&] { qgemm(xs.view(), q, y.view(), f32); }) == errc::unsupported);  // no W8A16
+    CHECK(message([&] { qgemm(xs.view(), q, y.view(), f32); }).find(s.to_string()) != std::string::npos);
+    CHECK(qgemm_supports(s));
+    CHECK_FALSE(qgemm_supports(s, ActivationMode::float32));
   }
   CHECK(qgemm_supports(QuantScheme::int8_per_channel()));
   CHECK(qgemm_supports(QuantScheme::int8_per_tensor(false)));
@@ -471,6 +474,64 @@ TEST_CASE("W4A32 edge cases: all-zero groups, NaN and infinite activations, K = 
   const Tensor<float> x0({2, 0});
   qgemm(x0.view(), empty, y0.view(), {.bias = bias});
   for (std::int64_t j = 0; j < n; ++j) CHECK(y0(1, j) == bias[j]);
+}
+
+// ---- W8A8 grouped: int8 per_group weights (GGUF Q8_0 and the like) ----
+
+TEST_CASE("grouped int8 qgemm (W8A8 per group) matches the documented formula; GGUF Q8_0 weights run as stored") {
+  ThreadPool pool(3);
+  for (int group : {32, 64, 128})
+    for (bool sym : {true, false})
+      for (DType sd : {DType::f16, DType::f32}) {
+        const auto scheme = QuantScheme::int8_grouped(group, sym, sd);
+        for (auto [m, n, k] : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{13, 9, 128}}) {
+          INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
+          const Tensor<float> x = gaussian(m, k, 51), wf = gaussian(n, k, 52, 0.05f);
+          const auto w = quantized(wf, scheme);
+          const auto bias = random_bias(n, 53);
+          Tensor<float> y({m, n}), ymt({m, n});
+          qgemm(x.view(), w, y.view(), {.bias = bias, .output_scale = 0.75f});
+          // the documented formula in double: exact integer sums per group, scaled
+          Tensor<double> want({m, n});
+          for (std::int64_t i = 0; i < m; ++i) {
+            const auto [q, sx] = quantize_activation_row(x, i);
+            for (std::int64_t j = 0; j < n; ++j) {
+              double total = 0;
+              for (std::int64_t g = 0; g * group < k; ++g) {
+                std::int64_t acc = 0;
+                for (std::int64_t c = g * group; c < (g + 1) * group; ++c) acc += std::int64_t{q[c]} * (w.value(j, c) - w.zero(j, g));
+                total += double(w.scale(j, g)) * double(acc);
+              }
+              want(i, j) = 0.75 * sx * total + bias[j];
+            }
+          }
+          check_close(y, want);
+          qgemm(x.view(), w, ymt.view(), {.bias = bias, .output_scale = 0.75f, .pool = &pool});
+          std::vector<float> row(static_cast<std::size_t>(n));
+          qgemv({&x(0, 0), static_cast<std::size_t>(k)}, w, row, {.bias = bias, .output_scale = 0.75f});
+          for (std::int64_t i = 0; i < m; ++i)
+            for (std::int64_t j = 0; j < n; ++j) REQUIRE(ymt(i, j) == y(i, j));
+          for (std::int64_t j = 0; j < n; ++j) REQUIRE(row[static_cast<std::size_t>(j)] == y(0, j));
+        }
+      }
+  // Q8_0 blocks as a GGUF file holds them, imported as they are, multiply like their dequantized floats.
+  const std::int64_t m = 3, n = 24, k = 256;
+  const Tensor<float> x = gaussian(m, k, 54), wf = gaussian(n, k, 55, 0.02f);
+  auto blocks = quantize_gguf_q8_0(wf.view());
+  REQUIRE(blocks.ok());
+  auto q8 = import_gguf_q8_0(std::span<const BlockQ8_0>(*blocks), n, k);
+  REQUIRE(q8.ok());
+  Tensor<float> y({m, n});
+  qgemm(x.view(), *q8, y.view());
+  double err = 0, sig = 0;
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      double exact = 0;
+      for (std::int64_t c = 0; c < k; ++c) exact += double(x(i, c)) * q8->dequantized(j, c);
+      err += (y(i, j) - exact) * (y(i, j) - exact);
+      sig += exact * exact;
+    }
+  CHECK(10 * std::log10(sig / err) > 35.0);  // only the activations' int8 rounding remains
 }
 
 // ---- W4A8: int4 per_group weights, int8 activations ----

@@ -9,7 +9,9 @@
 //   W4A8   int4 per_group weights with activations quantized to int8 per row as in W8A8, exact
 //          int32 sums per 8 columns; asked for with ActivationMode::int8. The fastest decode path
 //          for int4 weights (it streams them at memory speed; W4A32 converts each nibble to float).
-// W8A16 and per_group int8 weights (GGUF Q8_0) are not implemented: asking for them is
+//   W8A8 grouped   int8 per_group weights (GGUF Q8_0 is int8 per_group(32) with f16 scales),
+//          activations as in W8A8, exact int32 sums per 4 columns (below).
+// W8A16 (int8 weights with float activations) is not implemented: asking for it is
 // errc::unsupported, and the message names the scheme.
 //
 // ---- W8A8 ----
@@ -34,6 +36,11 @@
 // Summing K products in int32 is exact while K * 127 * 128 < 2^31 (K < 132,104); asymmetric
 // weights (|q - z| up to 255) while K < 66,313. Beyond, the sums wrap modulo 2^32, the same on
 // every ISA.
+//
+// ---- W8A8 grouped (int8 per_group) ----
+//   dot[b] = sum_{c in block b} qx[i][c] * (qw[j][c] - zw[j][g])  exact in int32, blocks of 4 columns
+//   t[b mod 16] = fma(float(dot[b]), sw[j][g], t[b mod 16]);  y = fma(tree(t), output_scale * sx[i], bias[j])
+// with the W4A8 lanes and tree (below): bit-identical on every ISA and thread count.
 //
 // ---- W4A32 / W4A16 ----
 //   y[i][j] = output_scale * sum_g s[j][g] * (sum_{c in g} (q[j][c] - z[j][g]) * x[i][c]) + bias[j]
@@ -102,7 +109,7 @@ void qgemv(std::span<const bf16> x, const QuantizedTensor<cpu>& w, std::span<flo
 
 /// Whether qgemv / qgemm take weights of this scheme with these activations.
 constexpr bool qgemm_supports(const QuantScheme& s, ActivationMode a = ActivationMode::automatic) noexcept {
-  const bool w8a8 = s.bits == 8 && (s.granularity == Granularity::per_tensor || s.granularity == Granularity::per_channel);
+  const bool w8a8 = s.bits == 8;
   const bool w4 = s.bits == 4 && s.granularity == Granularity::per_group;
   return (w8a8 && a != ActivationMode::float32) || w4;
 }

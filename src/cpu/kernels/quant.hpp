@@ -216,6 +216,30 @@ void ref_gemm_w4_s8(const Q4GemmArgs& g) noexcept {
   }
 }
 
+/// Weight (j, c) of a grouped int8 operand: int8, or uint8 when the weights have zero points.
+template <class Arch>
+QUARRY_ALWAYS_INLINE int s8g_weight(const Q4GemmArgs& g, std::size_t j, std::size_t c) noexcept {
+  const std::uint8_t b = g.w[j * g.ldw + c];
+  return g.w_zero ? int{b} : int{static_cast<std::int8_t>(b)};
+}
+
+template <class Arch>
+void ref_gemm_s8_grouped(const Q4GemmArgs& g) noexcept {
+  for (std::size_t i = 0; i < g.m; ++i) {
+    for (std::size_t j = 0; j < g.n; ++j) {
+      float t[16] = {};
+      for (std::size_t b = 0; b < g.k / 4; ++b) {
+        const std::size_t grp = 4 * b / g.group;
+        const int z = g.w_zero ? g.w_zero[j * g.ld_scale + grp] : 0;
+        std::int32_t dot = 0;  // |dot| <= 4 * 255 * 127: exact
+        for (std::size_t c = 4 * b; c < 4 * b + 4; ++c) dot += (s8g_weight<Arch>(g, j, c) - z) * g.a[i * g.lda + c];
+        t[b % 16] = std::fma(static_cast<float>(dot), w4_scale<Arch>(g, j, grp), t[b % 16]);
+      }
+      g.y[i * g.ldy + j] = std::fma(w4a8_tree<Arch>(t), g.a_scale[i], g.bias ? g.bias[j] : 0.f);
+    }
+  }
+}
+
 // ---- SIMD bodies ----
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -666,6 +690,105 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_row_block(const Q4GemmArgs& g, std::size_t 
   for (; j < j1; ++j) tile_w4_s8<Arch, MR, 1, false>(g, i0, j, 0);
 }
 
+/// AVX-512 grouped-int8 tile: MR activation rows x NR weight rows, 64 columns per step; one
+/// vpdpbusd gives lane l the exact dot of columns 4l .. 4l + 3 (int8 weights made uint8 by ^ 0x80,
+/// the shift taken out with the 4-column sums of the activations).
+template <class Arch, int MR, int NR, bool Prefetch>
+QUARRY_ALWAYS_INLINE void tile_s8g_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
+  __m512 t[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) t[i][j] = _mm512_setzero_ps();
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(g.w_zero ? 0 : 0x80));
+  // lane l holds columns 4l .. 4l + 3: group 32 puts lanes 0..7 and 8..15 in two groups.
+  const __m512i lane_group = g.group == 32 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1) : _mm512_setzero_si512();
+  const std::size_t groups = g.k / g.group;
+  for (std::size_t c0 = 0; c0 < g.k; c0 += 64) {
+    const std::size_t cols = g.k - c0 < 64 ? g.k - c0 : 64;  // 32 or 64
+    const __mmask64 mask = _bzhi_u64(~std::uint64_t{0}, static_cast<unsigned>(cols));
+    const std::size_t g0 = c0 / g.group;
+    const __mmask16 gmask = g.group == 32 && g0 + 1 < groups && cols == 64 ? __mmask16{3} : __mmask16{1};
+    __m512i av[MR], bs[MR];
+    for (int i = 0; i < MR; ++i) {
+      av[i] = _mm512_maskz_loadu_epi8(mask, g.a + (i0 + i) * g.lda + c0);
+      bs[i] = _mm512_loadu_si512(g.a_bsum + (i0 + i) * g.ld_bsum + c0 / 4);
+      if (!g.w_zero) bs[i] = _mm512_slli_epi32(bs[i], 7);  // (w + 128) * a: take out 128 * sum a
+    }
+    for (int j = 0; j < NR; ++j) {
+      const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c0;
+      if constexpr (Prefetch)
+        if (static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
+      const __m512i u = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, p), flip);
+      const std::size_t at = (j0 + j) * g.ld_scale + g0;
+      __m512 sv = g.scale_f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, static_cast<const std::uint16_t*>(g.w_scale) + at))
+                              : _mm512_maskz_loadu_ps(gmask, static_cast<const float*>(g.w_scale) + at);
+      sv = _mm512_permutexvar_ps(lane_group, sv);
+      __m512i zv = _mm512_setzero_si512();
+      if (g.w_zero) zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, g.w_zero + at)));
+      for (int i = 0; i < MR; ++i) {
+        __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, av[i]);
+        d = _mm512_sub_epi32(d, g.w_zero ? _mm512_mullo_epi32(zv, bs[i]) : bs[i]);
+        t[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, t[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      g.y[(i0 + i) * g.ldy + j0 + j] = std::fma(w4_hsum<Arch>(t[i][j]), g.a_scale[i0 + i], g.bias ? g.bias[j0 + j] : 0.f);
+}
+
+/// AVX2 grouped-int8 tile: 32 columns (one group or half of one) per step into the 8 lanes of
+/// its half of the 16; vpmaddubsw on |w| and sign(a, w) as the W8A8 kernel (asymmetric weights
+/// as u - 128, with (128 - z) * sum a added back).
+template <class Arch, int MR, int NR, bool Prefetch>
+QUARRY_ALWAYS_INLINE void tile_s8g_avx2(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
+  __m256 t[MR][NR][2];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) t[i][j][0] = t[i][j][1] = _mm256_setzero_ps();
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(g.w_zero ? 0x80 : 0));
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (std::size_t c0 = 0; c0 < g.k; c0 += 32) {
+    const int h = static_cast<int>((c0 / 32) % 2);
+    const std::size_t grp = c0 / g.group;
+    __m256i av[MR], bs[MR];
+    for (int i = 0; i < MR; ++i) {
+      av[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.a + (i0 + i) * g.lda + c0));
+      bs[i] = g.w_zero ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.a_bsum + (i0 + i) * g.ld_bsum + c0 / 4))
+                       : _mm256_setzero_si256();
+    }
+    for (int j = 0; j < NR; ++j) {
+      const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c0;
+      if constexpr (Prefetch)
+        if (h == 0 && static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
+      const __m256i w = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), flip);
+      const __m256i wabs = _mm256_abs_epi8(w);
+      const __m256 sv = _mm256_set1_ps(w4_scale<Arch>(g, j0 + j, grp));
+      const __m256i back = g.w_zero ? _mm256_set1_epi32(128 - g.w_zero[(j0 + j) * g.ld_scale + grp]) : _mm256_setzero_si256();
+      for (int i = 0; i < MR; ++i) {
+        __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av[i], w)), ones16);
+        if (g.w_zero) d = _mm256_add_epi32(d, _mm256_mullo_epi32(back, bs[i]));
+        t[i][j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), sv, t[i][j][h]);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      g.y[(i0 + i) * g.ldy + j0 + j] = std::fma(w4_hsum<Arch>(_mm256_add_ps(t[i][j][0], t[i][j][1])), g.a_scale[i0 + i],
+                                                g.bias ? g.bias[j0 + j] : 0.f);
+}
+
+template <class Arch, int MR, int NR, bool Prefetch>
+QUARRY_ALWAYS_INLINE void tile_s8g(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
+  if constexpr (simd::is_avx512<Arch>) tile_s8g_avx512<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
+  else tile_s8g_avx2<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
+}
+
+template <class Arch, int MR, int NR>
+QUARRY_ALWAYS_INLINE void tile_s8g_row_block(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t j1) noexcept {
+  std::size_t j = j0;
+  for (; j + NR <= j1; j += NR) tile_s8g<Arch, MR, NR, false>(g, i0, j, 0);
+  for (; j < j1; ++j) tile_s8g<Arch, MR, 1, false>(g, i0, j, 0);
+}
+
 #endif  // x86-64
 
 template <class Arch>
@@ -837,11 +960,28 @@ void gemm_w4_s8(const Q4GemmArgs& g) noexcept {
   ref_gemm_w4_s8<Arch>(g);
 }
 
+template <class Arch>
+void gemm_s8_grouped(const Q4GemmArgs& g) noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
+    constexpr int NR = 2;
+    drive_w4_tiles<4, NR, 8>(
+        g, [&](auto rows, std::size_t j, std::size_t pf) { tile_s8g<Arch, 1, decltype(rows)::value, true>(g, 0, j, pf); },
+        [&](auto mr, std::size_t i, std::size_t jb, std::size_t je) { tile_s8g_row_block<Arch, decltype(mr)::value, NR>(g, i, jb, je); });
+    return;
+  }
+#endif
+  ref_gemm_s8_grouped<Arch>(g);
+}
+
 /// The QuantKernels table for one arch tag.
 template <class Arch>
 constexpr QuantKernels make_quant_kernels() noexcept {
-  if constexpr (simd::is_scalar<Arch>) return QuantKernels{&ref_quantize_row_s8<Arch>, &ref_gemm_s8<Arch>, &ref_gemm_w4_f32<Arch>, &ref_gemm_w4_s8<Arch>};
-  else return QuantKernels{&quantize_row_s8<Arch>, &gemm_s8<Arch>, &gemm_w4_f32<Arch>, &gemm_w4_s8<Arch>};
+  if constexpr (simd::is_scalar<Arch>)
+    return QuantKernels{&ref_quantize_row_s8<Arch>, &ref_gemm_s8<Arch>, &ref_gemm_w4_f32<Arch>, &ref_gemm_w4_s8<Arch>,
+                        &ref_gemm_s8_grouped<Arch>};
+  else
+    return QuantKernels{&quantize_row_s8<Arch>, &gemm_s8<Arch>, &gemm_w4_f32<Arch>, &gemm_w4_s8<Arch>, &gemm_s8_grouped<Arch>};
 }
 
 }  // namespace quarry::detail::cpu_kernels

@@ -85,9 +85,21 @@ struct QuantKernels {
   /// and y = fma(total, a_scale[i], bias or 0). Bit-identical on every ISA and for every tiling.
   /// Uses a, lda, a_bsum, a_scale (not x, output_scale).
   void (*gemm_w4_s8)(const Q4GemmArgs& args) noexcept;
+  /// W8A8 with per_group int8 weights (GGUF Q8_0 and the like), through Q4GemmArgs with these
+  /// differences: w holds [n, k] int8 bytes (uint8 when w_zero is given), row stride ldw; a is
+  /// in natural order (row stride lda, any padding); a_bsum holds the sums of each 4-column block
+  /// of a row, zero-padded to whole 64-column chunks (ld_bsum >= s8g_bsum_count(k)). The same
+  /// lane scheme as gemm_w4_s8 with 4-column blocks: block b (columns 4b .. 4b + 3, group
+  /// gr = 4b / group) gives dot[b] = sum (w - z) * a exactly, lane l = b mod 16 accumulates
+  /// t[l] = fma(float(dot[b]), s[j][gr], t[l]) in order, total = the same fixed tree, and
+  /// y = fma(total, a_scale[i], bias or 0). Bit-identical on every ISA and for every tiling.
+  void (*gemm_s8_grouped)(const Q4GemmArgs& args) noexcept;
 };
 
 QUARRY_DECLARE_KERNEL_TABLES(QuantKernels)
+
+/// Entries of a gemm_s8_grouped a_bsum row: one per 4 columns of k rounded up to 64 columns.
+constexpr std::size_t s8g_bsum_count(std::size_t k) noexcept { return (k + 63) / 64 * 16; }
 
 /// Columns of a W4A8 activation row: k rounded up to whole 128-column chunks.
 constexpr std::size_t w4a8_padded_k(std::size_t k) noexcept { return (k + 127) / 128 * 128; }
