@@ -10,14 +10,19 @@
 //                  in rotation (gbps of nibbles + scales).
 //   qgemm (M > 1)  int8 GOP/s (2 ops per multiply-add) divided by the measured VNNI peak
 //                  (peak_ratio), and gbps for the weights at M = 8 and 32. At M = 512 Eigen's
-//                  f32 GEMM on the same shape runs beside it (GFLOP/s, over the f32 FMA peak).
+//                  f32 GEMM on the same shape runs beside it (GFLOP/s, over the f32 FMA peak),
+//                  and, when bench/CMakeLists.txt found oneDNN, oneDNN's int8 matmul on the same
+//                  weights, timed alternately with quarry's; quarry's row gets onednn_ratio.
 // Each on 1 thread and on all threads (--threads N). --quick: a smoke run of a few seconds.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <string>
+#include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -31,6 +36,9 @@
 #include "common/options.hpp"
 #include "common/report.hpp"
 #include "common/yardsticks.hpp"
+#if QUARRY_BENCH_HAS_ONEDNN
+#include "qgemm_onednn_peer.hpp"
+#endif
 
 namespace quarry::bench {
 void eigen_gemm_columns(const float* x, const float* w, float* y, long m, long n, long k, long n0, long n1);
@@ -58,6 +66,27 @@ double best_seconds(int reps, F&& f) {
     best = std::min(best, seconds_since(t0));
   }
   return best;
+}
+
+// Best times of `reps` runs each of f() and g(), alternating, after one untimed run of each: both
+// see the same machine state (clock, other processes' load) over the same interval. A pause follows
+// every run: OpenMP's workers (libgomp, under oneDNN) spin about 8 ms after each parallel region
+// before they sleep, and would take those cores from whatever runs next.
+template <class F, class G>
+std::pair<double, double> best_seconds_alternating(int reps, F&& f, G&& g) {
+  const auto settle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(30)); };
+  f();
+  settle();
+  g();
+  settle();
+  double bf = 1e30, bg = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    bf = std::min(bf, best_seconds(1, f));
+    settle();
+    bg = std::min(bg, best_seconds(1, g));
+    settle();
+  }
+  return {bf, bg};
 }
 
 // A random int8 per-channel matrix, made directly (quantizing f32 weights of this size is slow
@@ -115,6 +144,9 @@ int main(int argc, char** argv) {
   const std::size_t llc = std::max<std::size_t>(last_level_cache_bytes(), std::size_t{32} << 20);
   const std::size_t rotation_bytes = quick ? 2 * llc : 8 * llc;  // what the matrices in rotation hold in all
   const int reps = quick ? 3 : 5;
+#if !QUARRY_BENCH_HAS_ONEDNN
+  fmt::print("oneDNN int8 matmul peer not built: {}\n", QUARRY_BENCH_ONEDNN_MISSING);
+#endif
 
   for (const Shape2 shape : shapes) {
     const auto K = static_cast<std::size_t>(shape.k), N = static_cast<std::size_t>(shape.n);
@@ -206,15 +238,47 @@ int main(int argc, char** argv) {
         QGemmOptions on_pool;
         on_pool.pool = t > 1 ? &pool : nullptr;
         const int mreps = m >= 128 ? (quick ? 2 : 4) : reps;
-        const double s = best_seconds(mreps, [&] {
+        const auto run_quarry = [&] {
           for (std::size_t i = 0; i < use; ++i) qgemm(xv, ws[i], yv, on_pool);
-        }) / static_cast<double>(use);
-        const double gops = 2.0 * static_cast<double>(m) * N * K / s / 1e9;
-        BenchRow r(fmt::format("qgemm w8a8 {} m={}", shape_name(shape), m), "quarry", t);
-        r.set("gops", gops).set("peak_ratio", y.vnni_gops_for(t) ? std::optional<double>(gops / *y.vnni_gops_for(t)) : std::nullopt);
+        };
+        const auto ops = 2.0 * static_cast<double>(m) * N * K;
+        const auto peak_ratio = [&](double gops) {
+          return y.vnni_gops_for(t) ? std::optional<double>(gops / *y.vnni_gops_for(t)) : std::nullopt;
+        };
+        const std::string name = fmt::format("qgemm w8a8 {} m={}", shape_name(shape), m);
+        double s = 0, onednn_gops = 0;
+        std::optional<BenchRow> peer;
+#if QUARRY_BENCH_HAS_ONEDNN
+        if (m >= 128) {
+          // oneDNN on the same weight bytes and scales (use == 1 here), on t OpenMP threads.
+          OnednnInt8Matmul onednn(xm.data(), reinterpret_cast<const std::int8_t*>(ws[0].value_bytes().data()),
+                                  ws[0].scales_f32().data(), static_cast<long>(m), static_cast<long>(shape.n),
+                                  static_cast<long>(shape.k), t);
+          double sd = 0;
+          std::tie(s, sd) = best_seconds_alternating(mreps, run_quarry, [&] { onednn.run(); });
+          onednn_gops = ops / sd / 1e9;
+          peer.emplace(name, "onednn", t);
+          peer->set("gops", onednn_gops).set("peak_ratio", peak_ratio(onednn_gops)).set("ms", sd * 1e3);
+          // Largest difference from quarry's output, relative to its largest value: a wrong peer
+          // (weights read transposed, say) shows here; a few percent come from the activation scale
+          // per tensor (oneDNN) instead of per row (quarry).
+          float diff = 0, top = 0;
+          for (std::size_t i = 0; i < ym.size(); ++i) {
+            diff = std::max(diff, std::fabs(ym[i] - onednn.output()[i]));
+            top = std::max(top, std::fabs(ym[i]));
+          }
+          peer->set("rel_diff", static_cast<double>(diff / top)).set("build", onednn.build());
+        }
+#endif
+        if (!peer) s = best_seconds(mreps, run_quarry) / static_cast<double>(use);
+        const double gops = ops / s / 1e9;
+        BenchRow r(name, "quarry", t);
+        r.set("gops", gops).set("peak_ratio", peak_ratio(gops));
         const double gbps = static_cast<double>(ws[0].nbytes()) / s / 1e9;
         r.set("gbps", gbps).set("bw_ratio", gbps / y.dram_gbps_for(t)).set("ms", s * 1e3).set("isa", report.machine.isa);
+        if (peer) r.set("onednn_ratio", gops / onednn_gops);
         report.rows.push_back(std::move(r));
+        if (peer) report.rows.push_back(std::move(*peer));
       }
       if (m >= 128 && isa_supported(Isa::avx512)) {
         // Eigen's f32 GEMM on the same shape: columns split over the threads.
@@ -237,6 +301,7 @@ int main(int argc, char** argv) {
   }
   const int rc = output_report(report, options.json_path);
   fmt::print("bw_ratio: gbps / measured DRAM read GB/s (1-thread figure for 1-thread rows); peak_ratio: quarry "
-             "int8 GOP/s / measured VNNI peak, eigen GFLOP/s / measured f32 FMA peak\n");
+             "int8 GOP/s / measured VNNI peak, eigen GFLOP/s / measured f32 FMA peak, onednn int8 GOP/s / VNNI peak; "
+             "onednn_ratio: quarry GOP/s / oneDNN GOP/s on the same shape and threads\n");
   return rc;
 }
