@@ -2,6 +2,7 @@
 // Nothing else in the library is compiled with these flags; dispatch.cpp calls in here only
 // when the CPU supports neon.
 #include "cpu/kernels/core.hpp"
+#include "cpu/kernels/index.hpp"
 #include "cpu/kernels/quant.hpp"
 
 namespace quarry::detail {
@@ -10,5 +11,7 @@ template <>
 const CoreKernels KernelTable<CoreKernels, Isa::neon>::value = cpu_kernels::make_core_kernels<simd::neon>();
 template <>
 const QuantKernels KernelTable<QuantKernels, Isa::neon>::value = cpu_kernels::make_quant_kernels<simd::neon>();
+template <>
+const IndexKernels KernelTable<IndexKernels, Isa::neon>::value = cpu_kernels::make_index_kernels<simd::neon>();
 
 }  // namespace quarry::detail

@@ -1,0 +1,42 @@
+// The kernel table of the index module: the 4-bit PQ fast-scan. Front-end in
+// quarry/index/fastscan.hpp; bodies in src/cpu/kernels/index.hpp, whose scalar bodies are the
+// reference.
+//
+// Fast-scan layout (the "packed codes" of FastScanCodes): vectors in blocks of 32; a block holds,
+// for each sub-quantizer m (0 .. m_pad - 1, m_pad even), 16 bytes: byte v (0..15) has the 4-bit
+// code of vector v in its low nibble and that of vector v + 16 in its high nibble. A block is
+// m_pad * 16 bytes. The lookup table is m_pad rows of 16 uint8 distances (row m, entry c: the
+// quantized distance of sub-quantizer m's centroid c to the query). Rows past M are zero.
+// 128-bit lanes of a SIMD register then hold one sub-quantizer's 16 table entries and 16 bytes
+// of codes, so one in-register byte shuffle (pshufb) looks up 16 vectors at once.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "quarry/core/detail/dispatch.hpp"
+
+namespace quarry::detail {
+
+/// Operands of one fast-scan over whole blocks.
+struct FastScanArgs {
+  const std::uint8_t* codes = nullptr;  ///< [nblocks, m_pad * 16] packed blocks
+  std::size_t nblocks = 0;
+  std::size_t m_pad = 0;                ///< sub-quantizers, rounded up to even; at most 256
+  const std::uint8_t* lut = nullptr;    ///< [m_pad, 16] quantized distance table
+  std::uint16_t* out = nullptr;         ///< [nblocks * 32] sums, vector order; or null
+  /// If not null: mask[b] bit v set when out[32 b + v] < threshold (the candidates to look at).
+  std::uint32_t* mask = nullptr;
+  std::uint16_t threshold = 0;
+};
+
+/// Index kernels for one ISA. Kernels are noexcept, allocation-free, accept any alignment.
+struct IndexKernels {
+  /// out[32 b + v] = sum_m lut[m][code(b, v, m)] in uint16 (exact: m_pad * 255 < 65536), and the
+  /// candidate masks if asked for. Identical on every ISA.
+  void (*fastscan)(const FastScanArgs& args) noexcept;
+};
+
+QUARRY_DECLARE_KERNEL_TABLES(IndexKernels)
+
+}  // namespace quarry::detail

@@ -1,0 +1,154 @@
+// Bodies of the index kernels (IndexKernels in quarry/index/detail/index_kernels.hpp), templates
+// on the arch tag; included only by src/cpu/<isa>.cpp (the rule of src/cpu/kernels/core.hpp holds).
+//
+// Fast-scan: each 128-bit lane holds one sub-quantizer's 16-entry table and the 16 code bytes of
+// a block for it; the low nibbles index vectors 0..15 and the high nibbles vectors 16..31, and one
+// vpshufb per nibble half looks up 16 distances per lane. The uint8 results are summed as uint16
+// without unpacking: a 16-bit word holds the distances of vectors 2w and 2w + 1, so the even ones
+// are word & 0xff and the odd ones word >> 8, kept in two accumulators and interleaved once per
+// block after the lanes (sub-quantizers) are added together.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "cpu/kernels/core.hpp"
+#include "quarry/index/detail/index_kernels.hpp"
+
+namespace quarry::detail::cpu_kernels {
+
+template <class Arch>
+void ref_fastscan(const FastScanArgs& g) noexcept {
+  const std::size_t bytes = g.m_pad * 16;
+  for (std::size_t b = 0; b < g.nblocks; ++b) {
+    const std::uint8_t* block = g.codes + b * bytes;
+    std::uint32_t mask = 0;
+    for (std::size_t v = 0; v < 32; ++v) {
+      std::uint16_t sum = 0;
+      for (std::size_t m = 0; m < g.m_pad; ++m) {
+        const std::uint8_t byte = block[m * 16 + v % 16];
+        const unsigned code = v < 16 ? (byte & 0xfu) : (byte >> 4);
+        sum = static_cast<std::uint16_t>(sum + g.lut[m * 16 + code]);
+      }
+      if (g.out) g.out[b * 32 + v] = sum;
+      if (sum < g.threshold) mask |= std::uint32_t{1} << v;
+    }
+    if (g.mask) g.mask[b] = mask;
+  }
+}
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+/// The 32 sums of one block from the four accumulators (each: 8 uint16 per 128-bit lane), written
+/// out and compared with the threshold. AVX2 lanes: 2; the AVX-512 body reduces to these first.
+template <class Arch>
+QUARRY_ALWAYS_INLINE void fastscan_finish(__m256i even_lo, __m256i odd_lo, __m256i even_hi, __m256i odd_hi,
+                                          const FastScanArgs& g, std::size_t b) noexcept {
+  auto lanes = [](__m256i v) __attribute__((always_inline)) {
+    return _mm_add_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  };
+  const __m128i e0 = lanes(even_lo), o0 = lanes(odd_lo), e1 = lanes(even_hi), o1 = lanes(odd_hi);
+  // vectors 0..7, 8..15, 16..23, 24..31
+  const __m256i d0 = _mm256_set_m128i(_mm_unpackhi_epi16(e0, o0), _mm_unpacklo_epi16(e0, o0));
+  const __m256i d1 = _mm256_set_m128i(_mm_unpackhi_epi16(e1, o1), _mm_unpacklo_epi16(e1, o1));
+  if (g.out) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(g.out + b * 32), d0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(g.out + b * 32 + 16), d1);
+  }
+  if (g.mask) {
+    if (g.threshold == 0) {
+      g.mask[b] = 0;
+      return;
+    }
+    // d < t  <=>  min(d, t - 1) == d (unsigned)
+    const __m256i t1 = _mm256_set1_epi16(static_cast<short>(g.threshold - 1));
+    const __m256i c0 = _mm256_cmpeq_epi16(_mm256_min_epu16(d0, t1), d0);
+    const __m256i c1 = _mm256_cmpeq_epi16(_mm256_min_epu16(d1, t1), d1);
+    // packs interleaves 128-bit lanes: bytes [c0.lo c1.lo c0.hi c1.hi]; put them back in order
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi16(c0, c1), 0xd8);
+    g.mask[b] = static_cast<std::uint32_t>(_mm256_movemask_epi8(packed));
+  }
+}
+
+template <class Arch>
+void fastscan_avx2(const FastScanArgs& g) noexcept {
+  const __m256i nib = _mm256_set1_epi8(0x0f), low_byte = _mm256_set1_epi16(0x00ff);
+  const std::size_t bytes = g.m_pad * 16;
+  for (std::size_t b = 0; b < g.nblocks; ++b) {
+    const std::uint8_t* block = g.codes + b * bytes;
+    __m256i even_lo = _mm256_setzero_si256(), odd_lo = even_lo, even_hi = even_lo, odd_hi = even_lo;
+    for (std::size_t m = 0; m < g.m_pad; m += 2) {
+      const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + m * 16));
+      const __m256i lut = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.lut + m * 16));
+      const __m256i r_lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(c, nib));
+      const __m256i r_hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(c, 4), nib));
+      even_lo = _mm256_add_epi16(even_lo, _mm256_and_si256(r_lo, low_byte));
+      odd_lo = _mm256_add_epi16(odd_lo, _mm256_srli_epi16(r_lo, 8));
+      even_hi = _mm256_add_epi16(even_hi, _mm256_and_si256(r_hi, low_byte));
+      odd_hi = _mm256_add_epi16(odd_hi, _mm256_srli_epi16(r_hi, 8));
+    }
+    fastscan_finish<Arch>(even_lo, odd_lo, even_hi, odd_hi, g, b);
+  }
+}
+
+template <class Arch>
+void fastscan_avx512(const FastScanArgs& g) noexcept {
+  const __m512i nib = _mm512_set1_epi8(0x0f), low_byte = _mm512_set1_epi16(0x00ff);
+  const std::size_t bytes = g.m_pad * 16, m4 = g.m_pad / 4 * 4;
+  // 256-bit halves of a 512-bit accumulator, added: lanes (0 + 2, 1 + 3)
+  auto fold = [](__m512i v) __attribute__((always_inline)) {
+    return _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  };
+  for (std::size_t b = 0; b < g.nblocks; ++b) {
+    const std::uint8_t* block = g.codes + b * bytes;
+    __m512i even_lo = _mm512_setzero_si512(), odd_lo = even_lo, even_hi = even_lo, odd_hi = even_lo;
+    std::size_t m = 0;
+    for (; m < m4; m += 4) {
+      const __m512i c = _mm512_loadu_si512(block + m * 16);
+      const __m512i lut = _mm512_loadu_si512(g.lut + m * 16);
+      const __m512i r_lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(c, nib));
+      const __m512i r_hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(c, 4), nib));
+      even_lo = _mm512_add_epi16(even_lo, _mm512_and_si512(r_lo, low_byte));
+      odd_lo = _mm512_add_epi16(odd_lo, _mm512_srli_epi16(r_lo, 8));
+      even_hi = _mm512_add_epi16(even_hi, _mm512_and_si512(r_hi, low_byte));
+      odd_hi = _mm512_add_epi16(odd_hi, _mm512_srli_epi16(r_hi, 8));
+    }
+    if (m < g.m_pad) {  // a last pair of sub-quantizers in the low 256 bits
+      const __mmask64 half = 0xffffffffull;
+      const __m512i c = _mm512_maskz_loadu_epi8(half, block + m * 16);
+      const __m512i lut = _mm512_maskz_loadu_epi8(half, g.lut + m * 16);  // zero table: the upper lanes add 0
+      const __m512i r_lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(c, nib));
+      const __m512i r_hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(c, 4), nib));
+      even_lo = _mm512_add_epi16(even_lo, _mm512_and_si512(r_lo, low_byte));
+      odd_lo = _mm512_add_epi16(odd_lo, _mm512_srli_epi16(r_lo, 8));
+      even_hi = _mm512_add_epi16(even_hi, _mm512_and_si512(r_hi, low_byte));
+      odd_hi = _mm512_add_epi16(odd_hi, _mm512_srli_epi16(r_hi, 8));
+    }
+    fastscan_finish<Arch>(fold(even_lo), fold(odd_lo), fold(even_hi), fold(odd_hi), g, b);
+  }
+}
+
+#endif  // x86-64
+
+template <class Arch>
+void fastscan(const FastScanArgs& g) noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (simd::is_avx512<Arch>) {
+    fastscan_avx512<Arch>(g);
+    return;
+  } else if constexpr (simd::is_avx2<Arch>) {
+    fastscan_avx2<Arch>(g);
+    return;
+  }
+#endif
+  ref_fastscan<Arch>(g);
+}
+
+/// The IndexKernels table for one arch tag.
+template <class Arch>
+constexpr IndexKernels make_index_kernels() noexcept {
+  if constexpr (simd::is_scalar<Arch>) return IndexKernels{&ref_fastscan<Arch>};
+  else return IndexKernels{&fastscan<Arch>};
+}
+
+}  // namespace quarry::detail::cpu_kernels
