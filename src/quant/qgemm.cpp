@@ -54,20 +54,30 @@ void check_bias(const QGemmOptions& o, std::int64_t n, const char* fn) {
     throw_error(errc::shape_mismatch, fmt::format("{}: bias has {} elements, the weights have N = {} rows", fn, o.bias.size(), n));
 }
 
-// Runs the kernel over output columns [0, N) split into tasks on the pool.
+// Runs the kernel over output columns [0, N) split into tasks on the pool. From 16 activation rows
+// the AVX-512 kernel packs 32-row weight panels into per-thread scratch, so tasks are larger.
 void run_gemm(const detail::QGemmArgs& base, ThreadPool* pool) {
   const auto& k = detail::kernels<detail::QuantKernels>();
   const std::int64_t n = static_cast<std::int64_t>(base.n);
-  const std::int64_t tasks = (n + kRowsPerTask - 1) / kRowsPerTask;
+  const std::int64_t rows_per_task = base.m >= 16 ? 128 : kRowsPerTask;
+  const std::int64_t tasks = (n + rows_per_task - 1) / rows_per_task;
+  const std::size_t scratch_bytes = detail::qgemm_s8_scratch_bytes(base.k) + 64;
   parallel_for(pool, 0, tasks, [&](std::int64_t t0, std::int64_t t1) {
-    const std::size_t j0 = static_cast<std::size_t>(t0 * kRowsPerTask);
-    const std::size_t j1 = static_cast<std::size_t>(std::min(n, t1 * kRowsPerTask));
+    const std::size_t j0 = static_cast<std::size_t>(t0 * rows_per_task);
+    const std::size_t j1 = static_cast<std::size_t>(std::min(n, t1 * rows_per_task));
     detail::QGemmArgs g = base;
     g.w = base.w + j0 * base.ldw;
     g.w_scale = base.w_scale + j0 * base.w_scale_stride;
+    if (base.w_zero) g.w_zero = base.w_zero + j0 * base.w_scale_stride;
     if (base.bias) g.bias = base.bias + j0;
     g.y = base.y + j0;
     g.n = j1 - j0;
+    if (base.m >= 16) {
+      thread_local std::vector<std::uint8_t> scratch;
+      if (scratch.size() < scratch_bytes) scratch.resize(scratch_bytes);
+      const auto addr = reinterpret_cast<std::uintptr_t>(scratch.data());
+      g.scratch = scratch.data() + ((64 - addr % 64) % 64);
+    }
     k.gemm_s8(g);
   });
 }
@@ -244,6 +254,12 @@ void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<
   detail::QGemmArgs g;
   g.a = s.q.data();
   g.lda = lda;
+  if (M >= 16 && w.scheme().symmetric) {  // the packed prefill kernel's uint8 operand: a + 128
+    thread_local std::vector<std::uint8_t> a_u8;
+    a_u8.resize(M * lda);
+    for (std::size_t t = 0; t < M * lda; ++t) a_u8[t] = static_cast<std::uint8_t>(s.q[t] ^ 0x80);
+    g.a_u8 = a_u8.data();
+  }
   g.a_sum = s.q_sum.data();
   g.a_scale = s.scale.data();
   std::vector<float> widened;

@@ -88,11 +88,12 @@ std::vector<float> random_bias(std::int64_t n, std::uint32_t seed) {
 }  // namespace
 
 TEST_CASE("qgemm matches the documented formula for per_channel and per_tensor weights, symmetric and asymmetric") {
+  ThreadPool pool(3);
   for (auto scheme : {QuantScheme::int8_per_channel(), QuantScheme::int8_per_tensor(),
                       QuantScheme{8, Granularity::per_channel, 0, true, DType::f16}, QuantScheme::int8_per_channel(false),
                       QuantScheme::int8_per_tensor(false), QuantScheme{8, Granularity::per_channel, 0, false, DType::f16}}) {
     for (auto [m, n, k] : {std::tuple{1, 37, 100}, std::tuple{3, 16, 64}, std::tuple{8, 70, 257}, std::tuple{13, 9, 1},
-                           std::tuple{33, 130, 300}}) {
+                           std::tuple{33, 130, 300}, std::tuple{64, 300, 512}}) {
       INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
       const Tensor<float> x = gaussian(m, k, 1), wf = gaussian(n, k, 2, 0.05f);
       const auto w = quantized(wf, scheme);
@@ -100,6 +101,10 @@ TEST_CASE("qgemm matches the documented formula for per_channel and per_tensor w
       Tensor<float> y({m, n});
       qgemm(x.view(), w, y.view(), {.bias = bias, .output_scale = 0.5f});
       check_close(y, reference(x, w, bias, 0.5f));
+      Tensor<float> ymt({m, n});  // threads split the rows: the same bits
+      qgemm(x.view(), w, ymt.view(), {.bias = bias, .output_scale = 0.5f, .pool = &pool});
+      for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < n; ++j) REQUIRE(ymt(i, j) == y(i, j));
     }
   }
 }

@@ -312,6 +312,152 @@ QUARRY_ALWAYS_INLINE void tile_vnni(const QGemmArgs& g, std::size_t i0, std::siz
   }
 }
 
+// ---- AVX-512 VNNI prefill on packed panels ----
+// The weights of 32 rows are packed per call into the layout vpdpbusd wants for an outer product,
+// [k / 4][32 rows][4 bytes]: one 64-byte load then holds 4 consecutive k of 16 weight rows, and a
+// 4-byte broadcast of an activation row multiplies it into 16 accumulators (output columns) at
+// once. Accumulators stay in registers over all of K (no horizontal sums), and the panel (128
+// bytes per 4 k) stays in L2 while every activation row passes. Symmetric int8 weights: the
+// activations + 128 are the uint8 operand, 128 * sum(w row) is taken out; asymmetric uint8
+// weights: the packed weights are the uint8 operand, z * sum(a row) is taken out.
+
+/// r[0..16) as a 16 x 16 matrix of int32, transposed in place.
+template <class Arch>
+QUARRY_ALWAYS_INLINE void transpose16_epi32(__m512i* r) noexcept {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // r[i + e], 128-bit lane L: rows i .. i + 3 of column 4L + e
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int e = 0; e < 4; ++e) {
+    const __m512i ab_lo = _mm512_shuffle_i32x4(r[e], r[4 + e], 0x44), ab_hi = _mm512_shuffle_i32x4(r[e], r[4 + e], 0xee);
+    const __m512i cd_lo = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0x44), cd_hi = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0xee);
+    t[e] = _mm512_shuffle_i32x4(ab_lo, cd_lo, 0x88);
+    t[4 + e] = _mm512_shuffle_i32x4(ab_lo, cd_lo, 0xdd);
+    t[8 + e] = _mm512_shuffle_i32x4(ab_hi, cd_hi, 0x88);
+    t[12 + e] = _mm512_shuffle_i32x4(ab_hi, cd_hi, 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+/// Packs weight rows [j0, j0 + rows) (rows <= 32; the rest of the panel is zero) into `panel`,
+/// [k4][32][4] bytes with k zero-padded to k4 * 4, and writes each packed row's byte sum (as int8)
+/// to wsum[32].
+template <class Arch>
+QUARRY_ALWAYS_INLINE void pack_panel_vnni(const QGemmArgs& g, std::size_t j0, std::size_t rows, std::uint8_t* panel,
+                                          std::int32_t* wsum) noexcept {
+  const std::size_t k4 = (g.k + 3) / 4;
+  for (std::size_t half = 0; half < 2; ++half) {
+    for (std::size_t q0 = 0; q0 < k4; q0 += 16) {
+      const std::size_t kk = q0 * 4, bytes = g.k - kk < 64 ? g.k - kk : 64;
+      const __mmask64 mask = _bzhi_u64(~std::uint64_t{0}, static_cast<unsigned>(bytes));
+      __m512i r[16];
+      for (std::size_t c = 0; c < 16; ++c) {
+        const std::size_t row = half * 16 + c;
+        r[c] = row < rows ? _mm512_maskz_loadu_epi8(mask, g.w + (j0 + row) * g.ldw + kk) : _mm512_setzero_si512();
+      }
+      transpose16_epi32<Arch>(r);
+      const std::size_t nq = k4 - q0 < 16 ? k4 - q0 : 16;
+      for (std::size_t q = 0; q < nq; ++q) _mm512_storeu_si512(panel + ((q0 + q) * 32 + half * 16) * 4, r[q]);
+    }
+  }
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i s0 = _mm512_setzero_si512(), s1 = s0;
+  for (std::size_t q = 0; q < k4; ++q) {
+    s0 = _mm512_dpbusd_epi32(s0, ones, _mm512_loadu_si512(panel + q * 128));
+    s1 = _mm512_dpbusd_epi32(s1, ones, _mm512_loadu_si512(panel + q * 128 + 64));
+  }
+  _mm512_storeu_si512(wsum, s0);
+  _mm512_storeu_si512(wsum + 16, s1);
+}
+
+/// The epilogue of 16 columns [j, j + nc) of MR rows from their accumulators: the same float
+/// steps as store_output.
+template <class Arch, int MR>
+QUARRY_ALWAYS_INLINE void panel_store_vnni(const QGemmArgs& g, const __m512i* acc, const std::int32_t* wsum, std::size_t i0,
+                                           std::size_t j, std::size_t nc) noexcept {
+  const __mmask16 m = static_cast<__mmask16>(_bzhi_u32(0xffffu, static_cast<unsigned>(nc)));
+  const __m512 ws = g.w_scale_stride ? _mm512_maskz_loadu_ps(m, g.w_scale + j) : _mm512_set1_ps(g.w_scale[0]);
+  const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(m, g.bias + j) : _mm512_setzero_ps();
+  const bool asym = g.w_zero != nullptr;
+  const __m512i wcorr = _mm512_slli_epi32(_mm512_loadu_si512(wsum), 7);  // 128 * sum w
+  const __m512i zv = !asym ? _mm512_setzero_si512()
+                   : g.w_scale_stride ? _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, g.w_zero + j))
+                                      : _mm512_set1_epi32(g.w_zero[0]);
+  for (int i = 0; i < MR; ++i) {
+    const __m512i corr = asym ? _mm512_mullo_epi32(zv, _mm512_set1_epi32(g.a_sum[i0 + i])) : wcorr;  // z * sum a
+    const __m512i d = _mm512_sub_epi32(acc[i], corr);
+    const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(g.a_scale[i0 + i]), ws);
+    _mm512_mask_storeu_ps(g.y + (i0 + i) * g.ldy + j, m, _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale, bias));
+  }
+}
+
+/// MR activation rows x the 32 columns of one packed panel, over all of K, then the epilogue.
+/// `Asym`: the packed weights are the uint8 operand (else the activations + 128 are).
+template <class Arch, int MR, bool Asym>
+QUARRY_ALWAYS_INLINE void panel_tile_vnni(const QGemmArgs& g, const std::uint8_t* panel, const std::int32_t* wsum,
+                                          std::size_t i0, std::size_t j0, std::size_t cols) noexcept {
+  __m512i acc0[MR], acc1[MR];
+  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm512_setzero_si512();
+  const std::size_t k4 = (g.k + 3) / 4;
+  const std::uint8_t* arow = Asym ? reinterpret_cast<const std::uint8_t*>(g.a) : g.a_u8;
+  arow += i0 * g.lda;
+  for (std::size_t q = 0; q < k4; ++q) {
+    const __m512i b0 = _mm512_loadu_si512(panel + q * 128), b1 = _mm512_loadu_si512(panel + q * 128 + 64);
+    for (int i = 0; i < MR; ++i) {
+      std::int32_t a4;
+      __builtin_memcpy(&a4, arow + i * g.lda + q * 4, 4);
+      const __m512i av = _mm512_set1_epi32(a4);
+      if constexpr (Asym) {
+        acc0[i] = _mm512_dpbusd_epi32(acc0[i], b0, av);
+        acc1[i] = _mm512_dpbusd_epi32(acc1[i], b1, av);
+      } else {
+        acc0[i] = _mm512_dpbusd_epi32(acc0[i], av, b0);
+        acc1[i] = _mm512_dpbusd_epi32(acc1[i], av, b1);
+      }
+    }
+  }
+  panel_store_vnni<Arch, MR>(g, acc0, wsum, i0, j0, cols < 16 ? cols : 16);
+  if (cols > 16) panel_store_vnni<Arch, MR>(g, acc1, wsum + 16, i0, j0 + 16, cols - 16);
+}
+
+template <class Arch, bool Asym>
+QUARRY_ALWAYS_INLINE void panel_rows_vnni(const QGemmArgs& g, const std::uint8_t* panel, const std::int32_t* wsum,
+                                          std::size_t j0, std::size_t cols) noexcept {
+  constexpr int MR = 8;
+  std::size_t i = 0;
+  for (; i + MR <= g.m; i += MR) panel_tile_vnni<Arch, MR, Asym>(g, panel, wsum, i, j0, cols);
+  switch (g.m - i) {
+    case 7: panel_tile_vnni<Arch, 7, Asym>(g, panel, wsum, i, j0, cols); break;
+    case 6: panel_tile_vnni<Arch, 6, Asym>(g, panel, wsum, i, j0, cols); break;
+    case 5: panel_tile_vnni<Arch, 5, Asym>(g, panel, wsum, i, j0, cols); break;
+    case 4: panel_tile_vnni<Arch, 4, Asym>(g, panel, wsum, i, j0, cols); break;
+    case 3: panel_tile_vnni<Arch, 3, Asym>(g, panel, wsum, i, j0, cols); break;
+    case 2: panel_tile_vnni<Arch, 2, Asym>(g, panel, wsum, i, j0, cols); break;
+    case 1: panel_tile_vnni<Arch, 1, Asym>(g, panel, wsum, i, j0, cols); break;
+    default: break;
+  }
+}
+
+/// The whole W8A8 product on packed panels (AVX-512; m large enough to repay the packing).
+template <class Arch>
+QUARRY_ALWAYS_INLINE void gemm_s8_packed(const QGemmArgs& g) noexcept {
+  std::uint8_t* panel = g.scratch;
+  std::int32_t* wsum = reinterpret_cast<std::int32_t*>(g.scratch + (g.k + 3) / 4 * 128);
+  for (std::size_t j0 = 0; j0 < g.n; j0 += 32) {
+    const std::size_t cols = g.n - j0 < 32 ? g.n - j0 : 32;
+    pack_panel_vnni<Arch>(g, j0, cols, panel, wsum);
+    if (g.w_zero) panel_rows_vnni<Arch, true>(g, panel, wsum, j0, cols);
+    else panel_rows_vnni<Arch, false>(g, panel, wsum, j0, cols);
+  }
+}
+
 /// AVX2 tile: MR activation rows x NR weight rows, vpmaddubsw on |w| and sign(a, w).
 template <class Arch, int MR, int NR, bool Prefetch>
 QUARRY_ALWAYS_INLINE void tile_avx2(const QGemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
@@ -876,6 +1022,13 @@ void gemm_s8(const QGemmArgs& g) noexcept {
     constexpr int kDecodeRows = vnni ? 8 : 4;  // weight rows in flight for one activation row
     constexpr int MR = 4;                      // activation rows per register tile
     constexpr int NR = vnni ? 4 : 2;           // weight rows per register tile
+    constexpr std::size_t kPackedMinRows = 16; // from here packing 32-row panels pays (AVX-512)
+    if constexpr (vnni) {
+      if (g.m >= kPackedMinRows && g.scratch && (g.w_zero || g.a_u8)) {
+        gemm_s8_packed<Arch>(g);
+        return;
+      }
+    }
     if (g.m == 1) {
       std::size_t j = 0;
       for (; j + kDecodeRows <= g.n; j += kDecodeRows) {

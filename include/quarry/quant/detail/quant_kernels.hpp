@@ -28,7 +28,14 @@ struct QGemmArgs {
   float* y = nullptr;                  ///< [m, n] output, row stride ldy
   std::size_t ldy = 0;
   std::size_t m = 0, n = 0, k = 0;
+  // Optional, for the AVX-512 prefill kernel (packed weight panels); without them it uses the
+  // unpacked tiles. Results are the same bits either way.
+  const std::uint8_t* a_u8 = nullptr;  ///< [m, lda] the activations + 128 (a ^ 0x80), lda >= k rounded up to 4; symmetric weights
+  std::uint8_t* scratch = nullptr;     ///< >= qgemm_s8_scratch_bytes(k) bytes, 64-byte aligned, this call's own
 };
+
+/// Scratch bytes gemm_s8 may use for one packed panel of 32 weight rows (QGemmArgs::scratch).
+constexpr std::size_t qgemm_s8_scratch_bytes(std::size_t k) noexcept { return (k + 3) / 4 * 128 + 128; }
 
 /// Operands of one W4A32 product with int4 per_group weights:
 ///   y[i][j] = fma(output_scale, sum_g s[j][g] * acc[i][j][g], bias[j] or 0),
