@@ -519,6 +519,12 @@ QUARRY_ALWAYS_INLINE void tile(const QGemmArgs& g, std::size_t i0, std::size_t j
 template <class Arch, int MR, int NR>
 QUARRY_ALWAYS_INLINE void tile_row_block(const QGemmArgs& g, std::size_t i0, std::size_t j0, std::size_t j1) noexcept {
   std::size_t j = j0;
+  if (i0 == 0) {  // the first pass brings the block's weights from memory: prefetch the next tile
+    for (; j + NR <= j1; j += NR) {
+      const std::size_t next = j1 - (j + NR);
+      tile<Arch, MR, NR, true>(g, i0, j, next < NR ? next : std::size_t{NR});
+    }
+  }
   for (; j + NR <= j1; j += NR) tile<Arch, MR, NR, false>(g, i0, j);
   for (; j < j1; ++j) tile<Arch, MR, 1, false>(g, i0, j);
 }
