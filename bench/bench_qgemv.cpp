@@ -91,26 +91,19 @@ std::pair<double, double> best_seconds_alternating(int reps, F&& f, G&& g) {
 
 // A random int8 per-channel matrix, made directly (quantizing f32 weights of this size is slow
 // and needs 4x the memory); every page is written.
-QuantizedTensor<cpu> random_weights(std::int64_t n, std::int64_t k, std::uint64_t seed) {
-  auto w = QuantizedTensor<cpu>::create(QuantScheme::int8_per_channel(), n, k).value();
+// A random matrix of `scheme` made directly (quantize() would take longer than the benchmark):
+// random bytes as values, every scale 0.01 (f32 or f16).
+QuantizedTensor<cpu> random_weights(QuantScheme scheme, std::int64_t n, std::int64_t k, std::uint64_t seed) {
+  auto w = QuantizedTensor<cpu>::create(scheme, n, k).value();
   std::uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
   for (std::uint8_t& b : w.value_bytes().span()) {
     s = s * 6364136223846793005ull + 1442695040888963407ull;
     b = static_cast<std::uint8_t>(s >> 56);
   }
-  for (float& sc : w.scales_f32().span()) sc = 0.01f;
-  return w;
-}
-
-// A random int4 g128 symmetric matrix with f16 scales, made directly as random_weights is.
-QuantizedTensor<cpu> random_int4_weights(std::int64_t n, std::int64_t k, std::uint64_t seed) {
-  auto w = QuantizedTensor<cpu>::create(QuantScheme::int4_grouped(128), n, k).value();
-  std::uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
-  for (std::uint8_t& b : w.value_bytes().span()) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    b = static_cast<std::uint8_t>(s >> 56);
-  }
-  for (f16& sc : w.scales_f16().span()) sc = f16(0.01f);
+  if (scheme.scale_dtype == DType::f16)
+    for (f16& sc : w.scales_f16().span()) sc = f16(0.01f);
+  else
+    for (float& sc : w.scales_f32().span()) sc = 0.01f;
   return w;
 }
 
@@ -154,7 +147,7 @@ int main(int argc, char** argv) {
     const std::size_t q_bytes = N * K + N * sizeof(float);
     const std::size_t q_count = std::max<std::size_t>(2, (rotation_bytes + q_bytes - 1) / q_bytes);
     std::vector<QuantizedTensor<cpu>> ws;
-    for (std::size_t i = 0; i < q_count; ++i) ws.push_back(random_weights(shape.n, shape.k, i + 1));
+    for (std::size_t i = 0; i < q_count; ++i) ws.push_back(random_weights(QuantScheme::int8_per_channel(), shape.n, shape.k, i + 1));
     const std::vector<float> x = random_floats(K, 1);
     std::vector<float> out(N);
 
@@ -195,35 +188,41 @@ int main(int argc, char** argv) {
     fs.clear();
     fs.shrink_to_fit();
 
-    // ---- qgemv with int4 g128 weights (symmetric, f16 scales) in rotation: W4A32, W4A16 (f16
-    // activations), W4A8. gbps counts the packed nibbles and the scales. ----
-    {
-      const std::size_t w4_bytes = N * K / 2 + N * (K / 128) * 2;
-      const std::size_t w4_count = std::max<std::size_t>(2, (rotation_bytes + w4_bytes - 1) / w4_bytes);
-      std::vector<QuantizedTensor<cpu>> w4s;
-      for (std::size_t i = 0; i < w4_count; ++i) w4s.push_back(random_int4_weights(shape.n, shape.k, i + 101));
+    // ---- qgemv with per_group weights in rotation: int4 g128 (symmetric, f16 scales) as W4A32,
+    // W4A16 (f16 activations) and W4A8; int8 g32 with f16 scales (GGUF Q8_0's scheme) as W8A8.
+    // gbps counts the stored values and the scales. ----
+    struct GroupedCase {
+      const char* label;
+      QuantScheme scheme;
+      ActivationMode mode;
+      bool half;
+    };
+    for (const GroupedCase& gc : {GroupedCase{"w4a32 g128", QuantScheme::int4_grouped(128), ActivationMode::float32, false},
+                                  GroupedCase{"w4a16 g128", QuantScheme::int4_grouped(128), ActivationMode::float32, true},
+                                  GroupedCase{"w4a8 g128", QuantScheme::int4_grouped(128), ActivationMode::int8, false},
+                                  GroupedCase{"w8a8 q8_0", QuantScheme::int8_grouped(32), ActivationMode::int8, false}}) {
+      const std::size_t g_bytes = N * K * static_cast<std::size_t>(gc.scheme.bits) / 8 + N * (K / gc.scheme.group_size) * 2;
+      const std::size_t g_count = std::max<std::size_t>(2, (rotation_bytes + g_bytes - 1) / g_bytes);
+      std::vector<QuantizedTensor<cpu>> gws;
+      for (std::size_t i = 0; i < g_count; ++i) gws.push_back(random_weights(gc.scheme, shape.n, shape.k, i + 101));
       std::vector<f16> xh(K);
       for (std::size_t c = 0; c < K; ++c) xh[c] = f16(x[c]);
       for (unsigned t : thread_counts) {
         const double dram = y.dram_gbps_for(t);
-        for (auto [label, mode, half] : {std::tuple{"w4a32", ActivationMode::float32, false},
-                                         std::tuple{"w4a16", ActivationMode::float32, true},
-                                         std::tuple{"w4a8", ActivationMode::int8, false}}) {
-          QGemmOptions o;
-          o.pool = t > 1 ? &pool : nullptr;
-          o.activations = mode;
-          const double sw = best_seconds(reps, [&] {
-            for (const auto& w : w4s) {
-              if (half) qgemv(std::span<const f16>(xh), w, out, o);
-              else qgemv(x, w, out, o);
-            }
-          }) / static_cast<double>(w4s.size());
-          const double gbps = static_cast<double>(w4s[0].nbytes()) / sw / 1e9;
-          BenchRow r(fmt::format("qgemv {} g128 {} m=1", label, shape_name(shape)), "quarry", t);
-          r.set("gbps", gbps).set("bw_ratio", gbps / dram).set("ms", sw * 1e3).set("gops", 2.0 * N * K / sw / 1e9);
-          r.set("isa", report.machine.isa).set("matrices", static_cast<std::int64_t>(w4s.size()));
-          report.rows.push_back(std::move(r));
-        }
+        QGemmOptions o;
+        o.pool = t > 1 ? &pool : nullptr;
+        o.activations = gc.mode;
+        const double sw = best_seconds(reps, [&] {
+          for (const auto& w : gws) {
+            if (gc.half) qgemv(std::span<const f16>(xh), w, out, o);
+            else qgemv(x, w, out, o);
+          }
+        }) / static_cast<double>(gws.size());
+        const double gbps = static_cast<double>(gws[0].nbytes()) / sw / 1e9;
+        BenchRow r(fmt::format("qgemv {} {} m=1", gc.label, shape_name(shape)), "quarry", t);
+        r.set("gbps", gbps).set("bw_ratio", gbps / dram).set("ms", sw * 1e3).set("gops", 2.0 * N * K / sw / 1e9);
+        r.set("isa", report.machine.isa).set("matrices", static_cast<std::int64_t>(gws.size()));
+        report.rows.push_back(std::move(r));
       }
     }
 
