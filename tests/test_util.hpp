@@ -10,6 +10,20 @@
 
 namespace quarry::testing {
 
+/// True in AddressSanitizer builds (the CI's Debug + ASan + UBSan run), where Eigen's products
+/// run ~20x slower: tests that train on real data use fewer iterations there.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+#else
+inline constexpr bool kSanitized = false;
+#endif
+
 /// Whether `part` occurs in `s`.
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 /// Whether `part` occurs in the message of `st`.

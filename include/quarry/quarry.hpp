@@ -17,6 +17,8 @@
 #include "quarry/core/tensor.hpp"
 #include "quarry/core/thread_pool.hpp"
 #include "quarry/index/kmeans.hpp"
+#include "quarry/index/metric.hpp"
+#include "quarry/index/pq.hpp"
 #include "quarry/io/bounded_reader.hpp"
 #include "quarry/io/gguf.hpp"
 #include "quarry/io/mapped_file.hpp"

@@ -11,6 +11,7 @@
 
 #include "quarry/core/checked.hpp"
 #include "quarry/core/eigen.hpp"
+#include "index/finite.hpp"
 
 namespace quarry {
 
@@ -42,48 +43,41 @@ Rows rows_of(TensorView<const float> x) {
   return {x.data(), x.dim(0), x.dim(1), x.dim(0) > 1 ? x.strides()[0] : x.dim(1)};
 }
 
+// The index of the smallest of v[0, k) (the first one on ties), and that value in `best`: a
+// SIMD min reduction (Eigen's), then a scan for the first element equal to it, which is faster
+// than tracking the index in one pass that the compiler cannot vectorize.
+std::int64_t argmin(const float* v, std::int64_t k, float& best) noexcept {
+  best = Eigen::Map<const Eigen::VectorXf>(v, k).minCoeff();
+  std::int64_t j = 0;
+  while (j < k && v[j] != best) ++j;
+  return j < k ? j : 0;  // not found: a NaN from overflowing products; any label will do
+}
+
 // The assignment step over rows [0, n) of x: labels, distances (may be null).
 void assign(TensorView<const float> x, TensorView<const float> c, std::int64_t* labels, float* distances, ThreadPool* pool) {
   const std::int64_t n = x.dim(0), k = c.dim(0);
   const auto xm = as_eigen(x);
   const auto cm = as_eigen(c);
-  const Eigen::VectorXf cnorm = cm.rowwise().squaredNorm();
+  const Eigen::RowVectorXf cnorm = cm.rowwise().squaredNorm().transpose();
+  const RowMatrix minus2c = -2 * cm;  // exact: -2 (x.c) comes out of the product bit for bit
   const std::int64_t block = block_rows(k);
   const std::int64_t nblocks = (n + block - 1) / block;
   parallel_for(pool, 0, nblocks, [&](std::int64_t b0, std::int64_t b1) {
     RowMatrix tile(block, k);
     for (std::int64_t b = b0; b < b1; ++b) {
       const std::int64_t lo = b * block, rows = std::min(block, n - lo);
-      // x.c for the block, then argmin over ||c||^2 - 2 x.c (||x||^2 is the same for every c).
-      tile.topRows(rows).noalias() = xm.middleRows(lo, rows) * cm.transpose();
+      // ||c||^2 - 2 x.c for the block; ||x||^2 is the same for every c, so it is added after
+      // the argmin.
+      auto t = tile.topRows(rows);
+      t.noalias() = xm.middleRows(lo, rows) * minus2c.transpose();
+      t.rowwise() += cnorm;
       for (std::int64_t i = 0; i < rows; ++i) {
-        const float* ip = tile.data() + i * k;
-        std::int64_t best = 0;
-        float best_v = cnorm[0] - 2 * ip[0];
-        for (std::int64_t j = 1; j < k; ++j) {
-          const float v = cnorm[j] - 2 * ip[j];
-          if (v < best_v) {
-            best_v = v;
-            best = j;
-          }
-        }
-        labels[lo + i] = best;
-        if (distances) distances[lo + i] = std::max(0.f, xm.row(lo + i).squaredNorm() + best_v);
+        float best;
+        labels[lo + i] = argmin(tile.data() + i * k, k, best);
+        if (distances) distances[lo + i] = std::max(0.f, xm.row(lo + i).squaredNorm() + best);
       }
     }
   });
-}
-
-// An error naming the first row and column holding a NaN or infinity, else ok.
-status check_finite(const Rows& x, const char* name) {
-  for (std::int64_t i = 0; i < x.n; ++i) {
-    const float* r = x[i];
-    for (std::int64_t j = 0; j < x.d; ++j)
-      if (!std::isfinite(r[j]))
-        return status(errc::invalid_argument, fmt::format("row {} of {} [{}, {}] has a {} value at column {}", i, name, x.n, x.d,
-                                                          std::isnan(r[j]) ? "NaN" : "infinite", j));
-  }
-  return {};
 }
 
 // k distinct indices of [0, n), chosen uniformly (partial Fisher-Yates), in increasing order.
@@ -155,7 +149,7 @@ result<KMeansResult> kmeans(TensorView<const float> x, const KMeansOptions& opt)
   if (opt.iterations < 0) return status(errc::invalid_argument, fmt::format("kmeans: iterations = {} is negative", opt.iterations));
   if (d > 1 && x.strides()[1] != 1)
     return status(errc::invalid_argument, fmt::format("kmeans needs unit column stride; points {} have strides {}", x.shape(), x.strides()));
-  QUARRY_RETURN_IF_ERROR(check_finite(rows_of(x), "the points"));
+  QUARRY_RETURN_IF_ERROR(detail::check_finite_rows(x, "the points"));
 
   std::mt19937_64 rng(opt.seed);
   ThreadPool* pool = opt.pool;

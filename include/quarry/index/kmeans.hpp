@@ -2,10 +2,12 @@
 //
 // Assignment computes ||x||^2 - 2 x.c + ||c||^2 with an Eigen matrix product over blocks of
 // points, so memory stays bounded (one [block, k] distance tile per thread) whatever n is. As in
-// FAISS: a training set larger than k * max_points_per_centroid is sampled down first, and a
-// cluster left empty by an iteration gets a copy of the largest cluster's centroid, the two
-// pushed apart by a small relative perturbation, so that the next assignment splits that
-// cluster between them.
+// FAISS, a training set larger than k * max_points_per_centroid is sampled down first. A cluster
+// left empty by an iteration splits the cluster with the largest squared error: its centroid
+// moves onto that cluster's point farthest from its centroid. (FAISS copies a centroid chosen at
+// random in proportion to cluster size and perturbs both copies by a relative 1/1024; that cannot
+// split a cluster of identical points, nor move a zero coordinate. Moving onto a point lowers the
+// objective by that point's cost, so the objective never rises.)
 //
 // The result depends only on the data, the options and the seed: blocks of points have fixed
 // boundaries and every sum is taken in a fixed order, so any thread count (or none) gives the
@@ -46,16 +48,17 @@ struct KMeansResult {
   /// Sum over the training points of the squared L2 distance to the nearest returned centroid.
   double objective = 0;
   /// objective_history[i]: the same sum for the centroids after i iterations (entry 0: the
-  /// initial centroids; the last entry equals `objective`).
+  /// initial centroids; the last entry equals `objective`). Shorter than iterations + 1 when the
+  /// assignment stopped changing: later iterations would change nothing.
   std::vector<double> objective_history;
   std::int64_t training_points = 0;    ///< points used (after sampling)
   std::int64_t empty_clusters_split = 0;  ///< how many times an empty cluster was repaired
 };
 
 /// Clusters the rows of the [n, d] matrix `x` (unit column stride; any row stride) into
-/// `options.k` centroids. Errors (invalid_argument): k = 0, k > n (after sampling cannot happen:
-/// sampling keeps at least k), d = 0, a rank other than 2, iterations < 0, a NaN or infinite value
-/// (naming its row and column), a column stride other than 1.
+/// `options.k` centroids. Errors (invalid_argument): k = 0, k > n, d = 0, a rank other than 2,
+/// iterations < 0, a NaN or infinite value (naming its row and column), a column stride other
+/// than 1. Fewer distinct points than k is not an error: some centroids then own no points.
 result<KMeansResult> kmeans(TensorView<const float> x, const KMeansOptions& options);
 
 /// For each row of `x` [n, d], the index of the nearest row of `centroids` [k, d] in squared L2
