@@ -1,0 +1,161 @@
+// IvfPqIndex: an inverted-file index over product-quantized residuals (IVF-PQ, as FAISS's
+// IndexIVFPQ and IndexIVFPQFastScan), with re-ranking on full vectors, filters and deletes.
+//
+// A coarse k-means quantizer of `nlist` centroids splits the vectors into lists; each vector is
+// stored in its nearest centroid's list as the PQ code of its residual (vector - centroid). A
+// search ranks the centroids, scans the `nprobe` nearest lists with asymmetric distance tables
+// (8-bit codes: float table lookups; 4-bit codes: fast-scan with uint8 tables in SIMD registers,
+// then the float table for the candidates it lets through), keeps the best k * refine_factor,
+// and, when the index stores the full vectors, re-ranks those with exact distances.
+//
+// Metrics: l2 (squared Euclidean; smaller is nearer), inner_product (larger is nearer), cosine
+// (inner product of L2-normalised vectors: vectors are normalised when added, queries when
+// searched; a zero vector is an error). Results are sorted nearest first, ties broken by the
+// smaller id; when fewer than k vectors qualify, the rest is padded with id -1 and distance +inf
+// (l2) or -inf (inner_product, cosine).
+//
+// Thread safety: search() and search_batch() are const and may run from any number of threads at
+// once. train(), add(), add_with_ids(), remove() and load need exclusive access: the caller must
+// not run them while any other call on the same index is in progress (e.g. a std::shared_mutex:
+// shared for searches, exclusive for writes).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "quarry/core/backend.hpp"
+#include "quarry/core/status.hpp"
+#include "quarry/core/tensor.hpp"
+#include "quarry/core/thread_pool.hpp"
+#include "quarry/index/fastscan.hpp"
+#include "quarry/index/kmeans.hpp"
+#include "quarry/index/metric.hpp"
+#include "quarry/index/pq.hpp"
+
+namespace quarry {
+
+/// The shape of an IVF-PQ index, fixed at creation.
+struct IvfPqOptions {
+  std::int64_t nlist = 0;           ///< coarse centroids (inverted lists)
+  std::int64_t m = 0;               ///< PQ sub-quantizers; d must be a multiple
+  int nbits = 8;                    ///< bits per sub-code: 8 (256 centroids) or 4 (16, fast-scan)
+  Metric metric = Metric::l2;
+  bool store_vectors = false;       ///< keep the full vectors (d floats each) for re-ranking
+};
+
+/// Parameters of IvfPqIndex::train.
+struct IvfPqTrainOptions {
+  int coarse_iterations = 20;       ///< k-means iterations of the coarse quantizer
+  int pq_iterations = 25;           ///< k-means iterations per PQ sub-space
+  std::int64_t max_points_per_centroid = 256;  ///< training sample per centroid (FAISS's default)
+  std::uint64_t seed = 1234;
+  ThreadPool* pool = nullptr;
+  /// Called with (stage, done, total) as training proceeds: stage "coarse" then "pq".
+  std::function<void(const char* stage, std::int64_t done, std::int64_t total)> progress;
+};
+
+/// Parameters of one search.
+struct IvfPqSearchParams {
+  std::int64_t nprobe = 8;          ///< lists scanned (clamped to nlist)
+  /// Candidates kept from the scan, k * refine_factor; with stored vectors they are re-ranked
+  /// with exact distances (1: no re-ranking).
+  std::int64_t refine_factor = 1;
+  /// Only ids for which this returns true are returned (checked during the scan, so k results
+  /// still come back when enough vectors pass). Empty: all.
+  std::function<bool(std::int64_t id)> filter;
+  /// Only ids whose bit is set are returned (bit id % 64 of word id / 64; ids past the end are
+  /// excluded). Empty: all. Combined with `filter` when both are given.
+  std::span<const std::uint64_t> allowed_ids;
+};
+
+/// Results of nq queries, k each, nearest first.
+struct SearchResults {
+  std::int64_t nq = 0, k = 0;
+  std::vector<float> distances;      ///< [nq, k]
+  std::vector<std::int64_t> ids;     ///< [nq, k]; -1 where fewer than k vectors qualified
+  float distance(std::int64_t q, std::int64_t r) const { return distances[static_cast<std::size_t>(q * k + r)]; }
+  std::int64_t id(std::int64_t q, std::int64_t r) const { return ids[static_cast<std::size_t>(q * k + r)]; }
+};
+
+template <class Backend = cpu>
+class IvfPqIndex;
+
+/// The CPU IVF-PQ index.
+template <>
+class IvfPqIndex<cpu> {
+ public:
+  IvfPqIndex() = default;
+  /// An empty, untrained index for vectors of dimension d. Errors (invalid_argument): d outside
+  /// 1..2^20, nlist < 1, m < 1, d not a multiple of m, nbits other than 8 or 4, more than 256
+  /// sub-quantizers with nbits 4.
+  static result<IvfPqIndex> create(std::int64_t d, const IvfPqOptions& options);
+
+  /// Learns the coarse centroids and the PQ codebooks (on residuals) from the rows of x [n, d].
+  /// Errors: a shape other than [n, d], n < nlist or n < the PQ's centroids, a NaN or infinite
+  /// value, a zero row under cosine (each naming the row).
+  status train(TensorView<const float> x, const IvfPqTrainOptions& options = {});
+  /// Adds the rows of x [n, d] with ids next_id(), next_id() + 1, ...
+  status add(TensorView<const float> x, ThreadPool* pool = nullptr);
+  /// Adds the rows of x [n, d] with the given ids (>= 0, not already in the index, no repeats).
+  /// Errors leave the index unchanged: untrained, shape, bad values (named by row), bad ids.
+  status add_with_ids(TensorView<const float> x, std::span<const std::int64_t> ids, ThreadPool* pool = nullptr);
+  /// Removes the vectors with these ids (ids not in the index are ignored); their space is
+  /// reclaimed at once (the last vector of a list moves into the hole). Returns how many were removed.
+  std::int64_t remove(std::span<const std::int64_t> ids);
+
+  /// The k nearest vectors to one query (length d). Errors: untrained, k < 1, a wrong length, a
+  /// NaN or infinite value, a zero query under cosine, nprobe < 1, refine_factor < 1.
+  result<SearchResults> search(std::span<const float> query, std::int64_t k, const IvfPqSearchParams& params = {}) const;
+  /// search() for every row of queries [nq, d], in parallel on `pool` when given.
+  result<SearchResults> search_batch(TensorView<const float> queries, std::int64_t k, const IvfPqSearchParams& params = {},
+                                     ThreadPool* pool = nullptr) const;
+
+  std::int64_t dim() const noexcept { return d_; }
+  const IvfPqOptions& options() const noexcept { return opts_; }
+  bool is_trained() const noexcept { return trained_; }
+  std::int64_t size() const noexcept { return static_cast<std::int64_t>(where_.size()); }  ///< vectors held
+  std::int64_t next_id() const noexcept { return next_id_; }  ///< the id add() gives the next vector
+  bool contains(std::int64_t id) const noexcept { return where_.count(id) != 0; }
+  /// Vectors in list l.
+  std::int64_t list_size(std::int64_t l) const noexcept { return static_cast<std::int64_t>(lists_[static_cast<std::size_t>(l)].ids.size()); }
+  /// Bytes per vector held in memory: the code, the id, and the full vector when stored.
+  double bytes_per_vector() const noexcept;
+  const ProductQuantizer& pq() const noexcept { return pq_; }
+  /// The coarse centroids [nlist, d].
+  TensorView<const float> centroids() const noexcept { return centroids_.view(); }
+
+
+ private:
+  struct List {
+    std::vector<std::int64_t> ids;
+    std::vector<std::uint8_t> codes;   // nbits 8: [n, m]
+    FastScanCodes fast;                // nbits 4
+    std::vector<float> vectors;        // [n, d] when store_vectors
+  };
+  struct Location {
+    std::int32_t list;
+    std::int64_t pos;
+  };
+  struct Scratch;
+
+  Metric pq_metric() const noexcept { return opts_.metric == Metric::l2 ? Metric::l2 : Metric::inner_product; }
+  status prepare_rows(TensorView<const float> x, const char* what, Tensor<float>& normalized, TensorView<const float>& use) const;
+  void search_one(const float* query, std::int64_t k, const IvfPqSearchParams& params, Scratch& s, float* out_dist,
+                  std::int64_t* out_ids) const;
+
+  std::int64_t d_ = 0;
+  IvfPqOptions opts_;
+  bool trained_ = false;
+  Tensor<float> centroids_;             // [nlist, d]
+  std::vector<float> centroid_norms_;   // ||c||^2
+  ProductQuantizer pq_;
+  std::vector<List> lists_;
+  std::unordered_map<std::int64_t, Location> where_;
+  std::int64_t next_id_ = 0;
+};
+
+}  // namespace quarry

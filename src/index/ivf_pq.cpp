@@ -1,0 +1,392 @@
+#include "quarry/index/ivf_pq.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <unordered_set>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "index/finite.hpp"
+#include "quarry/core/dot.hpp"
+
+namespace quarry {
+
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// A candidate: its internal distance (smaller is nearer: L2, or minus the inner product), its id
+// and where its code is. Ordered by (distance, id): the ties rule of the results.
+struct Candidate {
+  float dist;
+  std::int64_t id;
+  std::int32_t list;
+  std::int64_t pos;
+};
+bool nearer(const Candidate& a, const Candidate& b) noexcept { return a.dist < b.dist || (a.dist == b.dist && a.id < b.id); }
+
+// The best `cap` candidates seen so far: a max-heap with the worst on top.
+class TopK {
+ public:
+  void reset(std::size_t cap) {
+    cap_ = cap;
+    heap_.clear();
+  }
+  bool full() const noexcept { return heap_.size() == cap_; }
+  // The distance a new candidate must beat (ties resolved by id in push).
+  float bound() const noexcept { return full() ? heap_.front().dist : kInf; }
+  void push(const Candidate& c) {
+    if (!full()) {
+      heap_.push_back(c);
+      std::push_heap(heap_.begin(), heap_.end(), nearer);
+    } else if (nearer(c, heap_.front())) {
+      std::pop_heap(heap_.begin(), heap_.end(), nearer);
+      heap_.back() = c;
+      std::push_heap(heap_.begin(), heap_.end(), nearer);
+    }
+  }
+  std::vector<Candidate>& sorted() {
+    std::sort_heap(heap_.begin(), heap_.end(), nearer);
+    return heap_;
+  }
+
+ private:
+  std::size_t cap_ = 0;
+  std::vector<Candidate> heap_;
+};
+
+}  // namespace
+
+// Per-search buffers, reused across the queries a thread runs.
+struct IvfPqIndex<cpu>::Scratch {
+  std::vector<float> normalized;   // the query, normalised (cosine)
+  std::vector<float> residual;     // query - centroid (l2)
+  Tensor<float> table;             // [m, ksub]
+  std::vector<float> neg_table;    // [m, 16]: minus the inner-product table (4-bit, ip)
+  std::vector<std::pair<float, std::int32_t>> coarse;
+  TopK top;
+};
+
+result<IvfPqIndex<cpu>> IvfPqIndex<cpu>::create(std::int64_t d, const IvfPqOptions& options) {
+  if (options.nlist < 1)
+    return status(errc::invalid_argument, fmt::format("IvfPqIndex: nlist = {}; at least one list is needed", options.nlist));
+  if (options.nbits == 4 && options.m > 256)
+    return status(errc::invalid_argument, fmt::format("IvfPqIndex: {} sub-quantizers; fast-scan (nbits 4) takes at most 256", options.m));
+  auto pq = ProductQuantizer::create(d, options.m, options.nbits);
+  if (!pq.ok()) return status(pq.status().code(), "IvfPqIndex: " + pq.status().message());
+  IvfPqIndex index;
+  index.d_ = d;
+  index.opts_ = options;
+  index.pq_ = std::move(pq).value();
+  index.centroids_ = Tensor<float>({options.nlist, d});
+  index.centroid_norms_.assign(static_cast<std::size_t>(options.nlist), 0.f);
+  index.lists_.resize(static_cast<std::size_t>(options.nlist));
+  for (auto& l : index.lists_)
+    if (options.nbits == 4) l.fast = FastScanCodes(options.m);
+  return index;
+}
+
+// Checks a [n, d] matrix of vectors (values finite; under cosine, no zero row) and, under cosine,
+// normalises a copy into `normalized`; `use` is what to read afterwards.
+status IvfPqIndex<cpu>::prepare_rows(TensorView<const float> x, const char* what, Tensor<float>& normalized,
+                                     TensorView<const float>& use) const {
+  if (x.rank() != 2 || x.dim(1) != d_)
+    return status(errc::shape_mismatch, fmt::format("IvfPqIndex::{}: vectors {} for an index of dimension {}; expected [n, {}]", what,
+                                                    x.shape(), d_, d_));
+  if (x.dim(0) > 0 && x.strides()[1] != 1) {
+    normalized = x.contiguous();
+    x = normalized.view();
+  }
+  QUARRY_RETURN_IF_ERROR(detail::check_finite_rows(x, what));
+  use = x;
+  if (opts_.metric != Metric::cosine) return {};
+  Tensor<float> out = Tensor<float>::uninitialized({x.dim(0), d_});
+  for (std::int64_t i = 0; i < x.dim(0); ++i) {
+    const std::span<const float> row(&x(i, 0), static_cast<std::size_t>(d_));
+    const double norm = std::sqrt(static_cast<double>(dot(row, row)));
+    if (norm == 0)
+      return status(errc::invalid_argument, fmt::format("IvfPqIndex::{}: row {} is a zero vector, which has no direction (cosine)", what, i));
+    for (std::int64_t j = 0; j < d_; ++j) out(i, j) = static_cast<float>(row[static_cast<std::size_t>(j)] / norm);
+  }
+  normalized = std::move(out);
+  use = normalized.view();
+  return {};
+}
+
+status IvfPqIndex<cpu>::train(TensorView<const float> x, const IvfPqTrainOptions& options) {
+  Tensor<float> owned;
+  TensorView<const float> xs;
+  QUARRY_RETURN_IF_ERROR(prepare_rows(x, "train", owned, xs));
+  const std::int64_t n = xs.dim(0);
+  if (n < opts_.nlist)
+    return status(errc::invalid_argument, fmt::format("IvfPqIndex::train: {} training vectors for {} lists", n, opts_.nlist));
+  if (n < pq_.ksub())
+    return status(errc::invalid_argument, fmt::format("IvfPqIndex::train: {} training vectors for {} PQ centroids", n, pq_.ksub()));
+  if (options.progress) options.progress("coarse", 0, 1);
+  KMeansOptions ko;
+  ko.k = opts_.nlist;
+  ko.iterations = options.coarse_iterations;
+  ko.seed = options.seed;
+  ko.max_points_per_centroid = options.max_points_per_centroid;
+  ko.pool = options.pool;
+  auto km = kmeans(xs, ko);
+  if (!km.ok()) return status(km.status().code(), "IvfPqIndex::train (coarse quantizer): " + km.status().message());
+  Tensor<float> centroids = std::move(km.value().centroids);
+  if (options.progress) options.progress("coarse", 1, 1);
+
+  // PQ on the residuals of (a sample of) the training vectors.
+  const std::int64_t keep = options.max_points_per_centroid > 0 ? std::min(n, pq_.ksub() * options.max_points_per_centroid) : n;
+  const std::int64_t step_num = n, step_den = keep;  // every (n / keep)-th vector, evenly spread
+  Tensor<float> sample = Tensor<float>::uninitialized({keep, d_});
+  for (std::int64_t i = 0; i < keep; ++i) {
+    const std::int64_t src = i * step_num / step_den;
+    std::memcpy(&sample(i, 0), &xs(src, 0), static_cast<std::size_t>(d_) * sizeof(float));
+  }
+  std::vector<std::int64_t> labels(static_cast<std::size_t>(keep));
+  assign_nearest(sample.view(), centroids.view(), labels, {}, options.pool);
+  for (std::int64_t i = 0; i < keep; ++i)
+    for (std::int64_t j = 0; j < d_; ++j) sample(i, j) -= centroids(labels[static_cast<std::size_t>(i)], j);
+  if (options.progress) options.progress("pq", 0, 1);
+  PqTrainOptions po;
+  po.iterations = options.pq_iterations;
+  po.seed = options.seed + 1;
+  po.max_points_per_centroid = options.max_points_per_centroid;
+  po.pool = options.pool;
+  QUARRY_RETURN_IF_ERROR(pq_.train(sample.view(), po));
+  if (options.progress) options.progress("pq", 1, 1);
+
+  centroids_ = std::move(centroids);
+  for (std::int64_t l = 0; l < opts_.nlist; ++l) {
+    const std::span<const float> c(&centroids_(l, 0), static_cast<std::size_t>(d_));
+    centroid_norms_[static_cast<std::size_t>(l)] = dot(c, c);
+  }
+  for (auto& list : lists_) list = List{{}, {}, opts_.nbits == 4 ? FastScanCodes(opts_.m) : FastScanCodes(), {}};
+  where_.clear();
+  next_id_ = 0;
+  trained_ = true;
+  return {};
+}
+
+status IvfPqIndex<cpu>::add(TensorView<const float> x, ThreadPool* pool) {
+  if (x.rank() != 2) return add_with_ids(x, {}, pool);  // the shape error
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(x.dim(0)));
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = next_id_ + static_cast<std::int64_t>(i);
+  return add_with_ids(x, ids, pool);
+}
+
+status IvfPqIndex<cpu>::add_with_ids(TensorView<const float> x, std::span<const std::int64_t> ids, ThreadPool* pool) {
+  if (!trained_) return status(errc::invalid_argument, "IvfPqIndex::add: the index is not trained; call train() first");
+  Tensor<float> owned;
+  TensorView<const float> xs;
+  QUARRY_RETURN_IF_ERROR(prepare_rows(x, "add", owned, xs));
+  const std::int64_t n = xs.dim(0);
+  if (static_cast<std::int64_t>(ids.size()) != n)
+    return status(errc::shape_mismatch, fmt::format("IvfPqIndex::add_with_ids: {} vectors but {} ids", n, ids.size()));
+  std::unordered_set<std::int64_t> fresh;
+  fresh.reserve(ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const std::int64_t id = ids[i];
+    if (id < 0) return status(errc::invalid_argument, fmt::format("IvfPqIndex::add_with_ids: id {} of row {} is negative", id, i));
+    if (where_.count(id)) return status(errc::invalid_argument, fmt::format("IvfPqIndex::add_with_ids: id {} of row {} is already in the index", id, i));
+    if (!fresh.insert(id).second) return status(errc::invalid_argument, fmt::format("IvfPqIndex::add_with_ids: id {} appears twice (row {})", id, i));
+  }
+  if (n == 0) return {};
+
+  std::vector<std::int64_t> labels(static_cast<std::size_t>(n));
+  assign_nearest(xs, centroids_.view(), labels, {}, pool);
+  Tensor<float> residuals = Tensor<float>::uninitialized({n, d_});
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < d_; ++j) residuals(i, j) = xs(i, j) - centroids_(labels[static_cast<std::size_t>(i)], j);
+  auto codes = pq_.encode(residuals.view(), pool);
+  if (!codes.ok()) return codes.status();
+  const std::int64_t cs = pq_.code_size();
+  where_.reserve(where_.size() + static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto l = static_cast<std::int32_t>(labels[static_cast<std::size_t>(i)]);
+    List& list = lists_[static_cast<std::size_t>(l)];
+    const std::uint8_t* code = &(*codes)(i, 0);
+    const auto pos = static_cast<std::int64_t>(list.ids.size());
+    list.ids.push_back(ids[static_cast<std::size_t>(i)]);
+    if (opts_.nbits == 8) list.codes.insert(list.codes.end(), code, code + cs);
+    else (void)list.fast.append({code, static_cast<std::size_t>(cs)}, 1);
+    if (opts_.store_vectors) list.vectors.insert(list.vectors.end(), &xs(i, 0), &xs(i, 0) + d_);
+    where_[ids[static_cast<std::size_t>(i)]] = Location{l, pos};
+    next_id_ = std::max(next_id_, ids[static_cast<std::size_t>(i)] + 1);
+  }
+  return {};
+}
+
+std::int64_t IvfPqIndex<cpu>::remove(std::span<const std::int64_t> ids) {
+  std::int64_t removed = 0;
+  const std::int64_t cs = pq_.code_size();
+  for (const std::int64_t id : ids) {
+    const auto it = where_.find(id);
+    if (it == where_.end()) continue;
+    const Location at = it->second;
+    List& list = lists_[static_cast<std::size_t>(at.list)];
+    const auto last = static_cast<std::int64_t>(list.ids.size()) - 1;
+    if (at.pos != last) {  // the list's last vector fills the hole
+      const std::int64_t moved = list.ids[static_cast<std::size_t>(last)];
+      list.ids[static_cast<std::size_t>(at.pos)] = moved;
+      if (opts_.nbits == 8)
+        std::memcpy(list.codes.data() + at.pos * cs, list.codes.data() + last * cs, static_cast<std::size_t>(cs));
+      else list.fast.move(last, at.pos);
+      if (opts_.store_vectors)
+        std::memcpy(list.vectors.data() + at.pos * d_, list.vectors.data() + last * d_, static_cast<std::size_t>(d_) * sizeof(float));
+      where_[moved].pos = at.pos;
+    }
+    list.ids.pop_back();
+    if (opts_.nbits == 8) list.codes.resize(static_cast<std::size_t>(last * cs));
+    else list.fast.truncate(last);
+    if (opts_.store_vectors) list.vectors.resize(static_cast<std::size_t>(last * d_));
+    where_.erase(it);
+    ++removed;
+  }
+  return removed;
+}
+
+double IvfPqIndex<cpu>::bytes_per_vector() const noexcept {
+  return static_cast<double>(pq_.code_size()) + sizeof(std::int64_t) + (opts_.store_vectors ? 4.0 * static_cast<double>(d_) : 0.0);
+}
+
+void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSearchParams& params, Scratch& s, float* out_dist,
+                                 std::int64_t* out_ids) const {
+  const bool l2 = opts_.metric == Metric::l2;
+  const std::int64_t nlist = opts_.nlist, m = opts_.m, ksub = pq_.ksub();
+  const std::span<const float> query(q, static_cast<std::size_t>(d_));
+
+  // The nprobe nearest lists: L2 ranks by ||c||^2 - 2 q.c, inner products by q.c.
+  s.coarse.resize(static_cast<std::size_t>(nlist));
+  for (std::int64_t l = 0; l < nlist; ++l) {
+    const float ip = dot(query, {&centroids_(l, 0), static_cast<std::size_t>(d_)});
+    s.coarse[static_cast<std::size_t>(l)] = {l2 ? centroid_norms_[static_cast<std::size_t>(l)] - 2 * ip : -ip, static_cast<std::int32_t>(l)};
+  }
+  const std::int64_t nprobe = std::min(params.nprobe, nlist);
+  std::partial_sort(s.coarse.begin(), s.coarse.begin() + nprobe, s.coarse.end());
+
+  const auto passes = [&](std::int64_t id) {
+    if (!params.allowed_ids.empty()) {
+      const auto word = static_cast<std::uint64_t>(id) / 64;
+      if (word >= params.allowed_ids.size() || !((params.allowed_ids[word] >> (id % 64)) & 1)) return false;
+    }
+    return !params.filter || params.filter(id);
+  };
+
+  const std::int64_t keep = k * params.refine_factor;
+  s.top.reset(static_cast<std::size_t>(keep));
+  if (s.table.numel() != m * ksub) s.table = Tensor<float>::uninitialized({m, ksub});
+  float* table = s.table.data();
+  if (!l2) pq_.compute_distance_table(query, Metric::inner_product, s.table.view());  // the same for every list
+  FastScanLut lut;
+  if (!l2 && opts_.nbits == 4) {
+    s.neg_table.resize(static_cast<std::size_t>(m * 16));
+    for (std::size_t t = 0; t < s.neg_table.size(); ++t) s.neg_table[t] = -table[t];
+    lut = quantize_fastscan_lut(s.neg_table, m).value();
+  }
+
+  for (std::int64_t p = 0; p < nprobe; ++p) {
+    const std::int32_t l = s.coarse[static_cast<std::size_t>(p)].second;
+    const List& list = lists_[static_cast<std::size_t>(l)];
+    if (list.ids.empty()) continue;
+    // L2: the table of the query's residual to this list's centroid; inner products: the shared
+    // table plus the constant q.c of the list (the internal distance is minus the product).
+    float base = 0.f;
+    if (l2) {
+      s.residual.resize(static_cast<std::size_t>(d_));
+      for (std::int64_t j = 0; j < d_; ++j) s.residual[static_cast<std::size_t>(j)] = q[j] - centroids_(l, j);
+      pq_.compute_distance_table(s.residual, Metric::l2, s.table.view());
+      if (opts_.nbits == 4) lut = quantize_fastscan_lut(std::span<const float>(table, static_cast<std::size_t>(m * 16)), m).value();
+    } else {
+      base = s.coarse[static_cast<std::size_t>(p)].first;  // -q.c
+    }
+    const float sign = l2 ? 1.f : -1.f;
+
+    if (opts_.nbits == 8) {
+      const std::uint8_t* code = list.codes.data();
+      const auto count = static_cast<std::int64_t>(list.ids.size());
+      for (std::int64_t i = 0; i < count; ++i, code += m) {
+        float sum = 0.f;
+        for (std::int64_t j = 0; j < m; ++j) sum += table[j * 256 + code[j]];
+        const float dist = base + sign * sum;
+        if (dist > s.top.bound()) continue;
+        const std::int64_t id = list.ids[static_cast<std::size_t>(i)];
+        if (!passes(id)) continue;
+        s.top.push({dist, id, l, i});
+      }
+    } else {
+      // Fast-scan lets through every vector whose quantized distance could beat the current
+      // bound (the quantization moves a distance by at most m / (2 scale)); the float table
+      // then gives its distance.
+      const float slack = static_cast<float>(m) / (2.f * lut.scale) * 1.001f;
+      auto threshold_for = [&](float bound) -> std::uint16_t {
+        if (!(bound < kInf)) return 65535;
+        const std::uint32_t t = lut.quantized_at_least((bound - base) + slack) + 1;
+        return static_cast<std::uint16_t>(std::min<std::uint32_t>(t, 65535));
+      };
+      std::uint16_t threshold = threshold_for(s.top.bound());
+      fastscan_for_each_below(list.fast, lut, threshold, [&](std::int64_t i, std::uint16_t) {
+        float sum = 0.f;
+        for (std::int64_t j = 0; j < m; ++j) sum += table[j * 16 + list.fast.code(i, j)];
+        const float dist = base + sign * sum;
+        if (dist > s.top.bound()) return;
+        const std::int64_t id = list.ids[static_cast<std::size_t>(i)];
+        if (!passes(id)) return;
+        s.top.push({dist, id, l, i});
+        if (s.top.full()) threshold = threshold_for(s.top.bound());
+      });
+    }
+  }
+
+  std::vector<Candidate>& cand = s.top.sorted();
+  if (opts_.store_vectors) {  // exact distances on the full vectors
+    for (Candidate& c : cand) {
+      const float* v = lists_[static_cast<std::size_t>(c.list)].vectors.data() + c.pos * d_;
+      const std::span<const float> vec(v, static_cast<std::size_t>(d_));
+      c.dist = l2 ? l2_sqr(query, vec) : -dot(query, vec);
+    }
+    std::sort(cand.begin(), cand.end(), nearer);
+  }
+  const std::int64_t found = std::min<std::int64_t>(k, static_cast<std::int64_t>(cand.size()));
+  for (std::int64_t r = 0; r < k; ++r) {
+    if (r < found) {
+      out_ids[r] = cand[static_cast<std::size_t>(r)].id;
+      out_dist[r] = l2 ? cand[static_cast<std::size_t>(r)].dist : -cand[static_cast<std::size_t>(r)].dist;
+    } else {
+      out_ids[r] = -1;
+      out_dist[r] = l2 ? kInf : -kInf;
+    }
+  }
+}
+
+result<SearchResults> IvfPqIndex<cpu>::search(std::span<const float> query, std::int64_t k, const IvfPqSearchParams& params) const {
+  return search_batch(TensorView<const float>(query.data(), Shape{1, static_cast<std::int64_t>(query.size())}), k, params);
+}
+
+result<SearchResults> IvfPqIndex<cpu>::search_batch(TensorView<const float> queries, std::int64_t k, const IvfPqSearchParams& params,
+                                                    ThreadPool* pool) const {
+  if (!trained_) return status(errc::invalid_argument, "IvfPqIndex::search: the index is not trained");
+  if (k < 1) return status(errc::invalid_argument, fmt::format("IvfPqIndex::search: k = {}; at least 1", k));
+  if (params.nprobe < 1) return status(errc::invalid_argument, fmt::format("IvfPqIndex::search: nprobe = {}; at least 1", params.nprobe));
+  if (params.refine_factor < 1)
+    return status(errc::invalid_argument, fmt::format("IvfPqIndex::search: refine_factor = {}; at least 1", params.refine_factor));
+  Tensor<float> owned;
+  TensorView<const float> qs;
+  QUARRY_RETURN_IF_ERROR(prepare_rows(queries, "search", owned, qs));
+  SearchResults out;
+  out.nq = qs.dim(0);
+  out.k = k;
+  out.distances.resize(static_cast<std::size_t>(out.nq * k));
+  out.ids.resize(static_cast<std::size_t>(out.nq * k));
+  const std::int64_t ld = out.nq > 1 ? qs.strides()[0] : d_;
+  parallel_for(pool, 0, out.nq, [&](std::int64_t q0, std::int64_t q1) {
+    thread_local Scratch s;
+    for (std::int64_t q = q0; q < q1; ++q)
+      search_one(qs.data() + q * ld, k, params, s, out.distances.data() + q * k, out.ids.data() + q * k);
+  });
+  return out;
+}
+
+}  // namespace quarry

@@ -1,0 +1,346 @@
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <numeric>
+#include <random>
+#include <shared_mutex>
+#include <thread>
+#include <vector>
+
+#include <quarry/index/ivf_pq.hpp>
+#include <quarry/io/vecs.hpp>
+
+#include "shared_data.hpp"
+#include "test_util.hpp"
+
+using namespace quarry;
+using quarry::testing::gaussian;
+
+namespace {
+
+// Clustered data: `clusters` Gaussian blobs in d dimensions.
+Tensor<float> blobs(std::int64_t n, std::int64_t d, std::int64_t clusters, std::uint32_t seed) {
+  const Tensor<float> centers = gaussian(clusters, d, seed, 4.f);
+  Tensor<float> x = gaussian(n, d, seed + 1);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < d; ++j) x(i, j) += centers(i % clusters, j);
+  return x;
+}
+
+// Exact top-k by brute force, (distance, id) ordered as the index orders its results.
+std::vector<std::int64_t> brute_force(const Tensor<float>& x, std::span<const float> q, std::int64_t k, Metric metric) {
+  const std::int64_t n = x.dim(0), d = x.dim(1);
+  double qn = 0;
+  for (float v : q) qn += double(v) * v;
+  std::vector<std::pair<double, std::int64_t>> all;
+  for (std::int64_t i = 0; i < n; ++i) {
+    double dist = 0, ip = 0, xn = 0;
+    for (std::int64_t j = 0; j < d; ++j) {
+      const double e = double(x(i, j)) - q[static_cast<std::size_t>(j)];
+      dist += e * e;
+      ip += double(x(i, j)) * q[static_cast<std::size_t>(j)];
+      xn += double(x(i, j)) * x(i, j);
+    }
+    const double key = metric == Metric::l2 ? dist : (metric == Metric::inner_product ? -ip : -ip / std::sqrt(xn * qn));
+    all.push_back({key, i});
+  }
+  std::sort(all.begin(), all.end());
+  std::vector<std::int64_t> ids;
+  for (std::int64_t r = 0; r < k; ++r) ids.push_back(all[static_cast<std::size_t>(r)].second);
+  return ids;
+}
+
+IvfPqIndex<cpu> trained_index(const Tensor<float>& x, IvfPqOptions o) {
+  auto idx = IvfPqIndex<cpu>::create(x.dim(1), o);
+  REQUIRE(idx.ok());
+  REQUIRE(idx->train(x.view()).ok());
+  REQUIRE(idx->add(x.view()).ok());
+  return std::move(idx).value();
+}
+
+}  // namespace
+
+TEST_CASE("IvfPqIndex: with every list probed and every vector re-ranked, results are exact (l2, ip, cosine; 8 and 4 bits)") {
+  const Tensor<float> x = blobs(600, 32, 12, 5);
+  const Tensor<float> queries = blobs(20, 32, 12, 99);
+  for (Metric metric : {Metric::l2, Metric::inner_product, Metric::cosine}) {
+    for (int nbits : {8, 4}) {
+      INFO("metric " << metric_name(metric) << " nbits " << nbits);
+      auto idx = trained_index(x, {.nlist = 8, .m = 8, .nbits = nbits, .metric = metric, .store_vectors = true});
+      CHECK(idx.size() == 600);
+      const auto res = idx.search_batch(queries.view(), 10, {.nprobe = 8, .refine_factor = 60});
+      REQUIRE(res.ok());
+      for (std::int64_t q = 0; q < 20; ++q) {
+        const auto want = brute_force(x, {&queries(q, 0), 32}, 10, metric);
+        for (std::int64_t r = 0; r < 10; ++r) CHECK(res->id(q, r) == want[static_cast<std::size_t>(r)]);
+        for (std::int64_t r = 1; r < 10; ++r) {
+          if (metric == Metric::l2) CHECK(res->distance(q, r - 1) <= res->distance(q, r));
+          else CHECK(res->distance(q, r - 1) >= res->distance(q, r));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("IvfPqIndex: without re-ranking, the results are exactly the best ADC distances (fast-scan prunes nothing it should keep)") {
+  const Tensor<float> x = blobs(3000, 32, 20, 7);
+  const Tensor<float> queries = blobs(25, 32, 20, 70);
+  for (int nbits : {8, 4}) {
+    for (Metric metric : {Metric::l2, Metric::inner_product}) {
+      INFO("nbits " << nbits << " metric " << metric_name(metric));
+      // one list: its residual tables and codes can be rebuilt here from the public parts
+      auto idx = trained_index(x, {.nlist = 1, .m = 8, .nbits = nbits, .metric = metric});
+      const auto c = idx.centroids();
+      Tensor<float> residuals({3000, 32});
+      for (std::int64_t i = 0; i < 3000; ++i)
+        for (std::int64_t j = 0; j < 32; ++j) residuals(i, j) = x(i, j) - c(0, j);
+      const auto codes = idx.pq().encode(residuals.view());
+      REQUIRE(codes.ok());
+      const auto res = idx.search_batch(queries.view(), 10, {.nprobe = 1});
+      REQUIRE(res.ok());
+      for (std::int64_t q = 0; q < 25; ++q) {
+        std::vector<float> qr(32);
+        float qc = 0;
+        for (std::int64_t j = 0; j < 32; ++j) {
+          qr[static_cast<std::size_t>(j)] = metric == Metric::l2 ? queries(q, j) - c(0, j) : queries(q, j);
+          qc += queries(q, j) * c(0, j);
+        }
+        const Tensor<float> table = idx.pq().compute_distance_table(qr, metric);
+        std::vector<std::pair<float, std::int64_t>> all;
+        for (std::int64_t i = 0; i < 3000; ++i) {
+          const float s = idx.pq().adc_distance(table.data(), &(*codes)(i, 0));
+          all.push_back({metric == Metric::l2 ? s : -qc - s, i});
+        }
+        std::sort(all.begin(), all.end());
+        for (std::int64_t r = 0; r < 10; ++r) CHECK(res->id(q, r) == all[static_cast<std::size_t>(r)].second);
+      }
+    }
+  }
+}
+
+TEST_CASE("IvfPqIndex: filters are applied during the scan, so k results still come back") {
+  const Tensor<float> x = blobs(800, 16, 8, 11);
+  for (int nbits : {8, 4}) {
+    auto idx = trained_index(x, {.nlist = 4, .m = 4, .nbits = nbits, .store_vectors = true});
+    const std::vector<float> q(&x(3, 0), &x(3, 0) + 16);
+    IvfPqSearchParams even;
+    even.nprobe = 4;
+    even.filter = [](std::int64_t id) { return id % 2 == 0; };
+    auto res = idx.search(q, 20, even);
+    REQUIRE(res.ok());
+    for (std::int64_t r = 0; r < 20; ++r) {
+      CHECK(res->id(0, r) >= 0);
+      CHECK(res->id(0, r) % 2 == 0);
+    }
+    std::vector<std::uint64_t> bits((800 + 63) / 64, 0);
+    for (std::int64_t id : {5, 17, 500, 799}) bits[static_cast<std::size_t>(id / 64)] |= std::uint64_t{1} << (id % 64);
+    IvfPqSearchParams only;
+    only.nprobe = 4;
+    only.allowed_ids = bits;
+    res = idx.search(q, 6, only);
+    REQUIRE(res.ok());
+    std::vector<std::int64_t> got(res->ids.begin(), res->ids.begin() + 4);
+    std::sort(got.begin(), got.end());
+    CHECK(got == std::vector<std::int64_t>{5, 17, 500, 799});
+    CHECK(res->id(0, 4) == -1);  // only four pass: padded
+    CHECK(res->distance(0, 5) == std::numeric_limits<float>::infinity());
+    // both together: the predicate and the bitset
+    only.filter = [](std::int64_t id) { return id > 100; };
+    res = idx.search(q, 6, only);
+    REQUIRE(res.ok());
+    CHECK(res->id(0, 2) == -1);
+  }
+}
+
+TEST_CASE("IvfPqIndex: removed ids never come back, their space is reused, and ids can be added again") {
+  const Tensor<float> x = blobs(400, 16, 4, 13);
+  for (int nbits : {8, 4}) {
+    auto idx = trained_index(x, {.nlist = 4, .m = 4, .nbits = nbits, .store_vectors = true});
+    std::vector<std::int64_t> gone;
+    for (std::int64_t id = 0; id < 400; id += 3) gone.push_back(id);
+    gone.push_back(12345);  // not in the index: ignored
+    CHECK(idx.remove(gone) == static_cast<std::int64_t>(gone.size()) - 1);
+    CHECK(idx.size() == 400 - 134);
+    std::int64_t held = 0;
+    for (std::int64_t l = 0; l < 4; ++l) held += idx.list_size(l);
+    CHECK(held == idx.size());
+    for (std::int64_t q = 0; q < 400; q += 7) {
+      const std::vector<float> qv(&x(q, 0), &x(q, 0) + 16);
+      auto res = idx.search(qv, 30, {.nprobe = 4, .refine_factor = 3});
+      REQUIRE(res.ok());
+      for (std::int64_t id : res->ids) CHECK((id >= 0 && id % 3 != 0));
+      if (q % 3 != 0) CHECK(res->id(0, 0) == q);  // a vector still present finds itself first (exact re-ranking)
+    }
+    // the removed ids go back in with other vectors
+    Tensor<float> again({2, 16});
+    for (std::int64_t j = 0; j < 16; ++j) again(0, j) = again(1, j) = 100.f;
+    const std::vector<std::int64_t> ids = {0, 3};
+    REQUIRE(idx.add_with_ids(again.view(), ids).ok());
+    const std::vector<float> far(16, 100.f);
+    auto res = idx.search(far, 2, {.nprobe = 4});
+    REQUIRE(res.ok());
+    CHECK(res->id(0, 0) == 0);  // equal distances: the smaller id first
+    CHECK(res->id(0, 1) == 3);
+  }
+}
+
+TEST_CASE("IvfPqIndex: k beyond the vectors, an empty index, ties by id") {
+  const Tensor<float> x = blobs(300, 8, 3, 17);
+  auto idx = IvfPqIndex<cpu>::create(8, {.nlist = 2, .m = 2, .nbits = 4});
+  REQUIRE(idx.ok());
+  REQUIRE(idx->train(x.view()).ok());
+  const std::vector<float> q(8, 0.f);
+  auto res = idx->search(q, 5);  // trained but empty
+  REQUIRE(res.ok());
+  for (std::int64_t r = 0; r < 5; ++r) {
+    CHECK(res->id(0, r) == -1);
+    CHECK(res->distance(0, r) == std::numeric_limits<float>::infinity());
+  }
+  Tensor<float> dup({3, 8});
+  for (std::int64_t i = 0; i < 3; ++i)
+    for (std::int64_t j = 0; j < 8; ++j) dup(i, j) = 1.f;
+  const std::vector<std::int64_t> ids = {42, 7, 19};
+  REQUIRE(idx->add_with_ids(dup.view(), ids).ok());
+  res = idx->search(q, 10, {.nprobe = 2});
+  REQUIRE(res.ok());
+  CHECK(res->id(0, 0) == 7);
+  CHECK(res->id(0, 1) == 19);
+  CHECK(res->id(0, 2) == 42);
+  CHECK(res->id(0, 3) == -1);
+  CHECK(idx->next_id() == 43);
+}
+
+TEST_CASE("IvfPqIndex: bad input gets a clear error") {
+  using quarry::testing::contains;
+  CHECK(contains(IvfPqIndex<cpu>::create(30, {.nlist = 4, .m = 8}).status(), "multiple"));
+  const Tensor<float> tiny = gaussian(10, 16, 1), five = gaussian(5, 15, 1), two = gaussian(2, 16, 3), one = gaussian(1, 16, 3);
+  CHECK_FALSE(IvfPqIndex<cpu>::create(32, {.nlist = 0, .m = 8}).ok());
+  CHECK_FALSE(IvfPqIndex<cpu>::create(32, {.nlist = 4, .m = 8, .nbits = 6}).ok());
+  auto idx = IvfPqIndex<cpu>::create(16, {.nlist = 4, .m = 4, .nbits = 8, .metric = Metric::cosine});
+  REQUIRE(idx.ok());
+  const std::vector<float> q(16, 1.f);
+  CHECK(contains(idx->search(q, 3).status(), "not trained"));
+  Tensor<float> x = blobs(300, 16, 4, 19);
+  CHECK(contains(idx->add(x.view()), "not trained"));
+  CHECK(contains(idx->train(tiny.view()), "10 training vectors"));
+  Tensor<float> bad = x.clone();
+  bad(123, 5) = std::numeric_limits<float>::quiet_NaN();
+  CHECK(contains(idx->train(bad.view()), "row 123"));
+  for (std::int64_t j = 0; j < 16; ++j) bad(77, j) = 0.f;
+  bad(123, 5) = 1.f;
+  CHECK(contains(idx->train(bad.view()), "row 77 is a zero vector"));
+  REQUIRE(idx->train(x.view()).ok());
+  CHECK(contains(idx->add(five.view()), "dimension 16"));
+  CHECK(contains(idx->search(std::vector<float>(15, 1.f), 3).status(), "dimension 16"));
+  CHECK(contains(idx->search(q, 0).status(), "k = 0"));
+  CHECK(contains(idx->search(q, 3, {.nprobe = 0}).status(), "nprobe"));
+  CHECK(contains(idx->search(std::vector<float>(16, 0.f), 3).status(), "zero vector"));
+  std::vector<float> inf_q(16, 1.f);
+  inf_q[2] = std::numeric_limits<float>::infinity();
+  CHECK(contains(idx->search(inf_q, 3).status(), "infinite"));
+  const std::vector<std::int64_t> neg = {0, -5};
+  CHECK(contains(idx->add_with_ids(two.view(), neg), "negative"));
+  const std::vector<std::int64_t> twice = {9, 9};
+  CHECK(contains(idx->add_with_ids(two.view(), twice), "twice"));
+  CHECK(idx->size() == 0);  // a failed add changes nothing
+  REQUIRE(idx->add(x.view()).ok());
+  const std::vector<std::int64_t> taken = {4};
+  CHECK(contains(idx->add_with_ids(one.view(), taken), "already"));
+}
+
+TEST_CASE("IvfPqIndex: search_batch on a pool equals one search at a time") {
+  const Tensor<float> x = blobs(1000, 32, 10, 23);
+  const Tensor<float> queries = blobs(40, 32, 10, 24);
+  auto idx = trained_index(x, {.nlist = 10, .m = 8, .nbits = 4, .store_vectors = true});
+  ThreadPool pool(3);
+  const auto batch = idx.search_batch(queries.view(), 7, {.nprobe = 3, .refine_factor = 2}, &pool);
+  REQUIRE(batch.ok());
+  for (std::int64_t q = 0; q < 40; ++q) {
+    const auto one = idx.search({&queries(q, 0), 32}, 7, {.nprobe = 3, .refine_factor = 2});
+    REQUIRE(one.ok());
+    for (std::int64_t r = 0; r < 7; ++r) {
+      CHECK(one->id(0, r) == batch->id(q, r));
+      CHECK(one->distance(0, r) == batch->distance(q, r));
+    }
+  }
+}
+
+TEST_CASE("IvfPqIndex: many threads search while a writer adds and removes under an exclusive lock") {
+  const Tensor<float> x = blobs(1200, 16, 6, 29);
+  auto idx = IvfPqIndex<cpu>::create(16, {.nlist = 6, .m = 4, .nbits = 4, .store_vectors = true}).value();
+  REQUIRE(idx.train(x.view()).ok());
+  REQUIRE(idx.add(TensorView<const float>(x.data(), Shape{600, 16})).ok());
+  std::shared_mutex mutex;
+  std::atomic<bool> stop{false};
+  std::atomic<std::int64_t> searches{0}, bad{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t)
+    readers.emplace_back([&, t] {
+      std::int64_t q = t;
+      while (!stop) {
+        std::shared_lock lock(mutex);
+        const auto res = idx.search({&x(q % 1200, 0), 16}, 5, {.nprobe = 6});
+        if (!res.ok()) ++bad;
+        for (std::int64_t r = 0; res.ok() && r < 5; ++r)
+          if (res->id(0, r) < -1 || res->id(0, r) >= 1200) ++bad;
+        ++searches;
+        q += 3;
+        lock.unlock();
+        std::this_thread::sleep_for(std::chrono::microseconds(50));  // glibc's rwlock prefers readers: let the writer in
+      }
+    });
+  for (std::int64_t b = 600; b < 1200; b += 50) {
+    std::unique_lock lock(mutex);
+    REQUIRE(idx.add(TensorView<const float>(&x(b, 0), Shape{50, 16})).ok());
+    std::vector<std::int64_t> gone = {b - 600, b - 599};
+    CHECK(idx.remove(gone) == 2);
+  }
+  stop = true;
+  for (auto& r : readers) r.join();
+  CHECK(bad == 0);
+  CHECK(searches > 0);
+  CHECK(idx.size() == 1200 - 24);
+}
+
+TEST_CASE("IvfPqIndex on real SIFT vectors (bigann10k): recall at nprobe 8, with and without re-ranking") {
+  QUARRY_REQUIRE_SHARED_DATA(base_path, "ann/bigann10k/base.bvecs");
+  QUARRY_REQUIRE_SHARED_DATA(query_path, "ann/bigann10k/query.bvecs");
+  QUARRY_REQUIRE_SHARED_DATA(gt_path, "ann/bigann10k/groundtruth.ivecs");
+  auto base = read_bvecs_as_float(base_path);
+  auto queries = read_bvecs_as_float(query_path);
+  auto gt = read_ivecs(gt_path);
+  REQUIRE(base.ok());
+  REQUIRE(queries.ok());
+  REQUIRE(gt.ok());
+  const std::int64_t nq = queries->dim(0);
+  for (int nbits : {8, 4}) {
+    if (testing::kSanitized && nbits == 8) continue;  // Eigen is ~20x slower there: one variant is enough
+    auto made = IvfPqIndex<cpu>::create(128, {.nlist = 64, .m = nbits == 8 ? 16 : 32, .nbits = nbits, .store_vectors = true});
+    REQUIRE(made.ok());
+    auto& idx = *made;
+    IvfPqTrainOptions to;
+    if (testing::kSanitized) to.coarse_iterations = to.pq_iterations = 6;
+    REQUIRE(idx.train(base->view(), to).ok());
+    REQUIRE(idx.add(base->view()).ok());
+    for (std::int64_t refine : {1, 8}) {
+      const auto res = idx.search_batch(queries->view(), 10, {.nprobe = 8, .refine_factor = refine});
+      REQUIRE(res.ok());
+      double r1 = 0, r10 = 0;
+      for (std::int64_t q = 0; q < nq; ++q) {
+        const std::int64_t truth = (*gt)(q, 0);
+        r1 += res->id(q, 0) == truth;
+        for (std::int64_t r = 0; r < 10; ++r) r10 += res->id(q, r) == truth;
+      }
+      r1 /= double(nq);
+      r10 /= double(nq);
+      MESSAGE("bigann10k nlist 64 nprobe 8, " << nbits << "-bit PQ, refine x" << refine << ": recall@1 " << r1 << ", recall@10 " << r10);
+      CHECK(r10 >= 0.85);
+      if (refine > 1) CHECK(r1 >= 0.85);
+    }
+  }
+}
