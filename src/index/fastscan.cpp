@@ -20,7 +20,14 @@ void FastScanCodes::set(std::int64_t i, std::int64_t j, std::uint8_t c) noexcept
   b = (i % 32) < 16 ? static_cast<std::uint8_t>((b & 0xf0) | c) : static_cast<std::uint8_t>((b & 0x0f) | (c << 4));
 }
 
+void FastScanCodes::own() {
+  if (!view_.data()) return;
+  blocks_.assign(view_.begin(), view_.end());
+  view_ = {};
+}
+
 status FastScanCodes::append(std::span<const std::uint8_t> pq_codes, std::int64_t n) {
+  own();
   const std::int64_t code_size = (m_ + 1) / 2;
   if (n < 0 || static_cast<std::int64_t>(pq_codes.size()) != n * code_size)
     return {errc::shape_mismatch, fmt::format("fast-scan append: {} bytes for {} codes of {} bytes ({} sub-quantizers)",
@@ -35,11 +42,13 @@ status FastScanCodes::append(std::span<const std::uint8_t> pq_codes, std::int64_
   return {};
 }
 
-void FastScanCodes::move(std::int64_t from, std::int64_t to) noexcept {
+void FastScanCodes::move(std::int64_t from, std::int64_t to) {
+  own();
   for (std::int64_t j = 0; j < m_; ++j) set(to, j, code(from, j));
 }
 
-void FastScanCodes::truncate(std::int64_t n) noexcept {
+void FastScanCodes::truncate(std::int64_t n) {
+  own();
   for (std::int64_t i = n; i < num_blocks() * 32 && i < (n + 31) / 32 * 32; ++i)
     for (std::int64_t j = 0; j < m_pad(); ++j) set(i, j, 0);
   n_ = n;
@@ -51,6 +60,18 @@ status FastScanCodes::assign_blocks(std::span<const std::uint8_t> blocks, std::i
     return {errc::shape_mismatch, fmt::format("fast-scan: {} bytes of blocks for {} vectors; expected {}", blocks.size(), n,
                                               (std::max<std::int64_t>(n, 0) + 31) / 32 * block_bytes())};
   blocks_.assign(blocks.begin(), blocks.end());
+  view_ = {};
+  n_ = n;
+  return {};
+}
+
+status FastScanCodes::view_blocks(std::span<const std::uint8_t> blocks, std::int64_t n) {
+  if (n < 0 || static_cast<std::int64_t>(blocks.size()) != (n + 31) / 32 * block_bytes())
+    return {errc::shape_mismatch, fmt::format("fast-scan: {} bytes of blocks for {} vectors; expected {}", blocks.size(), n,
+                                              (std::max<std::int64_t>(n, 0) + 31) / 32 * block_bytes())};
+  blocks_.clear();
+  blocks_.shrink_to_fit();
+  view_ = n > 0 ? blocks : std::span<const std::uint8_t>{};
   n_ = n;
   return {};
 }

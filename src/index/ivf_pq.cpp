@@ -10,7 +10,9 @@
 #include <fmt/format.h>
 
 #include "index/finite.hpp"
+#include "quarry/core/checked.hpp"
 #include "quarry/core/dot.hpp"
+#include "quarry/io/section_file.hpp"
 
 namespace quarry {
 
@@ -69,6 +71,17 @@ struct IvfPqIndex<cpu>::Scratch {
   std::vector<std::pair<float, std::int32_t>> coarse;
   TopK top;
 };
+
+void IvfPqIndex<cpu>::List::own() {
+  if (codes_view.data()) {
+    codes.assign(codes_view.begin(), codes_view.end());
+    codes_view = {};
+  }
+  if (vectors_view.data()) {
+    vectors.assign(vectors_view.begin(), vectors_view.end());
+    vectors_view = {};
+  }
+}
 
 result<IvfPqIndex<cpu>> IvfPqIndex<cpu>::create(std::int64_t d, const IvfPqOptions& options) {
   if (options.nlist < 1)
@@ -163,9 +176,13 @@ status IvfPqIndex<cpu>::train(TensorView<const float> x, const IvfPqTrainOptions
     const std::span<const float> c(&centroids_(l, 0), static_cast<std::size_t>(d_));
     centroid_norms_[static_cast<std::size_t>(l)] = dot(c, c);
   }
-  for (auto& list : lists_) list = List{{}, {}, opts_.nbits == 4 ? FastScanCodes(opts_.m) : FastScanCodes(), {}};
+  for (auto& list : lists_) {
+    list = List();
+    if (opts_.nbits == 4) list.fast = FastScanCodes(opts_.m);
+  }
   where_.clear();
   next_id_ = 0;
+  mapped_.reset();
   trained_ = true;
   return {};
 }
@@ -207,6 +224,7 @@ status IvfPqIndex<cpu>::add_with_ids(TensorView<const float> x, std::span<const 
   for (std::int64_t i = 0; i < n; ++i) {
     const auto l = static_cast<std::int32_t>(labels[static_cast<std::size_t>(i)]);
     List& list = lists_[static_cast<std::size_t>(l)];
+    list.own();
     const std::uint8_t* code = &(*codes)(i, 0);
     const auto pos = static_cast<std::int64_t>(list.ids.size());
     list.ids.push_back(ids[static_cast<std::size_t>(i)]);
@@ -227,6 +245,7 @@ std::int64_t IvfPqIndex<cpu>::remove(std::span<const std::int64_t> ids) {
     if (it == where_.end()) continue;
     const Location at = it->second;
     List& list = lists_[static_cast<std::size_t>(at.list)];
+    list.own();
     const auto last = static_cast<std::int64_t>(list.ids.size()) - 1;
     if (at.pos != last) {  // the list's last vector fills the hole
       const std::int64_t moved = list.ids[static_cast<std::size_t>(last)];
@@ -305,7 +324,7 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
     const float sign = l2 ? 1.f : -1.f;
 
     if (opts_.nbits == 8) {
-      const std::uint8_t* code = list.codes.data();
+      const std::uint8_t* code = list.code_data();
       const auto count = static_cast<std::int64_t>(list.ids.size());
       for (std::int64_t i = 0; i < count; ++i, code += m) {
         float sum = 0.f;
@@ -343,7 +362,7 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
   std::vector<Candidate>& cand = s.top.sorted();
   if (opts_.store_vectors) {  // exact distances on the full vectors
     for (Candidate& c : cand) {
-      const float* v = lists_[static_cast<std::size_t>(c.list)].vectors.data() + c.pos * d_;
+      const float* v = lists_[static_cast<std::size_t>(c.list)].vector_data() + c.pos * d_;
       const std::span<const float> vec(v, static_cast<std::size_t>(d_));
       c.dist = l2 ? l2_sqr(query, vec) : -dot(query, vec);
     }
@@ -387,6 +406,212 @@ result<SearchResults> IvfPqIndex<cpu>::search_batch(TensorView<const float> quer
       search_one(qs.data() + q * ld, k, params, s, out.distances.data() + q * k, out.ids.data() + q * k);
   });
   return out;
+}
+
+// ---- Files ----
+
+namespace {
+
+const FileFormat kIvfPqFormat{"QRYIVFPQ", 1, 0};
+
+// META: the index's shape, fixed-width fields in native byte order (the section file's
+// endianness tag rejects the other order).
+struct Meta {
+  std::int64_t d, nlist, m, next_id, ntotal;
+  std::int32_t nbits, metric, store_vectors, trained;
+};
+static_assert(sizeof(Meta) == 56 && std::is_trivially_copyable_v<Meta>);
+
+template <class T>
+std::span<const std::byte> as_bytes_of(const std::vector<T>& v) {
+  return std::as_bytes(std::span<const T>(v));
+}
+
+}  // namespace
+
+status IvfPqIndex<cpu>::save(const std::string& path) const {
+  SectionFileWriter w(kIvfPqFormat);
+  const Meta meta{d_, opts_.nlist, opts_.m, next_id_, size(), opts_.nbits, static_cast<std::int32_t>(opts_.metric),
+                  opts_.store_vectors ? 1 : 0, trained_ ? 1 : 0};
+  std::vector<std::byte> meta_bytes(sizeof(Meta));
+  std::memcpy(meta_bytes.data(), &meta, sizeof(Meta));
+  w.add("META", std::move(meta_bytes));
+  w.add("CENT", std::as_bytes(centroids_.span()));
+  w.add("PQCB", std::as_bytes(pq_.centroids().span()));
+  std::vector<std::int64_t> sizes;
+  for (const List& l : lists_) sizes.push_back(static_cast<std::int64_t>(l.ids.size()));
+  w.add("LSIZ", as_bytes_of(sizes));
+  w.add_stream("IDS_", [this](SectionSink& out) -> status {
+    for (const List& l : lists_) QUARRY_RETURN_IF_ERROR(out.write_array(std::span<const std::int64_t>(l.ids)));
+    return {};
+  });
+  w.add_stream("CODE", [this](SectionSink& out) -> status {
+    const std::int64_t cs = pq_.code_size();
+    for (const List& l : lists_) {
+      if (opts_.nbits == 8) QUARRY_RETURN_IF_ERROR(out.write_array(std::span<const std::uint8_t>(l.code_data(), l.ids.size() * cs)));
+      else QUARRY_RETURN_IF_ERROR(out.write_array(l.fast.bytes()));
+    }
+    return {};
+  });
+  if (opts_.store_vectors)
+    w.add_stream("VECS", [this](SectionSink& out) -> status {
+      for (const List& l : lists_)
+        QUARRY_RETURN_IF_ERROR(out.write_array(std::span<const float>(l.vector_data(), l.ids.size() * static_cast<std::size_t>(d_))));
+      return {};
+    });
+  return w.write(path);
+}
+
+namespace {
+
+// The whole of a section (checked against its expected size), its checksum verified unless lazy.
+result<std::span<const std::byte>> section_of(const SectionFile& f, std::string_view tag, std::uint64_t expected, bool lazy) {
+  std::span<const std::byte> bytes;
+  if (lazy) {
+    const auto it = std::find_if(f.sections().begin(), f.sections().end(), [&](const SectionInfo& s) { return s.tag == tag; });
+    if (it == f.sections().end()) return status(errc::corrupt_data, fmt::format("{}: no {} section", f.what(), tag));
+    bytes = f.bytes().subspan(static_cast<std::size_t>(it->offset), static_cast<std::size_t>(it->size));
+  } else {
+    auto got = f.section(tag);
+    if (!got.ok()) return status(errc::corrupt_data, got.status().message());
+    bytes = *got;
+  }
+  if (bytes.size() != expected)
+    return status(errc::corrupt_data, fmt::format("{}: section {} holds {} bytes; the index's shape needs {}", f.what(), tag, bytes.size(), expected));
+  return bytes;
+}
+
+status check_finite(std::span<const float> v, const std::string& what, std::string_view tag) {
+  for (std::size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i])) return status(errc::corrupt_data, fmt::format("{}: section {} value {} is not finite", what, tag, i));
+  return {};
+}
+
+}  // namespace
+
+result<IvfPqIndex<cpu>> IvfPqIndex<cpu>::load(const std::string& path, const IvfPqLoadOptions& options) {
+  SectionFileOptions so;
+  so.verify = options.verify_all ? SectionVerify::on_open : SectionVerify::on_first_access;
+  QUARRY_ASSIGN_OR_RETURN(SectionFile f, SectionFile::open(path, kIvfPqFormat, so));
+  auto file = std::make_shared<SectionFile>(std::move(f));
+  return from_file(file, options);
+}
+
+result<IvfPqIndex<cpu>> IvfPqIndex<cpu>::load_bytes(std::span<const std::byte> bytes, const IvfPqLoadOptions& options) {
+  SectionFileOptions so;
+  so.verify = options.verify_all ? SectionVerify::on_open : SectionVerify::on_first_access;
+  QUARRY_ASSIGN_OR_RETURN(SectionFile f, SectionFile::parse(bytes, kIvfPqFormat, "IVF-PQ index bytes", so));
+  auto file = std::make_shared<SectionFile>(std::move(f));
+  return from_file(file, options);
+}
+
+result<IvfPqIndex<cpu>> IvfPqIndex<cpu>::from_file(const std::shared_ptr<const SectionFile>& file, const IvfPqLoadOptions& options) {
+  const SectionFile& f = *file;
+  const std::string& what = f.what();
+  auto bad = [&](const std::string& m) { return status(errc::corrupt_data, what + ": " + m); };
+  QUARRY_ASSIGN_OR_RETURN(auto meta_bytes, section_of(f, "META", sizeof(Meta), false));
+  Meta meta;
+  std::memcpy(&meta, meta_bytes.data(), sizeof(Meta));
+  if (meta.metric < 0 || meta.metric > static_cast<std::int32_t>(Metric::cosine)) return bad(fmt::format("META metric {} is unknown", meta.metric));
+  if (meta.store_vectors != 0 && meta.store_vectors != 1) return bad(fmt::format("META store_vectors is {}", meta.store_vectors));
+  if (meta.trained != 1) return bad("META says the index was saved untrained");
+  if (meta.nlist < 1 || meta.nlist > (std::int64_t{1} << 24)) return bad(fmt::format("META nlist {} is out of range 1..2^24", meta.nlist));
+  if (meta.ntotal < 0 || meta.next_id < 0) return bad(fmt::format("META ntotal {} / next_id {} is negative", meta.ntotal, meta.next_id));
+  IvfPqOptions o{meta.nlist, meta.m, meta.nbits, static_cast<Metric>(meta.metric), meta.store_vectors == 1};
+  auto made = create(meta.d, o);  // checks d, m, nbits and their fit
+  if (!made.ok()) return bad("META describes no valid index: " + made.status().message());
+  IvfPqIndex idx = std::move(made).value();
+  const std::int64_t d = meta.d, nlist = meta.nlist, ksub = idx.pq_.ksub(), cs = idx.pq_.code_size();
+
+  // Sizes, with overflow-checked arithmetic, before anything is allocated from them.
+  const std::uint64_t cent_bytes = static_cast<std::uint64_t>(nlist * d) * 4;  // <= 2^24 * 2^20 * 4
+  const std::uint64_t pq_bytes = static_cast<std::uint64_t>(ksub * d) * 4;
+  const auto ids_bytes = checked_mul(meta.ntotal, 8);
+  if (!ids_bytes) return bad(fmt::format("META ntotal {} overflows", meta.ntotal));
+  QUARRY_ASSIGN_OR_RETURN(auto cent, section_of(f, "CENT", cent_bytes, false));
+  QUARRY_ASSIGN_OR_RETURN(auto pqcb, section_of(f, "PQCB", pq_bytes, false));
+  QUARRY_ASSIGN_OR_RETURN(auto lsiz, section_of(f, "LSIZ", static_cast<std::uint64_t>(nlist) * 8, false));
+  QUARRY_ASSIGN_OR_RETURN(auto idsb, section_of(f, "IDS_", static_cast<std::uint64_t>(*ids_bytes), false));
+  std::vector<std::int64_t> sizes(static_cast<std::size_t>(nlist));
+  std::memcpy(sizes.data(), lsiz.data(), lsiz.size());
+  std::int64_t total = 0;
+  std::uint64_t code_bytes = 0;
+  for (std::int64_t l = 0; l < nlist; ++l) {
+    const std::int64_t n = sizes[static_cast<std::size_t>(l)];
+    const auto sum = n < 0 ? std::nullopt : checked_add(total, n);
+    if (!sum || *sum > meta.ntotal)
+      return bad(fmt::format("LSIZ list {} holds {} vectors: the lists add up to more than META's {}", l, n, meta.ntotal));
+    total = *sum;
+    // bounded: n <= ntotal, whose 8 bytes per id the file holds
+    code_bytes += meta.nbits == 8 ? static_cast<std::uint64_t>(n * cs)
+                                  : static_cast<std::uint64_t>((n + 31) / 32 * idx.lists_[0].fast.block_bytes());
+  }
+  if (total != meta.ntotal) return bad(fmt::format("LSIZ lists add up to {}, META says {}", total, meta.ntotal));
+  const bool lazy = options.mmap && !options.verify_all;
+  QUARRY_ASSIGN_OR_RETURN(auto codeb, section_of(f, "CODE", code_bytes, lazy));
+  std::span<const std::byte> vecb;
+  if (o.store_vectors) {
+    const auto floats = checked_mul(meta.ntotal, d);
+    const auto vbytes = floats ? checked_mul(*floats, 4) : std::nullopt;
+    if (!vbytes) return bad("VECS size overflows");
+    const auto vec_bytes = static_cast<std::uint64_t>(*vbytes);
+    QUARRY_ASSIGN_OR_RETURN(vecb, section_of(f, "VECS", vec_bytes, lazy));
+  }
+
+  // Centroids and codebooks: finite values.
+  std::memcpy(idx.centroids_.data(), cent.data(), cent.size());
+  QUARRY_RETURN_IF_ERROR(check_finite(idx.centroids_.span(), what, "CENT"));
+  Tensor<float> cb = Tensor<float>::uninitialized({meta.m, ksub, d / meta.m});
+  std::memcpy(cb.data(), pqcb.data(), pqcb.size());
+  QUARRY_RETURN_IF_ERROR(check_finite(cb.span(), what, "PQCB"));
+  QUARRY_RETURN_IF_ERROR(idx.pq_.set_centroids(cb.view()));
+  for (std::int64_t l = 0; l < nlist; ++l) {
+    const std::span<const float> c(&idx.centroids_(l, 0), static_cast<std::size_t>(d));
+    idx.centroid_norms_[static_cast<std::size_t>(l)] = dot(c, c);
+  }
+
+  // Lists: ids (unique, >= 0, below next_id), codes, vectors.
+  const auto* ids = reinterpret_cast<const std::byte*>(idsb.data());
+  std::size_t id_at = 0, code_at = 0, vec_at = 0;
+  idx.where_.reserve(static_cast<std::size_t>(meta.ntotal));
+  for (std::int64_t l = 0; l < nlist; ++l) {
+    List& list = idx.lists_[static_cast<std::size_t>(l)];
+    const std::int64_t n = sizes[static_cast<std::size_t>(l)];
+    list.ids.resize(static_cast<std::size_t>(n));
+    std::memcpy(list.ids.data(), ids + id_at * 8, static_cast<std::size_t>(n) * 8);
+    id_at += static_cast<std::size_t>(n);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int64_t id = list.ids[static_cast<std::size_t>(i)];
+      if (id < 0 || id >= meta.next_id) return bad(fmt::format("IDS_ id {} in list {} is outside 0..{}", id, l, meta.next_id - 1));
+      if (!idx.where_.emplace(id, Location{static_cast<std::int32_t>(l), i}).second)
+        return bad(fmt::format("IDS_ id {} appears twice", id));
+    }
+    const auto* cbytes = reinterpret_cast<const std::uint8_t*>(codeb.data()) + code_at;
+    if (meta.nbits == 8) {
+      const std::size_t nb = static_cast<std::size_t>(n * cs);
+      if (options.mmap) list.codes_view = {cbytes, nb};
+      else list.codes.assign(cbytes, cbytes + nb);
+      code_at += nb;
+    } else {
+      const std::size_t nb = static_cast<std::size_t>((n + 31) / 32 * list.fast.block_bytes());
+      const std::span<const std::uint8_t> blocks(cbytes, nb);
+      QUARRY_RETURN_IF_ERROR(options.mmap ? list.fast.view_blocks(blocks, n) : list.fast.assign_blocks(blocks, n));
+      code_at += nb;
+    }
+    if (o.store_vectors) {
+      const std::size_t nv = static_cast<std::size_t>(n * d);
+      const auto* v = reinterpret_cast<const float*>(vecb.data()) + vec_at;
+      if (options.mmap) list.vectors_view = {v, nv};
+      else list.vectors.assign(v, v + nv);
+      if (!lazy) QUARRY_RETURN_IF_ERROR(check_finite({v, nv}, what, "VECS"));
+      vec_at += nv;
+    }
+  }
+  // 8-bit codes index 256-entry tables: any byte is valid. 4-bit nibbles likewise.
+  idx.next_id_ = meta.next_id;
+  idx.trained_ = true;
+  if (options.mmap) idx.mapped_ = file;
+  return idx;
 }
 
 }  // namespace quarry

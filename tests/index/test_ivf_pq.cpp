@@ -4,6 +4,9 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <unistd.h>
 #include <limits>
 #include <mutex>
 #include <numeric>
@@ -13,6 +16,8 @@
 #include <vector>
 
 #include <quarry/index/ivf_pq.hpp>
+#include <quarry/io/mapped_file.hpp>
+#include <quarry/io/section_file.hpp>
 #include <quarry/io/vecs.hpp>
 
 #include "shared_data.hpp"
@@ -53,6 +58,13 @@ std::vector<std::int64_t> brute_force(const Tensor<float>& x, std::span<const fl
   std::vector<std::int64_t> ids;
   for (std::int64_t r = 0; r < k; ++r) ids.push_back(all[static_cast<std::size_t>(r)].second);
   return ids;
+}
+
+// A fresh folder under the system's temp directory for this process.
+std::string temp_dir(const std::string& name) {
+  const auto p = std::filesystem::temp_directory_path() / ("quarry_test_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(p);
+  return p.string();
 }
 
 IvfPqIndex<cpu> trained_index(const Tensor<float>& x, IvfPqOptions o) {
@@ -342,5 +354,135 @@ TEST_CASE("IvfPqIndex on real SIFT vectors (bigann10k): recall at nprobe 8, with
       CHECK(r10 >= 0.85);
       if (refine > 1) CHECK(r1 >= 0.85);
     }
+  }
+}
+
+TEST_CASE("IvfPqIndex: save and load (copied or memory-mapped) give the same results; the file is checked") {
+  const Tensor<float> x = blobs(700, 16, 7, 31);
+  const Tensor<float> queries = blobs(12, 16, 7, 32);
+  const std::string dir = temp_dir("ivfpq");
+  for (int nbits : {8, 4}) {
+    for (bool store : {false, true}) {
+      INFO("nbits " << nbits << " store_vectors " << store);
+      auto idx = trained_index(x, {.nlist = 5, .m = 4, .nbits = nbits, .metric = Metric::cosine, .store_vectors = store});
+      std::vector<std::int64_t> gone = {1, 2, 3, 500};
+      idx.remove(gone);
+      const std::string path = dir + "/index.qry";
+      REQUIRE(idx.save(path).ok());
+      const auto want = idx.search_batch(queries.view(), 8, {.nprobe = 3, .refine_factor = 2});
+      REQUIRE(want.ok());
+      for (bool mmap : {false, true}) {
+        auto loaded = IvfPqIndex<cpu>::load(path, {.mmap = mmap});
+        REQUIRE(loaded.ok());
+        CHECK(loaded->size() == idx.size());
+        CHECK(loaded->next_id() == idx.next_id());
+        CHECK_FALSE(loaded->contains(2));
+        const auto got = loaded->search_batch(queries.view(), 8, {.nprobe = 3, .refine_factor = 2});
+        REQUIRE(got.ok());
+        CHECK(got->ids == want->ids);
+        CHECK(got->distances == want->distances);
+        // a mapped index copies a list on its first change, and goes on working
+        std::vector<std::int64_t> more = {10, 11};
+        CHECK(loaded->remove(more) == 2);
+        REQUIRE(loaded->add(queries.view()).ok());
+        CHECK(loaded->size() == idx.size() - 2 + 12);
+      }
+    }
+  }
+}
+
+TEST_CASE("IvfPqIndex::load: a file cut at any byte or with any bit flipped is a clear error, never a crash") {
+  const Tensor<float> x = blobs(300, 8, 3, 33);
+  auto idx = trained_index(x, {.nlist = 2, .m = 2, .nbits = 4, .store_vectors = true});
+  std::vector<std::int64_t> few;
+  for (std::int64_t i = 20; i < 300; ++i) few.push_back(i);
+  idx.remove(few);  // a small file: 20 vectors
+  const std::string path = temp_dir("ivfpq_bad") + "/index.qry";
+  REQUIRE(idx.save(path).ok());
+  std::vector<std::byte> bytes;
+  {
+    auto mapped = MappedFile::open(path);
+    REQUIRE(mapped.ok());
+    bytes.assign(mapped->bytes().begin(), mapped->bytes().end());
+  }
+  REQUIRE(IvfPqIndex<cpu>::load_bytes(bytes).ok());
+  for (std::size_t cut = 0; cut < bytes.size(); ++cut) {
+    const auto r = IvfPqIndex<cpu>::load_bytes(std::span<const std::byte>(bytes).first(cut));
+    REQUIRE_FALSE(r.ok());
+  }
+  std::size_t flips = 0;
+  for (std::size_t at = 0; at < bytes.size(); ++at) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::vector<std::byte> bad = bytes;
+      bad[at] ^= std::byte(1u << bit);
+      const auto r = IvfPqIndex<cpu>::load_bytes(bad);
+      REQUIRE_FALSE(r.ok());
+      REQUIRE(r.status().message().find("IVF-PQ") != std::string::npos);
+      ++flips;
+    }
+  }
+  MESSAGE(bytes.size() << "-byte file: every cut and " << flips << " bit flips rejected");
+  // a file of another kind
+  CHECK(quarry::testing::contains(IvfPqIndex<cpu>::load(path + ".missing").status(), "missing"));
+}
+
+TEST_CASE("IvfPqIndex::load: files with valid checksums but inconsistent contents are rejected by name") {
+  using quarry::testing::contains;
+  const Tensor<float> x = blobs(300, 8, 3, 35);
+  auto idx = trained_index(x, {.nlist = 2, .m = 2, .nbits = 8});
+  const std::string path = temp_dir("ivfpq_crafted") + "/index.qry";
+  REQUIRE(idx.save(path).ok());
+  auto file = SectionFile::open(path, FileFormat{"QRYIVFPQ", 1, 0});
+  REQUIRE(file.ok());
+  // Rebuilds the file with one section replaced (checksums recomputed by the writer).
+  auto rebuilt = [&](std::string_view tag, std::vector<std::byte> replacement) {
+    SectionFileWriter w(FileFormat{"QRYIVFPQ", 1, 0});
+    for (const SectionInfo& s : file->sections()) {
+      if (s.tag == tag) {
+        w.add(s.tag, std::move(replacement));
+      } else {
+        const auto b = file->section(s.tag).value();
+        w.add(s.tag, std::vector<std::byte>(b.begin(), b.end()));
+      }
+    }
+    return w.to_bytes().value();
+  };
+  auto meta = [&](auto edit) {
+    const auto b = file->section("META").value();
+    std::vector<std::byte> m(b.begin(), b.end());
+    edit(m);
+    return m;
+  };
+  auto put64 = [](std::vector<std::byte>& m, std::size_t at, std::int64_t v) { std::memcpy(m.data() + at, &v, 8); };
+  auto put32 = [](std::vector<std::byte>& m, std::size_t at, std::int32_t v) { std::memcpy(m.data() + at, &v, 4); };
+  auto load = [](const std::vector<std::byte>& bytes) { return IvfPqIndex<cpu>::load_bytes(bytes).status(); };
+  // META: d, nlist, m, next_id, ntotal (int64 at 0, 8, 16, 24, 32), nbits, metric, store, trained (int32 at 40..52)
+  CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put64(m, 8, std::int64_t{1} << 40); }))), "nlist"));
+  CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put64(m, 32, std::int64_t{1} << 62); }))), "ntotal"));
+  CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put64(m, 32, 299); }))), "IDS_"));
+  CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put64(m, 16, 3); }))), "no valid index"));
+  CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put32(m, 44, 9); }))), "metric"));
+  CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put64(m, 24, 5); }))), "outside"));
+  CHECK(contains(load(rebuilt("META", {})), "META"));
+  {  // a NaN centroid
+    const auto b = file->section("CENT").value();
+    std::vector<std::byte> c(b.begin(), b.end());
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::memcpy(c.data() + 12, &nan, 4);
+    CHECK(contains(load(rebuilt("CENT", c)), "not finite"));
+  }
+  {  // list sizes that do not add up, and a negative one
+    const auto b = file->section("LSIZ").value();
+    std::vector<std::byte> l(b.begin(), b.end());
+    put64(l, 0, 5);
+    CHECK(contains(load(rebuilt("LSIZ", l)), "LSIZ"));
+    put64(l, 0, -1);
+    CHECK(contains(load(rebuilt("LSIZ", l)), "LSIZ"));
+  }
+  {  // a repeated id
+    const auto b = file->section("IDS_").value();
+    std::vector<std::byte> ids(b.begin(), b.end());
+    std::memcpy(ids.data() + 8, ids.data(), 8);
+    CHECK(contains(load(rebuilt("IDS_", ids)), "twice"));
   }
 }

@@ -30,31 +30,41 @@ class FastScanCodes {
   status append(std::span<const std::uint8_t> pq_codes, std::int64_t n);
   /// The code of vector i, sub-quantizer j (0..15); unchecked.
   std::uint8_t code(std::int64_t i, std::int64_t j) const noexcept {
-    const std::uint8_t b = blocks_[static_cast<std::size_t>((i / 32) * block_bytes() + j * 16 + (i % 16))];
+    const std::uint8_t b = data()[(i / 32) * block_bytes() + j * 16 + (i % 16)];
     return (i % 32) < 16 ? static_cast<std::uint8_t>(b & 0xf) : static_cast<std::uint8_t>(b >> 4);
   }
   /// Moves vector `from` into slot `to` (compaction after deletes); unchecked.
-  void move(std::int64_t from, std::int64_t to) noexcept;
+  void move(std::int64_t from, std::int64_t to);
   /// Keeps the first n vectors (n <= size()); the rest of the last block is zeroed.
-  void truncate(std::int64_t n) noexcept;
-  void clear() noexcept { truncate(0); }
+  void truncate(std::int64_t n);
+  void clear() { truncate(0); }
 
   std::int64_t size() const noexcept { return n_; }                    ///< vectors
   std::int64_t m() const noexcept { return m_; }                       ///< sub-quantizers
   std::int64_t m_pad() const noexcept { return (m_ + 1) / 2 * 2; }     ///< m rounded up to even
   std::int64_t block_bytes() const noexcept { return m_pad() * 16; }   ///< bytes per block of 32
   std::int64_t num_blocks() const noexcept { return (n_ + 31) / 32; }
-  const std::uint8_t* data() const noexcept { return blocks_.data(); }
-  std::span<const std::uint8_t> bytes() const noexcept { return blocks_; }
+  const std::uint8_t* data() const noexcept { return view_.data() ? view_.data() : blocks_.data(); }
+  std::span<const std::uint8_t> bytes() const noexcept {
+    return {data(), static_cast<std::size_t>(num_blocks() * block_bytes())};
+  }
   /// Replaces the content with `n` vectors' blocks as bytes() gave them (e.g. read from a file).
   /// Errors: a byte count other than num_blocks(n) * block_bytes().
   status assign_blocks(std::span<const std::uint8_t> blocks, std::int64_t n);
+  /// Like assign_blocks, but without copying: the codes read `blocks` (e.g. a memory-mapped
+  /// file), which must outlive this object or its next change; the first append, move or
+  /// truncate copies them into memory of its own.
+  status view_blocks(std::span<const std::uint8_t> blocks, std::int64_t n);
+  /// Whether the codes are a view of someone else's bytes (view_blocks).
+  bool is_view() const noexcept { return view_.data() != nullptr; }
 
  private:
   void set(std::int64_t i, std::int64_t j, std::uint8_t c) noexcept;
+  void own();  // copies viewed blocks into blocks_
 
   std::int64_t m_ = 0, n_ = 0;
   std::vector<std::uint8_t> blocks_;
+  std::span<const std::uint8_t> view_;
 };
 
 /// A distance table quantized to uint8 for fast-scan: d ~ bias + q / scale.

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -37,6 +38,8 @@
 #include "quarry/index/pq.hpp"
 
 namespace quarry {
+
+class SectionFile;
 
 /// The shape of an IVF-PQ index, fixed at creation.
 struct IvfPqOptions {
@@ -70,6 +73,17 @@ struct IvfPqSearchParams {
   /// Only ids whose bit is set are returned (bit id % 64 of word id / 64; ids past the end are
   /// excluded). Empty: all. Combined with `filter` when both are given.
   std::span<const std::uint64_t> allowed_ids;
+};
+
+/// How IvfPqIndex::load reads a file.
+struct IvfPqLoadOptions {
+  /// Keep the file memory-mapped and read the codes and the stored vectors from the map instead
+  /// of copying them (the first add or remove touching a list copies that list). Ids are copied.
+  bool mmap = false;
+  /// Verify every section's CRC32C while loading. false (with mmap): the CODE and VECS sections
+  /// are not read at load at all, so opening a huge file is instant; a flipped bit in them then
+  /// goes undetected (their sizes are still checked). Every other section is always verified.
+  bool verify_all = true;
 };
 
 /// Results of nq queries, k each, nearest first.
@@ -128,6 +142,20 @@ class IvfPqIndex<cpu> {
   /// The coarse centroids [nlist, d].
   TensorView<const float> centroids() const noexcept { return centroids_.view(); }
 
+  /// Writes the index to `path` atomically (a temp file beside it, fsync, rename, fsync of the
+  /// folder): quarry's section file "QRYIVFPQ" 1.0 (quarry/io/section_file.hpp) with sections
+  /// META, CENT (coarse centroids), PQCB (codebooks), LSIZ (list sizes), IDS_, CODE and, with
+  /// stored vectors, VECS, each with a CRC32C. Errors: the file system's, naming the path.
+  status save(const std::string& path) const;
+  /// Reads an index written by save(). Trusts nothing: the format, every field's range and
+  /// every section's size are checked (with overflow-checked arithmetic) against each other and
+  /// the file before anything is allocated, the checksums are verified, values must be finite
+  /// and ids unique; the error names the file, the section and the field.
+  static result<IvfPqIndex> load(const std::string& path, const IvfPqLoadOptions& options = {});
+  /// load() from bytes in memory (tests, fuzzing); with options.mmap the index reads `bytes`,
+  /// which must outlive it.
+  static result<IvfPqIndex> load_bytes(std::span<const std::byte> bytes, const IvfPqLoadOptions& options = {});
+
 
  private:
   struct List {
@@ -135,6 +163,11 @@ class IvfPqIndex<cpu> {
     std::vector<std::uint8_t> codes;   // nbits 8: [n, m]
     FastScanCodes fast;                // nbits 4
     std::vector<float> vectors;        // [n, d] when store_vectors
+    std::span<const std::uint8_t> codes_view;  // codes in a mapped file (load with mmap)
+    std::span<const float> vectors_view;       // vectors in a mapped file
+    const std::uint8_t* code_data() const noexcept { return codes_view.data() ? codes_view.data() : codes.data(); }
+    const float* vector_data() const noexcept { return vectors_view.data() ? vectors_view.data() : vectors.data(); }
+    void own();  // copies mapped codes and vectors into the list's own memory
   };
   struct Location {
     std::int32_t list;
@@ -142,6 +175,7 @@ class IvfPqIndex<cpu> {
   };
   struct Scratch;
 
+  static result<IvfPqIndex> from_file(const std::shared_ptr<const SectionFile>& file, const IvfPqLoadOptions& options);
   Metric pq_metric() const noexcept { return opts_.metric == Metric::l2 ? Metric::l2 : Metric::inner_product; }
   status prepare_rows(TensorView<const float> x, const char* what, Tensor<float>& normalized, TensorView<const float>& use) const;
   void search_one(const float* query, std::int64_t k, const IvfPqSearchParams& params, Scratch& s, float* out_dist,
@@ -156,6 +190,7 @@ class IvfPqIndex<cpu> {
   std::vector<List> lists_;
   std::unordered_map<std::int64_t, Location> where_;
   std::int64_t next_id_ = 0;
+  std::shared_ptr<const void> mapped_;  // keeps a mapped file alive while lists view it
 };
 
 }  // namespace quarry
