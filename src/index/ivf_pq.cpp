@@ -67,6 +67,7 @@ struct IvfPqIndex<cpu>::Scratch {
   std::vector<float> normalized;   // the query, normalised (cosine)
   std::vector<float> residual;     // query - centroid (l2)
   Tensor<float> table;             // [m, ksub]
+  Tensor<float> qtable;            // [m, ksub]: query . codewords (l2 with precomputed terms)
   std::vector<float> neg_table;    // [m, 16]: minus the inner-product table (4-bit, ip)
   std::vector<std::pair<float, std::int32_t>> coarse;
   TopK top;
@@ -184,6 +185,7 @@ status IvfPqIndex<cpu>::train(TensorView<const float> x, const IvfPqTrainOptions
   next_id_ = 0;
   mapped_.reset();
   trained_ = true;
+  build_terms();
   return {};
 }
 
@@ -267,6 +269,26 @@ std::int64_t IvfPqIndex<cpu>::remove(std::span<const std::int64_t> ids) {
   return removed;
 }
 
+void IvfPqIndex<cpu>::build_terms() {
+  terms_.clear();
+  const std::int64_t m = opts_.m, ksub = pq_.ksub(), dsub = pq_.sub_dim();
+  if (opts_.metric != Metric::l2 || opts_.nlist * m * ksub > kMaxTermFloats) return;
+  terms_.resize(static_cast<std::size_t>(opts_.nlist * m * ksub));
+  const float* cb = pq_.centroids().data();  // [m, ksub, dsub]
+  for (std::int64_t l = 0; l < opts_.nlist; ++l)
+    for (std::int64_t j = 0; j < m; ++j)
+      for (std::int64_t c = 0; c < ksub; ++c) {
+        const float* r = cb + (j * ksub + c) * dsub;
+        const float* cl = &centroids_(l, j * dsub);
+        float rr = 0.f, cr = 0.f;
+        for (std::int64_t t = 0; t < dsub; ++t) {
+          rr += r[t] * r[t];
+          cr += cl[t] * r[t];
+        }
+        terms_[static_cast<std::size_t>((l * m + j) * ksub + c)] = rr + 2.f * cr;
+      }
+}
+
 double IvfPqIndex<cpu>::bytes_per_vector() const noexcept {
   return static_cast<double>(pq_.code_size()) + sizeof(std::int64_t) + (opts_.store_vectors ? 4.0 * static_cast<double>(d_) : 0.0);
 }
@@ -298,7 +320,15 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
   s.top.reset(static_cast<std::size_t>(keep));
   if (s.table.numel() != m * ksub) s.table = Tensor<float>::uninitialized({m, ksub});
   float* table = s.table.data();
-  if (!l2) pq_.compute_distance_table(query, Metric::inner_product, s.table.view());  // the same for every list
+  // Inner products: one table for every list. L2 with the precomputed terms: the query's
+  // products with the codewords, once; each list's table is then its terms minus twice those.
+  const bool precomputed = l2 && !terms_.empty();
+  if (!l2) pq_.compute_distance_table(query, Metric::inner_product, s.table.view());
+  if (precomputed) {
+    if (s.qtable.numel() != m * ksub) s.qtable = Tensor<float>::uninitialized({m, ksub});
+    pq_.compute_distance_table(query, Metric::inner_product, s.qtable.view());
+  }
+  const float qnorm = l2 ? dot(query, query) : 0.f;
   FastScanLut lut;
   if (!l2 && opts_.nbits == 4) {
     s.neg_table.resize(static_cast<std::size_t>(m * 16));
@@ -313,7 +343,14 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
     // L2: the table of the query's residual to this list's centroid; inner products: the shared
     // table plus the constant q.c of the list (the internal distance is minus the product).
     float base = 0.f;
-    if (l2) {
+    if (precomputed) {
+      // ||q - c - r||^2 = ||q - c||^2 + (||r||^2 + 2 c.r) - 2 q.r, the middle term per list
+      const float* terms = terms_.data() + static_cast<std::size_t>(l) * static_cast<std::size_t>(m * ksub);
+      const float* qt = s.qtable.data();
+      for (std::int64_t t = 0; t < m * ksub; ++t) table[t] = terms[t] - 2.f * qt[t];
+      base = std::max(0.f, qnorm + s.coarse[static_cast<std::size_t>(p)].first);
+      if (opts_.nbits == 4) lut = quantize_fastscan_lut(std::span<const float>(table, static_cast<std::size_t>(m * 16)), m).value();
+    } else if (l2) {
       s.residual.resize(static_cast<std::size_t>(d_));
       for (std::int64_t j = 0; j < d_; ++j) s.residual[static_cast<std::size_t>(j)] = q[j] - centroids_(l, j);
       pq_.compute_distance_table(s.residual, Metric::l2, s.table.view());
@@ -610,6 +647,7 @@ result<IvfPqIndex<cpu>> IvfPqIndex<cpu>::from_file(const std::shared_ptr<const S
   // 8-bit codes index 256-entry tables: any byte is valid. 4-bit nibbles likewise.
   idx.next_id_ = meta.next_id;
   idx.trained_ = true;
+  idx.build_terms();
   if (options.mmap) idx.mapped_ = file;
   return idx;
 }

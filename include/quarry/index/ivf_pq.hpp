@@ -6,7 +6,10 @@
 // search ranks the centroids, scans the `nprobe` nearest lists with asymmetric distance tables
 // (8-bit codes: float table lookups; 4-bit codes: fast-scan with uint8 tables in SIMD registers,
 // then the float table for the candidates it lets through), keeps the best k * refine_factor,
-// and, when the index stores the full vectors, re-ranks those with exact distances.
+// and, when the index stores the full vectors, re-ranks those with exact distances. L2 tables
+// come from terms precomputed per list, as FAISS's precomputed tables:
+//   ||q - c - r||^2 = ||q - c||^2 + (||r||^2 + 2 c.r) - 2 q.r,
+// so a probed list costs m * ksub additions, not d * ksub multiply-adds.
 //
 // Metrics: l2 (squared Euclidean; smaller is nearer), inner_product (larger is nearer), cosine
 // (inner product of L2-normalised vectors: vectors are normalised when added, queries when
@@ -141,6 +144,13 @@ class IvfPqIndex<cpu> {
   const ProductQuantizer& pq() const noexcept { return pq_; }
   /// The coarse centroids [nlist, d].
   TensorView<const float> centroids() const noexcept { return centroids_.view(); }
+  /// Read access to list l (0 <= l < nlist, unchecked), for device copies (IvfPqIndex<cuda>): its
+  /// ids in scan order; its codes, [list_size(l), m] bytes (nbits 8; empty with nbits 4); its
+  /// fast-scan codes (nbits 4); its full vectors, [list_size(l), d] (store_vectors; else empty).
+  std::span<const std::int64_t> list_ids(std::int64_t l) const noexcept { return lists_[static_cast<std::size_t>(l)].ids; }
+  std::span<const std::uint8_t> list_codes(std::int64_t l) const noexcept { return {lists_[static_cast<std::size_t>(l)].code_data(), opts_.nbits == 8 ? lists_[static_cast<std::size_t>(l)].ids.size() * static_cast<std::size_t>(opts_.m) : 0}; }
+  const FastScanCodes& list_fast_codes(std::int64_t l) const noexcept { return lists_[static_cast<std::size_t>(l)].fast; }
+  std::span<const float> list_vectors(std::int64_t l) const noexcept { return {lists_[static_cast<std::size_t>(l)].vector_data(), opts_.store_vectors ? lists_[static_cast<std::size_t>(l)].ids.size() * static_cast<std::size_t>(d_) : 0}; }
 
   /// Writes the index to `path` atomically (a temp file beside it, fsync, rename, fsync of the
   /// folder): quarry's section file "QRYIVFPQ" 1.0 (quarry/io/section_file.hpp) with sections
@@ -191,6 +201,12 @@ class IvfPqIndex<cpu> {
   std::unordered_map<std::int64_t, Location> where_;
   std::int64_t next_id_ = 0;
   std::shared_ptr<const void> mapped_;  // keeps a mapped file alive while lists view it
+  // L2: per list, sub-quantizer and codeword, ||r||^2 + 2 c.r (FAISS's precomputed tables), so a
+  // probed list's table costs m * ksub additions instead of d * ksub multiply-adds. Left empty
+  // past kMaxTermFloats (then each list's residual table is computed).
+  static constexpr std::int64_t kMaxTermFloats = std::int64_t{1} << 26;  // 256 MiB
+  std::vector<float> terms_;
+  void build_terms();
 };
 
 }  // namespace quarry
