@@ -634,9 +634,12 @@ int run(const Options& opt) {
     fmt::print("\n");
     std::fflush(stdout);
   }
-  if (!opt.nprobe)
-    fmt::print("\nA larger nprobe scans more lists: higher recall, fewer queries per second. Pick one with --nprobe;\n"
-               "--refine 8 re-ranks candidates on full vectors; --nbits 4 uses fast-scan.\n");
+  if (!opt.nprobe) {
+    std::string tips = "Pick one with --nprobe";
+    if (opt.refine == 1) tips += "; --refine 8 re-ranks candidates on full vectors";
+    if (opt.nbits == 8) tips += "; --nbits 4 scans with fast-scan";
+    fmt::print("\nA larger nprobe scans more lists: higher recall, fewer queries per second.\n{}.\n", tips);
+  }
   return 0;
 }
 
