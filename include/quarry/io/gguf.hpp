@@ -51,7 +51,7 @@ struct GgufArray {
   std::vector<std::string> strings;        ///< string elements
   std::vector<GgufValue> arrays;           ///< nested arrays
   /// Number of elements.
-  std::size_t size() const noexcept { return ints.size() + floats.size() + strings.size() + arrays.size(); }
+  std::size_t size() const noexcept;  // defined below GgufValue, which must be complete first
 };
 
 /// One metadata value. Integers are held widened (unsigned as u64, signed as i64), floats as
@@ -69,6 +69,8 @@ struct GgufValue {
   /// The array, for an array value; else null.
   const GgufArray* as_array() const noexcept { return std::get_if<GgufArray>(&data); }
 };
+
+inline std::size_t GgufArray::size() const noexcept { return ints.size() + floats.size() + strings.size() + arrays.size(); }
 
 /// ggml's tensor types, as GGUF stores them (ggml_type).
 enum class GgmlType : std::uint32_t {
