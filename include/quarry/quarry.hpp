@@ -18,6 +18,7 @@
 #include "quarry/core/thread_pool.hpp"
 #include "quarry/index/kmeans.hpp"
 #include "quarry/index/metric.hpp"
+#include "quarry/index/opq.hpp"
 #include "quarry/index/pq.hpp"
 #include "quarry/io/atomic_file.hpp"
 #include "quarry/io/bounded_reader.hpp"
