@@ -82,37 +82,46 @@ std::uint32_t FastScanLut::quantized_at_least(float d) const noexcept {
   return q >= 65535.0 ? 65535u : static_cast<std::uint32_t>(q);
 }
 
-result<FastScanLut> quantize_fastscan_lut(std::span<const float> lut, std::int64_t m) {
-  if (m < 1 || m > 256) return status(errc::invalid_argument, fmt::format("fast-scan table: {} sub-quantizers; 1..256 are supported", m));
-  if (static_cast<std::int64_t>(lut.size()) != m * 16)
-    return status(errc::shape_mismatch, fmt::format("fast-scan table: {} entries for {} sub-quantizers of 16", lut.size(), m));
-  FastScanLut out;
+namespace detail {
+void quantize_fastscan_lut_into(const float* lut, std::int64_t m, FastScanLut& out) noexcept {
   out.m = m;
   const std::int64_t m_pad = (m + 1) / 2 * 2;
-  out.table.assign(static_cast<std::size_t>(m_pad * 16), 0);
-  std::vector<float> mins(static_cast<std::size_t>(m));
+  out.table.resize(static_cast<std::size_t>(m_pad * 16));  // no allocation once the buffer is large enough
+  float mins[256];
   float range = 0.f;
   double bias = 0;
   for (std::int64_t j = 0; j < m; ++j) {
-    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-    for (std::int64_t c = 0; c < 16; ++c) {
-      const float v = lut[static_cast<std::size_t>(j * 16 + c)];
-      if (!std::isfinite(v))
-        return status(errc::invalid_argument, fmt::format("fast-scan table: entry ({}, {}) is {}", j, c, v));
-      lo = std::min(lo, v);
-      hi = std::max(hi, v);
+    const float* row = lut + j * 16;
+    float lo = row[0], hi = row[0];
+    for (int c = 1; c < 16; ++c) {
+      lo = std::min(lo, row[c]);
+      hi = std::max(hi, row[c]);
     }
-    mins[static_cast<std::size_t>(j)] = lo;
+    mins[j] = lo;
     range = std::max(range, hi - lo);
     bias += lo;
   }
   out.bias = static_cast<float>(bias);
   out.scale = range > 0 ? 255.f / range : 1.f;
+  std::uint8_t* t = out.table.data();
   for (std::int64_t j = 0; j < m; ++j)
-    for (std::int64_t c = 0; c < 16; ++c) {
-      const float v = (lut[static_cast<std::size_t>(j * 16 + c)] - mins[static_cast<std::size_t>(j)]) * out.scale;
-      out.table[static_cast<std::size_t>(j * 16 + c)] = static_cast<std::uint8_t>(std::min(255.f, std::nearbyint(v)));
+    for (int c = 0; c < 16; ++c) {
+      const float v = (lut[j * 16 + c] - mins[j]) * out.scale + 0.5f;  // >= 0.5: truncation rounds half up
+      t[j * 16 + c] = static_cast<std::uint8_t>(std::min(v, 255.f));
     }
+  for (std::int64_t t2 = m * 16; t2 < m_pad * 16; ++t2) t[t2] = 0;
+}
+}  // namespace detail
+
+result<FastScanLut> quantize_fastscan_lut(std::span<const float> lut, std::int64_t m) {
+  if (m < 1 || m > 256) return status(errc::invalid_argument, fmt::format("fast-scan table: {} sub-quantizers; 1..256 are supported", m));
+  if (static_cast<std::int64_t>(lut.size()) != m * 16)
+    return status(errc::shape_mismatch, fmt::format("fast-scan table: {} entries for {} sub-quantizers of 16", lut.size(), m));
+  for (std::size_t i = 0; i < lut.size(); ++i)
+    if (!std::isfinite(lut[i]))
+      return status(errc::invalid_argument, fmt::format("fast-scan table: entry ({}, {}) is {}", i / 16, i % 16, lut[i]));
+  FastScanLut out;
+  detail::quantize_fastscan_lut_into(lut.data(), m, out);
   return out;
 }
 

@@ -69,6 +69,7 @@ struct IvfPqIndex<cpu>::Scratch {
   Tensor<float> table;             // [m, ksub]
   Tensor<float> qtable;            // [m, ksub]: query . codewords (l2 with precomputed terms)
   std::vector<float> neg_table;    // [m, 16]: minus the inner-product table (4-bit, ip)
+  FastScanLut lut;                 // the quantized table of the list being scanned (4-bit)
   std::vector<std::pair<float, std::int32_t>> coarse;
   TopK top;
 };
@@ -329,11 +330,11 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
     pq_.compute_distance_table(query, Metric::inner_product, s.qtable.view());
   }
   const float qnorm = l2 ? dot(query, query) : 0.f;
-  FastScanLut lut;
+  FastScanLut& lut = s.lut;
   if (!l2 && opts_.nbits == 4) {
     s.neg_table.resize(static_cast<std::size_t>(m * 16));
     for (std::size_t t = 0; t < s.neg_table.size(); ++t) s.neg_table[t] = -table[t];
-    lut = quantize_fastscan_lut(s.neg_table, m).value();
+    detail::quantize_fastscan_lut_into(s.neg_table.data(), m, lut);
   }
 
   for (std::int64_t p = 0; p < nprobe; ++p) {
@@ -349,12 +350,12 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
       const float* qt = s.qtable.data();
       for (std::int64_t t = 0; t < m * ksub; ++t) table[t] = terms[t] - 2.f * qt[t];
       base = std::max(0.f, qnorm + s.coarse[static_cast<std::size_t>(p)].first);
-      if (opts_.nbits == 4) lut = quantize_fastscan_lut(std::span<const float>(table, static_cast<std::size_t>(m * 16)), m).value();
+      if (opts_.nbits == 4) detail::quantize_fastscan_lut_into(table, m, lut);
     } else if (l2) {
       s.residual.resize(static_cast<std::size_t>(d_));
       for (std::int64_t j = 0; j < d_; ++j) s.residual[static_cast<std::size_t>(j)] = q[j] - centroids_(l, j);
       pq_.compute_distance_table(s.residual, Metric::l2, s.table.view());
-      if (opts_.nbits == 4) lut = quantize_fastscan_lut(std::span<const float>(table, static_cast<std::size_t>(m * 16)), m).value();
+      if (opts_.nbits == 4) detail::quantize_fastscan_lut_into(table, m, lut);
     } else {
       base = s.coarse[static_cast<std::size_t>(p)].first;  // -q.c
     }
@@ -364,8 +365,17 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
       const std::uint8_t* code = list.code_data();
       const auto count = static_cast<std::int64_t>(list.ids.size());
       for (std::int64_t i = 0; i < count; ++i, code += m) {
-        float sum = 0.f;
-        for (std::int64_t j = 0; j < m; ++j) sum += table[j * 256 + code[j]];
+        // four independent chains of table lookups (one serial chain is latency-bound)
+        float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+        std::int64_t j = 0;
+        for (; j + 4 <= m; j += 4) {
+          s0 += table[j * 256 + code[j]];
+          s1 += table[(j + 1) * 256 + code[j + 1]];
+          s2 += table[(j + 2) * 256 + code[j + 2]];
+          s3 += table[(j + 3) * 256 + code[j + 3]];
+        }
+        for (; j < m; ++j) s0 += table[j * 256 + code[j]];
+        const float sum = (s0 + s1) + (s2 + s3);
         const float dist = base + sign * sum;
         if (dist > s.top.bound()) continue;
         const std::int64_t id = list.ids[static_cast<std::size_t>(i)];
@@ -383,9 +393,21 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
         return static_cast<std::uint16_t>(std::min<std::uint32_t>(t, 65535));
       };
       std::uint16_t threshold = threshold_for(s.top.bound());
+      const std::uint8_t* blocks = list.fast.data();
+      const std::int64_t block_bytes = list.fast.block_bytes();
       fastscan_for_each_below(list.fast, lut, threshold, [&](std::int64_t i, std::uint16_t) {
-        float sum = 0.f;
-        for (std::int64_t j = 0; j < m; ++j) sum += table[j * 16 + list.fast.code(i, j)];
+        // the candidate's codes straight from its block: byte i % 16 of each sub-quantizer's
+        // 16, low nibble for vectors 0..15 of the block, high for 16..31
+        const std::uint8_t* b = blocks + (i / 32) * block_bytes + (i % 16);
+        const int shift = (i % 32) < 16 ? 0 : 4;
+        float s0 = 0.f, s1 = 0.f;
+        std::int64_t j = 0;
+        for (; j + 2 <= m; j += 2) {
+          s0 += table[j * 16 + ((b[j * 16] >> shift) & 0xf)];
+          s1 += table[(j + 1) * 16 + ((b[(j + 1) * 16] >> shift) & 0xf)];
+        }
+        if (j < m) s0 += table[j * 16 + ((b[j * 16] >> shift) & 0xf)];
+        const float sum = s0 + s1;
         const float dist = base + sign * sum;
         if (dist > s.top.bound()) return;
         const std::int64_t id = list.ids[static_cast<std::size_t>(i)];

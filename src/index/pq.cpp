@@ -4,6 +4,7 @@
 #include <random>
 #include <vector>
 
+#include <Eigen/Core>
 #include <fmt/format.h>
 
 #include "quarry/core/checked.hpp"
@@ -140,6 +141,15 @@ void ProductQuantizer::compute_distance_table(std::span<const float> query, Metr
     throw_error(errc::shape_mismatch, fmt::format("ProductQuantizer::compute_distance_table: table {} must be a contiguous [{}, {}]", table.shape(), m_, k));
   const float* c = centroids_.data();
   float* t = table.data();
+  if (metric != Metric::l2) {  // inner products: one matrix-vector product per sub-space
+    using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    for (std::int64_t m = 0; m < m_; ++m) {
+      const Eigen::Map<const RowMajor> cb(c + m * k * dsub, k, dsub);
+      const Eigen::Map<const Eigen::VectorXf> q(query.data() + m * dsub, dsub);
+      Eigen::Map<Eigen::VectorXf>(t + m * k, k).noalias() = cb * q;
+    }
+    return;
+  }
   for (std::int64_t m = 0; m < m_; ++m) {
     const float* q = query.data() + m * dsub;
     for (std::int64_t j = 0; j < k; ++j) {

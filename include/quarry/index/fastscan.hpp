@@ -82,7 +82,7 @@ struct FastScanLut {
 
 /// Quantizes the float table `lut` [m, 16] (row-major; smaller is nearer, so pass negated inner
 /// products) to uint8: each row is shifted by its minimum and all rows share one scale, the
-/// largest row range mapped to 255. Errors: a size other than m * 16, m outside 1..256, a NaN
+/// largest row range mapped to 255 (round half up). Errors: a size other than m * 16, m outside 1..256, a NaN
 /// or infinite entry.
 result<FastScanLut> quantize_fastscan_lut(std::span<const float> lut, std::int64_t m);
 
@@ -97,6 +97,9 @@ template <class Visit>
 void fastscan_for_each_below(const FastScanCodes& codes, const FastScanLut& lut, std::uint16_t& threshold, Visit&& visit);
 
 namespace detail {
+/// quantize_fastscan_lut without checks into `out`, reusing its buffer (m in 1..256, entries
+/// finite): the search's per-list step.
+void quantize_fastscan_lut_into(const float* lut, std::int64_t m, FastScanLut& out) noexcept;
 /// One kernel call over blocks [b0, b0 + nb): sums into out (32 per block) and masks of sums < threshold.
 void fastscan_blocks(const FastScanCodes& codes, const FastScanLut& lut, std::int64_t b0, std::int64_t nb,
                      std::uint16_t* out, std::uint32_t* mask, std::uint16_t threshold) noexcept;
