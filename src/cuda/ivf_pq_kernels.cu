@@ -1,19 +1,21 @@
 // IVF-PQ search on the GPU: coarse ranking, ADC scan of the probed lists and top-k by
 // (distance, id). See ivf_pq_kernels.h for the passes and their buffers.
 //
-// Equality with the CPU index (src/index/ivf_pq.cpp). The ADC tables and the scan use the CPU's
-// arithmetic step for step, with explicitly rounded operations (__fadd_rn, __fmul_rn, __fsub_rn:
-// no FMA contraction): inner-product tables sum_t q_t cb_t in sub-dimension order; l2 tables
-// either from the precomputed terms (||r||^2 + 2 c.r, minus 2 q.r; constant max(0, ||q||^2 +
-// coarse)) or of the residual (sum_t ((q_t - c_t) - cb_t)^2; constant 0), as the CPU chooses;
-// the code distance is the constant plus (l2) or minus (inner product) the m table entries added
-// in the CPU's chains (see adc_sum). ||q||^2 comes from the host (the CPU's own dot). Computed differently,
-// so equal only to float rounding: the coarse products q.c (here a GEMM with FMA; on the CPU the
-// SIMD dot of the ISA it runs), which enter the constants, and the exact re-ranking distances (a
-// warp reduction here). So the ids equal the CPU's except where two centroids, two candidates of
-// different lists, or two re-ranked candidates are within a few ulp of each other, and the
-// distances may differ from the CPU's in the last bits through q.c (l2 with terms, inner product,
-// cosine) or the re-ranking.
+// Equality with the CPU index (src/index/ivf_pq.cpp). The scan uses the CPU's arithmetic step for
+// step, with explicitly rounded operations (__fadd_rn, __fmul_rn, __fsub_rn: no FMA contraction):
+// l2 tables either from the precomputed terms (||r||^2 + 2 c.r, made with the CPU's loop, minus
+// 2 q.r; constant max(0, ||q||^2 + coarse)) or of the residual (sum_t ((q_t - c_t) - cb_t)^2;
+// constant 0), as the CPU chooses; the code distance is the constant plus (l2) or minus (inner
+// product) the m table entries added in the CPU's chains (see adc_sum). ||q||^2 comes from the
+// host (the CPU's own dot). Computed differently, so equal only to float rounding: the coarse
+// products q.c (here a GEMM with FMA; on the CPU the SIMD dot of the ISA it runs), which enter
+// the constants; the query's inner products with the codewords q.r (here a sequential sum per
+// entry; on the CPU an Eigen matrix-vector product, whose order depends on Eigen's version and
+// SIMD width), which make the inner-product tables and the q.r part of the precomputed l2
+// tables; and the exact re-ranking distances (a warp reduction here). So the ids equal the CPU's
+// except where two centroids, two candidates, or two re-ranked candidates are within a few ulp
+// of each other, and distances may differ from the CPU's in the last bits. Exact ties (equal
+// codes in one list, equal stored vectors) stay exact and are broken by id on both sides.
 //
 // Top-k. Distances become uint32 keys that order as the floats do (-0 as +0; NaN and filtered-
 // out candidates become 0xffffffff, "excluded", and are never returned). A block-wide radix
@@ -298,7 +300,8 @@ __global__ void __launch_bounds__(256) l2_terms_kernel(IvfPqDeviceIndex ix, floa
 
 // --- 3. inner-product tables ---------------------------------------------------------------------
 
-// One block per query: table[j, c] = sum_t q[j * dsub + t] * cb[j, c, t], as the CPU sums it.
+// One block per query: table[j, c] = sum_t q[j * dsub + t] * cb[j, c, t], summed in t order (the
+// CPU uses an Eigen matrix-vector product: equal to rounding).
 __global__ void __launch_bounds__(kTableThreads) ip_table_kernel(IvfPqDeviceIndex ix, IvfPqSearchPass ps) {
   const std::int64_t q = blockIdx.x;
   const std::int64_t ksub = std::int64_t{1} << ix.nbits, dsub = ix.d / ix.m, size = ix.m * ksub;

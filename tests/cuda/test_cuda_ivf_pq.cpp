@@ -6,12 +6,13 @@
 // (duplicated vectors) broken by id; removed ids; a memory-mapped CPU index; passes of a few
 // queries; single queries over long lists (split scans); concurrent searches; and the errors.
 //
-// How "the same" is checked. The ADC tables and sums are the CPU's arithmetic, but the coarse
-// products q.c and the re-ranking distances are summed in another order on the GPU, so they
-// agree to float rounding (see the header). Per query and rank, the distances must agree to
-// 1e-5 of the data's scale, the ids must be equal at all but a handful of ranks (near-ties, at
-// most 1% + 2), and a query whose nprobe-th and (nprobe+1)-th centroids are within rounding of
-// each other is left out (the two sides may scan different lists; none is expected here).
+// How "the same" is checked. Most of the ADC arithmetic is the CPU's, but the coarse products
+// q.c, the query-codeword products q.r and the re-ranking distances are summed in another order
+// on the GPU, so they agree to float rounding (see the header). Per query and rank, the
+// distances must agree to 1e-5 of the data's scale, the ids must be equal at all but a handful
+// of ranks (near-ties, at most 1% + 2), and a query whose nprobe-th and (nprobe+1)-th centroids
+// are within rounding of each other is left out (the two sides may scan different lists; none
+// is expected here).
 #include <doctest/doctest.h>
 
 #include <algorithm>

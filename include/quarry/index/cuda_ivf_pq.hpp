@@ -23,19 +23,20 @@
 // predicate (IvfPqSearchParams::filter) cannot run on a GPU and is refused (errc::unsupported).
 // k * refine_factor may be at most max_candidates (4096).
 //
-// Equality with the CPU index. The ADC tables (inner product; l2 from the per-list precomputed
-// terms ||r||^2 + 2 c.r - 2 q.r when the CPU index uses them, i.e. while nlist * m * ksub <=
-// 2^26, else of the residual) and the sums over the sub-quantizers are computed with the CPU's
-// float operations in the CPU's order, and ||q||^2 with the CPU's own dot on the host, so they are
-// bit-identical to the CPU's. The coarse products q.c and the exact re-ranking distances are
-// summed in another order (GPU reductions against the CPU's SIMD dot), so they agree to float
-// rounding only; q.c enters each list's constant (||q - c||^2 for l2 with terms, -q.c for inner
-// products). Hence the ids equal the CPU's for the same index and parameters except where two
-// centroids (at the nprobe-th place), two candidates from different lists, or two re-ranked
-// candidates are within a few ulp of each other, and distances may differ from the CPU's in the
-// last bits. Exact ties (e.g. equal codes in one list) are broken by the smaller id on both.
-// (The CPU's tables are bit-exact references on x86-64 builds without FMA in the baseline flags,
-// quarry's default.)
+// Equality with the CPU index. The l2 precomputed terms (||r||^2 + 2 c.r, used when the CPU
+// index uses them, i.e. while nlist * m * ksub <= 2^26; else tables of the residual), the l2
+// residual tables, the additions over the sub-quantizers (in the CPU's chains) and ||q||^2 (the
+// CPU's own dot, on the host) are the CPU's float operations in the CPU's order, bit for bit.
+// Summed in another order, so equal to float rounding only: the coarse products q.c (a GPU GEMM
+// against the CPU's SIMD dot), which enter each list's constant (||q - c||^2 for l2 with terms,
+// -q.c for inner products); the query's products with the codewords q.r (a sequential sum here,
+// an Eigen matrix-vector product on the CPU), which make the inner-product tables and the q.r
+// part of the precomputed l2 tables; and the exact re-ranking distances. Hence the ids equal the
+// CPU's for the same index and parameters except where two centroids (at the nprobe-th place),
+// two candidates, or two re-ranked candidates are within a few ulp of each other, and distances
+// may differ from the CPU's in the last bits. Exact ties (equal codes in one list, equal stored
+// vectors) stay exact and are broken by the smaller id on both. (The bit-for-bit parts assume
+// an x86-64 build without FMA in the baseline flags, quarry's default.)
 //
 // Kernels (src/cuda/ivf_pq_kernels.cu): a tiled GEMM for the coarse distances, a block radix
 // select for the probed lists, one block per (query, probed list) that builds the ADC table in
