@@ -63,6 +63,8 @@ result<detail::DeviceBuffer> scratch(std::int64_t count, int device, std::string
 result<IvfPqIndex<cuda>> IvfPqIndex<cuda>::from_cpu(const IvfPqIndex<cpu>& index, int device) {
   if (!index.is_trained())
     return status(errc::invalid_argument, "IvfPqIndex<cuda>::from_cpu: the CPU index is not trained; train it (or load one) first");
+  if (index.options().opq)
+    return status(errc::unsupported, "IvfPqIndex<cuda>::from_cpu: indexes with an OPQ rotation are not supported on the device yet");
   if (const auto info = cuda_device_info(device); !info.ok()) return from_cpu_error(info.status(), fmt::format("device {}", device));
   const IvfPqOptions& o = index.options();
   const ProductQuantizer& pq = index.pq();

@@ -107,7 +107,17 @@ result<IvfPqIndex<cpu>> IvfPqIndex<cpu>::create(std::int64_t d, const IvfPqOptio
 // Checks a [n, d] matrix of vectors (values finite; under cosine, no zero row) and, under cosine,
 // normalises a copy into `normalized`; `use` is what to read afterwards.
 status IvfPqIndex<cpu>::prepare_rows(TensorView<const float> x, const char* what, Tensor<float>& normalized,
-                                     TensorView<const float>& use) const {
+                                     TensorView<const float>& use, ThreadPool* pool) const {
+  QUARRY_RETURN_IF_ERROR(normalize_rows(x, what, normalized, use));
+  if (opq_.dim() == 0 || use.dim(0) == 0) return {};
+  Tensor<float> rotated = opq_.apply(use, pool);  // after the checks: finite, and normalised for cosine
+  normalized = std::move(rotated);
+  use = normalized.view();
+  return {};
+}
+
+status IvfPqIndex<cpu>::normalize_rows(TensorView<const float> x, const char* what, Tensor<float>& normalized,
+                                       TensorView<const float>& use) const {
   if (x.rank() != 2 || x.dim(1) != d_)
     return status(errc::shape_mismatch, fmt::format("IvfPqIndex::{}: vectors {} for an index of dimension {}; expected [n, {}]", what,
                                                     x.shape(), d_, d_));
@@ -134,7 +144,23 @@ status IvfPqIndex<cpu>::prepare_rows(TensorView<const float> x, const char* what
 status IvfPqIndex<cpu>::train(TensorView<const float> x, const IvfPqTrainOptions& options) {
   Tensor<float> owned;
   TensorView<const float> xs;
+  opq_ = OpqRotation();
   QUARRY_RETURN_IF_ERROR(prepare_rows(x, "train", owned, xs));
+  if (opts_.opq) {
+    if (options.progress) options.progress("opq", 0, 1);
+    OpqTrainOptions oo;
+    oo.iterations = options.opq_iterations;
+    oo.max_training_points = options.opq_max_points;
+    oo.seed = options.seed + 2;
+    oo.pool = options.pool;
+    auto rot = OpqRotation::train(xs, opts_.m, opts_.nbits, oo);
+    if (!rot.ok()) return status(rot.status().code(), "IvfPqIndex::train (OPQ): " + rot.status().message());
+    Tensor<float> rotated = rot->apply(xs, options.pool);
+    owned = std::move(rotated);
+    xs = owned.view();
+    opq_ = std::move(rot).value();
+    if (options.progress) options.progress("opq", 1, 1);
+  }
   const std::int64_t n = xs.dim(0);
   if (n < opts_.nlist)
     return status(errc::invalid_argument, fmt::format("IvfPqIndex::train: {} training vectors for {} lists", n, opts_.nlist));
@@ -201,7 +227,7 @@ status IvfPqIndex<cpu>::add_with_ids(TensorView<const float> x, std::span<const 
   if (!trained_) return status(errc::invalid_argument, "IvfPqIndex::add: the index is not trained; call train() first");
   Tensor<float> owned;
   TensorView<const float> xs;
-  QUARRY_RETURN_IF_ERROR(prepare_rows(x, "add", owned, xs));
+  QUARRY_RETURN_IF_ERROR(prepare_rows(x, "add", owned, xs, pool));
   const std::int64_t n = xs.dim(0);
   if (static_cast<std::int64_t>(ids.size()) != n)
     return status(errc::shape_mismatch, fmt::format("IvfPqIndex::add_with_ids: {} vectors but {} ids", n, ids.size()));
@@ -319,14 +345,14 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
 
   const std::int64_t keep = k * params.refine_factor;
   s.top.reset(static_cast<std::size_t>(keep));
-  if (s.table.numel() != m * ksub) s.table = Tensor<float>::uninitialized({m, ksub});
+  if (s.table.shape() != Shape{m, ksub}) s.table = Tensor<float>::uninitialized({m, ksub});
   float* table = s.table.data();
   // Inner products: one table for every list. L2 with the precomputed terms: the query's
   // products with the codewords, once; each list's table is then its terms minus twice those.
   const bool precomputed = l2 && !terms_.empty();
   if (!l2) pq_.compute_distance_table(query, Metric::inner_product, s.table.view());
   if (precomputed) {
-    if (s.qtable.numel() != m * ksub) s.qtable = Tensor<float>::uninitialized({m, ksub});
+    if (s.qtable.shape() != Shape{m, ksub}) s.qtable = Tensor<float>::uninitialized({m, ksub});
     pq_.compute_distance_table(query, Metric::inner_product, s.qtable.view());
   }
   const float qnorm = l2 ? dot(query, query) : 0.f;
@@ -452,7 +478,7 @@ result<SearchResults> IvfPqIndex<cpu>::search_batch(TensorView<const float> quer
     return status(errc::invalid_argument, fmt::format("IvfPqIndex::search: refine_factor = {}; at least 1", params.refine_factor));
   Tensor<float> owned;
   TensorView<const float> qs;
-  QUARRY_RETURN_IF_ERROR(prepare_rows(queries, "search", owned, qs));
+  QUARRY_RETURN_IF_ERROR(prepare_rows(queries, "search", owned, qs, pool));
   SearchResults out;
   out.nq = qs.dim(0);
   out.k = k;
@@ -471,7 +497,9 @@ result<SearchResults> IvfPqIndex<cpu>::search_batch(TensorView<const float> quer
 
 namespace {
 
+// 1.0; an index with OPQ is written as 1.1 (its OPQR section changes what every vector means).
 const FileFormat kIvfPqFormat{"QRYIVFPQ", 1, 0};
+const FileFormat kIvfPqFormatOpq{"QRYIVFPQ", 1, 1};
 
 // META: the index's shape, fixed-width fields in native byte order (the section file's
 // endianness tag rejects the other order).
@@ -489,7 +517,7 @@ std::span<const std::byte> as_bytes_of(const std::vector<T>& v) {
 }  // namespace
 
 status IvfPqIndex<cpu>::save(const std::string& path) const {
-  SectionFileWriter w(kIvfPqFormat);
+  SectionFileWriter w(opq_.dim() ? kIvfPqFormatOpq : kIvfPqFormat);
   const Meta meta{d_, opts_.nlist, opts_.m, next_id_, size(), opts_.nbits, static_cast<std::int32_t>(opts_.metric),
                   opts_.store_vectors ? 1 : 0, trained_ ? 1 : 0};
   std::vector<std::byte> meta_bytes(sizeof(Meta));
@@ -512,6 +540,7 @@ status IvfPqIndex<cpu>::save(const std::string& path) const {
     }
     return {};
   });
+  if (opq_.dim()) w.add("OPQR", std::as_bytes(opq_.matrix().span()));
   if (opts_.store_vectors)
     w.add_stream("VECS", [this](SectionSink& out) -> status {
       for (const List& l : lists_)
@@ -551,7 +580,7 @@ status check_finite(std::span<const float> v, const std::string& what, std::stri
 result<IvfPqIndex<cpu>> IvfPqIndex<cpu>::load(const std::string& path, const IvfPqLoadOptions& options) {
   SectionFileOptions so;
   so.verify = options.verify_all ? SectionVerify::on_open : SectionVerify::on_first_access;
-  QUARRY_ASSIGN_OR_RETURN(SectionFile f, SectionFile::open(path, kIvfPqFormat, so));
+  QUARRY_ASSIGN_OR_RETURN(SectionFile f, SectionFile::open(path, kIvfPqFormatOpq, so));
   auto file = std::make_shared<SectionFile>(std::move(f));
   return from_file(file, options);
 }
@@ -559,7 +588,7 @@ result<IvfPqIndex<cpu>> IvfPqIndex<cpu>::load(const std::string& path, const Ivf
 result<IvfPqIndex<cpu>> IvfPqIndex<cpu>::load_bytes(std::span<const std::byte> bytes, const IvfPqLoadOptions& options) {
   SectionFileOptions so;
   so.verify = options.verify_all ? SectionVerify::on_open : SectionVerify::on_first_access;
-  QUARRY_ASSIGN_OR_RETURN(SectionFile f, SectionFile::parse(bytes, kIvfPqFormat, "IVF-PQ index bytes", so));
+  QUARRY_ASSIGN_OR_RETURN(SectionFile f, SectionFile::parse(bytes, kIvfPqFormatOpq, "IVF-PQ index bytes", so));
   auto file = std::make_shared<SectionFile>(std::move(f));
   return from_file(file, options);
 }
@@ -627,6 +656,18 @@ result<IvfPqIndex<cpu>> IvfPqIndex<cpu>::from_file(const std::shared_ptr<const S
   for (std::int64_t l = 0; l < nlist; ++l) {
     const std::span<const float> c(&idx.centroids_(l, 0), static_cast<std::size_t>(d));
     idx.centroid_norms_[static_cast<std::size_t>(l)] = dot(c, c);
+  }
+
+  // OPQ rotation: in 1.1 files that have it; a 1.0 file has none.
+  if (f.contains("OPQR")) {
+    if (f.minor() < 1) return bad("an OPQR section in a version 1.0 file");
+    QUARRY_ASSIGN_OR_RETURN(auto rb, section_of(f, "OPQR", static_cast<std::uint64_t>(d * d) * 4, false));
+    Tensor<float> r = Tensor<float>::uninitialized({d, d});
+    std::memcpy(r.data(), rb.data(), rb.size());
+    auto rot = OpqRotation::from_matrix(r.view());
+    if (!rot.ok()) return bad("OPQR: " + rot.status().message());
+    idx.opq_ = std::move(rot).value();
+    idx.opts_.opq = true;
   }
 
   // Lists: ids (unique, >= 0, below next_id), codes, vectors.

@@ -38,6 +38,7 @@
 #include "quarry/index/fastscan.hpp"
 #include "quarry/index/kmeans.hpp"
 #include "quarry/index/metric.hpp"
+#include "quarry/index/opq.hpp"
 #include "quarry/index/pq.hpp"
 
 namespace quarry {
@@ -51,6 +52,10 @@ struct IvfPqOptions {
   int nbits = 8;                    ///< bits per sub-code: 8 (256 centroids) or 4 (16, fast-scan)
   Metric metric = Metric::l2;
   bool store_vectors = false;       ///< keep the full vectors (d floats each) for re-ranking
+  /// Learn an OPQ rotation (quarry/index/opq.hpp) at train() and apply it to every vector and
+  /// query before the coarse quantizer and PQ ("OPQ,IVF,PQ" in FAISS's terms). Distances are
+  /// unchanged by the rotation; the quantization error drops on correlated data.
+  bool opq = false;
 };
 
 /// Parameters of IvfPqIndex::train.
@@ -60,7 +65,9 @@ struct IvfPqTrainOptions {
   std::int64_t max_points_per_centroid = 256;  ///< training sample per centroid (FAISS's default)
   std::uint64_t seed = 1234;
   ThreadPool* pool = nullptr;
-  /// Called with (stage, done, total) as training proceeds: stage "coarse" then "pq".
+  int opq_iterations = 8;           ///< OPQ alternations (with IvfPqOptions::opq)
+  std::int64_t opq_max_points = 16384;  ///< OPQ training sample
+  /// Called with (stage, done, total) as training proceeds: stage "opq" (with OPQ), "coarse", "pq".
   std::function<void(const char* stage, std::int64_t done, std::int64_t total)> progress;
 };
 
@@ -155,7 +162,8 @@ class IvfPqIndex<cpu> {
   /// Writes the index to `path` atomically (a temp file beside it, fsync, rename, fsync of the
   /// folder): quarry's section file "QRYIVFPQ" 1.0 (quarry/io/section_file.hpp) with sections
   /// META, CENT (coarse centroids), PQCB (codebooks), LSIZ (list sizes), IDS_, CODE and, with
-  /// stored vectors, VECS, each with a CRC32C. Errors: the file system's, naming the path.
+  /// stored vectors, VECS, each with a CRC32C; an index with OPQ writes version 1.1 with an OPQR
+  /// section (the rotation), which 1.0 readers refuse. Errors: the file system's, naming the path.
   status save(const std::string& path) const;
   /// Reads an index written by save(). Trusts nothing: the format, every field's range and
   /// every section's size are checked (with overflow-checked arithmetic) against each other and
@@ -187,7 +195,9 @@ class IvfPqIndex<cpu> {
 
   static result<IvfPqIndex> from_file(const std::shared_ptr<const SectionFile>& file, const IvfPqLoadOptions& options);
   Metric pq_metric() const noexcept { return opts_.metric == Metric::l2 ? Metric::l2 : Metric::inner_product; }
-  status prepare_rows(TensorView<const float> x, const char* what, Tensor<float>& normalized, TensorView<const float>& use) const;
+  status prepare_rows(TensorView<const float> x, const char* what, Tensor<float>& normalized, TensorView<const float>& use,
+                      ThreadPool* pool = nullptr) const;
+  status normalize_rows(TensorView<const float> x, const char* what, Tensor<float>& normalized, TensorView<const float>& use) const;
   void search_one(const float* query, std::int64_t k, const IvfPqSearchParams& params, Scratch& s, float* out_dist,
                   std::int64_t* out_ids) const;
 
@@ -197,6 +207,7 @@ class IvfPqIndex<cpu> {
   Tensor<float> centroids_;             // [nlist, d]
   std::vector<float> centroid_norms_;   // ||c||^2
   ProductQuantizer pq_;
+  OpqRotation opq_;                     // dim() 0: none
   std::vector<List> lists_;
   std::unordered_map<std::int64_t, Location> where_;
   std::int64_t next_id_ = 0;
