@@ -605,19 +605,25 @@ result<IvfPqIndex<cpu>> IvfPqIndex<cpu>::from_file(const std::shared_ptr<const S
   if (meta.trained != 1) return bad("META says the index was saved untrained");
   if (meta.nlist < 1 || meta.nlist > (std::int64_t{1} << 24)) return bad(fmt::format("META nlist {} is out of range 1..2^24", meta.nlist));
   if (meta.ntotal < 0 || meta.next_id < 0) return bad(fmt::format("META ntotal {} / next_id {} is negative", meta.ntotal, meta.next_id));
-  IvfPqOptions o{meta.nlist, meta.m, meta.nbits, static_cast<Metric>(meta.metric), meta.store_vectors == 1};
-  auto made = create(meta.d, o);  // checks d, m, nbits and their fit
-  if (!made.ok()) return bad("META describes no valid index: " + made.status().message());
-  IvfPqIndex idx = std::move(made).value();
-  const std::int64_t d = meta.d, nlist = meta.nlist, ksub = idx.pq_.ksub(), cs = idx.pq_.code_size();
-
-  // Sizes, with overflow-checked arithmetic, before anything is allocated from them.
+  // The shape, then the sizes of the sections it implies against the sections' real sizes,
+  // before anything is allocated from META's numbers (found by fuzzing: a 100-byte file could
+  // ask for 2^24 lists of 2^20 floats).
+  if (meta.d < 1 || meta.d > (std::int64_t{1} << 20)) return bad(fmt::format("META d {} is out of range 1..2^20", meta.d));
+  if (meta.nbits != 4 && meta.nbits != 8) return bad(fmt::format("META nbits is {}, not 4 or 8", meta.nbits));
+  if (meta.m < 1 || meta.d % meta.m != 0) return bad(fmt::format("META m {} does not divide d {}", meta.m, meta.d));
+  const std::int64_t d = meta.d, nlist = meta.nlist, ksub = std::int64_t{1} << meta.nbits;
   const std::uint64_t cent_bytes = static_cast<std::uint64_t>(nlist * d) * 4;  // <= 2^24 * 2^20 * 4
   const std::uint64_t pq_bytes = static_cast<std::uint64_t>(ksub * d) * 4;
   const auto ids_bytes = checked_mul(meta.ntotal, 8);
   if (!ids_bytes) return bad(fmt::format("META ntotal {} overflows", meta.ntotal));
   QUARRY_ASSIGN_OR_RETURN(auto cent, section_of(f, "CENT", cent_bytes, false));
   QUARRY_ASSIGN_OR_RETURN(auto pqcb, section_of(f, "PQCB", pq_bytes, false));
+  IvfPqOptions o{meta.nlist, meta.m, meta.nbits, static_cast<Metric>(meta.metric), meta.store_vectors == 1};
+  auto made = create(meta.d, o);  // checks d, m, nbits and their fit
+  if (!made.ok()) return bad("META describes no valid index: " + made.status().message());
+  IvfPqIndex idx = std::move(made).value();
+  const std::int64_t cs = idx.pq_.code_size();
+
   QUARRY_ASSIGN_OR_RETURN(auto lsiz, section_of(f, "LSIZ", static_cast<std::uint64_t>(nlist) * 8, false));
   QUARRY_ASSIGN_OR_RETURN(auto idsb, section_of(f, "IDS_", static_cast<std::uint64_t>(*ids_bytes), false));
   std::vector<std::int64_t> sizes(static_cast<std::size_t>(nlist));

@@ -471,8 +471,16 @@ TEST_CASE("IvfPqIndex::load: files with valid checksums but inconsistent content
   // META: d, nlist, m, next_id, ntotal (int64 at 0, 8, 16, 24, 32), nbits, metric, store, trained (int32 at 40..52)
   CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put64(m, 8, std::int64_t{1} << 40); }))), "nlist"));
   CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put64(m, 32, std::int64_t{1} << 62); }))), "ntotal"));
+  // in range but far larger than the file: refused by the section sizes before any allocation
+  // (a fuzzer found the allocation this used to make)
+  CHECK(contains(load(rebuilt("META", meta([&](auto& m) {
+          put64(m, 0, std::int64_t{1} << 20);  // d
+          put64(m, 8, std::int64_t{1} << 24);  // nlist
+          put64(m, 16, 1);                     // m
+        }))),
+        "CENT"));
   CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put64(m, 32, 299); }))), "IDS_"));
-  CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put64(m, 16, 3); }))), "no valid index"));
+  CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put64(m, 16, 3); }))), "m 3 does not divide"));
   CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put32(m, 44, 9); }))), "metric"));
   CHECK(contains(load(rebuilt("META", meta([&](auto& m) { put64(m, 24, 5); }))), "outside"));
   CHECK(contains(load(rebuilt("META", {})), "META"));
