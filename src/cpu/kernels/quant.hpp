@@ -712,13 +712,6 @@ QUARRY_ALWAYS_INLINE void tile_w4(const Q4GemmArgs& g, std::size_t i0, std::size
           std::fma(w4_hsum<Arch>(total[i][j]), g.output_scale, g.bias ? g.bias[j0 + j] : 0.f);
 }
 
-template <class Arch, int MR, int NR>
-QUARRY_ALWAYS_INLINE void tile_w4_row_block(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t j1) noexcept {
-  std::size_t j = j0;
-  for (; j + NR <= j1; j += NR) tile_w4<Arch, MR, NR, false>(g, i0, j, 0);
-  for (; j < j1; ++j) tile_w4<Arch, MR, 1, false>(g, i0, j, 0);
-}
-
 /// AVX-512 W4A8 tile: MR activation rows x NR weight rows, 128 columns (64 packed bytes) per
 /// step. The low nibbles of the 64 bytes are the chunk's even columns and the high nibbles its
 /// odd ones, which is how the activations are laid out, so one vpdpbusd each gives lane l the
@@ -835,13 +828,6 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8(const Q4GemmArgs& g, std::size_t i0, std::s
   else tile_w4_s8_avx2<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
 }
 
-template <class Arch, int MR, int NR>
-QUARRY_ALWAYS_INLINE void tile_w4_s8_row_block(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t j1) noexcept {
-  std::size_t j = j0;
-  for (; j + NR <= j1; j += NR) tile_w4_s8<Arch, MR, NR, false>(g, i0, j, 0);
-  for (; j < j1; ++j) tile_w4_s8<Arch, MR, 1, false>(g, i0, j, 0);
-}
-
 /// AVX-512 grouped-int8 tile: MR activation rows x NR weight rows, 64 columns per step; one
 /// vpdpbusd gives lane l the exact dot of columns 4l .. 4l + 3 (int8 weights made uint8 by ^ 0x80,
 /// the shift taken out with the 4-column sums of the activations).
@@ -932,13 +918,6 @@ template <class Arch, int MR, int NR, bool Prefetch>
 QUARRY_ALWAYS_INLINE void tile_s8g(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
   if constexpr (simd::is_avx512<Arch>) tile_s8g_avx512<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
   else tile_s8g_avx2<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
-}
-
-template <class Arch, int MR, int NR>
-QUARRY_ALWAYS_INLINE void tile_s8g_row_block(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t j1) noexcept {
-  std::size_t j = j0;
-  for (; j + NR <= j1; j += NR) tile_s8g<Arch, MR, NR, false>(g, i0, j, 0);
-  for (; j < j1; ++j) tile_s8g<Arch, MR, 1, false>(g, i0, j, 0);
 }
 
 #endif  // x86-64
@@ -1064,30 +1043,38 @@ void gemm_s8(const QGemmArgs& g) noexcept {
   ref_gemm_s8<Arch>(g);
 }
 
-// The tiling both W4 kernels share. Decode (one activation row) runs DecodeRows weight rows in
-// flight and prefetches the next tile's rows: decode(rows, j, pf_rows) with rows an
-// integral_constant and pf_rows how many rows the next tile has. Prefill walks weight rows in
-// blocks of ~512 KiB of packed nibbles (they stay in L2 across activation tiles) and MR
-// activation rows at a time: block(mr, i, jb, je). The callables are lambdas of an Arch-templated
-// kernel, so each ISA gets its own copy of this function.
-template <int MR, int NR, int DecodeRows, class Decode, class Block>
-void drive_w4_tiles(const Q4GemmArgs& g, Decode&& decode, Block&& block) noexcept {
+// The tiling the per_group kernels (W4A32, W4A8, grouped W8A8) share, calling
+// tile(mr, nr, prefetch, i0, j0, pf_rows) for a tile of mr activation rows x nr weight rows
+// (integral constants) at (i0, j0). Decode (one activation row) runs DecodeRows weight rows in
+// flight and prefetches the next tile's pf_rows rows. Prefill walks weight rows in blocks of
+// ~512 KiB (they stay in L2 across activation tiles), MR activation rows x NR weight rows at a
+// time. `tile` is a lambda of an Arch-templated kernel, so each ISA gets its own copy of this.
+template <int MR, int NR, int DecodeRows, class Tile>
+QUARRY_ALWAYS_INLINE void drive_grouped_tiles(const Q4GemmArgs& g, Tile&& tile) noexcept {
+  using std::integral_constant;
   if (g.m == 1) {
     std::size_t j = 0;
     for (; j + DecodeRows <= g.n; j += DecodeRows) {
       const std::size_t next = g.n - (j + DecodeRows);
-      decode(std::integral_constant<int, DecodeRows>{}, j, next < DecodeRows ? next : std::size_t{DecodeRows});
+      tile(integral_constant<int, 1>{}, integral_constant<int, DecodeRows>{}, std::true_type{}, 0, j,
+           next < DecodeRows ? next : std::size_t{DecodeRows});
     }
-    for (; j < g.n; ++j) decode(std::integral_constant<int, 1>{}, j, j + 1 < g.n ? std::size_t{1} : std::size_t{0});
+    for (; j < g.n; ++j)
+      tile(integral_constant<int, 1>{}, integral_constant<int, 1>{}, std::true_type{}, 0, j, j + 1 < g.n ? std::size_t{1} : std::size_t{0});
     return;
   }
+  auto row_block = [&](auto mr, std::size_t i, std::size_t jb, std::size_t je) __attribute__((always_inline)) {
+    std::size_t j = jb;
+    for (; j + NR <= je; j += NR) tile(mr, integral_constant<int, NR>{}, std::false_type{}, i, j, 0);
+    for (; j < je; ++j) tile(mr, integral_constant<int, 1>{}, std::false_type{}, i, j, 0);
+  };
   std::size_t nb = (std::size_t{512} << 10) / (g.k ? g.k : 1);
   nb = nb < NR ? NR : nb - nb % NR;
   for (std::size_t jb = 0; jb < g.n; jb += nb) {
     const std::size_t je = jb + nb < g.n ? jb + nb : g.n;
     std::size_t i = 0;
-    for (; i + MR <= g.m; i += MR) block(std::integral_constant<int, MR>{}, i, jb, je);
-    for (; i < g.m; ++i) block(std::integral_constant<int, 1>{}, i, jb, je);
+    for (; i + MR <= g.m; i += MR) row_block(integral_constant<int, MR>{}, i, jb, je);
+    for (; i < g.m; ++i) row_block(integral_constant<int, 1>{}, i, jb, je);
   }
 }
 
@@ -1095,10 +1082,9 @@ template <class Arch>
 void gemm_w4_f32(const Q4GemmArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
   if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
-    constexpr int NR = 2;
-    drive_w4_tiles<simd::is_avx512<Arch> ? 4 : 2, NR, 4>(
-        g, [&](auto rows, std::size_t j, std::size_t pf) { tile_w4<Arch, 1, decltype(rows)::value, true>(g, 0, j, pf); },
-        [&](auto mr, std::size_t i, std::size_t jb, std::size_t je) { tile_w4_row_block<Arch, decltype(mr)::value, NR>(g, i, jb, je); });
+    drive_grouped_tiles<simd::is_avx512<Arch> ? 4 : 2, 2, 4>(g, [&](auto mr, auto nr, auto prefetch, std::size_t i, std::size_t j, std::size_t pf) {
+      tile_w4<Arch, decltype(mr)::value, decltype(nr)::value, decltype(prefetch)::value>(g, i, j, pf);
+    });
     return;
   }
 #endif
@@ -1109,10 +1095,9 @@ template <class Arch>
 void gemm_w4_s8(const Q4GemmArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
   if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
-    constexpr int NR = 2;
-    drive_w4_tiles<4, NR, 8>(
-        g, [&](auto rows, std::size_t j, std::size_t pf) { tile_w4_s8<Arch, 1, decltype(rows)::value, true>(g, 0, j, pf); },
-        [&](auto mr, std::size_t i, std::size_t jb, std::size_t je) { tile_w4_s8_row_block<Arch, decltype(mr)::value, NR>(g, i, jb, je); });
+    drive_grouped_tiles<4, 2, 8>(g, [&](auto mr, auto nr, auto prefetch, std::size_t i, std::size_t j, std::size_t pf) {
+      tile_w4_s8<Arch, decltype(mr)::value, decltype(nr)::value, decltype(prefetch)::value>(g, i, j, pf);
+    });
     return;
   }
 #endif
@@ -1123,10 +1108,9 @@ template <class Arch>
 void gemm_s8_grouped(const Q4GemmArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
   if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
-    constexpr int NR = 2;
-    drive_w4_tiles<4, NR, 8>(
-        g, [&](auto rows, std::size_t j, std::size_t pf) { tile_s8g<Arch, 1, decltype(rows)::value, true>(g, 0, j, pf); },
-        [&](auto mr, std::size_t i, std::size_t jb, std::size_t je) { tile_s8g_row_block<Arch, decltype(mr)::value, NR>(g, i, jb, je); });
+    drive_grouped_tiles<4, 2, 8>(g, [&](auto mr, auto nr, auto prefetch, std::size_t i, std::size_t j, std::size_t pf) {
+      tile_s8g<Arch, decltype(mr)::value, decltype(nr)::value, decltype(prefetch)::value>(g, i, j, pf);
+    });
     return;
   }
 #endif
