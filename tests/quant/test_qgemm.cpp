@@ -483,6 +483,31 @@ TEST_CASE("W4A32 edge cases: all-zero groups, NaN and infinite activations, K = 
 
 // ---- W8A8 grouped: int8 per_group weights (GGUF Q8_0 and the like) ----
 
+namespace {
+
+// The documented per_group formula (W4A8, grouped W8A8) in double: x quantized per row as W8A8
+// does, exact integer group sums, scaled and summed exactly.
+Tensor<double> grouped_reference(const Tensor<float>& x, const QuantizedTensor<cpu>& w, const std::vector<float>& bias, float out_scale) {
+  const std::int64_t m = x.dim(0), k = x.dim(1), n = w.rows(), group = w.scheme().group_size;
+  Tensor<double> y({m, n});
+  for (std::int64_t i = 0; i < m; ++i) {
+    const auto [q, sx] = quantize_activation_row(x, i);
+    for (std::int64_t j = 0; j < n; ++j) {
+      double total = 0;
+      for (std::int64_t g = 0; g * group < k; ++g) {
+        std::int64_t acc = 0;
+        for (std::int64_t c = g * group; c < (g + 1) * group; ++c) acc += std::int64_t{q[c]} * (w.value(j, c) - w.zero(j, g));
+        total += double(w.scale(j, g)) * double(acc);
+      }
+      y(i, j) = double(out_scale) * sx * total + (bias.empty() ? 0.0 : bias[j]);
+    }
+  }
+  return y;
+}
+
+}  // namespace
+
+
 TEST_CASE("grouped int8 qgemm (W8A8 per group) matches the documented formula; GGUF Q8_0 weights run as stored") {
   ThreadPool pool(3);
   for (int group : {32, 64, 128})
@@ -496,21 +521,7 @@ TEST_CASE("grouped int8 qgemm (W8A8 per group) matches the documented formula; G
           const auto bias = random_bias(n, 53);
           Tensor<float> y({m, n}), ymt({m, n});
           qgemm(x.view(), w, y.view(), {.bias = bias, .output_scale = 0.75f});
-          // the documented formula in double: exact integer sums per group, scaled
-          Tensor<double> want({m, n});
-          for (std::int64_t i = 0; i < m; ++i) {
-            const auto [q, sx] = quantize_activation_row(x, i);
-            for (std::int64_t j = 0; j < n; ++j) {
-              double total = 0;
-              for (std::int64_t g = 0; g * group < k; ++g) {
-                std::int64_t acc = 0;
-                for (std::int64_t c = g * group; c < (g + 1) * group; ++c) acc += std::int64_t{q[c]} * (w.value(j, c) - w.zero(j, g));
-                total += double(w.scale(j, g)) * double(acc);
-              }
-              want(i, j) = 0.75 * sx * total + bias[j];
-            }
-          }
-          check_close(y, want);
+          check_close(y, grouped_reference(x, w, bias, 0.75f));
           qgemm(x.view(), w, ymt.view(), {.bias = bias, .output_scale = 0.75f, .pool = &pool});
           std::vector<float> row(static_cast<std::size_t>(n));
           qgemv({&x(0, 0), static_cast<std::size_t>(k)}, w, row, {.bias = bias, .output_scale = 0.75f});
@@ -541,29 +552,6 @@ TEST_CASE("grouped int8 qgemm (W8A8 per group) matches the documented formula; G
 
 // ---- W4A8: int4 per_group weights, int8 activations ----
 
-namespace {
-
-// The documented W4A8 formula in double: x quantized per row as W8A8 does, exact integer group
-// sums, scaled and summed exactly.
-Tensor<double> w4a8_reference(const Tensor<float>& x, const QuantizedTensor<cpu>& w, const std::vector<float>& bias, float out_scale) {
-  const std::int64_t m = x.dim(0), k = x.dim(1), n = w.rows(), group = w.scheme().group_size;
-  Tensor<double> y({m, n});
-  for (std::int64_t i = 0; i < m; ++i) {
-    const auto [q, sx] = quantize_activation_row(x, i);
-    for (std::int64_t j = 0; j < n; ++j) {
-      double total = 0;
-      for (std::int64_t g = 0; g * group < k; ++g) {
-        std::int64_t acc = 0;
-        for (std::int64_t c = g * group; c < (g + 1) * group; ++c) acc += std::int64_t{q[c]} * (w.value(j, c) - w.zero(j, g));
-        total += double(w.scale(j, g)) * double(acc);
-      }
-      y(i, j) = double(out_scale) * sx * total + (bias.empty() ? 0.0 : bias[j]);
-    }
-  }
-  return y;
-}
-
-}  // namespace
 
 TEST_CASE("W4A8 qgemm matches the documented formula for every int4 scheme; threads bit-identical") {
   ThreadPool pool(3);
@@ -578,7 +566,7 @@ TEST_CASE("W4A8 qgemm matches the documented formula for every int4 scheme; thre
           const auto bias = random_bias(n, 43);
           Tensor<float> y({m, n}), ymt({m, n});
           qgemm(x.view(), w, y.view(), {.bias = bias, .output_scale = 0.75f, .activations = ActivationMode::int8});
-          check_close(y, w4a8_reference(x, w, bias, 0.75f));
+          check_close(y, grouped_reference(x, w, bias, 0.75f));
           qgemm(x.view(), w, ymt.view(), {.bias = bias, .output_scale = 0.75f, .pool = &pool, .activations = ActivationMode::int8});
           std::vector<float> row(static_cast<std::size_t>(n));
           qgemv({&x(0, 0), static_cast<std::size_t>(k)}, w, row, {.bias = bias, .output_scale = 0.75f, .activations = ActivationMode::int8});
@@ -612,6 +600,6 @@ TEST_CASE("W4A8 edge cases: zero groups and rows, NaN and infinite activations")
       CHECK(y(4, j) == bias[j]);
     }
     CHECK(y(0, 4) == bias[4]);
-    check_close(y, w4a8_reference(x, w, bias, 1.f));
+    check_close(y, grouped_reference(x, w, bias, 1.f));
   }
 }
