@@ -144,6 +144,28 @@ TEST_CASE("packed int4: two per byte, low nibble first, addressable like any ten
   CHECK(int(int4(8)) == -8);  // wraps to 4 bits
 }
 
+TEST_CASE("contiguous() of a packed view with an odd count zeroes the pad nibble; empty views are contiguous") {
+  // Found on a GPU (test_cuda_tensor): contiguous() filled only the viewed elements, so the pad
+  // nibble kept whatever the allocator's memory held. Dirty the heap with 0xff bytes of the same
+  // size first, so a stale pad nibble would show.
+  const Tensor<int4> src({9}, {int4(1), int4(2), int4(3), int4(4), int4(5), int4(6), int4(7), int4(-1), int4(-1)});
+  for (int round = 0; round < 8; ++round) {
+    {
+      Tensor<std::uint8_t> dirty({4});
+      dirty.view().fill(0xff);
+    }
+    const Tensor<int4> head = src.view().slice(0, 0, 7).contiguous();  // shares byte 3 with element 7 in src
+    CHECK(head.nbytes() == 4);
+    CHECK((head.storage()[3] >> 4) == 0);
+    CHECK((head.storage()[3] & 0xf) == 7);
+  }
+  // contiguous_strides([3, 0]) is [1, 1]; a view with no elements is contiguous all the same.
+  Tensor<float> none({3, 0});
+  CHECK(none.view().is_contiguous());
+  CHECK(none.view().reshape({-1}).shape() == Shape{0});
+  CHECK(none.view().span().empty());
+}
+
 TEST_CASE("cast between dtypes") {
   Tensor<float> f({2, 2}, {1.5f, -2.25f, 65504.f, 1e-8f});
   auto h = cast<f16>(f.view());

@@ -128,6 +128,7 @@ class TensorView {
   bool empty() const noexcept { return numel() == 0; }
   /// True when elements are laid out row-major with no gaps (size-1 dimensions may have any stride).
   bool is_contiguous() const noexcept {
+    if (empty()) return true;  // no element to place (contiguous_strides of [3, 0] is [1, 1])
     std::int64_t expected = 1;
     for (int d = rank() - 1; d >= 0; --d) {
       if (shape_[d] != 1 && strides_[d] != expected) return false;
@@ -458,8 +459,10 @@ Tensor<std::remove_const_t<T>> TensorView<T>::contiguous() const {
     value_type* dst = out.data();
     detail::for_each_offset(shape_, strides_, offset_, [&](std::int64_t off) { *dst++ = data_[off]; });
   } else {
-    out.view().fill(value_type{});  // defines the pad nibble of an odd element count
     auto* dst = out.storage();
+    // Zero every byte, the pad nibble of an odd element count included (filling the view's
+    // elements would leave it as the allocator left it).
+    if (const std::int64_t n = numel()) std::memset(dst, 0, static_cast<std::size_t>(storage_bytes<T>(n)));
     std::int64_t i = 0;
     detail::for_each_offset(shape_, strides_, offset_, [&](std::int64_t off) {
       const auto nib = static_cast<std::uint8_t>((data_[off >> 1] >> ((off & 1) * 4)) & 0xf);
