@@ -83,33 +83,27 @@ std::uint32_t FastScanLut::quantized_at_least(float d) const noexcept {
 }
 
 namespace detail {
-void quantize_fastscan_lut_into(const float* lut, std::int64_t m, FastScanLut& out) noexcept {
+void build_fastscan_lut(const float* a, const float* b, float alpha, std::int64_t m, float* table, FastScanLut& out) noexcept {
   out.m = m;
-  const std::int64_t m_pad = (m + 1) / 2 * 2;
-  out.table.resize(static_cast<std::size_t>(m_pad * 16));  // no allocation once the buffer is large enough
+  out.table.resize(static_cast<std::size_t>((m + 1) / 2 * 32));  // no allocation once the buffer is large enough
   float mins[256];
-  float range = 0.f;
-  double bias = 0;
-  for (std::int64_t j = 0; j < m; ++j) {
-    const float* row = lut + j * 16;
-    float lo = row[0], hi = row[0];
-    for (int c = 1; c < 16; ++c) {
-      lo = std::min(lo, row[c]);
-      hi = std::max(hi, row[c]);
-    }
-    mins[j] = lo;
-    range = std::max(range, hi - lo);
-    bias += lo;
-  }
+  FastScanLutArgs g;
+  g.a = a;
+  g.b = b;
+  g.alpha = alpha;
+  g.m = static_cast<std::size_t>(m);
+  g.table = table;
+  g.lut = out.table.data();
+  g.row_min = mins;
+  g.scale = &out.scale;
+  kernels<IndexKernels>().fastscan_lut(g);
+  double bias = 0;  // in row order, the same on every ISA
+  for (std::int64_t j = 0; j < m; ++j) bias += mins[j];
   out.bias = static_cast<float>(bias);
-  out.scale = range > 0 ? 255.f / range : 1.f;
-  std::uint8_t* t = out.table.data();
-  for (std::int64_t j = 0; j < m; ++j)
-    for (int c = 0; c < 16; ++c) {
-      const float v = (lut[j * 16 + c] - mins[j]) * out.scale + 0.5f;  // >= 0.5: truncation rounds half up
-      t[j * 16 + c] = static_cast<std::uint8_t>(std::min(v, 255.f));
-    }
-  for (std::int64_t t2 = m * 16; t2 < m_pad * 16; ++t2) t[t2] = 0;
+}
+
+void quantize_fastscan_lut_into(const float* lut, std::int64_t m, FastScanLut& out) noexcept {
+  build_fastscan_lut(nullptr, lut, 1.f, m, nullptr, out);
 }
 }  // namespace detail
 

@@ -29,6 +29,10 @@ struct Candidate {
   std::int64_t pos;
 };
 bool nearer(const Candidate& a, const Candidate& b) noexcept { return a.dist < b.dist || (a.dist == b.dist && a.id < b.id); }
+// nearer as a type, so that the heap and sort algorithms inline it (a function pointer is not).
+struct Nearer {
+  bool operator()(const Candidate& a, const Candidate& b) const noexcept { return nearer(a, b); }
+};
 
 // The best `cap` candidates seen so far: a max-heap with the worst on top.
 class TopK {
@@ -43,15 +47,15 @@ class TopK {
   void push(const Candidate& c) {
     if (!full()) {
       heap_.push_back(c);
-      std::push_heap(heap_.begin(), heap_.end(), nearer);
+      std::push_heap(heap_.begin(), heap_.end(), Nearer{});
     } else if (nearer(c, heap_.front())) {
-      std::pop_heap(heap_.begin(), heap_.end(), nearer);
+      std::pop_heap(heap_.begin(), heap_.end(), Nearer{});
       heap_.back() = c;
-      std::push_heap(heap_.begin(), heap_.end(), nearer);
+      std::push_heap(heap_.begin(), heap_.end(), Nearer{});
     }
   }
   std::vector<Candidate>& sorted() {
-    std::sort_heap(heap_.begin(), heap_.end(), nearer);
+    std::sort_heap(heap_.begin(), heap_.end(), Nearer{});
     return heap_;
   }
 
@@ -59,6 +63,123 @@ class TopK {
   std::size_t cap_ = 0;
   std::vector<Candidate> heap_;
 };
+
+// A list probed by a fast-scan search: where its codes and float table are, and the constant
+// added to its table sums (l2: ||q - c||^2; inner products: -q.c).
+struct Probe {
+  std::int32_t list;
+  float base;
+  const float* table;  // [m, 16]
+  const FastScanCodes* codes;
+};
+
+// A fast-scan candidate of the first pass: an interval [lb, ub] that holds its float ADC distance,
+// known from its quantized sum alone.
+struct Bounded {
+  float lb, ub;
+  std::int32_t probe;  // index into the probes
+  std::int64_t pos, id;
+};
+
+// The first pass of a fast-scan search, after FAISS's ReservoirTopN but exact: every vector that
+// gets through the SIMD threshold is kept with its interval, and bound() is the keep-th smallest
+// upper end seen, so no vector whose lower end exceeds it can be among the keep nearest. The
+// buffer is compacted (nth_element on the upper ends, then every lower end above the bound
+// dropped) each time it doubles, so a push costs O(1) amortised and no heap is kept.
+class BoundedCandidates {
+ public:
+  void reset(std::size_t keep) {
+    keep_ = keep;
+    items_.clear();
+    bound_ = kInf;
+    next_ = std::max<std::size_t>(2 * keep, 64);
+  }
+  float bound() const noexcept { return bound_; }
+  // Adds b (lb <= bound()); true when the bound has changed.
+  bool push(const Bounded& b) {
+    items_.push_back(b);
+    if (items_.size() < next_) return false;
+    const float before = bound_;
+    compact();
+    return bound_ != before;
+  }
+  void compact() {
+    if (items_.size() >= keep_) {
+      const auto kth = items_.begin() + static_cast<std::ptrdiff_t>(keep_ - 1);
+      std::nth_element(items_.begin(), kth, items_.end(), [](const Bounded& a, const Bounded& b) { return a.ub < b.ub; });
+      bound_ = std::min(bound_, kth->ub);
+      std::erase_if(items_, [bound = bound_](const Bounded& b) { return b.lb > bound; });
+    }
+    next_ = std::max<std::size_t>({2 * keep_, 2 * items_.size(), 64});
+  }
+  const std::vector<Bounded>& items() const noexcept { return items_; }
+
+ private:
+  std::size_t keep_ = 0, next_ = 0;
+  float bound_ = kInf;
+  std::vector<Bounded> items_;
+};
+
+// The float ADC sum of vector i of `codes` under `table` [m, 16], straight from its block: byte
+// i % 16 of each sub-quantizer's 16, low nibble for vectors 0..15 of the block, high for 16..31.
+float fastscan_table_sum(const FastScanCodes& codes, std::int64_t i, const float* table, std::int64_t m) noexcept {
+  const std::uint8_t* b = codes.data() + (i / 32) * codes.block_bytes() + (i % 16);
+  const int shift = (i % 32) < 16 ? 0 : 4;
+  float s0 = 0.f, s1 = 0.f;
+  std::int64_t j = 0;
+  for (; j + 2 <= m; j += 2) {
+    s0 += table[j * 16 + ((b[j * 16] >> shift) & 0xf)];
+    s1 += table[(j + 1) * 16 + ((b[(j + 1) * 16] >> shift) & 0xf)];
+  }
+  if (j < m) s0 += table[j * 16 + ((b[j * 16] >> shift) & 0xf)];
+  return s0 + s1;
+}
+
+// Fast-scan's first pass over one probed list: the vectors whose quantized sum q puts their
+// distance interval's lower end at or below the running bound, and that pass the filter, go into
+// `out`. With d the float distance, |d - (lo + q / scale)| <= h / scale, where h is the rounding of
+// the m table entries (m / 2 units) plus a margin for float arithmetic.
+template <class Passes>
+void scan_bounds(const Probe& probe, std::int32_t probe_index, std::span<const std::int64_t> ids, const FastScanLut& lut,
+                 const Passes& passes, BoundedCandidates& out) {
+  const float m = static_cast<float>(lut.m), scale = lut.scale, inv = 1.f / lut.scale;
+  const float lo = probe.base + lut.bias;
+  const float h = 0.5f * m + 1.f + m * 1e-6f * ((std::fabs(probe.base) + std::fabs(lut.bias)) * scale + 255.f * m);
+  // the smallest q whose lower end exceeds the bound, as the kernel's strict threshold
+  auto threshold_for = [&](float bound) -> std::uint16_t {
+    if (!(bound < kInf)) return 65535;
+    const float x = (bound - lo) * scale + h;
+    if (!(x >= 0.f)) return 0;
+    return x >= 65533.f ? std::uint16_t{65535} : static_cast<std::uint16_t>(static_cast<std::uint32_t>(x) + 2);
+  };
+  std::uint16_t threshold = threshold_for(out.bound());
+  fastscan_for_each_below(*probe.codes, lut, threshold, [&](std::int64_t i, std::uint16_t q) {
+    const float lb = lo + (static_cast<float>(q) - h) * inv;
+    if (lb > out.bound()) return;
+    const std::int64_t id = ids[static_cast<std::size_t>(i)];
+    if (!passes(id)) return;
+    if (out.push({lb, lo + (static_cast<float>(q) + h) * inv, probe_index, i, id})) threshold = threshold_for(out.bound());
+  });
+}
+
+// Fast-scan's second pass: the float ADC distance of every candidate left whose interval reaches
+// down to the bound, and the keep nearest of them, sorted, into `out`.
+void rescore_bounded(BoundedCandidates& bounded, std::span<const Probe> probes, std::int64_t m, float sign, std::size_t keep,
+                     std::vector<Candidate>& out) {
+  bounded.compact();
+  const float bound = bounded.bound();
+  out.clear();
+  for (const Bounded& b : bounded.items()) {
+    if (b.lb > bound) continue;
+    const Probe& p = probes[static_cast<std::size_t>(b.probe)];
+    out.push_back({p.base + sign * fastscan_table_sum(*p.codes, b.pos, p.table, m), b.id, p.list, b.pos});
+  }
+  if (out.size() > keep) {
+    std::nth_element(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(keep - 1), out.end(), Nearer{});
+    out.resize(keep);
+  }
+  std::sort(out.begin(), out.end(), Nearer{});
+}
 
 }  // namespace
 
@@ -68,8 +189,11 @@ struct IvfPqIndex<cpu>::Scratch {
   std::vector<float> residual;     // query - centroid (l2)
   Tensor<float> table;             // [m, ksub]
   Tensor<float> qtable;            // [m, ksub]: query . codewords (l2 with precomputed terms)
-  std::vector<float> neg_table;    // [m, 16]: minus the inner-product table (4-bit, ip)
   FastScanLut lut;                 // the quantized table of the list being scanned (4-bit)
+  std::vector<float> tables;       // [nprobe, m, 16]: each probed list's float table (4-bit, l2)
+  std::vector<Probe> probes;       // the lists a fast-scan search probed
+  BoundedCandidates bounded;       // fast-scan's first pass
+  std::vector<Candidate> rescored; // fast-scan's second pass
   std::vector<std::pair<float, std::int32_t>> coarse;
   TopK top;
 };
@@ -357,10 +481,13 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
   }
   const float qnorm = l2 ? dot(query, query) : 0.f;
   FastScanLut& lut = s.lut;
+  if (opts_.nbits == 4) {
+    s.probes.clear();
+    s.bounded.reset(static_cast<std::size_t>(keep));
+    if (l2) s.tables.resize(static_cast<std::size_t>(nprobe * m * ksub));
+  }
   if (!l2 && opts_.nbits == 4) {
-    s.neg_table.resize(static_cast<std::size_t>(m * 16));
-    for (std::size_t t = 0; t < s.neg_table.size(); ++t) s.neg_table[t] = -table[t];
-    detail::quantize_fastscan_lut_into(s.neg_table.data(), m, lut);
+    detail::build_fastscan_lut(nullptr, table, -1.f, m, nullptr, lut);  // minus the products: smaller is nearer
   }
 
   for (std::int64_t p = 0; p < nprobe; ++p) {
@@ -369,25 +496,36 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
     if (list.ids.empty()) continue;
     // L2: the table of the query's residual to this list's centroid; inner products: the shared
     // table plus the constant q.c of the list (the internal distance is minus the product).
+    // Fast-scan keeps each probed list's float table (its second pass re-scores from them).
     float base = 0.f;
+    float* list_table = table;
+    if (opts_.nbits == 4 && l2) list_table = s.tables.data() + p * m * ksub;
     if (precomputed) {
       // ||q - c - r||^2 = ||q - c||^2 + (||r||^2 + 2 c.r) - 2 q.r, the middle term per list
       const float* terms = terms_.data() + static_cast<std::size_t>(l) * static_cast<std::size_t>(m * ksub);
       const float* qt = s.qtable.data();
-      for (std::int64_t t = 0; t < m * ksub; ++t) table[t] = terms[t] - 2.f * qt[t];
+      if (opts_.nbits == 4) {
+        detail::build_fastscan_lut(terms, qt, -2.f, m, list_table, lut);  // the table and its quantization, one pass
+      } else {
+        for (std::int64_t t = 0; t < m * ksub; ++t) list_table[t] = terms[t] - 2.f * qt[t];
+      }
       base = std::max(0.f, qnorm + s.coarse[static_cast<std::size_t>(p)].first);
-      if (opts_.nbits == 4) detail::quantize_fastscan_lut_into(table, m, lut);
     } else if (l2) {
       s.residual.resize(static_cast<std::size_t>(d_));
       for (std::int64_t j = 0; j < d_; ++j) s.residual[static_cast<std::size_t>(j)] = q[j] - centroids_(l, j);
-      pq_.compute_distance_table(s.residual, Metric::l2, s.table.view());
-      if (opts_.nbits == 4) detail::quantize_fastscan_lut_into(table, m, lut);
+      pq_.compute_distance_table(s.residual, Metric::l2, TensorView<float>(list_table, Shape{m, ksub}));
+      if (opts_.nbits == 4) detail::quantize_fastscan_lut_into(list_table, m, lut);
     } else {
       base = s.coarse[static_cast<std::size_t>(p)].first;  // -q.c
     }
+    if (opts_.nbits == 4) {
+      s.probes.push_back({l, base, list_table, &list.fast});
+      scan_bounds(s.probes.back(), static_cast<std::int32_t>(s.probes.size() - 1), list.ids, lut, passes, s.bounded);
+      continue;
+    }
     const float sign = l2 ? 1.f : -1.f;
 
-    if (opts_.nbits == 8) {
+    {
       const std::uint8_t* code = list.code_data();
       const auto count = static_cast<std::int64_t>(list.ids.size());
       for (std::int64_t i = 0; i < count; ++i, code += m) {
@@ -408,50 +546,18 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
         if (!passes(id)) continue;
         s.top.push({dist, id, l, i});
       }
-    } else {
-      // Fast-scan lets through every vector whose quantized distance could beat the current
-      // bound (the quantization moves a distance by at most m / (2 scale)); the float table
-      // then gives its distance.
-      const float slack = static_cast<float>(m) / (2.f * lut.scale) * 1.001f;
-      auto threshold_for = [&](float bound) -> std::uint16_t {
-        if (!(bound < kInf)) return 65535;
-        const std::uint32_t t = lut.quantized_at_least((bound - base) + slack) + 1;
-        return static_cast<std::uint16_t>(std::min<std::uint32_t>(t, 65535));
-      };
-      std::uint16_t threshold = threshold_for(s.top.bound());
-      const std::uint8_t* blocks = list.fast.data();
-      const std::int64_t block_bytes = list.fast.block_bytes();
-      fastscan_for_each_below(list.fast, lut, threshold, [&](std::int64_t i, std::uint16_t) {
-        // the candidate's codes straight from its block: byte i % 16 of each sub-quantizer's
-        // 16, low nibble for vectors 0..15 of the block, high for 16..31
-        const std::uint8_t* b = blocks + (i / 32) * block_bytes + (i % 16);
-        const int shift = (i % 32) < 16 ? 0 : 4;
-        float s0 = 0.f, s1 = 0.f;
-        std::int64_t j = 0;
-        for (; j + 2 <= m; j += 2) {
-          s0 += table[j * 16 + ((b[j * 16] >> shift) & 0xf)];
-          s1 += table[(j + 1) * 16 + ((b[(j + 1) * 16] >> shift) & 0xf)];
-        }
-        if (j < m) s0 += table[j * 16 + ((b[j * 16] >> shift) & 0xf)];
-        const float sum = s0 + s1;
-        const float dist = base + sign * sum;
-        if (dist > s.top.bound()) return;
-        const std::int64_t id = list.ids[static_cast<std::size_t>(i)];
-        if (!passes(id)) return;
-        s.top.push({dist, id, l, i});
-        if (s.top.full()) threshold = threshold_for(s.top.bound());
-      });
     }
   }
 
-  std::vector<Candidate>& cand = s.top.sorted();
+  if (opts_.nbits == 4) rescore_bounded(s.bounded, s.probes, m, l2 ? 1.f : -1.f, static_cast<std::size_t>(keep), s.rescored);
+  std::vector<Candidate>& cand = opts_.nbits == 4 ? s.rescored : s.top.sorted();
   if (opts_.store_vectors) {  // exact distances on the full vectors
     for (Candidate& c : cand) {
       const float* v = lists_[static_cast<std::size_t>(c.list)].vector_data() + c.pos * d_;
       const std::span<const float> vec(v, static_cast<std::size_t>(d_));
       c.dist = l2 ? l2_sqr(query, vec) : -dot(query, vec);
     }
-    std::sort(cand.begin(), cand.end(), nearer);
+    std::sort(cand.begin(), cand.end(), Nearer{});
   }
   const std::int64_t found = std::min<std::int64_t>(k, static_cast<std::int64_t>(cand.size()));
   for (std::int64_t r = 0; r < k; ++r) {

@@ -1,5 +1,5 @@
-// Conformance of the index kernels: fast-scan sums and candidate masks of every ISA equal the
-// scalar reference's bit for bit.
+// Conformance of the index kernels: fast-scan sums and candidate masks, and fast-scan tables and
+// their quantization, of every ISA equal the scalar reference's bit for bit.
 #include "conformance/harness.hpp"
 
 #include <quarry/index/detail/index_kernels.hpp>
@@ -7,6 +7,7 @@
 using namespace quarry;
 using namespace quarry::testing;
 using detail::FastScanArgs;
+using detail::FastScanLutArgs;
 using detail::IndexKernels;
 
 TEST_CASE("conformance: fastscan sums and masks are exact on every ISA") {
@@ -76,5 +77,83 @@ TEST_CASE("conformance: fastscan sums and masks are exact on every ISA") {
     p.mask = masks.data();
     p.threshold = 1000;
     report_perf("fastscan_m16", isa, static_cast<double>(big.size()), [&] { kt.fastscan(p); });
+  });
+}
+
+TEST_CASE("conformance: fastscan tables and their quantization are exact on every ISA") {
+  for_each_simd_table<IndexKernels>([&](Isa isa, const IndexKernels& kt, const IndexKernels& ref) {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::size_t cases = 0;
+    for (std::size_t m : {1u, 2u, 3u, 7u, 8u, 16u, 31u, 32u, 33u, 64u, 256u}) {
+      // 0 random, 1 constant rows (range 0), 2 integers 0..510 (scale 0.5: ties at every odd value),
+      // 3 large magnitudes with small ranges (as l2 terms far from the origin)
+      for (int mode = 0; mode < 4; ++mode) {
+        for (const float alpha : {1.f, -1.f, -2.f}) {
+          for (const bool with_a : {false, true}) {
+            const std::size_t off = kMisalignments[(m + static_cast<std::size_t>(mode)) % 3], n = m * 16, m_pad = (m + 1) / 2 * 2;
+            std::vector<float> a(n + off), b(n + off);
+            for (std::size_t i = 0; i < n + off; ++i) {
+              switch (mode) {
+                case 0: a[i] = nd(rng) * 10.f; b[i] = nd(rng) * nd(rng); break;
+                case 1: a[i] = 3.f; b[i] = static_cast<float>(i / 16 % 5); break;
+                case 2: a[i] = 0.f; b[i] = static_cast<float>(rng() % 511); break;
+                default: a[i] = 1e5f + nd(rng); b[i] = 3e4f + nd(rng) * 0.01f; break;
+              }
+            }
+            if (mode == 1) std::fill(b.begin(), b.end(), 1.25f);
+            if (mode == 2) b[off] = 0.f, b[off + 1] = 510.f;  // row 0 spans 0..510
+            auto run = [&](const IndexKernels& k, std::vector<float>& table, std::vector<std::uint8_t>& lut, std::vector<float>& mins,
+                           float& scale, bool write_table) {
+              table.assign(n + 1, -7.f);
+              lut.assign(m_pad * 16 + 1, 77);
+              mins.assign(m + 1, -7.f);
+              scale = -7.f;
+              FastScanLutArgs g;
+              g.a = with_a ? a.data() + off : nullptr;
+              g.b = b.data() + off;
+              g.alpha = alpha;
+              g.m = m;
+              g.table = write_table ? table.data() : nullptr;
+              g.lut = lut.data();
+              g.row_min = mins.data();
+              g.scale = &scale;
+              k.fastscan_lut(g);
+            };
+            std::vector<float> tg, tr, mg, mr;
+            std::vector<std::uint8_t> lg, lr;
+            float sg = 0.f, sr = 0.f;
+            run(kt, tg, lg, mg, sg, true);
+            run(ref, tr, lr, mr, sr, true);
+            INFO("m=" << m << " mode=" << mode << " alpha=" << alpha << " a=" << with_a);
+            REQUIRE(tg == tr);
+            REQUIRE(lg == lr);
+            REQUIRE(mg == mr);
+            REQUIRE(sg == sr);
+            REQUIRE(lg[m_pad * 16] == 77);  // nothing past the table
+            for (std::size_t i = m * 16; i < m_pad * 16; ++i) REQUIRE(lg[i] == 0);
+            // without the float table: the same quantization, and the table untouched
+            run(kt, tg, lg, mg, sg, false);
+            REQUIRE(lg == lr);
+            REQUIRE(tg == std::vector<float>(n + 1, -7.f));
+            // the reference against its definition
+            for (std::size_t j = 0; j < m; ++j)
+              for (std::size_t c = 0; c < 16; ++c) {
+                const std::size_t i = j * 16 + c;
+                const float t = with_a ? a[off + i] + alpha * b[off + i] : alpha * b[off + i];
+                REQUIRE(tr[i] == t);
+                const float x = (t - mr[j]) * sr;
+                REQUIRE(std::fabs(static_cast<float>(lr[i]) - std::min(x, 255.f)) <= 0.5f);
+                if (mode == 2 && alpha == 1.f) {  // x = v / 2 exactly: odd v is a tie, which goes to the even neighbour
+                  const int v = static_cast<int>(t - mr[j]);
+                  REQUIRE(static_cast<int>(lr[i]) == (v % 4 == 1 ? (v - 1) / 2 : (v + 1) / 2));
+                }
+              }
+            ++cases;
+          }
+        }
+      }
+    }
+    MESSAGE(isa_name(isa) << ": " << cases << " fast-scan table cases checked");
   });
 }

@@ -82,7 +82,8 @@ struct FastScanLut {
 
 /// Quantizes the float table `lut` [m, 16] (row-major; smaller is nearer, so pass negated inner
 /// products) to uint8: each row is shifted by its minimum and all rows share one scale, the
-/// largest row range mapped to 255 (round half up). Errors: a size other than m * 16, m outside 1..256, a NaN
+/// largest row range mapped to 255 (rounded to nearest, ties to even; the SIMD kernel of
+/// quarry/index/detail/index_kernels.hpp, the same on every ISA). Errors: a size other than m * 16, m outside 1..256, a NaN
 /// or infinite entry.
 result<FastScanLut> quantize_fastscan_lut(std::span<const float> lut, std::int64_t m);
 
@@ -98,8 +99,12 @@ void fastscan_for_each_below(const FastScanCodes& codes, const FastScanLut& lut,
 
 namespace detail {
 /// quantize_fastscan_lut without checks into `out`, reusing its buffer (m in 1..256, entries
-/// finite): the search's per-list step.
+/// finite).
 void quantize_fastscan_lut_into(const float* lut, std::int64_t m, FastScanLut& out) noexcept;
+/// The float table t = a + alpha * b ([m, 16]; a null for zeros; alpha a power of two, so every
+/// ISA rounds t alike) into `table` (unless null) and its quantization into `out`, in one pass of
+/// the SIMD kernel: the search's per-list step (l2: terms - 2 q.r). m in 1..256, t finite.
+void build_fastscan_lut(const float* a, const float* b, float alpha, std::int64_t m, float* table, FastScanLut& out) noexcept;
 /// One kernel call over blocks [b0, b0 + nb): sums into out (32 per block) and masks of sums < threshold.
 void fastscan_blocks(const FastScanCodes& codes, const FastScanLut& lut, std::int64_t b0, std::int64_t nb,
                      std::uint16_t* out, std::uint32_t* mask, std::uint16_t threshold) noexcept;

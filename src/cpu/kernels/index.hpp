@@ -37,6 +37,39 @@ void ref_fastscan(const FastScanArgs& g) noexcept {
   }
 }
 
+/// x rounded to the nearest integer, ties to even, for 0 <= x < 2^22: adding 2^23 leaves no
+/// fraction bits, so the float addition does the rounding (as cvtps2dq does under the default
+/// rounding mode), without a libm call.
+template <class Arch>
+QUARRY_ALWAYS_INLINE std::uint32_t round_small(float x) noexcept {
+  return static_cast<std::uint32_t>(x + 8388608.f) - 8388608u;
+}
+
+template <class Arch>
+void ref_fastscan_lut(const FastScanLutArgs& g) noexcept {
+  auto t = [&](std::size_t i) __attribute__((always_inline)) { return g.a ? g.a[i] + g.alpha * g.b[i] : g.alpha * g.b[i]; };
+  float range = 0.f;
+  for (std::size_t j = 0; j < g.m; ++j) {
+    float lo = t(j * 16), hi = lo;
+    for (std::size_t c = 0; c < 16; ++c) {
+      const float v = t(j * 16 + c);
+      if (g.table) g.table[j * 16 + c] = v;
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+    }
+    g.row_min[j] = lo;
+    range = hi - lo > range ? hi - lo : range;
+  }
+  const float scale = range > 0.f ? 255.f / range : 1.f;
+  *g.scale = scale;
+  for (std::size_t j = 0; j < g.m; ++j)
+    for (std::size_t c = 0; c < 16; ++c) {
+      const std::uint32_t q = round_small<Arch>((t(j * 16 + c) - g.row_min[j]) * scale);
+      g.lut[j * 16 + c] = static_cast<std::uint8_t>(q < 255u ? q : 255u);
+    }
+  for (std::size_t i = g.m * 16; i < (g.m + 1) / 2 * 32; ++i) g.lut[i] = 0;
+}
+
 #if defined(__x86_64__) || defined(_M_X64)
 
 /// The 32 sums of one block from the four accumulators (each: 8 uint16 per 128-bit lane), written
@@ -128,7 +161,97 @@ void fastscan_avx512(const FastScanArgs& g) noexcept {
   }
 }
 
+// Tables: one row (16 entries) is one 512-bit register or two 256-bit ones; cvtps2dq rounds to
+// nearest even as round_small does, and (t - min) * scale is a subtraction then a
+// multiplication, which no compiler fuses, so the quantized entries equal the reference's.
+template <class Arch>
+void fastscan_lut_avx512(const FastScanLutArgs& g) noexcept {
+  const __m512 alpha = _mm512_set1_ps(g.alpha);
+  auto row = [&](std::size_t j) __attribute__((always_inline)) {
+    const __m512 b = _mm512_mul_ps(alpha, _mm512_loadu_ps(g.b + j * 16));
+    return g.a ? _mm512_add_ps(_mm512_loadu_ps(g.a + j * 16), b) : b;
+  };
+  __m512 range = _mm512_setzero_ps();
+  for (std::size_t j = 0; j < g.m; ++j) {
+    const __m512 t = row(j);
+    if (g.table) _mm512_storeu_ps(g.table + j * 16, t);
+    const float lo = _mm512_reduce_min_ps(t);
+    g.row_min[j] = lo;
+    range = _mm512_max_ps(range, _mm512_sub_ps(_mm512_set1_ps(_mm512_reduce_max_ps(t)), _mm512_set1_ps(lo)));
+  }
+  const float r = _mm_cvtss_f32(_mm512_castps512_ps128(range));
+  const float scale = r > 0.f ? 255.f / r : 1.f;
+  *g.scale = scale;
+  const __m512 s = _mm512_set1_ps(scale);
+  const __m512i top = _mm512_set1_epi32(255);
+  for (std::size_t j = 0; j < g.m; ++j) {
+    const __m512 x = _mm512_mul_ps(_mm512_sub_ps(row(j), _mm512_set1_ps(g.row_min[j])), s);
+    const __m512i q = _mm512_min_epi32(_mm512_cvtps_epi32(x), top);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(g.lut + j * 16), _mm512_cvtepi32_epi8(q));
+  }
+  if (g.m % 2) _mm_storeu_si128(reinterpret_cast<__m128i*>(g.lut + g.m * 16), _mm_setzero_si128());
+}
+
+template <class Arch>
+void fastscan_lut_avx2(const FastScanLutArgs& g) noexcept {
+  const __m256 alpha = _mm256_set1_ps(g.alpha);
+  auto half = [&](std::size_t i) __attribute__((always_inline)) {
+    const __m256 b = _mm256_mul_ps(alpha, _mm256_loadu_ps(g.b + i));
+    return g.a ? _mm256_add_ps(_mm256_loadu_ps(g.a + i), b) : b;
+  };
+  // horizontal min / max of 8 floats, in every element
+  auto hmin = [](__m256 v) __attribute__((always_inline)) {
+    v = _mm256_min_ps(v, _mm256_permute2f128_ps(v, v, 1));
+    v = _mm256_min_ps(v, _mm256_shuffle_ps(v, v, 0x4e));
+    return _mm256_min_ps(v, _mm256_shuffle_ps(v, v, 0xb1));
+  };
+  auto hmax = [](__m256 v) __attribute__((always_inline)) {
+    v = _mm256_max_ps(v, _mm256_permute2f128_ps(v, v, 1));
+    v = _mm256_max_ps(v, _mm256_shuffle_ps(v, v, 0x4e));
+    return _mm256_max_ps(v, _mm256_shuffle_ps(v, v, 0xb1));
+  };
+  __m256 range = _mm256_setzero_ps();
+  for (std::size_t j = 0; j < g.m; ++j) {
+    const __m256 t0 = half(j * 16), t1 = half(j * 16 + 8);
+    if (g.table) {
+      _mm256_storeu_ps(g.table + j * 16, t0);
+      _mm256_storeu_ps(g.table + j * 16 + 8, t1);
+    }
+    const __m256 lo = hmin(_mm256_min_ps(t0, t1)), hi = hmax(_mm256_max_ps(t0, t1));
+    g.row_min[j] = _mm256_cvtss_f32(lo);
+    range = _mm256_max_ps(range, _mm256_sub_ps(hi, lo));
+  }
+  const float r = _mm256_cvtss_f32(range);
+  const float scale = r > 0.f ? 255.f / r : 1.f;
+  *g.scale = scale;
+  const __m256 s = _mm256_set1_ps(scale);
+  for (std::size_t j = 0; j < g.m; ++j) {
+    const __m256 lo = _mm256_set1_ps(g.row_min[j]);
+    const __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(half(j * 16), lo), s));
+    const __m256i q1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(half(j * 16 + 8), lo), s));
+    // packs saturate: int32 -> uint16 (values 0..256) -> uint8 (255 at most); undo the lane interleave
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packus_epi32(q0, q1), 0xd8);
+    const __m128i b = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(g.lut + j * 16), b);
+  }
+  if (g.m % 2) _mm_storeu_si128(reinterpret_cast<__m128i*>(g.lut + g.m * 16), _mm_setzero_si128());
+}
+
 #endif  // x86-64
+
+template <class Arch>
+void fastscan_lut(const FastScanLutArgs& g) noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (simd::is_avx512<Arch>) {
+    fastscan_lut_avx512<Arch>(g);
+    return;
+  } else if constexpr (simd::is_avx2<Arch>) {
+    fastscan_lut_avx2<Arch>(g);
+    return;
+  }
+#endif
+  ref_fastscan_lut<Arch>(g);
+}
 
 template <class Arch>
 void fastscan(const FastScanArgs& g) noexcept {
@@ -147,8 +270,8 @@ void fastscan(const FastScanArgs& g) noexcept {
 /// The IndexKernels table for one arch tag.
 template <class Arch>
 constexpr IndexKernels make_index_kernels() noexcept {
-  if constexpr (simd::is_scalar<Arch>) return IndexKernels{&ref_fastscan<Arch>};
-  else return IndexKernels{&fastscan<Arch>};
+  if constexpr (simd::is_scalar<Arch>) return IndexKernels{&ref_fastscan<Arch>, &ref_fastscan_lut<Arch>};
+  else return IndexKernels{&fastscan<Arch>, &fastscan_lut<Arch>};
 }
 
 }  // namespace quarry::detail::cpu_kernels

@@ -1,4 +1,4 @@
-// The kernel table of the index module: the 4-bit PQ fast-scan. Front-end in
+// The kernel table of the index module: the 4-bit PQ fast-scan and its table quantization. Front-end in
 // quarry/index/fastscan.hpp; bodies in src/cpu/kernels/index.hpp, whose scalar bodies are the
 // reference.
 //
@@ -30,11 +30,29 @@ struct FastScanArgs {
   std::uint16_t threshold = 0;
 };
 
+/// Operands of one fast-scan table build: the float table t = a + alpha * b ([m, 16], row-major)
+/// and its quantization to uint8: row j is shifted by its minimum and every row shares one scale,
+/// 255 / the largest row range (1 when every row is constant), entry = min(round(x), 255) with
+/// x = (t - min_j) * scale and round to nearest, ties to even. alpha must be a power of two (or
+/// 1), so alpha * b is exact and every ISA rounds t, and therefore everything else, alike.
+struct FastScanLutArgs {
+  const float* a = nullptr;      ///< [m, 16], or null for zeros
+  const float* b = nullptr;      ///< [m, 16]; entries (and t) finite
+  float alpha = 1.f;
+  std::size_t m = 0;             ///< 1..256
+  float* table = nullptr;        ///< [m, 16]: t, or null (not written)
+  std::uint8_t* lut = nullptr;   ///< [m_pad, 16] (m_pad = m rounded up to even): quantized; rows past m zeroed
+  float* row_min = nullptr;      ///< [m]: min_j
+  float* scale = nullptr;        ///< the scale
+};
+
 /// Index kernels for one ISA. Kernels are noexcept, allocation-free, accept any alignment.
 struct IndexKernels {
   /// out[32 b + v] = sum_m lut[m][code(b, v, m)] in uint16 (exact: m_pad * 255 < 65536), and the
   /// candidate masks if asked for. Identical on every ISA.
   void (*fastscan)(const FastScanArgs& args) noexcept;
+  /// The table t and its quantization as FastScanLutArgs says; identical on every ISA.
+  void (*fastscan_lut)(const FastScanLutArgs& args) noexcept;
 };
 
 QUARRY_DECLARE_KERNEL_TABLES(IndexKernels)
