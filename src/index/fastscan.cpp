@@ -97,9 +97,14 @@ void build_fastscan_lut(const float* a, const float* b, float alpha, std::int64_
   g.row_min = mins;
   g.scale = &out.scale;
   kernels<IndexKernels>().fastscan_lut(g);
-  double bias = 0;  // in row order, the same on every ISA
-  for (std::int64_t j = 0; j < m; ++j) bias += mins[j];
-  out.bias = static_cast<float>(bias);
+  // four interleaved sums (one chain of m dependent additions is latency-bound), in a fixed
+  // order: the same on every ISA
+  double bias[4] = {0, 0, 0, 0};
+  std::int64_t j = 0;
+  for (; j + 4 <= m; j += 4)
+    for (int u = 0; u < 4; ++u) bias[u] += mins[j + u];
+  for (; j < m; ++j) bias[0] += mins[j];
+  out.bias = static_cast<float>((bias[0] + bias[1]) + (bias[2] + bias[3]));
 }
 
 void quantize_fastscan_lut_into(const float* lut, std::int64_t m, FastScanLut& out) noexcept {

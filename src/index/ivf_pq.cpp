@@ -82,35 +82,60 @@ struct Bounded {
 };
 
 // The first pass of a fast-scan search, after FAISS's ReservoirTopN but exact: every vector that
-// gets through the SIMD threshold is kept with its interval, and bound() is the keep-th smallest
-// upper end seen, so no vector whose lower end exceeds it can be among the keep nearest. The
-// buffer is compacted (nth_element on the upper ends, then every lower end above the bound
-// dropped) each time it doubles, so a push costs O(1) amortised and no heap is kept.
+// gets through the SIMD threshold is kept with its interval, and bound() is a value that at least
+// keep upper ends seen are at or below (so at least the keep-th nearest distance), so no vector
+// whose lower end exceeds it can be among the keep nearest. The buffer is compacted when it
+// doubles (first at keep items): the bound is lowered to within 1/4096 of the spread of the upper
+// ends above the keep-th smallest by bisection with branch-free counts (a comparison-based
+// selection mispredicts about every other branch on such data), then every item whose lower end
+// is above it is dropped.
 class BoundedCandidates {
  public:
   void reset(std::size_t keep) {
     keep_ = keep;
     items_.clear();
+    ubs_.clear();
     bound_ = kInf;
-    next_ = std::max<std::size_t>(2 * keep, 64);
+    next_ = keep;
   }
   float bound() const noexcept { return bound_; }
-  // Adds b (lb <= bound()); true when the bound has changed.
+  // Adds b (b.lb <= bound()); true when the bound has changed.
   bool push(const Bounded& b) {
     items_.push_back(b);
+    ubs_.push_back(b.ub);
     if (items_.size() < next_) return false;
     const float before = bound_;
     compact();
     return bound_ != before;
   }
   void compact() {
-    if (items_.size() >= keep_) {
-      const auto kth = items_.begin() + static_cast<std::ptrdiff_t>(keep_ - 1);
-      std::nth_element(items_.begin(), kth, items_.end(), [](const Bounded& a, const Bounded& b) { return a.ub < b.ub; });
-      bound_ = std::min(bound_, kth->ub);
-      std::erase_if(items_, [bound = bound_](const Bounded& b) { return b.lb > bound; });
+    const std::size_t n = items_.size();
+    if (n >= keep_) {
+      const float* ub = ubs_.data();
+      float lo = ub[0], hi = ub[0];  // invariant: at least keep upper ends are <= hi
+      for (std::size_t i = 1; i < n; ++i) {
+        lo = std::min(lo, ub[i]);
+        hi = std::max(hi, ub[i]);
+      }
+      for (int it = 0; it < 12; ++it) {
+        const float mid = lo + (hi - lo) * 0.5f;
+        if (!(mid > lo && mid < hi)) break;
+        std::uint32_t count = 0;  // 32 bits: the loop vectorises
+        for (std::size_t i = 0; i < n; ++i) count += ub[i] <= mid ? 1u : 0u;
+        (count >= keep_ ? hi : lo) = mid;
+        if (count == keep_) break;
+      }
+      bound_ = std::min(bound_, hi);
+      std::size_t w = 0;  // keep lb <= bound, without a branch per item
+      for (std::size_t i = 0; i < n; ++i) {
+        items_[w] = items_[i];
+        ubs_[w] = ub[i];
+        w += items_[i].lb <= bound_ ? 1 : 0;
+      }
+      items_.resize(w);
+      ubs_.resize(w);
     }
-    next_ = std::max<std::size_t>({2 * keep_, 2 * items_.size(), 64});
+    next_ = std::max<std::size_t>(2 * keep_, 2 * items_.size());
   }
   const std::vector<Bounded>& items() const noexcept { return items_; }
 
@@ -118,6 +143,7 @@ class BoundedCandidates {
   std::size_t keep_ = 0, next_ = 0;
   float bound_ = kInf;
   std::vector<Bounded> items_;
+  std::vector<float> ubs_;  // items_[i].ub, contiguous for the counts
 };
 
 // The float ADC sum of vector i of `codes` under `table` [m, 16], straight from its block: byte
@@ -163,9 +189,10 @@ void scan_bounds(const Probe& probe, std::int32_t probe_index, std::span<const s
 }
 
 // Fast-scan's second pass: the float ADC distance of every candidate left whose interval reaches
-// down to the bound, and the keep nearest of them, sorted, into `out`.
+// down to the bound, and the keep nearest of them into `out`, sorted unless `sort` is false (when
+// re-ranking sorts them anyway).
 void rescore_bounded(BoundedCandidates& bounded, std::span<const Probe> probes, std::int64_t m, float sign, std::size_t keep,
-                     std::vector<Candidate>& out) {
+                     bool sort, std::vector<Candidate>& out) {
   bounded.compact();
   const float bound = bounded.bound();
   out.clear();
@@ -178,7 +205,7 @@ void rescore_bounded(BoundedCandidates& bounded, std::span<const Probe> probes, 
     std::nth_element(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(keep - 1), out.end(), Nearer{});
     out.resize(keep);
   }
-  std::sort(out.begin(), out.end(), Nearer{});
+  if (sort) std::sort(out.begin(), out.end(), Nearer{});
 }
 
 }  // namespace
@@ -423,6 +450,11 @@ std::int64_t IvfPqIndex<cpu>::remove(std::span<const std::int64_t> ids) {
 void IvfPqIndex<cpu>::build_terms() {
   terms_.clear();
   const std::int64_t m = opts_.m, ksub = pq_.ksub(), dsub = pq_.sub_dim();
+  codebook_t_.resize(static_cast<std::size_t>(m * dsub * ksub));
+  for (std::int64_t j = 0; j < m; ++j)
+    for (std::int64_t c = 0; c < ksub; ++c)
+      for (std::int64_t t = 0; t < dsub; ++t)
+        codebook_t_[static_cast<std::size_t>((j * dsub + t) * ksub + c)] = pq_.centroids().data()[(j * ksub + c) * dsub + t];
   if (opts_.metric != Metric::l2 || opts_.nlist * m * ksub > kMaxTermFloats) return;
   terms_.resize(static_cast<std::size_t>(opts_.nlist * m * ksub));
   const float* cb = pq_.centroids().data();  // [m, ksub, dsub]
@@ -438,6 +470,19 @@ void IvfPqIndex<cpu>::build_terms() {
         }
         terms_[static_cast<std::size_t>((l * m + j) * ksub + c)] = rr + 2.f * cr;
       }
+}
+
+void IvfPqIndex<cpu>::inner_product_table(const float* query, float* table) const noexcept {
+  const std::int64_t m = opts_.m, ksub = pq_.ksub(), dsub = pq_.sub_dim();
+  const float* ct = codebook_t_.data();
+  for (std::int64_t j = 0; j < m; ++j) {
+    float* row = table + j * ksub;
+    const float* q = query + j * dsub;
+    for (std::int64_t c = 0; c < ksub; ++c) row[c] = q[0] * ct[c];
+    for (std::int64_t t = 1; t < dsub; ++t)
+      for (std::int64_t c = 0; c < ksub; ++c) row[c] += q[t] * ct[t * ksub + c];
+    ct += dsub * ksub;
+  }
 }
 
 double IvfPqIndex<cpu>::bytes_per_vector() const noexcept {
@@ -474,10 +519,10 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
   // Inner products: one table for every list. L2 with the precomputed terms: the query's
   // products with the codewords, once; each list's table is then its terms minus twice those.
   const bool precomputed = l2 && !terms_.empty();
-  if (!l2) pq_.compute_distance_table(query, Metric::inner_product, s.table.view());
+  if (!l2) inner_product_table(q, table);
   if (precomputed) {
     if (s.qtable.shape() != Shape{m, ksub}) s.qtable = Tensor<float>::uninitialized({m, ksub});
-    pq_.compute_distance_table(query, Metric::inner_product, s.qtable.view());
+    inner_product_table(q, s.qtable.data());
   }
   const float qnorm = l2 ? dot(query, query) : 0.f;
   FastScanLut& lut = s.lut;
@@ -549,7 +594,7 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
     }
   }
 
-  if (opts_.nbits == 4) rescore_bounded(s.bounded, s.probes, m, l2 ? 1.f : -1.f, static_cast<std::size_t>(keep), s.rescored);
+  if (opts_.nbits == 4) rescore_bounded(s.bounded, s.probes, m, l2 ? 1.f : -1.f, static_cast<std::size_t>(keep), !opts_.store_vectors, s.rescored);
   std::vector<Candidate>& cand = opts_.nbits == 4 ? s.rescored : s.top.sorted();
   if (opts_.store_vectors) {  // exact distances on the full vectors
     for (Candidate& c : cand) {

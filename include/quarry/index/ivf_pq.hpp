@@ -217,7 +217,11 @@ class IvfPqIndex<cpu> {
   // past kMaxTermFloats (then each list's residual table is computed).
   static constexpr std::int64_t kMaxTermFloats = std::int64_t{1} << 26;  // 256 MiB
   std::vector<float> terms_;
-  void build_terms();
+  // The codebooks transposed, [m, dsub, ksub], so a query's inner-product table is dsub
+  // contiguous multiply-adds per sub-quantizer (SIMD over the ksub centroids).
+  std::vector<float> codebook_t_;
+  void build_terms();  // terms_ and codebook_t_, after train and load
+  void inner_product_table(const float* query, float* table) const noexcept;  // [m, ksub]: query . codewords
 };
 
 }  // namespace quarry

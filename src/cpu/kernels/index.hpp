@@ -171,15 +171,42 @@ void fastscan_lut_avx512(const FastScanLutArgs& g) noexcept {
     const __m512 b = _mm512_mul_ps(alpha, _mm512_loadu_ps(g.b + j * 16));
     return g.a ? _mm512_add_ps(_mm512_loadu_ps(g.a + j * 16), b) : b;
   };
+  // Element 4 L + i of reduce16(t, op) is op over row L + 4 i (t: 16 rows): a butterfly that
+  // folds two rows into one register per step (15 shuffle pairs and ops instead of 16 reductions).
+  auto reduce16 = [](const __m512* t, auto op) __attribute__((always_inline)) {
+    __m512 p[8], q[4], r[2];
+    for (int i = 0; i < 8; ++i)  // lanes 0, 1: row 2i; 2, 3: row 2i + 1
+      p[i] = op(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x44), _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xee));
+    for (int i = 0; i < 4; ++i)  // lane L: row 4i + L
+      q[i] = op(_mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0x88), _mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0xdd));
+    for (int i = 0; i < 2; ++i)  // lane L: row 8i + L in elements 0, 1; row 8i + 4 + L in 2, 3
+      r[i] = op(_mm512_shuffle_ps(q[2 * i], q[2 * i + 1], 0x44), _mm512_shuffle_ps(q[2 * i], q[2 * i + 1], 0xee));
+    return op(_mm512_shuffle_ps(r[0], r[1], 0x88), _mm512_shuffle_ps(r[0], r[1], 0xdd));
+  };
+  auto min_op = [](__m512 x, __m512 y) __attribute__((always_inline)) { return _mm512_min_ps(x, y); };
+  auto max_op = [](__m512 x, __m512 y) __attribute__((always_inline)) { return _mm512_max_ps(x, y); };
+  // row r is element 4 (r % 4) + r / 4 of the butterfly's result
+  const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
   __m512 range = _mm512_setzero_ps();
-  for (std::size_t j = 0; j < g.m; ++j) {
+  std::size_t j = 0;
+  for (; j + 16 <= g.m; j += 16) {
+    __m512 t[16];
+    for (std::size_t i = 0; i < 16; ++i) {
+      t[i] = row(j + i);
+      if (g.table) _mm512_storeu_ps(g.table + (j + i) * 16, t[i]);
+    }
+    const __m512 lo = reduce16(t, min_op), hi = reduce16(t, max_op);
+    range = _mm512_max_ps(range, _mm512_sub_ps(hi, lo));
+    _mm512_storeu_ps(g.row_min + j, _mm512_permutexvar_ps(order, lo));
+  }
+  for (; j < g.m; ++j) {
     const __m512 t = row(j);
     if (g.table) _mm512_storeu_ps(g.table + j * 16, t);
     const float lo = _mm512_reduce_min_ps(t);
     g.row_min[j] = lo;
     range = _mm512_max_ps(range, _mm512_sub_ps(_mm512_set1_ps(_mm512_reduce_max_ps(t)), _mm512_set1_ps(lo)));
   }
-  const float r = _mm_cvtss_f32(_mm512_castps512_ps128(range));
+  const float r = _mm512_reduce_max_ps(range);
   const float scale = r > 0.f ? 255.f / r : 1.f;
   *g.scale = scale;
   const __m512 s = _mm512_set1_ps(scale);
