@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "cublas_handles.hpp"
 #include "cuda_error.hpp"
 #include "quant_kernels.h"
 #include "quarry/quant/cuda_qgemm.hpp"
@@ -120,6 +121,40 @@ cuda_kernels::Epilogue epilogue_of(const CudaQGemmOptions& options) noexcept {
 template <class X>
 constexpr bool is_f16_v = std::is_same_v<X, f16>;
 
+/// W8A8 for M > 1 on the tensor cores: cuBLAS's int8 GEMM (int32 accumulation, exact, so the
+/// result is the same int32 sum as every other path) writes the products into y's own memory as
+/// int32, and the epilogue kernel turns them into outputs in place. Returns false, having done
+/// nothing, when cuBLAS does not take the shape (K or N not a multiple of 4, sizes beyond int):
+/// the caller then runs the SIMT kernel.
+bool w8a8_gemm_on_tensor_cores(const std::int8_t* xq, const float* x_scales, std::int64_t m, const cuda_kernels::Int8Weights& w,
+                               const cuda_kernels::Epilogue& epilogue, float* y, std::string_view context) {
+  constexpr std::int64_t kIntMax = 0x7fffffff;
+  if (m < 2 || w.k % 4 != 0 || w.n % 4 != 0 || m > kIntMax || w.n > kIntMax || w.k > kIntMax) return false;
+  const detail::CublasLease cublas;
+  if (!cublas.ok()) detail::throw_in_context(cublas.error(), context);
+  const std::int32_t alpha = 1, beta = 0;
+  // Column-major view: y^T [n, m] = W [n, k] (row-major = column-major k x n, transposed) times xq^T [k, m].
+  const cublasStatus_t st = cublasGemmEx(cublas.get(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.n), static_cast<int>(m), static_cast<int>(w.k),
+                                         &alpha, w.values, CUDA_R_8I, static_cast<int>(w.k), xq, CUDA_R_8I, static_cast<int>(w.k), &beta, y,
+                                         CUDA_R_32I, static_cast<int>(w.n), CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE) return false;
+  if (st != CUBLAS_STATUS_SUCCESS)
+    fail(st == CUBLAS_STATUS_ALLOC_FAILED ? errc::out_of_memory : errc::device_error, context,
+         fmt::format("cublasGemmEx (int8): {}", detail::cublas_status_name(st)));
+  if (const cudaError_t e = cuda_kernels::launch_w8a8_epilogue_in_place(y, x_scales, m, w, epilogue); e != cudaSuccess)
+    detail::throw_in_context(detail::cuda_failure(e, "kernel launch"), context);
+  return true;
+}
+
+/// W8A8 on quantized activations: the tensor cores when cuBLAS takes the shape, else the SIMT kernels.
+void w8a8_product(const std::int8_t* xq, const float* x_scales, std::int64_t m, const QuantizedTensor<cuda>& w, float* y,
+                  const CudaQGemmOptions& options, std::string_view context) {
+  const cuda_kernels::Int8Weights weights = int8_weights(w);
+  const cuda_kernels::Epilogue epilogue = epilogue_of(options);
+  if (w8a8_gemm_on_tensor_cores(xq, x_scales, m, weights, epilogue, y, context)) return finish(cudaSuccess, options.wait, context);
+  finish(cuda_kernels::launch_w8a8_gemm(xq, x_scales, m, weights, epilogue, y), options.wait, context);
+}
+
 /// Quantizes x [m, k] per row into xq and scales; no checks (the callers made them).
 template <class X>
 void quantize_rows_unchecked(const Tensor<X, cuda>& x, std::int64_t m, std::int64_t k, Tensor<std::int8_t, cuda>& xq,
@@ -142,7 +177,7 @@ void product(const Tensor<X, cuda>& x, std::int64_t m, std::int64_t k, const Qua
   auto xq = Tensor<std::int8_t, cuda>::uninitialized({m, k}, y.device());
   auto scales = Tensor<float, cuda>::uninitialized({m}, y.device());
   quantize_rows_unchecked(x, m, k, xq, scales, false, context);
-  finish(cuda_kernels::launch_w8a8_gemm(xq.data(), scales.data(), m, int8_weights(w), epilogue_of(options), y.data()), options.wait, context);
+  w8a8_product(xq.data(), scales.data(), m, w, y.data(), options, context);
 }
 
 /// "qgemm on cuda (x [3, 128] f16, w [300, 128] (int4 ...), y [3, 300])".
@@ -222,7 +257,7 @@ void qgemm(const Tensor<std::int8_t, cuda>& xq, const Tensor<float, cuda>& x_sca
   check_device(xq, "xq", y.device(), context);
   check_device(x_scales, "x_scales", y.device(), context);
   const OnDevice on(y.device(), context);
-  finish(cuda_kernels::launch_w8a8_gemm(xq.data(), x_scales.data(), m, int8_weights(w), epilogue_of(options), y.data()), options.wait, context);
+  w8a8_product(xq.data(), x_scales.data(), m, w, y.data(), options, context);
 }
 
 void quantize_rows_int8(const Tensor<float, cuda>& x, Tensor<std::int8_t, cuda>& xq, Tensor<float, cuda>& row_scales) {

@@ -2,10 +2,14 @@
 // activations, float accumulation) and W8A8 (int8 weights, int8 activations quantized per row on
 // the device, int32 accumulation with __dp4a). See quant_kernels.h for the contracts.
 //
-// GEMV (m == 1, the decode case) is memory-bound: each warp owns a few output rows and streams
-// them along K with one 16-byte load per lane per row and step, coalesced, reusing the lane's
-// activations for all of its rows. GEMM (m > 1) uses a plain shared-memory tiled SIMT kernel:
-// correct for every shape, but far from tensor-core speed (see quarry/quant/cuda_qgemm.hpp).
+// W4A16 with f16 activations runs on the tensor cores (w4a16_tc_kernel: mma.sync with exact
+// q - z weights and per-group scaling in f32) for every M, in passes of 32 rows. With f32
+// activations (W4A32) and for W8A8: GEMV (m == 1, the decode case) is memory-bound: each warp
+// owns a few output rows and streams them along K with 16-byte loads, coalesced, several in
+// flight, reusing the lane's activations for all of its rows; GEMM (m > 1) is a shared-memory
+// tiled SIMT kernel, correct for every shape. W8A8 with m > 1 goes to cuBLAS's int8 GEMM when
+// the shape allows (src/cuda/quant.cpp) and uses that tile otherwise. See
+// quarry/quant/cuda_qgemm.hpp for the measured figures.
 #include "quant_kernels.h"
 
 #include <cuda_fp16.h>
@@ -100,10 +104,13 @@ constexpr int kGemvWarps = 4;  // warps per block
 
 // y[row] for kRows rows per warp. A lane handles 16-byte chunks lane, lane + 32, ... of each row:
 // 32 columns, which lie in one group (groups are 32, 64 or 128 columns, chunks start at multiples
-// of 32). The lane's 32 activations are loaded once per chunk and used for all kRows rows.
+// of 32). The lane's 32 activations are loaded once per chunk and used for all kRows rows. The
+// loop is unrolled kUnroll chunks deep with every weight load issued before any arithmetic, so a
+// lane has kRows * kUnroll 16-byte loads in flight: HBM needs tens of KiB in flight per SM.
 template <int kRows, bool kXF16>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
     w4a16_gemv_kernel(const void* __restrict__ x, Int4GroupedWeights w, Epilogue e, float* __restrict__ y) {
+  constexpr int kUnroll = kRows == 1 ? 4 : 2;
   const int lane = threadIdx.x % kWarp;
   const std::int64_t row0 = (static_cast<std::int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp) * kRows;
   if (row0 >= w.n) return;
@@ -113,37 +120,51 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp)
   const int chunk_shift = w.group_size == 32 ? 0 : (w.group_size == 64 ? 1 : 2);  // chunk -> group
 
   // Rows past the end re-read the last row (always valid) and are not written.
-  std::int64_t rows[kRows];
+  const uint4* rows[kRows];
+  std::int64_t srow[kRows];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) rows[r] = row0 + r < w.n ? row0 + r : w.n - 1;
+  for (int r = 0; r < kRows; ++r) {
+    const std::int64_t row = row0 + r < w.n ? row0 + r : w.n - 1;
+    rows[r] = reinterpret_cast<const uint4*>(w.values + row * row_bytes);
+    srow[r] = row * groups;
+  }
 
   float acc[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) acc[r] = 0.f;
 
-  for (std::int64_t c = lane; c < chunks; c += kWarp) {
+  for (std::int64_t c0 = lane; c0 < chunks; c0 += kWarp * kUnroll) {
     // Weights first: they come from HBM, the activations from L1/L2. Streaming loads (__ldcs):
     // each weight byte is read once, so keep it from evicting the activations.
-    uint4 q[kRows];
+    uint4 q[kUnroll][kRows];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) q[r] = __ldcs(reinterpret_cast<const uint4*>(w.values + rows[r] * row_bytes) + c);
-    float xs[32];
+    for (int u = 0; u < kUnroll; ++u) {
+      const std::int64_t c = c0 + static_cast<std::int64_t>(u) * kWarp;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) load_x8<kXF16>(x, c * 32 + 8 * i, xs + 8 * i);
-    const std::int64_t g = c >> chunk_shift;
+      for (int r = 0; r < kRows; ++r) q[u][r] = c < chunks ? __ldcs(rows[r] + c) : make_uint4(0, 0, 0, 0);
+    }
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      const std::int64_t si = rows[r] * groups + g;
-      const float s = load_scale(w.scales, w.scales_f16, si);
-      // Symmetric nibbles are int4: q = (nibble ^ 8) - 8, i.e. flip bit 3 and use z = 8.
-      const int z = w.symmetric ? 8 : w.zeros[si];
-      const unsigned flip = w.symmetric ? 0x88888888u : 0u;
-      const __half2 zlo = zero_point_1024(z), zhi = zero_point_64(z);
-      float part = dot8_nibbles(q[r].x ^ flip, zlo, zhi, xs);
-      part += dot8_nibbles(q[r].y ^ flip, zlo, zhi, xs + 8);
-      part += dot8_nibbles(q[r].z ^ flip, zlo, zhi, xs + 16);
-      part += dot8_nibbles(q[r].w ^ flip, zlo, zhi, xs + 24);
-      acc[r] = fmaf(part, s, acc[r]);
+    for (int u = 0; u < kUnroll; ++u) {
+      const std::int64_t c = c0 + static_cast<std::int64_t>(u) * kWarp;
+      if (c >= chunks) break;
+      float xs[32];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) load_x8<kXF16>(x, c * 32 + 8 * i, xs + 8 * i);
+      const std::int64_t g = c >> chunk_shift;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const std::int64_t si = srow[r] + g;
+        const float s = load_scale(w.scales, w.scales_f16, si);
+        // Symmetric nibbles are int4: q = (nibble ^ 8) - 8, i.e. flip bit 3 and use z = 8.
+        const int z = w.symmetric ? 8 : w.zeros[si];
+        const unsigned flip = w.symmetric ? 0x88888888u : 0u;
+        const __half2 zlo = zero_point_1024(z), zhi = zero_point_64(z);
+        float part = dot8_nibbles(q[u][r].x ^ flip, zlo, zhi, xs);
+        part += dot8_nibbles(q[u][r].y ^ flip, zlo, zhi, xs + 8);
+        part += dot8_nibbles(q[u][r].z ^ flip, zlo, zhi, xs + 16);
+        part += dot8_nibbles(q[u][r].w ^ flip, zlo, zhi, xs + 24);
+        acc[r] = fmaf(part, s, acc[r]);
+      }
     }
   }
 #pragma unroll
@@ -151,6 +172,195 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp)
     const float total = warp_sum(acc[r]);
     if (lane == 0 && row0 + r < w.n) y[row0 + r] = apply_epilogue(total, e, row0 + r);
   }
+}
+
+// --- W4A16 on the tensor cores (f16 activations, M up to 32 rows per pass) ---------------------
+//
+// One mma.sync.m16n8k16 (f16 in, f32 accumulate) multiplies 16 weight rows by 16 k by 8
+// activation rows. The weights enter as exact small integers (q - z, from the nibbles with the
+// 1024.0 / 64.0 mantissa trick, no int -> float conversion), the activations as the f16 they are,
+// so every product is exact and sums are f32; each group's sum is then multiplied by its scale
+// in f32 (acc += sum_g * s_g), so the result is as accurate as the SIMT kernel's.
+//
+// The dot product is a sum over k, so the k order inside one mma is free as long as weights and
+// activations use the same one, and all 16 k of one mma lie in one group. Thread (g = lane / 4,
+// t = lane % 4) supplies the weights of rows g and g + 8 and the activations of batch row g. Of
+// each group it takes the t-th quarter: kWords = group_size / 32 words of 8 nibbles per row, one
+// 4-, 8- or 16-byte load (the four threads of a row together read the group's bytes, contiguous).
+// The trick yields a word's column pairs (0,4) (1,5) (2,6) (3,7) as f16x2; two mma per word take
+// (0,4)+(1,5) and (2,6)+(3,7) in the fragment slots (2t, 2t+1) and (2t+8, 2t+9), and the eight
+// activations of the word are permuted (PRMT) into the same pairs.
+//
+// A block of kTcWarps warps owns 16 weight rows; its warps split the groups of K and their sums
+// are added in a fixed order through shared memory (deterministic). kChunks batch chunks of 8
+// rows share each weight load (M <= 8 * kChunks per launch; the host launches passes of 32).
+constexpr int kTcWarps = 8;
+
+__device__ __forceinline__ void mma_16816(float (&c)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned half2_bits(__half2 h) { return *reinterpret_cast<const unsigned*>(&h); }
+
+// (a & b) ^ c in one LOP3.
+__device__ __forceinline__ unsigned and_xor(unsigned a, unsigned b, unsigned c) {
+  unsigned r;
+  asm("lop3.b32 %0, %1, %2, %3, 0x6a;" : "=r"(r) : "r"(a), "r"(b), "r"(c));  // 0x6a = (0xf0 & 0xcc) ^ 0xaa
+  return r;
+}
+
+// The four f16x2 (q - z) pairs (0,4) (1,5) (2,6) (3,7) of the eight nibbles in `word`: one LOP3
+// and one HSUB2 per pair. `lo_magic` is 0x64006400 (1024.0 twice), `hi_magic` 0x54005400 (64.0
+// twice); for int4 nibbles they also carry bit 3 of each nibble (0x00080008, 0x00800080), so the
+// XOR flips it on the way in (q = (nibble ^ 8) - 8 with z = 8) at no cost.
+__device__ __forceinline__ void nibbles_to_half2(unsigned word, unsigned lo_magic, unsigned hi_magic, __half2 zlo, __half2 zhi,
+                                                 unsigned (&out)[4]) {
+  const unsigned shifted = word >> 8;
+  out[0] = half2_bits(__hsub2(bits_as_half2(and_xor(word, 0x000f000fu, lo_magic)), zlo));
+  out[1] = half2_bits(__hsub2(bits_as_half2(and_xor(word, 0x00f000f0u, hi_magic)), zhi));
+  out[2] = half2_bits(__hsub2(bits_as_half2(and_xor(shifted, 0x000f000fu, lo_magic)), zlo));
+  out[3] = half2_bits(__hsub2(bits_as_half2(and_xor(shifted, 0x00f000f0u, hi_magic)), zhi));
+}
+
+// kWords consecutive 32-bit words, in one load of 4, 8 or 16 bytes (streaming: read once).
+template <int kWords>
+__device__ __forceinline__ void load_words(const unsigned* p, unsigned (&out)[kWords]) {
+  if constexpr (kWords == 4) {
+    const uint4 v = __ldcs(reinterpret_cast<const uint4*>(p));
+    out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
+  } else if constexpr (kWords == 2) {
+    const uint2 v = __ldcs(reinterpret_cast<const uint2*>(p));
+    out[0] = v.x, out[1] = v.y;
+  } else {
+    out[0] = __ldcs(p);
+  }
+}
+
+template <int kChunks, int kWords>
+__global__ void __launch_bounds__(kTcWarps * kWarp, kChunks == 1 ? 3 : 2)
+    w4a16_tc_kernel(const std::uint16_t* __restrict__ x, std::int64_t m, Int4GroupedWeights w, Epilogue e, float* __restrict__ y) {
+  // Groups in flight per warp: their weights, scales and activations are all loaded before any
+  // arithmetic (the activations come from L2: a dependent load per group would serialise on it).
+  constexpr int kUnroll = 4 / (kWords * kChunks) > 1 ? 4 / (kWords * kChunks) : 1;
+  __shared__ float partial[kTcWarps][kChunks][kWarp][4];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int g = lane / 4, t = lane % 4;
+  const std::int64_t row_base = static_cast<std::int64_t>(blockIdx.x) * 16;
+  const std::int64_t r0 = row_base + g < w.n ? row_base + g : w.n - 1;  // rows past n re-read the last one
+  const std::int64_t r1 = row_base + g + 8 < w.n ? row_base + g + 8 : w.n - 1;
+  const std::int64_t groups = w.k / w.group_size;
+  const std::int64_t groups_per_warp = (groups + kTcWarps - 1) / kTcWarps;
+  const std::int64_t g_begin = warp * groups_per_warp < groups ? warp * groups_per_warp : groups;
+  const std::int64_t g_end = g_begin + groups_per_warp < groups ? g_begin + groups_per_warp : groups;
+
+  // Group G of a row is words [4 kWords G, 4 kWords (G + 1)); thread t reads kWords of them.
+  const unsigned* row0 = reinterpret_cast<const unsigned*>(w.values + r0 * (w.k / 2)) + kWords * t;
+  const unsigned* row1 = reinterpret_cast<const unsigned*>(w.values + r1 * (w.k / 2)) + kWords * t;
+  // The activations of batch row g of each chunk, from column 32 kWords t of each group (eight
+  // per word); rows past m read zeros.
+  const uint4* xrow[kChunks];
+  bool xvalid[kChunks];
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const std::int64_t bm = 8 * c + g;
+    xvalid[c] = bm < m;
+    xrow[c] = reinterpret_cast<const uint4*>(x + (xvalid[c] ? bm : 0) * w.k) + kWords * t;  // + 4 kWords uint4 per group
+  }
+  const unsigned lo_magic = w.symmetric ? 0x64086408u : 0x64006400u;
+  const unsigned hi_magic = w.symmetric ? 0x54805480u : 0x54005400u;
+  const __half2 sym_lo = zero_point_1024(8), sym_hi = zero_point_64(8);
+
+  float acc[kChunks][4];
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[c][i] = 0.f;
+
+  for (std::int64_t g0 = g_begin; g0 < g_end; g0 += kUnroll) {
+    unsigned q0[kUnroll][kWords], q1[kUnroll][kWords];
+    float s0[kUnroll], s1[kUnroll];
+    int z0[kUnroll], z1[kUnroll];
+    uint4 xv[kUnroll][kWords][kChunks];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const std::int64_t grp = g0 + u < g_end ? g0 + u : g_end - 1;  // a repeat past the end is not used
+      load_words<kWords>(row0 + 4 * kWords * grp, q0[u]);
+      load_words<kWords>(row1 + 4 * kWords * grp, q1[u]);
+#pragma unroll
+      for (int j = 0; j < kWords; ++j)
+#pragma unroll
+        for (int c = 0; c < kChunks; ++c) xv[u][j][c] = xvalid[c] ? xrow[c][4 * kWords * grp + j] : make_uint4(0, 0, 0, 0);
+      s0[u] = load_scale(w.scales, w.scales_f16, r0 * groups + grp);
+      s1[u] = load_scale(w.scales, w.scales_f16, r1 * groups + grp);
+      z0[u] = w.symmetric ? 8 : w.zeros[r0 * groups + grp];
+      z1[u] = w.symmetric ? 8 : w.zeros[r1 * groups + grp];
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const std::int64_t grp = g0 + u;
+      if (grp >= g_end) break;
+      const __half2 zl0 = w.symmetric ? sym_lo : zero_point_1024(z0[u]), zh0 = w.symmetric ? sym_hi : zero_point_64(z0[u]);
+      const __half2 zl1 = w.symmetric ? sym_lo : zero_point_1024(z1[u]), zh1 = w.symmetric ? sym_hi : zero_point_64(z1[u]);
+      float part[kChunks][4];
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) part[c][i] = 0.f;
+#pragma unroll
+      for (int j = 0; j < kWords; ++j) {
+        unsigned f0[4], f1[4];  // rows g and g + 8
+        nibbles_to_half2(q0[u][j], lo_magic, hi_magic, zl0, zh0, f0);
+        nibbles_to_half2(q1[u][j], lo_magic, hi_magic, zl1, zh1, f1);
+#pragma unroll
+        for (int c = 0; c < kChunks; ++c) {
+          const uint4 v = xv[u][j][c];
+          // columns (0,4) (1,5) (2,6) (3,7) of the word's eight activations, as the weights pair them
+          const unsigned x04 = __byte_perm(v.x, v.z, 0x5410), x15 = __byte_perm(v.x, v.z, 0x7632);
+          const unsigned x26 = __byte_perm(v.y, v.w, 0x5410), x37 = __byte_perm(v.y, v.w, 0x7632);
+          mma_16816(part[c], f0[0], f1[0], f0[1], f1[1], x04, x15);
+          mma_16816(part[c], f0[2], f1[2], f0[3], f1[3], x26, x37);
+        }
+      }
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        acc[c][0] = fmaf(part[c][0], s0[u], acc[c][0]);
+        acc[c][1] = fmaf(part[c][1], s0[u], acc[c][1]);
+        acc[c][2] = fmaf(part[c][2], s1[u], acc[c][2]);
+        acc[c][3] = fmaf(part[c][3], s1[u], acc[c][3]);
+      }
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) partial[warp][c][lane][i] = acc[c][i];
+  __syncthreads();
+  if (warp != 0) return;
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    float sum[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int v = 0; v < kTcWarps; ++v)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) sum[i] += partial[v][c][lane][i];
+    // sum[0], sum[1]: weight row g, batch rows 2t, 2t+1; sum[2], sum[3]: weight row g + 8.
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const std::int64_t bm = 8 * c + 2 * t + (i & 1);
+      const std::int64_t row = row_base + g + (i >= 2 ? 8 : 0);
+      if (bm < m && row < w.n) y[bm * w.n + row] = apply_epilogue(sum[i], e, row);
+    }
+  }
+}
+
+template <int kChunks>
+void launch_w4a16_tc(unsigned blocks, const std::uint16_t* x, std::int64_t m, const Int4GroupedWeights& w, const Epilogue& e, float* y) {
+  const unsigned threads = kTcWarps * kWarp;
+  if (w.group_size == 32) w4a16_tc_kernel<kChunks, 1><<<blocks, threads>>>(x, m, w, e, y);
+  else if (w.group_size == 64) w4a16_tc_kernel<kChunks, 2><<<blocks, threads>>>(x, m, w, e, y);
+  else w4a16_tc_kernel<kChunks, 4><<<blocks, threads>>>(x, m, w, e, y);
 }
 
 // --- W4A16 tiled GEMM ---------------------------------------------------------------------------
@@ -333,18 +543,30 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp)
   for (int r = 0; r < kRows; ++r) acc[r] = 0;
 
   if constexpr (kAligned16) {
+    // Unrolled as the W4A16 GEMV: every weight load of kUnroll chunks issued before the __dp4a.
+    constexpr int kUnroll = kRows == 1 ? 4 : 2;
     const std::int64_t chunks = w.k / 16;
-    for (std::int64_t c = lane; c < chunks; c += kWarp) {
-      int4 q[kRows];
+    for (std::int64_t c0 = lane; c0 < chunks; c0 += kWarp * kUnroll) {
+      int4 q[kUnroll][kRows];
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) q[r] = __ldcs(reinterpret_cast<const int4*>(w.values + rows[r] * w.k) + c);
-      const int4 a = *(reinterpret_cast<const int4*>(xq) + c);
+      for (int u = 0; u < kUnroll; ++u) {
+        const std::int64_t c = c0 + static_cast<std::int64_t>(u) * kWarp;
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        acc[r] = __dp4a(q[r].x, a.x, acc[r]);
-        acc[r] = __dp4a(q[r].y, a.y, acc[r]);
-        acc[r] = __dp4a(q[r].z, a.z, acc[r]);
-        acc[r] = __dp4a(q[r].w, a.w, acc[r]);
+        for (int r = 0; r < kRows; ++r)
+          q[u][r] = c < chunks ? __ldcs(reinterpret_cast<const int4*>(w.values + rows[r] * w.k) + c) : make_int4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const std::int64_t c = c0 + static_cast<std::int64_t>(u) * kWarp;
+        if (c >= chunks) break;
+        const int4 a = *(reinterpret_cast<const int4*>(xq) + c);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          acc[r] = __dp4a(q[u][r].x, a.x, acc[r]);
+          acc[r] = __dp4a(q[u][r].y, a.y, acc[r]);
+          acc[r] = __dp4a(q[u][r].z, a.z, acc[r]);
+          acc[r] = __dp4a(q[u][r].w, a.w, acc[r]);
+        }
       }
     }
   } else {
@@ -425,6 +647,18 @@ __global__ void __launch_bounds__(kGemmThreads)
   }
 }
 
+// y [m, n] as int32 accumulators -> y as W8A8 outputs, in place (a grid-stride loop).
+__global__ void w8a8_epilogue_kernel(float* __restrict__ y, const float* __restrict__ x_scales, std::int64_t m, Int8Weights w,
+                                     Epilogue e) {
+  const std::int64_t total = m * w.n;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t row = i / w.n, col = i - row * w.n;
+    const int acc = __float_as_int(y[i]);
+    y[i] = w8a8_output(acc, x_scales[row], w, e, col);
+  }
+}
+
 // --- launch helpers -----------------------------------------------------------------------------
 
 // Four rows per warp reuse each activation load four times but make 4x fewer warps; use them
@@ -461,6 +695,20 @@ cudaError_t launch_w4a16_gemm(const void* x, bool x_f16, std::int64_t m, const I
     return cudaErrorInvalidValue;
   (void)cudaGetLastError();  // so an earlier, unrelated error is not reported as this launch's
   const unsigned threads = kGemvWarps * kWarp;
+  if (x_f16) {
+    // Tensor cores, in passes of up to 32 activation rows that each read the weights once.
+    const auto* xh = static_cast<const std::uint16_t*>(x);
+    const unsigned blocks = static_cast<unsigned>((w.n + 15) / 16);
+    for (std::int64_t m0 = 0; m0 < m; m0 += 32) {
+      const std::int64_t rows = m - m0 < 32 ? m - m0 : 32;
+      const std::uint16_t* xp = xh + m0 * w.k;
+      float* yp = y + m0 * w.n;
+      if (rows <= 8) launch_w4a16_tc<1>(blocks, xp, rows, w, epilogue, yp);
+      else if (rows <= 16) launch_w4a16_tc<2>(blocks, xp, rows, w, epilogue, yp);
+      else launch_w4a16_tc<4>(blocks, xp, rows, w, epilogue, yp);
+    }
+    return cudaGetLastError();
+  }
   if (m == 1) {
     if (many_rows(w.n)) {
       if (x_f16) w4a16_gemv_kernel<4, true><<<gemv_blocks(w.n, 4), threads>>>(x, w, epilogue, y);
@@ -505,6 +753,16 @@ cudaError_t launch_w8a8_gemm(const std::int8_t* xq, const float* x_scales, std::
     if (w.k % 4 == 0) w8a8_gemm_kernel<true><<<gemm_grid(m, w.n), kGemmThreads>>>(xq, x_scales, m, w, epilogue, y);
     else w8a8_gemm_kernel<false><<<gemm_grid(m, w.n), kGemmThreads>>>(xq, x_scales, m, w, epilogue, y);
   }
+  return cudaGetLastError();
+}
+
+cudaError_t launch_w8a8_epilogue_in_place(float* y, const float* x_scales, std::int64_t m, const Int8Weights& w,
+                                          const Epilogue& epilogue) noexcept {
+  if (m <= 0 || w.n <= 0) return cudaSuccess;
+  (void)cudaGetLastError();
+  const std::int64_t total = m * w.n;
+  const std::int64_t blocks = (total + 255) / 256;
+  w8a8_epilogue_kernel<<<static_cast<unsigned>(blocks < 65536 ? blocks : 65536), 256>>>(y, x_scales, m, w, epilogue);
   return cudaGetLastError();
 }
 

@@ -64,4 +64,9 @@ cudaError_t launch_quantize_rows_int8(const void* x, bool x_f16, std::int64_t m,
 cudaError_t launch_w8a8_gemm(const std::int8_t* xq, const float* x_scales, std::int64_t m, const Int8Weights& w,
                              const Epilogue& epilogue, float* y) noexcept;
 
+/// The W8A8 epilogue in place: y [m, n] holds the exact int32 products (as int32 bits, written
+/// there by cuBLAS's int8 GEMM), and each becomes w8a8's output as launch_w8a8_gemm computes it.
+cudaError_t launch_w8a8_epilogue_in_place(float* y, const float* x_scales, std::int64_t m, const Int8Weights& w,
+                                          const Epilogue& epilogue) noexcept;
+
 }  // namespace quarry::cuda_kernels

@@ -8,7 +8,7 @@
 //   W8A8   int8 symmetric per_tensor / per_channel weights (f16 or f32 scales), as the CPU qgemm
 //          (quarry/quant/qgemm.hpp) takes them and with its arithmetic: the activations are
 //          quantized per row on the device (quantize_rows_int8), the products summed exactly in
-//          int32 (__dp4a), and y = fma(float(acc), (x_scale[m] * output_scale) * w_scale[n],
+//          int32 (__dp4a or cuBLAS's int8 GEMM), and y = fma(float(acc), (x_scale[m] * output_scale) * w_scale[n],
 //          bias[n] or 0), each step rounded to f32: the same bits as the CPU qgemm.
 //
 // Edge cases. W4A16: a NaN or infinity in the activations propagates as float arithmetic does
@@ -17,11 +17,19 @@
 // y = bias. A weight block with scale 0 (all its weights were zero) contributes exactly 0 for
 // finite activations, never NaN.
 //
-// Performance (sm_90; see the notes in src/cuda/quant_kernels.cu): qgemv streams the weights
-// with 16-byte coalesced loads and should run near HBM bandwidth for large matrices (bench it
-// with matrices larger than L2). qgemm for m > 1 is a shared-memory SIMT kernel (f32 FMA /
-// __dp4a), correct for every shape but one to two orders of magnitude below a tensor-core GEMM;
-// mma.sync / wgmma tiles are future work.
+// Kernels and performance (sm_90; src/cuda/quant_kernels.cu; measured on an H200 with
+// bench/cuda/bench_cuda_qgemm, figures in bench/cuda/README.md):
+//   W4A16, f16 activations: tensor cores (mma.sync m16n8k16, f16 x exact q - z, f32 sums, each
+//          group's sum scaled in f32), in passes of 32 activation rows that read the weights once
+//          each. M <= 32 is memory-bound: M = 8 runs ~1.8x faster than cuBLAS's f16 GEMM on the
+//          same shape; M = 1 reaches 0.28-0.42 of the HBM read bandwidth (instruction-bound
+//          unpacking the nibbles). Large M re-reads the weights per 32 rows (~0.1x cuBLAS f16 at
+//          M = 512): a tiled tensor-core GEMM is future work.
+//   W4A32 (f32 activations): SIMT kernels in f32 (GEMV with 16-byte loads, a shared-memory tile
+//          for M > 1); correct for every shape, far below the tensor cores.
+//   W8A8:  M = 1 a __dp4a GEMV (0.5-0.73 of HBM); M > 1 cuBLAS's int8 tensor-core GEMM with
+//          int32 output (exact, so the same bits) and the epilogue in place, when K and N are
+//          multiples of 4, else a __dp4a SIMT tile.
 //
 // Calls run on the legacy default stream of the tensors' device and, by default, return when
 // the kernels have finished. Errors throw quarry::error: shapes and schemes are checked first and
