@@ -7,6 +7,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include <Eigen/Core>
 #include <fmt/format.h>
 
 #include "index/finite.hpp"
@@ -81,43 +82,64 @@ struct Bounded {
   std::int64_t pos, id;
 };
 
-// The first pass of a fast-scan search, after FAISS's ReservoirTopN but exact: every vector that
-// gets through the SIMD threshold is kept with its interval, and bound() is a value that at least
-// keep upper ends seen are at or below (so at least the keep-th nearest distance), so no vector
-// whose lower end exceeds it can be among the keep nearest. The buffer is compacted when it
-// doubles (first at keep items): the bound is lowered to within 1/4096 of the spread of the upper
-// ends above the keep-th smallest by bisection with branch-free counts (a comparison-based
-// selection mispredicts about every other branch on such data), then every item whose lower end
-// is above it is dropped.
+// The first pass of a fast-scan search, exact: every vector that gets through the SIMD threshold
+// is kept with its interval, and bound() is a value that at least keep upper ends seen are at or
+// below (so at least the keep-th nearest distance): no vector whose lower end exceeds it can be
+// among the keep nearest. Two ways to keep the bound, by the cost of their branch mispredictions:
+// - keep <= kHeapKeep: a max-heap of the keep smallest upper ends (the bound is exact at once;
+//   an update costs a few mispredicted branches per level);
+// - larger keep: the buffer is compacted each time it doubles (first at keep items, as FAISS's
+//   ReservoirTopN): the bound is lowered to within 1/4096 of the upper ends' spread above the
+//   keep-th smallest by bisection with branch-free counts (a comparison-based selection
+//   mispredicts about every other branch on such data), then items whose lower end is above it
+//   are dropped.
 class BoundedCandidates {
  public:
+  static constexpr std::size_t kHeapKeep = 16;
+
   void reset(std::size_t keep) {
     keep_ = keep;
     items_.clear();
     ubs_.clear();
     bound_ = kInf;
-    next_ = keep;
+    next_ = keep <= kHeapKeep ? 4096 : keep;
   }
   float bound() const noexcept { return bound_; }
   // Adds b (b.lb <= bound()); true when the bound has changed.
   bool push(const Bounded& b) {
     items_.push_back(b);
-    ubs_.push_back(b.ub);
-    if (items_.size() < next_) return false;
-    const float before = bound_;
-    compact();
-    return bound_ != before;
+    if (keep_ > kHeapKeep) {
+      ubs_.push_back(b.ub);
+      if (items_.size() < next_) return false;
+      const float before = bound_;
+      compact();
+      return bound_ != before;
+    }
+    if (items_.size() >= next_) compact();
+    if (ubs_.size() < keep_) {
+      ubs_.push_back(b.ub);
+      std::push_heap(ubs_.begin(), ubs_.end());
+      if (ubs_.size() < keep_) return false;
+    } else {
+      if (!(b.ub < ubs_.front())) return false;
+      std::pop_heap(ubs_.begin(), ubs_.end());
+      ubs_.back() = b.ub;
+      std::push_heap(ubs_.begin(), ubs_.end());
+    }
+    bound_ = ubs_.front();
+    return true;
   }
+  // Lowers the bound (bisection, large keep) and drops the items whose lower end is above it.
   void compact() {
     const std::size_t n = items_.size();
-    if (n >= keep_) {
+    if (keep_ > kHeapKeep && n >= keep_) {
       const float* ub = ubs_.data();
       float lo = ub[0], hi = ub[0];  // invariant: at least keep upper ends are <= hi
       for (std::size_t i = 1; i < n; ++i) {
         lo = std::min(lo, ub[i]);
         hi = std::max(hi, ub[i]);
       }
-      for (int it = 0; it < 12; ++it) {
+      for (int it = 0; it < 12 && n > keep_; ++it) {
         const float mid = lo + (hi - lo) * 0.5f;
         if (!(mid > lo && mid < hi)) break;
         std::uint32_t count = 0;  // 32 bits: the loop vectorises
@@ -126,16 +148,20 @@ class BoundedCandidates {
         if (count == keep_) break;
       }
       bound_ = std::min(bound_, hi);
-      std::size_t w = 0;  // keep lb <= bound, without a branch per item
-      for (std::size_t i = 0; i < n; ++i) {
-        items_[w] = items_[i];
-        ubs_[w] = ub[i];
-        w += items_[i].lb <= bound_ ? 1 : 0;
-      }
-      items_.resize(w);
-      ubs_.resize(w);
     }
-    next_ = std::max<std::size_t>(2 * keep_, 2 * items_.size());
+    std::size_t w = 0;  // without a branch per item
+    for (std::size_t i = 0; i < n; ++i) {
+      items_[w] = items_[i];
+      if (keep_ > kHeapKeep) ubs_[w] = ubs_[i];
+      w += items_[i].lb <= bound_ ? 1 : 0;
+    }
+    items_.resize(w);
+    if (keep_ > kHeapKeep) {
+      ubs_.resize(w);
+      next_ = std::max<std::size_t>(2 * keep_, 2 * w);
+    } else {
+      next_ = std::max<std::size_t>(4096, 2 * w);
+    }
   }
   const std::vector<Bounded>& items() const noexcept { return items_; }
 
@@ -143,7 +169,7 @@ class BoundedCandidates {
   std::size_t keep_ = 0, next_ = 0;
   float bound_ = kInf;
   std::vector<Bounded> items_;
-  std::vector<float> ubs_;  // items_[i].ub, contiguous for the counts
+  std::vector<float> ubs_;  // keep <= kHeapKeep: max-heap of the keep smallest upper ends; else items_[i].ub
 };
 
 // The float ADC sum of vector i of `codes` under `table` [m, 16], straight from its block: byte
@@ -222,6 +248,7 @@ struct IvfPqIndex<cpu>::Scratch {
   BoundedCandidates bounded;       // fast-scan's first pass
   std::vector<Candidate> rescored; // fast-scan's second pass
   std::vector<std::pair<float, std::int32_t>> coarse;
+  std::vector<float> coarse_ip;    // [queries of a block, nlist]: q.c
   TopK top;
 };
 
@@ -489,8 +516,8 @@ double IvfPqIndex<cpu>::bytes_per_vector() const noexcept {
   return static_cast<double>(pq_.code_size()) + sizeof(std::int64_t) + (opts_.store_vectors ? 4.0 * static_cast<double>(d_) : 0.0);
 }
 
-void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSearchParams& params, Scratch& s, float* out_dist,
-                                 std::int64_t* out_ids) const {
+void IvfPqIndex<cpu>::search_one(const float* q, const float* coarse_ip, std::int64_t k, const IvfPqSearchParams& params, Scratch& s,
+                                 float* out_dist, std::int64_t* out_ids) const {
   const bool l2 = opts_.metric == Metric::l2;
   const std::int64_t nlist = opts_.nlist, m = opts_.m, ksub = pq_.ksub();
   const std::span<const float> query(q, static_cast<std::size_t>(d_));
@@ -498,7 +525,7 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
   // The nprobe nearest lists: L2 ranks by ||c||^2 - 2 q.c, inner products by q.c.
   s.coarse.resize(static_cast<std::size_t>(nlist));
   for (std::int64_t l = 0; l < nlist; ++l) {
-    const float ip = dot(query, {&centroids_(l, 0), static_cast<std::size_t>(d_)});
+    const float ip = coarse_ip[l];
     s.coarse[static_cast<std::size_t>(l)] = {l2 ? centroid_norms_[static_cast<std::size_t>(l)] - 2 * ip : -ip, static_cast<std::int32_t>(l)};
   }
   const std::int64_t nprobe = std::min(params.nprobe, nlist);
@@ -636,10 +663,23 @@ result<SearchResults> IvfPqIndex<cpu>::search_batch(TensorView<const float> quer
   out.distances.resize(static_cast<std::size_t>(out.nq * k));
   out.ids.resize(static_cast<std::size_t>(out.nq * k));
   const std::int64_t ld = out.nq > 1 ? qs.strides()[0] : d_;
+  // The coarse products q.c of a block of queries by one matrix product (Eigen's GEMM, which
+  // reads each centroid once per block, not once per query), at most ~4 MiB of them at a time.
+  const std::int64_t nlist = opts_.nlist;
+  const std::int64_t block = std::clamp<std::int64_t>((std::int64_t{1} << 20) / nlist, 1, 64);
+  using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::Map<const RowMatrix> centroids(centroids_.data(), nlist, d_);
   parallel_for(pool, 0, out.nq, [&](std::int64_t q0, std::int64_t q1) {
     thread_local Scratch s;
-    for (std::int64_t q = q0; q < q1; ++q)
-      search_one(qs.data() + q * ld, k, params, s, out.distances.data() + q * k, out.ids.data() + q * k);
+    for (std::int64_t b0 = q0; b0 < q1; b0 += block) {
+      const std::int64_t nb = std::min(block, q1 - b0);
+      s.coarse_ip.resize(static_cast<std::size_t>(nb * nlist));
+      const Eigen::Map<const RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>> qb(qs.data() + b0 * ld, nb, d_, Eigen::OuterStride<>(ld));
+      Eigen::Map<RowMatrix>(s.coarse_ip.data(), nb, nlist).noalias() = qb * centroids.transpose();
+      for (std::int64_t q = b0; q < b0 + nb; ++q)
+        search_one(qs.data() + q * ld, s.coarse_ip.data() + (q - b0) * nlist, k, params, s, out.distances.data() + q * k,
+                   out.ids.data() + q * k);
+    }
   });
   return out;
 }
