@@ -529,7 +529,11 @@ void IvfPqIndex<cpu>::search_one(const float* q, const float* coarse_ip, std::in
     s.coarse[static_cast<std::size_t>(l)] = {l2 ? centroid_norms_[static_cast<std::size_t>(l)] - 2 * ip : -ip, static_cast<std::int32_t>(l)};
   }
   const std::int64_t nprobe = std::min(params.nprobe, nlist);
-  std::partial_sort(s.coarse.begin(), s.coarse.begin() + nprobe, s.coarse.end());
+  // The nprobe nearest, the few nearest of them first (they give the fast-scan bound its first,
+  // tightest values); the order of the rest does not change the results, and sorting them all
+  // mispredicted a branch per comparison (9% of cycles at nprobe 32).
+  if (nprobe < nlist) std::nth_element(s.coarse.begin(), s.coarse.begin() + (nprobe - 1), s.coarse.end());
+  std::partial_sort(s.coarse.begin(), s.coarse.begin() + std::min<std::int64_t>(nprobe, 4), s.coarse.begin() + nprobe);
 
   const auto passes = [&](std::int64_t id) {
     if (!params.allowed_ids.empty()) {

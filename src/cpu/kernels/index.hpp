@@ -164,12 +164,21 @@ void fastscan_avx512(const FastScanArgs& g) noexcept {
 // Tables: one row (16 entries) is one 512-bit register or two 256-bit ones; cvtps2dq rounds to
 // nearest even as round_small does, and (t - min) * scale is a subtraction then a
 // multiplication, which no compiler fuses, so the quantized entries equal the reference's.
-template <class Arch>
-void fastscan_lut_avx512(const FastScanLutArgs& g) noexcept {
+template <class Arch, bool kHasA, bool kWriteTable>
+void fastscan_lut_avx512_body(const FastScanLutArgs& g) noexcept {
+  // the operands in locals: the uint8 stores may alias anything, and would make every loop
+  // iteration reload them from g
+  const float* const pa = g.a;
+  const float* const pb = g.b;
+  float* const table = g.table;
+  std::uint8_t* const lut = g.lut;
+  float* const row_min = g.row_min;
+  const std::size_t m = g.m;
   const __m512 alpha = _mm512_set1_ps(g.alpha);
   auto row = [&](std::size_t j) __attribute__((always_inline)) {
-    const __m512 b = _mm512_mul_ps(alpha, _mm512_loadu_ps(g.b + j * 16));
-    return g.a ? _mm512_add_ps(_mm512_loadu_ps(g.a + j * 16), b) : b;
+    const __m512 b = _mm512_mul_ps(alpha, _mm512_loadu_ps(pb + j * 16));
+    if constexpr (kHasA) return _mm512_add_ps(_mm512_loadu_ps(pa + j * 16), b);
+    else return b;
   };
   // Element 4 L + i of reduce16(t, op) is op over row L + 4 i (t: 16 rows): a butterfly that
   // folds two rows into one register per step (15 shuffle pairs and ops instead of 16 reductions).
@@ -185,38 +194,59 @@ void fastscan_lut_avx512(const FastScanLutArgs& g) noexcept {
   };
   auto min_op = [](__m512 x, __m512 y) __attribute__((always_inline)) { return _mm512_min_ps(x, y); };
   auto max_op = [](__m512 x, __m512 y) __attribute__((always_inline)) { return _mm512_max_ps(x, y); };
-  // row r is element 4 (r % 4) + r / 4 of the butterfly's result
+  // row r is element 4 (r % 4) + r / 4 of the butterfly's result (the same 4 x 4 transpose
+  // orders the packed quantized rows below)
   const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
   __m512 range = _mm512_setzero_ps();
   std::size_t j = 0;
-  for (; j + 16 <= g.m; j += 16) {
+  for (; j + 16 <= m; j += 16) {
     __m512 t[16];
     for (std::size_t i = 0; i < 16; ++i) {
       t[i] = row(j + i);
-      if (g.table) _mm512_storeu_ps(g.table + (j + i) * 16, t[i]);
+      if constexpr (kWriteTable) _mm512_storeu_ps(table + (j + i) * 16, t[i]);
     }
     const __m512 lo = reduce16(t, min_op), hi = reduce16(t, max_op);
     range = _mm512_max_ps(range, _mm512_sub_ps(hi, lo));
-    _mm512_storeu_ps(g.row_min + j, _mm512_permutexvar_ps(order, lo));
+    _mm512_storeu_ps(row_min + j, _mm512_permutexvar_ps(order, lo));
   }
-  for (; j < g.m; ++j) {
+  for (; j < m; ++j) {
     const __m512 t = row(j);
-    if (g.table) _mm512_storeu_ps(g.table + j * 16, t);
+    if constexpr (kWriteTable) _mm512_storeu_ps(table + j * 16, t);
     const float lo = _mm512_reduce_min_ps(t);
-    g.row_min[j] = lo;
+    row_min[j] = lo;
     range = _mm512_max_ps(range, _mm512_sub_ps(_mm512_set1_ps(_mm512_reduce_max_ps(t)), _mm512_set1_ps(lo)));
   }
   const float r = _mm512_reduce_max_ps(range);
   const float scale = r > 0.f ? 255.f / r : 1.f;
   *g.scale = scale;
   const __m512 s = _mm512_set1_ps(scale);
-  const __m512i top = _mm512_set1_epi32(255);
-  for (std::size_t j = 0; j < g.m; ++j) {
-    const __m512 x = _mm512_mul_ps(_mm512_sub_ps(row(j), _mm512_set1_ps(g.row_min[j])), s);
-    const __m512i q = _mm512_min_epi32(_mm512_cvtps_epi32(x), top);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(g.lut + j * 16), _mm512_cvtepi32_epi8(q));
+  auto quantized = [&](std::size_t r) __attribute__((always_inline)) {  // int32, 0..256
+    const __m512 t = kWriteTable ? _mm512_loadu_ps(table + r * 16) : row(r);
+    return _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(t, _mm512_set1_ps(row_min[r])), s));
+  };
+  for (j = 0; j + 4 <= m; j += 4) {
+    // four rows into one register by saturating packs (which also clamp to 255): 128-bit lane L
+    // then holds entries 4L..4L+3 of rows j..j+3, a 4 x 4 transpose of dwords away from row order
+    const __m512i w01 = _mm512_packus_epi32(quantized(j), quantized(j + 1));
+    const __m512i w23 = _mm512_packus_epi32(quantized(j + 2), quantized(j + 3));
+    _mm512_storeu_si512(lut + j * 16, _mm512_permutexvar_epi32(order, _mm512_packus_epi16(w01, w23)));
   }
-  if (g.m % 2) _mm_storeu_si128(reinterpret_cast<__m128i*>(g.lut + g.m * 16), _mm_setzero_si128());
+  for (; j < m; ++j) {
+    const __m512i q = _mm512_min_epi32(quantized(j), _mm512_set1_epi32(255));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(lut + j * 16), _mm512_cvtepi32_epi8(q));
+  }
+  if (m % 2) _mm_storeu_si128(reinterpret_cast<__m128i*>(lut + m * 16), _mm_setzero_si128());
+}
+
+template <class Arch>
+void fastscan_lut_avx512(const FastScanLutArgs& g) noexcept {
+  if (g.a) {
+    if (g.table) fastscan_lut_avx512_body<Arch, true, true>(g);
+    else fastscan_lut_avx512_body<Arch, true, false>(g);
+  } else {
+    if (g.table) fastscan_lut_avx512_body<Arch, false, true>(g);
+    else fastscan_lut_avx512_body<Arch, false, false>(g);
+  }
 }
 
 template <class Arch>
