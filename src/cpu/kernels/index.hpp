@@ -4,9 +4,10 @@
 // Fast-scan: each 128-bit lane holds one sub-quantizer's 16-entry table and the 16 code bytes of
 // a block for it; the low nibbles index vectors 0..15 and the high nibbles vectors 16..31, and one
 // vpshufb per nibble half looks up 16 distances per lane. The uint8 results are summed as uint16
-// without unpacking: a 16-bit word holds the distances of vectors 2w and 2w + 1, so the even ones
-// are word & 0xff and the odd ones word >> 8, kept in two accumulators and interleaved once per
-// block after the lanes (sub-quantizers) are added together.
+// without unpacking: a 16-bit word holds the distances of vectors 2w and 2w + 1 (even + 256 odd),
+// so one accumulator adds whole words and another the odd ones (word >> 8); the even sums are
+// words - 256 odds (exact mod 2^16, as FAISS's kernels do it: one AND per lookup fewer), and
+// the two are interleaved once per block after the lanes (sub-quantizers) are added together.
 #pragma once
 
 #include <cstddef>
@@ -105,59 +106,74 @@ QUARRY_ALWAYS_INLINE void fastscan_finish(__m256i even_lo, __m256i odd_lo, __m25
 
 template <class Arch>
 void fastscan_avx2(const FastScanArgs& g) noexcept {
-  const __m256i nib = _mm256_set1_epi8(0x0f), low_byte = _mm256_set1_epi16(0x00ff);
+  const __m256i nib = _mm256_set1_epi8(0x0f);
   const std::size_t bytes = g.m_pad * 16;
   for (std::size_t b = 0; b < g.nblocks; ++b) {
     const std::uint8_t* block = g.codes + b * bytes;
-    __m256i even_lo = _mm256_setzero_si256(), odd_lo = even_lo, even_hi = even_lo, odd_hi = even_lo;
+    __m256i word_lo = _mm256_setzero_si256(), odd_lo = word_lo, word_hi = word_lo, odd_hi = word_lo;
     for (std::size_t m = 0; m < g.m_pad; m += 2) {
       const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + m * 16));
       const __m256i lut = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.lut + m * 16));
       const __m256i r_lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(c, nib));
       const __m256i r_hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(c, 4), nib));
-      even_lo = _mm256_add_epi16(even_lo, _mm256_and_si256(r_lo, low_byte));
+      word_lo = _mm256_add_epi16(word_lo, r_lo);
       odd_lo = _mm256_add_epi16(odd_lo, _mm256_srli_epi16(r_lo, 8));
-      even_hi = _mm256_add_epi16(even_hi, _mm256_and_si256(r_hi, low_byte));
+      word_hi = _mm256_add_epi16(word_hi, r_hi);
       odd_hi = _mm256_add_epi16(odd_hi, _mm256_srli_epi16(r_hi, 8));
     }
-    fastscan_finish<Arch>(even_lo, odd_lo, even_hi, odd_hi, g, b);
+    fastscan_finish<Arch>(_mm256_sub_epi16(word_lo, _mm256_slli_epi16(odd_lo, 8)), odd_lo,
+                          _mm256_sub_epi16(word_hi, _mm256_slli_epi16(odd_hi, 8)), odd_hi, g, b);
   }
 }
 
-template <class Arch>
-void fastscan_avx512(const FastScanArgs& g) noexcept {
-  const __m512i nib = _mm512_set1_epi8(0x0f), low_byte = _mm512_set1_epi16(0x00ff);
+// kSteps: m_pad / 4 when known at compile time (the table then stays in kSteps registers for all
+// blocks, as FAISS's kernels templated on the sub-quantizer count), 0 for any m_pad.
+template <class Arch, std::size_t kSteps>
+void fastscan_avx512_body(const FastScanArgs& g) noexcept {
+  const __m512i nib = _mm512_set1_epi8(0x0f);
   const std::size_t bytes = g.m_pad * 16, m4 = g.m_pad / 4 * 4;
   // 256-bit halves of a 512-bit accumulator, added: lanes (0 + 2, 1 + 3)
   auto fold = [](__m512i v) __attribute__((always_inline)) {
     return _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
   };
+  __m512i luts[kSteps > 0 ? kSteps : 1];
+  if constexpr (kSteps > 0)
+    for (std::size_t i = 0; i < kSteps; ++i) luts[i] = _mm512_loadu_si512(g.lut + i * 64);
   for (std::size_t b = 0; b < g.nblocks; ++b) {
     const std::uint8_t* block = g.codes + b * bytes;
-    __m512i even_lo = _mm512_setzero_si512(), odd_lo = even_lo, even_hi = even_lo, odd_hi = even_lo;
-    std::size_t m = 0;
-    for (; m < m4; m += 4) {
-      const __m512i c = _mm512_loadu_si512(block + m * 16);
-      const __m512i lut = _mm512_loadu_si512(g.lut + m * 16);
+    __m512i word_lo = _mm512_setzero_si512(), odd_lo = word_lo, word_hi = word_lo, odd_hi = word_lo;
+    auto step = [&](__m512i c, __m512i lut) __attribute__((always_inline)) {
       const __m512i r_lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(c, nib));
       const __m512i r_hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(c, 4), nib));
-      even_lo = _mm512_add_epi16(even_lo, _mm512_and_si512(r_lo, low_byte));
+      word_lo = _mm512_add_epi16(word_lo, r_lo);
       odd_lo = _mm512_add_epi16(odd_lo, _mm512_srli_epi16(r_lo, 8));
-      even_hi = _mm512_add_epi16(even_hi, _mm512_and_si512(r_hi, low_byte));
+      word_hi = _mm512_add_epi16(word_hi, r_hi);
       odd_hi = _mm512_add_epi16(odd_hi, _mm512_srli_epi16(r_hi, 8));
+    };
+    if constexpr (kSteps > 0) {
+      for (std::size_t i = 0; i < kSteps; ++i) step(_mm512_loadu_si512(block + i * 64), luts[i]);
+    } else {
+      std::size_t m = 0;
+      for (; m < m4; m += 4) step(_mm512_loadu_si512(block + m * 16), _mm512_loadu_si512(g.lut + m * 16));
+      if (m < g.m_pad) {  // a last pair of sub-quantizers in the low 256 bits
+        const __mmask64 half = 0xffffffffull;  // zero table in the upper lanes: they add 0
+        step(_mm512_maskz_loadu_epi8(half, block + m * 16), _mm512_maskz_loadu_epi8(half, g.lut + m * 16));
+      }
     }
-    if (m < g.m_pad) {  // a last pair of sub-quantizers in the low 256 bits
-      const __mmask64 half = 0xffffffffull;
-      const __m512i c = _mm512_maskz_loadu_epi8(half, block + m * 16);
-      const __m512i lut = _mm512_maskz_loadu_epi8(half, g.lut + m * 16);  // zero table: the upper lanes add 0
-      const __m512i r_lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(c, nib));
-      const __m512i r_hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(c, 4), nib));
-      even_lo = _mm512_add_epi16(even_lo, _mm512_and_si512(r_lo, low_byte));
-      odd_lo = _mm512_add_epi16(odd_lo, _mm512_srli_epi16(r_lo, 8));
-      even_hi = _mm512_add_epi16(even_hi, _mm512_and_si512(r_hi, low_byte));
-      odd_hi = _mm512_add_epi16(odd_hi, _mm512_srli_epi16(r_hi, 8));
-    }
-    fastscan_finish<Arch>(fold(even_lo), fold(odd_lo), fold(even_hi), fold(odd_hi), g, b);
+    const __m256i o_lo = fold(odd_lo), o_hi = fold(odd_hi);
+    fastscan_finish<Arch>(_mm256_sub_epi16(fold(word_lo), _mm256_slli_epi16(o_lo, 8)), o_lo,
+                          _mm256_sub_epi16(fold(word_hi), _mm256_slli_epi16(o_hi, 8)), o_hi, g, b);
+  }
+}
+
+template <class Arch>
+void fastscan_avx512(const FastScanArgs& g) noexcept {
+  switch (g.m_pad) {  // the common PQ shapes: M = 8, 16, 32, 64
+    case 8: fastscan_avx512_body<Arch, 2>(g); return;
+    case 16: fastscan_avx512_body<Arch, 4>(g); return;
+    case 32: fastscan_avx512_body<Arch, 8>(g); return;
+    case 64: fastscan_avx512_body<Arch, 16>(g); return;
+    default: fastscan_avx512_body<Arch, 0>(g); return;
   }
 }
 
