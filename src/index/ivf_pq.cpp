@@ -7,12 +7,12 @@
 #include <unordered_set>
 #include <utility>
 
-#include <Eigen/Core>
 #include <fmt/format.h>
 
 #include "index/finite.hpp"
 #include "quarry/core/checked.hpp"
 #include "quarry/core/dot.hpp"
+#include "quarry/index/detail/index_kernels.hpp"
 #include "quarry/io/section_file.hpp"
 
 namespace quarry {
@@ -248,7 +248,7 @@ struct IvfPqIndex<cpu>::Scratch {
   BoundedCandidates bounded;       // fast-scan's first pass
   std::vector<Candidate> rescored; // fast-scan's second pass
   std::vector<std::pair<float, std::int32_t>> coarse;
-  std::vector<float> coarse_ip;    // [queries of a block, nlist]: q.c
+  std::vector<float> coarse_ip;    // [nlist]: q.c
   TopK top;
 };
 
@@ -500,32 +500,28 @@ void IvfPqIndex<cpu>::build_terms() {
 }
 
 void IvfPqIndex<cpu>::inner_product_table(const float* query, float* table) const noexcept {
-  const std::int64_t m = opts_.m, ksub = pq_.ksub(), dsub = pq_.sub_dim();
-  const float* ct = codebook_t_.data();
-  for (std::int64_t j = 0; j < m; ++j) {
-    float* row = table + j * ksub;
-    const float* q = query + j * dsub;
-    for (std::int64_t c = 0; c < ksub; ++c) row[c] = q[0] * ct[c];
-    for (std::int64_t t = 1; t < dsub; ++t)
-      for (std::int64_t c = 0; c < ksub; ++c) row[c] += q[t] * ct[t * ksub + c];
-    ct += dsub * ksub;
-  }
+  detail::kernels<detail::IndexKernels>().codeword_products(query, codebook_t_.data(), static_cast<std::size_t>(opts_.m),
+                                                            static_cast<std::size_t>(pq_.sub_dim()), static_cast<std::size_t>(pq_.ksub()), table);
 }
 
 double IvfPqIndex<cpu>::bytes_per_vector() const noexcept {
   return static_cast<double>(pq_.code_size()) + sizeof(std::int64_t) + (opts_.store_vectors ? 4.0 * static_cast<double>(d_) : 0.0);
 }
 
-void IvfPqIndex<cpu>::search_one(const float* q, const float* coarse_ip, std::int64_t k, const IvfPqSearchParams& params, Scratch& s,
-                                 float* out_dist, std::int64_t* out_ids) const {
+void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSearchParams& params, Scratch& s, float* out_dist,
+                                 std::int64_t* out_ids) const {
   const bool l2 = opts_.metric == Metric::l2;
   const std::int64_t nlist = opts_.nlist, m = opts_.m, ksub = pq_.ksub();
   const std::span<const float> query(q, static_cast<std::size_t>(d_));
 
   // The nprobe nearest lists: L2 ranks by ||c||^2 - 2 q.c, inner products by q.c.
   s.coarse.resize(static_cast<std::size_t>(nlist));
+  s.coarse_ip.resize(static_cast<std::size_t>(nlist));
+  const auto& kt = detail::kernels<detail::IndexKernels>();
+  kt.inner_products(centroids_.data(), static_cast<std::size_t>(nlist), static_cast<std::size_t>(d_), static_cast<std::size_t>(d_), q,
+                    s.coarse_ip.data());
   for (std::int64_t l = 0; l < nlist; ++l) {
-    const float ip = coarse_ip[l];
+    const float ip = s.coarse_ip[static_cast<std::size_t>(l)];
     s.coarse[static_cast<std::size_t>(l)] = {l2 ? centroid_norms_[static_cast<std::size_t>(l)] - 2 * ip : -ip, static_cast<std::int32_t>(l)};
   }
   const std::int64_t nprobe = std::min(params.nprobe, nlist);
@@ -628,12 +624,21 @@ void IvfPqIndex<cpu>::search_one(const float* q, const float* coarse_ip, std::in
   if (opts_.nbits == 4) rescore_bounded(s.bounded, s.probes, m, l2 ? 1.f : -1.f, static_cast<std::size_t>(keep), !opts_.store_vectors, s.rescored);
   std::vector<Candidate>& cand = opts_.nbits == 4 ? s.rescored : s.top.sorted();
   if (opts_.store_vectors) {  // exact distances on the full vectors
+    // the vectors are scattered over the store (cache misses, not arithmetic, bound this):
+    // request all their lines first so the misses overlap
+    const std::size_t bytes = static_cast<std::size_t>(d_) * sizeof(float);
+    for (const Candidate& c : cand) {
+      const char* v = reinterpret_cast<const char*>(lists_[static_cast<std::size_t>(c.list)].vector_data() + c.pos * d_);
+      for (std::size_t off = 0; off < bytes; off += 64) __builtin_prefetch(v + off);
+    }
     for (Candidate& c : cand) {
       const float* v = lists_[static_cast<std::size_t>(c.list)].vector_data() + c.pos * d_;
       const std::span<const float> vec(v, static_cast<std::size_t>(d_));
       c.dist = l2 ? l2_sqr(query, vec) : -dot(query, vec);
     }
-    std::sort(cand.begin(), cand.end(), Nearer{});
+    // only the k nearest are returned
+    const auto top = cand.begin() + std::min<std::ptrdiff_t>(static_cast<std::ptrdiff_t>(k), static_cast<std::ptrdiff_t>(cand.size()));
+    std::partial_sort(cand.begin(), top, cand.end(), Nearer{});
   }
   const std::int64_t found = std::min<std::int64_t>(k, static_cast<std::int64_t>(cand.size()));
   for (std::int64_t r = 0; r < k; ++r) {
@@ -667,23 +672,10 @@ result<SearchResults> IvfPqIndex<cpu>::search_batch(TensorView<const float> quer
   out.distances.resize(static_cast<std::size_t>(out.nq * k));
   out.ids.resize(static_cast<std::size_t>(out.nq * k));
   const std::int64_t ld = out.nq > 1 ? qs.strides()[0] : d_;
-  // The coarse products q.c of a block of queries by one matrix product (Eigen's GEMM, which
-  // reads each centroid once per block, not once per query), at most ~4 MiB of them at a time.
-  const std::int64_t nlist = opts_.nlist;
-  const std::int64_t block = std::clamp<std::int64_t>((std::int64_t{1} << 20) / nlist, 1, 64);
-  using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const Eigen::Map<const RowMatrix> centroids(centroids_.data(), nlist, d_);
   parallel_for(pool, 0, out.nq, [&](std::int64_t q0, std::int64_t q1) {
     thread_local Scratch s;
-    for (std::int64_t b0 = q0; b0 < q1; b0 += block) {
-      const std::int64_t nb = std::min(block, q1 - b0);
-      s.coarse_ip.resize(static_cast<std::size_t>(nb * nlist));
-      const Eigen::Map<const RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>> qb(qs.data() + b0 * ld, nb, d_, Eigen::OuterStride<>(ld));
-      Eigen::Map<RowMatrix>(s.coarse_ip.data(), nb, nlist).noalias() = qb * centroids.transpose();
-      for (std::int64_t q = b0; q < b0 + nb; ++q)
-        search_one(qs.data() + q * ld, s.coarse_ip.data() + (q - b0) * nlist, k, params, s, out.distances.data() + q * k,
-                   out.ids.data() + q * k);
-    }
+    for (std::int64_t q = q0; q < q1; ++q)
+      search_one(qs.data() + q * ld, k, params, s, out.distances.data() + q * k, out.ids.data() + q * k);
   });
   return out;
 }

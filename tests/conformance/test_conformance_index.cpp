@@ -1,5 +1,6 @@
 // Conformance of the index kernels: fast-scan sums and candidate masks, and fast-scan tables and
-// their quantization, of every ISA equal the scalar reference's bit for bit.
+// their quantization, of every ISA equal the scalar reference's bit for bit; the float products
+// (coarse q.c, codeword products) are within float summation error of it.
 #include "conformance/harness.hpp"
 
 #include <quarry/index/detail/index_kernels.hpp>
@@ -155,5 +156,55 @@ TEST_CASE("conformance: fastscan tables and their quantization are exact on ever
       }
     }
     MESSAGE(isa_name(isa) << ": " << cases << " fast-scan table cases checked");
+  });
+}
+
+TEST_CASE("conformance: inner products and codeword products within float summation error") {
+  for_each_simd_table<IndexKernels>([&](Isa isa, const IndexKernels& kt, const IndexKernels& ref) {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    constexpr double eps = 1.0 / (1 << 23);
+    for (std::size_t n : {1u, 3u, 4u, 5u, 8u, 64u, 67u}) {
+      for (std::size_t d : {1u, 7u, 16u, 33u, 128u}) {
+        const std::size_t ld = d + n % 3, off = kMisalignments[(n + d) % 3];
+        std::vector<float> rows(n * ld + off), x(d + off), got(n + 1, -7.f), want(n + 1, -7.f);
+        for (auto& v : rows) v = nd(rng);
+        for (auto& v : x) v = nd(rng);
+        kt.inner_products(rows.data() + off, n, d, ld, x.data() + off, got.data());
+        ref.inner_products(rows.data() + off, n, d, ld, x.data() + off, want.data());
+        INFO("n=" << n << " d=" << d);
+        CHECK(got[n] == -7.f);
+        for (std::size_t i = 0; i < n; ++i) {
+          double abs_sum = 0;
+          for (std::size_t t = 0; t < d; ++t) abs_sum += std::fabs(double(rows[off + i * ld + t]) * x[off + t]);
+          CHECK(std::fabs(double(got[i]) - want[i]) <= 2 * (d + 1) * eps * abs_sum + 1e-30);
+        }
+      }
+    }
+    for (std::size_t m : {1u, 4u, 32u}) {
+      for (std::size_t dsub : {1u, 2u, 4u, 8u}) {
+        for (std::size_t ksub : {16u, 256u}) {
+          const std::size_t off = kMisalignments[(m + dsub) % 3];
+          std::vector<float> x(m * dsub + off), ct(m * dsub * ksub + off), got(m * ksub + 1, -7.f), want(m * ksub + 1, -7.f);
+          for (auto& v : x) v = nd(rng);
+          for (auto& v : ct) v = nd(rng);
+          kt.codeword_products(x.data() + off, ct.data() + off, m, dsub, ksub, got.data());
+          ref.codeword_products(x.data() + off, ct.data() + off, m, dsub, ksub, want.data());
+          INFO("m=" << m << " dsub=" << dsub << " ksub=" << ksub);
+          CHECK(got[m * ksub] == -7.f);
+          for (std::size_t j = 0; j < m; ++j)
+            for (std::size_t c = 0; c < ksub; ++c) {
+              double abs_sum = 0;
+              for (std::size_t t = 0; t < dsub; ++t) abs_sum += std::fabs(double(x[off + j * dsub + t]) * ct[off + (j * dsub + t) * ksub + c]);
+              CHECK(std::fabs(double(got[j * ksub + c]) - want[j * ksub + c]) <= 2 * (dsub + 1) * eps * abs_sum + 1e-30);
+            }
+        }
+      }
+    }
+    // perf: the coarse quantizer of IVF512 on 128-d vectors
+    std::vector<float> cents(512 * 128), q(128), out(512);
+    for (auto& v : cents) v = nd(rng);
+    for (auto& v : q) v = nd(rng);
+    report_perf("inner_products_512x128", isa, 4.0 * cents.size(), [&] { kt.inner_products(cents.data(), 512, 128, 128, q.data(), out.data()); });
   });
 }

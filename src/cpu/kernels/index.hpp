@@ -327,6 +327,73 @@ void fastscan_lut(const FastScanLutArgs& g) noexcept {
 }
 
 template <class Arch>
+void ref_inner_products(const float* rows, std::size_t n, std::size_t d, std::size_t ld, const float* x, float* out) noexcept {
+  for (std::size_t i = 0; i < n; ++i) out[i] = ref_dot_f32<Arch>(rows + i * ld, x, d);
+}
+
+template <class Arch>
+void ref_codeword_products(const float* x, const float* ct, std::size_t m, std::size_t dsub, std::size_t ksub, float* out) noexcept {
+  for (std::size_t j = 0; j < m; ++j)
+    for (std::size_t c = 0; c < ksub; ++c) {
+      float s = 0.f;
+      for (std::size_t t = 0; t < dsub; ++t) s += x[j * dsub + t] * ct[(j * dsub + t) * ksub + c];
+      out[j * ksub + c] = s;
+    }
+}
+
+/// Four rows at a time, so each load of x serves four multiply-adds.
+template <class Arch>
+void inner_products(const float* rows, std::size_t n, std::size_t d, std::size_t ld, const float* x, float* out) noexcept {
+  if constexpr (simd::is_scalar<Arch>) {
+    ref_inner_products<Arch>(rows, n, d, ld, x, out);
+  } else {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const float* r0 = rows + i * ld;
+      const float* r1 = r0 + ld;
+      const float* r2 = r1 + ld;
+      const float* r3 = r2 + ld;
+      B a0(0.f), a1(0.f), a2(0.f), a3(0.f);
+      std::size_t t = 0;
+      for (; t + W <= d; t += W) {
+        const B xv = B::load_unaligned(x + t);
+        a0 = xsimd::fma(B::load_unaligned(r0 + t), xv, a0);
+        a1 = xsimd::fma(B::load_unaligned(r1 + t), xv, a1);
+        a2 = xsimd::fma(B::load_unaligned(r2 + t), xv, a2);
+        a3 = xsimd::fma(B::load_unaligned(r3 + t), xv, a3);
+      }
+      out[i] = simd::reduce_add(a0) + ref_dot_f32<Arch>(r0 + t, x + t, d - t);
+      out[i + 1] = simd::reduce_add(a1) + ref_dot_f32<Arch>(r1 + t, x + t, d - t);
+      out[i + 2] = simd::reduce_add(a2) + ref_dot_f32<Arch>(r2 + t, x + t, d - t);
+      out[i + 3] = simd::reduce_add(a3) + ref_dot_f32<Arch>(r3 + t, x + t, d - t);
+    }
+    for (; i < n; ++i) out[i] = dot_f32<Arch>(rows + i * ld, x, d);
+  }
+}
+
+/// Along the ksub codewords: one broadcast of x and one multiply-add per register of them.
+template <class Arch>
+void codeword_products(const float* x, const float* ct, std::size_t m, std::size_t dsub, std::size_t ksub, float* out) noexcept {
+  if constexpr (simd::is_scalar<Arch>) {
+    ref_codeword_products<Arch>(x, ct, m, dsub, ksub, out);
+  } else {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;  // divides 16, so ksub
+    for (std::size_t j = 0; j < m; ++j) {
+      const float* xj = x + j * dsub;
+      const float* cj = ct + j * dsub * ksub;
+      for (std::size_t c = 0; c < ksub; c += W) {
+        B acc = B(xj[0]) * B::load_unaligned(cj + c);
+        for (std::size_t t = 1; t < dsub; ++t) acc = xsimd::fma(B(xj[t]), B::load_unaligned(cj + t * ksub + c), acc);
+        acc.store_unaligned(out + j * ksub + c);
+      }
+    }
+  }
+}
+
+template <class Arch>
 void fastscan(const FastScanArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
   if constexpr (simd::is_avx512<Arch>) {
@@ -343,8 +410,9 @@ void fastscan(const FastScanArgs& g) noexcept {
 /// The IndexKernels table for one arch tag.
 template <class Arch>
 constexpr IndexKernels make_index_kernels() noexcept {
-  if constexpr (simd::is_scalar<Arch>) return IndexKernels{&ref_fastscan<Arch>, &ref_fastscan_lut<Arch>};
-  else return IndexKernels{&fastscan<Arch>, &fastscan_lut<Arch>};
+  if constexpr (simd::is_scalar<Arch>)
+    return IndexKernels{&ref_fastscan<Arch>, &ref_fastscan_lut<Arch>, &ref_inner_products<Arch>, &ref_codeword_products<Arch>};
+  else return IndexKernels{&fastscan<Arch>, &fastscan_lut<Arch>, &inner_products<Arch>, &codeword_products<Arch>};
 }
 
 }  // namespace quarry::detail::cpu_kernels

@@ -1,4 +1,5 @@
-// The kernel table of the index module: the 4-bit PQ fast-scan and its table quantization. Front-end in
+// The kernel table of the index module: the 4-bit PQ fast-scan and its table quantization, and
+// the float products a search starts with (coarse q.c, the query's codeword products). Front-end in
 // quarry/index/fastscan.hpp; bodies in src/cpu/kernels/index.hpp, whose scalar bodies are the
 // reference.
 //
@@ -53,6 +54,13 @@ struct IndexKernels {
   void (*fastscan)(const FastScanArgs& args) noexcept;
   /// The table t and its quantization as FastScanLutArgs says; identical on every ISA.
   void (*fastscan_lut)(const FastScanLutArgs& args) noexcept;
+  /// out[i] = sum_t rows[i * ld + t] * x[t] for i < n, t < d (a matrix-vector product: the coarse
+  /// quantizer's q.c), within float summation error of the reference (the order differs by ISA).
+  void (*inner_products)(const float* rows, std::size_t n, std::size_t d, std::size_t ld, const float* x, float* out) noexcept;
+  /// out[j * ksub + c] = sum_t x[j * dsub + t] * ct[(j * dsub + t) * ksub + c] for j < m, c < ksub
+  /// (a multiple of 16), t < dsub: a query's products with PQ codewords from the codebook
+  /// transposed to [m, dsub, ksub]; within float rounding of the reference (FMA or not).
+  void (*codeword_products)(const float* x, const float* ct, std::size_t m, std::size_t dsub, std::size_t ksub, float* out) noexcept;
 };
 
 QUARRY_DECLARE_KERNEL_TABLES(IndexKernels)
