@@ -72,14 +72,14 @@ struct Probe {
   float base;
   const float* table;  // [m, 16]
   const FastScanCodes* codes;
+  const std::int64_t* ids;
 };
 
-// A fast-scan candidate of the first pass: an interval [lb, ub] that holds its float ADC distance,
-// known from its quantized sum alone.
-struct Bounded {
-  float lb, ub;
-  std::int32_t probe;  // index into the probes
-  std::int64_t pos, id;
+// Where a fast-scan candidate of the first pass is: its probe (index into the probes) and its
+// position in that list.
+struct BoundedRef {
+  std::int64_t pos;
+  std::int32_t probe;
 };
 
 // The first pass of a fast-scan search, exact: every vector that gets through the SIMD threshold
@@ -99,47 +99,50 @@ class BoundedCandidates {
 
   void reset(std::size_t keep) {
     keep_ = keep;
-    items_.clear();
+    lbs_.clear();
     ubs_.clear();
+    refs_.clear();
+    heap_.clear();
     bound_ = kInf;
     next_ = keep <= kHeapKeep ? 4096 : keep;
   }
   float bound() const noexcept { return bound_; }
-  // Adds b (b.lb <= bound()); true when the bound has changed.
-  bool push(const Bounded& b) {
-    items_.push_back(b);
+  // Adds a candidate with interval [lb, ub] (lb <= bound()); true when the bound has changed.
+  bool push(float lb, float ub, std::int32_t probe, std::int64_t pos) {
+    lbs_.push_back(lb);
+    ubs_.push_back(ub);
+    refs_.push_back({pos, probe});
     if (keep_ > kHeapKeep) {
-      ubs_.push_back(b.ub);
-      if (items_.size() < next_) return false;
+      if (lbs_.size() < next_) return false;
       const float before = bound_;
       compact();
       return bound_ != before;
     }
-    if (items_.size() >= next_) compact();
-    if (ubs_.size() < keep_) {
-      ubs_.push_back(b.ub);
-      std::push_heap(ubs_.begin(), ubs_.end());
-      if (ubs_.size() < keep_) return false;
+    if (lbs_.size() >= next_) compact();
+    if (heap_.size() < keep_) {
+      heap_.push_back(ub);
+      std::push_heap(heap_.begin(), heap_.end());
+      if (heap_.size() < keep_) return false;
     } else {
-      if (!(b.ub < ubs_.front())) return false;
-      std::pop_heap(ubs_.begin(), ubs_.end());
-      ubs_.back() = b.ub;
-      std::push_heap(ubs_.begin(), ubs_.end());
+      if (!(ub < heap_.front())) return false;
+      std::pop_heap(heap_.begin(), heap_.end());
+      heap_.back() = ub;
+      std::push_heap(heap_.begin(), heap_.end());
     }
-    bound_ = ubs_.front();
+    bound_ = heap_.front();
     return true;
   }
   // Lowers the bound (bisection, large keep) and drops the items whose lower end is above it.
   void compact() {
-    const std::size_t n = items_.size();
-    if (keep_ > kHeapKeep && n >= keep_) {
+    const std::size_t n = lbs_.size();
+    if (keep_ > kHeapKeep && n > keep_) {
       const float* ub = ubs_.data();
       float lo = ub[0], hi = ub[0];  // invariant: at least keep upper ends are <= hi
       for (std::size_t i = 1; i < n; ++i) {
-        lo = std::min(lo, ub[i]);
-        hi = std::max(hi, ub[i]);
+        lo = ub[i] < lo ? ub[i] : lo;
+        hi = ub[i] > hi ? ub[i] : hi;
       }
-      for (int it = 0; it < 12 && n > keep_; ++it) {
+      for (int it = 0; it < 12; ++it) {
         const float mid = lo + (hi - lo) * 0.5f;
         if (!(mid > lo && mid < hi)) break;
         std::uint32_t count = 0;  // 32 bits: the loop vectorises
@@ -148,28 +151,33 @@ class BoundedCandidates {
         if (count == keep_) break;
       }
       bound_ = std::min(bound_, hi);
+    } else if (keep_ > kHeapKeep && n == keep_) {
+      float hi = ubs_[0];
+      for (std::size_t i = 1; i < n; ++i) hi = ubs_[i] > hi ? ubs_[i] : hi;
+      bound_ = std::min(bound_, hi);
     }
     std::size_t w = 0;  // without a branch per item
     for (std::size_t i = 0; i < n; ++i) {
-      items_[w] = items_[i];
-      if (keep_ > kHeapKeep) ubs_[w] = ubs_[i];
-      w += items_[i].lb <= bound_ ? 1 : 0;
+      lbs_[w] = lbs_[i];
+      ubs_[w] = ubs_[i];
+      refs_[w] = refs_[i];
+      w += lbs_[i] <= bound_ ? 1 : 0;
     }
-    items_.resize(w);
-    if (keep_ > kHeapKeep) {
-      ubs_.resize(w);
-      next_ = std::max<std::size_t>(2 * keep_, 2 * w);
-    } else {
-      next_ = std::max<std::size_t>(4096, 2 * w);
-    }
+    lbs_.resize(w);
+    ubs_.resize(w);
+    refs_.resize(w);
+    next_ = keep_ > kHeapKeep ? std::max<std::size_t>(2 * keep_, 2 * w) : std::max<std::size_t>(4096, 2 * w);
   }
-  const std::vector<Bounded>& items() const noexcept { return items_; }
+  std::size_t size() const noexcept { return lbs_.size(); }
+  float lb(std::size_t i) const noexcept { return lbs_[i]; }
+  const BoundedRef& ref(std::size_t i) const noexcept { return refs_[i]; }
 
  private:
   std::size_t keep_ = 0, next_ = 0;
   float bound_ = kInf;
-  std::vector<Bounded> items_;
-  std::vector<float> ubs_;  // keep <= kHeapKeep: max-heap of the keep smallest upper ends; else items_[i].ub
+  std::vector<float> lbs_, ubs_;   // the items' intervals, contiguous for the counts
+  std::vector<BoundedRef> refs_;
+  std::vector<float> heap_;        // keep <= kHeapKeep: max-heap of the keep smallest upper ends
 };
 
 // The float ADC sum of vector i of `codes` under `table` [m, 16], straight from its block: byte
@@ -192,8 +200,7 @@ float fastscan_table_sum(const FastScanCodes& codes, std::int64_t i, const float
 // `out`. With d the float distance, |d - (lo + q / scale)| <= h / scale, where h is the rounding of
 // the m table entries (m / 2 units) plus a margin for float arithmetic.
 template <class Passes>
-void scan_bounds(const Probe& probe, std::int32_t probe_index, std::span<const std::int64_t> ids, const FastScanLut& lut,
-                 const Passes& passes, BoundedCandidates& out) {
+void scan_bounds(const Probe& probe, std::int32_t probe_index, const FastScanLut& lut, const Passes& passes, BoundedCandidates& out) {
   const float m = static_cast<float>(lut.m), scale = lut.scale, inv = 1.f / lut.scale;
   const float lo = probe.base + lut.bias;
   const float h = 0.5f * m + 1.f + m * 1e-6f * ((std::fabs(probe.base) + std::fabs(lut.bias)) * scale + 255.f * m);
@@ -208,9 +215,8 @@ void scan_bounds(const Probe& probe, std::int32_t probe_index, std::span<const s
   fastscan_for_each_below(*probe.codes, lut, threshold, [&](std::int64_t i, std::uint16_t q) {
     const float lb = lo + (static_cast<float>(q) - h) * inv;
     if (lb > out.bound()) return;
-    const std::int64_t id = ids[static_cast<std::size_t>(i)];
-    if (!passes(id)) return;
-    if (out.push({lb, lo + (static_cast<float>(q) + h) * inv, probe_index, i, id})) threshold = threshold_for(out.bound());
+    if (!passes(probe.ids[i])) return;
+    if (out.push(lb, lo + (static_cast<float>(q) + h) * inv, probe_index, i)) threshold = threshold_for(out.bound());
   });
 }
 
@@ -222,10 +228,11 @@ void rescore_bounded(BoundedCandidates& bounded, std::span<const Probe> probes, 
   bounded.compact();
   const float bound = bounded.bound();
   out.clear();
-  for (const Bounded& b : bounded.items()) {
-    if (b.lb > bound) continue;
+  for (std::size_t i = 0; i < bounded.size(); ++i) {
+    if (bounded.lb(i) > bound) continue;  // (none after compact)
+    const BoundedRef& b = bounded.ref(i);
     const Probe& p = probes[static_cast<std::size_t>(b.probe)];
-    out.push_back({p.base + sign * fastscan_table_sum(*p.codes, b.pos, p.table, m), b.id, p.list, b.pos});
+    out.push_back({p.base + sign * fastscan_table_sum(*p.codes, b.pos, p.table, m), p.ids[b.pos], p.list, b.pos});
   }
   if (out.size() > keep) {
     std::nth_element(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(keep - 1), out.end(), Nearer{});
@@ -591,8 +598,8 @@ void IvfPqIndex<cpu>::search_one(const float* q, std::int64_t k, const IvfPqSear
       base = s.coarse[static_cast<std::size_t>(p)].first;  // -q.c
     }
     if (opts_.nbits == 4) {
-      s.probes.push_back({l, base, list_table, &list.fast});
-      scan_bounds(s.probes.back(), static_cast<std::int32_t>(s.probes.size() - 1), list.ids, lut, passes, s.bounded);
+      s.probes.push_back({l, base, list_table, &list.fast, list.ids.data()});
+      scan_bounds(s.probes.back(), static_cast<std::int32_t>(s.probes.size() - 1), lut, passes, s.bounded);
       continue;
     }
     const float sign = l2 ? 1.f : -1.f;
