@@ -103,12 +103,14 @@ class BoundedCandidates {
     ubs_.clear();
     refs_.clear();
     heap_.clear();
-    bound_ = kInf;
+    bound_ = min_ub_ = min_width_ = kInf;
     next_ = keep <= kHeapKeep ? 4096 : keep;
   }
   float bound() const noexcept { return bound_; }
   // Adds a candidate with interval [lb, ub] (lb <= bound()); true when the bound has changed.
   bool push(float lb, float ub, std::int32_t probe, std::int64_t pos) {
+    min_ub_ = ub < min_ub_ ? ub : min_ub_;  // (never dropped by a compaction: its lb <= ub <= bound)
+    min_width_ = ub - lb < min_width_ ? ub - lb : min_width_;
     lbs_.push_back(lb);
     ubs_.push_back(ub);
     refs_.push_back({pos, probe});
@@ -137,31 +139,38 @@ class BoundedCandidates {
     const std::size_t n = lbs_.size();
     if (keep_ > kHeapKeep && n > keep_) {
       const float* ub = ubs_.data();
-      float lo = ub[0], hi = ub[0];  // invariant: at least keep upper ends are <= hi
-      for (std::size_t i = 1; i < n; ++i) {
-        lo = ub[i] < lo ? ub[i] : lo;
-        hi = ub[i] > hi ? ub[i] : hi;
-      }
+      // invariant: at least keep upper ends are <= hi (the bound: the items that set it are
+      // still here); fewer than keep are <= lo. Stop at 1/8 of the narrowest interval: a finer
+      // bound changes little.
+      float lo = min_ub_, hi = bound_;
       for (int it = 0; it < 12; ++it) {
         const float mid = lo + (hi - lo) * 0.5f;
-        if (!(mid > lo && mid < hi)) break;
+        if (!(mid > lo && mid < hi) || hi - lo < 0.125f * min_width_) break;
         std::uint32_t count = 0;  // 32 bits: the loop vectorises
         for (std::size_t i = 0; i < n; ++i) count += ub[i] <= mid ? 1u : 0u;
         (count >= keep_ ? hi : lo) = mid;
         if (count == keep_) break;
       }
       bound_ = std::min(bound_, hi);
-    } else if (keep_ > kHeapKeep && n == keep_) {
+    } else if (keep_ > kHeapKeep && n == keep_ && bound_ == kInf) {  // the first bound: the largest upper end
       float hi = ubs_[0];
       for (std::size_t i = 1; i < n; ++i) hi = ubs_[i] > hi ? ubs_[i] : hi;
-      bound_ = std::min(bound_, hi);
+      bound_ = hi;
     }
-    std::size_t w = 0;  // without a branch per item
+    // without a branch per item, and from locals (a float store could alias bound_, which the
+    // loop would then reload every time)
+    const float bound = bound_;
+    float* const lb = lbs_.data();
+    float* const ub = ubs_.data();
+    BoundedRef* const rf = refs_.data();
+    std::size_t w = 0;
     for (std::size_t i = 0; i < n; ++i) {
-      lbs_[w] = lbs_[i];
-      ubs_[w] = ubs_[i];
-      refs_[w] = refs_[i];
-      w += lbs_[i] <= bound_ ? 1 : 0;
+      const float l = lb[i], u = ub[i];
+      const BoundedRef r = rf[i];
+      lb[w] = l;
+      ub[w] = u;
+      rf[w] = r;
+      w += l <= bound ? 1 : 0;
     }
     lbs_.resize(w);
     ubs_.resize(w);
@@ -174,7 +183,7 @@ class BoundedCandidates {
 
  private:
   std::size_t keep_ = 0, next_ = 0;
-  float bound_ = kInf;
+  float bound_ = kInf, min_ub_ = kInf, min_width_ = kInf;
   std::vector<float> lbs_, ubs_;   // the items' intervals, contiguous for the counts
   std::vector<BoundedRef> refs_;
   std::vector<float> heap_;        // keep <= kHeapKeep: max-heap of the keep smallest upper ends
