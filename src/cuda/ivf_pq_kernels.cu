@@ -27,6 +27,7 @@
 // the select reads them 4 to 12 times): simple and exact for any list sizes, at some cost in
 // memory traffic against a fused per-block top-k.
 #include "ivf_pq_kernels.h"
+#include "simt_tile.cuh"
 
 #include <cuda_runtime.h>
 
@@ -196,18 +197,7 @@ __global__ void __launch_bounds__(256) coarse_kernel(const float* __restrict__ q
       cs[kk][r] = (l0 + r < ix.nlist && col < d) ? ix.centroids[(l0 + r) * d + col] : 0.f;
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < kCoarseK; ++kk) {
-      float a[4], b[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) a[i] = qs[kk][ty + 16 * i];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) b[j] = cs[kk][tx + 16 * j];
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
+    simt_tile_4x4(qs, cs, ty, tx, acc);
     __syncthreads();
   }
 #pragma unroll

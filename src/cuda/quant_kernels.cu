@@ -11,6 +11,7 @@
 // the shape allows (src/cuda/quant.cpp) and uses that tile otherwise. See
 // quarry/quant/cuda_qgemm.hpp for the measured figures.
 #include "quant_kernels.h"
+#include "simt_tile.cuh"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -419,18 +420,7 @@ __global__ void __launch_bounds__(kGemmThreads)
       for (int i = 0; i < 8; ++i) ws[8 * word + i][r] = dq[i];
     }
     __syncthreads();
-#pragma unroll 8
-    for (int kk = 0; kk < kTileK; ++kk) {
-      float a[4], b[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) a[i] = xs[kk][ty + 16 * i];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) b[j] = ws[kk][tx + 16 * j];
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
+    simt_tile_4x4(xs, ws, ty, tx, acc);
     __syncthreads();
   }
 #pragma unroll
