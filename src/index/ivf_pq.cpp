@@ -178,7 +178,6 @@ class BoundedCandidates {
     next_ = keep_ > kHeapKeep ? std::max<std::size_t>(2 * keep_, 2 * w) : std::max<std::size_t>(4096, 2 * w);
   }
   std::size_t size() const noexcept { return lbs_.size(); }
-  float lb(std::size_t i) const noexcept { return lbs_[i]; }
   const BoundedRef& ref(std::size_t i) const noexcept { return refs_[i]; }
 
  private:
@@ -189,19 +188,28 @@ class BoundedCandidates {
   std::vector<float> heap_;        // keep <= kHeapKeep: max-heap of the keep smallest upper ends
 };
 
-// The float ADC sum of vector i of `codes` under `table` [m, 16], straight from its block: byte
-// i % 16 of each sub-quantizer's 16, low nibble for vectors 0..15 of the block, high for 16..31.
-float fastscan_table_sum(const FastScanCodes& codes, std::int64_t i, const float* table, std::int64_t m) noexcept {
-  const std::uint8_t* b = codes.data() + (i / 32) * codes.block_bytes() + (i % 16);
-  const int shift = (i % 32) < 16 ? 0 : 4;
-  float s0 = 0.f, s1 = 0.f;
+// The float ADC sums of two vectors (i of codes a under table ta, k of codes b under tb; [m, 16]),
+// straight from their blocks: byte i % 16 of each sub-quantizer's 16, low nibble for vectors
+// 0..15 of the block, high for 16..31. Each sum is two alternating chains (s0 over even, s1 over
+// odd sub-quantizers, then s0 + s1); two vectors at once keep four chains in flight.
+std::pair<float, float> fastscan_table_sums(const FastScanCodes& a, std::int64_t i, const float* ta, const FastScanCodes& b,
+                                            std::int64_t k, const float* tb, std::int64_t m) noexcept {
+  const std::uint8_t* ba = a.data() + (i / 32) * a.block_bytes() + (i % 16);
+  const std::uint8_t* bb = b.data() + (k / 32) * b.block_bytes() + (k % 16);
+  const int sa = (i % 32) < 16 ? 0 : 4, sb = (k % 32) < 16 ? 0 : 4;
+  float a0 = 0.f, a1 = 0.f, b0 = 0.f, b1 = 0.f;
   std::int64_t j = 0;
   for (; j + 2 <= m; j += 2) {
-    s0 += table[j * 16 + ((b[j * 16] >> shift) & 0xf)];
-    s1 += table[(j + 1) * 16 + ((b[(j + 1) * 16] >> shift) & 0xf)];
+    a0 += ta[j * 16 + ((ba[j * 16] >> sa) & 0xf)];
+    b0 += tb[j * 16 + ((bb[j * 16] >> sb) & 0xf)];
+    a1 += ta[(j + 1) * 16 + ((ba[(j + 1) * 16] >> sa) & 0xf)];
+    b1 += tb[(j + 1) * 16 + ((bb[(j + 1) * 16] >> sb) & 0xf)];
   }
-  if (j < m) s0 += table[j * 16 + ((b[j * 16] >> shift) & 0xf)];
-  return s0 + s1;
+  if (j < m) {
+    a0 += ta[j * 16 + ((ba[j * 16] >> sa) & 0xf)];
+    b0 += tb[j * 16 + ((bb[j * 16] >> sb) & 0xf)];
+  }
+  return {a0 + a1, b0 + b1};
 }
 
 // Fast-scan's first pass over one probed list: the vectors whose quantized sum q puts their
@@ -235,13 +243,17 @@ void scan_bounds(const Probe& probe, std::int32_t probe_index, const FastScanLut
 void rescore_bounded(BoundedCandidates& bounded, std::span<const Probe> probes, std::int64_t m, float sign, std::size_t keep,
                      bool sort, std::vector<Candidate>& out) {
   bounded.compact();
-  const float bound = bounded.bound();
   out.clear();
-  for (std::size_t i = 0; i < bounded.size(); ++i) {
-    if (bounded.lb(i) > bound) continue;  // (none after compact)
-    const BoundedRef& b = bounded.ref(i);
-    const Probe& p = probes[static_cast<std::size_t>(b.probe)];
-    out.push_back({p.base + sign * fastscan_table_sum(*p.codes, b.pos, p.table, m), p.ids[b.pos], p.list, b.pos});
+  // (after compact, every item's lower end is at or below the bound)
+  const std::size_t n = bounded.size();
+  for (std::size_t i = 0; i < n; i += 2) {
+    const BoundedRef& x = bounded.ref(i);
+    const BoundedRef& y = bounded.ref(i + 1 < n ? i + 1 : i);  // the last one twice when n is odd
+    const Probe& px = probes[static_cast<std::size_t>(x.probe)];
+    const Probe& py = probes[static_cast<std::size_t>(y.probe)];
+    const auto [sx, sy] = fastscan_table_sums(*px.codes, x.pos, px.table, *py.codes, y.pos, py.table, m);
+    out.push_back({px.base + sign * sx, px.ids[x.pos], px.list, x.pos});
+    if (i + 1 < n) out.push_back({py.base + sign * sy, py.ids[y.pos], py.list, y.pos});
   }
   if (out.size() > keep) {
     std::nth_element(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(keep - 1), out.end(), Nearer{});
