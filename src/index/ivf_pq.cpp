@@ -109,12 +109,12 @@ class BoundedCandidates {
   float bound() const noexcept { return bound_; }
   // Adds a candidate with interval [lb, ub] (lb <= bound()); true when the bound has changed.
   bool push(float lb, float ub, std::int32_t probe, std::int64_t pos) {
-    min_ub_ = ub < min_ub_ ? ub : min_ub_;  // (never dropped by a compaction: its lb <= ub <= bound)
-    min_width_ = ub - lb < min_width_ ? ub - lb : min_width_;
     lbs_.push_back(lb);
     ubs_.push_back(ub);
     refs_.push_back({pos, probe});
     if (keep_ > kHeapKeep) {
+      min_ub_ = ub < min_ub_ ? ub : min_ub_;  // (never dropped by a compaction: its lb <= ub <= bound)
+      min_width_ = ub - lb < min_width_ ? ub - lb : min_width_;
       if (lbs_.size() < next_) return false;
       const float before = bound_;
       compact();
