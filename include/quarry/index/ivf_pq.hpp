@@ -11,6 +11,14 @@
 //   ||q - c - r||^2 = ||q - c||^2 + (||r||^2 + 2 c.r) - 2 q.r,
 // so a probed list costs m * ksub additions, not d * ksub multiply-adds.
 //
+// The 4-bit search runs in two passes and still returns exactly the best float ADC distances.
+// First pass, per probed list: the table is built and quantized in one SIMD kernel, the codes
+// are summed in uint16, and every vector whose sum gets through the threshold is kept with an
+// interval that holds its float distance (the quantization moves a sum by at most m/2 units);
+// the threshold follows a bound, the keep-th smallest upper end so far, so most blocks are
+// rejected by one SIMD compare. Second pass: the float ADC distance of the vectors whose interval
+// reaches down to the final bound, and the keep nearest of them.
+//
 // Metrics: l2 (squared Euclidean; smaller is nearer), inner_product (larger is nearer), cosine
 // (inner product of L2-normalised vectors: vectors are normalised when added, queries when
 // searched; a zero vector is an error). Results are sorted nearest first, ties broken by the
