@@ -164,20 +164,23 @@ TEST_CASE("conformance: inner products and codeword products within float summat
     std::mt19937 rng(11);
     std::normal_distribution<float> nd(0.f, 1.f);
     constexpr double eps = 1.0 / (1 << 23);
-    for (std::size_t n : {1u, 3u, 4u, 5u, 8u, 64u, 67u}) {
-      for (std::size_t d : {1u, 7u, 16u, 33u, 128u}) {
-        const std::size_t ld = d + n % 3, off = kMisalignments[(n + d) % 3];
-        std::vector<float> rows(n * ld + off), x(d + off), got(n + 1, -7.f), want(n + 1, -7.f);
-        for (auto& v : rows) v = nd(rng);
-        for (auto& v : x) v = nd(rng);
-        kt.inner_products(rows.data() + off, n, d, ld, x.data() + off, got.data());
-        ref.inner_products(rows.data() + off, n, d, ld, x.data() + off, want.data());
-        INFO("n=" << n << " d=" << d);
-        CHECK(got[n] == -7.f);
-        for (std::size_t i = 0; i < n; ++i) {
-          double abs_sum = 0;
-          for (std::size_t t = 0; t < d; ++t) abs_sum += std::fabs(double(rows[off + i * ld + t]) * x[off + t]);
-          CHECK(std::fabs(double(got[i]) - want[i]) <= 2 * (d + 1) * eps * abs_sum + 1e-30);
+    for (std::size_t nx : {1u, 3u, 4u, 9u}) {
+      for (std::size_t n : {1u, 3u, 4u, 5u, 8u, 64u, 67u}) {
+        for (std::size_t d : {1u, 7u, 16u, 33u, 128u}) {
+          const std::size_t ld = d + n % 3, ldx = d + nx % 2, off = kMisalignments[(n + d) % 3];
+          std::vector<float> rows(n * ld + off), x(nx * ldx + off), got(nx * n + 1, -7.f), want(nx * n + 1, -7.f);
+          for (auto& v : rows) v = nd(rng);
+          for (auto& v : x) v = nd(rng);
+          kt.inner_products(rows.data() + off, n, d, ld, x.data() + off, nx, ldx, got.data());
+          ref.inner_products(rows.data() + off, n, d, ld, x.data() + off, nx, ldx, want.data());
+          INFO("nx=" << nx << " n=" << n << " d=" << d);
+          CHECK(got[nx * n] == -7.f);
+          for (std::size_t q = 0; q < nx; ++q)
+            for (std::size_t i = 0; i < n; ++i) {
+              double abs_sum = 0;
+              for (std::size_t t = 0; t < d; ++t) abs_sum += std::fabs(double(rows[off + i * ld + t]) * x[off + q * ldx + t]);
+              CHECK(std::fabs(double(got[q * n + i]) - want[q * n + i]) <= 2 * (d + 1) * eps * abs_sum + 1e-30);
+            }
         }
       }
     }
@@ -202,9 +205,9 @@ TEST_CASE("conformance: inner products and codeword products within float summat
       }
     }
     // perf: the coarse quantizer of IVF512 on 128-d vectors
-    std::vector<float> cents(512 * 128), q(128), out(512);
+    std::vector<float> cents(512 * 128), q(8 * 128), out(8 * 512);
     for (auto& v : cents) v = nd(rng);
     for (auto& v : q) v = nd(rng);
-    report_perf("inner_products_512x128", isa, 4.0 * cents.size(), [&] { kt.inner_products(cents.data(), 512, 128, 128, q.data(), out.data()); });
+    report_perf("inner_products_512x128x8", isa, 4.0 * cents.size(), [&] { kt.inner_products(cents.data(), 512, 128, 128, q.data(), 8, 128, out.data()); });
   });
 }

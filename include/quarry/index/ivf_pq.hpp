@@ -206,8 +206,9 @@ class IvfPqIndex<cpu> {
   status prepare_rows(TensorView<const float> x, const char* what, Tensor<float>& normalized, TensorView<const float>& use,
                       ThreadPool* pool = nullptr) const;
   status normalize_rows(TensorView<const float> x, const char* what, Tensor<float>& normalized, TensorView<const float>& use) const;
-  void search_one(const float* query, std::int64_t k, const IvfPqSearchParams& params, Scratch& s, float* out_dist,
-                  std::int64_t* out_ids) const;
+  // One query; coarse_ip: its products with the nlist centroids (overwritten).
+  void search_one(const float* query, float* coarse_ip, std::int64_t k, const IvfPqSearchParams& params, Scratch& s,
+                  float* out_dist, std::int64_t* out_ids) const;
 
   std::int64_t d_ = 0;
   IvfPqOptions opts_;

@@ -327,8 +327,10 @@ void fastscan_lut(const FastScanLutArgs& g) noexcept {
 }
 
 template <class Arch>
-void ref_inner_products(const float* rows, std::size_t n, std::size_t d, std::size_t ld, const float* x, float* out) noexcept {
-  for (std::size_t i = 0; i < n; ++i) out[i] = ref_dot_f32<Arch>(rows + i * ld, x, d);
+void ref_inner_products(const float* rows, std::size_t n, std::size_t d, std::size_t ld, const float* x, std::size_t nx, std::size_t ldx,
+                        float* out) noexcept {
+  for (std::size_t q = 0; q < nx; ++q)
+    for (std::size_t i = 0; i < n; ++i) out[q * n + i] = ref_dot_f32<Arch>(rows + i * ld, x + q * ldx, d);
 }
 
 template <class Arch>
@@ -341,35 +343,49 @@ void ref_codeword_products(const float* x, const float* ct, std::size_t m, std::
     }
 }
 
-/// Four rows at a time, so each load of x serves four multiply-adds.
-template <class Arch>
-void inner_products(const float* rows, std::size_t n, std::size_t d, std::size_t ld, const float* x, float* out) noexcept {
-  if constexpr (simd::is_scalar<Arch>) {
-    ref_inner_products<Arch>(rows, n, d, ld, x, out);
-  } else {
-    using B = xsimd::batch<float, Arch>;
-    constexpr std::size_t W = B::size;
-    std::size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-      const float* r0 = rows + i * ld;
-      const float* r1 = r0 + ld;
-      const float* r2 = r1 + ld;
-      const float* r3 = r2 + ld;
-      B a0(0.f), a1(0.f), a2(0.f), a3(0.f);
-      std::size_t t = 0;
-      for (; t + W <= d; t += W) {
-        const B xv = B::load_unaligned(x + t);
-        a0 = xsimd::fma(B::load_unaligned(r0 + t), xv, a0);
-        a1 = xsimd::fma(B::load_unaligned(r1 + t), xv, a1);
-        a2 = xsimd::fma(B::load_unaligned(r2 + t), xv, a2);
-        a3 = xsimd::fma(B::load_unaligned(r3 + t), xv, a3);
-      }
-      out[i] = simd::reduce_add(a0) + ref_dot_f32<Arch>(r0 + t, x + t, d - t);
-      out[i + 1] = simd::reduce_add(a1) + ref_dot_f32<Arch>(r1 + t, x + t, d - t);
-      out[i + 2] = simd::reduce_add(a2) + ref_dot_f32<Arch>(r2 + t, x + t, d - t);
-      out[i + 3] = simd::reduce_add(a3) + ref_dot_f32<Arch>(r3 + t, x + t, d - t);
+/// R rows by QB queries: each row register serves QB multiply-adds and each query register R.
+template <class Arch, std::size_t R, std::size_t QB>
+QUARRY_ALWAYS_INLINE void inner_products_tile(const float* rows, std::size_t d, std::size_t ld, const float* x, std::size_t ldx,
+                                              float* out, std::size_t ldo) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  constexpr std::size_t W = B::size;
+  B acc[QB][R];
+  for (std::size_t q = 0; q < QB; ++q)
+    for (std::size_t r = 0; r < R; ++r) acc[q][r] = B(0.f);
+  std::size_t t = 0;
+  for (; t + W <= d; t += W) {
+    B rv[R];
+    for (std::size_t r = 0; r < R; ++r) rv[r] = B::load_unaligned(rows + r * ld + t);
+    for (std::size_t q = 0; q < QB; ++q) {
+      const B xv = B::load_unaligned(x + q * ldx + t);
+      for (std::size_t r = 0; r < R; ++r) acc[q][r] = xsimd::fma(rv[r], xv, acc[q][r]);
     }
-    for (; i < n; ++i) out[i] = dot_f32<Arch>(rows + i * ld, x, d);
+  }
+  for (std::size_t q = 0; q < QB; ++q)
+    for (std::size_t r = 0; r < R; ++r)
+      out[q * ldo + r] = simd::reduce_add(acc[q][r]) + ref_dot_f32<Arch>(rows + r * ld + t, x + q * ldx + t, d - t);
+}
+
+/// Tiles of 4 queries by 4 rows (AVX-512: 16 accumulators of its 32 registers; 2 rows with the
+/// 16 registers of AVX2 and NEON), so each row is read from memory once per 4 queries.
+template <class Arch>
+void inner_products(const float* rows, std::size_t n, std::size_t d, std::size_t ld, const float* x, std::size_t nx, std::size_t ldx,
+                    float* out) noexcept {
+  if constexpr (simd::is_scalar<Arch>) {
+    ref_inner_products<Arch>(rows, n, d, ld, x, nx, ldx, out);
+  } else {
+    constexpr std::size_t R = xsimd::batch<float, Arch>::size == 16 ? 4 : 2;
+    std::size_t q = 0;
+    for (; q + 4 <= nx; q += 4) {
+      std::size_t i = 0;
+      for (; i + R <= n; i += R) inner_products_tile<Arch, R, 4>(rows + i * ld, d, ld, x + q * ldx, ldx, out + q * n + i, n);
+      for (; i < n; ++i) inner_products_tile<Arch, 1, 4>(rows + i * ld, d, ld, x + q * ldx, ldx, out + q * n + i, n);
+    }
+    for (; q < nx; ++q) {
+      std::size_t i = 0;
+      for (; i + 4 <= n; i += 4) inner_products_tile<Arch, 4, 1>(rows + i * ld, d, ld, x + q * ldx, ldx, out + q * n + i, n);
+      for (; i < n; ++i) out[q * n + i] = dot_f32<Arch>(rows + i * ld, x + q * ldx, d);
+    }
   }
 }
 

@@ -54,9 +54,11 @@ struct IndexKernels {
   void (*fastscan)(const FastScanArgs& args) noexcept;
   /// The table t and its quantization as FastScanLutArgs says; identical on every ISA.
   void (*fastscan_lut)(const FastScanLutArgs& args) noexcept;
-  /// out[i] = sum_t rows[i * ld + t] * x[t] for i < n, t < d (a matrix-vector product: the coarse
-  /// quantizer's q.c), within float summation error of the reference (the order differs by ISA).
-  void (*inner_products)(const float* rows, std::size_t n, std::size_t d, std::size_t ld, const float* x, float* out) noexcept;
+  /// out[q * n + i] = sum_t rows[i * ld + t] * x[q * ldx + t] for q < nx, i < n, t < d (the
+  /// coarse quantizer's q.c for nx queries: each row is read once per few queries), within float
+  /// summation error of the reference (the order differs by ISA).
+  void (*inner_products)(const float* rows, std::size_t n, std::size_t d, std::size_t ld, const float* x, std::size_t nx,
+                         std::size_t ldx, float* out) noexcept;
   /// out[j * ksub + c] = sum_t x[j * dsub + t] * ct[(j * dsub + t) * ksub + c] for j < m, c < ksub
   /// (a multiple of 16), t < dsub: a query's products with PQ codewords from the codebook
   /// transposed to [m, dsub, ksub]; within float rounding of the reference (FMA or not).
