@@ -177,6 +177,53 @@ void fastscan_avx512(const FastScanArgs& g) noexcept {
   }
 }
 
+/// Element 4 L + i of the result is op over all 16 elements of t[L + 4 i] (t: 16 registers): a
+/// butterfly that folds two registers into one per step (15 shuffle pairs and ops instead of 16
+/// horizontal reductions).
+template <class Arch, class Op>
+QUARRY_ALWAYS_INLINE __m512 reduce16_avx512(const __m512* t, Op op) noexcept {
+  __m512 p[8], q[4], r[2];
+  for (int i = 0; i < 8; ++i)  // lanes 0, 1: register 2i; 2, 3: register 2i + 1
+    p[i] = op(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x44), _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xee));
+  for (int i = 0; i < 4; ++i)  // lane L: register 4i + L
+    q[i] = op(_mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0x88), _mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0xdd));
+  for (int i = 0; i < 2; ++i)  // lane L: register 8i + L in elements 0, 1; 8i + 4 + L in 2, 3
+    r[i] = op(_mm512_shuffle_ps(q[2 * i], q[2 * i + 1], 0x44), _mm512_shuffle_ps(q[2 * i], q[2 * i + 1], 0xee));
+  return op(_mm512_shuffle_ps(r[0], r[1], 0x88), _mm512_shuffle_ps(r[0], r[1], 0xdd));
+}
+
+/// The dword permutation (for permutexvar) that moves element 4 (r % 4) + r / 4 to r: a 4 x 4
+/// transpose, which puts reduce16_avx512's results in register order.
+template <class Arch>
+QUARRY_ALWAYS_INLINE __m512i transpose4x4_index() noexcept {
+  return _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+}
+
+/// inner_products' tile of 4 queries by 4 rows on AVX-512, its 16 sums reduced together by the
+/// butterfly (16 separate reductions cost more than the multiply-adds at d = 128).
+template <class Arch>
+QUARRY_ALWAYS_INLINE void inner_products_tile_avx512(const float* rows, std::size_t d, std::size_t ld, const float* x, std::size_t ldx,
+                                                     float* out, std::size_t ldo) noexcept {
+  __m512 acc[16];  // query q, row r: acc[4 q + r]
+  for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+  std::size_t t = 0;
+  for (; t + 16 <= d; t += 16) {
+    __m512 rv[4];
+    for (std::size_t r = 0; r < 4; ++r) rv[r] = _mm512_loadu_ps(rows + r * ld + t);
+    for (std::size_t q = 0; q < 4; ++q) {
+      const __m512 xv = _mm512_loadu_ps(x + q * ldx + t);
+      for (std::size_t r = 0; r < 4; ++r) acc[4 * q + r] = _mm512_fmadd_ps(rv[r], xv, acc[4 * q + r]);
+    }
+  }
+  auto add = [](__m512 a, __m512 b) __attribute__((always_inline)) { return _mm512_add_ps(a, b); };
+  // element 4 r + q of the butterfly is (q, r); transposed, lane q holds query q's four rows
+  const __m512 sums = _mm512_permutexvar_ps(transpose4x4_index<Arch>(), reduce16_avx512<Arch>(acc, add));
+  alignas(64) float s[16];
+  _mm512_store_ps(s, sums);
+  for (std::size_t q = 0; q < 4; ++q)
+    for (std::size_t r = 0; r < 4; ++r) out[q * ldo + r] = s[4 * q + r] + ref_dot_f32<Arch>(rows + r * ld + t, x + q * ldx + t, d - t);
+}
+
 // Tables: one row (16 entries) is one 512-bit register or two 256-bit ones; cvtps2dq rounds to
 // nearest even as round_small does, and (t - min) * scale is a subtraction then a
 // multiplication, which no compiler fuses, so the quantized entries equal the reference's.
@@ -196,23 +243,11 @@ void fastscan_lut_avx512_body(const FastScanLutArgs& g) noexcept {
     if constexpr (kHasA) return _mm512_add_ps(_mm512_loadu_ps(pa + j * 16), b);
     else return b;
   };
-  // Element 4 L + i of reduce16(t, op) is op over row L + 4 i (t: 16 rows): a butterfly that
-  // folds two rows into one register per step (15 shuffle pairs and ops instead of 16 reductions).
-  auto reduce16 = [](const __m512* t, auto op) __attribute__((always_inline)) {
-    __m512 p[8], q[4], r[2];
-    for (int i = 0; i < 8; ++i)  // lanes 0, 1: row 2i; 2, 3: row 2i + 1
-      p[i] = op(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x44), _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xee));
-    for (int i = 0; i < 4; ++i)  // lane L: row 4i + L
-      q[i] = op(_mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0x88), _mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0xdd));
-    for (int i = 0; i < 2; ++i)  // lane L: row 8i + L in elements 0, 1; row 8i + 4 + L in 2, 3
-      r[i] = op(_mm512_shuffle_ps(q[2 * i], q[2 * i + 1], 0x44), _mm512_shuffle_ps(q[2 * i], q[2 * i + 1], 0xee));
-    return op(_mm512_shuffle_ps(r[0], r[1], 0x88), _mm512_shuffle_ps(r[0], r[1], 0xdd));
-  };
   auto min_op = [](__m512 x, __m512 y) __attribute__((always_inline)) { return _mm512_min_ps(x, y); };
   auto max_op = [](__m512 x, __m512 y) __attribute__((always_inline)) { return _mm512_max_ps(x, y); };
   // row r is element 4 (r % 4) + r / 4 of the butterfly's result (the same 4 x 4 transpose
   // orders the packed quantized rows below)
-  const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+  const __m512i order = transpose4x4_index<Arch>();
   __m512 range = _mm512_setzero_ps();
   std::size_t j = 0;
   for (; j + 16 <= m; j += 16) {
@@ -221,7 +256,7 @@ void fastscan_lut_avx512_body(const FastScanLutArgs& g) noexcept {
       t[i] = row(j + i);
       if constexpr (kWriteTable) _mm512_storeu_ps(table + (j + i) * 16, t[i]);
     }
-    const __m512 lo = reduce16(t, min_op), hi = reduce16(t, max_op);
+    const __m512 lo = reduce16_avx512<Arch>(t, min_op), hi = reduce16_avx512<Arch>(t, max_op);
     range = _mm512_max_ps(range, _mm512_sub_ps(hi, lo));
     _mm512_storeu_ps(row_min + j, _mm512_permutexvar_ps(order, lo));
   }
@@ -378,7 +413,15 @@ void inner_products(const float* rows, std::size_t n, std::size_t d, std::size_t
     std::size_t q = 0;
     for (; q + 4 <= nx; q += 4) {
       std::size_t i = 0;
-      for (; i + R <= n; i += R) inner_products_tile<Arch, R, 4>(rows + i * ld, d, ld, x + q * ldx, ldx, out + q * n + i, n);
+      for (; i + R <= n; i += R) {
+#if defined(__x86_64__) || defined(_M_X64)
+        if constexpr (simd::is_avx512<Arch>) {
+          inner_products_tile_avx512<Arch>(rows + i * ld, d, ld, x + q * ldx, ldx, out + q * n + i, n);
+          continue;
+        }
+#endif
+        inner_products_tile<Arch, R, 4>(rows + i * ld, d, ld, x + q * ldx, ldx, out + q * n + i, n);
+      }
       for (; i < n; ++i) inner_products_tile<Arch, 1, 4>(rows + i * ld, d, ld, x + q * ldx, ldx, out + q * n + i, n);
     }
     for (; q < nx; ++q) {
