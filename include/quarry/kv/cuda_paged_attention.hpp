@@ -1,0 +1,70 @@
+// Decode attention over a paged K/V cache on a CUDA device: the CPU function's contract
+// (quarry/kv/paged_attention.hpp: page layout, CSR page table, GQA, sliding window) with the
+// pages, queries and output in device memory. Part of quarry::cuda; no CUDA header included.
+//
+//   auto table = CudaPageTable::upload(host_table, num_pages, page_size).value();  // checked once
+//   paged_decode_attention(q, k_pages, v_pages, table, out);                       // q, out [batch, n_heads, head_dim]
+//
+// The kernel (src/cuda/paged_attention_kernels.cu) is split-K "flash decoding": one block per
+// (sequence, kv head, chunk of chunk_tokens tokens) reads that chunk's keys and values once for
+// all the query heads of the group, in 16-byte loads along head_dim, keeps an online softmax in
+// f32, and a second kernel merges the chunks by log-sum-exp (one chunk: written directly).
+// head_dim must be 64, 128 or 256; K/V f16, bf16 or f32, widened to f32; scores, softmax and
+// sums in f32. Results equal the CPU's to float rounding (other summation order).
+//
+// Calls run on the legacy default stream of the tensors' device and, by default, return when
+// the kernels have finished. Errors throw quarry::error naming the shapes (shape_mismatch,
+// invalid_argument, unsupported for another head_dim); CUDA errors are device_error.
+#pragma once
+
+#include <cstdint>
+
+#include "quarry/core/cuda_tensor.hpp"
+#include "quarry/core/float16.hpp"
+#include "quarry/core/status.hpp"
+#include "quarry/kv/paged_attention.hpp"
+
+namespace quarry {
+
+/// A batch's page table in device memory, checked on the host (check_page_table) when uploaded:
+/// a kernel can then trust every page number and length in it.
+class CudaPageTable {
+ public:
+  CudaPageTable() = default;
+  /// Checks `table` against `num_pages` pages of `page_size` tokens and copies it to `device`
+  /// (-1: the current one). Errors: check_page_table's, a sequence with no tokens, CUDA's.
+  static result<CudaPageTable> upload(const PageTableCsr& table, std::int64_t num_pages, std::int64_t page_size, int device = -1);
+
+  std::int64_t batch() const noexcept { return batch_; }
+  std::int64_t num_pages() const noexcept { return num_pages_; }   ///< the page count it was checked for
+  std::int64_t page_size() const noexcept { return page_size_; }
+  std::int64_t max_length() const noexcept { return max_length_; }  ///< tokens of the longest sequence
+  int device() const noexcept { return indptr_.device(); }
+  const Tensor<std::int32_t, cuda>& indptr() const noexcept { return indptr_; }
+  const Tensor<std::int32_t, cuda>& indices() const noexcept { return indices_; }
+  const Tensor<std::int32_t, cuda>& last_page_len() const noexcept { return last_page_len_; }
+
+ private:
+  std::int64_t batch_ = 0, num_pages_ = 0, page_size_ = 0, max_length_ = 0;
+  Tensor<std::int32_t, cuda> indptr_, indices_, last_page_len_;
+};
+
+/// Options of the device call.
+struct CudaAttentionOptions {
+  bool wait = true;  ///< return when the kernels have finished (else only queued)
+};
+
+/// out [batch, n_heads, head_dim] = decode attention of q over k_pages / v_pages
+/// [num_pages, n_kv_heads, page_size, head_dim] (one overload per K/V type); see the top of
+/// this header and quarry/kv/paged_attention.hpp.
+void paged_decode_attention(const Tensor<float, cuda>& q, const Tensor<f16, cuda>& k_pages, const Tensor<f16, cuda>& v_pages,
+                            const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params = {},
+                            const CudaAttentionOptions& options = {});
+void paged_decode_attention(const Tensor<float, cuda>& q, const Tensor<bf16, cuda>& k_pages, const Tensor<bf16, cuda>& v_pages,
+                            const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params = {},
+                            const CudaAttentionOptions& options = {});
+void paged_decode_attention(const Tensor<float, cuda>& q, const Tensor<float, cuda>& k_pages, const Tensor<float, cuda>& v_pages,
+                            const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params = {},
+                            const CudaAttentionOptions& options = {});
+
+}  // namespace quarry

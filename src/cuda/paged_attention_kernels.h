@@ -1,0 +1,39 @@
+// The launch function of paged decode attention (paged_attention_kernels.cu): plain pointers and
+// sizes across the CUDA C++17 / C++20 seam, as quant_kernels.h. The caller (paged_attention.cpp)
+// has checked shapes and the page table; kernels run on the legacy default stream.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <driver_types.h>  // cudaError_t
+
+namespace quarry::cuda_kernels {
+
+enum class KvType : int { f32 = 0, f16 = 1, bf16 = 2 };
+
+struct PagedDecodeArgs {
+  const float* q = nullptr;             ///< [batch, n_heads, head_dim]
+  const void* k = nullptr;              ///< [num_pages, n_kv_heads, page_size, head_dim] of kv_type
+  const void* v = nullptr;              ///< same shape and type
+  KvType kv_type = KvType::f16;
+  const std::int32_t* indptr = nullptr;         ///< [batch + 1]
+  const std::int32_t* indices = nullptr;        ///< page numbers
+  const std::int32_t* last_page_len = nullptr;  ///< [batch]
+  std::int64_t batch = 0, n_heads = 0, n_kv_heads = 0, page_size = 0, head_dim = 0;
+  float scale = 1.f;
+  std::int64_t sliding_window = 0;  ///< > 0: the last sliding_window tokens only
+  std::int64_t chunk = 256;         ///< tokens per block
+  std::int64_t chunks = 1;          ///< ceil(longest sequence / chunk): blocks per (sequence, kv head)
+  float* out = nullptr;             ///< [batch, n_heads, head_dim]
+  float* partial = nullptr;         ///< workspace when chunks > 1: paged_decode_workspace_floats floats
+};
+
+/// Floats of workspace a call with `chunks` > 1 needs (0 for one chunk).
+std::size_t paged_decode_workspace_floats(const PagedDecodeArgs& a) noexcept;
+
+/// Runs decode attention; cudaErrorInvalidValue for a head_dim other than 64, 128, 256 or a
+/// group (n_heads / n_kv_heads) above 8.
+cudaError_t launch_paged_decode(const PagedDecodeArgs& a) noexcept;
+
+}  // namespace quarry::cuda_kernels

@@ -1,0 +1,116 @@
+// Test support for paged attention (tests/kv, tests/cuda): random pages and page tables with
+// pages scattered over the pool, and the f64 reference of decode attention.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include <quarry/core/tensor.hpp>
+#include <quarry/kv/paged_attention.hpp>
+
+namespace quarry::testing {
+
+/// A batch of sequences laid out in a page pool, with the CSR table in owned vectors.
+struct PagedBatch {
+  std::int64_t num_pages = 0, n_kv = 0, page_size = 0, dim = 0, n_heads = 0;
+  std::vector<std::int32_t> indptr, indices, last;
+  Tensor<float> k, v;  ///< [num_pages, n_kv, page_size, dim]
+  Tensor<float> q;     ///< [batch, n_heads, dim]
+
+  PageTableCsr table() const { return {indptr, indices, last}; }
+  std::int64_t batch() const { return static_cast<std::int64_t>(indptr.size()) - 1; }
+};
+
+/// Sequences of the given lengths (>= 1) in pages taken in a shuffled order from a pool with
+/// `spare` unused pages; K, V and q ~ N(0, 1) (K scaled by `k_scale` to sharpen the softmax).
+inline PagedBatch make_paged_batch(const std::vector<std::int64_t>& lengths, std::int64_t n_heads, std::int64_t n_kv,
+                                   std::int64_t page_size, std::int64_t dim, std::uint32_t seed, std::int64_t spare = 3,
+                                   float k_scale = 1.f) {
+  PagedBatch pb;
+  pb.n_kv = n_kv;
+  pb.page_size = page_size;
+  pb.dim = dim;
+  pb.n_heads = n_heads;
+  std::int64_t need = 0;
+  for (const std::int64_t len : lengths) need += (len + page_size - 1) / page_size;
+  pb.num_pages = need + spare;
+  std::mt19937 rng(seed);
+  std::vector<std::int32_t> order(static_cast<std::size_t>(pb.num_pages));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  pb.indptr.push_back(0);
+  std::size_t next = 0;
+  for (const std::int64_t len : lengths) {
+    const std::int64_t pages = (len + page_size - 1) / page_size;
+    for (std::int64_t p = 0; p < pages; ++p) pb.indices.push_back(order[next++]);
+    pb.indptr.push_back(static_cast<std::int32_t>(pb.indices.size()));
+    pb.last.push_back(static_cast<std::int32_t>(len - (pages - 1) * page_size));
+  }
+  std::normal_distribution<float> normal(0.f, 1.f);
+  pb.k = Tensor<float>({pb.num_pages, n_kv, page_size, dim});
+  pb.v = Tensor<float>({pb.num_pages, n_kv, page_size, dim});
+  pb.q = Tensor<float>({static_cast<std::int64_t>(lengths.size()), n_heads, dim});
+  for (float& x : pb.k.span()) x = normal(rng) * k_scale;
+  for (float& x : pb.v.span()) x = normal(rng);
+  for (float& x : pb.q.span()) x = normal(rng);
+  return pb;
+}
+
+/// Decode attention in double from K/V as `KV` would hold them (rounded through KV), naive
+/// (no chunks): out [batch, n_heads, dim].
+template <class KV = float>
+std::vector<double> reference_decode(const PagedBatch& pb, double scale, std::int64_t window = 0) {
+  const std::int64_t batch = pb.batch(), dim = pb.dim, group = pb.n_heads / pb.n_kv;
+  std::vector<double> out(static_cast<std::size_t>(batch * pb.n_heads * dim), 0.0);
+  const float* kd = pb.k.data();
+  const float* vd = pb.v.data();
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const std::int64_t len = pb.table().length(b, pb.page_size);
+    const std::int64_t first = window > 0 ? std::max<std::int64_t>(0, len - window) : 0;
+    const std::int32_t* pages = pb.indices.data() + pb.indptr[static_cast<std::size_t>(b)];
+    for (std::int64_t h = 0; h < pb.n_heads; ++h) {
+      const std::int64_t kvh = h / group;
+      const float* qh = pb.q.data() + (b * pb.n_heads + h) * dim;
+      std::vector<double> s;
+      for (std::int64_t t = first; t < len; ++t) {
+        const float* kr = kd + ((pages[t / pb.page_size] * pb.n_kv + kvh) * pb.page_size + t % pb.page_size) * dim;
+        double dot = 0;
+        for (std::int64_t i = 0; i < dim; ++i) dot += static_cast<double>(qh[i]) * static_cast<double>(static_cast<float>(KV(kr[i])));
+        s.push_back(dot * scale);
+      }
+      const double mx = *std::max_element(s.begin(), s.end());
+      double sum = 0;
+      for (double& x : s) sum += (x = std::exp(x - mx));
+      double* oh = out.data() + (b * pb.n_heads + h) * dim;
+      for (std::int64_t t = first; t < len; ++t) {
+        const float* vr = vd + ((pages[t / pb.page_size] * pb.n_kv + kvh) * pb.page_size + t % pb.page_size) * dim;
+        const double p = s[static_cast<std::size_t>(t - first)] / sum;
+        for (std::int64_t i = 0; i < dim; ++i) oh[i] += p * static_cast<double>(static_cast<float>(KV(vr[i])));
+      }
+    }
+  }
+  return out;
+}
+
+/// The largest |got - want| over all elements.
+inline double max_abs_diff(const float* got, const std::vector<double>& want) {
+  double worst = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - want[i]));
+  return worst;
+}
+
+/// The pages converted to KV (f16 / bf16 rounding).
+template <class KV>
+Tensor<KV> pages_as(const Tensor<float>& pages) {
+  Tensor<KV> out(pages.shape());
+  const float* src = pages.data();
+  KV* dst = out.data();
+  for (std::int64_t i = 0; i < pages.numel(); ++i) dst[i] = KV(src[i]);
+  return out;
+}
+
+}  // namespace quarry::testing
