@@ -70,9 +70,15 @@ class TopK {
 struct Probe {
   std::int32_t list;
   float base;
-  const float* table;  // [m, 16]
+  // its float table [m, 16], entry i = ta[i] + alpha * tb[i] (ta null: alpha * tb[i]), computed
+  // when needed as fastscan_lut computes it (alpha a power of two: the same float), so no table
+  // is stored per probed list (l2: the terms and -2 times the query's codeword products)
+  const float* ta;
+  const float* tb;
+  float alpha;
   const FastScanCodes* codes;
   const std::int64_t* ids;
+  float entry(std::int64_t i) const noexcept { return ta ? ta[i] + alpha * tb[i] : alpha * tb[i]; }
 };
 
 // Where a fast-scan candidate of the first pass is: its probe (index into the probes) and its
@@ -188,28 +194,27 @@ class BoundedCandidates {
   std::vector<float> heap_;        // keep <= kHeapKeep: max-heap of the keep smallest upper ends
 };
 
-// The float ADC sums of two vectors (i of codes a under table ta, k of codes b under tb; [m, 16]),
-// straight from their blocks: byte i % 16 of each sub-quantizer's 16, low nibble for vectors
-// 0..15 of the block, high for 16..31. Each sum is two alternating chains (s0 over even, s1 over
-// odd sub-quantizers, then s0 + s1); two vectors at once keep four chains in flight.
-std::pair<float, float> fastscan_table_sums(const FastScanCodes& a, std::int64_t i, const float* ta, const FastScanCodes& b,
-                                            std::int64_t k, const float* tb, std::int64_t m) noexcept {
-  const std::uint8_t* ba = a.data() + (i / 32) * a.block_bytes() + (i % 16);
-  const std::uint8_t* bb = b.data() + (k / 32) * b.block_bytes() + (k % 16);
-  const int sa = (i % 32) < 16 ? 0 : 4, sb = (k % 32) < 16 ? 0 : 4;
-  float a0 = 0.f, a1 = 0.f, b0 = 0.f, b1 = 0.f;
+// The float ADC sums of two vectors (i of probe x, k of probe y), straight from their blocks:
+// byte i % 16 of each sub-quantizer's 16, low nibble for vectors 0..15 of the block, high for
+// 16..31. Each sum is two alternating chains (s0 over even, s1 over odd sub-quantizers, then
+// s0 + s1); two vectors at once keep four chains in flight.
+std::pair<float, float> fastscan_table_sums(const Probe& x, std::int64_t i, const Probe& y, std::int64_t k, std::int64_t m) noexcept {
+  const std::uint8_t* bx = x.codes->data() + (i / 32) * x.codes->block_bytes() + (i % 16);
+  const std::uint8_t* by = y.codes->data() + (k / 32) * y.codes->block_bytes() + (k % 16);
+  const int sx = (i % 32) < 16 ? 0 : 4, sy = (k % 32) < 16 ? 0 : 4;
+  float x0 = 0.f, x1 = 0.f, y0 = 0.f, y1 = 0.f;
   std::int64_t j = 0;
   for (; j + 2 <= m; j += 2) {
-    a0 += ta[j * 16 + ((ba[j * 16] >> sa) & 0xf)];
-    b0 += tb[j * 16 + ((bb[j * 16] >> sb) & 0xf)];
-    a1 += ta[(j + 1) * 16 + ((ba[(j + 1) * 16] >> sa) & 0xf)];
-    b1 += tb[(j + 1) * 16 + ((bb[(j + 1) * 16] >> sb) & 0xf)];
+    x0 += x.entry(j * 16 + ((bx[j * 16] >> sx) & 0xf));
+    y0 += y.entry(j * 16 + ((by[j * 16] >> sy) & 0xf));
+    x1 += x.entry((j + 1) * 16 + ((bx[(j + 1) * 16] >> sx) & 0xf));
+    y1 += y.entry((j + 1) * 16 + ((by[(j + 1) * 16] >> sy) & 0xf));
   }
   if (j < m) {
-    a0 += ta[j * 16 + ((ba[j * 16] >> sa) & 0xf)];
-    b0 += tb[j * 16 + ((bb[j * 16] >> sb) & 0xf)];
+    x0 += x.entry(j * 16 + ((bx[j * 16] >> sx) & 0xf));
+    y0 += y.entry(j * 16 + ((by[j * 16] >> sy) & 0xf));
   }
-  return {a0 + a1, b0 + b1};
+  return {x0 + x1, y0 + y1};
 }
 
 // Fast-scan's first pass over one probed list: the vectors whose quantized sum q puts their
@@ -251,7 +256,7 @@ void rescore_bounded(BoundedCandidates& bounded, std::span<const Probe> probes, 
     const BoundedRef& y = bounded.ref(i + 1 < n ? i + 1 : i);  // the last one twice when n is odd
     const Probe& px = probes[static_cast<std::size_t>(x.probe)];
     const Probe& py = probes[static_cast<std::size_t>(y.probe)];
-    const auto [sx, sy] = fastscan_table_sums(*px.codes, x.pos, px.table, *py.codes, y.pos, py.table, m);
+    const auto [sx, sy] = fastscan_table_sums(px, x.pos, py, y.pos, m);
     out.push_back({px.base + sign * sx, px.ids[x.pos], px.list, x.pos});
     if (i + 1 < n) out.push_back({py.base + sign * sy, py.ids[y.pos], py.list, y.pos});
   }
@@ -317,7 +322,7 @@ struct IvfPqIndex<cpu>::Scratch {
   Tensor<float> table;             // [m, ksub]
   Tensor<float> qtable;            // [m, ksub]: query . codewords (l2 with precomputed terms)
   FastScanLut lut;                 // the quantized table of the list being scanned (4-bit)
-  std::vector<float> tables;       // [nprobe, m, 16]: each probed list's float table (4-bit, l2)
+  std::vector<float> tables;       // [nprobe, m, 16]: each probed list's residual table (4-bit, l2 without terms)
   std::vector<Probe> probes;       // the lists a fast-scan search probed
   BoundedCandidates bounded;       // fast-scan's first pass
   std::vector<Candidate> rescored; // fast-scan's second pass
@@ -619,7 +624,7 @@ void IvfPqIndex<cpu>::search_one(const float* q, float* coarse_ip, std::int64_t 
   if (opts_.nbits == 4) {
     s.probes.clear();
     s.bounded.reset(static_cast<std::size_t>(keep));
-    if (l2) s.tables.resize(static_cast<std::size_t>(nprobe * m * ksub));
+    if (l2 && !precomputed) s.tables.resize(static_cast<std::size_t>(nprobe * m * ksub));
   }
   if (!l2 && opts_.nbits == 4) {
     detail::build_fastscan_lut(nullptr, table, -1.f, m, nullptr, lut);  // minus the products: smaller is nearer
@@ -631,16 +636,20 @@ void IvfPqIndex<cpu>::search_one(const float* q, float* coarse_ip, std::int64_t 
     if (list.ids.empty()) continue;
     // L2: the table of the query's residual to this list's centroid; inner products: the shared
     // table plus the constant q.c of the list (the internal distance is minus the product).
-    // Fast-scan keeps each probed list's float table (its second pass re-scores from them).
+    // Fast-scan's second pass re-scores from each probed list's float table (Probe).
     float base = 0.f;
     float* list_table = table;
-    if (opts_.nbits == 4 && l2) list_table = s.tables.data() + p * m * ksub;
+    if (opts_.nbits == 4 && l2 && !precomputed) list_table = s.tables.data() + p * m * ksub;
+    Probe probe{l, 0.f, nullptr, table, 1.f, &list.fast, list.ids.data()};  // (fast-scan) inner products: the shared table
     if (precomputed) {
       // ||q - c - r||^2 = ||q - c||^2 + (||r||^2 + 2 c.r) - 2 q.r, the middle term per list
       const float* terms = terms_.data() + static_cast<std::size_t>(l) * static_cast<std::size_t>(m * ksub);
       const float* qt = s.qtable.data();
       if (opts_.nbits == 4) {
-        detail::build_fastscan_lut(terms, qt, -2.f, m, list_table, lut);  // the table and its quantization, one pass
+        detail::build_fastscan_lut(terms, qt, -2.f, m, nullptr, lut);  // the table's quantization, one pass
+        probe.ta = terms;
+        probe.tb = qt;
+        probe.alpha = -2.f;
       } else {
         for (std::int64_t t = 0; t < m * ksub; ++t) list_table[t] = terms[t] - 2.f * qt[t];
       }
@@ -650,11 +659,13 @@ void IvfPqIndex<cpu>::search_one(const float* q, float* coarse_ip, std::int64_t 
       for (std::int64_t j = 0; j < d_; ++j) s.residual[static_cast<std::size_t>(j)] = q[j] - centroids_(l, j);
       pq_.compute_distance_table(s.residual, Metric::l2, TensorView<float>(list_table, Shape{m, ksub}));
       if (opts_.nbits == 4) detail::quantize_fastscan_lut_into(list_table, m, lut);
+      probe.tb = list_table;
     } else {
       base = s.coarse[static_cast<std::size_t>(p)].first;  // -q.c
     }
     if (opts_.nbits == 4) {
-      s.probes.push_back({l, base, list_table, &list.fast, list.ids.data()});
+      probe.base = base;
+      s.probes.push_back(probe);
       scan_bounds(s.probes.back(), static_cast<std::int32_t>(s.probes.size() - 1), lut, passes, s.bounded);
       continue;
     }
