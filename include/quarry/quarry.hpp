@@ -27,6 +27,7 @@
 #include "quarry/io/mapped_file.hpp"
 #include "quarry/io/section_file.hpp"
 #include "quarry/io/vecs.hpp"
+#include "quarry/kv/block_pool.hpp"
 #include "quarry/kv/paged_attention.hpp"
 #include "quarry/quant/error_metrics.hpp"
 #include "quarry/quant/gguf_blocks.hpp"

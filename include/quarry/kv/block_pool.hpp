@@ -1,0 +1,152 @@
+// BlockPool: the paged K/V cache of a transformer (issue 5): fixed-size pages of page_size
+// tokens holding K and V for every layer, handed out to sequences through block tables, with
+// copy-on-write sharing (fork) and reference counts.
+//
+// Storage. A page number names one page in every layer: layer l's K pages are a tensor
+// [num_pages, n_kv_heads, page_size, head_dim] (the layout paged_decode_attention reads, see
+// quarry/kv/paged_attention.hpp), and so are its V pages. Element type f32, f16 or bf16.
+//
+// Sequences. create() makes an empty sequence; append(seq, n) makes room for n more tokens
+// (allocating pages as the last one fills); write(seq, layer, pos, k, v) stores one token's K/V
+// [n_kv_heads, head_dim] of one layer; fork(seq) makes a sequence that shares every page of
+// seq (reference counts go up; nothing is copied); the first write to a shared page copies it
+// (all layers) for the writer ("copy on write"), as does an append that lands in a shared,
+// partially filled last page. truncate(seq, n) keeps the first n tokens (speculative decoding
+// rollback) and releases pages no longer used; release(seq) frees the sequence. page_table()
+// builds the CSR table of a batch of sequences for the attention kernels.
+//
+// Errors are statuses, never aborts: an unknown or released sequence, a position out of range,
+// a pool with no free page (out_of_memory; nothing is changed by the failed call).
+//
+// Not yet (issue 5, next): the automatic prefix cache with LRU eviction, INT8/INT4 pages.
+//
+// Thread safety: none inside; a BlockPool is used by one thread at a time (the scheduler's),
+// or the caller locks. Reading page data (attention) while no call modifies the pool is safe.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "quarry/core/aligned_buffer.hpp"
+#include "quarry/core/dtype.hpp"
+#include "quarry/core/float16.hpp"
+#include "quarry/core/status.hpp"
+#include "quarry/core/tensor.hpp"
+#include "quarry/kv/paged_attention.hpp"
+
+namespace quarry {
+
+/// The shape of a pool, fixed at creation.
+struct BlockPoolOptions {
+  std::int64_t num_layers = 1;
+  std::int64_t n_kv_heads = 1;
+  std::int64_t head_dim = 64;
+  std::int64_t page_size = 16;     ///< tokens per page (>= 1)
+  DType dtype = DType::f16;        ///< f32, f16 or bf16
+  std::int64_t num_pages = 0;      ///< pages; 0: as many as memory_bytes holds
+  std::int64_t memory_bytes = 0;   ///< budget for K and V of all layers when num_pages is 0
+  std::int64_t max_sequence_length = std::int64_t{1} << 20;  ///< append beyond this is an error
+};
+
+/// A sequence handle (an index into the pool's sequence slots; reused after release).
+using SequenceId = std::int64_t;
+
+class BlockPool {
+ public:
+  /// A pool for `options`. Errors: a dtype other than f32/f16/bf16, sizes < 1, no budget, a
+  /// budget too small for one page, sizes that overflow.
+  static result<BlockPool> create(const BlockPoolOptions& options);
+
+  BlockPool(BlockPool&&) noexcept = default;
+  BlockPool& operator=(BlockPool&&) noexcept = default;
+
+  const BlockPoolOptions& options() const noexcept { return opts_; }
+  std::int64_t num_pages() const noexcept { return opts_.num_pages; }
+  std::int64_t free_pages() const noexcept { return static_cast<std::int64_t>(free_.size()); }
+  /// Bytes of one page in one layer for K (V the same).
+  std::int64_t page_bytes() const noexcept { return page_bytes_; }
+  /// References held on page p (0: free).
+  std::int32_t ref_count(std::int32_t page) const noexcept { return refs_[static_cast<std::size_t>(page)]; }
+
+  /// A new, empty sequence.
+  SequenceId create();
+  /// A new sequence sharing every page (and token) of `seq`.
+  result<SequenceId> fork(SequenceId seq);
+  /// Room for n more tokens at the end of `seq`. Errors: unknown sequence, out_of_memory (no
+  /// page changes), beyond max_sequence_length.
+  status append(SequenceId seq, std::int64_t n);
+  /// Keeps the first n tokens of `seq` (n <= length), releasing the pages past them.
+  status truncate(SequenceId seq, std::int64_t n);
+  /// Frees `seq`: its page references are dropped and the handle becomes unknown.
+  status release(SequenceId seq);
+
+  /// Tokens of `seq`; -1 for an unknown sequence.
+  std::int64_t length(SequenceId seq) const noexcept;
+  /// The pages of `seq` in token order (empty for an unknown one).
+  std::span<const std::int32_t> pages(SequenceId seq) const noexcept;
+
+  /// Stores the K and V of token `pos` of `seq` in `layer` (each n_kv_heads * head_dim values,
+  /// head-major), converting to the pool's dtype; copies a shared page first. Errors: unknown
+  /// sequence, pos not in [0, length), layer out of range, wrong sizes, out_of_memory (a copy).
+  status write(SequenceId seq, std::int64_t layer, std::int64_t pos, std::span<const float> k, std::span<const float> v);
+  /// Reads them back as f32 (for tests and debugging).
+  status read(SequenceId seq, std::int64_t layer, std::int64_t pos, std::span<float> k, std::span<float> v) const;
+
+  /// The CSR page table of `batch` (in order), as paged_decode_attention takes it; the vectors
+  /// are filled here and stay valid until the next call that changes the pool. Errors: an
+  /// unknown sequence.
+  struct Table {
+    std::vector<std::int32_t> indptr, indices, last_page_len;
+    PageTableCsr csr() const { return {indptr, indices, last_page_len}; }
+  };
+  result<Table> page_table(std::span<const SequenceId> batch) const;
+
+  /// Layer l's K (or V) pages as a tensor view [num_pages, n_kv_heads, page_size, head_dim] of T
+  /// (T must be the pool's dtype; throws otherwise).
+  template <class T>
+  TensorView<const T> k_pages(std::int64_t layer) const {
+    return pages_view<T>(layer, 0);
+  }
+  template <class T>
+  TensorView<const T> v_pages(std::int64_t layer) const {
+    return pages_view<T>(layer, 1);
+  }
+
+ private:
+  struct Sequence {
+    bool live = false;
+    std::int64_t length = 0;
+    std::vector<std::int32_t> pages;
+  };
+  BlockPool() = default;
+  const Sequence* find(SequenceId seq) const noexcept;
+  Sequence* find(SequenceId seq) noexcept;
+  std::byte* page_ptr(std::int64_t layer, int kv, std::int32_t page) const noexcept;
+  /// Makes page slot i of `s` exclusively owned (copying when shared); out_of_memory when no page is free.
+  status make_exclusive(Sequence& s, std::size_t i);
+  void drop(std::int32_t page) noexcept;
+  template <class T>
+  TensorView<const T> pages_view(std::int64_t layer, int kv) const;
+
+  BlockPoolOptions opts_;
+  std::int64_t page_bytes_ = 0;  // one page of one layer, K or V
+  std::int64_t elem_bytes_ = 0;
+  AlignedBuffer storage_;        // [num_layers][2][num_pages][page_bytes]
+  std::vector<std::int32_t> refs_;
+  std::vector<std::int32_t> free_;  // a stack of free page numbers
+  std::vector<Sequence> seqs_;
+  std::vector<SequenceId> free_ids_;
+};
+
+template <class T>
+TensorView<const T> BlockPool::pages_view(std::int64_t layer, int kv) const {
+  if (dtype_of<T> != opts_.dtype)
+    throw_error(errc::invalid_argument, fmt::format("BlockPool holds {} pages, not {}", dtype_name(opts_.dtype), dtype_name(dtype_of<T>)));
+  if (layer < 0 || layer >= opts_.num_layers)
+    throw_error(errc::out_of_range, fmt::format("BlockPool: layer {} of {}", layer, opts_.num_layers));
+  return TensorView<const T>(reinterpret_cast<const T*>(page_ptr(layer, kv, 0)),
+                             Shape{opts_.num_pages, opts_.n_kv_heads, opts_.page_size, opts_.head_dim});
+}
+
+}  // namespace quarry

@@ -1,0 +1,264 @@
+#include "quarry/kv/block_pool.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+
+#include <fmt/format.h>
+
+#include "quarry/core/checked.hpp"
+
+namespace quarry {
+
+result<BlockPool> BlockPool::create(const BlockPoolOptions& o) {
+  std::int64_t elem = 0;
+  switch (o.dtype) {
+    case DType::f32: elem = 4; break;
+    case DType::f16:
+    case DType::bf16: elem = 2; break;
+    default:
+      return status(errc::invalid_argument, fmt::format("BlockPool: pages of {} are not supported; f32, f16 or bf16", dtype_name(o.dtype)));
+  }
+  if (o.num_layers < 1 || o.n_kv_heads < 1 || o.head_dim < 1 || o.page_size < 1)
+    return status(errc::invalid_argument, fmt::format("BlockPool: num_layers {}, n_kv_heads {}, head_dim {}, page_size {}: each must be >= 1",
+                                                      o.num_layers, o.n_kv_heads, o.head_dim, o.page_size));
+  if (o.max_sequence_length < 1) return status(errc::invalid_argument, "BlockPool: max_sequence_length must be >= 1");
+  auto page = checked_mul(o.n_kv_heads, o.head_dim);
+  if (page) page = checked_mul(*page, o.page_size);
+  if (page) page = checked_mul(*page, elem);
+  if (!page) return status(errc::out_of_range, "BlockPool: the page size in bytes overflows");
+  BlockPoolOptions opts = o;
+  auto per_page_all = checked_mul(*page, 2 * o.num_layers);  // K and V of every layer
+  if (!per_page_all) return status(errc::out_of_range, "BlockPool: the bytes per page over all layers overflow");
+  if (opts.num_pages == 0) {
+    if (o.memory_bytes <= 0) return status(errc::invalid_argument, "BlockPool: give num_pages or a memory_bytes budget");
+    opts.num_pages = o.memory_bytes / *per_page_all;
+    if (opts.num_pages < 1)
+      return status(errc::invalid_argument, fmt::format("BlockPool: a budget of {} bytes holds no page of {} bytes (K and V of {} layers)",
+                                                        o.memory_bytes, *per_page_all, o.num_layers));
+  }
+  if (opts.num_pages < 0 || opts.num_pages > 0x7fffffff)
+    return status(errc::invalid_argument, fmt::format("BlockPool: num_pages {}; it must be 1..2^31-1", opts.num_pages));
+  const auto total = checked_mul(*per_page_all, opts.num_pages);
+  if (!total) return status(errc::out_of_range, "BlockPool: the pool's size in bytes overflows");
+  BlockPool p;
+  p.opts_ = opts;
+  p.page_bytes_ = *page;
+  p.elem_bytes_ = elem;
+  try {
+    p.storage_ = AlignedBuffer(static_cast<std::size_t>(*total));
+  } catch (const std::bad_alloc&) {
+    return status(errc::out_of_memory, fmt::format("BlockPool: {} bytes for {} pages", *total, opts.num_pages));
+  }
+  p.refs_.assign(static_cast<std::size_t>(opts.num_pages), 0);
+  p.free_.reserve(static_cast<std::size_t>(opts.num_pages));
+  for (std::int64_t i = opts.num_pages - 1; i >= 0; --i) p.free_.push_back(static_cast<std::int32_t>(i));  // page 0 handed out first
+  return p;
+}
+
+const BlockPool::Sequence* BlockPool::find(SequenceId seq) const noexcept {
+  if (seq < 0 || seq >= static_cast<SequenceId>(seqs_.size()) || !seqs_[static_cast<std::size_t>(seq)].live) return nullptr;
+  return &seqs_[static_cast<std::size_t>(seq)];
+}
+BlockPool::Sequence* BlockPool::find(SequenceId seq) noexcept {
+  return const_cast<Sequence*>(std::as_const(*this).find(seq));
+}
+
+std::byte* BlockPool::page_ptr(std::int64_t layer, int kv, std::int32_t page) const noexcept {
+  auto* base = const_cast<std::byte*>(storage_.data());
+  return base + ((layer * 2 + kv) * opts_.num_pages + page) * page_bytes_;
+}
+
+void BlockPool::drop(std::int32_t page) noexcept {
+  if (--refs_[static_cast<std::size_t>(page)] == 0) free_.push_back(page);
+}
+
+SequenceId BlockPool::create() {
+  SequenceId id;
+  if (!free_ids_.empty()) {
+    id = free_ids_.back();
+    free_ids_.pop_back();
+  } else {
+    id = static_cast<SequenceId>(seqs_.size());
+    seqs_.emplace_back();
+  }
+  Sequence& s = seqs_[static_cast<std::size_t>(id)];
+  s.live = true;
+  s.length = 0;
+  s.pages.clear();
+  return id;
+}
+
+result<SequenceId> BlockPool::fork(SequenceId seq) {
+  if (find(seq) == nullptr) return status(errc::invalid_argument, fmt::format("fork: no sequence {}", seq));
+  const SequenceId id = create();  // may reallocate seqs_: look the source up again
+  const Sequence& src = *find(seq);
+  Sequence& dst = seqs_[static_cast<std::size_t>(id)];
+  dst.length = src.length;
+  dst.pages = src.pages;
+  for (const std::int32_t p : dst.pages) ++refs_[static_cast<std::size_t>(p)];
+  return id;
+}
+
+status BlockPool::make_exclusive(Sequence& s, std::size_t i) {
+  const std::int32_t old = s.pages[i];
+  if (refs_[static_cast<std::size_t>(old)] == 1) return {};
+  if (free_.empty())
+    return {errc::out_of_memory, fmt::format("BlockPool: no free page to copy a shared page into ({} pages, all in use)", opts_.num_pages)};
+  const std::int32_t fresh = free_.back();
+  free_.pop_back();
+  refs_[static_cast<std::size_t>(fresh)] = 1;
+  for (std::int64_t l = 0; l < opts_.num_layers; ++l)
+    for (int kv = 0; kv < 2; ++kv) std::memcpy(page_ptr(l, kv, fresh), page_ptr(l, kv, old), static_cast<std::size_t>(page_bytes_));
+  drop(old);
+  s.pages[i] = fresh;
+  return {};
+}
+
+status BlockPool::append(SequenceId seq, std::int64_t n) {
+  Sequence* s = find(seq);
+  if (s == nullptr) return {errc::invalid_argument, fmt::format("append: no sequence {} (never created, or released)", seq)};
+  if (n < 0) return {errc::invalid_argument, fmt::format("append: {} tokens", n)};
+  if (n > opts_.max_sequence_length - s->length)
+    return {errc::out_of_range, fmt::format("append: sequence {} would hold {} tokens; the pool's maximum is {}", seq, s->length + n,
+                                            opts_.max_sequence_length)};
+  const std::int64_t ps = opts_.page_size;
+  const std::int64_t have = static_cast<std::int64_t>(s->pages.size());
+  const std::int64_t need = (s->length + n + ps - 1) / ps - have;
+  // A partially filled, shared last page gets new tokens: it must be copied first.
+  const bool copy_last = n > 0 && s->length % ps != 0 && refs_[static_cast<std::size_t>(s->pages.back())] > 1;
+  if (need + (copy_last ? 1 : 0) > static_cast<std::int64_t>(free_.size()))
+    return {errc::out_of_memory, fmt::format("append: {} tokens for sequence {} need {} free pages; the pool has {} of {}", n, seq,
+                                             need + (copy_last ? 1 : 0), free_.size(), opts_.num_pages)};
+  if (copy_last) {
+    const status st = make_exclusive(*s, s->pages.size() - 1);
+    if (!st.ok()) return st;
+  }
+  for (std::int64_t i = 0; i < need; ++i) {
+    const std::int32_t p = free_.back();
+    free_.pop_back();
+    refs_[static_cast<std::size_t>(p)] = 1;
+    s->pages.push_back(p);
+  }
+  s->length += n;
+  return {};
+}
+
+status BlockPool::truncate(SequenceId seq, std::int64_t n) {
+  Sequence* s = find(seq);
+  if (s == nullptr) return {errc::invalid_argument, fmt::format("truncate: no sequence {}", seq)};
+  if (n < 0 || n > s->length)
+    return {errc::out_of_range, fmt::format("truncate: sequence {} to {} tokens; it holds {}", seq, n, s->length)};
+  const std::size_t keep = static_cast<std::size_t>((n + opts_.page_size - 1) / opts_.page_size);
+  for (std::size_t i = keep; i < s->pages.size(); ++i) drop(s->pages[i]);
+  s->pages.resize(keep);
+  s->length = n;
+  return {};
+}
+
+status BlockPool::release(SequenceId seq) {
+  Sequence* s = find(seq);
+  if (s == nullptr) return {errc::invalid_argument, fmt::format("release: no sequence {}", seq)};
+  for (const std::int32_t p : s->pages) drop(p);
+  s->pages.clear();
+  s->length = 0;
+  s->live = false;
+  free_ids_.push_back(seq);
+  return {};
+}
+
+std::int64_t BlockPool::length(SequenceId seq) const noexcept {
+  const Sequence* s = find(seq);
+  return s == nullptr ? -1 : s->length;
+}
+
+std::span<const std::int32_t> BlockPool::pages(SequenceId seq) const noexcept {
+  const Sequence* s = find(seq);
+  if (s == nullptr) return {};
+  return s->pages;
+}
+
+namespace {
+
+void store(DType t, std::byte* dst, std::span<const float> src) {
+  switch (t) {
+    case DType::f32: std::memcpy(dst, src.data(), src.size() * sizeof(float)); break;
+    case DType::f16:
+      for (std::size_t i = 0; i < src.size(); ++i) reinterpret_cast<f16*>(dst)[i] = f16(src[i]);
+      break;
+    default:
+      for (std::size_t i = 0; i < src.size(); ++i) reinterpret_cast<bf16*>(dst)[i] = bf16(src[i]);
+      break;
+  }
+}
+
+void load(DType t, const std::byte* src, std::span<float> dst) {
+  switch (t) {
+    case DType::f32: std::memcpy(dst.data(), src, dst.size() * sizeof(float)); break;
+    case DType::f16:
+      for (std::size_t i = 0; i < dst.size(); ++i) dst[i] = static_cast<float>(reinterpret_cast<const f16*>(src)[i]);
+      break;
+    default:
+      for (std::size_t i = 0; i < dst.size(); ++i) dst[i] = static_cast<float>(reinterpret_cast<const bf16*>(src)[i]);
+      break;
+  }
+}
+
+}  // namespace
+
+status BlockPool::write(SequenceId seq, std::int64_t layer, std::int64_t pos, std::span<const float> k, std::span<const float> v) {
+  Sequence* s = find(seq);
+  if (s == nullptr) return {errc::invalid_argument, fmt::format("write: no sequence {} (never created, or released)", seq)};
+  if (layer < 0 || layer >= opts_.num_layers) return {errc::out_of_range, fmt::format("write: layer {} of {}", layer, opts_.num_layers)};
+  if (pos < 0 || pos >= s->length)
+    return {errc::out_of_range, fmt::format("write: position {} of sequence {}, which holds {} tokens (append first)", pos, seq, s->length)};
+  const std::size_t row = static_cast<std::size_t>(opts_.n_kv_heads * opts_.head_dim);
+  if (k.size() != row || v.size() != row)
+    return {errc::shape_mismatch, fmt::format("write: k has {} and v {} values; a token of a layer has n_kv_heads * head_dim = {}", k.size(),
+                                              v.size(), row)};
+  const std::size_t slot = static_cast<std::size_t>(pos / opts_.page_size);
+  QUARRY_RETURN_IF_ERROR(make_exclusive(*s, slot));
+  const std::int32_t page = s->pages[slot];
+  const std::int64_t off = pos % opts_.page_size;
+  for (std::int64_t h = 0; h < opts_.n_kv_heads; ++h) {
+    const std::int64_t at = ((h * opts_.page_size) + off) * opts_.head_dim * elem_bytes_;
+    const auto part = static_cast<std::size_t>(h * opts_.head_dim);
+    store(opts_.dtype, page_ptr(layer, 0, page) + at, k.subspan(part, static_cast<std::size_t>(opts_.head_dim)));
+    store(opts_.dtype, page_ptr(layer, 1, page) + at, v.subspan(part, static_cast<std::size_t>(opts_.head_dim)));
+  }
+  return {};
+}
+
+status BlockPool::read(SequenceId seq, std::int64_t layer, std::int64_t pos, std::span<float> k, std::span<float> v) const {
+  const Sequence* s = find(seq);
+  if (s == nullptr) return {errc::invalid_argument, fmt::format("read: no sequence {}", seq)};
+  if (layer < 0 || layer >= opts_.num_layers) return {errc::out_of_range, fmt::format("read: layer {} of {}", layer, opts_.num_layers)};
+  if (pos < 0 || pos >= s->length) return {errc::out_of_range, fmt::format("read: position {} of a sequence of {}", pos, s->length)};
+  const std::size_t row = static_cast<std::size_t>(opts_.n_kv_heads * opts_.head_dim);
+  if (k.size() != row || v.size() != row) return {errc::shape_mismatch, fmt::format("read: k and v must hold {} values", row)};
+  const std::int32_t page = s->pages[static_cast<std::size_t>(pos / opts_.page_size)];
+  const std::int64_t off = pos % opts_.page_size;
+  for (std::int64_t h = 0; h < opts_.n_kv_heads; ++h) {
+    const std::int64_t at = ((h * opts_.page_size) + off) * opts_.head_dim * elem_bytes_;
+    const auto part = static_cast<std::size_t>(h * opts_.head_dim);
+    load(opts_.dtype, page_ptr(layer, 0, page) + at, k.subspan(part, static_cast<std::size_t>(opts_.head_dim)));
+    load(opts_.dtype, page_ptr(layer, 1, page) + at, v.subspan(part, static_cast<std::size_t>(opts_.head_dim)));
+  }
+  return {};
+}
+
+result<BlockPool::Table> BlockPool::page_table(std::span<const SequenceId> batch) const {
+  Table t;
+  t.indptr.push_back(0);
+  for (const SequenceId id : batch) {
+    const Sequence* s = find(id);
+    if (s == nullptr) return status(errc::invalid_argument, fmt::format("page_table: no sequence {}", id));
+    t.indices.insert(t.indices.end(), s->pages.begin(), s->pages.end());
+    t.indptr.push_back(static_cast<std::int32_t>(t.indices.size()));
+    const std::int64_t rem = s->length % opts_.page_size;
+    t.last_page_len.push_back(static_cast<std::int32_t>(s->length == 0 ? 0 : (rem == 0 ? opts_.page_size : rem)));
+  }
+  return t;
+}
+
+}  // namespace quarry

@@ -1,0 +1,289 @@
+// quarry/kv/block_pool.hpp: sizing, append / write / read, fork with copy-on-write, truncate,
+// release, errors; a property test of random operations against a simple model (contents,
+// reference counts, free pages after every step); and decode attention reading the pool.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <map>
+#include <random>
+#include <vector>
+
+#include <quarry/kv/block_pool.hpp>
+
+#include "test_util.hpp"
+
+using namespace quarry;
+using namespace quarry::testing;
+
+namespace {
+
+BlockPoolOptions small_options(DType t = DType::f32, std::int64_t pages = 12) {
+  BlockPoolOptions o;
+  o.num_layers = 2;
+  o.n_kv_heads = 2;
+  o.head_dim = 4;
+  o.page_size = 4;
+  o.dtype = t;
+  o.num_pages = pages;
+  return o;
+}
+
+// The K of (layer, token value): +-(layer + 1) * val, alternating by element (exact in f16 and
+// bf16 for the integers 0..200 used); V is its negation.
+std::vector<float> k_of(std::int64_t layer, float val) {
+  std::vector<float> k(8);
+  for (std::size_t i = 0; i < k.size(); ++i) k[i] = static_cast<float>(layer + 1) * val * (i % 2 ? 1.f : -1.f);
+  return k;
+}
+std::vector<float> neg(std::vector<float> x) {
+  for (float& f : x) f = -f;
+  return x;
+}
+
+void write_token(BlockPool& pool, SequenceId s, std::int64_t pos, float val) {
+  for (std::int64_t l = 0; l < 2; ++l) {
+    const std::vector<float> k = k_of(l, val);
+    REQUIRE(pool.write(s, l, pos, k, neg(k)).ok());
+  }
+}
+
+// Checks the pool against the model: contents of every token and layer, reference counts, free count.
+void check_model(const BlockPool& pool, const std::map<SequenceId, std::vector<float>>& model) {
+  std::vector<std::int32_t> refs(static_cast<std::size_t>(pool.num_pages()), 0);
+  for (const auto& [id, vals] : model) {
+    REQUIRE(pool.length(id) == static_cast<std::int64_t>(vals.size()));
+    const auto pages = pool.pages(id);
+    REQUIRE(static_cast<std::int64_t>(pages.size()) == (static_cast<std::int64_t>(vals.size()) + 3) / 4);
+    for (const std::int32_t p : pages) ++refs[static_cast<std::size_t>(p)];
+    std::vector<float> k(8), v(8);
+    for (std::size_t t = 0; t < vals.size(); ++t)
+      for (std::int64_t l = 0; l < 2; ++l) {
+        REQUIRE(pool.read(id, l, static_cast<std::int64_t>(t), k, v).ok());
+        const std::vector<float> want = k_of(l, vals[t]);
+        REQUIRE(k == want);
+        REQUIRE(v == neg(want));
+      }
+  }
+  std::int64_t used = 0;
+  for (std::int32_t p = 0; p < pool.num_pages(); ++p) {
+    REQUIRE(pool.ref_count(p) == refs[static_cast<std::size_t>(p)]);
+    used += refs[static_cast<std::size_t>(p)] > 0;
+  }
+  REQUIRE(pool.free_pages() == pool.num_pages() - used);
+}
+
+}  // namespace
+
+TEST_CASE("BlockPool: sizing from a page count or a memory budget, and bad options") {
+  auto pool = BlockPool::create(small_options());
+  REQUIRE(pool.ok());
+  CHECK(pool->page_bytes() == 2 * 4 * 4 * 4);
+  CHECK(pool->free_pages() == 12);
+  BlockPoolOptions o = small_options(DType::f16, 0);
+  o.memory_bytes = 10'000;  // 2 layers x K,V x 64 bytes = 256 bytes a page
+  auto budget = BlockPool::create(o);
+  REQUIRE(budget.ok());
+  CHECK(budget->num_pages() == 39);
+  o.memory_bytes = 100;
+  CHECK(contains(BlockPool::create(o).status().message(), "holds no page"));
+  o = small_options();
+  o.page_size = 0;
+  CHECK(BlockPool::create(o).status().code() == errc::invalid_argument);
+  o = small_options(DType::i8);
+  CHECK(contains(BlockPool::create(o).status().message(), "not supported"));
+  o = small_options();
+  o.num_pages = 0;
+  CHECK(BlockPool::create(o).status().code() == errc::invalid_argument);
+  o = small_options();
+  o.head_dim = std::int64_t{1} << 40;
+  o.n_kv_heads = std::int64_t{1} << 30;
+  CHECK(BlockPool::create(o).status().code() == errc::out_of_range);
+}
+
+TEST_CASE("BlockPool: append, write, fork shares pages, the first write copies, truncate and release give pages back") {
+  BlockPool pool = BlockPool::create(small_options()).value();
+  const SequenceId a = pool.create();
+  REQUIRE(pool.append(a, 6).ok());  // 2 pages, the second half full
+  CHECK(pool.free_pages() == 10);
+  for (int t = 0; t < 6; ++t) write_token(pool, a, t, static_cast<float>(t));
+  const SequenceId b = pool.fork(a).value();
+  CHECK(pool.free_pages() == 10);
+  CHECK(pool.ref_count(pool.pages(a)[0]) == 2);
+  // b appends into the shared, half-full last page: it gets its own copy first.
+  REQUIRE(pool.append(b, 1).ok());
+  CHECK(pool.free_pages() == 9);
+  CHECK(pool.pages(a)[1] != pool.pages(b)[1]);
+  CHECK(pool.pages(a)[0] == pool.pages(b)[0]);
+  write_token(pool, b, 6, 60.f);
+  // b overwrites token 1 (in the shared first page): copied, a keeps its value.
+  write_token(pool, b, 1, 10.f);
+  CHECK(pool.free_pages() == 8);
+  std::map<SequenceId, std::vector<float>> model = {{a, {0, 1, 2, 3, 4, 5}}, {b, {0, 10, 2, 3, 4, 5, 60}}};
+  check_model(pool, model);
+  REQUIRE(pool.truncate(b, 2).ok());
+  model[b].resize(2);
+  check_model(pool, model);
+  CHECK(pool.free_pages() == 9);
+  REQUIRE(pool.release(a).ok());
+  model.erase(a);
+  check_model(pool, model);
+  CHECK(pool.free_pages() == 11);
+  CHECK(pool.length(a) == -1);
+  CHECK(pool.append(a, 1).code() == errc::invalid_argument);
+  CHECK(contains(pool.write(a, 0, 0, k_of(0, 1), k_of(0, 1)).message(), "no sequence"));
+  CHECK(pool.write(b, 0, 2, k_of(0, 1), k_of(0, 1)).code() == errc::out_of_range);
+  CHECK(pool.write(b, 2, 0, k_of(0, 1), k_of(0, 1)).code() == errc::out_of_range);
+  CHECK(pool.write(b, 0, 0, std::vector<float>(7), k_of(0, 1)).code() == errc::shape_mismatch);
+  CHECK(pool.truncate(b, 3).code() == errc::out_of_range);
+  CHECK(pool.release(b).ok());
+  CHECK(pool.release(b).code() == errc::invalid_argument);
+  CHECK(pool.free_pages() == 12);
+}
+
+TEST_CASE("BlockPool: an exhausted pool is an out_of_memory error that changes nothing") {
+  BlockPool pool = BlockPool::create(small_options(DType::f32, 3)).value();
+  const SequenceId a = pool.create();
+  REQUIRE(pool.append(a, 10).ok());  // 3 pages
+  status st = pool.append(a, 3);
+  CHECK(st.code() == errc::out_of_memory);
+  CHECK(contains(st.message(), "need 1 free pages"));
+  CHECK(pool.length(a) == 10);
+  const SequenceId b = pool.fork(a).value();
+  CHECK(pool.write(b, 0, 0, k_of(0, 1), k_of(0, 1)).code() == errc::out_of_memory);  // the copy has no page
+  CHECK(pool.append(b, 1).code() == errc::out_of_memory);                               // nor the shared last page's
+  CHECK(pool.length(b) == 10);
+  BlockPoolOptions o = small_options();
+  o.max_sequence_length = 5;
+  BlockPool capped = BlockPool::create(o).value();
+  const SequenceId c = capped.create();
+  CHECK(capped.append(c, 5).ok());
+  CHECK(contains(capped.append(c, 1).message(), "maximum is 5"));
+}
+
+TEST_CASE("BlockPool: random operations against a model (contents, reference counts, free pages after every step)") {
+  for (const DType t : {DType::f32, DType::f16, DType::bf16}) {
+    CAPTURE(dtype_name(t));
+    BlockPool pool = BlockPool::create(small_options(t, 24)).value();
+    std::map<SequenceId, std::vector<float>> model;
+    std::mt19937 rng(static_cast<std::uint32_t>(t) + 5);
+    float next_val = 1;
+    auto pick = [&]() {
+      auto it = model.begin();
+      std::advance(it, static_cast<long>(rng() % model.size()));
+      return it->first;
+    };
+    for (int step = 0; step < (kSanitized ? 400 : 1500); ++step) {
+      const unsigned op = model.empty() ? 0 : rng() % 6;
+      if (op == 0 && model.size() < 8) {
+        model[pool.create()] = {};
+      } else if (op == 1) {
+        const SequenceId s = pick();
+        const auto f = pool.fork(s);
+        REQUIRE(f.ok());
+        model[*f] = model[s];
+      } else if (op == 2) {
+        const SequenceId s = pick();
+        const std::int64_t n = 1 + static_cast<std::int64_t>(rng() % 9);
+        const std::int64_t before = pool.free_pages();
+        const status st = pool.append(s, n);
+        if (st.ok()) {
+          for (std::int64_t i = 0; i < n; ++i) {
+            const auto pos = static_cast<std::int64_t>(model[s].size());
+            model[s].push_back(next_val);
+            write_token(pool, s, pos, next_val);
+            next_val = next_val >= 200 ? 1 : next_val + 1;  // small integers: exact in bf16
+          }
+        } else {
+          REQUIRE(st.code() == errc::out_of_memory);
+          REQUIRE(pool.free_pages() == before);
+        }
+      } else if (op == 3) {
+        const SequenceId s = pick();
+        if (!model[s].empty()) {
+          const auto pos = static_cast<std::int64_t>(rng() % model[s].size());
+          const float val = static_cast<float>(rng() % 200);
+          bool ok = true;
+          for (std::int64_t l = 0; l < 2 && ok; ++l) {
+            const std::vector<float> k = k_of(l, val);
+            const status st = pool.write(s, l, pos, k, neg(k));
+            if (!st.ok()) {
+              REQUIRE(st.code() == errc::out_of_memory);
+              REQUIRE(l == 0);  // the copy happens at the first layer's write
+              ok = false;
+            }
+          }
+          if (ok) model[s][static_cast<std::size_t>(pos)] = val;
+        }
+      } else if (op == 4) {
+        const SequenceId s = pick();
+        const auto n = model[s].empty() ? 0 : static_cast<std::int64_t>(rng() % (model[s].size() + 1));
+        REQUIRE(pool.truncate(s, n).ok());
+        model[s].resize(static_cast<std::size_t>(n));
+      } else if (op == 5) {
+        const SequenceId s = pick();
+        REQUIRE(pool.release(s).ok());
+        model.erase(s);
+      }
+      check_model(pool, model);
+    }
+  }
+}
+
+TEST_CASE("BlockPool: decode attention reads the pool's pages through its page table") {
+  BlockPoolOptions o;
+  o.num_layers = 1;
+  o.n_kv_heads = 2;
+  o.head_dim = 8;
+  o.page_size = 4;
+  o.dtype = DType::f32;
+  o.num_pages = 32;
+  BlockPool pool = BlockPool::create(o).value();
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<std::vector<std::vector<float>>> ks, vs;  // [seq][token][16]
+  std::vector<SequenceId> ids;
+  for (const std::int64_t len : {5, 1, 13}) {
+    const SequenceId s = pool.create();
+    ids.push_back(s);
+    REQUIRE(pool.append(s, len).ok());
+    ks.emplace_back();
+    vs.emplace_back();
+    for (std::int64_t t = 0; t < len; ++t) {
+      std::vector<float> k(16), v(16);
+      for (float& x : k) x = normal(rng);
+      for (float& x : v) x = normal(rng);
+      REQUIRE(pool.write(s, 0, t, k, v).ok());
+      ks.back().push_back(k);
+      vs.back().push_back(v);
+    }
+  }
+  const SequenceId forked = pool.fork(ids[0]).value();  // shares all of sequence 0
+  ids.push_back(forked);
+  ks.push_back(ks[0]);
+  vs.push_back(vs[0]);
+  const BlockPool::Table table = pool.page_table(ids).value();
+  Tensor<float> q({4, 4, 8});
+  for (float& x : q.span()) x = normal(rng);
+  Tensor<float> out({4, 4, 8});
+  REQUIRE(paged_decode_attention(q.view(), pool.k_pages<float>(0), pool.v_pages<float>(0), table.csr(), out.view()).ok());
+  for (std::size_t b = 0; b < 4; ++b)
+    for (std::int64_t h = 0; h < 4; ++h) {
+      const std::int64_t kvh = h / 2;
+      std::vector<double> s;
+      for (const auto& k : ks[b]) {
+        double d = 0;
+        for (std::int64_t i = 0; i < 8; ++i) d += static_cast<double>(q(static_cast<std::int64_t>(b), h, i)) * k[static_cast<std::size_t>(kvh * 8 + i)];
+        s.push_back(d / std::sqrt(8.0));
+      }
+      double mx = -1e300, sum = 0;
+      for (const double x : s) mx = std::max(mx, x);
+      for (double& x : s) sum += (x = std::exp(x - mx));
+      for (std::int64_t i = 0; i < 8; ++i) {
+        double want = 0;
+        for (std::size_t t = 0; t < s.size(); ++t) want += s[t] / sum * vs[b][t][static_cast<std::size_t>(kvh * 8 + i)];
+        CHECK(std::fabs(out(static_cast<std::int64_t>(b), h, i) - want) < 1e-5);
+      }
+    }
+  CHECK(pool.page_table(std::vector<SequenceId>{99}).status().code() == errc::invalid_argument);
+  CHECK_THROWS_AS((void)pool.k_pages<f16>(0), error);
+}
