@@ -51,6 +51,9 @@ result<BlockPool> BlockPool::create(const BlockPoolOptions& o) {
     return status(errc::out_of_memory, fmt::format("BlockPool: {} bytes for {} pages", *total, opts.num_pages));
   }
   p.refs_.assign(static_cast<std::size_t>(opts.num_pages), 0);
+  p.cached_.assign(static_cast<std::size_t>(opts.num_pages), 0);
+  p.key_of_.assign(static_cast<std::size_t>(opts.num_pages), 0);
+  p.lru_pos_.resize(static_cast<std::size_t>(opts.num_pages));
   p.free_.reserve(static_cast<std::size_t>(opts.num_pages));
   for (std::int64_t i = opts.num_pages - 1; i >= 0; --i) p.free_.push_back(static_cast<std::int32_t>(i));  // page 0 handed out first
   return p;
@@ -70,7 +73,103 @@ std::byte* BlockPool::page_ptr(std::int64_t layer, int kv, std::int32_t page) co
 }
 
 void BlockPool::drop(std::int32_t page) noexcept {
-  if (--refs_[static_cast<std::size_t>(page)] == 0) free_.push_back(page);
+  const auto i = static_cast<std::size_t>(page);
+  if (--refs_[i] != 0) return;
+  if (cached_[i]) lru_pos_[i] = lru_.insert(lru_.end(), page);  // most recently used at the back
+  else free_.push_back(page);
+}
+
+std::int32_t BlockPool::take_page() {
+  std::int32_t page = -1;
+  if (!free_.empty()) {
+    page = free_.back();
+    free_.pop_back();
+  } else if (!lru_.empty()) {
+    page = lru_.front();
+    lru_.pop_front();
+    uncache(page);
+    ++stats_.evictions;
+  } else {
+    return -1;
+  }
+  refs_[static_cast<std::size_t>(page)] = 1;
+  return page;
+}
+
+void BlockPool::uncache(std::int32_t page) {
+  const auto i = static_cast<std::size_t>(page);
+  if (!cached_[i]) return;
+  cache_.erase(key_of_[i]);
+  cached_[i] = 0;
+}
+
+std::uint64_t BlockPool::page_key(std::uint64_t parent, std::span<const std::int32_t> tokens) const noexcept {
+  // FNV-1a over the parent key and the token ids, then a splitmix64 finish.
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&h](std::uint64_t v) {
+    for (int b = 0; b < 8; ++b) {
+      h ^= (v >> (8 * b)) & 0xff;
+      h *= 0x100000001b3ull;
+    }
+  };
+  mix(parent);
+  for (const std::int32_t t : tokens) mix(static_cast<std::uint32_t>(t));
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  return h ^ (h >> 31);
+}
+
+BlockPool::PrefixMatch BlockPool::create(std::span<const std::int32_t> prompt) {
+  PrefixMatch m;
+  m.seq = create();
+  if (prompt.empty()) return m;
+  const std::int64_t ps = opts_.page_size;
+  const std::int64_t full = (static_cast<std::int64_t>(prompt.size()) - 1) / ps;  // keep one token to compute
+  Sequence& s = seqs_[static_cast<std::size_t>(m.seq)];
+  std::uint64_t parent = 0;
+  std::int64_t i = 0;
+  for (; i < full; ++i) {
+    const auto toks = prompt.subspan(static_cast<std::size_t>(i * ps), static_cast<std::size_t>(ps));
+    const std::uint64_t key = page_key(parent, toks);
+    const auto it = cache_.find(key);
+    if (it == cache_.end() || it->second.parent != parent || !std::equal(toks.begin(), toks.end(), it->second.tokens.begin()))
+      break;
+    const std::int32_t page = it->second.page;
+    const auto pi = static_cast<std::size_t>(page);
+    if (refs_[pi] == 0) lru_.erase(lru_pos_[pi]);
+    ++refs_[pi];
+    s.pages.push_back(page);
+    parent = key;
+  }
+  s.length = i * ps;
+  m.cached_tokens = s.length;
+  stats_.hit_pages += i;
+  stats_.miss_pages += full - i;
+  return m;
+}
+
+status BlockPool::publish(SequenceId seq, std::span<const std::int32_t> tokens) {
+  Sequence* s = find(seq);
+  if (s == nullptr) return {errc::invalid_argument, fmt::format("publish: no sequence {}", seq)};
+  if (static_cast<std::int64_t>(tokens.size()) != s->length)
+    return {errc::shape_mismatch, fmt::format("publish: {} token ids for sequence {} of {} tokens", tokens.size(), seq, s->length)};
+  const std::int64_t ps = opts_.page_size;
+  std::uint64_t parent = 0;
+  for (std::int64_t i = 0; i < s->length / ps; ++i) {
+    const auto toks = tokens.subspan(static_cast<std::size_t>(i * ps), static_cast<std::size_t>(ps));
+    const std::uint64_t key = page_key(parent, toks);
+    const std::int32_t page = s->pages[static_cast<std::size_t>(i)];
+    const auto pi = static_cast<std::size_t>(page);
+    if (!cached_[pi] && cache_.find(key) == cache_.end()) {
+      cache_.emplace(key, CacheEntry{page, parent, std::vector<std::int32_t>(toks.begin(), toks.end())});
+      cached_[pi] = 1;
+      key_of_[pi] = key;
+    }
+    parent = key;
+  }
+  return {};
 }
 
 SequenceId BlockPool::create() {
@@ -102,12 +201,13 @@ result<SequenceId> BlockPool::fork(SequenceId seq) {
 
 status BlockPool::make_exclusive(Sequence& s, std::size_t i) {
   const std::int32_t old = s.pages[i];
-  if (refs_[static_cast<std::size_t>(old)] == 1) return {};
-  if (free_.empty())
+  if (refs_[static_cast<std::size_t>(old)] == 1) {
+    uncache(old);  // its contents are about to change
+    return {};
+  }
+  const std::int32_t fresh = take_page();
+  if (fresh < 0)
     return {errc::out_of_memory, fmt::format("BlockPool: no free page to copy a shared page into ({} pages, all in use)", opts_.num_pages)};
-  const std::int32_t fresh = free_.back();
-  free_.pop_back();
-  refs_[static_cast<std::size_t>(fresh)] = 1;
   for (std::int64_t l = 0; l < opts_.num_layers; ++l)
     for (int kv = 0; kv < 2; ++kv) std::memcpy(page_ptr(l, kv, fresh), page_ptr(l, kv, old), static_cast<std::size_t>(page_bytes_));
   drop(old);
@@ -126,20 +226,19 @@ status BlockPool::append(SequenceId seq, std::int64_t n) {
   const std::int64_t have = static_cast<std::int64_t>(s->pages.size());
   const std::int64_t need = (s->length + n + ps - 1) / ps - have;
   // A partially filled, shared last page gets new tokens: it must be copied first.
-  const bool copy_last = n > 0 && s->length % ps != 0 && refs_[static_cast<std::size_t>(s->pages.back())] > 1;
-  if (need + (copy_last ? 1 : 0) > static_cast<std::int64_t>(free_.size()))
-    return {errc::out_of_memory, fmt::format("append: {} tokens for sequence {} need {} free pages; the pool has {} of {}", n, seq,
-                                             need + (copy_last ? 1 : 0), free_.size(), opts_.num_pages)};
-  if (copy_last) {
+  // New tokens landing in a partially filled last page change it: a shared one is copied first
+  // (one more page), a cached one leaves the cache.
+  const bool touch_last = n > 0 && s->length % ps != 0;
+  const bool copy_last = touch_last && refs_[static_cast<std::size_t>(s->pages.back())] > 1;
+  if (need + (copy_last ? 1 : 0) > available_pages())
+    return {errc::out_of_memory, fmt::format("append: {} tokens for sequence {} need {} free pages; the pool has {} ({} free, {} evictable) of {}",
+                                             n, seq, need + (copy_last ? 1 : 0), available_pages(), free_pages(), evictable_pages(),
+                                             opts_.num_pages)};
+  if (touch_last) {
     const status st = make_exclusive(*s, s->pages.size() - 1);
     if (!st.ok()) return st;
   }
-  for (std::int64_t i = 0; i < need; ++i) {
-    const std::int32_t p = free_.back();
-    free_.pop_back();
-    refs_[static_cast<std::size_t>(p)] = 1;
-    s->pages.push_back(p);
-  }
+  for (std::int64_t i = 0; i < need; ++i) s->pages.push_back(take_page());
   s->length += n;
   return {};
 }

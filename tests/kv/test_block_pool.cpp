@@ -69,7 +69,10 @@ void check_model(const BlockPool& pool, const std::map<SequenceId, std::vector<f
     REQUIRE(pool.ref_count(p) == refs[static_cast<std::size_t>(p)]);
     used += refs[static_cast<std::size_t>(p)] > 0;
   }
-  REQUIRE(pool.free_pages() == pool.num_pages() - used);
+  REQUIRE(pool.free_pages() + pool.evictable_pages() == pool.num_pages() - used);
+  std::int64_t cached = 0;
+  for (std::int32_t p = 0; p < pool.num_pages(); ++p) cached += pool.is_cached(p);
+  REQUIRE(cached == pool.prefix_stats().cached_pages);
 }
 
 }  // namespace
@@ -286,4 +289,166 @@ TEST_CASE("BlockPool: decode attention reads the pool's pages through its page t
     }
   CHECK(pool.page_table(std::vector<SequenceId>{99}).status().code() == errc::invalid_argument);
   CHECK_THROWS_AS((void)pool.k_pages<f16>(0), error);
+}
+
+TEST_CASE("BlockPool prefix cache: a shared prompt is computed once; hits, misses and LRU eviction are counted") {
+  BlockPool pool = BlockPool::create(small_options(DType::f32, 10)).value();
+  const std::vector<std::int32_t> prompt = {5, 6, 7, 8, 9, 10, 11, 12, 13, 14};  // 2 full pages + 2 tokens
+  auto first = pool.create(prompt);
+  CHECK(first.cached_tokens == 0);
+  CHECK(pool.prefix_stats().miss_pages == 2);
+  REQUIRE(pool.append(first.seq, 10).ok());
+  for (int t = 0; t < 10; ++t) write_token(pool, first.seq, t, static_cast<float>(prompt[static_cast<std::size_t>(t)]));
+  REQUIRE(pool.publish(first.seq, prompt).ok());
+  CHECK(pool.prefix_stats().cached_pages == 2);
+  // Same prompt: both full pages shared, 2 tokens left to compute.
+  auto second = pool.create(prompt);
+  CHECK(second.cached_tokens == 8);
+  CHECK(pool.prefix_stats().hit_pages == 2);
+  CHECK(pool.pages(second.seq)[0] == pool.pages(first.seq)[0]);
+  CHECK(pool.ref_count(pool.pages(first.seq)[1]) == 2);
+  // A prompt of exactly 2 pages keeps its last token to compute: 1 page from the cache.
+  auto third = pool.create(std::vector<std::int32_t>(prompt.begin(), prompt.begin() + 8));
+  CHECK(third.cached_tokens == 4);
+  // Another second page: the first page hits, the second misses.
+  std::vector<std::int32_t> other = prompt;
+  other[5] = 99;
+  auto fourth = pool.create(other);
+  CHECK(fourth.cached_tokens == 4);
+  // Released, the cached pages stay (evictable), and a later prompt still hits them.
+  for (const SequenceId s : {first.seq, second.seq, third.seq, fourth.seq}) REQUIRE(pool.release(s).ok());
+  CHECK(pool.evictable_pages() == 2);
+  CHECK(pool.free_pages() == 8);
+  auto fifth = pool.create(prompt);
+  CHECK(fifth.cached_tokens == 8);
+  std::vector<float> k(8), v(8);
+  REQUIRE(pool.read(fifth.seq, 1, 6, k, v).ok());
+  CHECK(k == k_of(1, 11.f));
+  REQUIRE(pool.release(fifth.seq).ok());
+  // Fill the pool: the free pages go first, then the least recently used cached page.
+  const SequenceId big = pool.create();
+  REQUIRE(pool.append(big, 4 * 9).ok());
+  CHECK(pool.prefix_stats().evictions == 1);
+  CHECK(pool.prefix_stats().cached_pages == 1);
+  // The evicted page was the prompt's first (released first, so least recently used): the
+  // chain is broken and the prompt finds nothing, though its second page is still cached.
+  const auto sixth = pool.create(prompt);
+  CHECK(sixth.cached_tokens == 0);
+  REQUIRE(pool.release(sixth.seq).ok());
+  REQUIRE(pool.append(big, 4).ok());  // takes the last evictable page
+  CHECK(pool.prefix_stats().evictions == 2);
+  CHECK(pool.prefix_stats().cached_pages == 0);
+  CHECK(pool.append(big, 4).code() == errc::out_of_memory);
+}
+
+TEST_CASE("BlockPool prefix cache: writing to a cached page takes it out of the cache (or copies it when shared)") {
+  BlockPool pool = BlockPool::create(small_options(DType::f32, 6)).value();
+  const std::vector<std::int32_t> prompt = {1, 2, 3, 4, 5};
+  const SequenceId a = pool.create(prompt).seq;
+  REQUIRE(pool.append(a, 5).ok());
+  for (int t = 0; t < 5; ++t) write_token(pool, a, t, static_cast<float>(t + 1));
+  REQUIRE(pool.publish(a, prompt).ok());
+  const std::int32_t page0 = pool.pages(a)[0];
+  CHECK(pool.is_cached(page0));
+  write_token(pool, a, 0, 50.f);  // sole owner: the page leaves the cache
+  CHECK_FALSE(pool.is_cached(page0));
+  CHECK(pool.create(prompt).cached_tokens == 0);
+  CHECK(pool.publish(a, std::vector<std::int32_t>{1, 2}).code() == errc::shape_mismatch);
+  CHECK(pool.publish(77, prompt).code() == errc::invalid_argument);
+}
+
+TEST_CASE("BlockPool prefix cache: random prompts, forks, writes, truncations and releases against a model") {
+  std::int64_t hits = 0, evictions = 0;
+  for (const std::uint32_t seed : {1u, 2u, 3u}) {
+    CAPTURE(seed);
+    BlockPool pool = BlockPool::create(small_options(DType::f32, 20)).value();
+    std::map<SequenceId, std::vector<float>> model;        // K/V value per token
+    std::map<SequenceId, std::vector<std::int32_t>> ids;   // token ids
+    std::mt19937 rng(seed);
+    // A token's K/V value depends on its id and position only, so a page's contents follow from
+    // its tokens and where it sits: exactly what the cache key (parent chain + ids) captures.
+    auto value = [](std::int32_t id, std::size_t pos) { return static_cast<float>((id * 7 + static_cast<std::int32_t>(pos) * 3) % 200); };
+    const std::vector<std::vector<std::int32_t>> bases = {{1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 2, 3, 4, 9, 9, 9, 9}, {4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4}};
+    auto pick = [&]() {
+      auto it = model.begin();
+      std::advance(it, static_cast<long>(rng() % model.size()));
+      return it->first;
+    };
+    auto extend = [&](SequenceId s, const std::vector<std::int32_t>& more) {
+      if (!pool.append(s, static_cast<std::int64_t>(more.size())).ok()) return false;
+      for (const std::int32_t id : more) {
+        const std::size_t pos = ids[s].size();
+        ids[s].push_back(id);
+        model[s].push_back(value(id, pos));
+        write_token(pool, s, static_cast<std::int64_t>(pos), model[s].back());
+      }
+      return true;
+    };
+    for (int step = 0; step < (kSanitized ? 300 : 1200); ++step) {
+      const unsigned op = model.empty() ? 0 : rng() % 7;
+      if (op == 0 && model.size() < 6) {
+        std::vector<std::int32_t> prompt = bases[rng() % bases.size()];
+        for (unsigned extra = rng() % 4; extra > 0; --extra) prompt.push_back(static_cast<std::int32_t>(rng() % 5));
+        const auto m = pool.create(prompt);
+        const auto c = static_cast<std::size_t>(m.cached_tokens);
+        ids[m.seq].assign(prompt.begin(), prompt.begin() + static_cast<long>(c));
+        model[m.seq].clear();
+        for (std::size_t i = 0; i < c; ++i) model[m.seq].push_back(value(prompt[i], i));
+        if (!extend(m.seq, std::vector<std::int32_t>(prompt.begin() + static_cast<long>(c), prompt.end()))) {
+          REQUIRE(pool.release(m.seq).ok());
+          model.erase(m.seq);
+          ids.erase(m.seq);
+        }
+      } else if (op == 1) {
+        const SequenceId s = pick();
+        REQUIRE(pool.publish(s, ids[s]).ok());
+      } else if (op == 2) {
+        const SequenceId s = pick();
+        std::vector<std::int32_t> more;
+        for (unsigned n = 1 + rng() % 5; n > 0; --n) more.push_back(static_cast<std::int32_t>(rng() % 5));
+        (void)extend(s, more);
+      } else if (op == 3) {
+        const SequenceId s = pick();
+        const SequenceId f = pool.fork(s).value();
+        model[f] = model[s];
+        ids[f] = ids[s];
+      } else if (op == 4) {
+        const SequenceId s = pick();
+        if (!ids[s].empty()) {
+          const std::size_t pos = rng() % ids[s].size();
+          const auto id = static_cast<std::int32_t>(rng() % 5);
+          const float val = value(id, pos);
+          bool ok = true;
+          for (std::int64_t l = 0; l < 2 && ok; ++l) {
+            const std::vector<float> k = k_of(l, val);
+            const status st = pool.write(s, l, static_cast<std::int64_t>(pos), k, neg(k));
+            if (!st.ok()) {
+              REQUIRE(st.code() == errc::out_of_memory);
+              ok = false;
+            }
+          }
+          if (ok) {
+            ids[s][pos] = id;
+            model[s][pos] = val;
+          }
+        }
+      } else if (op == 5) {
+        const SequenceId s = pick();
+        const std::size_t n = ids[s].empty() ? 0 : rng() % (ids[s].size() + 1);
+        REQUIRE(pool.truncate(s, static_cast<std::int64_t>(n)).ok());
+        ids[s].resize(n);
+        model[s].resize(n);
+      } else if (op == 6) {
+        const SequenceId s = pick();
+        REQUIRE(pool.release(s).ok());
+        model.erase(s);
+        ids.erase(s);
+      }
+      check_model(pool, model);
+    }
+    hits += pool.prefix_stats().hit_pages;
+    evictions += pool.prefix_stats().evictions;
+  }
+  CHECK(hits > 0);  // the run exercised the cache
+  CHECK(evictions > 0);
 }

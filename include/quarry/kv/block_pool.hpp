@@ -18,14 +18,26 @@
 // Errors are statuses, never aborts: an unknown or released sequence, a position out of range,
 // a pool with no free page (out_of_memory; nothing is changed by the failed call).
 //
-// Not yet (issue 5, next): the automatic prefix cache with LRU eviction, INT8/INT4 pages.
+// Prefix cache. publish(seq, tokens) registers the full pages of a sequence whose K/V are
+// computed, each keyed by a hash of (its parent page's key, its token ids); create(tokens)
+// starts a sequence on the longest chain of cached pages that matches the prompt (keys and the
+// token ids themselves compared: a hash collision cannot alias), sharing them, so only the rest
+// needs computing; it leaves at least one token uncached (the model needs the last token's
+// output). A cached page whose last reference goes stays cached, "evictable"; when no free page
+// is left, the least recently used evictable page is taken (evicted). Writing to a cached page
+// removes it from the cache first (or copies it when shared). prefix_stats() counts hits,
+// misses and evictions.
+//
+// Not yet (issue 5, next): INT8/INT4 pages.
 //
 // Thread safety: none inside; a BlockPool is used by one thread at a time (the scheduler's),
 // or the caller locks. Reading page data (attention) while no call modifies the pool is safe.
 #pragma once
 
 #include <cstdint>
+#include <list>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "quarry/core/aligned_buffer.hpp"
@@ -69,8 +81,42 @@ class BlockPool {
   /// References held on page p (0: free).
   std::int32_t ref_count(std::int32_t page) const noexcept { return refs_[static_cast<std::size_t>(page)]; }
 
+  /// Pages neither free nor in use: cached, and taken (evicted) when no free page is left.
+  std::int64_t evictable_pages() const noexcept { return static_cast<std::int64_t>(lru_.size()); }
+  /// Pages an append can still get: free_pages() + evictable_pages().
+  std::int64_t available_pages() const noexcept { return free_pages() + evictable_pages(); }
+  /// True when page p is in the prefix cache.
+  bool is_cached(std::int32_t page) const noexcept { return cached_[static_cast<std::size_t>(page)] != 0; }
+
   /// A new, empty sequence.
   SequenceId create();
+
+  /// What create(tokens) found.
+  struct PrefixMatch {
+    SequenceId seq = -1;
+    std::int64_t cached_tokens = 0;  ///< tokens whose K/V came from the cache (a multiple of page_size)
+  };
+  /// A new sequence holding the longest chain of cached full pages that starts `prompt` (at
+  /// most (prompt.size() - 1) / page_size pages), shared; the caller appends and computes the
+  /// tokens from cached_tokens on.
+  PrefixMatch create(std::span<const std::int32_t> prompt);
+  /// Registers the full pages of `seq` in the prefix cache; `tokens` are all its token ids
+  /// (size == length(seq)). Pages already cached, or whose content another page already holds
+  /// in the cache, are left as they are. Errors: unknown sequence, a size mismatch.
+  status publish(SequenceId seq, std::span<const std::int32_t> tokens);
+
+  /// Counters of the prefix cache since creation.
+  struct PrefixStats {
+    std::int64_t hit_pages = 0;    ///< pages create(prompt) took from the cache
+    std::int64_t miss_pages = 0;   ///< full pages of those prompts it did not find
+    std::int64_t evictions = 0;    ///< cached pages taken for other contents
+    std::int64_t cached_pages = 0; ///< pages in the cache now
+  };
+  PrefixStats prefix_stats() const noexcept {
+    PrefixStats s = stats_;
+    s.cached_pages = static_cast<std::int64_t>(cache_.size());
+    return s;
+  }
   /// A new sequence sharing every page (and token) of `seq`.
   result<SequenceId> fork(SequenceId seq);
   /// Room for n more tokens at the end of `seq`. Errors: unknown sequence, out_of_memory (no
@@ -126,6 +172,17 @@ class BlockPool {
   /// Makes page slot i of `s` exclusively owned (copying when shared); out_of_memory when no page is free.
   status make_exclusive(Sequence& s, std::size_t i);
   void drop(std::int32_t page) noexcept;
+  /// A page for new contents (ref count 1): a free one, else the least recently used evictable
+  /// one; -1 when there is none.
+  std::int32_t take_page();
+  void uncache(std::int32_t page);
+  std::uint64_t page_key(std::uint64_t parent, std::span<const std::int32_t> tokens) const noexcept;
+
+  struct CacheEntry {
+    std::int32_t page = -1;
+    std::uint64_t parent = 0;
+    std::vector<std::int32_t> tokens;
+  };
   template <class T>
   TensorView<const T> pages_view(std::int64_t layer, int kv) const;
 
@@ -137,6 +194,14 @@ class BlockPool {
   std::vector<std::int32_t> free_;  // a stack of free page numbers
   std::vector<Sequence> seqs_;
   std::vector<SequenceId> free_ids_;
+  // Prefix cache: key -> entry; per page, whether cached and its key; idle cached pages in LRU
+  // order (front: least recently used) with each one's position.
+  std::unordered_map<std::uint64_t, CacheEntry> cache_;
+  std::vector<std::uint8_t> cached_;
+  std::vector<std::uint64_t> key_of_;
+  std::list<std::int32_t> lru_;
+  std::vector<std::list<std::int32_t>::iterator> lru_pos_;
+  PrefixStats stats_;
 };
 
 template <class T>
