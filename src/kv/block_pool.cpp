@@ -1,6 +1,7 @@
 #include "quarry/kv/block_pool.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <new>
 
@@ -16,8 +17,9 @@ result<BlockPool> BlockPool::create(const BlockPoolOptions& o) {
     case DType::f32: elem = 4; break;
     case DType::f16:
     case DType::bf16: elem = 2; break;
+    case DType::i8: elem = 1; break;
     default:
-      return status(errc::invalid_argument, fmt::format("BlockPool: pages of {} are not supported; f32, f16 or bf16", dtype_name(o.dtype)));
+      return status(errc::invalid_argument, fmt::format("BlockPool: pages of {} are not supported; f32, f16, bf16 or i8", dtype_name(o.dtype)));
   }
   if (o.num_layers < 1 || o.n_kv_heads < 1 || o.head_dim < 1 || o.page_size < 1)
     return status(errc::invalid_argument, fmt::format("BlockPool: num_layers {}, n_kv_heads {}, head_dim {}, page_size {}: each must be >= 1",
@@ -28,7 +30,9 @@ result<BlockPool> BlockPool::create(const BlockPoolOptions& o) {
   if (page) page = checked_mul(*page, elem);
   if (!page) return status(errc::out_of_range, "BlockPool: the page size in bytes overflows");
   BlockPoolOptions opts = o;
-  auto per_page_all = checked_mul(*page, 2 * o.num_layers);  // K and V of every layer
+  // i8 pages carry a f32 scale per token and head.
+  const std::int64_t scale_bytes = o.dtype == DType::i8 ? o.n_kv_heads * o.page_size * 4 : 0;
+  auto per_page_all = checked_mul(*page + scale_bytes, 2 * o.num_layers);  // K and V of every layer
   if (!per_page_all) return status(errc::out_of_range, "BlockPool: the bytes per page over all layers overflow");
   if (opts.num_pages == 0) {
     if (o.memory_bytes <= 0) return status(errc::invalid_argument, "BlockPool: give num_pages or a memory_bytes budget");
@@ -39,14 +43,16 @@ result<BlockPool> BlockPool::create(const BlockPoolOptions& o) {
   }
   if (opts.num_pages < 0 || opts.num_pages > 0x7fffffff)
     return status(errc::invalid_argument, fmt::format("BlockPool: num_pages {}; it must be 1..2^31-1", opts.num_pages));
-  const auto total = checked_mul(*per_page_all, opts.num_pages);
-  if (!total) return status(errc::out_of_range, "BlockPool: the pool's size in bytes overflows");
+  const auto total = checked_mul(*page * 2 * o.num_layers, opts.num_pages);
+  const auto total_scales = checked_mul(scale_bytes * 2 * o.num_layers, opts.num_pages);
+  if (!total || !total_scales) return status(errc::out_of_range, "BlockPool: the pool's size in bytes overflows");
   BlockPool p;
   p.opts_ = opts;
   p.page_bytes_ = *page;
   p.elem_bytes_ = elem;
   try {
     p.storage_ = AlignedBuffer(static_cast<std::size_t>(*total));
+    if (*total_scales > 0) p.scales_ = AlignedBuffer(static_cast<std::size_t>(*total_scales));
   } catch (const std::bad_alloc&) {
     return status(errc::out_of_memory, fmt::format("BlockPool: {} bytes for {} pages", *total, opts.num_pages));
   }
@@ -70,6 +76,20 @@ BlockPool::Sequence* BlockPool::find(SequenceId seq) noexcept {
 std::byte* BlockPool::page_ptr(std::int64_t layer, int kv, std::int32_t page) const noexcept {
   auto* base = const_cast<std::byte*>(storage_.data());
   return base + ((layer * 2 + kv) * opts_.num_pages + page) * page_bytes_;
+}
+
+float* BlockPool::scale_ptr(std::int64_t layer, int kv, std::int32_t page) const noexcept {
+  auto* base = reinterpret_cast<float*>(const_cast<std::byte*>(scales_.data()));
+  return base + ((layer * 2 + kv) * opts_.num_pages + page) * opts_.n_kv_heads * opts_.page_size;
+}
+
+Int8KvPages BlockPool::int8_view(std::int64_t layer, int kv) const {
+  if (opts_.dtype != DType::i8)
+    throw_error(errc::invalid_argument, fmt::format("BlockPool holds {} pages, not i8", dtype_name(opts_.dtype)));
+  if (layer < 0 || layer >= opts_.num_layers) throw_error(errc::out_of_range, fmt::format("BlockPool: layer {} of {}", layer, opts_.num_layers));
+  const Shape vs{opts_.num_pages, opts_.n_kv_heads, opts_.page_size, opts_.head_dim};
+  return {TensorView<const std::int8_t>(reinterpret_cast<const std::int8_t*>(page_ptr(layer, kv, 0)), vs),
+          TensorView<const float>(scale_ptr(layer, kv, 0), Shape{opts_.num_pages, opts_.n_kv_heads, opts_.page_size})};
 }
 
 void BlockPool::drop(std::int32_t page) noexcept {
@@ -209,7 +229,11 @@ status BlockPool::make_exclusive(Sequence& s, std::size_t i) {
   if (fresh < 0)
     return {errc::out_of_memory, fmt::format("BlockPool: no free page to copy a shared page into ({} pages, all in use)", opts_.num_pages)};
   for (std::int64_t l = 0; l < opts_.num_layers; ++l)
-    for (int kv = 0; kv < 2; ++kv) std::memcpy(page_ptr(l, kv, fresh), page_ptr(l, kv, old), static_cast<std::size_t>(page_bytes_));
+    for (int kv = 0; kv < 2; ++kv) {
+      std::memcpy(page_ptr(l, kv, fresh), page_ptr(l, kv, old), static_cast<std::size_t>(page_bytes_));
+      if (opts_.dtype == DType::i8)
+        std::memcpy(scale_ptr(l, kv, fresh), scale_ptr(l, kv, old), static_cast<std::size_t>(opts_.n_kv_heads * opts_.page_size) * sizeof(float));
+    }
   drop(old);
   s.pages[i] = fresh;
   return {};
@@ -279,8 +303,19 @@ std::span<const std::int32_t> BlockPool::pages(SequenceId seq) const noexcept {
 
 namespace {
 
-void store(DType t, std::byte* dst, std::span<const float> src) {
+// i8: symmetric per row, as quarry's per-row activation quantizer: inv = 127 / amax,
+// q = clamp(round_half_even(x * inv)), scale = amax / 127 (0 for a zero row).
+void store(DType t, std::byte* dst, std::span<const float> src, float* scale) {
   switch (t) {
+    case DType::i8: {
+      float amax = 0.f;
+      for (const float x : src) amax = std::max(amax, std::fabs(x));
+      const float inv = amax > 0.f ? 127.f / amax : 0.f;
+      for (std::size_t i = 0; i < src.size(); ++i)
+        reinterpret_cast<std::int8_t*>(dst)[i] = static_cast<std::int8_t>(std::clamp(std::nearbyint(src[i] * inv), -127.f, 127.f));
+      *scale = amax / 127.f;
+      break;
+    }
     case DType::f32: std::memcpy(dst, src.data(), src.size() * sizeof(float)); break;
     case DType::f16:
       for (std::size_t i = 0; i < src.size(); ++i) reinterpret_cast<f16*>(dst)[i] = f16(src[i]);
@@ -291,8 +326,11 @@ void store(DType t, std::byte* dst, std::span<const float> src) {
   }
 }
 
-void load(DType t, const std::byte* src, std::span<float> dst) {
+void load(DType t, const std::byte* src, std::span<float> dst, const float* scale) {
   switch (t) {
+    case DType::i8:
+      for (std::size_t i = 0; i < dst.size(); ++i) dst[i] = static_cast<float>(reinterpret_cast<const std::int8_t*>(src)[i]) * *scale;
+      break;
     case DType::f32: std::memcpy(dst.data(), src, dst.size() * sizeof(float)); break;
     case DType::f16:
       for (std::size_t i = 0; i < dst.size(); ++i) dst[i] = static_cast<float>(reinterpret_cast<const f16*>(src)[i]);
@@ -322,8 +360,11 @@ status BlockPool::write(SequenceId seq, std::int64_t layer, std::int64_t pos, st
   for (std::int64_t h = 0; h < opts_.n_kv_heads; ++h) {
     const std::int64_t at = ((h * opts_.page_size) + off) * opts_.head_dim * elem_bytes_;
     const auto part = static_cast<std::size_t>(h * opts_.head_dim);
-    store(opts_.dtype, page_ptr(layer, 0, page) + at, k.subspan(part, static_cast<std::size_t>(opts_.head_dim)));
-    store(opts_.dtype, page_ptr(layer, 1, page) + at, v.subspan(part, static_cast<std::size_t>(opts_.head_dim)));
+    const std::int64_t si = h * opts_.page_size + off;  // the scale of (head, slot) in an i8 page
+    float* ks = opts_.dtype == DType::i8 ? scale_ptr(layer, 0, page) + si : nullptr;
+    float* vs = opts_.dtype == DType::i8 ? scale_ptr(layer, 1, page) + si : nullptr;
+    store(opts_.dtype, page_ptr(layer, 0, page) + at, k.subspan(part, static_cast<std::size_t>(opts_.head_dim)), ks);
+    store(opts_.dtype, page_ptr(layer, 1, page) + at, v.subspan(part, static_cast<std::size_t>(opts_.head_dim)), vs);
   }
   return {};
 }
@@ -340,8 +381,11 @@ status BlockPool::read(SequenceId seq, std::int64_t layer, std::int64_t pos, std
   for (std::int64_t h = 0; h < opts_.n_kv_heads; ++h) {
     const std::int64_t at = ((h * opts_.page_size) + off) * opts_.head_dim * elem_bytes_;
     const auto part = static_cast<std::size_t>(h * opts_.head_dim);
-    load(opts_.dtype, page_ptr(layer, 0, page) + at, k.subspan(part, static_cast<std::size_t>(opts_.head_dim)));
-    load(opts_.dtype, page_ptr(layer, 1, page) + at, v.subspan(part, static_cast<std::size_t>(opts_.head_dim)));
+    const std::int64_t si = h * opts_.page_size + off;
+    const float* ks = opts_.dtype == DType::i8 ? scale_ptr(layer, 0, page) + si : nullptr;
+    const float* vs = opts_.dtype == DType::i8 ? scale_ptr(layer, 1, page) + si : nullptr;
+    load(opts_.dtype, page_ptr(layer, 0, page) + at, k.subspan(part, static_cast<std::size_t>(opts_.head_dim)), ks);
+    load(opts_.dtype, page_ptr(layer, 1, page) + at, v.subspan(part, static_cast<std::size_t>(opts_.head_dim)), vs);
   }
   return {};
 }

@@ -73,14 +73,37 @@ void merge(SoftmaxState& into, const SoftmaxState& part) {
   into.max = m;
 }
 
+// Token rows of pages as floats: row r = (page * n_kv + head) * page_size + slot.
 template <class T>
-status decode_impl(TensorView<const float> q, TensorView<const T> k_pages, TensorView<const T> v_pages, const PageTableCsr& table,
+struct PlainPages {
+  TensorView<const T> pages;
+  const Shape& shape() const { return pages.shape(); }
+  bool contiguous() const { return pages.is_contiguous(); }
+  void row(std::int64_t r, std::int64_t dim, float* out) const {
+    const T* p = pages.data() + r * dim;
+    for (std::int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(p[i]);
+  }
+};
+struct Int8Pages {
+  const Int8KvPages& pages;
+  const Shape& shape() const { return pages.values.shape(); }
+  bool contiguous() const { return pages.values.is_contiguous() && pages.scales.is_contiguous(); }
+  void row(std::int64_t r, std::int64_t dim, float* out) const {
+    const std::int8_t* p = pages.values.data() + r * dim;
+    const float s = pages.scales.data()[r];
+    for (std::int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(p[i]) * s;
+  }
+};
+
+template <class Pages>
+status decode_impl(TensorView<const float> q, const Pages& k_pages, const Pages& v_pages, const PageTableCsr& table,
                    TensorView<float> out, const DecodeAttentionParams& params) {
   const std::int64_t batch = table.batch();
   QUARRY_RETURN_IF_ERROR(check_decode_attention_shapes(q.shape(), k_pages.shape(), v_pages.shape(), out.shape(), batch));
-  if (!q.is_contiguous() || !k_pages.is_contiguous() || !v_pages.is_contiguous() || !out.is_contiguous())
+  if (!q.is_contiguous() || !k_pages.contiguous() || !v_pages.contiguous() || !out.is_contiguous())
     return {errc::invalid_argument, "paged_decode_attention: q, k_pages, v_pages and out must be contiguous"};
-  const std::int64_t num_pages = k_pages.dim(0), n_kv = k_pages.dim(1), page_size = k_pages.dim(2), dim = k_pages.dim(3);
+  const Shape& ks = k_pages.shape();
+  const std::int64_t num_pages = ks[0], n_kv = ks[1], page_size = ks[2], dim = ks[3];
   const std::int64_t n_heads = q.dim(1), group = n_heads / n_kv;
   QUARRY_RETURN_IF_ERROR(check_page_table(table, num_pages, page_size));
   if (params.sliding_window < 0)
@@ -93,17 +116,15 @@ status decode_impl(TensorView<const float> q, TensorView<const T> k_pages, Tenso
   const std::int64_t chunk = params.chunk_tokens > 0 ? params.chunk_tokens : 256;
 
   const float* qd = q.data();
-  const T* kd = k_pages.data();
-  const T* vd = v_pages.data();
   float* od = out.data();
-  std::vector<float> scores;
+  std::vector<float> scores, krow(static_cast<std::size_t>(dim)), vrow(static_cast<std::size_t>(dim));
   for (std::int64_t b = 0; b < batch; ++b) {
     const std::int64_t len = table.length(b, page_size);
     const std::int64_t first = params.sliding_window > 0 ? std::max<std::int64_t>(0, len - params.sliding_window) : 0;
     const std::int32_t* pages = table.indices.data() + table.indptr[static_cast<std::size_t>(b)];
     for (std::int64_t kvh = 0; kvh < n_kv; ++kvh) {
-      // Element offset of token t's row of head kvh.
-      auto row = [&](std::int64_t t) { return ((pages[t / page_size] * n_kv + kvh) * page_size + t % page_size) * dim; };
+      // Token t's row of head kvh.
+      auto row = [&](std::int64_t t) { return (pages[t / page_size] * n_kv + kvh) * page_size + t % page_size; };
       for (std::int64_t g = 0; g < group; ++g) {
         const std::int64_t h = kvh * group + g;
         const float* qh = qd + (b * n_heads + h) * dim;
@@ -115,9 +136,9 @@ status decode_impl(TensorView<const float> q, TensorView<const T> k_pages, Tenso
           part.acc.assign(static_cast<std::size_t>(dim), 0.f);
           scores.resize(static_cast<std::size_t>(c1 - c0));
           for (std::int64_t t = c0; t < c1; ++t) {
-            const T* kr = kd + row(t);
+            k_pages.row(row(t), dim, krow.data());
             float dot = 0.f;
-            for (std::int64_t i = 0; i < dim; ++i) dot += qh[i] * static_cast<float>(kr[i]);
+            for (std::int64_t i = 0; i < dim; ++i) dot += qh[i] * krow[static_cast<std::size_t>(i)];
             const float s = dot * scale;
             scores[static_cast<std::size_t>(t - c0)] = s;
             part.max = std::max(part.max, s);
@@ -125,8 +146,8 @@ status decode_impl(TensorView<const float> q, TensorView<const T> k_pages, Tenso
           for (std::int64_t t = c0; t < c1; ++t) {
             const float p = std::exp(scores[static_cast<std::size_t>(t - c0)] - part.max);
             part.sum += p;
-            const T* vr = vd + row(t);
-            for (std::int64_t i = 0; i < dim; ++i) part.acc[static_cast<std::size_t>(i)] += p * static_cast<float>(vr[i]);
+            v_pages.row(row(t), dim, vrow.data());
+            for (std::int64_t i = 0; i < dim; ++i) part.acc[static_cast<std::size_t>(i)] += p * vrow[static_cast<std::size_t>(i)];
           }
           merge(total, part);
         }
@@ -142,15 +163,26 @@ status decode_impl(TensorView<const float> q, TensorView<const T> k_pages, Tenso
 
 status paged_decode_attention(TensorView<const float> q, TensorView<const float> k_pages, TensorView<const float> v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params) {
-  return decode_impl(q, k_pages, v_pages, table, out, params);
+  return decode_impl(q, PlainPages<float>{k_pages}, PlainPages<float>{v_pages}, table, out, params);
 }
 status paged_decode_attention(TensorView<const float> q, TensorView<const f16> k_pages, TensorView<const f16> v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params) {
-  return decode_impl(q, k_pages, v_pages, table, out, params);
+  return decode_impl(q, PlainPages<f16>{k_pages}, PlainPages<f16>{v_pages}, table, out, params);
 }
 status paged_decode_attention(TensorView<const float> q, TensorView<const bf16> k_pages, TensorView<const bf16> v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params) {
-  return decode_impl(q, k_pages, v_pages, table, out, params);
+  return decode_impl(q, PlainPages<bf16>{k_pages}, PlainPages<bf16>{v_pages}, table, out, params);
+}
+
+status paged_decode_attention(TensorView<const float> q, const Int8KvPages& k_pages, const Int8KvPages& v_pages,
+                              const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params) {
+  for (const Int8KvPages* p : {&k_pages, &v_pages}) {
+    const Shape& vs = p->values.shape();
+    if (vs.rank() == 4 && p->scales.shape() != Shape{vs[0], vs[1], vs[2]})
+      return {errc::shape_mismatch, fmt::format("INT8 pages {} need scales [{}, {}, {}], one per token and head; they are {}", vs, vs[0],
+                                                vs[1], vs[2], p->scales.shape())};
+  }
+  return decode_impl(q, Int8Pages{k_pages}, Int8Pages{v_pages}, table, out, params);
 }
 
 }  // namespace quarry

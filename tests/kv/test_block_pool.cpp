@@ -60,8 +60,15 @@ void check_model(const BlockPool& pool, const std::map<SequenceId, std::vector<f
       for (std::int64_t l = 0; l < 2; ++l) {
         REQUIRE(pool.read(id, l, static_cast<std::int64_t>(t), k, v).ok());
         const std::vector<float> want = k_of(l, vals[t]);
-        REQUIRE(k == want);
-        REQUIRE(v == neg(want));
+        if (pool.options().dtype == DType::i8) {  // +-127 * (amax / 127): within an ulp or two
+          for (std::size_t i = 0; i < 8; ++i) {
+            REQUIRE(std::fabs(k[i] - want[i]) <= 1e-6f * std::fabs(want[i]));
+            REQUIRE(std::fabs(v[i] + want[i]) <= 1e-6f * std::fabs(want[i]));
+          }
+        } else {
+          REQUIRE(k == want);
+          REQUIRE(v == neg(want));
+        }
       }
   }
   std::int64_t used = 0;
@@ -92,8 +99,11 @@ TEST_CASE("BlockPool: sizing from a page count or a memory budget, and bad optio
   o = small_options();
   o.page_size = 0;
   CHECK(BlockPool::create(o).status().code() == errc::invalid_argument);
-  o = small_options(DType::i8);
+  o = small_options(DType::i4);
   CHECK(contains(BlockPool::create(o).status().message(), "not supported"));
+  o = small_options(DType::i8, 0);
+  o.memory_bytes = 10'000;  // 2 layers x K,V x (32 values + 8 scales x 4 bytes) = 256 bytes a page
+  CHECK(BlockPool::create(o).value().num_pages() == 39);
   o = small_options();
   o.num_pages = 0;
   CHECK(BlockPool::create(o).status().code() == errc::invalid_argument);
@@ -164,7 +174,7 @@ TEST_CASE("BlockPool: an exhausted pool is an out_of_memory error that changes n
 }
 
 TEST_CASE("BlockPool: random operations against a model (contents, reference counts, free pages after every step)") {
-  for (const DType t : {DType::f32, DType::f16, DType::bf16}) {
+  for (const DType t : {DType::f32, DType::f16, DType::bf16, DType::i8}) {
     CAPTURE(dtype_name(t));
     BlockPool pool = BlockPool::create(small_options(t, 24)).value();
     std::map<SequenceId, std::vector<float>> model;
@@ -451,4 +461,66 @@ TEST_CASE("BlockPool prefix cache: random prompts, forks, writes, truncations an
   }
   CHECK(hits > 0);  // the run exercised the cache
   CHECK(evictions > 0);
+}
+
+TEST_CASE("BlockPool with INT8 pages: a scale per token and head, attention within the bounded quantization error") {
+  BlockPoolOptions o;
+  o.num_layers = 1;
+  o.n_kv_heads = 2;
+  o.head_dim = 64;
+  o.page_size = 16;
+  o.dtype = DType::i8;
+  o.num_pages = 64;
+  BlockPool pool = BlockPool::create(o).value();
+  BlockPoolOptions of = o;
+  of.dtype = DType::f32;
+  BlockPool exact = BlockPool::create(of).value();
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  std::vector<SequenceId> ids, exact_ids;
+  double worst_row = 0;
+  for (const std::int64_t len : {1, 37, 300}) {
+    const SequenceId s = pool.create(), e = exact.create();
+    REQUIRE(pool.append(s, len).ok());
+    REQUIRE(exact.append(e, len).ok());
+    for (std::int64_t t = 0; t < len; ++t) {
+      std::vector<float> k(128), v(128), kb(128), vb(128);
+      for (float& x : k) x = 2.f * normal(rng);
+      for (float& x : v) x = normal(rng);
+      if (t == 3) std::fill(k.begin(), k.begin() + 64, 0.f);  // a zero row: scale 0, read back as 0
+      REQUIRE(pool.write(s, 0, t, k, v).ok());
+      REQUIRE(exact.write(e, 0, t, k, v).ok());
+      REQUIRE(pool.read(s, 0, t, kb, vb).ok());
+      for (std::size_t h = 0; h < 2; ++h) {
+        float amax = 0;
+        for (std::size_t i = 0; i < 64; ++i) amax = std::max(amax, std::fabs(k[h * 64 + i]));
+        for (std::size_t i = 0; i < 64; ++i) {
+          const double err = std::fabs(kb[h * 64 + i] - k[h * 64 + i]);
+          REQUIRE(err <= amax / 127.0 * 0.5 + 1e-6);  // half a step of the row's scale
+          worst_row = std::max(worst_row, err / std::max(amax, 1e-30f));
+        }
+      }
+    }
+    ids.push_back(s);
+    exact_ids.push_back(e);
+  }
+  MESSAGE("INT8 K: worst element error " << worst_row << " of the row's max |x| (bound 1/254)");
+  Tensor<float> q({3, 4, 64});
+  for (float& x : q.span()) x = normal(rng);
+  Tensor<float> out({3, 4, 64}), want({3, 4, 64});
+  REQUIRE(paged_decode_attention(q.view(), pool.k_pages_int8(0), pool.v_pages_int8(0), pool.page_table(ids).value().csr(), out.view()).ok());
+  REQUIRE(paged_decode_attention(q.view(), exact.k_pages<float>(0), exact.v_pages<float>(0), exact.page_table(exact_ids).value().csr(),
+                                 want.view())
+              .ok());
+  double max_err = 0;
+  for (std::int64_t i = 0; i < out.numel(); ++i) max_err = std::max(max_err, std::fabs(double(out.data()[i]) - want.data()[i]));
+  MESSAGE("decode attention, INT8 K/V against f32 K/V: max |error| " << max_err << " (outputs are ~N(0, 1) averages)");
+  CHECK(max_err < 0.05);
+  CHECK(max_err > 0);  // the INT8 path really ran
+  // Mismatched scales are refused.
+  Int8KvPages bad = pool.k_pages_int8(0);
+  bad.scales = bad.scales.slice(0, 0, 3);
+  CHECK(paged_decode_attention(q.view(), bad, pool.v_pages_int8(0), pool.page_table(ids).value().csr(), out.view()).code() ==
+        errc::shape_mismatch);
+  CHECK_THROWS_AS((void)exact.k_pages_int8(0), error);
 }

@@ -4,7 +4,9 @@
 //
 // Storage. A page number names one page in every layer: layer l's K pages are a tensor
 // [num_pages, n_kv_heads, page_size, head_dim] (the layout paged_decode_attention reads, see
-// quarry/kv/paged_attention.hpp), and so are its V pages. Element type f32, f16 or bf16.
+// quarry/kv/paged_attention.hpp), and so are its V pages. Element type f32, f16, bf16, or i8
+// with one f32 scale per token and head (symmetric: scale = max |x| / 127, q = round(x / scale);
+// k_pages_int8() gives values and scales), which halves an f16 cache.
 //
 // Sequences. create() makes an empty sequence; append(seq, n) makes room for n more tokens
 // (allocating pages as the last one fills); write(seq, layer, pos, k, v) stores one token's K/V
@@ -55,7 +57,7 @@ struct BlockPoolOptions {
   std::int64_t n_kv_heads = 1;
   std::int64_t head_dim = 64;
   std::int64_t page_size = 16;     ///< tokens per page (>= 1)
-  DType dtype = DType::f16;        ///< f32, f16 or bf16
+  DType dtype = DType::f16;        ///< f32, f16, bf16 or i8 (with a scale per token and head)
   std::int64_t num_pages = 0;      ///< pages; 0: as many as memory_bytes holds
   std::int64_t memory_bytes = 0;   ///< budget for K and V of all layers when num_pages is 0
   std::int64_t max_sequence_length = std::int64_t{1} << 20;  ///< append beyond this is an error
@@ -158,6 +160,9 @@ class BlockPool {
   TensorView<const T> v_pages(std::int64_t layer) const {
     return pages_view<T>(layer, 1);
   }
+  /// Layer l's INT8 K (or V) pages with their scales (the pool's dtype must be i8).
+  Int8KvPages k_pages_int8(std::int64_t layer) const { return int8_view(layer, 0); }
+  Int8KvPages v_pages_int8(std::int64_t layer) const { return int8_view(layer, 1); }
 
  private:
   struct Sequence {
@@ -169,6 +174,9 @@ class BlockPool {
   const Sequence* find(SequenceId seq) const noexcept;
   Sequence* find(SequenceId seq) noexcept;
   std::byte* page_ptr(std::int64_t layer, int kv, std::int32_t page) const noexcept;
+  /// The n_kv_heads * page_size scales of a page (i8 pools).
+  float* scale_ptr(std::int64_t layer, int kv, std::int32_t page) const noexcept;
+  Int8KvPages int8_view(std::int64_t layer, int kv) const;
   /// Makes page slot i of `s` exclusively owned (copying when shared); out_of_memory when no page is free.
   status make_exclusive(Sequence& s, std::size_t i);
   void drop(std::int32_t page) noexcept;
@@ -190,6 +198,7 @@ class BlockPool {
   std::int64_t page_bytes_ = 0;  // one page of one layer, K or V
   std::int64_t elem_bytes_ = 0;
   AlignedBuffer storage_;        // [num_layers][2][num_pages][page_bytes]
+  AlignedBuffer scales_;         // i8: [num_layers][2][num_pages][n_kv_heads][page_size] f32
   std::vector<std::int32_t> refs_;
   std::vector<std::int32_t> free_;  // a stack of free page numbers
   std::vector<Sequence> seqs_;

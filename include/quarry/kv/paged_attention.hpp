@@ -19,8 +19,10 @@
 // V) are merged by log-sum-exp, as a split GPU kernel merges its blocks; a sequence with no
 // tokens is an error.
 //
-// Element types of K/V: f32, f16, bf16 (widened to f32 on the fly). Quantized pages (INT8 /
-// INT4) and the block pool that hands pages out are the next steps of issue 5.
+// Element types of K/V: f32, f16, bf16 (widened to f32 on the fly), and INT8 with one f32 scale
+// per (page, head, token): x = q * scale, dequantized on the fly (Int8KvPages). The pages come
+// from a BlockPool (quarry/kv/block_pool.hpp) or any storage with this layout. INT4 pages are
+// not done yet.
 #pragma once
 
 #include <cstdint>
@@ -57,6 +59,13 @@ struct DecodeAttentionParams {
   std::int64_t chunk_tokens = 0;
 };
 
+/// INT8 pages: values [num_pages, n_kv_heads, page_size, head_dim] and one scale per token and
+/// head, scales [num_pages, n_kv_heads, page_size]; element = value * scale.
+struct Int8KvPages {
+  TensorView<const std::int8_t> values;
+  TensorView<const float> scales;
+};
+
 /// Checks a page table against the page count and page size: indptr's size, monotonicity and
 /// end, every page number in [0, num_pages), every last_page_len of a non-empty sequence in
 /// [1, page_size]. The message names the sequence and the field.
@@ -76,6 +85,9 @@ status paged_decode_attention(TensorView<const float> q, TensorView<const float>
 status paged_decode_attention(TensorView<const float> q, TensorView<const f16> k_pages, TensorView<const f16> v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params = {});
 status paged_decode_attention(TensorView<const float> q, TensorView<const bf16> k_pages, TensorView<const bf16> v_pages,
+                              const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params = {});
+/// The same over INT8 pages; also an error: scales not [num_pages, n_kv_heads, page_size].
+status paged_decode_attention(TensorView<const float> q, const Int8KvPages& k_pages, const Int8KvPages& v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params = {});
 
 }  // namespace quarry
