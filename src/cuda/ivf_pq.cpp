@@ -21,9 +21,6 @@ namespace quarry {
 
 namespace {
 
-// IvfPqIndex<cpu> precomputes the l2 terms while nlist * m * ksub is at most this many floats
-// (its kMaxTermFloats); the device copy does the same, so both make the same tables.
-constexpr std::int64_t kMaxTermFloats = std::int64_t{1} << 26;
 constexpr std::int64_t kMaxQueriesPerPass = 65535;  // gridDim.y of the scan
 constexpr int kMaxSplits = 64;
 static_assert(IvfPqIndex<cuda>::max_candidates == cuda_kernels::kIvfPqMaxKeep);
@@ -143,7 +140,8 @@ result<IvfPqIndex<cuda>> IvfPqIndex<cuda>::from_cpu(const IvfPqIndex<cpu>& index
   QUARRY_RETURN_IF_ERROR(put(out.vectors_, upload(vectors, device, "vectors")));
   out.device_ = device;
 
-  if (o.metric == Metric::l2 && nlist * m * ksub <= kMaxTermFloats) {
+  // The device copy precomputes the l2 terms exactly when the CPU index does, so both make the same tables.
+  if (index.uses_precomputed_terms()) {
     auto terms = detail::DeviceBuffer::allocate(static_cast<std::size_t>(nlist * m * ksub) * sizeof(float), device);
     if (!terms.ok()) return from_cpu_error(terms.status(), "l2 terms");
     out.l2_terms_ = std::move(*terms);

@@ -553,6 +553,11 @@ std::int64_t IvfPqIndex<cpu>::remove(std::span<const std::int64_t> ids) {
   return removed;
 }
 
+void IvfPqIndex<cpu>::set_max_precomputed_floats(std::int64_t floats) {
+  max_term_floats_ = floats < 0 ? 0 : floats;
+  if (trained_) build_terms();
+}
+
 void IvfPqIndex<cpu>::build_terms() {
   terms_.clear();
   const std::int64_t m = opts_.m, ksub = pq_.ksub(), dsub = pq_.sub_dim();
@@ -561,7 +566,7 @@ void IvfPqIndex<cpu>::build_terms() {
     for (std::int64_t c = 0; c < ksub; ++c)
       for (std::int64_t t = 0; t < dsub; ++t)
         codebook_t_[static_cast<std::size_t>((j * dsub + t) * ksub + c)] = pq_.centroids().data()[(j * ksub + c) * dsub + t];
-  if (opts_.metric != Metric::l2 || opts_.nlist * m * ksub > kMaxTermFloats) return;
+  if (opts_.metric != Metric::l2 || opts_.nlist * m * ksub > max_term_floats_) return;
   terms_.resize(static_cast<std::size_t>(opts_.nlist * m * ksub));
   const float* cb = pq_.centroids().data();  // [m, ksub, dsub]
   for (std::int64_t l = 0; l < opts_.nlist; ++l)

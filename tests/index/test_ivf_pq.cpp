@@ -107,6 +107,10 @@ TEST_CASE("IvfPqIndex: without re-ranking, the results are exactly the best ADC 
       INFO("nbits " << nbits << " metric " << metric_name(metric));
       // one list: its residual tables and codes can be rebuilt here from the public parts
       auto idx = trained_index(x, {.nlist = 1, .m = 8, .nbits = nbits, .metric = metric});
+      for (const bool terms : {true, false}) {  // l2: tables from precomputed terms, and from the residuals
+      INFO("precomputed terms allowed: " << terms);
+      idx.set_max_precomputed_floats(terms ? std::int64_t{1} << 26 : 0);
+      CHECK(idx.uses_precomputed_terms() == (terms && metric == Metric::l2));
       const auto c = idx.centroids();
       Tensor<float> residuals({3000, 32});
       for (std::int64_t i = 0; i < 3000; ++i)
@@ -140,7 +144,31 @@ TEST_CASE("IvfPqIndex: without re-ranking, the results are exactly the best ADC 
           CHECK(std::fabs(res->distance(q, r) - (metric == Metric::l2 ? 1.f : -1.f) * all[static_cast<std::size_t>(r)].first) <= tol);
         }
       }
+      }
     }
+  }
+}
+
+TEST_CASE("IvfPqIndex: l2 without precomputed terms (per-list residual tables) gives the results of the terms, over many lists") {
+  const Tensor<float> x = blobs(4000, 32, 40, 17);
+  const Tensor<float> queries = blobs(40, 32, 40, 170);
+  for (int nbits : {8, 4}) {
+    INFO("nbits " << nbits);
+    auto idx = trained_index(x, {.nlist = 16, .m = 8, .nbits = nbits});
+    REQUIRE(idx.uses_precomputed_terms());
+    const auto with = idx.search_batch(queries.view(), 10, {.nprobe = 5}).value();
+    idx.set_max_precomputed_floats(16 * 8 * idx.pq().ksub() - 1);  // one float short: no terms
+    REQUIRE_FALSE(idx.uses_precomputed_terms());
+    const auto without = idx.search_batch(queries.view(), 10, {.nprobe = 5}).value();
+    std::int64_t same = 0;
+    for (std::int64_t i = 0; i < 400; ++i) {
+      same += with.ids[static_cast<std::size_t>(i)] == without.ids[static_cast<std::size_t>(i)];
+      CHECK(std::fabs(with.distances[static_cast<std::size_t>(i)] - without.distances[static_cast<std::size_t>(i)]) <=
+            1e-4f * (std::fabs(with.distances[static_cast<std::size_t>(i)]) + 1.f));
+    }
+    CHECK(same >= 396);  // equal but for near-ties at float rounding
+    idx.set_max_precomputed_floats(std::int64_t{1} << 26);
+    CHECK(idx.uses_precomputed_terms());
   }
 }
 

@@ -146,6 +146,15 @@ class IvfPqIndex<cpu> {
   result<SearchResults> search_batch(TensorView<const float> queries, std::int64_t k, const IvfPqSearchParams& params = {},
                                      ThreadPool* pool = nullptr) const;
 
+  /// L2 tables come from terms precomputed per list (||r||^2 + 2 c.r, nlist * m * ksub floats)
+  /// while that many floats are at most `floats` (default 2^26, 256 MiB); past it each probed
+  /// list's table is computed from its residual (d * ksub multiply-adds per list, no memory).
+  /// Results agree to float rounding either way. Rebuilds or drops the terms; needs exclusive
+  /// access. The limit is not saved in files.
+  void set_max_precomputed_floats(std::int64_t floats);
+  /// True when searches use precomputed l2 terms.
+  bool uses_precomputed_terms() const noexcept { return !terms_.empty(); }
+
   std::int64_t dim() const noexcept { return d_; }
   const IvfPqOptions& options() const noexcept { return opts_; }
   bool is_trained() const noexcept { return trained_; }
@@ -223,8 +232,8 @@ class IvfPqIndex<cpu> {
   std::shared_ptr<const void> mapped_;  // keeps a mapped file alive while lists view it
   // L2: per list, sub-quantizer and codeword, ||r||^2 + 2 c.r (FAISS's precomputed tables), so a
   // probed list's table costs m * ksub additions instead of d * ksub multiply-adds. Left empty
-  // past kMaxTermFloats (then each list's residual table is computed).
-  static constexpr std::int64_t kMaxTermFloats = std::int64_t{1} << 26;  // 256 MiB
+  // past max_term_floats_ (then each list's residual table is computed).
+  std::int64_t max_term_floats_ = std::int64_t{1} << 26;  // 256 MiB; set_max_precomputed_floats
   std::vector<float> terms_;
   // The codebooks transposed, [m, dsub, ksub], so a query's inner-product table is dsub
   // contiguous multiply-adds per sub-quantizer (SIMD over the ksub centroids).
