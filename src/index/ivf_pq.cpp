@@ -423,17 +423,19 @@ status IvfPqIndex<cpu>::train(TensorView<const float> x, const IvfPqTrainOptions
     return status(errc::invalid_argument, fmt::format("IvfPqIndex::train: {} training vectors for {} lists", n, opts_.nlist));
   if (n < pq_.ksub())
     return status(errc::invalid_argument, fmt::format("IvfPqIndex::train: {} training vectors for {} PQ centroids", n, pq_.ksub()));
-  if (options.progress) options.progress("coarse", 0, 1);
+  const std::int64_t coarse_total = std::max(1, options.coarse_iterations);
+  if (options.progress) options.progress("coarse", 0, coarse_total);
   KMeansOptions ko;
   ko.k = opts_.nlist;
   ko.iterations = options.coarse_iterations;
   ko.seed = options.seed;
   ko.max_points_per_centroid = options.max_points_per_centroid;
   ko.pool = options.pool;
+  if (options.progress) ko.on_iteration = [&](int done, int) { options.progress("coarse", done, coarse_total); };
   auto km = kmeans(xs, ko);
   if (!km.ok()) return status(km.status().code(), "IvfPqIndex::train (coarse quantizer): " + km.status().message());
   Tensor<float> centroids = std::move(km.value().centroids);
-  if (options.progress) options.progress("coarse", 1, 1);
+  if (options.progress) options.progress("coarse", coarse_total, coarse_total);
 
   // PQ on the residuals of (a sample of) the training vectors.
   const std::int64_t keep = options.max_points_per_centroid > 0 ? std::min(n, pq_.ksub() * options.max_points_per_centroid) : n;
@@ -447,14 +449,16 @@ status IvfPqIndex<cpu>::train(TensorView<const float> x, const IvfPqTrainOptions
   assign_nearest(sample.view(), centroids.view(), labels, {}, options.pool);
   for (std::int64_t i = 0; i < keep; ++i)
     for (std::int64_t j = 0; j < d_; ++j) sample(i, j) -= centroids(labels[static_cast<std::size_t>(i)], j);
-  if (options.progress) options.progress("pq", 0, 1);
+  const std::int64_t pq_total = opts_.m * std::max(1, options.pq_iterations);
+  if (options.progress) options.progress("pq", 0, pq_total);
   PqTrainOptions po;
   po.iterations = options.pq_iterations;
   po.seed = options.seed + 1;
   po.max_points_per_centroid = options.max_points_per_centroid;
   po.pool = options.pool;
+  if (options.progress) po.progress = [&](std::int64_t done, std::int64_t total) { options.progress("pq", done, total); };
   QUARRY_RETURN_IF_ERROR(pq_.train(sample.view(), po));
-  if (options.progress) options.progress("pq", 1, 1);
+  if (options.progress) options.progress("pq", pq_total, pq_total);
 
   centroids_ = std::move(centroids);
   for (std::int64_t l = 0; l < opts_.nlist; ++l) {

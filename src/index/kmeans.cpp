@@ -196,6 +196,7 @@ result<KMeansResult> kmeans(TensorView<const float> x, const KMeansOptions& opt)
     assign_all();
     if (labels == previous) {  // converged: another update would change nothing
       converged = true;
+      if (opt.on_iteration) opt.on_iteration(opt.iterations, opt.iterations);
       break;
     }
     previous = labels;
@@ -251,6 +252,7 @@ result<KMeansResult> kmeans(TensorView<const float> x, const KMeansOptions& opt)
         ++out.empty_clusters_split;
       }
     }
+    if (opt.on_iteration) opt.on_iteration(it + 1, opt.iterations);
   }
   if (!converged) assign_all();
   out.objective = out.objective_history.back();

@@ -13,6 +13,7 @@
 #include <random>
 #include <shared_mutex>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <quarry/index/ivf_pq.hpp>
@@ -607,4 +608,36 @@ TEST_CASE("IvfPqIndex: one thread searching indexes of different PQ shapes with 
     REQUIRE(a.search(q, 3, {.nprobe = 2}).ok());
     REQUIRE(b.search(q, 3, {.nprobe = 2}).ok());
   }
+}
+
+TEST_CASE("IvfPqIndex::train reports progress per k-means iteration: coarse, then pq, each ending with done == total") {
+  const Tensor<float> x = blobs(2000, 16, 10, 41);
+  auto idx = IvfPqIndex<cpu>::create(16, {.nlist = 8, .m = 4, .nbits = 8}).value();
+  IvfPqTrainOptions to;
+  to.coarse_iterations = 5;
+  to.pq_iterations = 3;
+  std::vector<std::tuple<std::string, std::int64_t, std::int64_t>> calls;
+  to.progress = [&](const char* stage, std::int64_t done, std::int64_t total) { calls.emplace_back(stage, done, total); };
+  REQUIRE(idx.train(x.view(), to).ok());
+  std::int64_t coarse = 0, pq = 0;
+  std::string last_stage;
+  std::int64_t last_done = -1;
+  for (const auto& [stage, done, total] : calls) {
+    CHECK(done <= total);
+    if (stage == last_stage) CHECK(done >= last_done);  // never backwards within a stage
+    last_stage = stage;
+    last_done = done;
+    if (stage == "coarse") {
+      CHECK(total == 5);
+      ++coarse;
+    } else {
+      CHECK(stage == "pq");
+      CHECK(total == 4 * 3);
+      ++pq;
+    }
+  }
+  CHECK(std::get<0>(calls.front()) == "coarse");
+  CHECK(coarse >= 3);  // the start, at least one iteration (k-means may converge early), the end
+  CHECK(pq >= 2 + 4);  // the start, at least one step per sub-space, the end
+  CHECK(std::get<1>(calls.back()) == std::get<2>(calls.back()));
 }

@@ -75,7 +75,9 @@ struct IvfPqTrainOptions {
   ThreadPool* pool = nullptr;
   int opq_iterations = 8;           ///< OPQ alternations (with IvfPqOptions::opq)
   std::int64_t opq_max_points = 16384;  ///< OPQ training sample
-  /// Called with (stage, done, total) as training proceeds: stage "opq" (with OPQ), "coarse", "pq".
+  /// Called with (stage, done, total) as training proceeds: stage "opq" (with OPQ; start and
+  /// end), "coarse" (after each k-means iteration, total = coarse_iterations) and "pq" (after
+  /// each iteration of each sub-space, total = m * pq_iterations); done == total ends a stage.
   std::function<void(const char* stage, std::int64_t done, std::int64_t total)> progress;
 };
 

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -40,6 +41,9 @@ struct KMeansOptions {
   /// that size is used (FAISS: 256). 0 means never sample.
   std::int64_t max_points_per_centroid = 256;
   ThreadPool* pool = nullptr;                   ///< runs assignment and updates in parallel when set
+  /// Called after each Lloyd iteration with (iterations done, iterations at most); a converged
+  /// run reports (iterations, iterations) once when it stops early.
+  std::function<void(int done, int total)> on_iteration;
 };
 
 /// What kmeans() found.

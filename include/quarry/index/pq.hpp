@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "quarry/core/status.hpp"
@@ -31,6 +32,9 @@ struct PqTrainOptions {
   /// Training vectors kept per centroid (the same sample for every sub-space); 0: all.
   std::int64_t max_points_per_centroid = 256;
   ThreadPool* pool = nullptr;                       ///< parallel k-means when set
+  /// Called as training proceeds with (steps done, steps in all): one step per k-means
+  /// iteration of each sub-space, M * iterations in all.
+  std::function<void(std::int64_t done, std::int64_t total)> progress;
 };
 
 /// A product quantizer: M codebooks of ksub centroids of dimension d / M.
