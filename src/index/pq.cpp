@@ -66,8 +66,9 @@ status ProductQuantizer::train(TensorView<const float> x, const PqTrainOptions& 
     ko.max_points_per_centroid = 0;
     ko.pool = opt.pool;
     if (opt.progress) {
-      const std::int64_t total = m_ * std::max(1, opt.iterations);
-      ko.on_iteration = [&, m](int done, int) { opt.progress(m * std::max(1, opt.iterations) + done, total); };
+      const std::int64_t per = std::max(1, opt.iterations), total = m_ * per;
+      // By value: the callable outlives this block (it lives in ko).
+      ko.on_iteration = [&opt, m, per, total](int done, int) { opt.progress(m * per + done, total); };
     }
     QUARRY_ASSIGN_OR_RETURN(KMeansResult r, kmeans(train.slice(1, m * dsub, (m + 1) * dsub), ko));
     centroids[m].copy_from(r.centroids.view());
