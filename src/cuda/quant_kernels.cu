@@ -48,24 +48,12 @@ __device__ __forceinline__ float apply_epilogue(float acc, const Epilogue& e, st
   return v;
 }
 
-// Eight consecutive activations as floats, from f16 bits or f32.
-template <bool kXF16>
-__device__ __forceinline__ void load_x8(const void* x, std::int64_t col, float* out) {
-  if constexpr (kXF16) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const std::uint16_t*>(x) + col);
-    const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&words[i]));
-      out[2 * i] = f.x;
-      out[2 * i + 1] = f.y;
-    }
-  } else {
-    const float4 a = *reinterpret_cast<const float4*>(static_cast<const float*>(x) + col);
-    const float4 b = *reinterpret_cast<const float4*>(static_cast<const float*>(x) + col + 4);
-    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
-    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
-  }
+// Eight consecutive f32 activations.
+__device__ __forceinline__ void load_x8(const float* x, std::int64_t col, float* out) {
+  const float4 a = *reinterpret_cast<const float4*>(x + col);
+  const float4 b = *reinterpret_cast<const float4*>(x + col + 4);
+  out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+  out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
 }
 
 __device__ __forceinline__ __half2 bits_as_half2(unsigned u) { return *reinterpret_cast<const __half2*>(&u); }
@@ -108,9 +96,9 @@ constexpr int kGemvWarps = 4;  // warps per block
 // of 32). The lane's 32 activations are loaded once per chunk and used for all kRows rows. The
 // loop is unrolled kUnroll chunks deep with every weight load issued before any arithmetic, so a
 // lane has kRows * kUnroll 16-byte loads in flight: HBM needs tens of KiB in flight per SM.
-template <int kRows, bool kXF16>
+template <int kRows>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
-    w4a16_gemv_kernel(const void* __restrict__ x, Int4GroupedWeights w, Epilogue e, float* __restrict__ y) {
+    w4a16_gemv_kernel(const float* __restrict__ x, Int4GroupedWeights w, Epilogue e, float* __restrict__ y) {
   constexpr int kUnroll = kRows == 1 ? 4 : 2;
   const int lane = threadIdx.x % kWarp;
   const std::int64_t row0 = (static_cast<std::int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp) * kRows;
@@ -150,7 +138,7 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp)
       if (c >= chunks) break;
       float xs[32];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) load_x8<kXF16>(x, c * 32 + 8 * i, xs + 8 * i);
+      for (int i = 0; i < 4; ++i) load_x8(x, c * 32 + 8 * i, xs + 8 * i);
       const std::int64_t g = c >> chunk_shift;
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
@@ -373,9 +361,8 @@ constexpr int kGemmThreads = 256;                     // 16 x 16 threads, 4 x 4 
 // activations and 64 x 32 dequantized weights ((q - z) * s, as quarry::dequantize rounds them)
 // in shared memory as f32, then each thread accumulates its 4 x 4 outputs (rows ty + 16i,
 // columns tx + 16j) in f32.
-template <bool kXF16>
 __global__ void __launch_bounds__(kGemmThreads)
-    w4a16_gemm_kernel(const void* __restrict__ x, std::int64_t m, Int4GroupedWeights w, Epilogue e, float* __restrict__ y) {
+    w4a16_gemm_kernel(const float* __restrict__ x, std::int64_t m, Int4GroupedWeights w, Epilogue e, float* __restrict__ y) {
   __shared__ float xs[kTileK][kTileM + 4];
   __shared__ float ws[kTileK][kTileN + 4];
   const int tid = threadIdx.x;
@@ -395,7 +382,7 @@ __global__ void __launch_bounds__(kGemmThreads)
       float v = 0.f;
       if (m0 + r < m) {
         const std::int64_t at = (m0 + r) * w.k + k0 + c;
-        v = kXF16 ? f16_bits_to_float(static_cast<const std::uint16_t*>(x)[at]) : static_cast<const float*>(x)[at];
+        v = x[at];
       }
       xs[c][r] = v;
     }
@@ -699,17 +686,13 @@ cudaError_t launch_w4a16_gemm(const void* x, bool x_f16, std::int64_t m, const I
     }
     return cudaGetLastError();
   }
+  // f32 activations (W4A32): the SIMT kernels.
+  const auto* xf = static_cast<const float*>(x);
   if (m == 1) {
-    if (many_rows(w.n)) {
-      if (x_f16) w4a16_gemv_kernel<4, true><<<gemv_blocks(w.n, 4), threads>>>(x, w, epilogue, y);
-      else w4a16_gemv_kernel<4, false><<<gemv_blocks(w.n, 4), threads>>>(x, w, epilogue, y);
-    } else {
-      if (x_f16) w4a16_gemv_kernel<1, true><<<gemv_blocks(w.n, 1), threads>>>(x, w, epilogue, y);
-      else w4a16_gemv_kernel<1, false><<<gemv_blocks(w.n, 1), threads>>>(x, w, epilogue, y);
-    }
+    if (many_rows(w.n)) w4a16_gemv_kernel<4><<<gemv_blocks(w.n, 4), threads>>>(xf, w, epilogue, y);
+    else w4a16_gemv_kernel<1><<<gemv_blocks(w.n, 1), threads>>>(xf, w, epilogue, y);
   } else {
-    if (x_f16) w4a16_gemm_kernel<true><<<gemm_grid(m, w.n), kGemmThreads>>>(x, m, w, epilogue, y);
-    else w4a16_gemm_kernel<false><<<gemm_grid(m, w.n), kGemmThreads>>>(x, m, w, epilogue, y);
+    w4a16_gemm_kernel<<<gemm_grid(m, w.n), kGemmThreads>>>(xf, m, w, epilogue, y);
   }
   return cudaGetLastError();
 }

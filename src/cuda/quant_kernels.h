@@ -45,8 +45,8 @@ struct Epilogue {
 };
 
 /// W4A16 / W4A32: y [m, n] (f32) = x [m, k] (f16 bits when x_f16, else f32) times the int4
-/// weights, transposed; float accumulation. m == 1 runs the memory-bound GEMV kernel, m > 1 the
-/// shared-memory tiled kernel.
+/// weights, transposed; float accumulation. f16 activations run on the tensor cores (passes of
+/// up to 32 rows); f32 activations run the SIMT GEMV kernel (m == 1) or the tiled kernel (m > 1).
 cudaError_t launch_w4a16_gemm(const void* x, bool x_f16, std::int64_t m, const Int4GroupedWeights& w,
                               const Epilogue& epilogue, float* y) noexcept;
 
