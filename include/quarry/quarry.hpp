@@ -29,6 +29,7 @@
 #include "quarry/io/vecs.hpp"
 #include "quarry/kv/block_pool.hpp"
 #include "quarry/kv/paged_attention.hpp"
+#include "quarry/kv/prefill_attention.hpp"
 #include "quarry/quant/error_metrics.hpp"
 #include "quarry/quant/gguf_blocks.hpp"
 #include "quarry/quant/gptq.hpp"

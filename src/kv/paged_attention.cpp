@@ -95,6 +95,23 @@ struct Int8Pages {
   }
 };
 
+struct Int4Pages {
+  const Int4KvPages& pages;
+  std::int64_t groups = 1;  // scales per row
+  const Shape& shape() const { return pages.values.shape(); }
+  bool contiguous() const { return pages.values.is_contiguous() && pages.scales.is_contiguous(); }
+  void row(std::int64_t r, std::int64_t dim, float* out) const {
+    const std::uint8_t* p = pages.values.data() + r * dim / 2;
+    const float* s = pages.scales.data() + r * groups;
+    const std::int64_t group = dim / groups;
+    for (std::int64_t i = 0; i < dim; i += 2) {
+      const int lo = static_cast<int>(p[i / 2] & 0xf), hi = static_cast<int>(p[i / 2] >> 4);
+      out[i] = static_cast<float>((lo ^ 8) - 8) * s[i / group];
+      out[i + 1] = static_cast<float>((hi ^ 8) - 8) * s[(i + 1) / group];
+    }
+  }
+};
+
 template <class Pages>
 status decode_impl(TensorView<const float> q, const Pages& k_pages, const Pages& v_pages, const PageTableCsr& table,
                    TensorView<float> out, const DecodeAttentionParams& params) {
@@ -112,7 +129,7 @@ status decode_impl(TensorView<const float> q, const Pages& k_pages, const Pages&
   for (std::int64_t b = 0; b < batch; ++b)
     if (table.length(b, page_size) == 0)
       return {errc::invalid_argument, fmt::format("sequence {} of the batch has no tokens; decode attention needs at least one", b)};
-  const float scale = params.scale != 0.f ? params.scale : 1.f / std::sqrt(static_cast<float>(dim));
+  const float scale = attention_scale(params.scale, dim);
   const std::int64_t chunk = params.chunk_tokens > 0 ? params.chunk_tokens : 256;
 
   const float* qd = q.data();
@@ -174,15 +191,43 @@ status paged_decode_attention(TensorView<const float> q, TensorView<const bf16> 
   return decode_impl(q, PlainPages<bf16>{k_pages}, PlainPages<bf16>{v_pages}, table, out, params);
 }
 
-status paged_decode_attention(TensorView<const float> q, const Int8KvPages& k_pages, const Int8KvPages& v_pages,
-                              const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params) {
+status check_int8_pages(const Int8KvPages& k_pages, const Int8KvPages& v_pages) {
   for (const Int8KvPages* p : {&k_pages, &v_pages}) {
     const Shape& vs = p->values.shape();
     if (vs.rank() == 4 && p->scales.shape() != Shape{vs[0], vs[1], vs[2]})
       return {errc::shape_mismatch, fmt::format("INT8 pages {} need scales [{}, {}, {}], one per token and head; they are {}", vs, vs[0],
                                                 vs[1], vs[2], p->scales.shape())};
   }
+  return {};
+}
+
+status paged_decode_attention(TensorView<const float> q, const Int8KvPages& k_pages, const Int8KvPages& v_pages,
+                              const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params) {
+  QUARRY_RETURN_IF_ERROR(check_int8_pages(k_pages, v_pages));
   return decode_impl(q, Int8Pages{k_pages}, Int8Pages{v_pages}, table, out, params);
+}
+
+status check_int4_pages(const Int4KvPages& k_pages, const Int4KvPages& v_pages) {
+  for (const Int4KvPages* p : {&k_pages, &v_pages}) {
+    const Shape& vs = p->values.shape();
+    if (vs.rank() != 4) continue;  // the shape check names it
+    if (vs[3] % 2 != 0) return {errc::invalid_argument, fmt::format("INT4 pages {}: head_dim must be even (two values per byte)", vs)};
+    const Shape& ss = p->scales.shape();
+    if (ss.rank() != 4 || ss[0] != vs[0] || ss[1] != vs[1] || ss[2] != vs[2] || ss[3] < 1 || vs[3] % ss[3] != 0)
+      return {errc::shape_mismatch, fmt::format("INT4 pages {} need scales [{}, {}, {}, G] with G dividing {} (one per group of a token "
+                                                "and head); they are {}", vs, vs[0], vs[1], vs[2], vs[3], ss)};
+  }
+  if (k_pages.scales.shape() != v_pages.scales.shape())
+    return {errc::shape_mismatch, fmt::format("INT4 K scales are {} but V scales {}; they must be equal", k_pages.scales.shape(),
+                                              v_pages.scales.shape())};
+  return {};
+}
+
+status paged_decode_attention(TensorView<const float> q, const Int4KvPages& k_pages, const Int4KvPages& v_pages,
+                              const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params) {
+  QUARRY_RETURN_IF_ERROR(check_int4_pages(k_pages, v_pages));
+  const std::int64_t groups = k_pages.scales.shape().rank() == 4 ? k_pages.scales.dim(3) : 1;
+  return decode_impl(q, Int4Pages{k_pages, groups}, Int4Pages{v_pages, groups}, table, out, params);
 }
 
 }  // namespace quarry

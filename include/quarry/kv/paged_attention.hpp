@@ -20,11 +20,18 @@
 // tokens is an error.
 //
 // Element types of K/V: f32, f16, bf16 (widened to f32 on the fly), and INT8 with one f32 scale
-// per (page, head, token): x = q * scale, dequantized on the fly (Int8KvPages). The pages come
-// from a BlockPool (quarry/kv/block_pool.hpp) or any storage with this layout. INT4 pages are
-// not done yet.
+// per (page, head, token): x = q * scale, dequantized on the fly (Int8KvPages); INT4 (packed,
+// two per byte, low nibble first) with one f32 scale per group of head_dim elements of a token
+// and head: x = q * scale[group] (Int4KvPages). The pages come from a BlockPool
+// (quarry/kv/block_pool.hpp) or any storage with this layout.
+//
+// Work is split into (sequence, kv head, chunk) units run on params.pool when set; the query
+// heads of one GQA group are computed together, so each K/V row is read once per group. The
+// kernels are dispatched per ISA (scalar reference, AVX2, AVX-512); results agree within float
+// summation error across ISAs and thread counts, and are independent of the thread count.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <span>
 
@@ -33,6 +40,8 @@
 #include "quarry/core/tensor.hpp"
 
 namespace quarry {
+
+class ThreadPool;
 
 /// The page table of a batch, in CSR form (the spans are read, not owned).
 struct PageTableCsr {
@@ -57,12 +66,28 @@ struct DecodeAttentionParams {
   /// Tokens per chunk whose partial results are merged by log-sum-exp (the CPU's unit of work,
   /// a GPU block's on the device); 0: 256.
   std::int64_t chunk_tokens = 0;
+  /// Runs (sequence, kv head, chunk) units in parallel when set; null: the caller's thread.
+  ThreadPool* pool = nullptr;
 };
+
+/// The softmax scale a call uses: `scale` when non-zero, else 1 / sqrt(head_dim).
+inline float attention_scale(float scale, std::int64_t head_dim) noexcept {
+  return scale != 0.f ? scale : 1.f / std::sqrt(static_cast<float>(head_dim));
+}
 
 /// INT8 pages: values [num_pages, n_kv_heads, page_size, head_dim] and one scale per token and
 /// head, scales [num_pages, n_kv_heads, page_size]; element = value * scale.
 struct Int8KvPages {
   TensorView<const std::int8_t> values;
+  TensorView<const float> scales;
+};
+
+/// INT4 pages: values [num_pages, n_kv_heads, page_size, head_dim] packed int4 (-8..7, two per
+/// byte, low nibble first; head_dim even) and one scale per group of `group` consecutive
+/// elements of a token and head, scales [num_pages, n_kv_heads, page_size, head_dim / group];
+/// element i = value[i] * scale[i / group]. The group size is head_dim / scales.dim(3).
+struct Int4KvPages {
+  TensorView<const int4> values;
   TensorView<const float> scales;
 };
 
@@ -76,6 +101,13 @@ status check_page_table(const PageTableCsr& table, std::int64_t num_pages, std::
 /// alike, n_heads a multiple of n_kv_heads, page_size and head_dim >= 1. Names the shapes.
 status check_decode_attention_shapes(const Shape& q, const Shape& k_pages, const Shape& v_pages, const Shape& out, std::int64_t batch);
 
+/// Checks the scales of INT8 pages against their values (shape [num_pages, n_kv_heads,
+/// page_size]); the values' own shapes are check_decode_attention_shapes's.
+status check_int8_pages(const Int8KvPages& k_pages, const Int8KvPages& v_pages);
+/// Checks INT4 pages: head_dim even, scales [num_pages, n_kv_heads, page_size, G] with G
+/// dividing head_dim, K's and V's scales alike.
+status check_int4_pages(const Int4KvPages& k_pages, const Int4KvPages& v_pages);
+
 /// out [batch, n_heads, head_dim] = decode attention of q [batch, n_heads, head_dim] over the
 /// pages of k_pages and v_pages [num_pages, n_kv_heads, page_size, head_dim] named by `table`.
 /// Errors (nothing written): shapes that disagree (named), n_heads not a multiple of n_kv_heads,
@@ -88,6 +120,10 @@ status paged_decode_attention(TensorView<const float> q, TensorView<const bf16> 
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params = {});
 /// The same over INT8 pages; also an error: scales not [num_pages, n_kv_heads, page_size].
 status paged_decode_attention(TensorView<const float> q, const Int8KvPages& k_pages, const Int8KvPages& v_pages,
+                              const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params = {});
+/// The same over INT4 pages; also errors: head_dim odd, scales not [num_pages, n_kv_heads,
+/// page_size, G] with G dividing head_dim.
+status paged_decode_attention(TensorView<const float> q, const Int4KvPages& k_pages, const Int4KvPages& v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params = {});
 
 }  // namespace quarry
