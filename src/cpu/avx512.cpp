@@ -3,6 +3,7 @@
 // when the CPU supports avx512.
 #include "cpu/kernels/core.hpp"
 #include "cpu/kernels/index.hpp"
+#include "cpu/kernels/kv.hpp"
 #include "cpu/kernels/quant.hpp"
 
 namespace quarry::detail {
@@ -13,5 +14,7 @@ template <>
 const QuantKernels KernelTable<QuantKernels, Isa::avx512>::value = cpu_kernels::make_quant_kernels<simd::avx512>();
 template <>
 const IndexKernels KernelTable<IndexKernels, Isa::avx512>::value = cpu_kernels::make_index_kernels<simd::avx512>();
+template <>
+const KvKernels KernelTable<KvKernels, Isa::avx512>::value = cpu_kernels::make_kv_kernels<simd::avx512>();
 
 }  // namespace quarry::detail

@@ -3,6 +3,7 @@
 // when the CPU supports neon.
 #include "cpu/kernels/core.hpp"
 #include "cpu/kernels/index.hpp"
+#include "cpu/kernels/kv.hpp"
 #include "cpu/kernels/quant.hpp"
 
 namespace quarry::detail {
@@ -13,5 +14,7 @@ template <>
 const QuantKernels KernelTable<QuantKernels, Isa::neon>::value = cpu_kernels::make_quant_kernels<simd::neon>();
 template <>
 const IndexKernels KernelTable<IndexKernels, Isa::neon>::value = cpu_kernels::make_index_kernels<simd::neon>();
+template <>
+const KvKernels KernelTable<KvKernels, Isa::neon>::value = cpu_kernels::make_kv_kernels<simd::neon>();
 
 }  // namespace quarry::detail

@@ -3,6 +3,7 @@
 // when the CPU supports scalar.
 #include "cpu/kernels/core.hpp"
 #include "cpu/kernels/index.hpp"
+#include "cpu/kernels/kv.hpp"
 #include "cpu/kernels/quant.hpp"
 
 namespace quarry::detail {
@@ -13,5 +14,7 @@ template <>
 const QuantKernels KernelTable<QuantKernels, Isa::scalar>::value = cpu_kernels::make_quant_kernels<simd::scalar>();
 template <>
 const IndexKernels KernelTable<IndexKernels, Isa::scalar>::value = cpu_kernels::make_index_kernels<simd::scalar>();
+template <>
+const KvKernels KernelTable<KvKernels, Isa::scalar>::value = cpu_kernels::make_kv_kernels<simd::scalar>();
 
 }  // namespace quarry::detail

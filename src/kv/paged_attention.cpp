@@ -7,6 +7,9 @@
 
 #include <fmt/format.h>
 
+#include "quarry/core/thread_pool.hpp"
+#include "quarry/kv/detail/kv_kernels.hpp"
+
 namespace quarry {
 
 status check_page_table(const PageTableCsr& table, std::int64_t num_pages, std::int64_t page_size) {
@@ -55,71 +58,45 @@ status check_decode_attention_shapes(const Shape& q, const Shape& k, const Shape
 
 namespace {
 
-// Running softmax state of one query head: max score, sum of exp(score - max), sum of
-// exp(score - max) * v.
-struct SoftmaxState {
-  float max = -std::numeric_limits<float>::infinity();
-  float sum = 0.f;
-  std::vector<float> acc;
+using detail::KvElem;
+using detail::KvPagesRef;
+
+// What decode needs to know of a tensor of pages, whatever its element type.
+struct PagesDesc {
+  Shape shape;
+  bool contiguous = false;
+  KvElem elem = KvElem::f32;
+  KvPagesRef ref;
+  std::int64_t groups = 1;  // i4: scales per row
 };
 
-// Merges `part` into `into` by log-sum-exp.
-void merge(SoftmaxState& into, const SoftmaxState& part) {
-  if (part.sum == 0.f) return;
-  const float m = std::max(into.max, part.max);
-  const float a = into.sum == 0.f ? 0.f : std::exp(into.max - m), b = std::exp(part.max - m);
-  for (std::size_t i = 0; i < into.acc.size(); ++i) into.acc[i] = into.acc[i] * a + part.acc[i] * b;
-  into.sum = into.sum * a + part.sum * b;
-  into.max = m;
+template <class T>
+PagesDesc plain_pages(TensorView<const T> pages, KvElem elem) {
+  return {pages.shape(), pages.is_contiguous(), elem, {pages.data(), nullptr}, 1};
+}
+PagesDesc int8_pages(const Int8KvPages& p) {
+  return {p.values.shape(), p.values.is_contiguous() && p.scales.is_contiguous(), KvElem::i8, {p.values.data(), p.scales.data()}, 1};
+}
+PagesDesc int4_pages(const Int4KvPages& p) {
+  return {p.values.shape(), p.values.is_contiguous() && p.scales.is_contiguous(), KvElem::i4,
+          {p.values.data(), p.scales.data()}, p.scales.shape().rank() == 4 ? p.scales.dim(3) : 1};
 }
 
-// Token rows of pages as floats: row r = (page * n_kv + head) * page_size + slot.
-template <class T>
-struct PlainPages {
-  TensorView<const T> pages;
-  const Shape& shape() const { return pages.shape(); }
-  bool contiguous() const { return pages.is_contiguous(); }
-  void row(std::int64_t r, std::int64_t dim, float* out) const {
-    const T* p = pages.data() + r * dim;
-    for (std::int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(p[i]);
-  }
-};
-struct Int8Pages {
-  const Int8KvPages& pages;
-  const Shape& shape() const { return pages.values.shape(); }
-  bool contiguous() const { return pages.values.is_contiguous() && pages.scales.is_contiguous(); }
-  void row(std::int64_t r, std::int64_t dim, float* out) const {
-    const std::int8_t* p = pages.values.data() + r * dim;
-    const float s = pages.scales.data()[r];
-    for (std::int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(p[i]) * s;
-  }
-};
+// The tokens per chunk: the caller's, else 256, growing for long sequences so one has at most
+// about 32 chunks (a rule of the length only: the result never depends on the thread count).
+std::int64_t chunk_for(std::int64_t tokens, std::int64_t requested) {
+  if (requested > 0) return requested;
+  const std::int64_t by_count = (tokens + 31) / 32;
+  return std::max<std::int64_t>(256, (by_count + 15) / 16 * 16);
+}
 
-struct Int4Pages {
-  const Int4KvPages& pages;
-  std::int64_t groups = 1;  // scales per row
-  const Shape& shape() const { return pages.values.shape(); }
-  bool contiguous() const { return pages.values.is_contiguous() && pages.scales.is_contiguous(); }
-  void row(std::int64_t r, std::int64_t dim, float* out) const {
-    const std::uint8_t* p = pages.values.data() + r * dim / 2;
-    const float* s = pages.scales.data() + r * groups;
-    const std::int64_t group = dim / groups;
-    for (std::int64_t i = 0; i < dim; i += 2) {
-      const int lo = static_cast<int>(p[i / 2] & 0xf), hi = static_cast<int>(p[i / 2] >> 4);
-      out[i] = static_cast<float>((lo ^ 8) - 8) * s[i / group];
-      out[i + 1] = static_cast<float>((hi ^ 8) - 8) * s[(i + 1) / group];
-    }
-  }
-};
-
-template <class Pages>
-status decode_impl(TensorView<const float> q, const Pages& k_pages, const Pages& v_pages, const PageTableCsr& table,
+status decode_impl(TensorView<const float> q, const PagesDesc& k_pages, const PagesDesc& v_pages, const PageTableCsr& table,
                    TensorView<float> out, const DecodeAttentionParams& params) {
   const std::int64_t batch = table.batch();
-  QUARRY_RETURN_IF_ERROR(check_decode_attention_shapes(q.shape(), k_pages.shape(), v_pages.shape(), out.shape(), batch));
-  if (!q.is_contiguous() || !k_pages.contiguous() || !v_pages.contiguous() || !out.is_contiguous())
+  QUARRY_RETURN_IF_ERROR(check_decode_attention_shapes(q.shape(), k_pages.shape, v_pages.shape, out.shape(), batch));
+  if (!q.is_contiguous() || !k_pages.contiguous || !v_pages.contiguous || !out.is_contiguous())
     return {errc::invalid_argument, "paged_decode_attention: q, k_pages, v_pages and out must be contiguous"};
-  const Shape& ks = k_pages.shape();
+  const Shape& ks = k_pages.shape;
   const std::int64_t num_pages = ks[0], n_kv = ks[1], page_size = ks[2], dim = ks[3];
   const std::int64_t n_heads = q.dim(1), group = n_heads / n_kv;
   QUARRY_RETURN_IF_ERROR(check_page_table(table, num_pages, page_size));
@@ -130,48 +107,88 @@ status decode_impl(TensorView<const float> q, const Pages& k_pages, const Pages&
     if (table.length(b, page_size) == 0)
       return {errc::invalid_argument, fmt::format("sequence {} of the batch has no tokens; decode attention needs at least one", b)};
   const float scale = attention_scale(params.scale, dim);
-  const std::int64_t chunk = params.chunk_tokens > 0 ? params.chunk_tokens : 256;
 
-  const float* qd = q.data();
-  float* od = out.data();
-  std::vector<float> scores, krow(static_cast<std::size_t>(dim)), vrow(static_cast<std::size_t>(dim));
+  // Units of work: (sequence, kv head, chunk), numbered sequence-major; unit_start[b] is the
+  // first unit of sequence b, whose chunks cover [first, len) from `first`.
+  struct SeqWork {
+    std::int64_t first = 0, len = 0, chunk = 0, chunks = 0;
+  };
+  std::vector<SeqWork> work(static_cast<std::size_t>(batch));
+  std::vector<std::int64_t> unit_start(static_cast<std::size_t>(batch) + 1, 0);
+  std::int64_t max_chunk = 1;
   for (std::int64_t b = 0; b < batch; ++b) {
-    const std::int64_t len = table.length(b, page_size);
-    const std::int64_t first = params.sliding_window > 0 ? std::max<std::int64_t>(0, len - params.sliding_window) : 0;
-    const std::int32_t* pages = table.indices.data() + table.indptr[static_cast<std::size_t>(b)];
-    for (std::int64_t kvh = 0; kvh < n_kv; ++kvh) {
-      // Token t's row of head kvh.
-      auto row = [&](std::int64_t t) { return (pages[t / page_size] * n_kv + kvh) * page_size + t % page_size; };
+    SeqWork& w = work[static_cast<std::size_t>(b)];
+    w.len = table.length(b, page_size);
+    w.first = params.sliding_window > 0 ? std::max<std::int64_t>(0, w.len - params.sliding_window) : 0;
+    w.chunk = chunk_for(w.len - w.first, params.chunk_tokens);
+    w.chunks = (w.len - w.first + w.chunk - 1) / w.chunk;
+    max_chunk = std::max(max_chunk, std::min(w.chunk, w.len - w.first));
+    unit_start[static_cast<std::size_t>(b) + 1] = unit_start[static_cast<std::size_t>(b)] + n_kv * w.chunks;
+  }
+  const std::int64_t units = unit_start.back();
+  const std::int64_t part_floats = group * (dim + 2);
+  std::vector<float> partials(static_cast<std::size_t>(units * part_floats));
+
+  const detail::KvKernels& kernels = detail::kernels<detail::KvKernels>();
+  const float* qd = q.data();
+  auto run_units = [&](std::int64_t lo, std::int64_t hi) {
+    std::vector<float> scratch(detail::decode_chunk_scratch(group, max_chunk, dim));
+    std::int64_t b = std::upper_bound(unit_start.begin(), unit_start.end(), lo) - unit_start.begin() - 1;
+    for (std::int64_t u = lo; u < hi; ++u) {
+      while (u >= unit_start[static_cast<std::size_t>(b) + 1]) ++b;
+      const SeqWork& w = work[static_cast<std::size_t>(b)];
+      const std::int64_t local = u - unit_start[static_cast<std::size_t>(b)];
+      const std::int64_t kvh = local / w.chunks, c = local % w.chunks;
+      detail::DecodeChunkArgs a;
+      a.elem = k_pages.elem;
+      a.k = k_pages.ref;
+      a.v = v_pages.ref;
+      a.n_kv = n_kv;
+      a.page_size = page_size;
+      a.dim = dim;
+      a.groups = k_pages.groups;
+      a.pages = table.indices.data() + table.indptr[static_cast<std::size_t>(b)];
+      a.kv_head = kvh;
+      a.t0 = w.first + c * w.chunk;
+      a.t1 = std::min(w.len, a.t0 + w.chunk);
+      a.q = qd + (b * n_heads + kvh * group) * dim;
+      a.group = group;
+      a.scale = scale;
+      a.scratch = scratch.data();
+      a.out = partials.data() + u * part_floats;
+      kernels.decode_chunk(a);
+    }
+  };
+  // Merges the chunks of (sequence, kv head) pairs in chunk order, by log-sum-exp.
+  float* od = out.data();
+  auto merge_pairs = [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t pair = lo; pair < hi; ++pair) {
+      const std::int64_t b = pair / n_kv, kvh = pair % n_kv;
+      const SeqWork& w = work[static_cast<std::size_t>(b)];
+      const float* first_part = partials.data() + (unit_start[static_cast<std::size_t>(b)] + kvh * w.chunks) * part_floats;
       for (std::int64_t g = 0; g < group; ++g) {
-        const std::int64_t h = kvh * group + g;
-        const float* qh = qd + (b * n_heads + h) * dim;
-        SoftmaxState total;
-        total.acc.assign(static_cast<std::size_t>(dim), 0.f);
-        for (std::int64_t c0 = first; c0 < len; c0 += chunk) {
-          const std::int64_t c1 = std::min(len, c0 + chunk);
-          SoftmaxState part;
-          part.acc.assign(static_cast<std::size_t>(dim), 0.f);
-          scores.resize(static_cast<std::size_t>(c1 - c0));
-          for (std::int64_t t = c0; t < c1; ++t) {
-            k_pages.row(row(t), dim, krow.data());
-            float dot = 0.f;
-            for (std::int64_t i = 0; i < dim; ++i) dot += qh[i] * krow[static_cast<std::size_t>(i)];
-            const float s = dot * scale;
-            scores[static_cast<std::size_t>(t - c0)] = s;
-            part.max = std::max(part.max, s);
-          }
-          for (std::int64_t t = c0; t < c1; ++t) {
-            const float p = std::exp(scores[static_cast<std::size_t>(t - c0)] - part.max);
-            part.sum += p;
-            v_pages.row(row(t), dim, vrow.data());
-            for (std::int64_t i = 0; i < dim; ++i) part.acc[static_cast<std::size_t>(i)] += p * vrow[static_cast<std::size_t>(i)];
-          }
-          merge(total, part);
+        float m = -std::numeric_limits<float>::infinity();
+        for (std::int64_t c = 0; c < w.chunks; ++c) m = std::max(m, first_part[c * part_floats + g * (dim + 2)]);
+        float* o = od + (b * n_heads + kvh * group + g) * dim;
+        std::fill(o, o + dim, 0.f);
+        float total = 0.f;
+        for (std::int64_t c = 0; c < w.chunks; ++c) {
+          const float* part = first_part + c * part_floats + g * (dim + 2);
+          const float f = std::exp(part[0] - m);
+          total += part[1] * f;
+          for (std::int64_t i = 0; i < dim; ++i) o[i] += part[2 + i] * f;
         }
-        float* oh = od + (b * n_heads + h) * dim;
-        for (std::int64_t i = 0; i < dim; ++i) oh[i] = total.acc[static_cast<std::size_t>(i)] / total.sum;
+        const float inv = 1.f / total;
+        for (std::int64_t i = 0; i < dim; ++i) o[i] *= inv;
       }
     }
+  };
+  if (params.pool != nullptr && params.pool->size() > 1) {
+    params.pool->parallel_for(0, units, run_units);
+    params.pool->parallel_for(0, batch * n_kv, merge_pairs);
+  } else {
+    run_units(0, units);
+    merge_pairs(0, batch * n_kv);
   }
   return {};
 }
@@ -180,15 +197,15 @@ status decode_impl(TensorView<const float> q, const Pages& k_pages, const Pages&
 
 status paged_decode_attention(TensorView<const float> q, TensorView<const float> k_pages, TensorView<const float> v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params) {
-  return decode_impl(q, PlainPages<float>{k_pages}, PlainPages<float>{v_pages}, table, out, params);
+  return decode_impl(q, plain_pages(k_pages, KvElem::f32), plain_pages(v_pages, KvElem::f32), table, out, params);
 }
 status paged_decode_attention(TensorView<const float> q, TensorView<const f16> k_pages, TensorView<const f16> v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params) {
-  return decode_impl(q, PlainPages<f16>{k_pages}, PlainPages<f16>{v_pages}, table, out, params);
+  return decode_impl(q, plain_pages(k_pages, KvElem::f16), plain_pages(v_pages, KvElem::f16), table, out, params);
 }
 status paged_decode_attention(TensorView<const float> q, TensorView<const bf16> k_pages, TensorView<const bf16> v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params) {
-  return decode_impl(q, PlainPages<bf16>{k_pages}, PlainPages<bf16>{v_pages}, table, out, params);
+  return decode_impl(q, plain_pages(k_pages, KvElem::bf16), plain_pages(v_pages, KvElem::bf16), table, out, params);
 }
 
 status check_int8_pages(const Int8KvPages& k_pages, const Int8KvPages& v_pages) {
@@ -204,7 +221,7 @@ status check_int8_pages(const Int8KvPages& k_pages, const Int8KvPages& v_pages) 
 status paged_decode_attention(TensorView<const float> q, const Int8KvPages& k_pages, const Int8KvPages& v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params) {
   QUARRY_RETURN_IF_ERROR(check_int8_pages(k_pages, v_pages));
-  return decode_impl(q, Int8Pages{k_pages}, Int8Pages{v_pages}, table, out, params);
+  return decode_impl(q, int8_pages(k_pages), int8_pages(v_pages), table, out, params);
 }
 
 status check_int4_pages(const Int4KvPages& k_pages, const Int4KvPages& v_pages) {
@@ -226,8 +243,7 @@ status check_int4_pages(const Int4KvPages& k_pages, const Int4KvPages& v_pages) 
 status paged_decode_attention(TensorView<const float> q, const Int4KvPages& k_pages, const Int4KvPages& v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params) {
   QUARRY_RETURN_IF_ERROR(check_int4_pages(k_pages, v_pages));
-  const std::int64_t groups = k_pages.scales.shape().rank() == 4 ? k_pages.scales.dim(3) : 1;
-  return decode_impl(q, Int4Pages{k_pages, groups}, Int4Pages{v_pages, groups}, table, out, params);
+  return decode_impl(q, int4_pages(k_pages), int4_pages(v_pages), table, out, params);
 }
 
 }  // namespace quarry

@@ -4,9 +4,24 @@
 //
 // Storage. A page number names one page in every layer: layer l's K pages are a tensor
 // [num_pages, n_kv_heads, page_size, head_dim] (the layout paged_decode_attention reads, see
-// quarry/kv/paged_attention.hpp), and so are its V pages. Element type f32, f16, bf16, or i8
-// with one f32 scale per token and head (symmetric: scale = max |x| / 127, q = round(x / scale);
-// k_pages_int8() gives values and scales), which halves an f16 cache.
+// quarry/kv/paged_attention.hpp), and so are its V pages. Element types:
+//   - f32, f16, bf16: stored as given (f16/bf16 rounded to nearest), read back widened;
+//   - i8: one f32 scale per token and head (symmetric: scale = max |x| / 127,
+//     q = clamp(round(x * 127 / max |x|), -127, 127)); k_pages_int8() gives values and scales.
+//     Half an f16 cache plus 4 bytes per token and head;
+//   - i4: packed two per byte (low nibble first; head_dim even) with one f32 scale per group of
+//     int4_group consecutive elements of a token and head (symmetric: scale = max |x| / 7 over
+//     the group, q = clamp(round(x * 7 / max |x|), -8, 7)); k_pages_int4() gives values and
+//     scales [num_pages, n_kv_heads, page_size, head_dim / int4_group]. A quarter of an f16
+//     cache plus 4 bytes per group (head_dim 128, group 32: 0.31 of f16).
+// Quantized rows (i8) and groups (i4) follow quarry's per-row activation quantizer
+// (quarry/quant/detail/quant_kernels.hpp): rounding to nearest, ties to even; all zeros, or a
+// max |x| so small that 127 / max |x| (7 / max |x|) overflows, gives scale 0 and zeros (read
+// back as exact zeros, never NaN); a NaN or an infinity anywhere in the row (group) gives scale
+// NaN and zeros, so the whole row (group) reads back as NaN and attention over it gives NaN, as
+// it would over f32 pages: bad values show, never turn silently into plausible numbers. Every
+// page copy (copy-on-write) carries the scales with the values, and a memory_bytes budget
+// counts them.
 //
 // Sequences. create() makes an empty sequence; append(seq, n) makes room for n more tokens
 // (allocating pages as the last one fills); write(seq, layer, pos, k, v) stores one token's K/V
@@ -30,10 +45,23 @@
 // removes it from the cache first (or copies it when shared). prefix_stats() counts hits,
 // misses and evictions.
 //
-// Not yet (issue 5, next): INT8/INT4 pages.
-//
-// Thread safety: none inside; a BlockPool is used by one thread at a time (the scheduler's),
-// or the caller locks. Reading page data (attention) while no call modifies the pool is safe.
+// Thread safety: a BlockPool has no locks and no hidden mutable state (no lazy caches, no
+// mutable members); the standard library's rule for containers holds:
+//   - const member functions (options, num_pages, free_pages, evictable_pages,
+//     available_pages, page_bytes, ref_count, is_cached, prefix_stats, length, pages, read,
+//     page_table, k_pages, v_pages, k_pages_int8, v_pages_int8, k_pages_int4, v_pages_int4)
+//     may run concurrently with each other, from any number of threads;
+//   - the mutating ones (both create, publish, fork, append, truncate, release, write, and
+//     move assignment) need exclusive access: no other call of any kind on the same pool may
+//     run at the same time. A scheduler that shares one pool between threads holds a mutex
+//     around every call (tests/kv/test_kv_threads.cpp does so);
+//   - attention reading a pool's pages (paged_decode_attention over k_pages / v_pages views and
+//     page_table() tables, also with params.pool) may run from many threads at once, and
+//     beside the const calls above, as long as no mutating call runs meanwhile: a mutation may
+//     rewrite page contents and scales, or hand a page to another sequence, under the reader.
+// The views point into storage allocated once by create(options) and never moved, so they stay
+// valid (not unchanged) for the pool's lifetime; a Table is an independent copy; the span
+// pages(seq) is valid until the next mutating call.
 #pragma once
 
 #include <cstdint>
@@ -57,7 +85,10 @@ struct BlockPoolOptions {
   std::int64_t n_kv_heads = 1;
   std::int64_t head_dim = 64;
   std::int64_t page_size = 16;     ///< tokens per page (>= 1)
-  DType dtype = DType::f16;        ///< f32, f16, bf16 or i8 (with a scale per token and head)
+  DType dtype = DType::f16;        ///< f32, f16, bf16, i8 (a scale per token and head) or i4 (a scale per group)
+  /// i4 only: elements per scale along head_dim (consecutive elements of a token and head); it
+  /// must divide head_dim. Ignored for other dtypes.
+  std::int64_t int4_group = 32;
   std::int64_t num_pages = 0;      ///< pages; 0: as many as memory_bytes holds
   std::int64_t memory_bytes = 0;   ///< budget for K and V of all layers when num_pages is 0
   std::int64_t max_sequence_length = std::int64_t{1} << 20;  ///< append beyond this is an error
@@ -68,8 +99,9 @@ using SequenceId = std::int64_t;
 
 class BlockPool {
  public:
-  /// A pool for `options`. Errors: a dtype other than f32/f16/bf16, sizes < 1, no budget, a
-  /// budget too small for one page, sizes that overflow.
+  /// A pool for `options`. Errors: a dtype other than f32/f16/bf16/i8/i4, sizes < 1, for i4 an
+  /// odd head_dim or an int4_group < 1 or not dividing head_dim, no budget, a budget too small
+  /// for one page (scales included), sizes that overflow.
   static result<BlockPool> create(const BlockPoolOptions& options);
 
   BlockPool(BlockPool&&) noexcept = default;
@@ -78,7 +110,7 @@ class BlockPool {
   const BlockPoolOptions& options() const noexcept { return opts_; }
   std::int64_t num_pages() const noexcept { return opts_.num_pages; }
   std::int64_t free_pages() const noexcept { return static_cast<std::int64_t>(free_.size()); }
-  /// Bytes of one page in one layer for K (V the same).
+  /// Bytes of one page's values in one layer for K (V the same); i8/i4 scales not included.
   std::int64_t page_bytes() const noexcept { return page_bytes_; }
   /// References held on page p (0: free).
   std::int32_t ref_count(std::int32_t page) const noexcept { return refs_[static_cast<std::size_t>(page)]; }
@@ -151,7 +183,8 @@ class BlockPool {
   result<Table> page_table(std::span<const SequenceId> batch) const;
 
   /// Layer l's K (or V) pages as a tensor view [num_pages, n_kv_heads, page_size, head_dim] of T
-  /// (T must be the pool's dtype; throws otherwise).
+  /// (T must be the pool's dtype; throws otherwise). For i8 and i4 these are the values without
+  /// their scales: attention takes k_pages_int8 / k_pages_int4.
   template <class T>
   TensorView<const T> k_pages(std::int64_t layer) const {
     return pages_view<T>(layer, 0);
@@ -163,6 +196,10 @@ class BlockPool {
   /// Layer l's INT8 K (or V) pages with their scales (the pool's dtype must be i8).
   Int8KvPages k_pages_int8(std::int64_t layer) const { return int8_view(layer, 0); }
   Int8KvPages v_pages_int8(std::int64_t layer) const { return int8_view(layer, 1); }
+  /// Layer l's INT4 K (or V) pages with their group scales (the pool's dtype must be i4; throws
+  /// otherwise), as paged_decode_attention's INT4 overload takes them.
+  Int4KvPages k_pages_int4(std::int64_t layer) const { return int4_view(layer, 0); }
+  Int4KvPages v_pages_int4(std::int64_t layer) const { return int4_view(layer, 1); }
 
  private:
   struct Sequence {
@@ -174,9 +211,12 @@ class BlockPool {
   const Sequence* find(SequenceId seq) const noexcept;
   Sequence* find(SequenceId seq) noexcept;
   std::byte* page_ptr(std::int64_t layer, int kv, std::int32_t page) const noexcept;
-  /// The n_kv_heads * page_size scales of a page (i8 pools).
+  /// The n_kv_heads * page_size * scales_per_row_ scales of a page (i8 and i4 pools).
   float* scale_ptr(std::int64_t layer, int kv, std::int32_t page) const noexcept;
+  /// Throws unless the pool holds `t` pages and `layer` is one of its layers.
+  void check_view(DType t, std::int64_t layer) const;
   Int8KvPages int8_view(std::int64_t layer, int kv) const;
+  Int4KvPages int4_view(std::int64_t layer, int kv) const;
   /// Makes page slot i of `s` exclusively owned (copying when shared); out_of_memory when no page is free.
   status make_exclusive(Sequence& s, std::size_t i);
   void drop(std::int32_t page) noexcept;
@@ -196,9 +236,10 @@ class BlockPool {
 
   BlockPoolOptions opts_;
   std::int64_t page_bytes_ = 0;  // one page of one layer, K or V
-  std::int64_t elem_bytes_ = 0;
+  std::int64_t row_bytes_ = 0;   // one token of one head: head_dim values
+  std::int64_t scales_per_row_ = 0;  // per token and head: 1 (i8), head_dim / int4_group (i4), 0
   AlignedBuffer storage_;        // [num_layers][2][num_pages][page_bytes]
-  AlignedBuffer scales_;         // i8: [num_layers][2][num_pages][n_kv_heads][page_size] f32
+  AlignedBuffer scales_;         // i8/i4: [num_layers][2][num_pages][n_kv_heads][page_size][scales_per_row] f32
   std::vector<std::int32_t> refs_;
   std::vector<std::int32_t> free_;  // a stack of free page numbers
   std::vector<Sequence> seqs_;
@@ -215,11 +256,9 @@ class BlockPool {
 
 template <class T>
 TensorView<const T> BlockPool::pages_view(std::int64_t layer, int kv) const {
-  if (dtype_of<T> != opts_.dtype)
-    throw_error(errc::invalid_argument, fmt::format("BlockPool holds {} pages, not {}", dtype_name(opts_.dtype), dtype_name(dtype_of<T>)));
-  if (layer < 0 || layer >= opts_.num_layers)
-    throw_error(errc::out_of_range, fmt::format("BlockPool: layer {} of {}", layer, opts_.num_layers));
-  return TensorView<const T>(reinterpret_cast<const T*>(page_ptr(layer, kv, 0)),
+  check_view(dtype_of<T>, layer);
+  using storage = typename TensorView<const T>::storage_type;  // uint8_t for packed int4
+  return TensorView<const T>(reinterpret_cast<storage*>(page_ptr(layer, kv, 0)),
                              Shape{opts_.num_pages, opts_.n_kv_heads, opts_.page_size, opts_.head_dim});
 }
 

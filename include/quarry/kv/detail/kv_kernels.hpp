@@ -1,0 +1,59 @@
+// The kernel table of the kv module: one chunk of decode attention (a run of tokens of one
+// sequence, one kv head, all the query heads of its GQA group) over pages of any K/V element
+// type. Front-end in quarry/kv/paged_attention.hpp (it splits a batch into chunks, runs them on
+// threads and merges their partial results by log-sum-exp); bodies in src/cpu/kernels/kv.hpp,
+// whose scalar bodies are the reference.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "quarry/core/detail/dispatch.hpp"
+
+namespace quarry::detail {
+
+/// The element type of K/V pages as the kernels see it.
+enum class KvElem : std::uint8_t { f32, f16, bf16, i8, i4 };
+
+/// One tensor of pages [num_pages, n_kv, page_size, dim]: values (float, uint16 bits of f16 or
+/// bf16, int8, or packed int4 bytes, low nibble first) and, for i8, one scale per row ([num_pages,
+/// n_kv, page_size]), for i4 `groups` scales per row ([..., groups], group = dim / groups).
+struct KvPagesRef {
+  const void* values = nullptr;
+  const float* scales = nullptr;
+};
+
+/// Operands of one decode-attention chunk: tokens [t0, t1) of one sequence, kv head kv_head.
+/// Row of token t: (pages[t / page_size] * n_kv + kv_head) * page_size + t % page_size.
+struct DecodeChunkArgs {
+  KvElem elem = KvElem::f32;
+  KvPagesRef k, v;
+  std::int64_t n_kv = 1, page_size = 1, dim = 0;
+  std::int64_t groups = 1;              ///< i4: scales per row (dividing dim)
+  const std::int32_t* pages = nullptr;  ///< the sequence's pages in token order
+  std::int64_t kv_head = 0;
+  std::int64_t t0 = 0, t1 = 0;          ///< t0 < t1
+  const float* q = nullptr;             ///< [group, dim]: the group's query heads, consecutive
+  std::int64_t group = 1;
+  float scale = 1.f;                    ///< multiplies q . k
+  /// Scratch of at least decode_chunk_scratch(group, t1 - t0, dim) floats.
+  float* scratch = nullptr;
+  /// Results per head g: out[g * (dim + 2)] = max score m, [+1] = sum_t exp(s_t - m), [+2 ..
+  /// +2 + dim) = sum_t exp(s_t - m) v_t.
+  float* out = nullptr;
+};
+
+/// Floats of scratch a chunk needs: the scores and one converted tile of K or V rows.
+constexpr std::size_t decode_chunk_scratch(std::int64_t group, std::int64_t tokens, std::int64_t dim) noexcept {
+  return static_cast<std::size_t>(group * tokens + 16 * dim + 16);
+}
+
+/// Kv kernels for one ISA. Noexcept, allocation-free. Results agree with the scalar reference
+/// within float summation error (exp and the order of sums differ by ISA).
+struct KvKernels {
+  void (*decode_chunk)(const DecodeChunkArgs& args) noexcept;
+};
+
+QUARRY_DECLARE_KERNEL_TABLES(KvKernels)
+
+}  // namespace quarry::detail

@@ -1,0 +1,145 @@
+// Conformance of the kv kernels: one decode-attention chunk (scores, softmax numerators, the
+// weighted sum of V) of every ISA against the scalar reference, for every K/V element type, on
+// page sizes and token ranges that start and end mid-page, GQA groups, head dims that are and
+// are not multiples of the SIMD width, and INT4 group sizes that do and do not fill a register.
+#include "conformance/harness.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include <quarry/core/float16.hpp>
+#include <quarry/kv/detail/kv_kernels.hpp>
+
+using namespace quarry;
+using namespace quarry::testing;
+using detail::DecodeChunkArgs;
+using detail::KvElem;
+using detail::KvKernels;
+
+namespace {
+
+const char* elem_name(KvElem e) {
+  switch (e) {
+    case KvElem::f32: return "f32";
+    case KvElem::f16: return "f16";
+    case KvElem::bf16: return "bf16";
+    case KvElem::i8: return "i8";
+    case KvElem::i4: return "i4";
+  }
+  return "?";
+}
+
+// Random pages of one element type: raw bytes for `rows` rows of `dim`, and scales.
+struct RawPages {
+  std::vector<std::uint8_t> bytes;
+  std::vector<float> scales;
+};
+
+RawPages random_pages(KvElem elem, std::int64_t rows, std::int64_t dim, std::int64_t groups, std::mt19937& rng) {
+  RawPages p;
+  const std::vector<float> x = random_normal(static_cast<std::size_t>(rows * dim), static_cast<std::uint32_t>(rng()));
+  std::uniform_real_distribution<float> unit(0.01f, 0.5f);
+  switch (elem) {
+    case KvElem::f32:
+      p.bytes.resize(x.size() * 4);
+      std::memcpy(p.bytes.data(), x.data(), p.bytes.size());
+      break;
+    case KvElem::f16:
+    case KvElem::bf16: {
+      std::vector<std::uint16_t> h(x.size());
+      for (std::size_t i = 0; i < x.size(); ++i)
+        h[i] = elem == KvElem::f16 ? f16(x[i]).bits : bf16(x[i]).bits;
+      p.bytes.resize(h.size() * 2);
+      std::memcpy(p.bytes.data(), h.data(), p.bytes.size());
+      break;
+    }
+    case KvElem::i8:
+      p.bytes.resize(x.size());
+      for (auto& b : p.bytes) b = static_cast<std::uint8_t>(rng());
+      p.scales.resize(static_cast<std::size_t>(rows));
+      for (auto& s : p.scales) s = unit(rng) / 64.f;
+      break;
+    case KvElem::i4:
+      p.bytes.resize(x.size() / 2);
+      for (auto& b : p.bytes) b = static_cast<std::uint8_t>(rng());
+      p.scales.resize(static_cast<std::size_t>(rows * groups));
+      for (auto& s : p.scales) s = unit(rng) / 4.f;
+      break;
+  }
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("conformance: decode_chunk within float rounding of the reference, every element type") {
+  for_each_simd_table<KvKernels>([&](Isa isa, const KvKernels& kt, const KvKernels& ref) {
+    std::mt19937 rng(11);
+    std::size_t cases = 0;
+    for (const KvElem elem : {KvElem::f32, KvElem::f16, KvElem::bf16, KvElem::i8, KvElem::i4}) {
+      for (const std::int64_t dim : {2, 6, 16, 40, 64, 72, 128, 256}) {
+        for (const std::int64_t page_size : {1, 5, 16, 33}) {
+          for (const std::int64_t group : {1, 3, 4, 8}) {
+            std::int64_t groups = 1;
+            if (elem == KvElem::i4) {
+              // group sizes 2 .. dim: 8 (less than a register), 16, 32, dim
+              const std::int64_t sizes[] = {2, 8, 16, 32, dim};
+              const std::int64_t gs = sizes[static_cast<std::size_t>(cases) % 5];
+              groups = dim % gs == 0 ? dim / gs : 1;
+            }
+            const std::int64_t n_kv = 2, kv_head = static_cast<std::int64_t>(rng() % 2);
+            const std::int64_t tokens = 1 + static_cast<std::int64_t>(rng() % 120);
+            const std::int64_t t0 = static_cast<std::int64_t>(rng() % 40), t1 = t0 + tokens;
+            const std::int64_t num_pages = (t1 + page_size - 1) / page_size + 2;
+            std::vector<std::int32_t> pages(static_cast<std::size_t>(num_pages));
+            for (std::size_t i = 0; i < pages.size(); ++i) pages[i] = static_cast<std::int32_t>(i);
+            std::shuffle(pages.begin(), pages.end(), rng);
+            const std::int64_t rows = num_pages * n_kv * page_size;
+            const RawPages k = random_pages(elem, rows, dim, groups, rng), v = random_pages(elem, rows, dim, groups, rng);
+            const std::vector<float> q = random_normal(static_cast<std::size_t>(group * dim), static_cast<std::uint32_t>(rng()));
+            auto run = [&](const KvKernels& table) {
+              std::vector<float> scratch(detail::decode_chunk_scratch(group, tokens, dim), std::nanf(""));
+              std::vector<float> out(static_cast<std::size_t>(group * (dim + 2)), std::nanf(""));
+              DecodeChunkArgs a;
+              a.elem = elem;
+              a.k = {k.bytes.data(), k.scales.data()};
+              a.v = {v.bytes.data(), v.scales.data()};
+              a.n_kv = n_kv;
+              a.page_size = page_size;
+              a.dim = dim;
+              a.groups = groups;
+              a.pages = pages.data();
+              a.kv_head = kv_head;
+              a.t0 = t0;
+              a.t1 = t1;
+              a.q = q.data();
+              a.group = group;
+              a.scale = 0.125f;
+              a.scratch = scratch.data();
+              a.out = out.data();
+              table.decode_chunk(a);
+              return out;
+            };
+            const std::vector<float> got = run(kt), want = run(ref);
+            INFO("elem=" << std::string(elem_name(elem)) << " dim=" << dim << " page_size=" << page_size << " group=" << group
+                         << " groups=" << groups << " t0=" << t0 << " t1=" << t1);
+            for (std::int64_t g = 0; g < group; ++g) {
+              const float* o = got.data() + g * (dim + 2);
+              const float* r = want.data() + g * (dim + 2);
+              REQUIRE(std::fabs(o[0] - r[0]) <= 1e-5f * (1.f + std::fabs(r[0])));                // max score
+              REQUIRE(std::fabs(o[1] - r[1]) <= 1e-5f * static_cast<float>(tokens) * (1.f + r[1]));  // sum of exps
+              float worst = 0.f, mag = 1.f;
+              for (std::int64_t i = 0; i < dim; ++i) {
+                worst = std::max(worst, std::fabs(o[2 + i] - r[2 + i]));
+                mag = std::max(mag, std::fabs(r[2 + i]));
+              }
+              REQUIRE(worst <= 1e-5f * static_cast<float>(tokens) * mag);
+            }
+            ++cases;
+          }
+        }
+      }
+    }
+    MESSAGE(isa_name(isa) << ": " << cases << " decode chunks checked");
+    (void)isa;
+  });
+}
