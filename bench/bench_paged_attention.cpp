@@ -1,0 +1,836 @@
+// bench_paged_attention: the kv module on the CPU (issue 5, "Benchmarks"): paged decode attention
+// against this machine's measured DRAM read bandwidth, the prefix cache's time to first token,
+// and the memory paging saves. The GPU counterpart is bench/cuda/bench_cuda_paged_attention.cpp
+// (same shapes and row names).
+//
+// 1. decode   paged_decode_attention, 32 query heads, 8 KV heads, head_dim 128, pages of 16
+//             tokens; contexts 1k / 4k / 16k / 32k, batch 1 and 16, K/V f16 (every context), and
+//             bf16, f32, INT8 (f32 scale per token and head), INT4 (f32 scale per group of 32) at
+//             16k (--full-grid: every dtype at every context); 1 thread and all threads (--threads N).
+//             The pages of a batch live in a pool sized for that batch; "paged": each sequence's
+//             pages are a random permutation of the pool's (as after churn), "contiguous": the same
+//             pages in order, sequence after sequence (indices 0..n-1: one contiguous buffer, read
+//             by the same kernel). The two are timed alternately. Small rows rotate through several
+//             copies of the pool (as a model's layers) so that every call reads at least 8x the
+//             last-level cache: every row reads its K/V from DRAM.
+//             Figures: ms per call (median of samples), gbps = K/V bytes read per call (values and
+//             scales) / time, bw_ratio = gbps / the measured DRAM read bandwidth on as many threads
+//             (target >= 0.8 at long contexts), paged_vs_contiguous = contiguous time / paged time
+//             (target >= 0.95, i.e. paged at most 5% slower), speedup_vs_f16 = f16 time / this dtype's
+//             time, same shape and threads, f16 pages timed in turn with this dtype's (INT8 target >= 1.7
+//             at 16k). Both ratios are medians of the ratios of samples taken back to back.
+// 2. prefix   time to first token of 16 requests sharing a 1,024-token prefix plus 64 unique tokens,
+//             one transformer layer's attention block, all threads: embedding rows -> QKV projection
+//             (quarry qgemm, W8A8, fused 6144x4096 int8 weight) -> K/V written to a BlockPool (f16)
+//             with write() -> paged_prefill_attention. Without the cache every request computes its
+//             whole prompt; with it the first computes and publish()es, the others create(prompt),
+//             share the prefix pages and compute their suffix only. The requests run in turn, the
+//             two ways interleaved. Not included: RoPE, the output projection, the MLP, other
+//             layers, the LM head (all per new token, so they would widen the gap).
+// 3. memory   200 sequences, lengths log-normal (median 400, sigma 1.1) clamped to 16..4096, fixed
+//             seed, allocated in a BlockPool (pages of 16, 32, 64 tokens): bytes allocated vs bytes
+//             the tokens need, against contiguous per-sequence buffers of the maximum length 4096.
+//
+// --quick: contexts 1k and 4k (the dtype comparison at 4k), 4 requests with a 512-token prefix;
+// figures not for publishing. Selection: --sections, --contexts, --batches, --dtypes (see --help).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <quarry/core/tensor.hpp>
+#include <quarry/core/thread_pool.hpp>
+#include <quarry/kv/block_pool.hpp>
+#include <quarry/kv/paged_attention.hpp>
+#include <quarry/kv/prefill_attention.hpp>
+#include <quarry/quant/qgemm.hpp>
+#include <quarry/quant/quantized_tensor.hpp>
+
+#include "common/machine.hpp"
+#include "common/options.hpp"
+#include "common/report.hpp"
+#include "common/yardsticks.hpp"
+
+namespace {
+
+using namespace quarry;
+using namespace quarry::bench;
+using Clock = std::chrono::steady_clock;
+
+// The decode shape of issue 5 (a Llama-3-8B-like attention layer).
+constexpr std::int64_t kHeads = 32, kKvHeads = 8, kDim = 128, kPage = 16;
+// INT4 pages: one f32 scale per group of this many elements of a token and head.
+constexpr std::int64_t kInt4Group = 32;
+
+const auto kStart = Clock::now();
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+template <class... Args>
+void progress(fmt::format_string<Args...> f, Args&&... args) {
+  fmt::print(stderr, "[{:6.1f} s] {}\n", seconds_since(kStart), fmt::format(f, std::forward<Args>(args)...));
+  std::fflush(stderr);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n == 0 ? 0.0 : (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line: these options are this benchmark's own; the rest goes to
+// bench_options_from_command_line (--json, --quick, --threads).
+
+enum class Kv { f16, bf16, f32, i8, i4 };
+constexpr Kv kAllKv[] = {Kv::f16, Kv::bf16, Kv::f32, Kv::i8, Kv::i4};
+
+const char* kv_name(Kv t) {
+  switch (t) {
+    case Kv::f16: return "f16";
+    case Kv::bf16: return "bf16";
+    case Kv::f32: return "f32";
+    case Kv::i8: return "i8";
+    case Kv::i4: return "i4";
+  }
+  return "?";
+}
+
+struct Args {
+  bool decode = true, prefix = true, memory = true;
+  std::vector<std::int64_t> contexts;  // empty: the default (see the top)
+  std::vector<std::int64_t> batches;   // empty: 1 and 16
+  std::vector<Kv> dtypes;              // empty: all
+  bool full_grid = false;              // every dtype at every context (default: f16 only)
+  std::int64_t requests = 0;           // 0: 16 (quick: 4)
+  std::int64_t prefix_tokens = 0;      // 0: 1024 (quick: 512)
+  std::int64_t unique_tokens = 64;
+};
+
+constexpr const char* kWhat =
+    "quarry paged decode attention vs DRAM bandwidth (paged vs contiguous, f16 / bf16 / f32 / INT8 / INT4 K/V), prefix-cache "
+    "time to first token, paged vs contiguous memory";
+
+[[noreturn]] void usage_error(std::string_view program, const std::string& message) {
+  fmt::print(stderr, "{}\nrun {} --help for the usage\n", message, program);
+  std::exit(2);
+}
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    if (comma > start) out.push_back(text.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
+// A count, also written as 1k / 4k / 16k / 32k (k = 1024).
+std::int64_t parse_count(std::string_view program, std::string_view name, std::string value, std::int64_t lo, std::int64_t hi) {
+  std::int64_t mult = 1;
+  if (!value.empty() && (value.back() == 'k' || value.back() == 'K')) {
+    mult = 1024;
+    value.pop_back();
+  }
+  char* end = nullptr;
+  const long long v = std::strtoll(value.c_str(), &end, 10);
+  if (value.empty() || end == value.c_str() || *end != '\0' || v * mult < lo || v * mult > hi)
+    usage_error(program, fmt::format("{} wants a count from {} to {}, got '{}'", name, lo, hi, value));
+  return v * mult;
+}
+
+std::vector<const char*> take_args(int argc, char** argv, Args& a) {
+  const std::string_view program = argc > 0 ? argv[0] : "bench_paged_attention";
+  std::vector<const char*> rest;
+  if (argc > 0) rest.push_back(argv[0]);
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      fmt::print("{}", bench_usage(program, kWhat));
+      fmt::print(
+          "  --sections LIST    sections to run, comma-separated: decode, prefix, memory (default all)\n"
+          "  --contexts LIST    decode contexts, e.g. 1k,4k,16k,32k (default; --quick: 1k,4k)\n"
+          "  --batches LIST     decode batch sizes (default 1,16)\n"
+          "  --dtypes LIST      decode K/V types: f16, bf16, f32, i8, i4 (default all)\n"
+          "  --full-grid        every dtype at every context (default: f16 at every context, the others\n"
+          "                     at 16k, or the largest context given below it)\n"
+          "  --requests N       prefix section: requests (default 16; --quick: 4)\n"
+          "  --prefix N         prefix section: shared prompt tokens (default 1024; --quick: 512)\n"
+          "  --unique N         prefix section: unique prompt tokens per request (default 64)\n");
+      std::exit(0);
+    }
+    if (arg == "--full-grid") {
+      a.full_grid = true;
+      continue;
+    }
+    bool matched = false;
+    for (const std::string_view name : {"--sections", "--contexts", "--batches", "--dtypes", "--requests", "--prefix", "--unique"}) {
+      std::string value;
+      if (arg == name) {
+        if (i + 1 >= argc) usage_error(program, fmt::format("{} wants a value", name));
+        value = argv[++i];
+      } else if (arg.size() > name.size() && arg.starts_with(name) && arg[name.size()] == '=') {
+        value = std::string(arg.substr(name.size() + 1));
+      } else {
+        continue;
+      }
+      matched = true;
+      if (value.empty()) usage_error(program, fmt::format("{} wants a value", name));
+      if (name == "--sections") {
+        a.decode = a.prefix = a.memory = false;
+        for (const std::string& s : split_commas(value)) {
+          if (s == "decode") a.decode = true;
+          else if (s == "prefix") a.prefix = true;
+          else if (s == "memory") a.memory = true;
+          else if (s == "all") a.decode = a.prefix = a.memory = true;
+          else usage_error(program, fmt::format("--sections: unknown section '{}' (decode, prefix, memory, all)", s));
+        }
+      } else if (name == "--contexts") {
+        for (const std::string& s : split_commas(value)) a.contexts.push_back(parse_count(program, name, s, 16, 1 << 20));
+      } else if (name == "--batches") {
+        for (const std::string& s : split_commas(value)) a.batches.push_back(parse_count(program, name, s, 1, 1024));
+      } else if (name == "--dtypes") {
+        for (const std::string& s : split_commas(value)) {
+          const auto it = std::find_if(std::begin(kAllKv), std::end(kAllKv), [&](Kv t) { return s == kv_name(t); });
+          if (it == std::end(kAllKv)) usage_error(program, fmt::format("--dtypes: unknown type '{}' (f16, bf16, f32, i8, i4)", s));
+          if (std::find(a.dtypes.begin(), a.dtypes.end(), *it) == a.dtypes.end()) a.dtypes.push_back(*it);
+        }
+      } else if (name == "--requests") {
+        a.requests = parse_count(program, name, value, 2, 1024);
+      } else if (name == "--prefix") {
+        a.prefix_tokens = parse_count(program, name, value, kPage, 1 << 16);
+      } else {
+        a.unique_tokens = parse_count(program, name, value, 1, 1 << 16);
+      }
+      break;
+    }
+    if (!matched) rest.push_back(argv[i]);
+  }
+  return rest;
+}
+
+// Lines printed after the table: the ratios the issue's targets are about, by topic.
+struct Summary {
+  enum Topic { bandwidth, dtype, paging, prefix, memory, topics };
+  std::vector<std::string> lines[topics];
+  template <class... A>
+  void add(Topic topic, fmt::format_string<A...> f, A&&... args) {
+    lines[topic].push_back(fmt::format(f, std::forward<A>(args)...));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// 1. Decode attention
+
+// Bytes of one page of K (or V): values, then (INT8, INT4) the f32 scales.
+std::int64_t page_value_bytes(Kv t) {
+  const std::int64_t elems = kKvHeads * kPage * kDim;
+  switch (t) {
+    case Kv::f16:
+    case Kv::bf16: return elems * 2;
+    case Kv::f32: return elems * 4;
+    case Kv::i8: return elems;
+    case Kv::i4: return elems / 2;
+  }
+  return 0;
+}
+std::int64_t page_scale_count(Kv t) {
+  if (t == Kv::i8) return kKvHeads * kPage;
+  if (t == Kv::i4) return kKvHeads * kPage * (kDim / kInt4Group);
+  return 0;
+}
+// K and V bytes of one page, values and scales: what attention reads per page.
+std::int64_t page_kv_bytes(Kv t) { return 2 * (page_value_bytes(t) + 4 * page_scale_count(t)); }
+
+// K and V pages (values and scales) of `pages` pages of one type, filled with random data.
+struct KvArena {
+  Kv type = Kv::f16;
+  std::int64_t pages = 0;
+  Tensor<std::uint8_t> k, v;
+  Tensor<float> k_scales, v_scales;
+
+  KvArena(Kv t, std::int64_t n) : type(t), pages(n) {
+    const std::int64_t vb = page_value_bytes(t) * n, sc = std::max<std::int64_t>(1, page_scale_count(t) * n);
+    k = Tensor<std::uint8_t>::uninitialized(Shape{vb});
+    v = Tensor<std::uint8_t>::uninitialized(Shape{vb});
+    k_scales = Tensor<float>::full(Shape{sc}, t == Kv::i8 ? 0.02f : 0.25f);
+    v_scales = Tensor<float>::full(Shape{sc}, t == Kv::i8 ? 0.02f : 0.25f);
+    if (t == Kv::i8 || t == Kv::i4) {
+      fill_random_bytes(k.data(), vb, 1);
+      fill_random_bytes(v.data(), vb, 2);
+    } else if (t == Kv::f16) {
+      fill_template<f16>();
+    } else if (t == Kv::bf16) {
+      fill_template<bf16>();
+    } else {
+      fill_template<float>();
+    }
+  }
+
+ private:
+  static void fill_random_bytes(std::uint8_t* p, std::int64_t n, std::uint64_t seed) {
+    std::uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+    std::int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      const std::uint64_t r = s ^ (s >> 29);
+      std::memcpy(p + i, &r, 8);
+    }
+    for (; i < n; ++i) p[i] = static_cast<std::uint8_t>(i * 131);
+  }
+  // 61 random pages (normal values), copied over every page of K and V at different phases: every
+  // byte written (mapped), NaN-free, and far quicker than drawing gigabytes of normals.
+  template <class T>
+  void fill_template() {
+    constexpr std::int64_t kTemplatePages = 61;
+    const std::int64_t elems = kKvHeads * kPage * kDim;
+    std::vector<T> tmpl(static_cast<std::size_t>(kTemplatePages * elems));
+    std::mt19937 rng(5);
+    std::normal_distribution<float> d(0.f, 1.f);
+    for (T& x : tmpl) x = T(d(rng));
+    const std::size_t bytes = static_cast<std::size_t>(elems) * sizeof(T);
+    for (std::int64_t p = 0; p < pages; ++p) {
+      std::memcpy(k.data() + p * static_cast<std::int64_t>(bytes), tmpl.data() + (p % kTemplatePages) * elems, bytes);
+      std::memcpy(v.data() + p * static_cast<std::int64_t>(bytes), tmpl.data() + ((p + 29) % kTemplatePages) * elems, bytes);
+    }
+  }
+};
+
+// One decode call over pages [first, first + pages) of the arena.
+void decode_call(const KvArena& a, std::int64_t first, std::int64_t pages, TensorView<const float> q, const PageTableCsr& table,
+                 TensorView<float> out, ThreadPool* pool) {
+  DecodeAttentionParams params;
+  params.pool = pool;
+  const Shape vs{pages, kKvHeads, kPage, kDim};
+  const std::uint8_t* kb = a.k.data() + first * page_value_bytes(a.type);
+  const std::uint8_t* vb = a.v.data() + first * page_value_bytes(a.type);
+  status st;
+  switch (a.type) {
+    case Kv::f16:
+      st = paged_decode_attention(q, TensorView<const f16>(reinterpret_cast<const f16*>(kb), vs),
+                                  TensorView<const f16>(reinterpret_cast<const f16*>(vb), vs), table, out, params);
+      break;
+    case Kv::bf16:
+      st = paged_decode_attention(q, TensorView<const bf16>(reinterpret_cast<const bf16*>(kb), vs),
+                                  TensorView<const bf16>(reinterpret_cast<const bf16*>(vb), vs), table, out, params);
+      break;
+    case Kv::f32:
+      st = paged_decode_attention(q, TensorView<const float>(reinterpret_cast<const float*>(kb), vs),
+                                  TensorView<const float>(reinterpret_cast<const float*>(vb), vs), table, out, params);
+      break;
+    case Kv::i8: {
+      const Shape ss{pages, kKvHeads, kPage};
+      const std::int64_t so = first * page_scale_count(a.type);
+      const Int8KvPages k{TensorView<const std::int8_t>(reinterpret_cast<const std::int8_t*>(kb), vs),
+                          TensorView<const float>(a.k_scales.data() + so, ss)};
+      const Int8KvPages v{TensorView<const std::int8_t>(reinterpret_cast<const std::int8_t*>(vb), vs),
+                          TensorView<const float>(a.v_scales.data() + so, ss)};
+      st = paged_decode_attention(q, k, v, table, out, params);
+      break;
+    }
+    case Kv::i4: {
+      const Shape ss{pages, kKvHeads, kPage, kDim / kInt4Group};
+      const std::int64_t so = first * page_scale_count(a.type);
+      const Int4KvPages k{TensorView<const int4>(kb, vs), TensorView<const float>(a.k_scales.data() + so, ss)};
+      const Int4KvPages v{TensorView<const int4>(vb, vs), TensorView<const float>(a.v_scales.data() + so, ss)};
+      st = paged_decode_attention(q, k, v, table, out, params);
+      break;
+    }
+  }
+  st.throw_if_error();
+}
+
+struct PageTable {
+  std::vector<std::int32_t> indptr, indices, last;
+  PageTableCsr csr() const { return {indptr, indices, last}; }
+};
+
+// batch sequences of `context` tokens over a pool of exactly their pages: in order (sequence b's
+// pages b * per .. (b + 1) * per - 1) or a random permutation of the pool.
+PageTable make_table(std::int64_t batch, std::int64_t context, bool shuffled, std::uint32_t seed) {
+  PageTable s;
+  const std::int64_t per = (context + kPage - 1) / kPage;
+  std::vector<std::int32_t> order(static_cast<std::size_t>(batch * per));
+  std::iota(order.begin(), order.end(), 0);
+  if (shuffled) std::shuffle(order.begin(), order.end(), std::mt19937(seed));
+  s.indptr.push_back(0);
+  for (std::int64_t b = 0; b < batch; ++b) {
+    for (std::int64_t p = 0; p < per; ++p) s.indices.push_back(order[static_cast<std::size_t>(b * per + p)]);
+    s.indptr.push_back(static_cast<std::int32_t>(s.indices.size()));
+    s.last.push_back(static_cast<std::int32_t>(context - (per - 1) * kPage));
+  }
+  return s;
+}
+
+struct DecodeTiming {
+  bool quick = false;
+  std::int64_t rotation_bytes = 0;  // every row reads at least this much in rotation
+};
+
+// Copies of a batch's pool that rotate so that a row reads at least rotation_bytes.
+std::int64_t rotation_copies(Kv t, std::int64_t batch, std::int64_t context, std::int64_t rotation_bytes) {
+  const std::int64_t pages = batch * ((context + kPage - 1) / kPage);
+  const std::int64_t bytes = pages * page_kv_bytes(t);
+  return std::max<std::int64_t>(1, (rotation_bytes + bytes - 1) / bytes);
+}
+
+struct DecodeResult {
+  double paged_s = 0, contiguous_s = 0;  // medians, seconds per call
+  double ratio = 0;                      // contiguous / paged: the median of the alternating samples' ratios
+  double f16_s = 0, speedup = 0;         // with an f16 reference: its paged median, the median of f16 / this ratios
+  std::int64_t copies = 1, samples = 0;
+};
+
+// Times decode calls over a shuffled and an in-order page table of the same pages and, when
+// `f16` is given, the same shape over f16 pages (shuffled), in turn, sample after sample: every
+// ratio compares samples taken back to back, under the same load from other processes.
+DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batch, std::int64_t context, ThreadPool* pool,
+                         const DecodeTiming& timing) {
+  const std::int64_t pages = batch * ((context + kPage - 1) / kPage);
+  const PageTable paged = make_table(batch, context, true, static_cast<std::uint32_t>(11 + batch + context));
+  const PageTable contiguous = make_table(batch, context, false, 0);
+  const PageTableCsr paged_csr = paged.csr(), contiguous_csr = contiguous.csr();
+  Tensor<float> q = Tensor<float>::uninitialized({batch, kHeads, kDim});
+  {
+    std::mt19937 rng(3);
+    std::normal_distribution<float> d(0.f, 1.f);
+    for (float& x : q.span()) x = d(rng);
+  }
+  Tensor<float> out({batch, kHeads, kDim});
+
+  struct Variant {
+    Variant(const KvArena* a, const PageTableCsr* t) : arena(a), table(t) {}
+    const KvArena* arena;
+    const PageTableCsr* table;
+    std::int64_t copies = 1, next = 0, inner = 1;
+    std::vector<double> seconds;
+  };
+  std::vector<Variant> vs = {{&a, &paged_csr}, {&a, &contiguous_csr}};
+  if (f16 != nullptr) vs.push_back({f16, &paged_csr});
+  for (Variant& v : vs) v.copies = std::min(v.arena->pages / pages, rotation_copies(v.arena->type, batch, context, timing.rotation_bytes));
+  const auto sample = [&](Variant& v, std::int64_t inner) {
+    const auto t0 = Clock::now();
+    for (std::int64_t i = 0; i < inner; ++i) decode_call(*v.arena, (v.next++ % v.copies) * pages, pages, q, *v.table, out, pool);
+    return seconds_since(t0) / static_cast<double>(inner);
+  };
+  // Warm-up, and the size of a sample: calls enough for a few milliseconds. Calls of over 0.3 s
+  // (the largest rows with slow kernels) take 3 samples, to keep the run within minutes.
+  double slowest = 0;
+  for (Variant& v : vs) {
+    const double s = sample(v, 1);
+    slowest = std::max(slowest, s);
+    v.inner = std::clamp<std::int64_t>(static_cast<std::int64_t>(std::ceil(0.004 / s)), 1, 64);
+  }
+  const std::size_t min_samples = timing.quick || slowest > 0.3 ? 3 : 5, max_samples = 41;
+  const double min_time = (timing.quick ? 0.05 : 0.5) * static_cast<double>(vs.size());
+  const auto t0 = Clock::now();
+  while (vs[0].seconds.size() < max_samples && (vs[0].seconds.size() < min_samples || seconds_since(t0) < min_time))
+    for (Variant& v : vs) v.seconds.push_back(sample(v, v.inner));
+
+  // The median of a / b over the samples.
+  const auto ratio = [](const std::vector<double>& a, const std::vector<double>& b) {
+    std::vector<double> r;
+    for (std::size_t i = 0; i < a.size(); ++i) r.push_back(a[i] / b[i]);
+    return median(r);
+  };
+  DecodeResult r;
+  r.copies = vs[0].copies;
+  r.samples = static_cast<std::int64_t>(vs[0].seconds.size());
+  r.paged_s = median(vs[0].seconds);
+  r.contiguous_s = median(vs[1].seconds);
+  r.ratio = ratio(vs[1].seconds, vs[0].seconds);
+  if (f16 != nullptr) {
+    r.f16_s = median(vs[2].seconds);
+    r.speedup = ratio(vs[2].seconds, vs[0].seconds);
+  }
+  return r;
+}
+
+void run_decode(BenchReport& report, Summary& summary, const Args& args, const Yardsticks& y, ThreadPool& pool,
+                const std::vector<unsigned>& thread_counts, bool quick) {
+  std::vector<std::int64_t> contexts = args.contexts;
+  if (contexts.empty()) contexts = quick ? std::vector<std::int64_t>{1024, 4096} : std::vector<std::int64_t>{1024, 4096, 16384, 32768};
+  const std::vector<std::int64_t> batches = args.batches.empty() ? std::vector<std::int64_t>{1, 16} : args.batches;
+  std::vector<Kv> dtypes = args.dtypes.empty() ? std::vector<Kv>(std::begin(kAllKv), std::end(kAllKv)) : args.dtypes;
+  // f16 first: its pages stay for the other types' comparison.
+  std::stable_partition(dtypes.begin(), dtypes.end(), [](Kv t) { return t == Kv::f16; });
+  // The dtype comparison's context: 16k when run, else the largest context below it, else the smallest.
+  std::int64_t compare = 0;
+  for (const std::int64_t c : contexts)
+    if (c <= 16384) compare = std::max(compare, c);
+  if (compare == 0) compare = *std::min_element(contexts.begin(), contexts.end());
+
+  DecodeTiming timing;
+  timing.quick = quick;
+  const std::int64_t llc = static_cast<std::int64_t>(std::max<std::size_t>(last_level_cache_bytes(), std::size_t{32} << 20));
+  timing.rotation_bytes = 8 * llc;
+  if (const std::size_t phys = physical_memory_bytes(); phys > 0)
+    timing.rotation_bytes = std::min<std::int64_t>(timing.rotation_bytes, static_cast<std::int64_t>(phys / 16));
+  progress("decode: every row reads >= {} MiB per call in rotation (8x the {} MiB last-level cache)", timing.rotation_bytes >> 20,
+           llc >> 20);
+
+  std::vector<double> paged_ratios;  // contiguous / paged time, every row
+  std::map<Kv, std::vector<double>> paged_ratios_of;
+  std::unique_ptr<KvArena> f16_arena;  // the f16 pages, kept for the other types' speed-up
+  for (const Kv type : dtypes) {
+    std::vector<std::int64_t> ctxs = contexts;
+    if (type != Kv::f16 && !args.full_grid) ctxs = {compare};
+    std::int64_t arena_pages = 0;
+    for (const std::int64_t b : batches)
+      for (const std::int64_t c : ctxs)
+        arena_pages = std::max(arena_pages, b * ((c + kPage - 1) / kPage) * rotation_copies(type, b, c, timing.rotation_bytes));
+    progress("decode {}: filling {} pages ({} MiB of K/V)", kv_name(type), arena_pages, (arena_pages * page_kv_bytes(type)) >> 20);
+    auto arena = std::make_unique<KvArena>(type, arena_pages);
+    for (const std::int64_t batch : batches) {
+      for (const std::int64_t ctx : ctxs) {
+        for (const unsigned t : thread_counts) {
+          const DecodeResult r = time_decode(*arena, f16_arena.get(), batch, ctx, t > 1 ? &pool : nullptr, timing);
+          const std::int64_t pages = batch * ((ctx + kPage - 1) / kPage);
+          const double bytes = static_cast<double>(pages * page_kv_bytes(type));
+          const double dram = y.dram_gbps_for(t);
+          paged_ratios.push_back(r.ratio);
+          paged_ratios_of[type].push_back(r.ratio);
+          for (const bool paged : {false, true}) {
+            const double s = paged ? r.paged_s : r.contiguous_s;
+            const double gbps = bytes / s / 1e9;
+            BenchRow row(fmt::format("decode {} ctx {} batch {} ({})", kv_name(type), ctx, batch, paged ? "paged" : "contiguous"), "quarry", t);
+            row.set("dtype", kv_name(type)).set("context", ctx).set("batch", batch).set("ms", s * 1e3).set("gbps", gbps);
+            row.set("bw_ratio", gbps / dram).set("set_mib", static_cast<std::int64_t>(bytes * static_cast<double>(r.copies)) >> 20);
+            row.set("samples", r.samples);
+            if (paged) {
+              row.set("paged_vs_contiguous", r.ratio);
+              if (r.speedup > 0) {
+                row.set("speedup_vs_f16", r.speedup).set("f16_ms", r.f16_s * 1e3);
+                if (ctx == compare && (type == Kv::i8 || type == Kv::i4))
+                  summary.add(Summary::dtype, "  {} vs f16 at ctx {}, batch {:2}, {} thread{}: {:.2f}x{}", kv_name(type), ctx, batch, t,
+                              t > 1 ? "s" : " ", r.speedup,
+                              type == Kv::i8 ? (r.speedup >= 1.7 ? "  (target >= 1.7: met)" : "  (target >= 1.7: NOT met)") : "");
+              }
+              if (ctx >= 16384)
+                summary.add(Summary::bandwidth, "  bw_ratio {:4} ctx {} batch {:2}, {} thread{}: {:.2f} ({:.1f} of {:.1f} GB/s; target >= 0.8{})",
+                            kv_name(type), ctx, batch, t, t > 1 ? "s" : " ", gbps / dram, gbps, dram, gbps / dram >= 0.8 ? ": met" : ": NOT met");
+            }
+            report.rows.push_back(std::move(row));
+          }
+          progress("decode {} ctx {:5} batch {:2} threads {}: paged {:8.3f} ms ({:5.1f} GB/s, {:.2f} of DRAM), contiguous {:8.3f} ms, "
+                   "contiguous/paged {:.3f}{} ({} samples, {} copies)",
+                   kv_name(type), ctx, batch, t, r.paged_s * 1e3, bytes / r.paged_s / 1e9, bytes / r.paged_s / 1e9 / dram, r.contiguous_s * 1e3,
+                   r.ratio, r.speedup > 0 ? fmt::format(", f16 {:.3f} ms: {:.2f}x", r.f16_s * 1e3, r.speedup) : std::string(), r.samples,
+                   r.copies);
+        }
+      }
+    }
+    if (type == Kv::f16) f16_arena = std::move(arena);
+  }
+  if (!paged_ratios.empty()) {
+    const double worst = *std::min_element(paged_ratios.begin(), paged_ratios.end());
+    summary.add(Summary::paging,
+                "  paged vs contiguous (contiguous time / paged time; target >= 0.95, paged at most 5% slower): median {:.3f}, worst {:.3f} "
+                "over {} rows{}",
+                median(paged_ratios), worst, paged_ratios.size(), worst >= 0.95 ? "" : " (see the rows' paged_vs_contiguous)");
+    std::string per;
+    for (const auto& [type, v] : paged_ratios_of) per += fmt::format("{}{} {:.3f}", per.empty() ? "" : ", ", kv_name(type), median(v));
+    summary.add(Summary::paging, "  paged vs contiguous, median per K/V type: {}", per);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Prefix cache: time to first token
+
+constexpr std::int64_t kHidden = 4096, kVocab = 1024;
+constexpr std::int64_t kQkv = kHeads * kDim + 2 * kKvHeads * kDim;  // fused Q, K, V projection outputs
+
+// One layer's attention block, enough to compute a prompt's K/V and attention output.
+struct AttentionLayer {
+  Tensor<float> embed;        // [kVocab, kHidden]: token id -> hidden state
+  QuantizedTensor<cpu> wqkv;  // [kQkv, kHidden] int8 per channel: Q, then K, then V outputs
+
+  AttentionLayer() : embed(Tensor<float>::uninitialized({kVocab, kHidden})), wqkv(QuantizedTensor<cpu>::create(QuantScheme::int8_per_channel(), kQkv, kHidden).value()) {
+    std::mt19937 rng(17);
+    std::normal_distribution<float> d(0.f, 1.f);
+    for (float& x : embed.span()) x = d(rng);
+    std::uint64_t s = 99;
+    for (std::uint8_t& b : wqkv.value_bytes().span()) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      b = static_cast<std::uint8_t>(s >> 56);
+    }
+    // |q . k| / sqrt(128) of order 1 with these random weights: outputs of standard deviation ~1.
+    for (float& sc : wqkv.scales_f32().span()) sc = 2e-4f;
+  }
+};
+
+// Buffers of the longest prompt, allocated (and mapped) before anything is timed.
+struct Workspace {
+  Tensor<float> x, y, q, out;
+  explicit Workspace(std::int64_t max_tokens)
+      : x({max_tokens, kHidden}), y({max_tokens, kQkv}), q({max_tokens, kHeads, kDim}), out({max_tokens, kHeads, kDim}) {}
+};
+
+struct RequestResult {
+  double total_s = 0, project_s = 0, write_s = 0, attention_s = 0;
+  std::int64_t computed = 0;   // tokens whose K/V this request computed
+  std::vector<float> first;    // the attention output of the prompt's last token [kHeads * kDim]
+};
+
+// Serves one request up to its first token's attention output: create (with the prefix cache: on
+// the cached pages of its prompt), project the new tokens' hidden states to Q, K, V, write K and
+// V to the pool, prefill attention; with the cache, publish the prompt's pages afterwards.
+RequestResult serve(BlockPool& kv, const AttentionLayer& layer, Workspace& ws, std::span<const std::int32_t> prompt, bool use_cache,
+                    ThreadPool* pool) {
+  RequestResult r;
+  const auto t0 = Clock::now();
+  SequenceId seq = -1;
+  std::int64_t cached = 0;
+  if (use_cache) {
+    const BlockPool::PrefixMatch m = kv.create(prompt);
+    seq = m.seq;
+    cached = m.cached_tokens;
+  } else {
+    seq = kv.create();
+  }
+  const std::int64_t len = static_cast<std::int64_t>(prompt.size()), n = len - cached;
+  r.computed = n;
+  kv.append(seq, n).throw_if_error();
+  for (std::int64_t i = 0; i < n; ++i)
+    std::memcpy(ws.x.data() + i * kHidden, layer.embed.data() + prompt[static_cast<std::size_t>(cached + i)] * kHidden, kHidden * sizeof(float));
+  QGemmOptions qo;
+  qo.pool = pool;
+  qgemm(TensorView<const float>(ws.x.data(), Shape{n, kHidden}), layer.wqkv, TensorView<float>(ws.y.data(), Shape{n, kQkv}), qo);
+  const auto t1 = Clock::now();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float* row = ws.y.data() + i * kQkv;
+    std::memcpy(ws.q.data() + i * kHeads * kDim, row, kHeads * kDim * sizeof(float));
+    kv.write(seq, 0, cached + i, std::span<const float>(row + kHeads * kDim, kKvHeads * kDim),
+             std::span<const float>(row + kHeads * kDim + kKvHeads * kDim, kKvHeads * kDim))
+        .throw_if_error();
+  }
+  const auto t2 = Clock::now();
+  const BlockPool::Table table = kv.page_table(std::span<const SequenceId>(&seq, 1)).value();
+  const std::int32_t qo_indptr[2] = {0, static_cast<std::int32_t>(n)};
+  PrefillAttentionParams pp;
+  pp.pool = pool;
+  paged_prefill_attention(TensorView<const float>(ws.q.data(), Shape{n, kHeads, kDim}), qo_indptr, kv.k_pages<f16>(0), kv.v_pages<f16>(0),
+                          table.csr(), TensorView<float>(ws.out.data(), Shape{n, kHeads, kDim}), pp)
+      .throw_if_error();
+  if (use_cache) kv.publish(seq, prompt).throw_if_error();
+  const auto t3 = Clock::now();
+  r.project_s = std::chrono::duration<double>(t1 - t0).count();
+  r.write_s = std::chrono::duration<double>(t2 - t1).count();
+  r.attention_s = std::chrono::duration<double>(t3 - t2).count();
+  r.total_s = std::chrono::duration<double>(t3 - t0).count();
+  const float* last = ws.out.data() + (n - 1) * kHeads * kDim;
+  r.first.assign(last, last + kHeads * kDim);
+  return r;
+}
+
+void run_prefix(BenchReport& report, Summary& summary, const Args& args, ThreadPool& pool, unsigned nthreads, bool quick) {
+  const std::int64_t requests = args.requests > 0 ? args.requests : (quick ? 4 : 16);
+  const std::int64_t prefix = args.prefix_tokens > 0 ? args.prefix_tokens : (quick ? 512 : 1024);
+  const std::int64_t unique = args.unique_tokens;
+  const std::int64_t len = prefix + unique;
+  progress("prefix: {} requests of {} shared + {} unique tokens, {} thread{}", requests, prefix, unique, nthreads, nthreads > 1 ? "s" : "");
+
+  // Prompts: one random prefix, a random suffix each (fixed seeds).
+  std::mt19937 rng(2026);
+  std::uniform_int_distribution<std::int32_t> tok(0, static_cast<std::int32_t>(kVocab - 1));
+  std::vector<std::int32_t> shared(static_cast<std::size_t>(prefix));
+  for (std::int32_t& t : shared) t = tok(rng);
+  std::vector<std::vector<std::int32_t>> prompts(static_cast<std::size_t>(requests + 1));  // the last one: warm-up
+  for (auto& p : prompts) {
+    p = shared;
+    for (std::int64_t i = 0; i < unique; ++i) p.push_back(tok(rng));
+  }
+  prompts.back()[0] ^= 1;  // the warm-up shares nothing with the others
+
+  const AttentionLayer layer;
+  Workspace ws(len);
+  BlockPoolOptions o;
+  o.num_layers = 1;
+  o.n_kv_heads = kKvHeads;
+  o.head_dim = kDim;
+  o.page_size = kPage;
+  o.dtype = DType::f16;
+  o.num_pages = (requests + 1) * ((len + kPage - 1) / kPage) + 4;
+  BlockPool without = BlockPool::create(o).value();
+  BlockPool with = BlockPool::create(o).value();
+  // Map every page of both pools before timing (a serving pool's pages have been written before).
+  for (BlockPool* kv : {&without, &with}) {
+    const SequenceId s = kv->create();
+    kv->append(s, kv->num_pages() * kPage).throw_if_error();
+    const std::vector<float> zeros(static_cast<std::size_t>(kKvHeads * kDim), 0.f);
+    for (std::int64_t p = 0; p < kv->length(s); p += kPage) kv->write(s, 0, p, zeros, zeros).throw_if_error();
+    kv->release(s).throw_if_error();
+  }
+  ThreadPool* tp = nthreads > 1 ? &pool : nullptr;
+  (void)serve(without, layer, ws, prompts.back(), false, tp);  // warm-up, not timed (its pages stay allocated)
+
+  std::vector<RequestResult> no_cache, cache;
+  for (std::int64_t i = 0; i < requests; ++i) {
+    const auto& p = prompts[static_cast<std::size_t>(i)];
+    no_cache.push_back(serve(without, layer, ws, p, false, tp));
+    cache.push_back(serve(with, layer, ws, p, true, tp));
+    progress("prefix request {:2}: no cache {:8.2f} ms ({} tokens), prefix cache {:8.2f} ms ({} tokens)", i, no_cache.back().total_s * 1e3,
+             no_cache.back().computed, cache.back().total_s * 1e3, cache.back().computed);
+  }
+  const auto mean = [](const std::vector<RequestResult>& v, double RequestResult::*f, std::size_t from = 0) {
+    double s = 0;
+    for (std::size_t i = from; i < v.size(); ++i) s += v[i].*f;
+    return s / static_cast<double>(v.size() - from);
+  };
+  double max_diff = 0, max_abs = 0;
+  for (std::size_t i = 0; i < cache.size(); ++i)
+    for (std::size_t j = 0; j < cache[i].first.size(); ++j) {
+      max_diff = std::max(max_diff, static_cast<double>(std::fabs(cache[i].first[j] - no_cache[i].first[j])));
+      max_abs = std::max(max_abs, static_cast<double>(std::fabs(no_cache[i].first[j])));
+    }
+  const std::string what = fmt::format("{} req, {} shared + {} unique tokens, 1 layer: qkv qgemm w8a8 + kv write f16 + prefill attention", requests,
+                                       prefix, unique);
+  const double t_no = mean(no_cache, &RequestResult::total_s), t_yes = mean(cache, &RequestResult::total_s);
+  {
+    BenchRow r(fmt::format("ttft no prefix cache, {}", what), "quarry", nthreads);
+    r.set("ms", t_no * 1e3).set("ms_project", mean(no_cache, &RequestResult::project_s) * 1e3);
+    r.set("ms_write", mean(no_cache, &RequestResult::write_s) * 1e3).set("ms_attention", mean(no_cache, &RequestResult::attention_s) * 1e3);
+    r.set("tokens_computed", static_cast<std::int64_t>(requests * len));
+    report.rows.push_back(std::move(r));
+  }
+  const BlockPool::PrefixStats st = with.prefix_stats();
+  {
+    BenchRow r(fmt::format("ttft prefix cache, {}", what), "quarry", nthreads);
+    r.set("ms", t_yes * 1e3).set("ms_project", mean(cache, &RequestResult::project_s) * 1e3);
+    r.set("ms_write", mean(cache, &RequestResult::write_s) * 1e3).set("ms_attention", mean(cache, &RequestResult::attention_s) * 1e3);
+    std::int64_t computed = 0;
+    for (const auto& c : cache) computed += c.computed;
+    r.set("tokens_computed", computed).set("ms_first", cache[0].total_s * 1e3).set("ms_hit", mean(cache, &RequestResult::total_s, 1) * 1e3);
+    r.set("speedup", t_no / t_yes).set("hit_pages", st.hit_pages).set("miss_pages", st.miss_pages).set("cached_pages", st.cached_pages);
+    r.set("evictions", st.evictions).set("max_diff", max_diff / std::max(max_abs, 1e-30));
+    report.rows.push_back(std::move(r));
+  }
+  summary.add(Summary::prefix, "  prefix cache TTFT ({} requests, {} shared + {} unique tokens, {} threads): {:.2f} ms mean with vs {:.2f} ms without: {:.2f}x "
+              "(first request {:.2f} ms, each hit {:.2f} ms); hit pages {}, miss pages {}; first-token outputs agree to {:.1e} (relative)",
+              requests, prefix, unique, nthreads, t_yes * 1e3, t_no * 1e3, t_no / t_yes, cache[0].total_s * 1e3,
+              mean(cache, &RequestResult::total_s, 1) * 1e3, st.hit_pages, st.miss_pages, max_diff / std::max(max_abs, 1e-30));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Memory: pages wasted to fragmentation vs contiguous per-sequence buffers
+
+void run_memory(BenchReport& report, Summary& summary) {
+  constexpr std::int64_t kSequences = 200, kMaxLen = 4096, kMinLen = 16;
+  std::mt19937 rng(4242);
+  std::lognormal_distribution<double> d(std::log(400.0), 1.1);
+  std::vector<std::int64_t> lengths(kSequences);
+  for (std::int64_t& l : lengths) l = std::clamp<std::int64_t>(std::llround(d(rng)), kMinLen, kMaxLen);
+  const std::int64_t tokens = std::accumulate(lengths.begin(), lengths.end(), std::int64_t{0});
+  std::vector<std::int64_t> sorted = lengths;
+  std::sort(sorted.begin(), sorted.end());
+  const std::int64_t token_bytes = 2 * kKvHeads * kDim * 2;  // K and V, f16, one layer
+  const double used = static_cast<double>(tokens * token_bytes);
+  progress("memory: {} sequences, {} tokens (median {}, p90 {}, max {})", kSequences, tokens, sorted[kSequences / 2], sorted[kSequences * 9 / 10],
+           sorted.back());
+
+  const std::int64_t contiguous_bytes = kSequences * kMaxLen * token_bytes;
+  for (const std::int64_t page : {std::int64_t{16}, std::int64_t{32}, std::int64_t{64}}) {
+    BlockPoolOptions o;
+    o.num_layers = 1;
+    o.n_kv_heads = kKvHeads;
+    o.head_dim = kDim;
+    o.page_size = page;
+    o.dtype = DType::f16;
+    o.max_sequence_length = kMaxLen;
+    o.num_pages = kSequences;  // one page of slack per sequence; pages are counted, never written
+    for (const std::int64_t l : lengths) o.num_pages += (l + page - 1) / page;
+    BlockPool kv = BlockPool::create(o).value();
+    // Grown the way decoding grows them: every sequence by a token or a few at a time, in turn.
+    std::vector<SequenceId> seqs;
+    for (std::int64_t i = 0; i < kSequences; ++i) seqs.push_back(kv.create());
+    for (bool grew = true; grew;) {
+      grew = false;
+      for (std::int64_t i = 0; i < kSequences; ++i) {
+        const std::int64_t have = kv.length(seqs[static_cast<std::size_t>(i)]);
+        const std::int64_t step = std::min<std::int64_t>(lengths[static_cast<std::size_t>(i)] - have, have == 0 ? 16 : 7);
+        if (step > 0) {
+          kv.append(seqs[static_cast<std::size_t>(i)], step).throw_if_error();
+          grew = true;
+        }
+      }
+    }
+    const std::int64_t pages = kv.num_pages() - kv.free_pages();
+    const double allocated = static_cast<double>(pages * 2 * kv.page_bytes());
+    BenchRow r(fmt::format("memory paged p{} {} seqs len {}..{} (log-normal, median {})", page, kSequences, kMinLen, kMaxLen, sorted[kSequences / 2]),
+               "quarry", 1);
+    r.set("page_size", page).set("tokens", tokens).set("pages", pages).set("bytes_allocated", static_cast<std::int64_t>(allocated));
+    r.set("bytes_used", static_cast<std::int64_t>(used)).set("wasted_bytes", static_cast<std::int64_t>(allocated - used));
+    r.set("wasted_fraction", (allocated - used) / allocated).set("vs_contiguous", static_cast<double>(contiguous_bytes) / allocated);
+    report.rows.push_back(std::move(r));
+    summary.add(Summary::memory, "  memory, pages of {:2}: {:7.1f} MiB allocated for {:7.1f} MiB of K/V (one f16 layer): {:.2f}% wasted; {:.1f}x less than "
+                "contiguous buffers at the maximum length",
+                page, allocated / (1 << 20), used / (1 << 20), 100.0 * (allocated - used) / allocated,
+                static_cast<double>(contiguous_bytes) / allocated);
+  }
+  BenchRow r(fmt::format("memory contiguous max-length {} seqs len {}..{} (log-normal, median {})", kSequences, kMinLen, kMaxLen, sorted[kSequences / 2]),
+             "contiguous", 1);
+  r.set("tokens", tokens).set("bytes_allocated", contiguous_bytes).set("bytes_used", static_cast<std::int64_t>(used));
+  r.set("wasted_bytes", static_cast<std::int64_t>(static_cast<double>(contiguous_bytes) - used));
+  r.set("wasted_fraction", (static_cast<double>(contiguous_bytes) - used) / static_cast<double>(contiguous_bytes));
+  report.rows.push_back(std::move(r));
+  summary.add(Summary::memory, "  memory, contiguous at max length {}: {:7.1f} MiB allocated for {:7.1f} MiB of K/V: {:.2f}% wasted", kMaxLen,
+              static_cast<double>(contiguous_bytes) / (1 << 20), used / (1 << 20),
+              100.0 * (static_cast<double>(contiguous_bytes) - used) / static_cast<double>(contiguous_bytes));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args;
+  const std::vector<const char*> rest = take_args(argc, argv, args);
+  const BenchOptions options = bench_options_from_command_line(static_cast<int>(rest.size()), rest.data(), kWhat);
+  try {
+    BenchReport report;
+    report.machine = identify_machine(options.threads);
+    const unsigned nthreads = report.machine.threads;
+    ThreadPool pool(nthreads);
+    std::vector<unsigned> thread_counts = {1};
+    if (nthreads > 1) thread_counts.push_back(nthreads);
+    if (options.quick) fmt::print("--quick: contexts 1k and 4k, the prefix section with 4 requests of 512 + 64 tokens; figures not for publishing\n");
+
+    Summary summary;
+    if (args.decode) {
+      progress("measuring the yardsticks");
+      report.yardsticks = measure_yardsticks(nthreads, options.effort());
+      run_decode(report, summary, args, *report.yardsticks, pool, thread_counts, options.quick);
+    }
+    if (args.prefix) run_prefix(report, summary, args, pool, nthreads, options.quick);
+    if (args.memory) run_memory(report, summary);
+    progress("done");
+
+    const int rc = output_report(report, options.json_path);
+    fmt::print("\nbw_ratio: gbps (K/V values and scales read per call) / measured DRAM read GB/s (1-thread figure for 1-thread rows); "
+               "paged: pages shuffled over the pool, contiguous: the same pages in order; paged_vs_contiguous: contiguous time / paged "
+               "time; speedup_vs_f16: f16 time / this type's, same shape and threads; INT4 scales: one f32 per {} elements\n",
+               kInt4Group);
+    bool header = false;
+    for (const auto& topic : summary.lines)
+      for (const std::string& l : topic) {
+        if (!header) fmt::print("issue 5's targets, measured in this run:\n");
+        header = true;
+        fmt::print("{}\n", l);
+      }
+    return rc;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "bench_paged_attention: {}\n", e.what());
+    return 1;
+  }
+}
