@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <new>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -12,49 +14,73 @@
 namespace quarry {
 
 result<BlockPool> BlockPool::create(const BlockPoolOptions& o) {
-  std::int64_t elem = 0;
   switch (o.dtype) {
-    case DType::f32: elem = 4; break;
+    case DType::f32:
     case DType::f16:
-    case DType::bf16: elem = 2; break;
-    case DType::i8: elem = 1; break;
+    case DType::bf16:
+    case DType::i8:
+    case DType::i4: break;
     default:
-      return status(errc::invalid_argument, fmt::format("BlockPool: pages of {} are not supported; f32, f16, bf16 or i8", dtype_name(o.dtype)));
+      return status(errc::invalid_argument,
+                    fmt::format("BlockPool: pages of {} are not supported; f32, f16, bf16, i8 or i4", dtype_name(o.dtype)));
   }
   if (o.num_layers < 1 || o.n_kv_heads < 1 || o.head_dim < 1 || o.page_size < 1)
     return status(errc::invalid_argument, fmt::format("BlockPool: num_layers {}, n_kv_heads {}, head_dim {}, page_size {}: each must be >= 1",
                                                       o.num_layers, o.n_kv_heads, o.head_dim, o.page_size));
   if (o.max_sequence_length < 1) return status(errc::invalid_argument, "BlockPool: max_sequence_length must be >= 1");
-  auto page = checked_mul(o.n_kv_heads, o.head_dim);
-  if (page) page = checked_mul(*page, o.page_size);
-  if (page) page = checked_mul(*page, elem);
-  if (!page) return status(errc::out_of_range, "BlockPool: the page size in bytes overflows");
+  // Bytes of one token-head row of values, and the f32 scales that go with it.
+  std::int64_t elem_bytes = 0, scales_per_row = 0;
+  switch (o.dtype) {
+    case DType::f32: elem_bytes = 4; break;
+    case DType::f16:
+    case DType::bf16: elem_bytes = 2; break;
+    case DType::i8:
+      elem_bytes = 1;
+      scales_per_row = 1;
+      break;
+    default:  // i4
+      if (o.head_dim % 2 != 0)
+        return status(errc::invalid_argument, fmt::format("BlockPool: i4 pages need an even head_dim (two values per byte); it is {}", o.head_dim));
+      if (o.int4_group < 1 || o.head_dim % o.int4_group != 0)
+        return status(errc::invalid_argument, fmt::format("BlockPool: int4_group {} (elements per INT4 scale) must be >= 1 and divide head_dim {}",
+                                                          o.int4_group, o.head_dim));
+      scales_per_row = o.head_dim / o.int4_group;
+      break;
+  }
+  const auto row_bytes = o.dtype == DType::i4 ? std::optional<std::int64_t>(o.head_dim / 2) : checked_mul(o.head_dim, elem_bytes);
+  auto page = checked_mul(o.n_kv_heads, o.page_size);
+  auto scale_bytes = page;
+  if (page && row_bytes) page = checked_mul(*page, *row_bytes);
+  if (scale_bytes) scale_bytes = checked_mul(*scale_bytes, scales_per_row);
+  if (scale_bytes) scale_bytes = checked_mul(*scale_bytes, 4);
+  if (!row_bytes || !page || !scale_bytes) return status(errc::out_of_range, "BlockPool: the page size in bytes overflows");
   BlockPoolOptions opts = o;
-  // i8 pages carry a f32 scale per token and head.
-  const std::int64_t scale_bytes = o.dtype == DType::i8 ? o.n_kv_heads * o.page_size * 4 : 0;
-  auto per_page_all = checked_mul(*page + scale_bytes, 2 * o.num_layers);  // K and V of every layer
+  auto per_page_all = checked_add(*page, *scale_bytes);
+  if (per_page_all) per_page_all = checked_mul(*per_page_all, 2 * o.num_layers);  // K and V of every layer
   if (!per_page_all) return status(errc::out_of_range, "BlockPool: the bytes per page over all layers overflow");
   if (opts.num_pages == 0) {
     if (o.memory_bytes <= 0) return status(errc::invalid_argument, "BlockPool: give num_pages or a memory_bytes budget");
     opts.num_pages = o.memory_bytes / *per_page_all;
     if (opts.num_pages < 1)
-      return status(errc::invalid_argument, fmt::format("BlockPool: a budget of {} bytes holds no page of {} bytes (K and V of {} layers)",
-                                                        o.memory_bytes, *per_page_all, o.num_layers));
+      return status(errc::invalid_argument,
+                    fmt::format("BlockPool: a budget of {} bytes holds no page of {} bytes (K and V of {} layers, scales included)",
+                                o.memory_bytes, *per_page_all, o.num_layers));
   }
   if (opts.num_pages < 0 || opts.num_pages > 0x7fffffff)
     return status(errc::invalid_argument, fmt::format("BlockPool: num_pages {}; it must be 1..2^31-1", opts.num_pages));
   const auto total = checked_mul(*page * 2 * o.num_layers, opts.num_pages);
-  const auto total_scales = checked_mul(scale_bytes * 2 * o.num_layers, opts.num_pages);
+  const auto total_scales = checked_mul(*scale_bytes * 2 * o.num_layers, opts.num_pages);
   if (!total || !total_scales) return status(errc::out_of_range, "BlockPool: the pool's size in bytes overflows");
   BlockPool p;
   p.opts_ = opts;
   p.page_bytes_ = *page;
-  p.elem_bytes_ = elem;
+  p.row_bytes_ = *row_bytes;
+  p.scales_per_row_ = scales_per_row;
   try {
     p.storage_ = AlignedBuffer(static_cast<std::size_t>(*total));
     if (*total_scales > 0) p.scales_ = AlignedBuffer(static_cast<std::size_t>(*total_scales));
   } catch (const std::bad_alloc&) {
-    return status(errc::out_of_memory, fmt::format("BlockPool: {} bytes for {} pages", *total, opts.num_pages));
+    return status(errc::out_of_memory, fmt::format("BlockPool: {} bytes for {} pages", *total + *total_scales, opts.num_pages));
   }
   p.refs_.assign(static_cast<std::size_t>(opts.num_pages), 0);
   p.cached_.assign(static_cast<std::size_t>(opts.num_pages), 0);
@@ -80,16 +106,27 @@ std::byte* BlockPool::page_ptr(std::int64_t layer, int kv, std::int32_t page) co
 
 float* BlockPool::scale_ptr(std::int64_t layer, int kv, std::int32_t page) const noexcept {
   auto* base = reinterpret_cast<float*>(const_cast<std::byte*>(scales_.data()));
-  return base + ((layer * 2 + kv) * opts_.num_pages + page) * opts_.n_kv_heads * opts_.page_size;
+  return base + ((layer * 2 + kv) * opts_.num_pages + page) * opts_.n_kv_heads * opts_.page_size * scales_per_row_;
+}
+
+void BlockPool::check_view(DType t, std::int64_t layer) const {
+  if (t != opts_.dtype)
+    throw_error(errc::invalid_argument, fmt::format("BlockPool holds {} pages, not {}", dtype_name(opts_.dtype), dtype_name(t)));
+  if (layer < 0 || layer >= opts_.num_layers) throw_error(errc::out_of_range, fmt::format("BlockPool: layer {} of {}", layer, opts_.num_layers));
 }
 
 Int8KvPages BlockPool::int8_view(std::int64_t layer, int kv) const {
-  if (opts_.dtype != DType::i8)
-    throw_error(errc::invalid_argument, fmt::format("BlockPool holds {} pages, not i8", dtype_name(opts_.dtype)));
-  if (layer < 0 || layer >= opts_.num_layers) throw_error(errc::out_of_range, fmt::format("BlockPool: layer {} of {}", layer, opts_.num_layers));
+  check_view(DType::i8, layer);
   const Shape vs{opts_.num_pages, opts_.n_kv_heads, opts_.page_size, opts_.head_dim};
   return {TensorView<const std::int8_t>(reinterpret_cast<const std::int8_t*>(page_ptr(layer, kv, 0)), vs),
           TensorView<const float>(scale_ptr(layer, kv, 0), Shape{opts_.num_pages, opts_.n_kv_heads, opts_.page_size})};
+}
+
+Int4KvPages BlockPool::int4_view(std::int64_t layer, int kv) const {
+  check_view(DType::i4, layer);
+  const Shape vs{opts_.num_pages, opts_.n_kv_heads, opts_.page_size, opts_.head_dim};
+  return {TensorView<const int4>(reinterpret_cast<const std::uint8_t*>(page_ptr(layer, kv, 0)), vs),
+          TensorView<const float>(scale_ptr(layer, kv, 0), Shape{opts_.num_pages, opts_.n_kv_heads, opts_.page_size, scales_per_row_})};
 }
 
 void BlockPool::drop(std::int32_t page) noexcept {
@@ -231,8 +268,9 @@ status BlockPool::make_exclusive(Sequence& s, std::size_t i) {
   for (std::int64_t l = 0; l < opts_.num_layers; ++l)
     for (int kv = 0; kv < 2; ++kv) {
       std::memcpy(page_ptr(l, kv, fresh), page_ptr(l, kv, old), static_cast<std::size_t>(page_bytes_));
-      if (opts_.dtype == DType::i8)
-        std::memcpy(scale_ptr(l, kv, fresh), scale_ptr(l, kv, old), static_cast<std::size_t>(opts_.n_kv_heads * opts_.page_size) * sizeof(float));
+      if (scales_per_row_ > 0)  // i8 and i4: the scales travel with the values
+        std::memcpy(scale_ptr(l, kv, fresh), scale_ptr(l, kv, old),
+                    static_cast<std::size_t>(opts_.n_kv_heads * opts_.page_size * scales_per_row_) * sizeof(float));
     }
   drop(old);
   s.pages[i] = fresh;
@@ -303,17 +341,48 @@ std::span<const std::int32_t> BlockPool::pages(SequenceId seq) const noexcept {
 
 namespace {
 
-// i8: symmetric per row, as quarry's per-row activation quantizer: inv = 127 / amax,
-// q = clamp(round_half_even(x * inv)), scale = amax / 127 (0 for a zero row).
-void store(DType t, std::byte* dst, std::span<const float> src, float* scale) {
+// Symmetric quantization of one row (i8) or group (i4) x to integers in [qmin, qmax] (i8:
+// -127..127, i4: -8..7), as quarry's per-row activation quantizer: inv = qmax / amax,
+// q = clamp(round_half_even(x * inv)), scale = amax / qmax. put(i, q) stores element i.
+// Returns the scale: 0 (and q = 0) when qmax / amax overflows (all zero, or amax tiny); NaN (and
+// q = 0) when x holds a NaN or an infinity, so the group reads back as NaN.
+template <class Put>
+float quantize_symmetric(std::span<const float> x, float qmax, float qmin, Put&& put) noexcept {
+  float amax = 0.f;
+  bool finite = true;
+  for (const float v : x) {
+    finite = finite && std::isfinite(v);
+    amax = std::max(amax, std::fabs(v));
+  }
+  const float inv = finite ? qmax / amax : 0.f;
+  if (!finite || !std::isfinite(inv)) {
+    for (std::size_t i = 0; i < x.size(); ++i) put(i, 0);
+    return finite ? 0.f : std::numeric_limits<float>::quiet_NaN();
+  }
+  for (std::size_t i = 0; i < x.size(); ++i) put(i, static_cast<int>(std::clamp(std::nearbyint(x[i] * inv), qmin, qmax)));
+  return amax / qmax;
+}
+
+// Stores one token-head row (head_dim values) in the pool's dtype; `scales` are its
+// scales_per_row scales (i8: 1, i4: head_dim / group; unused otherwise).
+void store(DType t, std::byte* dst, std::span<const float> src, float* scales, std::int64_t scales_per_row) noexcept {
   switch (t) {
     case DType::i8: {
-      float amax = 0.f;
-      for (const float x : src) amax = std::max(amax, std::fabs(x));
-      const float inv = amax > 0.f ? 127.f / amax : 0.f;
-      for (std::size_t i = 0; i < src.size(); ++i)
-        reinterpret_cast<std::int8_t*>(dst)[i] = static_cast<std::int8_t>(std::clamp(std::nearbyint(src[i] * inv), -127.f, 127.f));
-      *scale = amax / 127.f;
+      auto* q = reinterpret_cast<std::int8_t*>(dst);
+      *scales = quantize_symmetric(src, 127.f, -127.f, [q](std::size_t i, int v) { q[i] = static_cast<std::int8_t>(v); });
+      break;
+    }
+    case DType::i4: {
+      // Packed two per byte, low nibble first (quarry's int4 layout). A group may start in the
+      // middle of a byte (odd group sizes), so nibbles are set one by one.
+      auto* q = reinterpret_cast<std::uint8_t*>(dst);
+      const std::size_t group = src.size() / static_cast<std::size_t>(scales_per_row);
+      for (std::size_t g = 0; g < static_cast<std::size_t>(scales_per_row); ++g)
+        scales[g] = quantize_symmetric(src.subspan(g * group, group), 7.f, -8.f, [q, base = g * group](std::size_t i, int v) {
+          const std::size_t e = base + i;
+          const int shift = e % 2 == 0 ? 0 : 4;
+          q[e / 2] = static_cast<std::uint8_t>((q[e / 2] & ~(0xf << shift)) | (int4(v).nibble() << shift));
+        });
       break;
     }
     case DType::f32: std::memcpy(dst, src.data(), src.size() * sizeof(float)); break;
@@ -326,11 +395,20 @@ void store(DType t, std::byte* dst, std::span<const float> src, float* scale) {
   }
 }
 
-void load(DType t, const std::byte* src, std::span<float> dst, const float* scale) {
+void load(DType t, const std::byte* src, std::span<float> dst, const float* scales, std::int64_t scales_per_row) noexcept {
   switch (t) {
     case DType::i8:
-      for (std::size_t i = 0; i < dst.size(); ++i) dst[i] = static_cast<float>(reinterpret_cast<const std::int8_t*>(src)[i]) * *scale;
+      for (std::size_t i = 0; i < dst.size(); ++i) dst[i] = static_cast<float>(reinterpret_cast<const std::int8_t*>(src)[i]) * *scales;
       break;
+    case DType::i4: {
+      const auto* q = reinterpret_cast<const std::uint8_t*>(src);
+      const std::size_t group = dst.size() / static_cast<std::size_t>(scales_per_row);
+      for (std::size_t i = 0; i < dst.size(); ++i) {
+        const int v = int4::from_nibble(static_cast<std::uint8_t>((q[i / 2] >> (i % 2 == 0 ? 0 : 4)) & 0xf));
+        dst[i] = static_cast<float>(v) * scales[i / group];
+      }
+      break;
+    }
     case DType::f32: std::memcpy(dst.data(), src, dst.size() * sizeof(float)); break;
     case DType::f16:
       for (std::size_t i = 0; i < dst.size(); ++i) dst[i] = static_cast<float>(reinterpret_cast<const f16*>(src)[i]);
@@ -357,14 +435,14 @@ status BlockPool::write(SequenceId seq, std::int64_t layer, std::int64_t pos, st
   QUARRY_RETURN_IF_ERROR(make_exclusive(*s, slot));
   const std::int32_t page = s->pages[slot];
   const std::int64_t off = pos % opts_.page_size;
+  const bool scaled = scales_per_row_ > 0;
   for (std::int64_t h = 0; h < opts_.n_kv_heads; ++h) {
-    const std::int64_t at = ((h * opts_.page_size) + off) * opts_.head_dim * elem_bytes_;
+    const std::int64_t r = h * opts_.page_size + off;  // the (head, slot) row of the page
     const auto part = static_cast<std::size_t>(h * opts_.head_dim);
-    const std::int64_t si = h * opts_.page_size + off;  // the scale of (head, slot) in an i8 page
-    float* ks = opts_.dtype == DType::i8 ? scale_ptr(layer, 0, page) + si : nullptr;
-    float* vs = opts_.dtype == DType::i8 ? scale_ptr(layer, 1, page) + si : nullptr;
-    store(opts_.dtype, page_ptr(layer, 0, page) + at, k.subspan(part, static_cast<std::size_t>(opts_.head_dim)), ks);
-    store(opts_.dtype, page_ptr(layer, 1, page) + at, v.subspan(part, static_cast<std::size_t>(opts_.head_dim)), vs);
+    float* ks = scaled ? scale_ptr(layer, 0, page) + r * scales_per_row_ : nullptr;
+    float* vs = scaled ? scale_ptr(layer, 1, page) + r * scales_per_row_ : nullptr;
+    store(opts_.dtype, page_ptr(layer, 0, page) + r * row_bytes_, k.subspan(part, static_cast<std::size_t>(opts_.head_dim)), ks, scales_per_row_);
+    store(opts_.dtype, page_ptr(layer, 1, page) + r * row_bytes_, v.subspan(part, static_cast<std::size_t>(opts_.head_dim)), vs, scales_per_row_);
   }
   return {};
 }
@@ -378,14 +456,14 @@ status BlockPool::read(SequenceId seq, std::int64_t layer, std::int64_t pos, std
   if (k.size() != row || v.size() != row) return {errc::shape_mismatch, fmt::format("read: k and v must hold {} values", row)};
   const std::int32_t page = s->pages[static_cast<std::size_t>(pos / opts_.page_size)];
   const std::int64_t off = pos % opts_.page_size;
+  const bool scaled = scales_per_row_ > 0;
   for (std::int64_t h = 0; h < opts_.n_kv_heads; ++h) {
-    const std::int64_t at = ((h * opts_.page_size) + off) * opts_.head_dim * elem_bytes_;
+    const std::int64_t r = h * opts_.page_size + off;
     const auto part = static_cast<std::size_t>(h * opts_.head_dim);
-    const std::int64_t si = h * opts_.page_size + off;
-    const float* ks = opts_.dtype == DType::i8 ? scale_ptr(layer, 0, page) + si : nullptr;
-    const float* vs = opts_.dtype == DType::i8 ? scale_ptr(layer, 1, page) + si : nullptr;
-    load(opts_.dtype, page_ptr(layer, 0, page) + at, k.subspan(part, static_cast<std::size_t>(opts_.head_dim)), ks);
-    load(opts_.dtype, page_ptr(layer, 1, page) + at, v.subspan(part, static_cast<std::size_t>(opts_.head_dim)), vs);
+    const float* ks = scaled ? scale_ptr(layer, 0, page) + r * scales_per_row_ : nullptr;
+    const float* vs = scaled ? scale_ptr(layer, 1, page) + r * scales_per_row_ : nullptr;
+    load(opts_.dtype, page_ptr(layer, 0, page) + r * row_bytes_, k.subspan(part, static_cast<std::size_t>(opts_.head_dim)), ks, scales_per_row_);
+    load(opts_.dtype, page_ptr(layer, 1, page) + r * row_bytes_, v.subspan(part, static_cast<std::size_t>(opts_.head_dim)), vs, scales_per_row_);
   }
   return {};
 }

@@ -1,9 +1,13 @@
 // quarry/kv/block_pool.hpp: sizing, append / write / read, fork with copy-on-write, truncate,
 // release, errors; a property test of random operations against a simple model (contents,
-// reference counts, free pages after every step); and decode attention reading the pool.
+// reference counts, free pages after every step) for every page dtype; decode attention reading
+// the pool; INT8 and INT4 pages (round trip, zero and non-finite inputs, copy-on-write of the
+// scales, attention error). Concurrent use: tests/kv/test_kv_threads.cpp.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <random>
 #include <vector>
@@ -24,6 +28,7 @@ BlockPoolOptions small_options(DType t = DType::f32, std::int64_t pages = 12) {
   o.head_dim = 4;
   o.page_size = 4;
   o.dtype = t;
+  o.int4_group = 2;  // i4: 2 scales per token and head
   o.num_pages = pages;
   return o;
 }
@@ -60,7 +65,8 @@ void check_model(const BlockPool& pool, const std::map<SequenceId, std::vector<f
       for (std::int64_t l = 0; l < 2; ++l) {
         REQUIRE(pool.read(id, l, static_cast<std::int64_t>(t), k, v).ok());
         const std::vector<float> want = k_of(l, vals[t]);
-        if (pool.options().dtype == DType::i8) {  // +-127 * (amax / 127): within an ulp or two
+        if (pool.options().dtype == DType::i8 || pool.options().dtype == DType::i4) {
+          // Every element is +-amax: +-127 * (amax / 127) (i8), +-7 * (amax / 7) (i4), within an ulp or two.
           for (std::size_t i = 0; i < 8; ++i) {
             REQUIRE(std::fabs(k[i] - want[i]) <= 1e-6f * std::fabs(want[i]));
             REQUIRE(std::fabs(v[i] + want[i]) <= 1e-6f * std::fabs(want[i]));
@@ -99,8 +105,30 @@ TEST_CASE("BlockPool: sizing from a page count or a memory budget, and bad optio
   o = small_options();
   o.page_size = 0;
   CHECK(BlockPool::create(o).status().code() == errc::invalid_argument);
-  o = small_options(DType::i4);
+  o = small_options(DType::u4);
   CHECK(contains(BlockPool::create(o).status().message(), "not supported"));
+  o = small_options(DType::i4, 0);
+  o.memory_bytes = 10'000;  // 2 layers x K,V x (16 bytes of values + 16 scales x 4 bytes) = 320 bytes a page
+  auto int4 = BlockPool::create(o);
+  REQUIRE(int4.ok());
+  CHECK(int4->num_pages() == 31);
+  CHECK(int4->page_bytes() == 16);
+  o.memory_bytes = 319;
+  CHECK(contains(BlockPool::create(o).status().message(), "holds no page of 320 bytes"));
+  o = small_options(DType::i4);
+  o.head_dim = 5;
+  o.int4_group = 5;
+  CHECK(contains(BlockPool::create(o).status().message(), "even head_dim"));
+  o.head_dim = 6;
+  o.int4_group = 4;
+  CHECK(contains(BlockPool::create(o).status().message(), "int4_group 4"));
+  o.int4_group = 0;
+  CHECK(contains(BlockPool::create(o).status().message(), "int4_group 0"));
+  o.int4_group = 3;  // a group may straddle a byte
+  CHECK(BlockPool::create(o).ok());
+  o = small_options(DType::f16);
+  o.int4_group = 3;  // ignored for other dtypes
+  CHECK(BlockPool::create(o).ok());
   o = small_options(DType::i8, 0);
   o.memory_bytes = 10'000;  // 2 layers x K,V x (32 values + 8 scales x 4 bytes) = 256 bytes a page
   CHECK(BlockPool::create(o).value().num_pages() == 39);
@@ -174,7 +202,7 @@ TEST_CASE("BlockPool: an exhausted pool is an out_of_memory error that changes n
 }
 
 TEST_CASE("BlockPool: random operations against a model (contents, reference counts, free pages after every step)") {
-  for (const DType t : {DType::f32, DType::f16, DType::bf16, DType::i8}) {
+  for (const DType t : {DType::f32, DType::f16, DType::bf16, DType::i8, DType::i4}) {
     CAPTURE(dtype_name(t));
     BlockPool pool = BlockPool::create(small_options(t, 24)).value();
     std::map<SequenceId, std::vector<float>> model;
@@ -523,4 +551,278 @@ TEST_CASE("BlockPool with INT8 pages: a scale per token and head, attention with
   CHECK(paged_decode_attention(q.view(), bad, pool.v_pages_int8(0), pool.page_table(ids).value().csr(), out.view()).code() ==
         errc::shape_mismatch);
   CHECK_THROWS_AS((void)exact.k_pages_int8(0), error);
+}
+
+namespace {
+
+// f64 decode attention of query head vector q (dim values) over tokens of kv head kvh (each
+// token n_kv_heads * dim values, head-major), softmax scale 1 / sqrt(dim).
+std::vector<double> reference_attention(const float* q, const std::vector<std::vector<float>>& ks, const std::vector<std::vector<float>>& vs,
+                                        std::int64_t kvh, std::int64_t dim) {
+  std::vector<double> s;
+  for (const auto& k : ks) {
+    double d = 0;
+    for (std::int64_t i = 0; i < dim; ++i) d += static_cast<double>(q[i]) * k[static_cast<std::size_t>(kvh * dim + i)];
+    s.push_back(d / std::sqrt(static_cast<double>(dim)));
+  }
+  double mx = -1e300, sum = 0;
+  for (const double x : s) mx = std::max(mx, x);
+  for (double& x : s) sum += (x = std::exp(x - mx));
+  std::vector<double> out(static_cast<std::size_t>(dim), 0.0);
+  for (std::size_t t = 0; t < s.size(); ++t)
+    for (std::int64_t i = 0; i < dim; ++i) out[static_cast<std::size_t>(i)] += s[t] / sum * vs[t][static_cast<std::size_t>(kvh * dim + i)];
+  return out;
+}
+
+BlockPoolOptions int4_options(std::int64_t head_dim, std::int64_t group, std::int64_t pages = 16) {
+  BlockPoolOptions o;
+  o.num_layers = 2;
+  o.n_kv_heads = 2;
+  o.head_dim = head_dim;
+  o.page_size = 4;
+  o.dtype = DType::i4;
+  o.int4_group = group;
+  o.num_pages = pages;
+  return o;
+}
+
+// max |x| of group g of head h in a token row of n_kv_heads * head_dim values.
+float group_amax(const std::vector<float>& x, std::int64_t head_dim, std::int64_t group, std::int64_t h, std::int64_t g) {
+  float amax = 0;
+  for (std::int64_t i = 0; i < group; ++i) amax = std::max(amax, std::fabs(x[static_cast<std::size_t>(h * head_dim + g * group + i)]));
+  return amax;
+}
+
+}  // namespace
+
+TEST_CASE("BlockPool with INT4 pages: group scales, round trip within half a step, zero and non-finite groups") {
+  double worst_step = 0;  // worst |error| in units of the group's step (scale)
+  for (const auto& [head_dim, group] : std::vector<std::pair<std::int64_t, std::int64_t>>{{64, 32}, {6, 3}, {16, 16}, {8, 2}}) {
+    CAPTURE(head_dim);
+    CAPTURE(group);
+    BlockPool pool = BlockPool::create(int4_options(head_dim, group)).value();
+    CHECK(pool.page_bytes() == 2 * 4 * head_dim / 2);
+    const std::size_t row = static_cast<std::size_t>(2 * head_dim);
+    const std::int64_t groups = head_dim / group;
+    std::mt19937 rng(static_cast<std::uint32_t>(head_dim * 100 + group));
+    std::normal_distribution<float> normal;
+    const SequenceId s = pool.create();
+    REQUIRE(pool.append(s, 9).ok());
+    for (std::int64_t t = 0; t < 9; ++t)
+      for (std::int64_t l = 0; l < 2; ++l) {
+        std::vector<float> k(row), v(row), kb(row), vb(row);
+        const float sigma = 0.25f * static_cast<float>(t + 1);
+        for (float& x : k) x = sigma * normal(rng);
+        for (float& x : v) x = sigma * normal(rng);
+        if (t == 2) std::fill(k.begin(), k.begin() + group, 0.f);  // an all-zero group: scale 0, exact zeros
+        REQUIRE(pool.write(s, l, t, k, v).ok());
+        REQUIRE(pool.read(s, l, t, kb, vb).ok());
+        const std::int32_t page = pool.pages(s)[static_cast<std::size_t>(t / 4)];
+        const Int4KvPages kp = pool.k_pages_int4(l), vp = pool.v_pages_int4(l);
+        REQUIRE(kp.scales.shape() == Shape{16, 2, 4, groups});
+        for (std::int64_t h = 0; h < 2; ++h)
+          for (std::int64_t g = 0; g < groups; ++g)
+            for (const auto* which : {&k, &v}) {
+              const bool is_k = which == &k;
+              const std::vector<float>& x = *which;
+              const std::vector<float>& back = is_k ? kb : vb;
+              const Int4KvPages& pages = is_k ? kp : vp;
+              const float amax = group_amax(x, head_dim, group, h, g);
+              const float scale = amax / 7.f;
+              REQUIRE(pages.scales(page, h, t % 4, g) == scale);  // the scale is stored as computed
+              for (std::int64_t i = g * group; i < (g + 1) * group; ++i) {
+                const auto e = static_cast<std::size_t>(h * head_dim + i);
+                // The stored nibble is round(x * 7 / amax), and the value read back q * scale.
+                const int q = amax > 0 ? static_cast<int>(std::nearbyint(x[e] * (7.f / amax))) : 0;
+                REQUIRE(static_cast<int>(pages.values(page, h, t % 4, i)) == q);
+                REQUIRE(back[e] == static_cast<float>(q) * scale);
+                const double err = std::fabs(static_cast<double>(back[e]) - x[e]);
+                REQUIRE(err <= 0.5 * scale * (1 + 1e-5) + 1e-30);  // half a step
+                if (scale > 0) worst_step = std::max(worst_step, err / scale);
+              }
+            }
+        if (t == 2) {
+          CHECK(kp.scales(page, 0, 2, 0) == 0.f);
+          for (std::int64_t i = 0; i < group; ++i) CHECK(kb[static_cast<std::size_t>(i)] == 0.f);
+        }
+      }
+  }
+  MESSAGE("INT4 K/V round trip: worst element error " << worst_step << " of its group's step (scale = max |x| / 7; bound 0.5)");
+  CHECK(worst_step <= 0.5 + 1e-5);
+  CHECK(worst_step > 0.4);  // the test really met near-midpoint values
+
+  // Non-finite inputs, as quarry's activation quantizer: a NaN or an infinity makes its group's
+  // scale NaN (the group reads back as NaN), other groups are untouched; a group whose 7 / amax
+  // overflows gets scale 0 and reads back as zeros. The same for i8 rows.
+  for (const DType t : {DType::i4, DType::i8}) {
+    CAPTURE(dtype_name(t));
+    BlockPoolOptions o = int4_options(8, 4);
+    o.dtype = t;
+    BlockPool pool = BlockPool::create(o).value();
+    const SequenceId s = pool.create();
+    REQUIRE(pool.append(s, 1).ok());
+    std::vector<float> k(16, 1.f), v(16, -2.f), kb(16), vb(16);
+    k[1] = std::numeric_limits<float>::quiet_NaN();          // head 0
+    k[8 + 5] = std::numeric_limits<float>::infinity();       // head 1, i4 group 1
+    for (std::size_t i = 0; i < 8; ++i) v[i] = 1e-39f;       // head 0: subnormal, 7 / amax overflows
+    v[8] = -std::numeric_limits<float>::infinity();          // head 1, i4 group 0
+    REQUIRE(pool.write(s, 0, 0, k, v).ok());
+    REQUIRE(pool.read(s, 0, 0, kb, vb).ok());
+    for (std::size_t i = 0; i < 16; ++i) {
+      CAPTURE(i);
+      // i8: a scale per head (8 elements); i4: one per group of 4.
+      const bool k_nan = t == DType::i4 ? (i < 4 || i >= 12) : true;
+      const bool v_nan = t == DType::i4 ? (i >= 8 && i < 12) : i >= 8;
+      if (k_nan) CHECK(std::isnan(kb[i]));
+      else CHECK(std::fabs(kb[i] - 1.f) < 1e-6f);
+      if (v_nan) CHECK(std::isnan(vb[i]));
+      else if (i < 8) CHECK(vb[i] == 0.f);
+      else CHECK(std::fabs(vb[i] + 2.f) < 1e-6f);
+    }
+  }
+}
+
+TEST_CASE("BlockPool with INT4 pages: fork and copy-on-write carry the scales with the values") {
+  BlockPool pool = BlockPool::create(int4_options(64, 32, 8)).value();
+  std::mt19937 rng(21);
+  std::normal_distribution<float> normal;
+  const SequenceId a = pool.create();
+  REQUIRE(pool.append(a, 6).ok());
+  // A page that held other data before, so a copy that forgot the scales would read stale ones.
+  const SequenceId junk = pool.create();
+  REQUIRE(pool.append(junk, 4).ok());
+  std::vector<float> k(128), v(128), kb(128), vb(128);
+  for (float& x : k) x = 100.f * normal(rng);
+  for (std::int64_t l = 0; l < 2; ++l)
+    for (std::int64_t t = 0; t < 4; ++t) REQUIRE(pool.write(junk, l, t, k, k).ok());
+  REQUIRE(pool.release(junk).ok());
+  std::vector<std::vector<std::vector<float>>> before(6, std::vector<std::vector<float>>(2));  // [token][layer]: k then v, read back
+  for (std::int64_t t = 0; t < 6; ++t)
+    for (std::int64_t l = 0; l < 2; ++l) {
+      for (float& x : k) x = normal(rng);
+      for (float& x : v) x = normal(rng);
+      REQUIRE(pool.write(a, l, t, k, v).ok());
+      REQUIRE(pool.read(a, l, t, kb, vb).ok());
+      auto& both = before[static_cast<std::size_t>(t)][static_cast<std::size_t>(l)];
+      both = kb;
+      both.insert(both.end(), vb.begin(), vb.end());
+    }
+  auto same_as_before = [&](SequenceId s, std::int64_t t, std::int64_t l) {
+    REQUIRE(pool.read(s, l, t, kb, vb).ok());
+    std::vector<float> both = kb;
+    both.insert(both.end(), vb.begin(), vb.end());
+    return both == before[static_cast<std::size_t>(t)][static_cast<std::size_t>(l)];
+  };
+  const SequenceId b = pool.fork(a).value();
+  CHECK(pool.ref_count(pool.pages(a)[0]) == 2);
+  // b writes token 1 of layer 0: page 0 is copied (every layer, values and scales) for b.
+  for (float& x : k) x = 3.f * normal(rng);
+  REQUIRE(pool.write(b, 0, 1, k, k).ok());
+  CHECK(pool.pages(a)[0] != pool.pages(b)[0]);
+  CHECK(pool.ref_count(pool.pages(a)[0]) == 1);
+  REQUIRE(pool.read(b, 0, 1, kb, vb).ok());
+  for (std::size_t i = 0; i < 128; ++i) {
+    const float step = group_amax(k, 64, 32, static_cast<std::int64_t>(i / 64), static_cast<std::int64_t>(i % 64 / 32)) / 7.f;
+    CHECK(std::fabs(kb[i] - k[i]) <= 0.5f * step * 1.0001f);
+  }
+  // b appends into the shared, half-full last page: copied too.
+  REQUIRE(pool.append(b, 1).ok());
+  CHECK(pool.pages(a)[1] != pool.pages(b)[1]);
+  for (std::int64_t t = 0; t < 6; ++t)
+    for (std::int64_t l = 0; l < 2; ++l) {
+      CAPTURE(t);
+      CAPTURE(l);
+      CHECK(same_as_before(a, t, l));                       // the writer's copy left a alone
+      if (t != 1 || l != 0) CHECK(same_as_before(b, t, l));  // and carried every other row exactly
+    }
+}
+
+TEST_CASE("BlockPool with INT4 pages: decode attention equals the f64 attention of the values read back; the error against f32 pages is bounded") {
+  BlockPoolOptions o;
+  o.num_layers = 1;
+  o.n_kv_heads = 2;
+  o.head_dim = 128;
+  o.page_size = 16;
+  o.dtype = DType::i4;
+  o.int4_group = 32;
+  o.num_pages = 64;
+  BlockPool pool = BlockPool::create(o).value();
+  BlockPoolOptions of = o;
+  of.dtype = DType::f32;
+  BlockPool exact = BlockPool::create(of).value();
+  std::mt19937 rng(12);
+  std::normal_distribution<float> normal;
+  std::vector<SequenceId> ids, exact_ids;
+  std::vector<std::vector<std::vector<float>>> kd, vd;  // [seq][token][256]: dequantized, as read back
+  for (const std::int64_t len : {1, 37, 300}) {
+    const SequenceId s = pool.create(), e = exact.create();
+    REQUIRE(pool.append(s, len).ok());
+    REQUIRE(exact.append(e, len).ok());
+    kd.emplace_back();
+    vd.emplace_back();
+    for (std::int64_t t = 0; t < len; ++t) {
+      std::vector<float> k(256), v(256), kb(256), vb(256);
+      for (float& x : k) x = normal(rng);
+      for (float& x : v) x = normal(rng);
+      REQUIRE(pool.write(s, 0, t, k, v).ok());
+      REQUIRE(exact.write(e, 0, t, k, v).ok());
+      REQUIRE(pool.read(s, 0, t, kb, vb).ok());
+      kd.back().push_back(kb);
+      vd.back().push_back(vb);
+    }
+    ids.push_back(s);
+    exact_ids.push_back(e);
+  }
+  // A fork shares sequence 1's pages, so two rows of the batch read the same INT4 pages.
+  ids.push_back(pool.fork(ids[1]).value());
+  exact_ids.push_back(exact.fork(exact_ids[1]).value());
+  kd.push_back(kd[1]);
+  vd.push_back(vd[1]);
+  Tensor<float> q({4, 4, 128});
+  for (float& x : q.span()) x = normal(rng);
+  Tensor<float> out({4, 4, 128}), want({4, 4, 128});
+  const BlockPool::Table table = pool.page_table(ids).value();
+  for (const std::int64_t chunk : {0, 32}) {
+    CAPTURE(chunk);
+    DecodeAttentionParams params;
+    params.chunk_tokens = chunk;
+    REQUIRE(paged_decode_attention(q.view(), pool.k_pages_int4(0), pool.v_pages_int4(0), table.csr(), out.view(), params).ok());
+    double max_ref = 0;
+    for (std::int64_t b = 0; b < 4; ++b)
+      for (std::int64_t h = 0; h < 4; ++h) {
+        const auto ref = reference_attention(&q(b, h, 0), kd[static_cast<std::size_t>(b)], vd[static_cast<std::size_t>(b)], h / 2, 128);
+        for (std::int64_t i = 0; i < 128; ++i) max_ref = std::max(max_ref, std::fabs(out(b, h, i) - ref[static_cast<std::size_t>(i)]));
+      }
+    MESSAGE("decode attention over INT4 pages (chunk " << chunk << ") against the f64 attention of their dequantized values: max |error| " << max_ref);
+    CHECK(max_ref < 2e-5);  // float rounding only
+  }
+  REQUIRE(paged_decode_attention(q.view(), exact.k_pages<float>(0), exact.v_pages<float>(0), exact.page_table(exact_ids).value().csr(),
+                                 want.view())
+              .ok());
+  REQUIRE(paged_decode_attention(q.view(), pool.k_pages_int4(0), pool.v_pages_int4(0), table.csr(), out.view()).ok());
+  // Per sequence: with one token the output is that token's V, so the error is V's own
+  // quantization error (up to half a step, max |v| / 14 of its group: ~0.25 for N(0, 1) groups
+  // of 32); over many tokens the softmax averages the errors down.
+  std::vector<double> max_err(4, 0.0), sq(4, 0.0);
+  for (std::int64_t b = 0; b < 4; ++b)
+    for (std::int64_t h = 0; h < 4; ++h)
+      for (std::int64_t i = 0; i < 128; ++i) {
+        const double d = std::fabs(double(out(b, h, i)) - want(b, h, i));
+        max_err[static_cast<std::size_t>(b)] = std::max(max_err[static_cast<std::size_t>(b)], d);
+        sq[static_cast<std::size_t>(b)] += d * d;
+      }
+  for (std::size_t b = 0; b < 4; ++b)
+    MESSAGE("decode attention, INT4 g32 K/V against f32 K/V on N(0, 1) data, " << kd[b].size() << " tokens: max |error| " << max_err[b]
+                                                                                << ", RMS " << std::sqrt(sq[b] / (4 * 128)));
+  CHECK(max_err[0] < 0.3);  // one token: V's quantization error, at most max |v| / 14
+  CHECK(max_err[1] < 0.2);   // 37 tokens
+  CHECK(max_err[2] < 0.1);   // 300 tokens
+  CHECK(max_err[3] < 0.2);   // 37 tokens (the fork's pages, another query)
+  CHECK(max_err[2] > 0);  // the INT4 path really ran
+  // The values-only view is the same storage; views of the wrong kind or layer throw.
+  CHECK(pool.k_pages<int4>(0).storage() == pool.k_pages_int4(0).values.storage());
+  CHECK(pool.k_pages<int4>(0).shape() == Shape{64, 2, 16, 128});
+  CHECK_THROWS_AS((void)pool.k_pages_int8(0), error);
+  CHECK_THROWS_AS((void)pool.v_pages_int4(1), error);
+  CHECK_THROWS_AS((void)exact.k_pages_int4(0), error);
 }

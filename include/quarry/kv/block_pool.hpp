@@ -5,7 +5,7 @@
 // Storage. A page number names one page in every layer: layer l's K pages are a tensor
 // [num_pages, n_kv_heads, page_size, head_dim] (the layout paged_decode_attention reads, see
 // quarry/kv/paged_attention.hpp), and so are its V pages. Element types:
-//   - f32, f16, bf16: stored as given (f16/bf16 rounded to nearest), read back widened;
+//   - f32, f16, bf16: stored as given (converted to f16/bf16), read back widened to f32;
 //   - i8: one f32 scale per token and head (symmetric: scale = max |x| / 127,
 //     q = clamp(round(x * 127 / max |x|), -127, 127)); k_pages_int8() gives values and scales.
 //     Half an f16 cache plus 4 bytes per token and head;
@@ -55,13 +55,15 @@
 //     move assignment) need exclusive access: no other call of any kind on the same pool may
 //     run at the same time. A scheduler that shares one pool between threads holds a mutex
 //     around every call (tests/kv/test_kv_threads.cpp does so);
-//   - attention reading a pool's pages (paged_decode_attention over k_pages / v_pages views and
-//     page_table() tables, also with params.pool) may run from many threads at once, and
-//     beside the const calls above, as long as no mutating call runs meanwhile: a mutation may
-//     rewrite page contents and scales, or hand a page to another sequence, under the reader.
-// The views point into storage allocated once by create(options) and never moved, so they stay
-// valid (not unchanged) for the pool's lifetime; a Table is an independent copy; the span
-// pages(seq) is valid until the next mutating call.
+//   - attention reading a pool's pages (paged_decode_attention over the k_pages* / v_pages*
+//     views with page_table() tables, also with params.pool) may run from many threads at
+//     once, and beside the const calls above, as long as no mutating call runs meanwhile: a
+//     mutation may rewrite page contents and scales, or hand a page to another sequence, under
+//     the reader (tests/kv/test_kv_threads.cpp checks these results against one thread's).
+// The views point into storage allocated once by create(options), which moves with the pool;
+// they stay valid (though not unchanged) while the pool lives. A Table is a copy that goes
+// stale, not invalid, when the pool changes; the span pages(seq) is valid until the next
+// mutating call.
 #pragma once
 
 #include <cstdint>
@@ -167,15 +169,16 @@ class BlockPool {
   std::span<const std::int32_t> pages(SequenceId seq) const noexcept;
 
   /// Stores the K and V of token `pos` of `seq` in `layer` (each n_kv_heads * head_dim values,
-  /// head-major), converting to the pool's dtype; copies a shared page first. Errors: unknown
-  /// sequence, pos not in [0, length), layer out of range, wrong sizes, out_of_memory (a copy).
+  /// head-major), converting to the pool's dtype (quantizing for i8/i4, see the top of this
+  /// file); copies a shared page first. Errors: unknown sequence, pos not in [0, length), layer
+  /// out of range, wrong sizes, out_of_memory (a copy).
   status write(SequenceId seq, std::int64_t layer, std::int64_t pos, std::span<const float> k, std::span<const float> v);
-  /// Reads them back as f32 (for tests and debugging).
+  /// Reads them back as f32, dequantized for i8/i4 (for tests and debugging).
   status read(SequenceId seq, std::int64_t layer, std::int64_t pos, std::span<float> k, std::span<float> v) const;
 
-  /// The CSR page table of `batch` (in order), as paged_decode_attention takes it; the vectors
-  /// are filled here and stay valid until the next call that changes the pool. Errors: an
-  /// unknown sequence.
+  /// The CSR page table of `batch` (in order), as paged_decode_attention takes it. The Table owns
+  /// its vectors: it describes the pool as it is now and goes stale (not invalid) when a call
+  /// changes the sequences' pages. Errors: an unknown sequence.
   struct Table {
     std::vector<std::int32_t> indptr, indices, last_page_len;
     PageTableCsr csr() const { return {indptr, indices, last_page_len}; }
