@@ -249,6 +249,16 @@ status with_pages(const BlockPool& kv, std::int64_t layer, F&& f) {
 
 status LlamaModel::forward(BlockPool& kv, std::span<const SequenceId> seqs, std::span<const std::span<const std::int32_t>> tokens,
                            TensorView<float> logits, ThreadPool* pool) const {
+  return run(kv, seqs, tokens, logits, pool, nullptr);
+}
+
+status LlamaModel::forward(BlockPool& kv, std::span<const SequenceId> seqs, std::span<const std::span<const std::int32_t>> tokens,
+                           TensorView<float> logits, ThreadPool* pool, QueryObserver observe) const {
+  return run(kv, seqs, tokens, logits, pool, &observe);
+}
+
+status LlamaModel::run(BlockPool& kv, std::span<const SequenceId> seqs, std::span<const std::span<const std::int32_t>> tokens,
+                       TensorView<float> logits, ThreadPool* pool, const QueryObserver* observe) const {
   const LlamaConfig& c = config_;
   const std::int64_t batch = static_cast<std::int64_t>(seqs.size());
   if (static_cast<std::int64_t>(tokens.size()) != batch)
@@ -315,6 +325,7 @@ status LlamaModel::forward(BlockPool& kv, std::span<const SequenceId> seqs, std:
     QUARRY_ASSIGN_OR_RETURN(const BlockPool::Table table, kv.page_table(seqs));
     const TensorView<const float> q3 = TensorView<const float>(q.data(), Shape{rows, c.n_heads, c.head_dim});
     const TensorView<float> o3(o.data(), Shape{rows, c.n_heads, c.head_dim});
+    if (observe != nullptr) (*observe)(l, q3);
     QUARRY_RETURN_IF_ERROR(with_pages(kv, l, [&](const auto& kp, const auto& vp) {
       if (decode_only) {
         DecodeAttentionParams p;

@@ -14,6 +14,7 @@
 
 #include <quarry/io/gguf.hpp>
 #include <quarry/kv/block_pool.hpp>
+#include <quarry/kv/paged_attention.hpp>
 #include <quarry/nn/llama.hpp>
 #include <quarry/nn/ops.hpp>
 #include <quarry/nn/sampler.hpp>
@@ -335,5 +336,96 @@ TEST_CASE("llama: batched sampling of N sequences forked from one prompt equals 
     }
     CAPTURE(i);
     CHECK(out == batched[static_cast<std::size_t>(i)]);
+  }
+}
+
+TEST_CASE("paged decode attention on real activations: stories260K's queries, keys and values, every K/V type") {
+  QUARRY_REQUIRE_SHARED_DATA(model_path, "models/stories260K/stories260K.gguf");
+  const GgufFile file = GgufFile::open(model_path).value();
+  const LlamaModel m = LlamaModel::load(file).value();
+  const LlamaConfig& c = m.config();
+  BlockPool pool = BlockPool::create(m.kv_options(DType::f32, 64)).value();
+  // 200 tokens of greedy text in the pool; the queries of the last step recorded per layer.
+  std::vector<std::int32_t> text = {1};
+  for (const std::int32_t t : greedy(m, pool, {1}, 199)) text.push_back(t);
+  const SequenceId s = pool.create();
+  (void)feed(m, pool, s, std::span<const std::int32_t>(text.data(), text.size() - 1));
+  std::vector<std::vector<float>> queries(static_cast<std::size_t>(c.n_layers));
+  Tensor<float> logits({1, c.vocab_size});
+  const std::span<const std::int32_t> last[] = {std::span<const std::int32_t>(&text.back(), 1)};
+  REQUIRE(m.forward(pool, std::span<const SequenceId>(&s, 1), last, logits.view(), nullptr,
+                    [&](std::int64_t layer, TensorView<const float> q) {
+                      queries[static_cast<std::size_t>(layer)].assign(q.data(), q.data() + q.numel());
+                    }).ok());
+  const std::int64_t len = pool.length(s), kv_dim = c.n_kv_heads * c.head_dim, group = c.n_heads / c.n_kv_heads;
+  REQUIRE(len == 200);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+
+  for (std::int64_t layer = 0; layer < c.n_layers; ++layer) {
+    std::vector<float> k(static_cast<std::size_t>(len * kv_dim)), v(k.size());
+    for (std::int64_t t = 0; t < len; ++t)
+      REQUIRE(pool.read(s, layer, t, std::span<float>(&k[static_cast<std::size_t>(t * kv_dim)], static_cast<std::size_t>(kv_dim)),
+                        std::span<float>(&v[static_cast<std::size_t>(t * kv_dim)], static_cast<std::size_t>(kv_dim))).ok());
+    const std::vector<float>& q = queries[static_cast<std::size_t>(layer)];
+    // The f64 reference over the f32 activations.
+    std::vector<double> want(static_cast<std::size_t>(c.n_heads * c.head_dim), 0.0);
+    for (std::int64_t h = 0; h < c.n_heads; ++h) {
+      const std::int64_t kvh = h / group;
+      std::vector<double> w(static_cast<std::size_t>(len));
+      double mx = -1e300, sum = 0;
+      for (std::int64_t t = 0; t < len; ++t) {
+        double d = 0;
+        for (std::int64_t i = 0; i < c.head_dim; ++i)
+          d += static_cast<double>(q[static_cast<std::size_t>(h * c.head_dim + i)]) * k[static_cast<std::size_t>(t * kv_dim + kvh * c.head_dim + i)];
+        w[static_cast<std::size_t>(t)] = d * scale;
+        mx = std::max(mx, d * scale);
+      }
+      for (double& x : w) sum += (x = std::exp(x - mx));
+      for (std::int64_t t = 0; t < len; ++t)
+        for (std::int64_t i = 0; i < c.head_dim; ++i)
+          want[static_cast<std::size_t>(h * c.head_dim + i)] +=
+              w[static_cast<std::size_t>(t)] / sum * v[static_cast<std::size_t>(t * kv_dim + kvh * c.head_dim + i)];
+    }
+    double magnitude = 0;
+    for (const double x : want) magnitude = std::max(magnitude, std::fabs(x));
+    // Measured max |error| / max |output| over the five layers: f32 5.6e-7, f16 2.9e-3, bf16
+    // 0.042, INT8 0.18, INT4 1.16. Real activations are far harsher than N(0, 1) data (INT8
+    // 0.02 there): with head_dim 8 the scores are large and the softmax sharp, so a key's
+    // rounding moves the weights; INT4 with one scale per head of 8 is unusable on this model
+    // (its bound only catches garbage), INT8 is marginal: the figures the issue asks to report.
+    struct Case {
+      DType dtype;
+      double bound;  // of max |error| / max |output|
+    };
+    for (const Case& kase : {Case{DType::f32, 1e-5}, Case{DType::f16, 6e-3}, Case{DType::bf16, 0.08}, Case{DType::i8, 0.35},
+                             Case{DType::i4, 2.0}}) {
+      BlockPoolOptions o = m.kv_options(kase.dtype, 16);
+      o.num_layers = 1;
+      BlockPool typed = BlockPool::create(o).value();
+      const SequenceId ts = typed.create();
+      REQUIRE(typed.append(ts, len).ok());
+      for (std::int64_t t = 0; t < len; ++t)
+        REQUIRE(typed.write(ts, 0, t, std::span<const float>(&k[static_cast<std::size_t>(t * kv_dim)], static_cast<std::size_t>(kv_dim)),
+                            std::span<const float>(&v[static_cast<std::size_t>(t * kv_dim)], static_cast<std::size_t>(kv_dim))).ok());
+      const BlockPool::Table table = typed.page_table(std::span<const SequenceId>(&ts, 1)).value();
+      const TensorView<const float> qv(q.data(), Shape{1, c.n_heads, c.head_dim});
+      Tensor<float> out({1, c.n_heads, c.head_dim});
+      status st;
+      switch (kase.dtype) {
+        case DType::f32: st = paged_decode_attention(qv, typed.k_pages<float>(0), typed.v_pages<float>(0), table.csr(), out.view()); break;
+        case DType::f16: st = paged_decode_attention(qv, typed.k_pages<f16>(0), typed.v_pages<f16>(0), table.csr(), out.view()); break;
+        case DType::bf16: st = paged_decode_attention(qv, typed.k_pages<bf16>(0), typed.v_pages<bf16>(0), table.csr(), out.view()); break;
+        case DType::i8: st = paged_decode_attention(qv, typed.k_pages_int8(0), typed.v_pages_int8(0), table.csr(), out.view()); break;
+        default: st = paged_decode_attention(qv, typed.k_pages_int4(0), typed.v_pages_int4(0), table.csr(), out.view()); break;
+      }
+      REQUIRE_MESSAGE(st.ok(), st.message());
+      double worst = 0;
+      for (std::size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(out.data()[i]) - want[i]));
+      MESSAGE("layer " << layer << ", K/V " << dtype_name(kase.dtype) << ": max |error| " << worst << " (" << worst / magnitude
+                       << " of max |output| " << magnitude << ")");
+      CAPTURE(layer);
+      CAPTURE(dtype_name(kase.dtype));
+      CHECK(worst / magnitude < kase.bound);
+    }
   }
 }

@@ -122,7 +122,17 @@ class LlamaModel {
   status forward(BlockPool& kv, std::span<const SequenceId> seqs, std::span<const std::span<const std::int32_t>> tokens,
                  TensorView<float> logits, ThreadPool* pool = nullptr) const;
 
+  /// Sees each layer's queries after RoPE, [new tokens, n_heads, head_dim] (rows in batch
+  /// order), just before attention: for tests and analysis of real activations.
+  using QueryObserver = FunctionRef<void(std::int64_t layer, TensorView<const float> q)>;
+  /// forward(), calling `observe` once per layer.
+  status forward(BlockPool& kv, std::span<const SequenceId> seqs, std::span<const std::span<const std::int32_t>> tokens,
+                 TensorView<float> logits, ThreadPool* pool, QueryObserver observe) const;
+
  private:
+  status run(BlockPool& kv, std::span<const SequenceId> seqs, std::span<const std::span<const std::int32_t>> tokens,
+             TensorView<float> logits, ThreadPool* pool, const QueryObserver* observe) const;
+
   struct Layer {
     Tensor<float> attn_norm, ffn_norm;
     Linear wq, wk, wv, wo, gate, up, down;
