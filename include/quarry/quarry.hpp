@@ -24,6 +24,7 @@
 #include "quarry/io/bounded_reader.hpp"
 #include "quarry/io/crc32c.hpp"
 #include "quarry/io/gguf.hpp"
+#include "quarry/io/gguf_writer.hpp"
 #include "quarry/io/mapped_file.hpp"
 #include "quarry/io/section_file.hpp"
 #include "quarry/io/vecs.hpp"
