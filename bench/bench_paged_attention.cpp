@@ -15,7 +15,10 @@
 //             last-level cache: every row reads its K/V from DRAM.
 //             Figures: ms per call (median of samples), gbps = K/V bytes read per call (values and
 //             scales) / time, bw_ratio = gbps / the measured DRAM read bandwidth on as many threads
-//             (target >= 0.8 at long contexts), paged_vs_contiguous = contiguous time / paged time
+//             (target >= 0.8 at long contexts), gops = attention GFLOP/s (4 flops per query head and
+//             K/V element pair) and peak_ratio = gops / the measured f32 FMA peak (decode with 4
+//             query heads per KV head does 8 flops per K/V element: near the peak, a kernel is
+//             compute-bound, not memory-bound), paged_vs_contiguous = contiguous time / paged time
 //             (target >= 0.95, i.e. paged at most 5% slower), speedup_vs_f16 = f16 time / this dtype's
 //             time, same shape and threads, f16 pages timed in turn with this dtype's (INT8 target >= 1.7
 //             at 16k). Both ratios are medians of the ratios of samples taken back to back.
@@ -501,6 +504,10 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
           const std::int64_t pages = batch * ((ctx + kPage - 1) / kPage);
           const double bytes = static_cast<double>(pages * page_kv_bytes(type));
           const double dram = y.dram_gbps_for(t);
+          // q . k and p * v for every query head, token and element: 4 flops per query head and
+          // K/V element pair; with 4 query heads per KV head that is 8 flops per K/V element, so
+          // the f32 FMA peak bounds the K/V elements per second a kernel can take.
+          const double flops = 4.0 * static_cast<double>(batch * ctx * kHeads * kDim);
           paged_ratios.push_back(r.ratio);
           paged_ratios_of[type].push_back(r.ratio);
           for (const bool paged : {false, true}) {
@@ -508,7 +515,8 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
             const double gbps = bytes / s / 1e9;
             BenchRow row(fmt::format("decode {} ctx {} batch {} ({})", kv_name(type), ctx, batch, paged ? "paged" : "contiguous"), "quarry", t);
             row.set("dtype", kv_name(type)).set("context", ctx).set("batch", batch).set("ms", s * 1e3).set("gbps", gbps);
-            row.set("bw_ratio", gbps / dram).set("set_mib", static_cast<std::int64_t>(bytes * static_cast<double>(r.copies)) >> 20);
+            row.set("bw_ratio", gbps / dram).set("gops", flops / s / 1e9).set("peak_ratio", flops / s / 1e9 / y.fma_gflops_for(t));
+            row.set("set_mib", static_cast<std::int64_t>(bytes * static_cast<double>(r.copies)) >> 20);
             row.set("samples", r.samples);
             if (paged) {
               row.set("paged_vs_contiguous", r.ratio);
@@ -520,8 +528,11 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
                               type == Kv::i8 ? (r.speedup >= 1.7 ? "  (target >= 1.7: met)" : "  (target >= 1.7: NOT met)") : "");
               }
               if (ctx >= 16384)
-                summary.add(Summary::bandwidth, "  bw_ratio {:4} ctx {} batch {:2}, {} thread{}: {:.2f} ({:.1f} of {:.1f} GB/s; target >= 0.8{})",
-                            kv_name(type), ctx, batch, t, t > 1 ? "s" : " ", gbps / dram, gbps, dram, gbps / dram >= 0.8 ? ": met" : ": NOT met");
+                summary.add(Summary::bandwidth,
+                            "  bw_ratio {:4} ctx {} batch {:2}, {} thread{}: {:.2f} ({:.1f} of {:.1f} GB/s; target >= 0.8{}); {:.1f} GFLOP/s, "
+                            "{:.2f} of the f32 FMA peak",
+                            kv_name(type), ctx, batch, t, t > 1 ? "s" : " ", gbps / dram, gbps, dram, gbps / dram >= 0.8 ? ": met" : ": NOT met",
+                            flops / s / 1e9, flops / s / 1e9 / y.fma_gflops_for(t));
             }
             report.rows.push_back(std::move(row));
           }
@@ -819,7 +830,7 @@ int main(int argc, char** argv) {
     const int rc = output_report(report, options.json_path);
     fmt::print("\nbw_ratio: gbps (K/V values and scales read per call) / measured DRAM read GB/s (1-thread figure for 1-thread rows); "
                "paged: pages shuffled over the pool, contiguous: the same pages in order; paged_vs_contiguous: contiguous time / paged "
-               "time; speedup_vs_f16: f16 time / this type's, same shape and threads; INT4 scales: one f32 per {} elements\n",
+               "time; speedup_vs_f16: f16 time / this type's, same shape and threads; gops: attention GFLOP/s (8 per K/V element at 4 query heads per KV head), peak_ratio: gops / measured f32 FMA peak; INT4 scales: one f32 per {} elements\n",
                kInt4Group);
     bool header = false;
     for (const auto& topic : summary.lines)
