@@ -113,4 +113,69 @@ Tensor<KV> pages_as(const Tensor<float>& pages) {
   return out;
 }
 
+// ---- Prefill attention (quarry/kv/prefill_attention.hpp) ----
+
+/// The query rows of a prefill batch: rows[b] rows for sequence b (its last rows[b] tokens),
+/// q [total_q, n_heads, dim] ~ N(0, 1), grouped by qo_indptr [batch + 1].
+struct PrefillQueries {
+  std::vector<std::int32_t> qo_indptr;
+  Tensor<float> q;
+  std::int64_t total() const { return qo_indptr.back(); }
+};
+
+inline PrefillQueries make_prefill_queries(const std::vector<std::int64_t>& rows, std::int64_t n_heads, std::int64_t dim,
+                                           std::uint32_t seed) {
+  PrefillQueries pq;
+  pq.qo_indptr.push_back(0);
+  for (const std::int64_t n : rows) pq.qo_indptr.push_back(static_cast<std::int32_t>(pq.qo_indptr.back() + n));
+  pq.q = Tensor<float>({pq.qo_indptr.back(), n_heads, dim});
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (float& x : pq.q.span()) x = normal(rng);
+  return pq;
+}
+
+/// Causal prefill attention in double, naive, over pb's K/V rounded through KV; query row
+/// qo_indptr[b] + i of sequence b (length len, n rows) sits at position len - n + i and sees
+/// tokens [max(0, p - window + 1) when window > 0 else 0, p]. Out [total_q, n_heads, dim].
+template <class KV = float>
+std::vector<double> reference_prefill(const PagedBatch& pb, const PrefillQueries& pq, double scale, std::int64_t window = 0) {
+  const std::int64_t dim = pb.dim, group = pb.n_heads / pb.n_kv;
+  std::vector<double> out(static_cast<std::size_t>(pq.total() * pb.n_heads * dim), 0.0);
+  auto row = [&](const std::int32_t* pages, std::int64_t kvh, std::int64_t t) {
+    return ((pages[t / pb.page_size] * pb.n_kv + kvh) * pb.page_size + t % pb.page_size) * dim;
+  };
+  std::vector<double> s;
+  for (std::int64_t b = 0; b < pb.batch(); ++b) {
+    const std::int64_t len = pb.table().length(b, pb.page_size);
+    const std::int64_t n = pq.qo_indptr[static_cast<std::size_t>(b) + 1] - pq.qo_indptr[static_cast<std::size_t>(b)];
+    const std::int32_t* pages = pb.indices.data() + pb.indptr[static_cast<std::size_t>(b)];
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int64_t p = len - n + i, r = pq.qo_indptr[static_cast<std::size_t>(b)] + i;
+      const std::int64_t first = window > 0 ? std::max<std::int64_t>(0, p - window + 1) : 0;
+      for (std::int64_t h = 0; h < pb.n_heads; ++h) {
+        const std::int64_t kvh = h / group;
+        const float* qh = pq.q.data() + (r * pb.n_heads + h) * dim;
+        s.clear();
+        for (std::int64_t t = first; t <= p; ++t) {
+          const float* kr = pb.k.data() + row(pages, kvh, t);
+          double dot = 0;
+          for (std::int64_t d = 0; d < dim; ++d) dot += static_cast<double>(qh[d]) * static_cast<double>(static_cast<float>(KV(kr[d])));
+          s.push_back(dot * scale);
+        }
+        const double mx = *std::max_element(s.begin(), s.end());
+        double sum = 0;
+        for (double& x : s) sum += (x = std::exp(x - mx));
+        double* oh = out.data() + (r * pb.n_heads + h) * dim;
+        for (std::int64_t t = first; t <= p; ++t) {
+          const float* vr = pb.v.data() + row(pages, kvh, t);
+          const double w = s[static_cast<std::size_t>(t - first)] / sum;
+          for (std::int64_t d = 0; d < dim; ++d) oh[d] += w * static_cast<double>(static_cast<float>(KV(vr[d])));
+        }
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace quarry::testing
