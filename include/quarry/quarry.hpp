@@ -31,6 +31,7 @@
 #include "quarry/kv/block_pool.hpp"
 #include "quarry/kv/paged_attention.hpp"
 #include "quarry/kv/prefill_attention.hpp"
+#include "quarry/nn/tokenizer.hpp"
 #include "quarry/quant/error_metrics.hpp"
 #include "quarry/quant/gguf_blocks.hpp"
 #include "quarry/quant/gptq.hpp"
