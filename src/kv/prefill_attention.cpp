@@ -2,7 +2,8 @@
 // style on the CPU: a unit of work is (sequence, kv head, block of query rows) with all the query
 // heads of the kv head's GQA group stacked into one Q tile; the unit walks the key tiles its rows
 // can see (whole pages, widened to f32 in per-thread scratch, read once per unit), computes the
-// score block Q K^T and the product P V with Eigen, and keeps an online softmax (running max and
+// score block Q K^T and the product P V with the ISA's tile product (KvKernels::tile_gemm: scalar,
+// AVX2, AVX-512), and keeps an online softmax (running max and
 // sum per row, the accumulator rescaled once per tile). Tiles outside the causal / window range
 // are never visited; only the tiles that cross the diagonal or the window's edge are masked.
 #include "quarry/kv/prefill_attention.hpp"
@@ -14,6 +15,8 @@
 #include <vector>
 
 #include <Eigen/Core>
+
+#include "quarry/kv/detail/kv_kernels.hpp"
 #include <fmt/format.h>
 
 #include "quarry/core/aligned_buffer.hpp"
@@ -122,7 +125,8 @@ class Scratch {
     s_ = acc_ + m * g.ld;
     k_ = s_ + m * g.ld_s;
     v_ = k_ + g.block_k * g.ld;
-    max_ = v_ + g.block_k * g.ld;
+    kt_transposed_ = v_ + g.block_k * g.ld;
+    max_ = kt_transposed_ + g.dim * g.ld_s;
     sum_ = max_ + round_up(m, 16);
     buf_ = AlignedBuffer(static_cast<std::size_t>(sum_ + round_up(m, 16)) * sizeof(float));
   }
@@ -132,12 +136,13 @@ class Scratch {
   float* s() noexcept { return base() + s_; }
   float* k() noexcept { return base() + k_; }
   float* v() noexcept { return base() + v_; }
+  float* k_transposed() noexcept { return base() + kt_transposed_; }
   float* row_max() noexcept { return base() + max_; }
   float* row_sum() noexcept { return base() + sum_; }
 
  private:
   AlignedBuffer buf_;
-  std::int64_t acc_ = 0, s_ = 0, k_ = 0, v_ = 0, max_ = 0, sum_ = 0;
+  std::int64_t acc_ = 0, s_ = 0, k_ = 0, v_ = 0, kt_transposed_ = 0, max_ = 0, sum_ = 0;
 };
 
 // Widens tokens [t0, t1) of one head of a sequence (pages in token order) into dst, row t - t0.
@@ -169,6 +174,8 @@ void run_unit(const Unit& u, const float* q, const std::int32_t* qo_indptr, cons
   float* s = scratch.s();
   float* kt = scratch.k();
   float* vt = scratch.v();
+  float* kT = scratch.k_transposed();
+  const detail::KvKernels& kernels = detail::kernels<detail::KvKernels>();
   float* row_max = scratch.row_max();
   float* row_sum = scratch.row_sum();
 
@@ -184,7 +191,6 @@ void run_unit(const Unit& u, const float* q, const std::int32_t* qo_indptr, cons
   acc_m.setZero();
   std::fill(row_max, row_max + m, -std::numeric_limits<float>::infinity());
   std::fill(row_sum, row_sum + m, 0.f);
-  const MatrixMap q_m(qt, m, g.dim, Eigen::OuterStride<>(g.ld));
 
   // Tokens any row of the unit sees: [t_begin, pos_last]; key tiles are aligned to block_k.
   const std::int64_t t_begin = g.window > 0 ? std::max<std::int64_t>(0, pos0 - g.window + 1) : 0;
@@ -194,10 +200,20 @@ void run_unit(const Unit& u, const float* q, const std::int32_t* qo_indptr, cons
     const std::int64_t n = t1 - t0;
     load_tokens(k_src, g, pages, u.kv_head, t0, t1, kt);
     load_tokens(v_src, g, pages, u.kv_head, t0, t1, vt);
-    const MatrixMap k_m(kt, n, g.dim, Eigen::OuterStride<>(g.ld));
-    const MatrixMap v_m(vt, n, g.dim, Eigen::OuterStride<>(g.ld));
-    MatrixMap s_m(s, m, n, Eigen::OuterStride<>(g.ld_s));
-    s_m.noalias() = q_m * k_m.transpose();
+    // S = (scale Q) K^T through the ISA's tile product, on K's tile transposed ([dim, n]).
+    for (std::int64_t j = 0; j < n; ++j)
+      for (std::int64_t d = 0; d < g.dim; ++d) kT[d * g.ld_s + j] = kt[j * g.ld + d];
+    detail::TileGemmArgs qk;
+    qk.m = m;
+    qk.n = n;
+    qk.k = g.dim;
+    qk.a = qt;
+    qk.lda = g.ld;
+    qk.b = kT;
+    qk.ldb = g.ld_s;
+    qk.c = s;
+    qk.ldc = g.ld_s;
+    kernels.tile_gemm(qk);
 
     // Only tiles that cross the diagonal or the window's lower edge need a mask.
     const bool masked = t1 - 1 > pos0 || (g.window > 0 && t0 < pos_last - g.window + 1);
@@ -226,7 +242,18 @@ void run_unit(const Unit& u, const float* q, const std::int32_t* qo_indptr, cons
         if (alpha != 1.f) acc_m.row(r) *= alpha;
       }
     }
-    acc_m.noalias() += s_m * v_m;
+    detail::TileGemmArgs pv;  // acc += P V
+    pv.m = m;
+    pv.n = g.dim;
+    pv.k = n;
+    pv.a = s;
+    pv.lda = g.ld_s;
+    pv.b = vt;
+    pv.ldb = g.ld;
+    pv.c = acc;
+    pv.ldc = g.ld;
+    pv.accumulate = true;
+    kernels.tile_gemm(pv);
   }
 
   for (std::int64_t i = 0; i < u.rows; ++i) {

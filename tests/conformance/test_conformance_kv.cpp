@@ -143,3 +143,54 @@ TEST_CASE("conformance: decode_chunk within float rounding of the reference, eve
     (void)isa;
   });
 }
+
+TEST_CASE("conformance: tile_gemm within FMA rounding of the reference, every shape tail") {
+  for_each_simd_table<KvKernels>([&](Isa isa, const KvKernels& kt, const KvKernels& ref) {
+    std::mt19937 rng(5);
+    std::size_t cases = 0;
+    for (const std::int64_t m : {1, 3, 4, 5, 8, 13}) {
+      for (const std::int64_t n : {1, 7, 8, 16, 33, 64, 100, 128}) {
+        for (const std::int64_t k : {0, 1, 8, 17, 64}) {
+          for (const bool accumulate : {false, true}) {
+            const std::int64_t lda = k + 3, ldb = n + 5, ldc = n + 2;
+            const std::vector<float> a = random_normal(static_cast<std::size_t>(m * lda), static_cast<std::uint32_t>(rng()));
+            const std::vector<float> b = random_normal(static_cast<std::size_t>(std::max<std::int64_t>(k, 1) * ldb), static_cast<std::uint32_t>(rng()));
+            const std::vector<float> c0 = random_normal(static_cast<std::size_t>(m * ldc), static_cast<std::uint32_t>(rng()));
+            auto run = [&](const KvKernels& table) {
+              std::vector<float> c = c0;
+              detail::TileGemmArgs g;
+              g.m = m;
+              g.n = n;
+              g.k = k;
+              g.a = a.data();
+              g.lda = lda;
+              g.b = b.data();
+              g.ldb = ldb;
+              g.c = c.data();
+              g.ldc = ldc;
+              g.accumulate = accumulate;
+              table.tile_gemm(g);
+              return c;
+            };
+            const std::vector<float> got = run(kt), want = run(ref);
+            INFO("m=" << m << " n=" << n << " k=" << k << " accumulate=" << accumulate);
+            for (std::int64_t i = 0; i < m; ++i)
+              for (std::int64_t j = 0; j < ldc; ++j) {
+                const std::size_t e = static_cast<std::size_t>(i * ldc + j);
+                if (j >= n) {
+                  REQUIRE(got[e] == c0[e]);  // padding untouched
+                  continue;
+                }
+                double mag = accumulate ? std::fabs(c0[e]) : 0.0;
+                for (std::int64_t t = 0; t < k; ++t)
+                  mag += std::fabs(static_cast<double>(a[static_cast<std::size_t>(i * lda + t)]) * b[static_cast<std::size_t>(t * ldb + j)]);
+                REQUIRE(std::fabs(got[e] - want[e]) <= 2e-7 * static_cast<double>(k + 1) * (mag + 1e-30));
+              }
+            ++cases;
+          }
+        }
+      }
+    }
+    MESSAGE(isa_name(isa) << ": " << cases << " tile products checked");
+  });
+}

@@ -260,13 +260,75 @@ void decode_chunk(const DecodeChunkArgs& a) noexcept {
   });
 }
 
+template <class Arch>
+void ref_tile_gemm(const TileGemmArgs& g) noexcept {
+  for (std::int64_t i = 0; i < g.m; ++i)
+    for (std::int64_t j = 0; j < g.n; ++j) {
+      float s = g.accumulate ? g.c[i * g.ldc + j] : 0.f;
+      for (std::int64_t t = 0; t < g.k; ++t) s += g.a[i * g.lda + t] * g.b[t * g.ldb + j];
+      g.c[i * g.ldc + j] = s;
+    }
+}
+
+// R rows of C from row i: blocks of 4 registers of columns (R x 4 accumulators), then single
+// registers, then scalars; each accumulator runs over k in order.
+template <class Arch, int R>
+QUARRY_ALWAYS_INLINE void tile_gemm_rows(const TileGemmArgs& g, std::int64_t i) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+  const float* a = g.a + i * g.lda;
+  float* c = g.c + i * g.ldc;
+  std::int64_t j = 0;
+  for (; j + 4 * W <= g.n; j += 4 * W) {
+    B acc[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < 4; ++v) acc[r][v] = g.accumulate ? B::load_unaligned(c + r * g.ldc + j + v * W) : B(0.f);
+    for (std::int64_t t = 0; t < g.k; ++t) {
+      const float* bt = g.b + t * g.ldb + j;
+      const B b0 = B::load_unaligned(bt), b1 = B::load_unaligned(bt + W), b2 = B::load_unaligned(bt + 2 * W),
+              b3 = B::load_unaligned(bt + 3 * W);
+      for (int r = 0; r < R; ++r) {
+        const B x(a[r * g.lda + t]);
+        acc[r][0] = xsimd::fma(x, b0, acc[r][0]);
+        acc[r][1] = xsimd::fma(x, b1, acc[r][1]);
+        acc[r][2] = xsimd::fma(x, b2, acc[r][2]);
+        acc[r][3] = xsimd::fma(x, b3, acc[r][3]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < 4; ++v) acc[r][v].store_unaligned(c + r * g.ldc + j + v * W);
+  }
+  for (; j + W <= g.n; j += W) {
+    B acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = g.accumulate ? B::load_unaligned(c + r * g.ldc + j) : B(0.f);
+    for (std::int64_t t = 0; t < g.k; ++t) {
+      const B bt = B::load_unaligned(g.b + t * g.ldb + j);
+      for (int r = 0; r < R; ++r) acc[r] = xsimd::fma(B(a[r * g.lda + t]), bt, acc[r]);
+    }
+    for (int r = 0; r < R; ++r) acc[r].store_unaligned(c + r * g.ldc + j);
+  }
+  for (; j < g.n; ++j)
+    for (int r = 0; r < R; ++r) {
+      float s = g.accumulate ? c[r * g.ldc + j] : 0.f;
+      for (std::int64_t t = 0; t < g.k; ++t) s = std::fma(a[r * g.lda + t], g.b[t * g.ldb + j], s);
+      c[r * g.ldc + j] = s;
+    }
+}
+
+template <class Arch>
+void tile_gemm(const TileGemmArgs& g) noexcept {
+  std::int64_t i = 0;
+  for (; i + 4 <= g.m; i += 4) tile_gemm_rows<Arch, 4>(g, i);
+  for (; i < g.m; ++i) tile_gemm_rows<Arch, 1>(g, i);
+}
+
 /// The KvKernels table for one arch tag.
 template <class Arch>
 constexpr KvKernels make_kv_kernels() noexcept {
   if constexpr (simd::is_scalar<Arch>) {
-    return KvKernels{&ref_decode_chunk<Arch>};
+    return KvKernels{&ref_decode_chunk<Arch>, &ref_tile_gemm<Arch>};
   } else {
-    return KvKernels{&decode_chunk<Arch>};
+    return KvKernels{&decode_chunk<Arch>, &tile_gemm<Arch>};
   }
 }
 

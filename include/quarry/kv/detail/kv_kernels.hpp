@@ -1,6 +1,6 @@
 // The kernel table of the kv module: one chunk of decode attention (a run of tokens of one
 // sequence, one kv head, all the query heads of its GQA group) over pages of any K/V element
-// type. Front-end in quarry/kv/paged_attention.hpp (it splits a batch into chunks, runs them on
+// type, and the tile products of prefill attention. Front-end in quarry/kv/paged_attention.hpp (it splits a batch into chunks, runs them on
 // threads and merges their partial results by log-sum-exp); bodies in src/cpu/kernels/kv.hpp,
 // whose scalar bodies are the reference.
 #pragma once
@@ -48,10 +48,27 @@ constexpr std::size_t decode_chunk_scratch(std::int64_t group, std::int64_t toke
   return static_cast<std::size_t>(group * tokens + 16 * dim + 16);
 }
 
+/// Operands of a small dense product C (+)= A B, all row-major with leading dimensions in
+/// floats: A [m, k], B [k, n], C [m, n]. Prefill attention's two tile products: scores =
+/// (scale Q) K^T (B is K's tile transposed) and acc += P V.
+struct TileGemmArgs {
+  std::int64_t m = 0, n = 0, k = 0;
+  const float* a = nullptr;
+  std::int64_t lda = 0;
+  const float* b = nullptr;
+  std::int64_t ldb = 0;
+  float* c = nullptr;
+  std::int64_t ldc = 0;
+  bool accumulate = false;  ///< false: C = A B; true: C += A B
+};
+
 /// Kv kernels for one ISA. Noexcept, allocation-free. Results agree with the scalar reference
 /// within float summation error (exp and the order of sums differ by ISA).
 struct KvKernels {
   void (*decode_chunk)(const DecodeChunkArgs& args) noexcept;
+  /// C (+)= A B; each C element sums its k products in order (with FMA on SIMD ISAs), so ISAs
+  /// differ only by the FMA's single rounding.
+  void (*tile_gemm)(const TileGemmArgs& args) noexcept;
 };
 
 QUARRY_DECLARE_KERNEL_TABLES(KvKernels)
