@@ -2,12 +2,11 @@
 // tag; included only by src/cpu/<isa>.cpp (the rule of src/cpu/kernels/core.hpp holds).
 //
 // Decode chunk, SIMD: the chunk is walked in runs of at most 16 tokens that lie in one page (a
-// run's rows of one head are contiguous). Each run of K is widened to an f32 tile once (f32 pages
-// are read in place) and dotted with every query head of the GQA group, so K is read once per
-// group, not once per head; then the scores of each head go through exp in SIMD; then each run of
-// V is widened once and accumulated into every head's output, a block of 4 SIMD registers of the
-// output at a time. Two passes over the chunk (scores, then V) keep the softmax exact without
-// rescaling: the chunk's maximum is known before any exp.
+// run's rows of one head are contiguous), and K is read once per GQA group, not once per head.
+// Two passes over the chunk (scores, then V) keep the softmax exact without rescaling: the
+// chunk's maximum is known before any exp. On AVX2 / AVX-512 the fused kernel widens K and V in
+// registers as they are used (decode_chunk_fused); elsewhere, and for shapes it does not take,
+// each run is widened into an f32 tile first (decode_chunk_tiled).
 #pragma once
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "cpu/kernels/core.hpp"
 #include "quarry/kv/detail/kv_kernels.hpp"
@@ -170,8 +170,10 @@ const float* kv_rows_f32(KvElem elem, const KvPagesRef& pages, std::int64_t row,
   return tile;
 }
 
+// The general SIMD chunk: runs widened into an f32 tile, then products from the tile (any dim,
+// any INT4 group, NEON too).
 template <class Arch>
-void decode_chunk(const DecodeChunkArgs& a) noexcept {
+void decode_chunk_tiled(const DecodeChunkArgs& a) noexcept {
   using B = xsimd::batch<float, Arch>;
   constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
   const std::int64_t n = a.t1 - a.t0, dim = a.dim;
@@ -320,6 +322,272 @@ void tile_gemm(const TileGemmArgs& g) noexcept {
   std::int64_t i = 0;
   for (; i + 4 <= g.m; i += 4) tile_gemm_rows<Arch, 4>(g, i);
   for (; i < g.m; ++i) tile_gemm_rows<Arch, 1>(g, i);
+}
+
+#if defined(__x86_64__) || defined(_M_X64)
+// ---- The fused x86 chunk: K and V widened in registers as they are used, never stored. ----
+//
+// Scores: for two tokens at a time, one accumulator per (head, token) runs over the head's
+// dimension blocks (a widened block of K is used by every head of the sub-group), and the
+// per-token accumulators of up to W tokens are reduced together (haddp: one transpose-add for W
+// sums). INT8 rows' scales multiply the sums (a scale per token); INT4 group scales multiply the
+// widened block. Weighted V: blocks of 2 registers of the output per head, over the run's tokens,
+// with p (times the INT8 row scale) broadcast. Needs dim % W == 0 and, for INT4, group % W == 0.
+
+// W values of row `row` from element i, widened to f32 (INT4 times its group's scale).
+template <class Arch, KvElem E>
+QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> kv_block(const KvPagesRef& pages, std::int64_t row, std::int64_t dim, std::int64_t i,
+                                                       std::int64_t groups, std::int64_t group_shift) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  if constexpr (E == KvElem::f32) {
+    return B::load_unaligned(static_cast<const float*>(pages.values) + row * dim + i);
+  } else if constexpr (E == KvElem::f16) {
+    const std::uint16_t* p = static_cast<const std::uint16_t*>(pages.values) + row * dim + i;
+    if constexpr (simd::is_avx512<Arch>) return B(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+    else return B(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  } else if constexpr (E == KvElem::bf16) {
+    const std::uint16_t* p = static_cast<const std::uint16_t*>(pages.values) + row * dim + i;
+    if constexpr (simd::is_avx512<Arch>)
+      return B(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16)));
+    else
+      return B(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16)));
+  } else if constexpr (E == KvElem::i8) {
+    const std::int8_t* p = static_cast<const std::int8_t*>(pages.values) + row * dim + i;
+    if constexpr (simd::is_avx512<Arch>) return B(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
+    else return B(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
+  } else {
+    const std::uint8_t* p = static_cast<const std::uint8_t*>(pages.values) + (row * dim + i) / 2;
+    const __m128i low = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    const float s = pages.scales[row * groups + (i >> group_shift)];
+    if constexpr (simd::is_avx512<Arch>) {
+      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+      const __m128i x = _mm_sub_epi8(_mm_xor_si128(_mm_unpacklo_epi8(_mm_and_si128(b, low), _mm_and_si128(_mm_srli_epi16(b, 4), low)), eight), eight);
+      return B(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(x)), _mm512_set1_ps(s)));
+    } else {
+      std::int32_t four;
+      __builtin_memcpy(&four, p, 4);
+      const __m128i b = _mm_cvtsi32_si128(four);
+      const __m128i x = _mm_sub_epi8(_mm_xor_si128(_mm_unpacklo_epi8(_mm_and_si128(b, low), _mm_and_si128(_mm_srli_epi16(b, 4), low)), eight), eight);
+      return B(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)), _mm256_set1_ps(s)));
+    }
+  }
+}
+
+// Scores of heads [g0, g0 + S) for the run of `rows` tokens whose first row is `row`, written to
+// scores[g * n + j0 + r].
+template <class Arch, KvElem E, int S>
+QUARRY_ALWAYS_INLINE void fused_scores(const DecodeChunkArgs& a, std::int64_t g0, std::int64_t row, std::int64_t rows, std::int64_t j0,
+                                       std::int64_t n, std::int64_t shift, float* scores) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+  B part[S][16];
+  std::int64_t r = 0;
+  for (; r + 2 <= rows; r += 2) {
+    B acc[S][2];
+    for (int s = 0; s < S; ++s) acc[s][0] = acc[s][1] = B(0.f);
+    for (std::int64_t i = 0; i < a.dim; i += W) {
+      const B k0 = kv_block<Arch, E>(a.k, row + r, a.dim, i, a.groups, shift);
+      const B k1 = kv_block<Arch, E>(a.k, row + r + 1, a.dim, i, a.groups, shift);
+      for (int s = 0; s < S; ++s) {
+        const B qb = B::load_unaligned(a.q + (g0 + s) * a.dim + i);
+        acc[s][0] = xsimd::fma(qb, k0, acc[s][0]);
+        acc[s][1] = xsimd::fma(qb, k1, acc[s][1]);
+      }
+    }
+    for (int s = 0; s < S; ++s) {
+      part[s][r] = acc[s][0];
+      part[s][r + 1] = acc[s][1];
+    }
+  }
+  for (; r < rows; ++r) {
+    B acc[S];
+    for (int s = 0; s < S; ++s) acc[s] = B(0.f);
+    for (std::int64_t i = 0; i < a.dim; i += W) {
+      const B k0 = kv_block<Arch, E>(a.k, row + r, a.dim, i, a.groups, shift);
+      for (int s = 0; s < S; ++s) acc[s] = xsimd::fma(B::load_unaligned(a.q + (g0 + s) * a.dim + i), k0, acc[s]);
+    }
+    for (int s = 0; s < S; ++s) part[s][r] = acc[s];
+  }
+  for (std::int64_t c = 0; c < rows; c += W) {
+    const std::int64_t m = std::min(W, rows - c);
+    alignas(64) float row_scale[16];
+    for (std::int64_t j = 0; j < W; ++j) row_scale[j] = j < m ? (E == KvElem::i8 ? a.k.scales[row + c + j] : 1.f) * a.scale : 0.f;
+    for (int s = 0; s < S; ++s) {
+      if constexpr (simd::is_avx512<Arch>) {
+        // xsimd 8.1's AVX-512 haddp gives wrong sums (checked by the conformance test): one
+        // reduction per token instead.
+        for (std::int64_t j = 0; j < m; ++j) scores[(g0 + s) * n + j0 + c + j] = simd::reduce_add(part[s][c + j]) * row_scale[j];
+      } else {
+        for (std::int64_t j = m; j < W; ++j) part[s][c + j] = B(0.f);
+        const B sums = xsimd::haddp(&part[s][c]) * B::load_aligned(row_scale);
+        alignas(64) float out[16];
+        sums.store_aligned(out);
+        for (std::int64_t j = 0; j < m; ++j) scores[(g0 + s) * n + j0 + c + j] = out[j];
+      }
+    }
+  }
+}
+
+// acc[g] += p[g][j0 + r] v[row + r] for heads [g0, g0 + S).
+template <class Arch, KvElem E, int S>
+QUARRY_ALWAYS_INLINE void fused_values(const DecodeChunkArgs& a, std::int64_t g0, std::int64_t row, std::int64_t rows, std::int64_t j0,
+                                       std::int64_t n, std::int64_t shift, const float* probs) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+  float p[S][16];
+  for (int s = 0; s < S; ++s)
+    for (std::int64_t r = 0; r < rows; ++r)
+      p[s][r] = probs[(g0 + s) * n + j0 + r] * (E == KvElem::i8 ? a.v.scales[row + r] : 1.f);
+  std::int64_t i = 0;
+  for (; i + 2 * W <= a.dim; i += 2 * W) {
+    B acc[S][2];
+    for (int s = 0; s < S; ++s) {
+      float* o = a.out + (g0 + s) * (a.dim + 2) + 2 + i;
+      acc[s][0] = B::load_unaligned(o);
+      acc[s][1] = B::load_unaligned(o + W);
+    }
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const B v0 = kv_block<Arch, E>(a.v, row + r, a.dim, i, a.groups, shift);
+      const B v1 = kv_block<Arch, E>(a.v, row + r, a.dim, i + W, a.groups, shift);
+      for (int s = 0; s < S; ++s) {
+        const B pr(p[s][r]);
+        acc[s][0] = xsimd::fma(pr, v0, acc[s][0]);
+        acc[s][1] = xsimd::fma(pr, v1, acc[s][1]);
+      }
+    }
+    for (int s = 0; s < S; ++s) {
+      float* o = a.out + (g0 + s) * (a.dim + 2) + 2 + i;
+      acc[s][0].store_unaligned(o);
+      acc[s][1].store_unaligned(o + W);
+    }
+  }
+  for (; i < a.dim; i += W) {
+    B acc[S];
+    for (int s = 0; s < S; ++s) acc[s] = B::load_unaligned(a.out + (g0 + s) * (a.dim + 2) + 2 + i);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const B v0 = kv_block<Arch, E>(a.v, row + r, a.dim, i, a.groups, shift);
+      for (int s = 0; s < S; ++s) acc[s] = xsimd::fma(B(p[s][r]), v0, acc[s]);
+    }
+    for (int s = 0; s < S; ++s) acc[s].store_unaligned(a.out + (g0 + s) * (a.dim + 2) + 2 + i);
+  }
+}
+
+// Calls f(integral_constant<int, S>, g0) over the heads in sub-groups of 4, 2 and 1.
+template <class F>
+QUARRY_ALWAYS_INLINE void for_each_subgroup(std::int64_t group, F&& f) {
+  std::int64_t g0 = 0;
+  for (; g0 + 4 <= group; g0 += 4) f(std::integral_constant<int, 4>{}, g0);
+  if (g0 + 2 <= group) {
+    f(std::integral_constant<int, 2>{}, g0);
+    g0 += 2;
+  }
+  if (g0 < group) f(std::integral_constant<int, 1>{}, g0);
+}
+
+template <class Arch, KvElem E>
+void decode_chunk_fused(const DecodeChunkArgs& a) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+  const std::int64_t n = a.t1 - a.t0;
+  float* scores = a.scratch;  // [group][n]
+  std::int64_t shift = 0;     // INT4: log2 of the group size (a power of two here)
+  if constexpr (E == KvElem::i4)
+    while ((std::int64_t{1} << shift) < a.dim / a.groups) ++shift;
+  // Bytes of one row (values only; scales are few and close together).
+  constexpr std::int64_t kElemBits = E == KvElem::f32 ? 32 : (E == KvElem::f16 || E == KvElem::bf16) ? 16 : E == KvElem::i8 ? 8 : 4;
+  const std::int64_t row_bytes = a.dim * kElemBits / 8;
+  // Calls f(first row, rows, first index in the chunk) per run of <= 16 tokens in one page, and
+  // first asks for the run after next to be fetched: runs of scattered pages are 4 KiB islands
+  // the hardware prefetchers do not cross, so each would otherwise start with a DRAM miss.
+  auto for_each_run = [&](const KvPagesRef& pages, auto&& f) {
+    auto run_at = [&](std::int64_t t, std::int64_t& row, std::int64_t& rows) {
+      const std::int64_t slot = t % a.page_size;
+      rows = std::min({std::int64_t{16}, a.page_size - slot, a.t1 - t});
+      row = (a.pages[t / a.page_size] * a.n_kv + a.kv_head) * a.page_size + slot;
+    };
+    auto prefetch = [&](std::int64_t t) {
+      if (t >= a.t1) return;
+      std::int64_t row, rows;
+      run_at(t, row, rows);
+      const char* p = static_cast<const char*>(pages.values) + row * row_bytes;
+      for (std::int64_t b = 0; b < rows * row_bytes; b += 64) __builtin_prefetch(p + b);
+    };
+    std::int64_t ahead = a.t0;  // the first token not yet asked for
+    for (int k = 0; k < 2 && ahead < a.t1; ++k) {
+      prefetch(ahead);
+      std::int64_t row, rows;
+      run_at(ahead, row, rows);
+      ahead += rows;
+    }
+    for (std::int64_t t = a.t0; t < a.t1;) {
+      std::int64_t row, rows;
+      run_at(t, row, rows);
+      if (ahead < a.t1) {
+        prefetch(ahead);
+        std::int64_t arow, arows;
+        run_at(ahead, arow, arows);
+        ahead += arows;
+      }
+      f(row, rows, t - a.t0);
+      t += rows;
+    }
+  };
+  for_each_run(a.k, [&](std::int64_t row, std::int64_t rows, std::int64_t j0) {
+    for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) { fused_scores<Arch, E, decltype(sub)::value>(a, g0, row, rows, j0, n, shift, scores); });
+  });
+  for (std::int64_t g = 0; g < a.group; ++g) {
+    float* s = scores + g * n;
+    B vmax(-std::numeric_limits<float>::infinity());
+    std::int64_t j = 0;
+    for (; j + W <= n; j += W) vmax = xsimd::max(vmax, B::load_unaligned(s + j));
+    float lanes[W];
+    vmax.store_unaligned(lanes);
+    float m = lanes[0];
+    for (std::int64_t l = 1; l < W; ++l) m = std::max(m, lanes[l]);
+    for (; j < n; ++j) m = std::max(m, s[j]);
+    const B bm(m);
+    B vsum(0.f);
+    j = 0;
+    for (; j + W <= n; j += W) {
+      const B e = xsimd::exp(B::load_unaligned(s + j) - bm);
+      e.store_unaligned(s + j);
+      vsum += e;
+    }
+    float sum = simd::reduce_add(vsum);
+    for (; j < n; ++j) {
+      s[j] = std::exp(s[j] - m);
+      sum += s[j];
+    }
+    float* o = a.out + g * (a.dim + 2);
+    o[0] = m;
+    o[1] = sum;
+    std::fill(o + 2, o + 2 + a.dim, 0.f);
+  }
+  for_each_run(a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0) {
+    for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) { fused_values<Arch, E, decltype(sub)::value>(a, g0, row, rows, j0, n, shift, scores); });
+  });
+}
+#endif
+
+template <class Arch>
+void decode_chunk(const DecodeChunkArgs& a) noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
+    constexpr std::int64_t W = static_cast<std::int64_t>(xsimd::batch<float, Arch>::size);
+    const std::int64_t group_size = a.dim / a.groups;
+    const bool fits = a.dim % W == 0 && (a.elem != KvElem::i4 || (group_size % W == 0 && (group_size & (group_size - 1)) == 0));
+    if (fits) {
+      switch (a.elem) {
+        case KvElem::f32: return decode_chunk_fused<Arch, KvElem::f32>(a);
+        case KvElem::f16: return decode_chunk_fused<Arch, KvElem::f16>(a);
+        case KvElem::bf16: return decode_chunk_fused<Arch, KvElem::bf16>(a);
+        case KvElem::i8: return decode_chunk_fused<Arch, KvElem::i8>(a);
+        case KvElem::i4: return decode_chunk_fused<Arch, KvElem::i4>(a);
+      }
+    }
+  }
+#endif
+  decode_chunk_tiled<Arch>(a);
 }
 
 /// The KvKernels table for one arch tag.
