@@ -96,9 +96,14 @@ result<LlamaConfig> LlamaConfig::from_gguf(const GgufFile& f) {
 std::string Linear::format() const { return q_ ? q_->scheme().to_string() : std::string("f32"); }
 
 void Linear::apply(TensorView<const float> x, TensorView<float> y, ThreadPool* pool) const {
+  // Small products run on the caller's thread: waking the pool costs more than they do.
+  const bool big = out_features() * in_features() * x.dim(0) >= (std::int64_t{1} << 18);
   if (q_) {
     QGemmOptions o;
-    o.pool = pool;
+    o.pool = big ? pool : nullptr;
+    // INT4 weights: activations quantized to int8 per row (W4A8), the path that streams the
+    // weights at memory speed (W4A32 converts every nibble to float).
+    if (q_->scheme().bits == 4) o.activations = ActivationMode::int8;
     if (x.dim(0) == 1)
       qgemv(std::span<const float>(x.data(), static_cast<std::size_t>(x.dim(1))), *q_,
             std::span<float>(y.data(), static_cast<std::size_t>(y.dim(1))), o);
@@ -113,7 +118,7 @@ void Linear::apply(TensorView<const float> x, TensorView<float> y, ThreadPool* p
   auto columns = [&](std::int64_t lo, std::int64_t hi) {
     ym.middleCols(lo, hi - lo).noalias() = xm * wm.middleRows(lo, hi - lo).transpose();
   };
-  if (pool != nullptr && pool->size() > 1 && n * k * m >= (std::int64_t{1} << 18)) {
+  if (pool != nullptr && pool->size() > 1 && big) {
     const std::int64_t block = 64;
     pool->parallel_for(0, (n + block - 1) / block, [&](std::int64_t lo, std::int64_t hi) {
       columns(lo * block, std::min(n, hi * block));

@@ -53,8 +53,9 @@ struct LlamaConfig {
 enum class LlamaWeights : std::uint8_t {
   f32,     ///< f32 (f16/bf16/Q8_0/Q4_0 files widened)
   int8,    ///< INT8 per channel, symmetric (W8A8 products)
-  int4,    ///< INT4 in groups of `int4_group` along K, symmetric, f16 scales; a matrix whose K is
-           ///< not a multiple of the group falls back to INT8 per channel (listed in summary())
+  int4,    ///< INT4 in groups of `int4_group` along K, symmetric, f16 scales, multiplied as W4A8
+           ///< (activations in int8 per row); a matrix whose K is not a multiple of the group
+           ///< falls back to INT8 per channel (listed in summary())
   stored,  ///< as the file stores them: Q8_0 / Q4_0 as QuantizedTensors, f32/f16/bf16 as f32
 };
 
