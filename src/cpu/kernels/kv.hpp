@@ -329,8 +329,8 @@ void tile_gemm(const TileGemmArgs& g) noexcept {
 //
 // Scores: for two tokens at a time, one accumulator per (head, token) runs over the head's
 // dimension blocks (a widened block of K is used by every head of the sub-group), and the
-// per-token accumulators of up to W tokens are reduced together (haddp: one transpose-add for W
-// sums). INT8 rows' scales multiply the sums (a scale per token); INT4 group scales multiply the
+// per-token accumulators of up to W tokens are reduced together (sums_of: one transpose-add for
+// W sums). INT8 rows' scales multiply the sums (a scale per token); INT4 group scales multiply the
 // widened block. Weighted V: blocks of 2 registers of the output per head, over the run's tokens,
 // with p (times the INT8 row scale) broadcast. Needs dim % W == 0 and, for INT4, group % W == 0.
 
@@ -370,6 +370,31 @@ QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> kv_block(const KvPagesRef& pages,
       const __m128i x = _mm_sub_epi8(_mm_xor_si128(_mm_unpacklo_epi8(_mm_and_si128(b, low), _mm_and_si128(_mm_srli_epi16(b, 4), low)), eight), eight);
       return B(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)), _mm256_set1_ps(s)));
     }
+  }
+}
+
+// The sums of 8 AVX registers, in one register: three rounds of pairwise horizontal adds.
+QUARRY_ALWAYS_INLINE __m256 sums_of_8(const __m256* v) noexcept {
+  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  // a = [v0..v3 low-half sums | v0..v3 high-half sums], b the same for v4..v7.
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+// The sums of W registers, in one register (lane j: the sum of v[j]'s lanes).
+template <class Arch>
+QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> sums_of(const xsimd::batch<float, Arch>* v) noexcept {
+  if constexpr (simd::is_avx512<Arch>) {
+    __m256 half[16];
+    for (int j = 0; j < 16; ++j) {
+      const __m512 z = v[j];
+      half[j] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
+    }
+    return _mm512_insertf32x8(_mm512_castps256_ps512(sums_of_8(half)), sums_of_8(half + 8), 1);
+  } else {
+    __m256 r[8];
+    for (int j = 0; j < 8; ++j) r[j] = v[j];
+    return sums_of_8(r);
   }
 }
 
@@ -413,13 +438,12 @@ QUARRY_ALWAYS_INLINE void fused_scores(const DecodeChunkArgs& a, std::int64_t g0
     alignas(64) float row_scale[16];
     for (std::int64_t j = 0; j < W; ++j) row_scale[j] = j < m ? (E == KvElem::i8 ? a.k.scales[row + c + j] : 1.f) * a.scale : 0.f;
     for (int s = 0; s < S; ++s) {
-      if constexpr (simd::is_avx512<Arch>) {
-        // xsimd 8.1's AVX-512 haddp gives wrong sums (checked by the conformance test): one
-        // reduction per token instead.
-        for (std::int64_t j = 0; j < m; ++j) scores[(g0 + s) * n + j0 + c + j] = simd::reduce_add(part[s][c + j]) * row_scale[j];
+      // (quarry's own transpose-add: xsimd 8.1's AVX-512 haddp gives wrong sums.)
+      for (std::int64_t j = m; j < W; ++j) part[s][c + j] = B(0.f);
+      const B sums = sums_of<Arch>(&part[s][c]) * B::load_aligned(row_scale);
+      if (m == W) {
+        sums.store_unaligned(scores + (g0 + s) * n + j0 + c);
       } else {
-        for (std::int64_t j = m; j < W; ++j) part[s][c + j] = B(0.f);
-        const B sums = xsimd::haddp(&part[s][c]) * B::load_aligned(row_scale);
         alignas(64) float out[16];
         sums.store_aligned(out);
         for (std::int64_t j = 0; j < m; ++j) scores[(g0 + s) * n + j0 + c + j] = out[j];
