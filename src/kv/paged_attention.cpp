@@ -108,14 +108,16 @@ status decode_impl(TensorView<const float> q, const PagesDesc& k_pages, const Pa
       return {errc::invalid_argument, fmt::format("sequence {} of the batch has no tokens; decode attention needs at least one", b)};
   const float scale = attention_scale(params.scale, dim);
 
-  // Units of work: (sequence, kv head, chunk), numbered sequence-major; unit_start[b] is the
-  // first unit of sequence b, whose chunks cover [first, len) from `first`.
+  // Units of work: (sequence, block of kv heads, chunk), numbered sequence-major; unit_start[b]
+  // is the first unit of sequence b, whose chunks cover [first, len) from `first`. A unit reads
+  // its heads of a page in one sweep (they lie side by side); blocks are all kv heads unless that
+  // leaves too few units for the pool's threads. Heads are computed independently, so the block
+  // size (and with it the thread count) never changes a result.
   struct SeqWork {
     std::int64_t first = 0, len = 0, chunk = 0, chunks = 0;
   };
   std::vector<SeqWork> work(static_cast<std::size_t>(batch));
-  std::vector<std::int64_t> unit_start(static_cast<std::size_t>(batch) + 1, 0);
-  std::int64_t max_chunk = 1;
+  std::int64_t max_chunk = 1, total_chunks = 0;
   for (std::int64_t b = 0; b < batch; ++b) {
     SeqWork& w = work[static_cast<std::size_t>(b)];
     w.len = table.length(b, page_size);
@@ -123,22 +125,34 @@ status decode_impl(TensorView<const float> q, const PagesDesc& k_pages, const Pa
     w.chunk = chunk_for(w.len - w.first, params.chunk_tokens);
     w.chunks = (w.len - w.first + w.chunk - 1) / w.chunk;
     max_chunk = std::max(max_chunk, std::min(w.chunk, w.len - w.first));
-    unit_start[static_cast<std::size_t>(b) + 1] = unit_start[static_cast<std::size_t>(b)] + n_kv * w.chunks;
+    total_chunks += w.chunks;
   }
+  const std::int64_t threads = params.pool != nullptr ? static_cast<std::int64_t>(params.pool->size()) : 1;
+  std::int64_t head_block = n_kv;
+  while (head_block > 1 && total_chunks * (n_kv / head_block) < 4 * threads) {
+    std::int64_t next = head_block - 1;
+    while (n_kv % next != 0) --next;
+    head_block = next;
+  }
+  const std::int64_t blocks = n_kv / head_block;
+  std::vector<std::int64_t> unit_start(static_cast<std::size_t>(batch) + 1, 0);
+  for (std::int64_t b = 0; b < batch; ++b)
+    unit_start[static_cast<std::size_t>(b) + 1] = unit_start[static_cast<std::size_t>(b)] + blocks * work[static_cast<std::size_t>(b)].chunks;
   const std::int64_t units = unit_start.back();
-  const std::int64_t part_floats = group * (dim + 2);
+  const std::int64_t head_floats = group * (dim + 2);  // one kv head's partial results
+  const std::int64_t part_floats = head_block * head_floats;
   std::vector<float> partials(static_cast<std::size_t>(units * part_floats));
 
   const detail::KvKernels& kernels = detail::kernels<detail::KvKernels>();
   const float* qd = q.data();
   auto run_units = [&](std::int64_t lo, std::int64_t hi) {
-    std::vector<float> scratch(detail::decode_chunk_scratch(group, max_chunk, dim));
+    std::vector<float> scratch(detail::decode_chunk_scratch(head_block * group, max_chunk, dim));
     std::int64_t b = std::upper_bound(unit_start.begin(), unit_start.end(), lo) - unit_start.begin() - 1;
     for (std::int64_t u = lo; u < hi; ++u) {
       while (u >= unit_start[static_cast<std::size_t>(b) + 1]) ++b;
       const SeqWork& w = work[static_cast<std::size_t>(b)];
       const std::int64_t local = u - unit_start[static_cast<std::size_t>(b)];
-      const std::int64_t kvh = local / w.chunks, c = local % w.chunks;
+      const std::int64_t block = local / w.chunks, c = local % w.chunks;
       detail::DecodeChunkArgs a;
       a.elem = k_pages.elem;
       a.k = k_pages.ref;
@@ -148,10 +162,11 @@ status decode_impl(TensorView<const float> q, const PagesDesc& k_pages, const Pa
       a.dim = dim;
       a.groups = k_pages.groups;
       a.pages = table.indices.data() + table.indptr[static_cast<std::size_t>(b)];
-      a.kv_head = kvh;
+      a.kv_head = block * head_block;
+      a.kv_heads = head_block;
       a.t0 = w.first + c * w.chunk;
       a.t1 = std::min(w.len, a.t0 + w.chunk);
-      a.q = qd + (b * n_heads + kvh * group) * dim;
+      a.q = qd + (b * n_heads + a.kv_head * group) * dim;
       a.group = group;
       a.scale = scale;
       a.scratch = scratch.data();
@@ -165,7 +180,8 @@ status decode_impl(TensorView<const float> q, const PagesDesc& k_pages, const Pa
     for (std::int64_t pair = lo; pair < hi; ++pair) {
       const std::int64_t b = pair / n_kv, kvh = pair % n_kv;
       const SeqWork& w = work[static_cast<std::size_t>(b)];
-      const float* first_part = partials.data() + (unit_start[static_cast<std::size_t>(b)] + kvh * w.chunks) * part_floats;
+      const std::int64_t first_unit = unit_start[static_cast<std::size_t>(b)] + (kvh / head_block) * w.chunks;
+      const float* first_part = partials.data() + first_unit * part_floats + (kvh % head_block) * head_floats;
       for (std::int64_t g = 0; g < group; ++g) {
         float m = -std::numeric_limits<float>::infinity();
         for (std::int64_t c = 0; c < w.chunks; ++c) m = std::max(m, first_part[c * part_floats + g * (dim + 2)]);

@@ -6,7 +6,7 @@
 // Two passes over the chunk (scores, then V) keep the softmax exact without rescaling: the
 // chunk's maximum is known before any exp. On AVX2 / AVX-512 the fused kernel widens K and V in
 // registers as they are used (decode_chunk_fused); elsewhere, and for shapes it does not take,
-// each run is widened into an f32 tile first (decode_chunk_tiled).
+// each run is widened into an f32 tile first (decode_chunk_tiled_one_head).
 #pragma once
 
 #include <algorithm>
@@ -57,7 +57,7 @@ void ref_kv_row(KvElem elem, const KvPagesRef& pages, std::int64_t row, std::int
 }
 
 template <class Arch>
-void ref_decode_chunk(const DecodeChunkArgs& a) noexcept {
+void ref_decode_chunk_one_head(const DecodeChunkArgs& a) noexcept {
   const std::int64_t n = a.t1 - a.t0, dim = a.dim;
   float* scores = a.scratch;        // [group][n]
   float* row = a.scratch + a.group * n;  // [dim]
@@ -91,6 +91,24 @@ void ref_decode_chunk(const DecodeChunkArgs& a) noexcept {
       for (std::int64_t i = 0; i < dim; ++i) acc[i] += p * row[i];
     }
   }
+}
+
+// Calls chunk(args) once per kv head of `a` (heads are independent).
+template <class F>
+QUARRY_ALWAYS_INLINE void per_kv_head(const DecodeChunkArgs& a, F&& chunk) noexcept {
+  for (std::int64_t h = 0; h < a.kv_heads; ++h) {
+    DecodeChunkArgs one = a;
+    one.kv_head = a.kv_head + h;
+    one.kv_heads = 1;
+    one.q = a.q + h * a.group * a.dim;
+    one.out = a.out + h * a.group * (a.dim + 2);
+    chunk(one);
+  }
+}
+
+template <class Arch>
+void ref_decode_chunk(const DecodeChunkArgs& a) noexcept {
+  per_kv_head(a, [](const DecodeChunkArgs& one) { ref_decode_chunk_one_head<Arch>(one); });
 }
 
 // ---- SIMD bodies. ----
@@ -173,7 +191,7 @@ const float* kv_rows_f32(KvElem elem, const KvPagesRef& pages, std::int64_t row,
 // The general SIMD chunk: runs widened into an f32 tile, then products from the tile (any dim,
 // any INT4 group, NEON too).
 template <class Arch>
-void decode_chunk_tiled(const DecodeChunkArgs& a) noexcept {
+void decode_chunk_tiled_one_head(const DecodeChunkArgs& a) noexcept {
   using B = xsimd::batch<float, Arch>;
   constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
   const std::int64_t n = a.t1 - a.t0, dim = a.dim;
@@ -513,7 +531,8 @@ void decode_chunk_fused(const DecodeChunkArgs& a) noexcept {
   using B = xsimd::batch<float, Arch>;
   constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
   const std::int64_t n = a.t1 - a.t0;
-  float* scores = a.scratch;  // [group][n]
+  const std::int64_t heads = a.kv_heads * a.group;  // query heads of the call
+  float* scores = a.scratch;  // [heads][n]
   std::int64_t shift = 0;     // INT4: log2 of the group size (a power of two here)
   if constexpr (E == KvElem::i4)
     while ((std::int64_t{1} << shift) < a.dim / a.groups) ++shift;
@@ -529,12 +548,13 @@ void decode_chunk_fused(const DecodeChunkArgs& a) noexcept {
       rows = std::min({std::int64_t{16}, a.page_size - slot, a.t1 - t});
       row = (a.pages[t / a.page_size] * a.n_kv + a.kv_head) * a.page_size + slot;
     };
-    auto prefetch = [&](std::int64_t t) {
+    auto prefetch = [&](std::int64_t t) {  // the run in every kv head of the call: one span
       if (t >= a.t1) return;
       std::int64_t row, rows;
       run_at(t, row, rows);
       const char* p = static_cast<const char*>(pages.values) + row * row_bytes;
-      for (std::int64_t b = 0; b < rows * row_bytes; b += 64) __builtin_prefetch(p + b);
+      const std::int64_t bytes = ((a.kv_heads - 1) * a.page_size + rows) * row_bytes;
+      for (std::int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b);
     };
     std::int64_t ahead = a.t0;  // the first token not yet asked for
     for (int k = 0; k < 2 && ahead < a.t1; ++k) {
@@ -556,10 +576,14 @@ void decode_chunk_fused(const DecodeChunkArgs& a) noexcept {
       t += rows;
     }
   };
+  // Each run is swept across the call's kv heads (a page's heads lie side by side).
   for_each_run(a.k, [&](std::int64_t row, std::int64_t rows, std::int64_t j0) {
-    for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) { fused_scores<Arch, E, decltype(sub)::value>(a, g0, row, rows, j0, n, shift, scores); });
+    for (std::int64_t h = 0; h < a.kv_heads; ++h)
+      for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) {
+        fused_scores<Arch, E, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, scores);
+      });
   });
-  for (std::int64_t g = 0; g < a.group; ++g) {
+  for (std::int64_t g = 0; g < heads; ++g) {
     float* s = scores + g * n;
     B vmax(-std::numeric_limits<float>::infinity());
     std::int64_t j = 0;
@@ -588,7 +612,10 @@ void decode_chunk_fused(const DecodeChunkArgs& a) noexcept {
     std::fill(o + 2, o + 2 + a.dim, 0.f);
   }
   for_each_run(a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0) {
-    for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) { fused_values<Arch, E, decltype(sub)::value>(a, g0, row, rows, j0, n, shift, scores); });
+    for (std::int64_t h = 0; h < a.kv_heads; ++h)
+      for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) {
+        fused_values<Arch, E, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, scores);
+      });
   });
 }
 #endif
@@ -611,7 +638,7 @@ void decode_chunk(const DecodeChunkArgs& a) noexcept {
     }
   }
 #endif
-  decode_chunk_tiled<Arch>(a);
+  per_kv_head(a, [](const DecodeChunkArgs& one) { decode_chunk_tiled_one_head<Arch>(one); });
 }
 
 /// The KvKernels table for one arch tag.

@@ -23,8 +23,11 @@ struct KvPagesRef {
   const float* scales = nullptr;
 };
 
-/// Operands of one decode-attention chunk: tokens [t0, t1) of one sequence, kv head kv_head.
-/// Row of token t: (pages[t / page_size] * n_kv + kv_head) * page_size + t % page_size.
+/// Operands of one decode-attention chunk: tokens [t0, t1) of one sequence, kv heads [kv_head,
+/// kv_head + kv_heads) (several heads per call let a kernel read a page's heads, which lie side by
+/// side, in one sweep). Row of token t in kv head h: (pages[t / page_size] * n_kv + h) *
+/// page_size + t % page_size. Heads are independent: a head's results do not depend on which
+/// others share its call.
 struct DecodeChunkArgs {
   KvElem elem = KvElem::f32;
   KvPagesRef k, v;
@@ -32,14 +35,15 @@ struct DecodeChunkArgs {
   std::int64_t groups = 1;              ///< i4: scales per row (dividing dim)
   const std::int32_t* pages = nullptr;  ///< the sequence's pages in token order
   std::int64_t kv_head = 0;
+  std::int64_t kv_heads = 1;
   std::int64_t t0 = 0, t1 = 0;          ///< t0 < t1
-  const float* q = nullptr;             ///< [group, dim]: the group's query heads, consecutive
-  std::int64_t group = 1;
+  const float* q = nullptr;             ///< [kv_heads * group, dim]: the query heads, consecutive
+  std::int64_t group = 1;               ///< query heads per kv head
   float scale = 1.f;                    ///< multiplies q . k
-  /// Scratch of at least decode_chunk_scratch(group, t1 - t0, dim) floats.
+  /// Scratch of at least decode_chunk_scratch(kv_heads * group, t1 - t0, dim) floats.
   float* scratch = nullptr;
-  /// Results per head g: out[g * (dim + 2)] = max score m, [+1] = sum_t exp(s_t - m), [+2 ..
-  /// +2 + dim) = sum_t exp(s_t - m) v_t.
+  /// Results per query head g of the call (0 .. kv_heads * group): out[g * (dim + 2)] = max
+  /// score m, [+1] = sum_t exp(s_t - m), [+2 .. +2 + dim) = sum_t exp(s_t - m) v_t.
   float* out = nullptr;
 };
 
