@@ -26,6 +26,7 @@
 #include "quarry/io/gguf.hpp"
 #include "quarry/io/gguf_writer.hpp"
 #include "quarry/io/mapped_file.hpp"
+#include "quarry/io/safetensors.hpp"
 #include "quarry/io/section_file.hpp"
 #include "quarry/io/vecs.hpp"
 #include "quarry/kv/block_pool.hpp"
