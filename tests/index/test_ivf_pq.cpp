@@ -641,3 +641,56 @@ TEST_CASE("IvfPqIndex::train reports progress per k-means iteration: coarse, the
   CHECK(pq >= 2 + 4);  // the start, at least one step per sub-space, the end
   CHECK(std::get<1>(calls.back()) == std::get<2>(calls.back()));
 }
+
+TEST_CASE("IvfPqIndex::load_bytes: an index whose codebook overflows the distance tables (found by fuzz_ivf_pq_load) loads and searches") {
+  // The fuzzer's input, kept as found: a minor-version byte, then per section tag (META, CENT,
+  // PQCB, LSIZ, IDS_, CODE, OPQR, VECS) a u32 length (0xffffffff: absent) and the payload. It is
+  // a valid 4-bit index whose PQ codebook holds 2e32, so |r|^2 overflows to inf and the search's
+  // fast-scan table gets inf entries; the scalar kernel then converted NaN (inf * 0) to an
+  // integer (undefined behaviour, caught by UBSan under libFuzzer).
+  const std::string hex =
+      "0138000000080000000000000002000000000000000200000000000000140000000000000014000000000000000400000000000000000000"
+      "000100000040000000d37f533fb1b0333ec06f4abd1edf863e58ef793e1666743da81ada3dcfe216be6e4f5cbfeb3aa33dba38813cbb5292"
+      "bd6e97f1beeea1b93c9a3b27bdc01c0b3d000200004a4da7bee877d73e48369abf57383dbe8a04243f55fa64be53fd6d3eac1e963e5a9c32"
+      "bf37dd913ee812f13efc299abd1a5f7a3e993fbdbf8bec133fd6df823f2a38683d59c244bfb944d33f00c602b95eafd53e1061893fb05732"
+      "bed901f6bfe7145a3fab27fcbfbaa4dcbe1d7d2fbf13c8423ba7188e3fd23296be2ff7653fea9790bfd92a2abefe0ed1be3f2cca3f7a2952"
+      "3fc5e2b43ebda14b3f1dd75cbf95b21fbf25abf73f40da493ffab1a33e0de9a0be267354bf6303e1beb81132bf56d5fd3eb4818a3f69a625"
+      "bede94f3be2fa2bebddb84a23e96181cc0e239adbe7bf939bf340e2c3e1d0d7c3f33200b3fae97a63efcef20bf81bf6fbff76c173f188050"
+      "3f265f0f3feec5bdbfd79ce93eb2a7023e5ae5a3bfb14125bfb01b38be2cae5b3fa34e843f3f0ec53ea037aebe63f488bfb1332a3f310a98"
+      "bf07debbbee4c000c0e09cdcbed2509c3fc0ecda3fa49de8be90f89f3f48dbad3e433f2075fe3d7181833ff8428ebf08dd90bf6f3ee13c88"
+      "b9a33ffe01a23fc5da4c3f13c15abf529d8cbda394d94cee3ee911efbea7ec0bbf0de6c93f04e082bd4b0678bfee70243fb4a164bfa1e6a4"
+      "3f1717053f27765b3f690c40bbf74febbddaca633f5dd16bbe98b6613f55f5ad3fc20eeabcf34c8b40e3a5e2be7291b43e42ce98be499e8b"
+      "bfee3093bffb9051bfb1c35d3fd7d2603e44f51dbfa57550c2213c40bf100000000b000000000000000900000000000000a0000000020000"
+      "000000000003000000000000000400000000000000060000000000000007000000000000000a000000000000000c000000000000000e0000"
+      "00000000000f0000000000000011000000000000001300000000000000000000000000000001000000000000000500000000000000080000"
+      "000000000009000000000000000b000000000000000d00000000000000100000000000000012000000000000004000000004090f0109010b"
+      "0f0b020200000000000a0b0b0108050f0a0202060000000000010800020f0e0e0007000000000000000b0a0a000e08030106000000000000"
+      "0000010000b001123eb5e5ae3d986dbcbe03ec88bd515105bf260e3b3e0fcd143f8832df3ef654293f22bed1be4530c13e712b273eb6a591"
+      "bc0c2ba2bd00e6bf3e1a868fbea182eebe0b8a66beb3d156befa0177bebfd49a3e1d06233d22a2143fb5f6e4be160589bdd28244bd2e93ac"
+      "bdc296863e2353d0be257e2e3f615c55bebea0fcbeec9430bea6efcdbe8d46d0be7bffe73e4a2e9dbeaa3410bf276304be6abec6bd27bd8e"
+      "3ef41443be8e9d02bf0096a53eac63193f03f5a73eae487bbd0b87663ee048cf3d97541ebfdfa008beec4f29bf4e5d09be2adad63d8110aa"
+      "be7cb7e63de8a9e63e1bf2df3e3032f4bee5319dbe1d2175bcc42677be785fd0bd537dedbeffffffff";
+  std::vector<std::uint8_t> in(hex.size() / 2);
+  for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<std::uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  SectionFileWriter w(FileFormat{"QRYIVFPQ", 1, static_cast<std::uint16_t>(in[0] & 1)});
+  std::size_t at = 1;
+  for (const char* tag : {"META", "CENT", "PQCB", "LSIZ", "IDS_", "CODE", "OPQR", "VECS"}) {
+    if (in.size() - at < 4) break;
+    std::uint32_t len;
+    std::memcpy(&len, in.data() + at, 4);
+    at += 4;
+    if (len == 0xffffffffu) continue;
+    len = static_cast<std::uint32_t>(std::min<std::size_t>(len, in.size() - at));
+    const auto* p = reinterpret_cast<const std::byte*>(in.data() + at);
+    w.add(tag, std::vector<std::byte>(p, p + len));
+    at += len;
+  }
+  const auto bytes = w.to_bytes();
+  REQUIRE(bytes.ok());
+  for (bool mmap : {false, true}) {
+    auto index = IvfPqIndex<cpu>::load_bytes(*bytes, {.mmap = mmap});
+    REQUIRE_MESSAGE(index.ok(), index.status().to_string());
+    std::vector<float> q(static_cast<std::size_t>(index->dim()), 0.5f);
+    CHECK(index->search(q, 3, {.nprobe = 2, .refine_factor = 2}).ok());
+  }
+}

@@ -65,7 +65,11 @@ void ref_fastscan_lut(const FastScanLutArgs& g) noexcept {
   *g.scale = scale;
   for (std::size_t j = 0; j < g.m; ++j)
     for (std::size_t c = 0; c < 16; ++c) {
-      const std::uint32_t q = round_small<Arch>((t(j * 16 + c) - g.row_min[j]) * scale);
+      // round_small needs 0 <= x < 2^22. A table with an infinite entry (a hostile index, a huge
+      // query) makes x NaN (inf * 0) or inf; those give 0, as cvtps2dq (integer indefinite) and
+      // the unsigned packs of the SIMD kernels do, and x >= 255 gives 255 as their saturation.
+      const float x = (t(j * 16 + c) - g.row_min[j]) * scale;
+      const std::uint32_t q = !(x >= 0.f) || x >= 2147483648.f ? 0u : x >= 255.f ? 255u : round_small<Arch>(x);
       g.lut[j * 16 + c] = static_cast<std::uint8_t>(q < 255u ? q : 255u);
     }
   for (std::size_t i = g.m * 16; i < (g.m + 1) / 2 * 32; ++i) g.lut[i] = 0;
