@@ -188,6 +188,42 @@ const float* kv_rows_f32(KvElem elem, const KvPagesRef& pages, std::int64_t row,
   return tile;
 }
 
+// The softmax numerators of each head's n scores (in place, max subtracted) and, per head, the
+// chunk's partial result header: out[g * (dim + 2)] = max, [+1] = sum of exps, then dim zeros.
+template <class Arch>
+QUARRY_ALWAYS_INLINE void chunk_softmax(float* scores, std::int64_t n, std::int64_t heads, float* out, std::int64_t dim) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+  for (std::int64_t g = 0; g < heads; ++g) {
+    float* s = scores + g * n;
+    B vmax(-std::numeric_limits<float>::infinity());
+    std::int64_t j = 0;
+    for (; j + W <= n; j += W) vmax = xsimd::max(vmax, B::load_unaligned(s + j));
+    float lanes[W];
+    vmax.store_unaligned(lanes);
+    float m = lanes[0];
+    for (std::int64_t l = 1; l < W; ++l) m = std::max(m, lanes[l]);
+    for (; j < n; ++j) m = std::max(m, s[j]);
+    const B bm(m);
+    B vsum(0.f);
+    j = 0;
+    for (; j + W <= n; j += W) {
+      const B e = xsimd::exp(B::load_unaligned(s + j) - bm);
+      e.store_unaligned(s + j);
+      vsum += e;
+    }
+    float sum = simd::reduce_add(vsum);
+    for (; j < n; ++j) {
+      s[j] = std::exp(s[j] - m);
+      sum += s[j];
+    }
+    float* o = out + g * (dim + 2);
+    o[0] = m;
+    o[1] = sum;
+    std::fill(o + 2, o + 2 + dim, 0.f);
+  }
+}
+
 // The general SIMD chunk: runs widened into an f32 tile, then products from the tile (any dim,
 // any INT4 group, NEON too).
 template <class Arch>
@@ -217,35 +253,7 @@ void decode_chunk_tiled_one_head(const DecodeChunkArgs& a) noexcept {
         scores[g * n + (t - a.t0) + r] = dot_f32<Arch>(a.q + g * dim, k + r * dim, static_cast<std::size_t>(dim)) * a.scale;
   });
 
-  // Softmax numerators and sums per head.
-  for (std::int64_t g = 0; g < a.group; ++g) {
-    float* s = scores + g * n;
-    B vmax(-std::numeric_limits<float>::infinity());
-    std::int64_t j = 0;
-    for (; j + W <= n; j += W) vmax = xsimd::max(vmax, B::load_unaligned(s + j));
-    float lanes[W];
-    vmax.store_unaligned(lanes);
-    float m = lanes[0];
-    for (std::int64_t l = 1; l < W; ++l) m = std::max(m, lanes[l]);
-    for (; j < n; ++j) m = std::max(m, s[j]);
-    const B bm(m);
-    B vsum(0.f);
-    j = 0;
-    for (; j + W <= n; j += W) {
-      const B e = xsimd::exp(B::load_unaligned(s + j) - bm);
-      e.store_unaligned(s + j);
-      vsum += e;
-    }
-    float sum = simd::reduce_add(vsum);
-    for (; j < n; ++j) {
-      s[j] = std::exp(s[j] - m);
-      sum += s[j];
-    }
-    float* o = a.out + g * (dim + 2);
-    o[0] = m;
-    o[1] = sum;
-    std::fill(o + 2, o + 2 + dim, 0.f);
-  }
+  chunk_softmax<Arch>(scores, n, a.group, a.out, dim);
 
   // Pass 2: acc[g] += p[g][t] v[t], V read once for the group; 4 registers of acc at a time.
   for_each_run(a.v, [&](std::int64_t t, std::int64_t rows, const float* v) {
@@ -583,34 +591,7 @@ void decode_chunk_fused(const DecodeChunkArgs& a) noexcept {
         fused_scores<Arch, E, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, scores);
       });
   });
-  for (std::int64_t g = 0; g < heads; ++g) {
-    float* s = scores + g * n;
-    B vmax(-std::numeric_limits<float>::infinity());
-    std::int64_t j = 0;
-    for (; j + W <= n; j += W) vmax = xsimd::max(vmax, B::load_unaligned(s + j));
-    float lanes[W];
-    vmax.store_unaligned(lanes);
-    float m = lanes[0];
-    for (std::int64_t l = 1; l < W; ++l) m = std::max(m, lanes[l]);
-    for (; j < n; ++j) m = std::max(m, s[j]);
-    const B bm(m);
-    B vsum(0.f);
-    j = 0;
-    for (; j + W <= n; j += W) {
-      const B e = xsimd::exp(B::load_unaligned(s + j) - bm);
-      e.store_unaligned(s + j);
-      vsum += e;
-    }
-    float sum = simd::reduce_add(vsum);
-    for (; j < n; ++j) {
-      s[j] = std::exp(s[j] - m);
-      sum += s[j];
-    }
-    float* o = a.out + g * (a.dim + 2);
-    o[0] = m;
-    o[1] = sum;
-    std::fill(o + 2, o + 2 + a.dim, 0.f);
-  }
+  chunk_softmax<Arch>(scores, n, heads, a.out, a.dim);
   for_each_run(a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0) {
     for (std::int64_t h = 0; h < a.kv_heads; ++h)
       for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) {
