@@ -27,8 +27,12 @@ class AlignedBuffer {
       : data_(bytes ? static_cast<std::byte*>(::operator new(bytes, std::align_val_t{kHostAlignment})) : nullptr),
         size_(bytes) {}
 
+  /// The first byte (64-byte aligned); null when empty.
+  ///@{
   std::byte* data() noexcept { return data_.get(); }
   const std::byte* data() const noexcept { return data_.get(); }
+  ///@}
+  /// Bytes held.
   std::size_t size() const noexcept { return size_; }
   /// Sets every byte to zero.
   void zero() noexcept {

@@ -9,13 +9,13 @@ namespace quarry {
 
 /// Host memory and the CPU kernels (SIMD level chosen at run time; see cpu_features.hpp).
 struct cpu {
-  static constexpr std::string_view name = "cpu";
+  static constexpr std::string_view name = "cpu";  ///< the backend's name in messages
 };
 
 /// NVIDIA GPU memory and kernels: the optional `quarry::cuda` component. Naming the tag needs
 /// no CUDA; using it needs `#include <quarry/cuda.hpp>` and linking `quarry::cuda`.
 struct cuda {
-  static constexpr std::string_view name = "cuda";
+  static constexpr std::string_view name = "cuda";  ///< the backend's name in messages
 };
 
 /// A backend tag quarry knows.

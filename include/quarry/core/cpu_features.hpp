@@ -19,21 +19,21 @@ namespace quarry {
 struct CpuFeatures {
   std::string vendor;  ///< "GenuineIntel", "AuthenticAMD", or the architecture name
   std::string brand;   ///< the marketing name, e.g. "AMD EPYC 9654 96-Core Processor"
-  bool sse42 = false;
-  bool avx = false;
-  bool avx2 = false;
-  bool fma = false;
-  bool f16c = false;
-  bool bmi2 = false;
-  bool avx512f = false;
-  bool avx512bw = false;
-  bool avx512vl = false;
-  bool avx512dq = false;
-  bool avx512cd = false;
+  bool sse42 = false;       ///< SSE4.2
+  bool avx = false;         ///< AVX (256-bit float)
+  bool avx2 = false;        ///< AVX2 (256-bit integer)
+  bool fma = false;         ///< FMA3 fused multiply-add
+  bool f16c = false;        ///< F16C f16 <-> f32 conversion
+  bool bmi2 = false;        ///< BMI2 bit manipulation
+  bool avx512f = false;     ///< AVX-512 Foundation
+  bool avx512bw = false;    ///< AVX-512 byte and word
+  bool avx512vl = false;    ///< AVX-512 on 128/256-bit registers
+  bool avx512dq = false;    ///< AVX-512 doubleword and quadword
+  bool avx512cd = false;    ///< AVX-512 conflict detection
   bool avx512vnni = false;  ///< vpdpbusd on 512-bit registers
-  bool avx512bf16 = false;
+  bool avx512bf16 = false;  ///< AVX-512 bf16 dot products
   bool avxvnni = false;     ///< VEX-encoded vpdpbusd (Alder Lake and later)
-  bool neon = false;
+  bool neon = false;        ///< AArch64 Advanced SIMD
 
   /// "avx2 fma f16c avx512f ..." : the flags that are set, in this struct's order.
   std::string to_string() const;
@@ -42,7 +42,7 @@ struct CpuFeatures {
 /// The features of the CPU this process runs on; detected once, then cached.
 const CpuFeatures& cpu_features() noexcept;
 
-/// A SIMD level with a kernel set of its own (src/cpu/<isa>.cpp), from least to most capable.
+/// A SIMD level with a kernel set of its own (`src/cpu/<isa>.cpp`), from least to most capable.
 enum class Isa : std::uint8_t {
   scalar = 0,  ///< portable C++: the reference every other kernel is tested against
   neon = 1,    ///< AArch64 Advanced SIMD

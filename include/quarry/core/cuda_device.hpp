@@ -24,16 +24,20 @@ struct CudaDeviceInfo {
   /// The marketing name ("NVIDIA H200").
   std::string name;
   /// Compute capability, major and minor (9 and 0 for sm_90).
+  ///@{
   int compute_capability_major = 0;
   int compute_capability_minor = 0;
+  ///@}
   /// Streaming multiprocessors.
   int sm_count = 0;
   /// Global memory, in bytes.
   std::size_t total_memory_bytes = 0;
   /// The CUDA runtime quarry was linked against and the installed driver's CUDA version,
   /// both as 1000 * major + 10 * minor (13000 is CUDA 13.0).
+  ///@{
   int runtime_version = 0;
   int driver_version = 0;
+  ///@}
 };
 
 /// The number of usable CUDA devices; 0 when the CUDA runtime reports any error.

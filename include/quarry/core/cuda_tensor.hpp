@@ -99,8 +99,8 @@ class Tensor<T, cuda> {
   static_assert(!std::is_const_v<T>, "Tensor<const T, cuda> is not a thing");
 
  public:
-  using value_type = T;
-  using backend = cuda;
+  using value_type = T;   ///< the element type
+  using backend = cuda;   ///< the backend tag
   /// What device memory holds: T, or uint8_t (two elements per byte) for packed types.
   using storage_type = typename dtype_traits<T>::storage_type;
   /// The host tensor with the same element type.
@@ -205,11 +205,15 @@ class Tensor<T, cuda> {
   /// Bytes of device storage: storage_bytes<T>(numel()).
   std::size_t nbytes() const noexcept { return buffer_.size(); }
   /// The device pointer to element 0 (null when empty); not dereferenceable on the host.
+  ///@{
   storage_type* data() noexcept { return static_cast<storage_type*>(buffer_.data()); }
   const storage_type* data() const noexcept { return static_cast<const storage_type*>(buffer_.data()); }
+  ///@}
   /// Same as data(), named as Tensor<T, cpu> names it.
+  ///@{
   storage_type* storage() noexcept { return data(); }
   const storage_type* storage() const noexcept { return data(); }
+  ///@}
   /// The ordinal of the device holding the data; -1 when no memory is held (empty tensors).
   int device() const noexcept { return buffer_.device(); }
 

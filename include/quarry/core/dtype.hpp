@@ -15,28 +15,35 @@ namespace quarry {
 
 /// A signed 4-bit integer, -8..7: the element type of packed int4 tensors.
 struct int4 {
-  std::int8_t value = 0;
+  std::int8_t value = 0;  ///< the value, -8..7
   constexpr int4() noexcept = default;
   /// Keeps the low 4 bits of `v` as a two's complement nibble (so 8 becomes -8).
   explicit constexpr int4(int v) noexcept
       : value(static_cast<std::int8_t>(static_cast<std::int8_t>((v & 0xf) << 4) >> 4)) {}
+  /// The value as an int (implicit: widening loses nothing).
   constexpr operator int() const noexcept { return value; }  // NOLINT: widening
   /// The 4-bit two's complement pattern, 0..15.
   constexpr std::uint8_t nibble() const noexcept { return static_cast<std::uint8_t>(value & 0xf); }
+  /// The int4 whose two's complement pattern is the low 4 bits of `n`.
   static constexpr int4 from_nibble(std::uint8_t n) noexcept { return int4(int(n)); }
+  /// Equal values.
   friend constexpr bool operator==(int4, int4) noexcept = default;
 };
 
 /// An unsigned 4-bit integer, 0..15: the element type of packed uint4 tensors
 /// (GPTQ/AWQ weights and GGUF Q4 nibbles before the zero point is taken off).
 struct uint4 {
-  std::uint8_t value = 0;
+  std::uint8_t value = 0;  ///< the value, 0..15
   constexpr uint4() noexcept = default;
   /// Keeps the low 4 bits of `v`.
   explicit constexpr uint4(int v) noexcept : value(static_cast<std::uint8_t>(v & 0xf)) {}
+  /// The value as an int (implicit: widening loses nothing).
   constexpr operator int() const noexcept { return value; }  // NOLINT: widening
+  /// The 4-bit pattern, 0..15 (the value itself).
   constexpr std::uint8_t nibble() const noexcept { return value; }
+  /// The uint4 of the low 4 bits of `n`.
   static constexpr uint4 from_nibble(std::uint8_t n) noexcept { return uint4(int(n)); }
+  /// Equal values.
   friend constexpr bool operator==(uint4, uint4) noexcept = default;
 };
 
@@ -77,6 +84,8 @@ constexpr int dtype_bits(DType t) noexcept {
 
 /// Compile-time facts about an element type T.
 /// `storage_type` is what memory holds; `elements_per_storage` is 2 for packed 4-bit types.
+/// Compile-time facts of element type T: its DType tag (`dtype`), the type memory holds
+/// (`storage_type`: T, or uint8_t for packed 4-bit types) and elements per storage unit.
 template <class T>
 struct dtype_traits;
 
@@ -96,17 +105,19 @@ QUARRY_DETAIL_PLAIN_DTYPE(std::uint8_t, u8);
 QUARRY_DETAIL_PLAIN_DTYPE(std::int32_t, i32);
 #undef QUARRY_DETAIL_PLAIN_DTYPE
 
+/// int4: packed two per byte, low nibble first.
 template <>
 struct dtype_traits<int4> {
-  static constexpr DType dtype = DType::i4;
-  using storage_type = std::uint8_t;
-  static constexpr int elements_per_storage = 2;
+  static constexpr DType dtype = DType::i4;       ///< the runtime tag
+  using storage_type = std::uint8_t;              ///< memory holds bytes
+  static constexpr int elements_per_storage = 2;  ///< two nibbles per byte
 };
+/// uint4: packed two per byte, low nibble first.
 template <>
 struct dtype_traits<uint4> {
-  static constexpr DType dtype = DType::u4;
-  using storage_type = std::uint8_t;
-  static constexpr int elements_per_storage = 2;
+  static constexpr DType dtype = DType::u4;       ///< the runtime tag
+  using storage_type = std::uint8_t;              ///< memory holds bytes
+  static constexpr int elements_per_storage = 2;  ///< two nibbles per byte
 };
 
 /// True for the element types quarry tensors hold.

@@ -33,10 +33,12 @@ auto as_eigen(TensorView<T> v) {
 }
 
 /// as_eigen() of a whole tensor (lvalues only: the map must not outlive the tensor).
+///@{
 template <class T>
 auto as_eigen(Tensor<T>& t) { return as_eigen(t.view()); }
 template <class T>
 auto as_eigen(const Tensor<T>& t) { return as_eigen(t.view()); }
+///@}
 
 /// A view of an Eigen row-major matrix's memory, shape [rows, cols], without copying.
 template <class Derived>
@@ -46,6 +48,7 @@ auto view_of(Eigen::PlainObjectBase<Derived>& m) {
                 "view_of needs a row-major matrix; for column-major use view_of(m).t() on its transpose");
   return TensorView<Scalar>(m.data(), Shape{m.rows(), m.cols()});
 }
+/// A read-only view of a const Eigen row-major matrix's memory.
 template <class Derived>
 auto view_of(const Eigen::PlainObjectBase<Derived>& m) {
   using Scalar = typename Derived::Scalar;

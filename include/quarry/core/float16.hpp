@@ -21,7 +21,7 @@ namespace quarry {
 
 /// IEEE 754 binary16 ("half"), stored as its 16 bits. Converts to and from float.
 struct f16 {
-  std::uint16_t bits = 0;
+  std::uint16_t bits = 0;  ///< the binary16 bit pattern
 
   constexpr f16() noexcept = default;
   /// Rounds `v` to nearest even.
@@ -37,12 +37,13 @@ struct f16 {
   constexpr operator float() const noexcept {  // NOLINT: widening is lossless
     return std::bit_cast<float>(detail::f16_bits_to_f32_bits(bits));
   }
+  /// Compares the values as floats (so +0 == -0 and NaN != NaN).
   friend constexpr bool operator==(f16 a, f16 b) noexcept { return float(a) == float(b); }
 };
 
 /// bfloat16: the top 16 bits of a binary32. Converts to and from float.
 struct bf16 {
-  std::uint16_t bits = 0;
+  std::uint16_t bits = 0;  ///< the top 16 bits of the binary32 pattern
 
   constexpr bf16() noexcept = default;
   /// Rounds `v` to nearest even.
@@ -58,6 +59,7 @@ struct bf16 {
   constexpr operator float() const noexcept {  // NOLINT: widening is lossless
     return std::bit_cast<float>(detail::bf16_bits_to_f32_bits(bits));
   }
+  /// Compares the values as floats (so +0 == -0 and NaN != NaN).
   friend constexpr bool operator==(bf16 a, bf16 b) noexcept { return float(a) == float(b); }
 };
 

@@ -28,15 +28,26 @@ class Dims {
   /// From any contiguous list of extents.
   explicit constexpr Dims(std::span<const std::int64_t> values) { assign(values.data(), values.size()); }
 
+  /// Number of values (dimensions).
+  ///@{
   constexpr int rank() const noexcept { return rank_; }
   constexpr int size() const noexcept { return rank_; }
+  ///@}
+  /// True for rank 0.
   constexpr bool empty() const noexcept { return rank_ == 0; }
+  /// Value `i` (unchecked; 0 <= i < rank).
+  ///@{
   constexpr std::int64_t& operator[](int i) noexcept { return v_[static_cast<std::size_t>(i)]; }
   constexpr std::int64_t operator[](int i) const noexcept { return v_[static_cast<std::size_t>(i)]; }
+  ///@}
+  /// Iteration over the rank() values.
+  ///@{
   constexpr const std::int64_t* begin() const noexcept { return v_.data(); }
   constexpr const std::int64_t* end() const noexcept { return v_.data() + rank_; }
   constexpr std::int64_t* begin() noexcept { return v_.data(); }
   constexpr std::int64_t* end() noexcept { return v_.data() + rank_; }
+  ///@}
+  /// The values as a span of rank() elements.
   constexpr std::span<const std::int64_t> span() const noexcept { return {v_.data(), static_cast<std::size_t>(rank_)}; }
 
   /// Appends one extent; throws quarry::error past kMaxRank.
@@ -53,6 +64,7 @@ class Dims {
   /// Product of the extents (1 for rank 0); nullopt on a negative extent or overflow.
   constexpr std::optional<std::int64_t> checked_numel() const noexcept { return checked_product(span()); }
 
+  /// Same rank and same values.
   friend constexpr bool operator==(const Dims& a, const Dims& b) noexcept {
     return std::equal(a.begin(), a.end(), b.begin(), b.end());
   }
@@ -99,9 +111,11 @@ inline std::int64_t numel_of(const Shape& shape) {
 
 }  // namespace quarry
 
+/// \cond
 template <>
 struct fmt::formatter<quarry::Dims> : fmt::formatter<std::string> {
   auto format(const quarry::Dims& d, format_context& ctx) const {
     return fmt::formatter<std::string>::format(d.to_string(), ctx);
   }
 };
+/// \endcond

@@ -63,8 +63,12 @@ class [[nodiscard]] status {
   /// The ok status, spelled out.
   static status success() noexcept { return {}; }
 
+  /// True when nothing went wrong.
+  ///@{
   bool ok() const noexcept { return code_ == errc::ok; }
   explicit operator bool() const noexcept { return ok(); }
+  ///@}
+  /// The error code (errc::ok when ok).
   errc code() const noexcept { return code_; }
   /// What went wrong, naming the values involved; empty when ok.
   const std::string& message() const noexcept { return message_; }
@@ -86,9 +90,12 @@ class [[nodiscard]] status {
 /// error. It carries the same code and message as the status it came from.
 class error : public std::runtime_error {
  public:
+  /// An exception whose what() is "<code name>: <message>".
   error(errc code, const std::string& message)
       : std::runtime_error(std::string(errc_name(code)) + ": " + message), code_(code) {}
+  /// The exception of an error status.
   explicit error(const status& st) : error(st.code(), st.message()) {}
+  /// The error code.
   errc code() const noexcept { return code_; }
 
  private:
@@ -119,13 +126,17 @@ class [[nodiscard]] result {
       v_.template emplace<1>(errc::internal, "result constructed from an ok status without a value");
   }
 
+  /// True when a value is held.
+  ///@{
   bool ok() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }
+  ///@}
 
   /// The error (or ok when a value is held).
   quarry::status status() const { return ok() ? quarry::status{} : std::get<1>(v_); }
 
   /// The value; throws `quarry::error` if this holds an error.
+  ///@{
   T& value() & {
     if (!ok()) throw error(std::get<1>(v_));
     return std::get<0>(v_);
@@ -138,13 +149,16 @@ class [[nodiscard]] result {
     if (!ok()) throw error(std::get<1>(v_));
     return std::get<0>(std::move(v_));
   }
+  ///@}
 
   /// Unchecked access; the caller has tested `ok()`.
+  ///@{
   T& operator*() & noexcept { return *std::get_if<0>(&v_); }
   const T& operator*() const& noexcept { return *std::get_if<0>(&v_); }
   T&& operator*() && noexcept { return std::move(*std::get_if<0>(&v_)); }
   T* operator->() noexcept { return std::get_if<0>(&v_); }
   const T* operator->() const noexcept { return std::get_if<0>(&v_); }
+  ///@}
 
  private:
   std::variant<T, quarry::status> v_;

@@ -88,10 +88,10 @@ void for_each_offset(const Shape& shape, const Strides& strides, std::int64_t of
 template <Element T>
 class TensorView {
  public:
-  using element_type = T;
-  using value_type = std::remove_const_t<T>;
-  static constexpr bool is_const = std::is_const_v<T>;
-  static constexpr bool packed = is_packed_v<value_type>;
+  using element_type = T;                                   ///< T as given (const for read-only views)
+  using value_type = std::remove_const_t<T>;                ///< T without const
+  static constexpr bool is_const = std::is_const_v<T>;      ///< true for a read-only view
+  static constexpr bool packed = is_packed_v<value_type>;   ///< true for int4 / uint4 (two per byte)
   /// What memory holds: T itself, or (const) uint8_t for packed types.
   using storage_type = std::conditional_t<is_const, const typename dtype_traits<value_type>::storage_type,
                                           typename dtype_traits<value_type>::storage_type>;
@@ -114,8 +114,11 @@ class TensorView {
   TensorView(const TensorView<U>& other) noexcept  // NOLINT: implicit like T* -> const T*
       : data_(other.storage()), shape_(other.shape()), strides_(other.strides()), offset_(other.offset()) {}
 
+  /// Number of dimensions.
   int rank() const noexcept { return shape_.rank(); }
+  /// Extent of each dimension.
   const Shape& shape() const noexcept { return shape_; }
+  /// Distance between neighbours along each dimension, in elements.
   const Strides& strides() const noexcept { return strides_; }
   /// Offset of element (0, ..., 0) from `storage()`, in elements.
   std::int64_t offset() const noexcept { return offset_; }
@@ -124,7 +127,9 @@ class TensorView {
     check_dim(d, "dim");
     return shape_[d];
   }
+  /// Number of elements.
   std::int64_t numel() const noexcept { return *shape_.checked_numel(); }
+  /// True when numel() is 0.
   bool empty() const noexcept { return numel() == 0; }
   /// True when elements are laid out row-major with no gaps (size-1 dimensions may have any stride).
   bool is_contiguous() const noexcept {
@@ -337,11 +342,11 @@ class Tensor<T, cpu> {
   static_assert(!std::is_const_v<T>, "Tensor<const T> is not a thing; use TensorView<const T>");
 
  public:
-  using value_type = T;
-  using backend = cpu;
-  using view_type = TensorView<T>;
-  using const_view_type = TensorView<const T>;
-  using storage_type = typename dtype_traits<T>::storage_type;
+  using value_type = T;                                          ///< the element type
+  using backend = cpu;                                           ///< the backend tag
+  using view_type = TensorView<T>;                               ///< a mutable view of it
+  using const_view_type = TensorView<const T>;                   ///< a read-only view of it
+  using storage_type = typename dtype_traits<T>::storage_type;   ///< T, or uint8_t for packed types
 
   /// An empty tensor of shape [0].
   Tensor() = default;
@@ -364,8 +369,11 @@ class Tensor<T, cpu> {
     return t;
   }
 
+  /// Moves the memory; the source is left empty.
+  ///@{
   Tensor(Tensor&&) noexcept = default;
   Tensor& operator=(Tensor&&) noexcept = default;
+  ///@}
   Tensor(const Tensor&) = delete;
   Tensor& operator=(const Tensor&) = delete;
   /// A deep copy.
@@ -375,52 +383,97 @@ class Tensor<T, cpu> {
     return t;
   }
 
+  /// A view of the whole tensor (not of a temporary: it would dangle).
+  ///@{
   view_type view() & { return view_type(storage(), shape_); }
   const_view_type view() const& { return const_view_type(storage(), shape_); }
+  ///@}
   view_type view() && = delete;  // would dangle
+  /// Converts to a view, so a Tensor can be passed where a TensorView is taken.
+  ///@{
   operator view_type() & { return view(); }              // NOLINT: implicit by design
   operator const_view_type() const& { return view(); }   // NOLINT: implicit by design
+  ///@}
   operator view_type() && = delete;
   operator const_view_type() const&& = delete;
 
+  /// Number of dimensions.
   int rank() const noexcept { return shape_.rank(); }
+  /// Extent of each dimension.
   const Shape& shape() const noexcept { return shape_; }
+  /// Row-major strides of shape(), in elements.
   Strides strides() const noexcept { return contiguous_strides(shape_); }
+  /// Extent of dimension `d`; throws when `d` is not in [0, rank).
   std::int64_t dim(int d) const { return view().dim(d); }
+  /// Number of elements.
   std::int64_t numel() const noexcept { return *shape_.checked_numel(); }
+  /// True when numel() is 0.
   bool empty() const noexcept { return numel() == 0; }
   /// Bytes of storage (packed types: half a byte per element, rounded up).
   std::size_t nbytes() const noexcept { return buffer_.size(); }
+  /// The first element's storage (packed types: the first byte), 64-byte aligned.
+  ///@{
   storage_type* storage() noexcept { return reinterpret_cast<storage_type*>(buffer_.data()); }
   const storage_type* storage() const noexcept { return reinterpret_cast<const storage_type*>(buffer_.data()); }
   storage_type* data() noexcept { return storage(); }
   const storage_type* data() const noexcept { return storage(); }
+  ///@}
+  /// All elements in row-major order (not for packed types).
+  ///@{
   std::span<T> span() noexcept requires(!is_packed_v<T>) { return {data(), static_cast<std::size_t>(numel())}; }
   std::span<const T> span() const noexcept requires(!is_packed_v<T>) { return {data(), static_cast<std::size_t>(numel())}; }
+  ///@}
 
+  /// Element (i, j, ...), unchecked: as TensorView::operator().
+  ///@{
   template <std::integral... I>
   typename view_type::reference operator()(I... idx) noexcept { return view()(idx...); }
   template <std::integral... I>
   typename const_view_type::reference operator()(I... idx) const noexcept { return view()(idx...); }
+  ///@}
+  /// Element (i, j, ...), bounds-checked: as TensorView::at().
+  ///@{
   template <std::integral... I>
   typename view_type::reference at(I... idx) { return view().at(idx...); }
   template <std::integral... I>
   typename const_view_type::reference at(I... idx) const { return view().at(idx...); }
+  ///@}
 
+  /// A view of elements start, start + step, ... before stop along dimension d: as TensorView::slice().
+  ///@{
   view_type slice(int d, std::int64_t start, std::int64_t stop, std::int64_t step = 1) & { return view().slice(d, start, stop, step); }
   const_view_type slice(int d, std::int64_t start, std::int64_t stop, std::int64_t step = 1) const& { return view().slice(d, start, stop, step); }
+  ///@}
+  /// A view of index `index` of dimension d, one rank lower: as TensorView::select().
+  ///@{
   view_type select(int d, std::int64_t index) & { return view().select(d, index); }
   const_view_type select(int d, std::int64_t index) const& { return view().select(d, index); }
+  ///@}
+  /// select(0, index): row `index`.
+  ///@{
   view_type operator[](std::int64_t index) & { return view()[index]; }
   const_view_type operator[](std::int64_t index) const& { return view()[index]; }
+  ///@}
+  /// A view with shape `s` (same element count): as TensorView::reshape().
+  ///@{
   view_type reshape(Shape s) & { return view().reshape(s); }
   const_view_type reshape(Shape s) const& { return view().reshape(s); }
+  ///@}
+  /// A view with dimensions a and b swapped: as TensorView::transpose().
+  ///@{
   view_type transpose(int a, int b) & { return view().transpose(a, b); }
   const_view_type transpose(int a, int b) const& { return view().transpose(a, b); }
+  ///@}
+  /// The transposed view of a matrix: as TensorView::t().
+  ///@{
   view_type t() & { return view().t(); }
   const_view_type t() const& { return view().t(); }
+  ///@}
+  /// A view with the dimensions in `order`: as TensorView::permute().
+  ///@{
   view_type permute(const Dims& order) & { return view().permute(order); }
   const_view_type permute(const Dims& order) const& { return view().permute(order); }
+  ///@}
   /// An owning copy (a Tensor is always contiguous; this is clone()).
   Tensor contiguous() const { return clone(); }
 

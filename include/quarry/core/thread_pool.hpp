@@ -22,14 +22,17 @@ namespace quarry {
 /// A non-owning reference to a callable, like C++26 std::function_ref: no allocation.
 template <class Signature>
 class FunctionRef;
+/// FunctionRef of a callable taking Args... and returning R.
 template <class R, class... Args>
 class FunctionRef<R(Args...)> {
  public:
+  /// Refers to `f`, which must outlive every call through this reference.
   template <class F>
     requires(!std::is_same_v<std::remove_cvref_t<F>, FunctionRef> && std::is_invocable_r_v<R, F&, Args...>)
   FunctionRef(F&& f) noexcept  // NOLINT: implicit, like std::function_ref
       : obj_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
         call_([](void* o, Args... args) -> R { return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<Args>(args)...); }) {}
+  /// Calls the callable.
   R operator()(Args... args) const { return call_(obj_, std::forward<Args>(args)...); }
 
  private:

@@ -72,8 +72,11 @@ class IvfPqIndex<cuda> {
 
   /// An empty index holding no device memory; searching it is an error. Use from_cpu().
   IvfPqIndex() = default;
+  /// Moves the device memory; the source is left empty (searching it is an error).
+  ///@{
   IvfPqIndex(IvfPqIndex&&) noexcept = default;
   IvfPqIndex& operator=(IvfPqIndex&&) noexcept = default;
+  ///@}
   IvfPqIndex(const IvfPqIndex&) = delete;
   IvfPqIndex& operator=(const IvfPqIndex&) = delete;
   ~IvfPqIndex() = default;
@@ -98,8 +101,8 @@ class IvfPqIndex<cuda> {
   /// about half the free device memory holds, at most 65535). Needs exclusive access.
   void set_max_queries_per_pass(std::int64_t n) noexcept { max_queries_per_pass_ = n < 0 ? 0 : n; }
 
-  std::int64_t dim() const noexcept { return d_; }
-  const IvfPqOptions& options() const noexcept { return opts_; }
+  std::int64_t dim() const noexcept { return d_; }                  ///< the vectors' dimension
+  const IvfPqOptions& options() const noexcept { return opts_; }    ///< the CPU index's options
   std::int64_t size() const noexcept { return ntotal_; }  ///< vectors held
   /// Vectors in list l (0 <= l < nlist).
   std::int64_t list_size(std::int64_t l) const noexcept {

@@ -37,14 +37,17 @@ class FastScanCodes {
   void move(std::int64_t from, std::int64_t to);
   /// Keeps the first n vectors (n <= size()); the rest of the last block is zeroed.
   void truncate(std::int64_t n);
+  /// Removes every vector (truncate(0)).
   void clear() { truncate(0); }
 
   std::int64_t size() const noexcept { return n_; }                    ///< vectors
   std::int64_t m() const noexcept { return m_; }                       ///< sub-quantizers
   std::int64_t m_pad() const noexcept { return (m_ + 1) / 2 * 2; }     ///< m rounded up to even
   std::int64_t block_bytes() const noexcept { return m_pad() * 16; }   ///< bytes per block of 32
-  std::int64_t num_blocks() const noexcept { return (n_ + 31) / 32; }
+  std::int64_t num_blocks() const noexcept { return (n_ + 31) / 32; }  ///< blocks of 32 vectors
+  /// The first block's bytes (in a mapped file when the codes were loaded with mmap).
   const std::uint8_t* data() const noexcept { return view_.data() ? view_.data() : blocks_.data(); }
+  /// All blocks' bytes, num_blocks() * block_bytes().
   std::span<const std::uint8_t> bytes() const noexcept {
     return {data(), static_cast<std::size_t>(num_blocks() * block_bytes())};
   }
@@ -72,7 +75,7 @@ struct FastScanLut {
   std::vector<std::uint8_t> table;  ///< [m_pad, 16]; rows past m are zero
   float scale = 1.f;                ///< quantized units per distance unit
   float bias = 0.f;                 ///< sum over sub-quantizers of their smallest entry
-  std::int64_t m = 0;
+  std::int64_t m = 0;               ///< sub-quantizers (rows of the table in use)
 
   /// The float distance a quantized sum stands for.
   float distance(std::uint32_t q) const noexcept { return bias + static_cast<float>(q) / scale; }

@@ -58,7 +58,7 @@ struct IvfPqOptions {
   std::int64_t nlist = 0;           ///< coarse centroids (inverted lists)
   std::int64_t m = 0;               ///< PQ sub-quantizers; d must be a multiple
   int nbits = 8;                    ///< bits per sub-code: 8 (256 centroids) or 4 (16, fast-scan)
-  Metric metric = Metric::l2;
+  Metric metric = Metric::l2;       ///< how vectors are compared
   bool store_vectors = false;       ///< keep the full vectors (d floats each) for re-ranking
   /// Learn an OPQ rotation (quarry/index/opq.hpp) at train() and apply it to every vector and
   /// query before the coarse quantizer and PQ ("OPQ,IVF,PQ" in FAISS's terms). Distances are
@@ -71,8 +71,8 @@ struct IvfPqTrainOptions {
   int coarse_iterations = 20;       ///< k-means iterations of the coarse quantizer
   int pq_iterations = 25;           ///< k-means iterations per PQ sub-space
   std::int64_t max_points_per_centroid = 256;  ///< training sample per centroid (FAISS's default)
-  std::uint64_t seed = 1234;
-  ThreadPool* pool = nullptr;
+  std::uint64_t seed = 1234;        ///< fixes the training samples and initialisations
+  ThreadPool* pool = nullptr;       ///< runs the k-means steps in parallel when set
   int opq_iterations = 8;           ///< OPQ alternations (with IvfPqOptions::opq)
   std::int64_t opq_max_points = 16384;  ///< OPQ training sample
   /// Called with (stage, done, total) as training proceeds: stage "opq" (with OPQ; start and
@@ -108,10 +108,15 @@ struct IvfPqLoadOptions {
 
 /// Results of nq queries, k each, nearest first.
 struct SearchResults {
+  /// Queries, and results per query.
+  ///@{
   std::int64_t nq = 0, k = 0;
+  ///@}
   std::vector<float> distances;      ///< [nq, k]
   std::vector<std::int64_t> ids;     ///< [nq, k]; -1 where fewer than k vectors qualified
+  /// The distance of query q's r-th nearest result (r = 0: the nearest).
   float distance(std::int64_t q, std::int64_t r) const { return distances[static_cast<std::size_t>(q * k + r)]; }
+  /// The id of query q's r-th nearest result; -1 when fewer than r + 1 vectors qualified.
   std::int64_t id(std::int64_t q, std::int64_t r) const { return ids[static_cast<std::size_t>(q * k + r)]; }
 };
 
@@ -157,26 +162,29 @@ class IvfPqIndex<cpu> {
   /// True when searches use precomputed l2 terms.
   bool uses_precomputed_terms() const noexcept { return !terms_.empty(); }
 
-  std::int64_t dim() const noexcept { return d_; }
-  const IvfPqOptions& options() const noexcept { return opts_; }
-  bool is_trained() const noexcept { return trained_; }
+  std::int64_t dim() const noexcept { return d_; }  ///< the vectors' dimension d
+  const IvfPqOptions& options() const noexcept { return opts_; }  ///< the options given to create()
+  bool is_trained() const noexcept { return trained_; }  ///< true after train() (or load)
   std::int64_t size() const noexcept { return static_cast<std::int64_t>(where_.size()); }  ///< vectors held
   std::int64_t next_id() const noexcept { return next_id_; }  ///< the id add() gives the next vector
-  bool contains(std::int64_t id) const noexcept { return where_.count(id) != 0; }
+  bool contains(std::int64_t id) const noexcept { return where_.count(id) != 0; }  ///< true when `id` is in the index
   /// Vectors in list l.
   std::int64_t list_size(std::int64_t l) const noexcept { return static_cast<std::int64_t>(lists_[static_cast<std::size_t>(l)].ids.size()); }
   /// Bytes per vector held in memory: the code, the id, and the full vector when stored.
   double bytes_per_vector() const noexcept;
+  /// The product quantizer of the residuals (its codebooks).
   const ProductQuantizer& pq() const noexcept { return pq_; }
   /// The coarse centroids [nlist, d].
   TensorView<const float> centroids() const noexcept { return centroids_.view(); }
   /// Read access to list l (0 <= l < nlist, unchecked), for device copies (IvfPqIndex<cuda>): its
   /// ids in scan order; its codes, [list_size(l), m] bytes (nbits 8; empty with nbits 4); its
   /// fast-scan codes (nbits 4); its full vectors, [list_size(l), d] (store_vectors; else empty).
+  ///@{
   std::span<const std::int64_t> list_ids(std::int64_t l) const noexcept { return lists_[static_cast<std::size_t>(l)].ids; }
   std::span<const std::uint8_t> list_codes(std::int64_t l) const noexcept { return {lists_[static_cast<std::size_t>(l)].code_data(), opts_.nbits == 8 ? lists_[static_cast<std::size_t>(l)].ids.size() * static_cast<std::size_t>(opts_.m) : 0}; }
   const FastScanCodes& list_fast_codes(std::int64_t l) const noexcept { return lists_[static_cast<std::size_t>(l)].fast; }
   std::span<const float> list_vectors(std::int64_t l) const noexcept { return {lists_[static_cast<std::size_t>(l)].vector_data(), opts_.store_vectors ? lists_[static_cast<std::size_t>(l)].ids.size() * static_cast<std::size_t>(d_) : 0}; }
+  ///@}
 
   /// Writes the index to `path` atomically (a temp file beside it, fsync, rename, fsync of the
   /// folder): quarry's section file "QRYIVFPQ" 1.0 (quarry/io/section_file.hpp) with sections

@@ -35,7 +35,7 @@ enum class KMeansInit : std::uint8_t {
 struct KMeansOptions {
   std::int64_t k = 0;                           ///< number of centroids, 1 <= k <= training points
   int iterations = 25;                          ///< Lloyd iterations after the initialisation (FAISS: 25)
-  KMeansInit init = KMeansInit::kmeans_plus_plus;
+  KMeansInit init = KMeansInit::kmeans_plus_plus;  ///< how the initial centroids are picked
   std::uint64_t seed = 1234;                    ///< fixes sampling, initialisation and nothing else
   /// Training points kept per centroid: with more than k * this many points, a uniform sample of
   /// that size is used (FAISS: 256). 0 means never sample.

@@ -51,7 +51,7 @@ struct OpqTrainOptions {
   int pq_iterations = 1;             ///< warm-started Lloyd iterations per alternation (at least 1)
   int pq_initial_iterations = 20;    ///< k-means iterations of the first codebooks (FAISS: 40)
   KMeansInit pq_init = KMeansInit::kmeans_plus_plus;  ///< how k-means starts the first codebooks
-  OpqInit init = OpqInit::best_start;
+  OpqInit init = OpqInit::best_start;  ///< the rotation the alternations start from
   /// Training vectors used: with more, a uniform sample of this many (FAISS: 65536); 0: all.
   std::int64_t max_training_points = 65536;
   std::uint64_t seed = 1234;         ///< fixes the sample, the initial rotation and the k-means starts

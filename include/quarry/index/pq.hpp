@@ -27,7 +27,7 @@ namespace quarry {
 /// Parameters of ProductQuantizer::train: the k-means run in each sub-space.
 struct PqTrainOptions {
   int iterations = 25;                              ///< k-means iterations per sub-space
-  KMeansInit init = KMeansInit::kmeans_plus_plus;
+  KMeansInit init = KMeansInit::kmeans_plus_plus;  ///< how each sub-space's k-means starts
   std::uint64_t seed = 1234;                        ///< sub-space m uses seed + m
   /// Training vectors kept per centroid (the same sample for every sub-space); 0: all.
   std::int64_t max_points_per_centroid = 256;
@@ -56,7 +56,7 @@ class ProductQuantizer {
   /// Errors: another shape, a NaN or infinite value.
   status set_centroids(TensorView<const float> centroids);
 
-  bool is_trained() const noexcept { return trained_; }
+  bool is_trained() const noexcept { return trained_; }             ///< true once it has codebooks
   std::int64_t dim() const noexcept { return d_; }                  ///< d
   std::int64_t num_subquantizers() const noexcept { return m_; }    ///< M
   std::int64_t sub_dim() const noexcept { return m_ ? d_ / m_ : 0; } ///< d / M

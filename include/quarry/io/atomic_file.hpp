@@ -26,8 +26,11 @@ class AtomicFileWriter {
   /// io_error otherwise, each naming the directory or path and the OS's reason.
   static result<AtomicFileWriter> create(const std::string& path);
 
+  /// Moves the open temp file; the source is left without one.
+  ///@{
   AtomicFileWriter(AtomicFileWriter&& other) noexcept;
   AtomicFileWriter& operator=(AtomicFileWriter&& other) noexcept;
+  ///@}
   AtomicFileWriter(const AtomicFileWriter&) = delete;
   AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
   /// Without a successful commit(): closes and removes the temporary file; `path` is untouched.

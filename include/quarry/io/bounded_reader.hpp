@@ -32,11 +32,11 @@ class BoundedReader {
                          std::endian byte_order = std::endian::little) noexcept
       : bytes_(bytes), what_(std::move(what)), order_(byte_order) {}
 
-  std::size_t offset() const noexcept { return pos_; }
-  std::size_t size() const noexcept { return bytes_.size(); }
-  std::size_t remaining() const noexcept { return bytes_.size() - pos_; }
-  std::span<const std::byte> bytes() const noexcept { return bytes_; }
-  std::endian byte_order() const noexcept { return order_; }
+  std::size_t offset() const noexcept { return pos_; }                    ///< bytes read so far
+  std::size_t size() const noexcept { return bytes_.size(); }              ///< bytes in all
+  std::size_t remaining() const noexcept { return bytes_.size() - pos_; }  ///< bytes left to read
+  std::span<const std::byte> bytes() const noexcept { return bytes_; }     ///< all the bytes
+  std::endian byte_order() const noexcept { return order_; }               ///< how integers are read
 
   /// An integer or float in the input's byte order (any byte alignment).
   template <class T>

@@ -57,8 +57,8 @@ struct GgufArray {
 /// One metadata value. Integers are held widened (unsigned as u64, signed as i64), floats as
 /// double; `type` keeps the type the file stored.
 struct GgufValue {
-  GgufValueType type = GgufValueType::u8;
-  std::variant<std::uint64_t, std::int64_t, double, bool, std::string, GgufArray> data;
+  GgufValueType type = GgufValueType::u8;  ///< the type the file stored
+  std::variant<std::uint64_t, std::int64_t, double, bool, std::string, GgufArray> data;  ///< the value, widened
 
   /// The value of an integer type, if it fits in int64.
   std::optional<std::int64_t> as_int() const noexcept;
@@ -92,8 +92,8 @@ std::optional<GgmlTypeInfo> ggml_type_info(GgmlType t) noexcept;
 
 /// Where one tensor is and what it holds.
 struct GgufTensorInfo {
-  std::string name;
-  GgmlType type = GgmlType::f32;
+  std::string name;           ///< e.g. "blk.0.attn_q.weight"
+  GgmlType type = GgmlType::f32;  ///< the ggml element or block type
   Shape shape;                ///< outermost first (GGUF's ne reversed)
   std::uint64_t offset = 0;   ///< absolute offset of its data in the file
   std::uint64_t nbytes = 0;   ///< bytes of data
@@ -104,8 +104,8 @@ class GgufFile {
  public:
   /// Bounds the reader enforces before allocating anything.
   struct Limits {
-    std::uint64_t max_tensors = 1u << 20;
-    std::uint64_t max_metadata = 1u << 20;
+    std::uint64_t max_tensors = 1u << 20;        ///< tensors in the file
+    std::uint64_t max_metadata = 1u << 20;       ///< metadata entries
     std::uint64_t max_string_bytes = 1u << 24;   ///< one metadata string
     std::uint64_t max_key_bytes = 1u << 16;      ///< a key or a tensor name
     std::uint64_t max_array_elements = 1u << 24; ///< one metadata array
@@ -114,16 +114,21 @@ class GgufFile {
 
   GgufFile() = default;
 
-  /// Maps and parses the file at `path`.
+  /// Maps and parses the file at `path` (with the default limits unless given).
+  ///@{
   static result<GgufFile> open(const std::string& path, const Limits& limits);
   static result<GgufFile> open(const std::string& path) { return open(path, Limits{}); }
+  ///@}
   /// Parses bytes the caller keeps alive (used by tests and the fuzz target); `what` names
   /// them in errors.
+  ///@{
   static result<GgufFile> parse(std::span<const std::byte> bytes, std::string what, const Limits& limits);
   static result<GgufFile> parse(std::span<const std::byte> bytes, std::string what = "gguf") {
     return parse(bytes, std::move(what), Limits{});
   }
+  ///@}
 
+  /// The GGUF version of the file (2 or 3).
   std::uint32_t version() const noexcept { return version_; }
   /// Alignment of tensor data (general.alignment, default 32).
   std::uint64_t alignment() const noexcept { return alignment_; }

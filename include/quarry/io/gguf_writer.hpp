@@ -79,6 +79,7 @@ class GgufWriter {
   /// Sets the alignment of tensor data (a power of two, 1 to 2^30; default 32, GGUF's). Written
   /// as the u32 `general.alignment` when it is not 32. Errors: invalid_argument naming the value.
   status set_alignment(std::uint32_t alignment);
+  /// The alignment of tensor data.
   std::uint32_t alignment() const noexcept { return alignment_; }
 
   /// Adds a metadata value of any type, as GgufFile reads it (so a file's metadata can be copied
@@ -89,6 +90,8 @@ class GgufWriter {
   /// "general.alignment" (use set_alignment), a mismatched or out-of-range value, nesting deeper
   /// than GgufFile's default limit; each names the key.
   status add(std::string key, GgufValue value);
+  /// add() of one value of the type in the name; errors as add()'s.
+  ///@{
   status add_u8(std::string key, std::uint8_t v) { return add(std::move(key), {GgufValueType::u8, std::uint64_t{v}}); }
   status add_i8(std::string key, std::int8_t v) { return add(std::move(key), {GgufValueType::i8, std::int64_t{v}}); }
   status add_u16(std::string key, std::uint16_t v) { return add(std::move(key), {GgufValueType::u16, std::uint64_t{v}}); }
@@ -101,12 +104,15 @@ class GgufWriter {
   status add_f64(std::string key, double v) { return add(std::move(key), {GgufValueType::f64, v}); }
   status add_bool(std::string key, bool v) { return add(std::move(key), {GgufValueType::boolean, v}); }
   status add_string(std::string key, std::string v) { return add(std::move(key), {GgufValueType::string, std::move(v)}); }
+  ///@}
   /// An array (any element type, nested arrays included; see add()).
   status add_array(std::string key, GgufArray array) { return add(std::move(key), {GgufValueType::array, std::move(array)}); }
   /// Arrays of the element types a tokenizer needs (tokens, scores, token types).
+  ///@{
   status add_string_array(std::string key, std::vector<std::string> values);
   status add_f32_array(std::string key, std::span<const float> values);
   status add_i32_array(std::string key, std::span<const std::int32_t> values);
+  ///@}
 
   /// Adds a tensor of ggml type `type` and `shape` (outermost first) whose data is `bytes`
   /// (copied). Any type ggml_type_info knows is accepted. Errors: an empty, over-long (63 bytes
@@ -118,21 +124,27 @@ class GgufWriter {
   /// written. Errors as the other overload (minus the byte count), and a null producer.
   status add_tensor(std::string name, GgmlType type, const Shape& shape, GgufTensorProducer producer);
   /// An f32, f16 or bf16 tensor of the view's shape, its values copied (any strides).
+  ///@{
   status add_tensor(std::string name, TensorView<const float> values);
   status add_tensor(std::string name, TensorView<const f16> values);
   status add_tensor(std::string name, TensorView<const bf16> values);
+  ///@}
   /// A Q8_0 / Q4_0 tensor of `shape` (innermost extent a multiple of 32) holding `blocks`
   /// (copied), row after row as ggml stores them (quantize_gguf_q8_0 / _q4_0 give them).
+  ///@{
   status add_tensor(std::string name, const Shape& shape, std::span<const BlockQ8_0> blocks);
   status add_tensor(std::string name, const Shape& shape, std::span<const BlockQ4_0> blocks);
+  ///@}
 
   /// Bytes of data a tensor of `type` and `shape` takes. Errors as add_tensor's shape checks
   /// (`what` names the tensor in them).
   static result<std::uint64_t> bytes_of(GgmlType type, const Shape& shape, std::string_view what = "tensor");
 
   /// Number of metadata entries (general.alignment included when written) and of tensors.
+  ///@{
   std::size_t metadata_count() const noexcept { return metadata_.size() + (alignment_ != 32 ? 1 : 0); }
   std::size_t tensor_count() const noexcept { return tensors_.size(); }
+  ///@}
   /// The size of the file write() would write, in bytes (e.g. to check free space first).
   std::uint64_t file_size() const;
 

@@ -17,16 +17,19 @@ class MappedFile {
   /// An empty file maps to an empty span.
   static result<MappedFile> open(const std::string& path);
 
+  /// Moves the mapping; the source is left empty.
+  ///@{
   MappedFile(MappedFile&& other) noexcept;
   MappedFile& operator=(MappedFile&& other) noexcept;
+  ///@}
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
   ~MappedFile();
 
   /// The file's bytes; valid while this object lives.
   std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
-  std::size_t size() const noexcept { return size_; }
-  const std::string& path() const noexcept { return path_; }
+  std::size_t size() const noexcept { return size_; }             ///< bytes mapped
+  const std::string& path() const noexcept { return path_; }      ///< the path given to open()
 
  private:
   void unmap() noexcept;

@@ -64,8 +64,8 @@ enum class SafetensorsDtype : std::uint8_t {
 
 /// The name the header uses ("F32", "F8_E4M3", ...) and the size in bits of one element.
 struct SafetensorsDtypeInfo {
-  std::string_view name;
-  std::uint32_t bits;
+  std::string_view name;  ///< as the header spells it
+  std::uint32_t bits;     ///< bits per element
 };
 
 /// Name and element size of `t`.
@@ -75,8 +75,8 @@ std::optional<SafetensorsDtype> safetensors_dtype_from_name(std::string_view nam
 
 /// Where one tensor is and what it holds.
 struct SafetensorsTensorInfo {
-  std::string name;
-  SafetensorsDtype dtype = SafetensorsDtype::f32;
+  std::string name;          ///< the header's key
+  SafetensorsDtype dtype = SafetensorsDtype::f32;  ///< the element type
   Shape shape;               ///< outermost first, as the file says; rank 0 is a scalar
   std::uint64_t offset = 0;  ///< absolute offset of its data in the file
   std::uint64_t nbytes = 0;  ///< bytes of data (0 for an empty tensor)
@@ -95,15 +95,19 @@ class SafetensorsFile {
 
   SafetensorsFile() = default;
 
-  /// Maps and parses the file at `path`.
+  /// Maps and parses the file at `path` (with the default limits unless given).
+  ///@{
   static result<SafetensorsFile> open(const std::string& path, const Limits& limits);
   static result<SafetensorsFile> open(const std::string& path) { return open(path, Limits{}); }
+  ///@}
   /// Parses bytes the caller keeps alive (used by tests and the fuzz target); `what` names
   /// them in errors.
+  ///@{
   static result<SafetensorsFile> parse(std::span<const std::byte> bytes, std::string what, const Limits& limits);
   static result<SafetensorsFile> parse(std::span<const std::byte> bytes, std::string what = "safetensors") {
     return parse(bytes, std::move(what), Limits{});
   }
+  ///@}
 
   /// Bytes of the JSON header (N, trailing padding included).
   std::uint64_t header_size() const noexcept { return data_offset_ - 8; }

@@ -60,8 +60,10 @@ inline constexpr std::uint64_t kSectionAlignment = 64;
 /// The endianness tag as the writer's byte order stores it.
 inline constexpr std::uint32_t kEndiannessTag = 0x01020304u;
 /// Bytes before the section table, and per table entry.
+///@{
 inline constexpr std::uint64_t kSectionHeaderBytes = 32;
 inline constexpr std::uint64_t kSectionEntryBytes = 24;
+///@}
 
 /// When a reader checks the sections' CRC32C.
 enum class SectionVerify : std::uint8_t {
@@ -145,8 +147,8 @@ class SectionFileWriter {
   /// The file's bytes in memory (tests, fuzzing, embedding).
   result<std::vector<std::byte>> to_bytes() const;
 
-  std::size_t section_count() const noexcept { return sections_.size(); }
-  const FileFormat& format() const noexcept { return format_; }
+  std::size_t section_count() const noexcept { return sections_.size(); }  ///< sections added so far
+  const FileFormat& format() const noexcept { return format_; }           ///< the format it writes
 
  private:
   struct Pending {
@@ -177,12 +179,17 @@ class SectionFile {
   static result<SectionFile> parse(std::span<const std::byte> bytes, const FileFormat& expected,
                                    const std::string& what = "input", const SectionFileOptions& options = {});
 
+  /// Moves the file (and its bytes or mapping).
+  ///@{
   SectionFile(SectionFile&&) noexcept = default;
   SectionFile& operator=(SectionFile&&) noexcept = default;
+  ///@}
 
   /// The file's format version (its major equals the reader's; its minor may be older).
+  ///@{
   std::uint16_t major() const noexcept { return major_; }
   std::uint16_t minor() const noexcept { return minor_; }
+  ///@}
   /// The section table, in file order.
   std::span<const SectionInfo> sections() const noexcept { return sections_; }
   /// Whether a section called `tag` exists.

@@ -41,9 +41,11 @@ result<Tensor<std::int32_t>> read_ivecs(const std::string& path, std::int64_t ma
 result<Tensor<float>> read_bvecs_as_float(const std::string& path, std::int64_t max_rows = kAllRows, const VecsLimits& limits = {});
 
 /// The parsers behind the readers, over bytes the caller holds; `what` names them in errors.
+///@{
 result<Tensor<float>> parse_fvecs(std::span<const std::byte> bytes, const std::string& what, std::int64_t max_rows = kAllRows, const VecsLimits& limits = {});
 result<Tensor<std::uint8_t>> parse_bvecs(std::span<const std::byte> bytes, const std::string& what, std::int64_t max_rows = kAllRows, const VecsLimits& limits = {});
 result<Tensor<std::int32_t>> parse_ivecs(std::span<const std::byte> bytes, const std::string& what, std::int64_t max_rows = kAllRows, const VecsLimits& limits = {});
+///@}
 
 /// A uint8 matrix (e.g. SIFT descriptors from read_bvecs) as float, element by element.
 Tensor<float> to_float(TensorView<const std::uint8_t> v);

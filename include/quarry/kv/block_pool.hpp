@@ -83,9 +83,9 @@ namespace quarry {
 
 /// The shape of a pool, fixed at creation.
 struct BlockPoolOptions {
-  std::int64_t num_layers = 1;
-  std::int64_t n_kv_heads = 1;
-  std::int64_t head_dim = 64;
+  std::int64_t num_layers = 1;     ///< transformer layers (each page holds K and V of all)
+  std::int64_t n_kv_heads = 1;     ///< K/V heads per layer
+  std::int64_t head_dim = 64;      ///< elements per head and token
   std::int64_t page_size = 16;     ///< tokens per page (>= 1)
   DType dtype = DType::f16;        ///< f32, f16, bf16, i8 (a scale per token and head) or i4 (a scale per group)
   /// i4 only: elements per scale along head_dim (consecutive elements of a token and head); it
@@ -99,6 +99,8 @@ struct BlockPoolOptions {
 /// A sequence handle (an index into the pool's sequence slots; reused after release).
 using SequenceId = std::int64_t;
 
+/// The paged K/V cache: fixed-size pages handed out to sequences through block tables, shared
+/// by forks (copy-on-write) and by a prefix cache; see the top of this header.
 class BlockPool {
  public:
   /// A pool for `options`. Errors: a dtype other than f32/f16/bf16/i8/i4, sizes < 1, for i4 an
@@ -106,12 +108,15 @@ class BlockPool {
   /// for one page (scales included), sizes that overflow.
   static result<BlockPool> create(const BlockPoolOptions& options);
 
+  /// Moves the pool (its storage and every sequence); views into it stay valid.
+  ///@{
   BlockPool(BlockPool&&) noexcept = default;
   BlockPool& operator=(BlockPool&&) noexcept = default;
+  ///@}
 
-  const BlockPoolOptions& options() const noexcept { return opts_; }
-  std::int64_t num_pages() const noexcept { return opts_.num_pages; }
-  std::int64_t free_pages() const noexcept { return static_cast<std::int64_t>(free_.size()); }
+  const BlockPoolOptions& options() const noexcept { return opts_; }  ///< the options it was created with
+  std::int64_t num_pages() const noexcept { return opts_.num_pages; }  ///< pages in all
+  std::int64_t free_pages() const noexcept { return static_cast<std::int64_t>(free_.size()); }  ///< pages held by nothing
   /// Bytes of one page's values in one layer for K (V the same); i8/i4 scales not included.
   std::int64_t page_bytes() const noexcept { return page_bytes_; }
   /// References held on page p (0: free).
@@ -129,7 +134,7 @@ class BlockPool {
 
   /// What create(tokens) found.
   struct PrefixMatch {
-    SequenceId seq = -1;
+    SequenceId seq = -1;             ///< the new sequence
     std::int64_t cached_tokens = 0;  ///< tokens whose K/V came from the cache (a multiple of page_size)
   };
   /// A new sequence holding the longest chain of cached full pages that starts `prompt` (at
@@ -148,6 +153,7 @@ class BlockPool {
     std::int64_t evictions = 0;    ///< cached pages taken for other contents
     std::int64_t cached_pages = 0; ///< pages in the cache now
   };
+  /// The prefix cache's counters now.
   PrefixStats prefix_stats() const noexcept {
     PrefixStats s = stats_;
     s.cached_pages = static_cast<std::int64_t>(cache_.size());
@@ -180,14 +186,20 @@ class BlockPool {
   /// its vectors: it describes the pool as it is now and goes stale (not invalid) when a call
   /// changes the sequences' pages. Errors: an unknown sequence.
   struct Table {
+    /// As PageTableCsr's fields: page ranges per sequence, page numbers, tokens in last pages.
+    ///@{
     std::vector<std::int32_t> indptr, indices, last_page_len;
+    ///@}
+    /// The table as the spans the attention calls take (valid while this Table lives).
     PageTableCsr csr() const { return {indptr, indices, last_page_len}; }
   };
+  /// The Table of `batch`; see Table.
   result<Table> page_table(std::span<const SequenceId> batch) const;
 
   /// Layer l's K (or V) pages as a tensor view [num_pages, n_kv_heads, page_size, head_dim] of T
   /// (T must be the pool's dtype; throws otherwise). For i8 and i4 these are the values without
   /// their scales: attention takes k_pages_int8 / k_pages_int4.
+  ///@{
   template <class T>
   TensorView<const T> k_pages(std::int64_t layer) const {
     return pages_view<T>(layer, 0);
@@ -196,13 +208,18 @@ class BlockPool {
   TensorView<const T> v_pages(std::int64_t layer) const {
     return pages_view<T>(layer, 1);
   }
+  ///@}
   /// Layer l's INT8 K (or V) pages with their scales (the pool's dtype must be i8).
+  ///@{
   Int8KvPages k_pages_int8(std::int64_t layer) const { return int8_view(layer, 0); }
   Int8KvPages v_pages_int8(std::int64_t layer) const { return int8_view(layer, 1); }
+  ///@}
   /// Layer l's INT4 K (or V) pages with their group scales (the pool's dtype must be i4; throws
   /// otherwise), as paged_decode_attention's INT4 overload takes them.
+  ///@{
   Int4KvPages k_pages_int4(std::int64_t layer) const { return int4_view(layer, 0); }
   Int4KvPages v_pages_int4(std::int64_t layer) const { return int4_view(layer, 1); }
+  ///@}
 
  private:
   struct Sequence {

@@ -35,14 +35,17 @@ class CudaPageTable {
   /// (-1: the current one). Errors: check_page_table's, a sequence with no tokens, CUDA's.
   static result<CudaPageTable> upload(const PageTableCsr& table, std::int64_t num_pages, std::int64_t page_size, int device = -1);
 
-  std::int64_t batch() const noexcept { return batch_; }
+  std::int64_t batch() const noexcept { return batch_; }           ///< sequences in the table
   std::int64_t num_pages() const noexcept { return num_pages_; }   ///< the page count it was checked for
-  std::int64_t page_size() const noexcept { return page_size_; }
+  std::int64_t page_size() const noexcept { return page_size_; }   ///< tokens per page
   std::int64_t max_length() const noexcept { return max_length_; }  ///< tokens of the longest sequence
-  int device() const noexcept { return indptr_.device(); }
+  int device() const noexcept { return indptr_.device(); }        ///< the device holding it
+  /// The CSR arrays in device memory (PageTableCsr's fields).
+  ///@{
   const Tensor<std::int32_t, cuda>& indptr() const noexcept { return indptr_; }
   const Tensor<std::int32_t, cuda>& indices() const noexcept { return indices_; }
   const Tensor<std::int32_t, cuda>& last_page_len() const noexcept { return last_page_len_; }
+  ///@}
 
  private:
   std::int64_t batch_ = 0, num_pages_ = 0, page_size_ = 0, max_length_ = 0;
@@ -57,6 +60,7 @@ struct CudaAttentionOptions {
 /// out [batch, n_heads, head_dim] = decode attention of q over k_pages / v_pages
 /// [num_pages, n_kv_heads, page_size, head_dim] (one overload per K/V type); see the top of
 /// this header and quarry/kv/paged_attention.hpp.
+///@{
 void paged_decode_attention(const Tensor<float, cuda>& q, const Tensor<f16, cuda>& k_pages, const Tensor<f16, cuda>& v_pages,
                             const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params = {},
                             const CudaAttentionOptions& options = {});
@@ -66,5 +70,6 @@ void paged_decode_attention(const Tensor<float, cuda>& q, const Tensor<bf16, cud
 void paged_decode_attention(const Tensor<float, cuda>& q, const Tensor<float, cuda>& k_pages, const Tensor<float, cuda>& v_pages,
                             const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params = {},
                             const CudaAttentionOptions& options = {});
+///@}
 
 }  // namespace quarry

@@ -49,6 +49,7 @@ struct PageTableCsr {
   std::span<const std::int32_t> indices;        ///< [indptr[batch]] page numbers
   std::span<const std::int32_t> last_page_len;  ///< [batch], 1..page_size for a sequence with pages
 
+  /// Sequences in the table.
   std::int64_t batch() const noexcept { return indptr.empty() ? 0 : static_cast<std::int64_t>(indptr.size()) - 1; }
   /// Tokens of sequence b (no checks).
   std::int64_t length(std::int64_t b, std::int64_t page_size) const noexcept {
@@ -80,8 +81,8 @@ inline float attention_scale(float scale, std::int64_t head_dim) noexcept {
 /// INT8 pages: values [num_pages, n_kv_heads, page_size, head_dim] and one scale per token and
 /// head, scales [num_pages, n_kv_heads, page_size]; element = value * scale.
 struct Int8KvPages {
-  TensorView<const std::int8_t> values;
-  TensorView<const float> scales;
+  TensorView<const std::int8_t> values;  ///< [num_pages, n_kv_heads, page_size, head_dim]
+  TensorView<const float> scales;        ///< [num_pages, n_kv_heads, page_size]
 };
 
 /// INT4 pages: values [num_pages, n_kv_heads, page_size, head_dim] packed int4 (-8..7, two per
@@ -89,8 +90,8 @@ struct Int8KvPages {
 /// elements of a token and head, scales [num_pages, n_kv_heads, page_size, head_dim / group];
 /// element i = value[i] * scale[i / group]. The group size is head_dim / scales.dim(3).
 struct Int4KvPages {
-  TensorView<const int4> values;
-  TensorView<const float> scales;
+  TensorView<const int4> values;   ///< [num_pages, n_kv_heads, page_size, head_dim], packed
+  TensorView<const float> scales;  ///< [num_pages, n_kv_heads, page_size, head_dim / group]
 };
 
 /// Checks a page table against the page count and page size: indptr's size, monotonicity and
@@ -114,12 +115,15 @@ status check_int4_pages(const Int4KvPages& k_pages, const Int4KvPages& v_pages);
 /// pages of k_pages and v_pages [num_pages, n_kv_heads, page_size, head_dim] named by `table`.
 /// Errors (nothing written): shapes that disagree (named), n_heads not a multiple of n_kv_heads,
 /// a bad page table (check_page_table), a sequence with no tokens. The views must be contiguous.
+/// One overload per K/V element type: f32, f16, bf16.
+///@{
 status paged_decode_attention(TensorView<const float> q, TensorView<const float> k_pages, TensorView<const float> v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params = {});
 status paged_decode_attention(TensorView<const float> q, TensorView<const f16> k_pages, TensorView<const f16> v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params = {});
 status paged_decode_attention(TensorView<const float> q, TensorView<const bf16> k_pages, TensorView<const bf16> v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params = {});
+///@}
 /// The same over INT8 pages; also an error: scales not [num_pages, n_kv_heads, page_size].
 status paged_decode_attention(TensorView<const float> q, const Int8KvPages& k_pages, const Int8KvPages& v_pages,
                               const PageTableCsr& table, TensorView<float> out, const DecodeAttentionParams& params = {});

@@ -40,7 +40,8 @@ struct PrefillAttentionParams {
 /// named by `table` (batch sequences). Errors (nothing written): shapes that disagree (named),
 /// n_heads not a multiple of n_kv_heads, a bad page table (check_page_table), a bad qo_indptr
 /// (size, monotonicity, end), a sequence with fewer tokens than query rows or no query rows.
-/// The views must be contiguous.
+/// The views must be contiguous. One overload per K/V element type: f32, f16, bf16, INT8, INT4.
+///@{
 status paged_prefill_attention(TensorView<const float> q, std::span<const std::int32_t> qo_indptr, TensorView<const float> k_pages,
                                TensorView<const float> v_pages, const PageTableCsr& table, TensorView<float> out,
                                const PrefillAttentionParams& params = {});
@@ -56,5 +57,6 @@ status paged_prefill_attention(TensorView<const float> q, std::span<const std::i
 status paged_prefill_attention(TensorView<const float> q, std::span<const std::int32_t> qo_indptr, const Int4KvPages& k_pages,
                                const Int4KvPages& v_pages, const PageTableCsr& table, TensorView<float> out,
                                const PrefillAttentionParams& params = {});
+///@}
 
 }  // namespace quarry

@@ -47,8 +47,11 @@ class QuantizedTensor<cuda> {
     return d;
   }
 
+  /// Moves the device memory; the source is left empty.
+  ///@{
   QuantizedTensor(QuantizedTensor&&) noexcept = default;
   QuantizedTensor& operator=(QuantizedTensor&&) noexcept = default;
+  ///@}
   QuantizedTensor(const QuantizedTensor&) = delete;
   QuantizedTensor& operator=(const QuantizedTensor&) = delete;
   ~QuantizedTensor() = default;
@@ -78,10 +81,10 @@ class QuantizedTensor<cuda> {
     return q;
   }
 
-  const QuantScheme& scheme() const noexcept { return scheme_; }
-  std::int64_t rows() const noexcept { return rows_; }
-  std::int64_t cols() const noexcept { return cols_; }
-  Shape shape() const { return {rows_, cols_}; }
+  const QuantScheme& scheme() const noexcept { return scheme_; }  ///< how it is quantized
+  std::int64_t rows() const noexcept { return rows_; }            ///< N, output rows
+  std::int64_t cols() const noexcept { return cols_; }            ///< K, the reduction dimension
+  Shape shape() const { return {rows_, cols_}; }                  ///< [rows, cols]
   /// Bytes per row of values (cols for 8 bits, cols / 2 for 4 bits).
   std::int64_t row_bytes() const noexcept { return values_.rank() == 2 ? values_.shape()[1] : 0; }
   /// Bytes of values, scales and zero points together: what a GEMV streams from memory.

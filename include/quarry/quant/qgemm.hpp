@@ -97,15 +97,19 @@ void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<
 
 /// qgemm with f16 / bf16 activations, each row converted to f32 first (exact); int4 weights only
 /// unless activations = int8 (then as the f32 overload).
+///@{
 void qgemm(TensorView<const f16> x, const QuantizedTensor<cpu>& w, TensorView<float> y, const QGemmOptions& options = {});
 void qgemm(TensorView<const bf16> x, const QuantizedTensor<cpu>& w, TensorView<float> y, const QGemmOptions& options = {});
+///@}
 
 /// y[N] = output_scale * w[N, K] . x[K] + bias: qgemm with one activation row (the decode step),
 /// streaming the weights once.
 void qgemv(std::span<const float> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options = {});
 /// qgemv with f16 / bf16 activations (W4A16), converted to f32 first.
+///@{
 void qgemv(std::span<const f16> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options = {});
 void qgemv(std::span<const bf16> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options = {});
+///@}
 
 /// Whether qgemv / qgemm take weights of this scheme with these activations.
 constexpr bool qgemm_supports(const QuantScheme& s, ActivationMode a = ActivationMode::automatic) noexcept {

@@ -50,8 +50,11 @@ class QuantizedTensor<cpu> {
     return q;
   }
 
+  /// Moves the memory; the source is left empty.
+  ///@{
   QuantizedTensor(QuantizedTensor&&) noexcept = default;
   QuantizedTensor& operator=(QuantizedTensor&&) noexcept = default;
+  ///@}
   QuantizedTensor(const QuantizedTensor&) = delete;
   QuantizedTensor& operator=(const QuantizedTensor&) = delete;
   /// A deep copy.
@@ -66,10 +69,10 @@ class QuantizedTensor<cpu> {
     return q;
   }
 
-  const QuantScheme& scheme() const noexcept { return scheme_; }
-  std::int64_t rows() const noexcept { return rows_; }
-  std::int64_t cols() const noexcept { return cols_; }
-  Shape shape() const { return {rows_, cols_}; }
+  const QuantScheme& scheme() const noexcept { return scheme_; }  ///< how it is quantized
+  std::int64_t rows() const noexcept { return rows_; }            ///< N, output rows
+  std::int64_t cols() const noexcept { return cols_; }            ///< K, the reduction dimension
+  Shape shape() const { return {rows_, cols_}; }                  ///< [rows, cols]
   /// Bytes per row of values (cols for 8 bits, cols / 2 for 4 bits).
   std::int64_t row_bytes() const noexcept { return values_.rank() == 2 ? values_.dim(1) : 0; }
   /// Bytes of values, scales and zero points together: what a GEMV streams from memory.
@@ -82,10 +85,13 @@ class QuantizedTensor<cpu> {
   }
 
   /// The values as raw bytes, [rows, row_bytes].
+  ///@{
   TensorView<std::uint8_t> value_bytes() noexcept { return values_.view(); }
   TensorView<const std::uint8_t> value_bytes() const noexcept { return values_.view(); }
+  ///@}
   /// The values as their element type T (int8_t, uint8_t, int4 or uint4: the scheme's
   /// value_dtype()), shape [rows, cols]; throws quarry::error on a type mismatch.
+  ///@{
   template <Element T>
   TensorView<T> values() {
     check_value_type<T>();
@@ -96,21 +102,30 @@ class QuantizedTensor<cpu> {
     check_value_type<T>();
     return TensorView<const T>(reinterpret_cast<typename TensorView<const T>::storage_type*>(values_.data()), shape());
   }
+  ///@}
 
   /// Shape of the scale (and zero point) matrix.
   Shape scales_shape() const { return std::visit([](const auto& t) { return t.shape(); }, scales_); }
   /// The scales when stored as f32 (throws otherwise).
+  ///@{
   TensorView<float> scales_f32() { return std::get<Tensor<float>>(checked_scales(DType::f32)).view(); }
   TensorView<const float> scales_f32() const { return std::get<Tensor<float>>(checked_scales(DType::f32)).view(); }
+  ///@}
   /// The scales when stored as f16 (throws otherwise).
+  ///@{
   TensorView<f16> scales_f16() { return std::get<Tensor<f16>>(checked_scales(DType::f16)).view(); }
   TensorView<const f16> scales_f16() const { return std::get<Tensor<f16>>(checked_scales(DType::f16)).view(); }
+  ///@}
   /// Raw pointer to the scales (f32 or f16 per the scheme), row-major.
+  ///@{
   const void* scales_data() const noexcept { return std::visit([](const auto& t) -> const void* { return t.data(); }, scales_); }
   void* scales_data() noexcept { return std::visit([](auto& t) -> void* { return t.data(); }, scales_); }
+  ///@}
   /// Zero points, same shape as the scales; empty for symmetric schemes.
+  ///@{
   TensorView<std::uint8_t> zeros() noexcept { return zeros_.view(); }
   TensorView<const std::uint8_t> zeros() const noexcept { return zeros_.view(); }
+  ///@}
 
   /// Index of the scale of weight (r, c) in the scale matrix: (scale row, scale column).
   std::pair<std::int64_t, std::int64_t> scale_index(std::int64_t r, std::int64_t c) const noexcept {

@@ -73,8 +73,11 @@ struct QuantScheme {
     return symmetric ? DType::i4 : DType::u4;
   }
   /// Smallest and largest integer quarry's quantizer produces (see the table above).
+  ///@{
   constexpr int qmin() const noexcept { return symmetric ? -qmax_symmetric() : 0; }
   constexpr int qmax() const noexcept { return symmetric ? qmax_symmetric() : (1 << bits) - 1; }
+  ///@}
+  /// The largest magnitude of a symmetric scheme of these bits: 127 or 7.
   constexpr int qmax_symmetric() const noexcept { return (1 << (bits - 1)) - 1; }
 
   /// Scales per row for a matrix with `cols` columns (per_tensor: 1, shared by all rows).
@@ -117,6 +120,7 @@ struct QuantScheme {
     return fmt::format("int{} {} {} {}-scales", bits, g, symmetric ? "symmetric" : "asymmetric", dtype_name(scale_dtype));
   }
 
+  /// Every field equal.
   friend constexpr bool operator==(const QuantScheme&, const QuantScheme&) noexcept = default;
 };
 
