@@ -79,7 +79,10 @@ int main() {
     // The kernel itself must be exact up to float rounding: compare with the product of the
     // dequantized weights (activations quantized as W8A8 does are not modelled, so only for int4).
     double kernel_err = 0;
-    if (c.scheme.bits == 4) kernel_err = relative_error(y.span(), matvec(quarry::dequantize(q), x.span()));
+    if (c.scheme.bits == 4) {
+      const quarry::Tensor<float> w_dequantized = quarry::dequantize(q);
+      kernel_err = relative_error(y.span(), matvec(w_dequantized, x.span()));
+    }
 
     const bool ok = err <= c.max_relative_error && kernel_err <= 1e-5;
     fmt::print("{}: [{} x {}] weights in {:.1f} KiB ({:.3f} bits each, f32 {:.0f} KiB); weight SNR {:.1f} dB; "
