@@ -88,6 +88,11 @@ class QuarryConan(ConanFile):
         tc.cache_variables["QUARRY_BUILD_FUZZERS"] = False
         tc.cache_variables["QUARRY_INSTALL"] = True
         tc.cache_variables["QUARRY_CUDA"] = bool(self.options.with_cuda)
+        if self.options.with_cuda:
+            # The toolchain sets CMAKE_CXX_STANDARD (cppstd), and CMake takes it for CUDA too where
+            # CUDA's is unset: the compiler checks of enable_language(CUDA) then ask nvcc for C++20,
+            # which CMake 3.25 cannot. quarry's .cu files are C++17 (src/cuda/CMakeLists.txt).
+            tc.variables["CMAKE_CUDA_STANDARD"] = 17
         tc.generate()
         CMakeDeps(self).generate()
 

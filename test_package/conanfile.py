@@ -21,6 +21,7 @@ class QuarryTestPackageConan(ConanFile):
 
     def generate(self):
         tc = CMakeToolchain(self)
+        tc.user_presets_path = False  # no CMakeUserPresets.json in the source tree
         tc.cache_variables["QUARRY_TEST_CUDA"] = bool(self.dependencies["quarry"].options.with_cuda)
         tc.generate()
 
