@@ -17,7 +17,7 @@
 # Environment: VCPKG_MAX_CONCURRENCY (default 2) limits parallel compile jobs.
 set -euo pipefail
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [[ $# -ge 1 ]] || usage
 vcpkg_root=$(cd "$1" && pwd)
