@@ -135,7 +135,10 @@ TEST_CASE("conformance: decode_chunk within float rounding of the reference, eve
                 worst = std::max(worst, std::fabs(o[2 + i] - r[2 + i]));
                 mag = std::max(mag, std::fabs(r[2 + i]));
               }
-              REQUIRE(worst <= 1e-5f * static_cast<float>(tokens) * mag);
+              // INT8: a weight can round to the other 15-bit neighbour when exp differs in its last
+              // bit across ISAs (one step of 1 / 32767 of the largest weight per token at most).
+              const float per_token = elem == KvElem::i8 ? 1e-5f + 1.f / 32767.f : 1e-5f;
+              REQUIRE(worst <= per_token * static_cast<float>(tokens) * mag);
             }
             ++cases;
           }

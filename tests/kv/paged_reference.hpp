@@ -96,6 +96,21 @@ std::vector<double> reference_decode(const PagedBatch& pb, double scale, std::in
   return out;
 }
 
+/// The query as decode attention over INT8 pages uses it (the contract in
+/// quarry/kv/detail/kv_kernels.hpp): each head rounded to int8 steps of max|q| / 127.
+inline Tensor<float> int8_queries(const Tensor<float>& q) {
+  Tensor<float> out = q.clone();
+  const std::int64_t dim = q.shape()[q.rank() - 1], heads = q.numel() / dim;
+  for (std::int64_t h = 0; h < heads; ++h) {
+    float* x = out.data() + h * dim;
+    float amax = 0.f;
+    for (std::int64_t i = 0; i < dim; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float inv = amax > 0.f ? 127.f / amax : 0.f;
+    for (std::int64_t i = 0; i < dim; ++i) x[i] = std::nearbyint(x[i] * inv) * (amax / 127.f);
+  }
+  return out;
+}
+
 /// The largest |got - want| over all elements.
 inline double max_abs_diff(const float* got, const std::vector<double>& want) {
   double worst = 0;

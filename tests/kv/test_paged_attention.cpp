@@ -211,6 +211,7 @@ TEST_CASE("paged decode attention (CPU): INT8 and INT4 pages against the f64 ref
         Tensor<float> k8s, v8s;
         quantize_int8(pb.k, k8, k8s, deq8.k);
         quantize_int8(pb.v, v8, v8s, deq8.v);
+        deq8.q = int8_queries(pb.q);  // INT8 pages quantize the query too
         for (const std::int64_t chunk : {0, 5}) {
           CAPTURE(dim);
           CAPTURE(page_size);
@@ -223,7 +224,11 @@ TEST_CASE("paged decode attention (CPU): INT8 and INT4 pages against the f64 ref
           Tensor<float> out(pb.q.shape());
           status st = paged_decode_attention(pb.q.view(), int8_view(k8, k8s), int8_view(v8, v8s), pb.table(), out.view(), p);
           REQUIRE_MESSAGE(st.ok(), st.message());
-          CHECK(max_abs_diff(out.data(), reference_decode<float>(deq8, scale)) < 2e-5);
+          // The weights of V are 15-bit integers (the INT8 contract): their rounding adds up
+          // to ~1e-4 here; a wrong scale or a lost token costs > 1e-2.
+          const double err8 = max_abs_diff(out.data(), reference_decode<float>(deq8, scale));
+          INFO("INT8 error " << err8);
+          CHECK(err8 < 2.5e-4);
           for (const std::int64_t group : {std::int64_t{8}, std::int64_t{16}, std::int64_t{32}, dim}) {
             if (dim % group != 0) continue;
             CAPTURE(group);

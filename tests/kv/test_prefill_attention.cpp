@@ -254,7 +254,10 @@ TEST_CASE("paged prefill attention (CPU): one query row per sequence equals deco
         CAPTURE(window);
         PagedBatch pb = make_paged_batch({1, 15, 16, 17, 300}, 8, 2, page_size, 64, ++seed, 3, 2.f);
         const StoredPages stored(pb, kind);
-        const PrefillQueries pq = make_prefill_queries({1, 1, 1, 1, 1}, 8, 64, ++seed);
+        PrefillQueries pq = make_prefill_queries({1, 1, 1, 1, 1}, 8, 64, ++seed);
+        // Decode over INT8 pages quantizes the query (kv_kernels.hpp); a query already on the int8
+        // grid passes through unchanged, so both get that one.
+        if (kind == Kv::i8) pq.q = int8_queries(pq.q);
         pb.q = pq.q.clone();  // [batch, n_heads, dim]: decode's q
         Tensor<float> prefill_out;
         CHECK(prefill_error(pb, stored, pq, PrefillAttentionParams{0.f, window, nullptr}, prefill_out) < 2e-5);
@@ -267,7 +270,9 @@ TEST_CASE("paged prefill attention (CPU): one query row per sequence equals deco
           worst = std::max(worst, static_cast<double>(std::fabs(prefill_out.data()[i] - decode_out.data()[i])));
         // Each is within ~1.5e-6 of the f64 reference here on every ISA (outputs up to ~2, a sharp
         // softmax), so they agree to float rounding, not bit for bit: tiles, exp and sums differ.
-        CHECK(worst < 3e-6);
+        // INT8: decode's weights of V are 15-bit integers (kv_kernels.hpp), a few 1e-5 here.
+        INFO("worst " << worst);
+        CHECK(worst < (kind == Kv::i8 ? 1e-4 : 3e-6));
       }
     }
   }

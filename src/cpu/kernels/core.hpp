@@ -76,6 +76,17 @@ std::int32_t ref_dot_i8(const std::int8_t* a, const std::int8_t* b, std::size_t 
   return static_cast<std::int32_t>(s);
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
+/// Per 128-bit lane l, the sums of lane l of a, b, c and d: element (l, 0) = a[4l] + .. + a[4l + 3],
+/// (l, 1) the same of b, and so on (wrapping like the lanes).
+template <class Arch>
+QUARRY_ALWAYS_INLINE __m512i lane_sums4_epi32(__m512i a, __m512i b, __m512i c, __m512i d) noexcept {
+  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));  // a0+a2 b0+b2 a1+a3 b1+b3
+  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+}
+#endif
+
 // ---- Dispatched bodies: SIMD for the bulk, the reference for the tail. ----
 
 template <class Arch>

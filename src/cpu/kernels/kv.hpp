@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -56,17 +57,189 @@ void ref_kv_row(KvElem elem, const KvPagesRef& pages, std::int64_t row, std::int
   }
 }
 
+// ---- INT8 pages: the quantized query and weights of the contract (kv_kernels.hpp). Scalar and
+// shared by every ISA, so that all compute the same integers. ----
+
+// Where a chunk's scratch holds what INT8 pages need (within decode_chunk_scratch(heads, n, dim)).
+struct KvI8Scratch {
+  float* scores;         // [heads][n]
+  float* tile;           // [16 * dim + 16]
+  float* qf;             // [heads][dim]: the dequantized query (float kernels)
+  std::int8_t* qarr;     // VNNI: the query heads arranged for vpdpbusd (aliases qf)
+  std::int8_t* qi;       // [heads][dim] int8: one quantized head
+  float* lanes;          // VNNI: [32] per (kv head, set of 4 heads): 16 int32 corrections, 16 scales
+};
+
+inline KvI8Scratch kv_i8_scratch(const DecodeChunkArgs& a) noexcept {
+  const std::int64_t heads = a.kv_heads * a.group, n = a.t1 - a.t0;
+  KvI8Scratch s{};
+  float* p = a.scratch;
+  s.scores = p;
+  p += heads * n;
+  s.tile = p;
+  p += 16 * a.dim + 16;
+  s.qf = p;
+  s.qarr = reinterpret_cast<std::int8_t*>(p);
+  s.qi = reinterpret_cast<std::int8_t*>(p + heads * a.dim);
+  p += 2 * heads * a.dim;
+  s.lanes = p;
+  return s;
+}
+
+// round(x) clamped to [-lim, lim], NaN to 0 (a defined integer for any float).
+QUARRY_ALWAYS_INLINE int quantize_clamped(float x, float lim) noexcept {
+  x = x == x ? std::clamp(x, -lim, lim) : 0.f;
+  return static_cast<int>(std::nearbyint(x));
+}
+
+// The SIMD bodies below compute exactly what the scalar ones do (max is exact in any order,
+// rounding is to nearest even in both), so that every ISA gets the same integers.
+
+// max(m, |x[i]|) over i < n (NaN ignored).
+template <class Arch>
+QUARRY_ALWAYS_INLINE float abs_max(const float* x, std::int64_t n, float m) noexcept {
+  std::int64_t i = 0;
+  if constexpr (!simd::is_scalar<Arch>) {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+    if (n >= W) {
+      B vm(m);
+      for (; i + W <= n; i += W) {
+        const B a = xsimd::abs(B::load_unaligned(x + i));
+        vm = xsimd::select(a > vm, a, vm);
+      }
+      alignas(64) float lanes[W];
+      vm.store_aligned(lanes);
+      for (std::int64_t l = 0; l < W; ++l) m = std::max(m, lanes[l]);
+    }
+  }
+  for (; i < n; ++i) m = std::max(m, std::fabs(x[i]));
+  return m;
+}
+
+// out[i] = quantize_clamped(x[i] * inv, lim) for i < n; if back is not null, back[i] = out[i] * step.
+template <class Arch, class I>
+QUARRY_ALWAYS_INLINE void quantize_scaled(const float* x, std::int64_t n, float inv, float lim, I* out, float* back, float step) noexcept {
+  std::int64_t i = 0;
+  if constexpr (!simd::is_scalar<Arch>) {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+    const B vinv(inv), hi(lim), lo(-lim), zero(0.f), vstep(step);
+    for (; i + W <= n; i += W) {
+      B v = B::load_unaligned(x + i) * vinv;
+      v = xsimd::select(v == v, xsimd::min(xsimd::max(v, lo), hi), zero);
+      const auto k = xsimd::nearbyint_as_int(v);
+      bool stored = false;
+#if defined(__x86_64__) || defined(_M_X64)
+      if constexpr (simd::is_avx512<Arch> && std::is_same_v<I, std::int16_t>) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm512_cvtepi32_epi16(k));
+        stored = true;
+      } else if constexpr (simd::is_avx512<Arch> && std::is_same_v<I, std::int8_t>) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(k));
+        stored = true;
+      }
+#endif
+      if (!stored) {
+        alignas(64) std::int32_t ints[W];
+        k.store_aligned(ints);
+        for (std::int64_t l = 0; l < W; ++l) out[i + l] = static_cast<I>(ints[l]);
+      }
+      if (back != nullptr) (xsimd::to_float(k) * vstep).store_unaligned(back + i);
+    }
+  }
+  for (; i < n; ++i) {
+    const int k = quantize_clamped(x[i] * inv, lim);
+    out[i] = static_cast<I>(k);
+    if (back != nullptr) back[i] = static_cast<float>(k) * step;
+  }
+}
+
+// One query head to int8: out[i] = round(q[i] * 127 / max|q|); returns the step max|q| / 127.
+template <class Arch>
+float quantize_query_i8(const float* q, std::int64_t dim, std::int8_t* out) noexcept {
+  const float amax = abs_max<Arch>(q, dim, 0.f);
+  const float inv = amax > 0.f && amax <= std::numeric_limits<float>::max() ? 127.f / amax : 0.f;
+  quantize_scaled<Arch>(q, dim, inv, 127.f, out, nullptr, 0.f);
+  return inv > 0.f ? amax / 127.f : 0.f;
+}
+
+// The call's query heads, quantized and dequantized: qf[g * dim + i] = qi * step.
+template <class Arch>
+void dequantized_queries_i8(const DecodeChunkArgs& a, const KvI8Scratch& s) noexcept {
+  for (std::int64_t g = 0; g < a.kv_heads * a.group; ++g) {
+    const float step = quantize_query_i8<Arch>(a.q + g * a.dim, a.dim, s.qi);
+    for (std::int64_t i = 0; i < a.dim; ++i) s.qf[g * a.dim + i] = static_cast<float>(s.qi[i]) * step;
+  }
+}
+
+// The weights of one run of `rows` (<= 16) tokens of one head: w = p * sv (p: softmax numerators,
+// sv: V's row scales), quantized to 15 bits over the run: wq[r] = round(w[r] * 32767 / max w).
+// Writes wq (wq[rows..16) = 0) and, if back is not null, the dequantized weights to back; returns
+// the step max w / 32767.
+template <class Arch>
+QUARRY_ALWAYS_INLINE float run_weights_i8(const float* p, const float* sv, std::int64_t rows, std::int16_t* wq, float* back) noexcept {
+  alignas(64) float w[16];
+  std::int64_t r = 0;
+  if constexpr (!simd::is_scalar<Arch>) {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+    for (; r + W <= rows; r += W) (B::load_unaligned(p + r) * B::load_unaligned(sv + r)).store_aligned(w + r);
+  }
+  for (; r < rows; ++r) w[r] = p[r] * sv[r];
+  const float m = abs_max<Arch>(w, rows, 0.f);  // the weights are >= 0
+  const float inv = m > 0.f && m <= std::numeric_limits<float>::max() ? 32767.f / m : 0.f;
+  const float step = inv > 0.f ? m / 32767.f : 0.f;
+  quantize_scaled<Arch>(w, rows, inv, 32767.f, wq, back, step);
+  for (r = rows; r < 16; ++r) wq[r] = 0;
+  return step;
+}
+
+// Calls f(first token, rows) for each run of the chunk: the tokens in one page, at most 16 at a
+// time (the runs over which INT8 weights are quantized; every kernel walks these runs).
+template <class F>
+QUARRY_ALWAYS_INLINE void for_each_kv_run(const DecodeChunkArgs& a, F&& f) {
+  for (std::int64_t t = a.t0; t < a.t1;) {
+    const std::int64_t rows = std::min({std::int64_t{16}, a.page_size - t % a.page_size, a.t1 - t});
+    f(t, rows);
+    t += rows;
+  }
+}
+
+// After the softmax: each head's numerators p (scores [heads][n]) become its dequantized INT8
+// weights, run by run (run_weights_i8).
+template <class Arch>
+void quantize_weights_i8(const DecodeChunkArgs& a, float* p) noexcept {
+  const std::int64_t n = a.t1 - a.t0;
+  for_each_kv_run(a, [&](std::int64_t t, std::int64_t rows) {
+    for (std::int64_t h = 0; h < a.kv_heads; ++h) {
+      const float* sv = a.v.scales + (a.pages[t / a.page_size] * a.n_kv + a.kv_head + h) * a.page_size + t % a.page_size;
+      for (std::int64_t g = h * a.group; g < (h + 1) * a.group; ++g) {
+        float* pg = p + g * n + (t - a.t0);
+        std::int16_t wq[16];
+        run_weights_i8<Arch>(pg, sv, rows, wq, pg);
+      }
+    }
+  });
+}
+
 template <class Arch>
 void ref_decode_chunk_one_head(const DecodeChunkArgs& a) noexcept {
   const std::int64_t n = a.t1 - a.t0, dim = a.dim;
-  float* scores = a.scratch;        // [group][n]
-  float* row = a.scratch + a.group * n;  // [dim]
+  const KvI8Scratch i8 = kv_i8_scratch(a);
+  const bool is_i8 = a.elem == KvElem::i8;
+  float* scores = i8.scores;  // [group][n]
+  float* row = i8.tile;       // [dim]
+  const float* q = a.q;
+  if (is_i8) {
+    dequantized_queries_i8<Arch>(a, i8);
+    q = i8.qf;
+  }
   auto row_of = [&](std::int64_t t) { return (a.pages[t / a.page_size] * a.n_kv + a.kv_head) * a.page_size + t % a.page_size; };
   for (std::int64_t t = a.t0; t < a.t1; ++t) {
     ref_kv_row<Arch>(a.elem, a.k, row_of(t), dim, a.groups, row);
     for (std::int64_t g = 0; g < a.group; ++g) {
       float dot = 0.f;
-      for (std::int64_t i = 0; i < dim; ++i) dot += a.q[g * dim + i] * row[i];
+      for (std::int64_t i = 0; i < dim; ++i) dot += q[g * dim + i] * row[i];
       scores[g * n + (t - a.t0)] = dot * a.scale;
     }
   }
@@ -83,8 +256,14 @@ void ref_decode_chunk_one_head(const DecodeChunkArgs& a) noexcept {
     o[1] = sum;
     for (std::int64_t i = 0; i < dim; ++i) o[2 + i] = 0.f;
   }
+  if (is_i8) quantize_weights_i8<Arch>(a, scores);  // the weights now hold V's scales
   for (std::int64_t t = a.t0; t < a.t1; ++t) {
-    ref_kv_row<Arch>(a.elem, a.v, row_of(t), dim, a.groups, row);
+    if (is_i8) {
+      const std::int8_t* vi = static_cast<const std::int8_t*>(a.v.values) + row_of(t) * dim;
+      for (std::int64_t i = 0; i < dim; ++i) row[i] = static_cast<float>(vi[i]);
+    } else {
+      ref_kv_row<Arch>(a.elem, a.v, row_of(t), dim, a.groups, row);
+    }
     for (std::int64_t g = 0; g < a.group; ++g) {
       const float p = scores[g * n + (t - a.t0)];
       float* acc = a.out + g * (dim + 2) + 2;
@@ -126,7 +305,7 @@ const float* kv_rows_f32(KvElem elem, const KvPagesRef& pages, std::int64_t row,
     case KvElem::i8: {
       const std::int8_t* p = static_cast<const std::int8_t*>(pages.values) + row * dim;
       for (std::int64_t r = 0; r < rows; ++r) {
-        const float s = pages.scales[row + r];
+        const float s = pages.scales != nullptr ? pages.scales[row + r] : 1.f;  // null: the integers
         const std::int8_t* pr = p + r * dim;
         float* out = tile + r * dim;
         std::int64_t i = 0;
@@ -231,9 +410,15 @@ void decode_chunk_tiled_one_head(const DecodeChunkArgs& a) noexcept {
   using B = xsimd::batch<float, Arch>;
   constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
   const std::int64_t n = a.t1 - a.t0, dim = a.dim;
-  float* scores = a.scratch;                   // [group][n]
-  float* tile = a.scratch + a.group * n;       // [16][dim]
+  const KvI8Scratch i8 = kv_i8_scratch(a);
+  float* scores = i8.scores;  // [group][n]
+  float* tile = i8.tile;      // [16][dim]
   constexpr std::int64_t kRun = 16;
+  const float* q = a.q;
+  if (a.elem == KvElem::i8) {
+    dequantized_queries_i8<Arch>(a, i8);
+    q = i8.qf;
+  }
 
   // Calls f(first token, rows, f32 rows) for each run of tokens in one page.
   auto for_each_run = [&](const KvPagesRef& pages, auto&& f) {
@@ -250,13 +435,18 @@ void decode_chunk_tiled_one_head(const DecodeChunkArgs& a) noexcept {
   for_each_run(a.k, [&](std::int64_t t, std::int64_t rows, const float* k) {
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t g = 0; g < a.group; ++g)
-        scores[g * n + (t - a.t0) + r] = dot_f32<Arch>(a.q + g * dim, k + r * dim, static_cast<std::size_t>(dim)) * a.scale;
+        scores[g * n + (t - a.t0) + r] = dot_f32<Arch>(q + g * dim, k + r * dim, static_cast<std::size_t>(dim)) * a.scale;
   });
 
   chunk_softmax<Arch>(scores, n, a.group, a.out, dim);
+  KvPagesRef v_pages = a.v;
+  if (a.elem == KvElem::i8) {  // the weights now hold V's row scales
+    quantize_weights_i8<Arch>(a, scores);
+    v_pages.scales = nullptr;
+  }
 
   // Pass 2: acc[g] += p[g][t] v[t], V read once for the group; 4 registers of acc at a time.
-  for_each_run(a.v, [&](std::int64_t t, std::int64_t rows, const float* v) {
+  for_each_run(v_pages, [&](std::int64_t t, std::int64_t rows, const float* v) {
     for (std::int64_t g = 0; g < a.group; ++g) {
       const float* p = scores + g * n + (t - a.t0);
       float* acc = a.out + g * (dim + 2) + 2;
@@ -400,6 +590,7 @@ QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> kv_block(const KvPagesRef& pages,
 }
 
 // The sums of 8 AVX registers, in one register: three rounds of pairwise horizontal adds.
+template <class Arch>
 QUARRY_ALWAYS_INLINE __m256 sums_of_8(const __m256* v) noexcept {
   const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
   const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
@@ -416,11 +607,11 @@ QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> sums_of(const xsimd::batch<float,
       const __m512 z = v[j];
       half[j] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
     }
-    return _mm512_insertf32x8(_mm512_castps256_ps512(sums_of_8(half)), sums_of_8(half + 8), 1);
+    return _mm512_insertf32x8(_mm512_castps256_ps512(sums_of_8<Arch>(half)), sums_of_8<Arch>(half + 8), 1);
   } else {
     __m256 r[8];
     for (int j = 0; j < 8; ++j) r[j] = v[j];
-    return sums_of_8(r);
+    return sums_of_8<Arch>(r);
   }
 }
 
@@ -487,7 +678,7 @@ QUARRY_ALWAYS_INLINE void fused_values(const DecodeChunkArgs& a, std::int64_t g0
   float p[S][16];
   for (int s = 0; s < S; ++s)
     for (std::int64_t r = 0; r < rows; ++r)
-      p[s][r] = probs[(g0 + s) * n + j0 + r] * (E == KvElem::i8 ? a.v.scales[row + r] : 1.f);
+      p[s][r] = probs[(g0 + s) * n + j0 + r];  // INT8: the weights hold V's row scales
   std::int64_t i = 0;
   for (; i + 2 * W <= a.dim; i += 2 * W) {
     B acc[S][2];
@@ -534,69 +725,212 @@ QUARRY_ALWAYS_INLINE void for_each_subgroup(std::int64_t group, F&& f) {
   if (g0 < group) f(std::integral_constant<int, 1>{}, g0);
 }
 
+// Calls f(first row, rows, first index in the chunk) per run of <= 16 tokens in one page (rows of
+// kv head a.kv_head; the call's other heads follow at + h * page_size), and first asks for the run
+// after next to be fetched: runs of scattered pages are 4 KiB islands the hardware prefetchers do
+// not cross, so each would otherwise start with a DRAM miss. row_bytes: bytes of one row's values.
+template <class F>
+QUARRY_ALWAYS_INLINE void fused_runs(const DecodeChunkArgs& a, const KvPagesRef& pages, std::int64_t row_bytes, F&& f) noexcept {
+  auto run_at = [&](std::int64_t t, std::int64_t& row, std::int64_t& rows) {
+    const std::int64_t slot = t % a.page_size;
+    rows = std::min({std::int64_t{16}, a.page_size - slot, a.t1 - t});
+    row = (a.pages[t / a.page_size] * a.n_kv + a.kv_head) * a.page_size + slot;
+  };
+  auto prefetch = [&](std::int64_t t) {  // the run in every kv head of the call: one span
+    if (t >= a.t1) return;
+    std::int64_t row, rows;
+    run_at(t, row, rows);
+    const char* p = static_cast<const char*>(pages.values) + row * row_bytes;
+    const std::int64_t bytes = ((a.kv_heads - 1) * a.page_size + rows) * row_bytes;
+    for (std::int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b);
+  };
+  std::int64_t ahead = a.t0;  // the first token not yet asked for
+  for (int k = 0; k < 2 && ahead < a.t1; ++k) {
+    prefetch(ahead);
+    std::int64_t row, rows;
+    run_at(ahead, row, rows);
+    ahead += rows;
+  }
+  for (std::int64_t t = a.t0; t < a.t1;) {
+    std::int64_t row, rows;
+    run_at(t, row, rows);
+    if (ahead < a.t1) {
+      prefetch(ahead);
+      std::int64_t arow, arows;
+      run_at(ahead, arow, arows);
+      ahead += arows;
+    }
+    f(row, rows, t - a.t0);
+    t += rows;
+  }
+}
+
 template <class Arch, KvElem E>
-void decode_chunk_fused(const DecodeChunkArgs& a) noexcept {
-  using B = xsimd::batch<float, Arch>;
-  constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
-  const std::int64_t n = a.t1 - a.t0;
-  const std::int64_t heads = a.kv_heads * a.group;  // query heads of the call
-  float* scores = a.scratch;  // [heads][n]
+void decode_chunk_fused(const DecodeChunkArgs& args) noexcept {
+  const std::int64_t n = args.t1 - args.t0;
+  const std::int64_t heads = args.kv_heads * args.group;  // query heads of the call
+  const KvI8Scratch i8 = kv_i8_scratch(args);
+  float* scores = i8.scores;  // [heads][n]
+  DecodeChunkArgs a = args;
+  if constexpr (E == KvElem::i8) {
+    dequantized_queries_i8<Arch>(args, i8);
+    a.q = i8.qf;
+  }
   std::int64_t shift = 0;     // INT4: log2 of the group size (a power of two here)
   if constexpr (E == KvElem::i4)
     while ((std::int64_t{1} << shift) < a.dim / a.groups) ++shift;
   // Bytes of one row (values only; scales are few and close together).
   constexpr std::int64_t kElemBits = E == KvElem::f32 ? 32 : (E == KvElem::f16 || E == KvElem::bf16) ? 16 : E == KvElem::i8 ? 8 : 4;
   const std::int64_t row_bytes = a.dim * kElemBits / 8;
-  // Calls f(first row, rows, first index in the chunk) per run of <= 16 tokens in one page, and
-  // first asks for the run after next to be fetched: runs of scattered pages are 4 KiB islands
-  // the hardware prefetchers do not cross, so each would otherwise start with a DRAM miss.
-  auto for_each_run = [&](const KvPagesRef& pages, auto&& f) {
-    auto run_at = [&](std::int64_t t, std::int64_t& row, std::int64_t& rows) {
-      const std::int64_t slot = t % a.page_size;
-      rows = std::min({std::int64_t{16}, a.page_size - slot, a.t1 - t});
-      row = (a.pages[t / a.page_size] * a.n_kv + a.kv_head) * a.page_size + slot;
-    };
-    auto prefetch = [&](std::int64_t t) {  // the run in every kv head of the call: one span
-      if (t >= a.t1) return;
-      std::int64_t row, rows;
-      run_at(t, row, rows);
-      const char* p = static_cast<const char*>(pages.values) + row * row_bytes;
-      const std::int64_t bytes = ((a.kv_heads - 1) * a.page_size + rows) * row_bytes;
-      for (std::int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b);
-    };
-    std::int64_t ahead = a.t0;  // the first token not yet asked for
-    for (int k = 0; k < 2 && ahead < a.t1; ++k) {
-      prefetch(ahead);
-      std::int64_t row, rows;
-      run_at(ahead, row, rows);
-      ahead += rows;
-    }
-    for (std::int64_t t = a.t0; t < a.t1;) {
-      std::int64_t row, rows;
-      run_at(t, row, rows);
-      if (ahead < a.t1) {
-        prefetch(ahead);
-        std::int64_t arow, arows;
-        run_at(ahead, arow, arows);
-        ahead += arows;
-      }
-      f(row, rows, t - a.t0);
-      t += rows;
-    }
-  };
   // Each run is swept across the call's kv heads (a page's heads lie side by side).
-  for_each_run(a.k, [&](std::int64_t row, std::int64_t rows, std::int64_t j0) {
+  fused_runs(a, a.k, row_bytes, [&](std::int64_t row, std::int64_t rows, std::int64_t j0) {
     for (std::int64_t h = 0; h < a.kv_heads; ++h)
       for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) {
         fused_scores<Arch, E, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, scores);
       });
   });
   chunk_softmax<Arch>(scores, n, heads, a.out, a.dim);
-  for_each_run(a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0) {
+  if constexpr (E == KvElem::i8) quantize_weights_i8<Arch>(a, scores);
+  fused_runs(a, a.v, row_bytes, [&](std::int64_t row, std::int64_t rows, std::int64_t j0) {
     for (std::int64_t h = 0; h < a.kv_heads; ++h)
       for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) {
         fused_values<Arch, E, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, scores);
       });
+  });
+}
+
+// ---- INT8 pages on AVX-512 VNNI: the products in integers. ----
+//
+// Scores: the quantized query heads of a kv head sit 4 to a register, one 128-bit lane each (16
+// of its int8 elements); 16 elements of a K row, broadcast to the 4 lanes and made unsigned by
+// k ^ 0x80 (the 128 * sum(qi) this adds is taken off after), meet them in vpdpbusd, which leaves
+// each head 4 partial sums per token. Four tokens are reduced together into one register (head
+// per lane, token per element). Weighted V: two tokens' rows interleaved byte by byte and widened
+// to int16 pairs meet the pair of their int16 weights in vpdpwssd; a run's int32 sums (at most
+// 16 * 32767 * 128, no overflow) are scaled into the f32 output. Needs dim % 32 == 0.
+
+// Scores of the `rows` tokens from `row` for kv head h of the call, SETS sets of 4 query heads.
+template <class Arch, int SETS>
+QUARRY_ALWAYS_INLINE void vnni_scores(const DecodeChunkArgs& a, const KvI8Scratch& s, std::int64_t h, std::int64_t row, std::int64_t rows,
+                                      std::int64_t j0, std::int64_t n) noexcept {
+  const std::int64_t steps = a.dim / 16;
+  const std::int8_t* kbase = static_cast<const std::int8_t*>(a.k.values) + row * a.dim;
+  const float* ksc = a.k.scales + row;
+  const std::int8_t* qh = s.qarr + h * SETS * steps * 64;
+  const float* lanes = s.lanes + h * SETS * 32;
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (std::int64_t r = 0; r < rows; r += 4) {
+    const std::int8_t* kr[4];
+    for (int i = 0; i < 4; ++i) kr[i] = kbase + std::min<std::int64_t>(r + i, rows - 1) * a.dim;
+    const std::int64_t m = std::min<std::int64_t>(4, rows - r);
+    const __mmask8 mask = static_cast<__mmask8>((1u << m) - 1);
+    __m512i acc[SETS][4];
+    for (int t = 0; t < SETS; ++t)
+      for (int i = 0; i < 4; ++i) acc[t][i] = _mm512_setzero_si512();
+    for (std::int64_t st = 0; st < steps; ++st) {
+      __m512i kb[4];
+      for (int i = 0; i < 4; ++i)
+        kb[i] = _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[i] + st * 16))), bias);
+      for (int t = 0; t < SETS; ++t) {
+        const __m512i qv = _mm512_loadu_si512(qh + (t * steps + st) * 64);
+        for (int i = 0; i < 4; ++i) acc[t][i] = _mm512_dpbusd_epi32(acc[t][i], kb[i], qv);
+      }
+    }
+    const __m512 skb = _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(mask, ksc + r));
+    for (int t = 0; t < SETS; ++t) {
+      const __m512i z = _mm512_sub_epi32(lane_sums4_epi32<Arch>(acc[t][0], acc[t][1], acc[t][2], acc[t][3]),
+                                         _mm512_loadu_si512(lanes + t * 32));
+      alignas(64) float out[16];
+      _mm512_store_ps(out, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(z), _mm512_loadu_ps(lanes + t * 32 + 16)), skb));
+      for (int l = 0; l < 4; ++l) {
+        const std::int64_t g = t * 4 + l;
+        if (g < a.group) _mm_mask_storeu_ps(s.scores + (h * a.group + g) * n + j0 + r, mask, _mm_load_ps(out + l * 4));
+      }
+    }
+  }
+}
+
+// acc[g] += (INT8 weight of g at t) * v[t] for the run of `rows` tokens from `row`, kv head h,
+// CNT query heads from g0 (of the call); the weights are quantized here, run_weights_i8.
+template <class Arch, int CNT>
+QUARRY_ALWAYS_INLINE void vnni_values(const DecodeChunkArgs& a, const KvI8Scratch& s, std::int64_t g0, std::int64_t row, std::int64_t rows,
+                                      std::int64_t j0, std::int64_t n) noexcept {
+  const std::int8_t* vbase = static_cast<const std::int8_t*>(a.v.values) + row * a.dim;
+  const std::int64_t pairs = (rows + 1) / 2;
+  // Per head, the int16 weights of the run; as int32, element p is the pair of tokens 2p, 2p + 1.
+  alignas(64) std::int16_t wq[CNT][16];
+  float step[CNT];
+  for (int c = 0; c < CNT; ++c) step[c] = run_weights_i8<Arch>(s.scores + (g0 + c) * n + j0, a.v.scales + row, rows, wq[c], nullptr);
+  for (std::int64_t b = 0; b < a.dim; b += 32) {
+    __m512i acc[CNT][2];
+    for (int c = 0; c < CNT; ++c) acc[c][0] = acc[c][1] = _mm512_setzero_si512();
+    for (std::int64_t pr = 0; pr < pairs; ++pr) {
+      const std::int8_t* r0 = vbase + 2 * pr * a.dim + b;
+      const std::int8_t* r1 = 2 * pr + 1 < rows ? r0 + a.dim : r0;
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0));
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1));
+      // Pairs (x_i, y_i): lo holds elements 0-7 and 16-23, hi 8-15 and 24-31.
+      const __m512i lo = _mm512_cvtepi8_epi16(_mm256_unpacklo_epi8(x, y));
+      const __m512i hi = _mm512_cvtepi8_epi16(_mm256_unpackhi_epi8(x, y));
+      for (int c = 0; c < CNT; ++c) {
+        std::int32_t pair;
+        std::memcpy(&pair, &wq[c][2 * pr], sizeof pair);
+        const __m512i w = _mm512_set1_epi32(pair);
+        acc[c][0] = _mm512_dpwssd_epi32(acc[c][0], lo, w);
+        acc[c][1] = _mm512_dpwssd_epi32(acc[c][1], hi, w);
+      }
+    }
+    for (int c = 0; c < CNT; ++c) {
+      float* o = a.out + (g0 + c) * (a.dim + 2) + 2 + b;
+      const __m512 st = _mm512_set1_ps(step[c]);
+      const __m512 f0 = _mm512_cvtepi32_ps(_mm512_shuffle_i64x2(acc[c][0], acc[c][1], 0x44));  // elements 0-15
+      const __m512 f1 = _mm512_cvtepi32_ps(_mm512_shuffle_i64x2(acc[c][0], acc[c][1], 0xEE));  // 16-31
+      _mm512_storeu_ps(o, _mm512_fmadd_ps(f0, st, _mm512_loadu_ps(o)));
+      _mm512_storeu_ps(o + 16, _mm512_fmadd_ps(f1, st, _mm512_loadu_ps(o + 16)));
+    }
+  }
+}
+
+template <class Arch, int SETS>
+void decode_chunk_vnni_i8(const DecodeChunkArgs& a) noexcept {
+  const std::int64_t n = a.t1 - a.t0, heads = a.kv_heads * a.group, steps = a.dim / 16;
+  const KvI8Scratch s = kv_i8_scratch(a);
+  // The query heads: int8, arranged per (kv head, set, step) as 4 lanes of 16 bytes; per lane,
+  // the correction 128 * sum(qi) and the factor step * scale.
+  for (std::int64_t h = 0; h < a.kv_heads; ++h)
+    for (std::int64_t g = 0; g < SETS * 4; ++g) {
+      const std::int64_t set = g / 4, lane = g % 4;
+      float step = 0.f;
+      if (g < a.group) step = quantize_query_i8<Arch>(a.q + (h * a.group + g) * a.dim, a.dim, s.qi);
+      else std::fill(s.qi, s.qi + a.dim, std::int8_t{0});
+      std::int32_t sum = 0;
+      for (std::int64_t i = 0; i < a.dim; ++i) sum += s.qi[i];
+      for (std::int64_t st = 0; st < steps; ++st)
+        std::copy(s.qi + st * 16, s.qi + st * 16 + 16, s.qarr + ((h * SETS + set) * steps + st) * 64 + lane * 16);
+      float* lanes = s.lanes + (h * SETS + set) * 32;
+      const std::int32_t corr = 128 * sum;
+      for (int e = 0; e < 4; ++e) {
+        std::memcpy(lanes + lane * 4 + e, &corr, sizeof corr);
+        lanes[16 + lane * 4 + e] = step * a.scale;
+      }
+    }
+  fused_runs(a, a.k, a.dim, [&](std::int64_t row, std::int64_t rows, std::int64_t j0) {
+    for (std::int64_t h = 0; h < a.kv_heads; ++h) vnni_scores<Arch, SETS>(a, s, h, row + h * a.page_size, rows, j0, n);
+  });
+  chunk_softmax<Arch>(s.scores, n, heads, a.out, a.dim);
+  fused_runs(a, a.v, a.dim, [&](std::int64_t row, std::int64_t rows, std::int64_t j0) {
+    for (std::int64_t h = 0; h < a.kv_heads; ++h) {
+      const std::int64_t r = row + h * a.page_size;
+      std::int64_t g = h * a.group;
+      const std::int64_t end = g + a.group;
+      for (; g + 4 <= end; g += 4) vnni_values<Arch, 4>(a, s, g, r, rows, j0, n);
+      switch (end - g) {
+        case 3: vnni_values<Arch, 3>(a, s, g, r, rows, j0, n); break;
+        case 2: vnni_values<Arch, 2>(a, s, g, r, rows, j0, n); break;
+        case 1: vnni_values<Arch, 1>(a, s, g, r, rows, j0, n); break;
+        default: break;
+      }
+    }
   });
 }
 #endif
@@ -608,6 +942,17 @@ void decode_chunk(const DecodeChunkArgs& a) noexcept {
     constexpr std::int64_t W = static_cast<std::int64_t>(xsimd::batch<float, Arch>::size);
     const std::int64_t group_size = a.dim / a.groups;
     const bool fits = a.dim % W == 0 && (a.elem != KvElem::i4 || (group_size % W == 0 && (group_size & (group_size - 1)) == 0));
+    if constexpr (simd::is_avx512<Arch>) {
+      if (a.elem == KvElem::i8 && a.dim % 32 == 0) {
+        switch ((a.group + 3) / 4) {
+          case 1: return decode_chunk_vnni_i8<Arch, 1>(a);
+          case 2: return decode_chunk_vnni_i8<Arch, 2>(a);
+          case 3: return decode_chunk_vnni_i8<Arch, 3>(a);
+          case 4: return decode_chunk_vnni_i8<Arch, 4>(a);
+          default: break;  // more than 16 query heads per kv head: the float kernel
+        }
+      }
+    }
     if (fits) {
       switch (a.elem) {
         case KvElem::f32: return decode_chunk_fused<Arch, KvElem::f32>(a);

@@ -247,9 +247,7 @@ void ref_gemm_s8_grouped(const Q4GemmArgs& g) noexcept {
 /// Sums of four int32 vectors' lanes: {sum a, sum b, sum c, sum d}, wrapping like the lanes.
 template <class Arch>
 QUARRY_ALWAYS_INLINE __m128i reduce4_epi32(__m512i a, __m512i b, __m512i c, __m512i d) noexcept {
-  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
-  const __m512i abcd = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+  const __m512i abcd = lane_sums4_epi32<Arch>(a, b, c, d);
   const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(abcd), _mm512_extracti64x4_epi64(abcd, 1));
   return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }

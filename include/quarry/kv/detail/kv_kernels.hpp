@@ -47,9 +47,10 @@ struct DecodeChunkArgs {
   float* out = nullptr;
 };
 
-/// Floats of scratch a chunk needs: the scores and one converted tile of K or V rows.
-constexpr std::size_t decode_chunk_scratch(std::int64_t group, std::int64_t tokens, std::int64_t dim) noexcept {
-  return static_cast<std::size_t>(group * tokens + 16 * dim + 16);
+/// Floats of scratch a chunk of `heads` query heads needs: the scores, one converted tile of K or V
+/// rows and, for INT8 pages, the quantized query and weights (kv_i8_scratch in src/cpu/kernels/kv.hpp).
+constexpr std::size_t decode_chunk_scratch(std::int64_t heads, std::int64_t tokens, std::int64_t dim) noexcept {
+  return static_cast<std::size_t>(2 * heads * tokens + 16 * dim + 16 + 2 * heads * dim + 34 * heads + 64);
 }
 
 /// Operands of a small dense product C (+)= A B, all row-major with leading dimensions in
@@ -68,6 +69,17 @@ struct TileGemmArgs {
 
 /// Kv kernels for one ISA. Noexcept, allocation-free. Results agree with the scalar reference
 /// within float summation error (exp and the order of sums differ by ISA).
+///
+/// INT8 pages (KvElem::i8) quantize the other operand of each product too, so that a kernel can
+/// multiply in integers (AVX-512 VNNI) and every kernel computes the same thing:
+/// - each query head is quantized to int8, symmetric: qi = round(q * 127 / max|q|), so the score
+///   is (qi . ki) * (max|q| / 127) * (K's row scale) * scale;
+/// - each head's softmax numerators times V's row scales, w_t = p_t * s_t, are quantized to 15
+///   bits per run, a run being the chunk's tokens in one page, 16 at most, taken in order from t0:
+///   wq_t = round(w_t * 32767 / max_run w), and the output sums wq_t * (max_run w / 32767) * vi_t.
+///   (The sum of exps, out[g * (dim + 2) + 1], is unquantized.)
+/// Rounding is to nearest even; NaN becomes 0. The query's quantization costs about as much
+/// accuracy as K's; the weights' 15 bits far less than V's 8.
 struct KvKernels {
   void (*decode_chunk)(const DecodeChunkArgs& args) noexcept;
   /// C (+)= A B; each C element sums its k products in order (with FMA on SIMD ISAs), so ISAs
