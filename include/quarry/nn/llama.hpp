@@ -61,10 +61,12 @@ enum class LlamaWeights : std::uint8_t {
 
 /// "f32", "int8", "int4", "stored"; parse_llama_weights reads them back.
 std::string_view llama_weights_name(LlamaWeights w) noexcept;
+/// The LlamaWeights named "f32", "int8", "int4" or "stored"; nullopt for any other name.
 std::optional<LlamaWeights> parse_llama_weights(std::string_view name) noexcept;
 
 /// Options of LlamaModel::load.
 struct LlamaLoadOptions {
+  /// How the weights are held after loading (f32, quantized to INT8 or INT4, or as stored).
   LlamaWeights weights = LlamaWeights::f32;
   int int4_group = 32;         ///< 32, 64 or 128
   ThreadPool* pool = nullptr;  ///< quantizes on this pool when set
@@ -79,12 +81,15 @@ class Linear {
   /// A quantized layer.
   explicit Linear(QuantizedTensor<cpu> w) : q_(std::move(w)) {}
 
+  /// Outputs of the projection: W's rows.
   std::int64_t out_features() const noexcept { return q_ ? q_->rows() : f32_.dim(0); }
+  /// Inputs of the projection: W's columns.
   std::int64_t in_features() const noexcept { return q_ ? q_->cols() : f32_.dim(1); }
   /// Bytes the weights take (values, scales, zero points).
   std::int64_t bytes() const noexcept { return q_ ? q_->nbytes() : f32_.nbytes(); }
   /// "f32" or the scheme ("int8 per_channel symmetric f32-scales", ...).
   std::string format() const;
+  /// True when W is held as a QuantizedTensor.
   bool quantized() const noexcept { return q_.has_value(); }
 
   /// y [M, out] = x [M, in] W^T (contiguous rows); output rows split over `pool` when set.
@@ -103,6 +108,7 @@ class LlamaModel {
   /// shape (named), an unsupported tensor type (named), quantization errors.
   static result<LlamaModel> load(const GgufFile& file, const LlamaLoadOptions& options = {});
 
+  /// The model's configuration as read from the GGUF file.
   const LlamaConfig& config() const noexcept { return config_; }
   /// Bytes of all weights as held.
   std::int64_t weight_bytes() const noexcept;
