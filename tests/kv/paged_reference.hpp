@@ -96,6 +96,62 @@ std::vector<double> reference_decode(const PagedBatch& pb, double scale, std::in
   return out;
 }
 
+/// INT8 pages of `pages` (symmetric, one scale per page, head and token). The dequantized values
+/// are written back into `pages`, so a reference over them sees what the kernel reads.
+struct Int8Owned {
+  Tensor<std::int8_t> values;
+  Tensor<float> scales;
+  Int8KvPages view() const { return {values.view(), scales.view()}; }
+};
+inline Int8Owned quantize_int8(Tensor<float>& pages) {
+  const Shape& s = pages.shape();
+  const std::int64_t dim = s[3], rows = s[0] * s[1] * s[2];
+  Int8Owned o{Tensor<std::int8_t>(s), Tensor<float>({s[0], s[1], s[2]})};
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* x = pages.data() + r * dim;
+    float amax = 0.f;
+    for (std::int64_t i = 0; i < dim; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float scale = amax > 0.f ? amax / 127.f : 1.f;
+    o.scales.data()[r] = scale;
+    for (std::int64_t i = 0; i < dim; ++i) {
+      const auto v = static_cast<std::int8_t>(std::clamp(std::lround(x[i] / scale), -127L, 127L));
+      o.values.data()[r * dim + i] = v;
+      x[i] = static_cast<float>(v) * scale;
+    }
+  }
+  return o;
+}
+
+/// INT4 pages of `pages` (symmetric, one scale per group of `group` elements of a token and head,
+/// packed two per byte, low nibble first); the dequantized values are written back.
+struct Int4Owned {
+  Tensor<int4> values;
+  Tensor<float> scales;
+  Int4KvPages view() const { return {values.view(), scales.view()}; }
+};
+inline Int4Owned quantize_int4(Tensor<float>& pages, std::int64_t group) {
+  const Shape& s = pages.shape();
+  const std::int64_t dim = s[3], rows = s[0] * s[1] * s[2], groups = dim / group;
+  Int4Owned o{Tensor<int4>(s), Tensor<float>({s[0], s[1], s[2], groups})};
+  std::uint8_t* bytes = o.values.data();
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* x = pages.data() + r * dim;
+    for (std::int64_t g = 0; g < groups; ++g) {
+      float amax = 0.f;
+      for (std::int64_t i = g * group; i < (g + 1) * group; ++i) amax = std::max(amax, std::fabs(x[i]));
+      const float scale = amax > 0.f ? amax / 7.f : 1.f;
+      o.scales.data()[r * groups + g] = scale;
+      for (std::int64_t i = g * group; i < (g + 1) * group; ++i) {
+        const int v = static_cast<int>(std::clamp(std::lround(x[i] / scale), -8L, 7L));
+        const std::int64_t e = r * dim + i;
+        bytes[e / 2] = static_cast<std::uint8_t>(bytes[e / 2] | ((v & 0xf) << ((e & 1) * 4)));
+        x[i] = static_cast<float>(v) * scale;
+      }
+    }
+  }
+  return o;
+}
+
 /// The query as decode attention over INT8 pages uses it (the contract in
 /// quarry/kv/detail/kv_kernels.hpp): each head rounded to int8 steps of max|q| / 127.
 inline Tensor<float> int8_queries(const Tensor<float>& q) {

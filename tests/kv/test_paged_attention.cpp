@@ -139,65 +139,6 @@ TEST_CASE("paged decode attention (CPU): bad page tables and shapes are errors t
   CHECK(paged_decode_attention(pb.q.view(), pb.k.view(), pb.v.view(), pb.table(), out.view(), p).code() == errc::invalid_argument);
 }
 
-namespace {
-
-// Quantized copies of a batch's pages: INT8 with one scale per row, INT4 with one per group of
-// `group` elements; `dequantized` gets the values they stand for, so the f64 reference over it
-// measures the kernel's arithmetic alone.
-struct QuantizedPages {
-  Tensor<std::int8_t> k8, v8;
-  Tensor<float> k8s, v8s;
-  Tensor<int4> k4, v4;
-  Tensor<float> k4s, v4s;
-};
-
-void quantize_int8(const Tensor<float>& x, Tensor<std::int8_t>& q, Tensor<float>& s, Tensor<float>& back) {
-  const Shape& sh = x.shape();
-  const std::int64_t rows = sh[0] * sh[1] * sh[2], dim = sh[3];
-  q = Tensor<std::int8_t>(sh);
-  s = Tensor<float>({sh[0], sh[1], sh[2]});
-  back = Tensor<float>(sh);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    float amax = 0.f;
-    for (std::int64_t i = 0; i < dim; ++i) amax = std::max(amax, std::fabs(x.data()[r * dim + i]));
-    const float scale = amax / 127.f;
-    s.data()[r] = scale;
-    for (std::int64_t i = 0; i < dim; ++i) {
-      const float v = scale == 0.f ? 0.f : std::nearbyint(x.data()[r * dim + i] / scale);
-      q.data()[r * dim + i] = static_cast<std::int8_t>(v);
-      back.data()[r * dim + i] = static_cast<float>(q.data()[r * dim + i]) * scale;
-    }
-  }
-}
-
-void quantize_int4(const Tensor<float>& x, std::int64_t group, Tensor<int4>& q, Tensor<float>& s, Tensor<float>& back) {
-  const Shape& sh = x.shape();
-  const std::int64_t rows = sh[0] * sh[1] * sh[2], dim = sh[3], groups = dim / group;
-  q = Tensor<int4>(sh);
-  s = Tensor<float>({sh[0], sh[1], sh[2], groups});
-  back = Tensor<float>(sh);
-  std::uint8_t* bytes = reinterpret_cast<std::uint8_t*>(q.data());
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t gi = 0; gi < groups; ++gi) {
-      float amax = 0.f;
-      for (std::int64_t i = gi * group; i < (gi + 1) * group; ++i) amax = std::max(amax, std::fabs(x.data()[r * dim + i]));
-      const float scale = amax / 7.f;
-      s.data()[r * groups + gi] = scale;
-      for (std::int64_t i = gi * group; i < (gi + 1) * group; ++i) {
-        const int v = scale == 0.f ? 0 : std::clamp(static_cast<int>(std::nearbyint(x.data()[r * dim + i] / scale)), -8, 7);
-        const std::int64_t e = r * dim + i;
-        std::uint8_t& byte = bytes[e / 2];
-        byte = static_cast<std::uint8_t>(e % 2 == 0 ? ((byte & 0xf0) | (v & 0xf)) : ((byte & 0x0f) | ((v & 0xf) << 4)));
-        back.data()[e] = static_cast<float>(v) * scale;
-      }
-    }
-}
-
-Int8KvPages int8_view(const Tensor<std::int8_t>& q, const Tensor<float>& s) { return {q.view(), s.view()}; }
-Int4KvPages int4_view(const Tensor<int4>& q, const Tensor<float>& s) { return {q.view(), s.view()}; }
-
-}  // namespace
-
 TEST_CASE("paged decode attention (CPU): INT8 and INT4 pages against the f64 reference of their values") {
   std::uint32_t seed = 100;
   for (const std::int64_t dim : {64, 128, 40}) {
@@ -207,10 +148,7 @@ TEST_CASE("paged decode attention (CPU): INT8 and INT4 pages against the f64 ref
         const PagedBatch pb = make_paged_batch({1, 17, 300, 700}, n_heads, n_kv, page_size, dim, seed, 3, 2.f);
         PagedBatch deq8 = make_paged_batch({1, 17, 300, 700}, n_heads, n_kv, page_size, dim, seed, 3, 2.f);
         PagedBatch deq4 = make_paged_batch({1, 17, 300, 700}, n_heads, n_kv, page_size, dim, seed, 3, 2.f);
-        Tensor<std::int8_t> k8, v8;
-        Tensor<float> k8s, v8s;
-        quantize_int8(pb.k, k8, k8s, deq8.k);
-        quantize_int8(pb.v, v8, v8s, deq8.v);
+        const Int8Owned k8 = quantize_int8(deq8.k), v8 = quantize_int8(deq8.v);  // deq8: the values they stand for
         deq8.q = int8_queries(pb.q);  // INT8 pages quantize the query too
         for (const std::int64_t chunk : {0, 5}) {
           CAPTURE(dim);
@@ -222,7 +160,7 @@ TEST_CASE("paged decode attention (CPU): INT8 and INT4 pages against the f64 ref
           p.chunk_tokens = chunk;
           const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
           Tensor<float> out(pb.q.shape());
-          status st = paged_decode_attention(pb.q.view(), int8_view(k8, k8s), int8_view(v8, v8s), pb.table(), out.view(), p);
+          status st = paged_decode_attention(pb.q.view(), k8.view(), v8.view(), pb.table(), out.view(), p);
           REQUIRE_MESSAGE(st.ok(), st.message());
           // The weights of V are 15-bit integers (the INT8 contract): their rounding adds up
           // to ~1e-4 here; a wrong scale or a lost token costs > 1e-2.
@@ -232,11 +170,10 @@ TEST_CASE("paged decode attention (CPU): INT8 and INT4 pages against the f64 ref
           for (const std::int64_t group : {std::int64_t{8}, std::int64_t{16}, std::int64_t{32}, dim}) {
             if (dim % group != 0) continue;
             CAPTURE(group);
-            Tensor<int4> k4, v4;
-            Tensor<float> k4s, v4s;
-            quantize_int4(pb.k, group, k4, k4s, deq4.k);
-            quantize_int4(pb.v, group, v4, v4s, deq4.v);
-            st = paged_decode_attention(pb.q.view(), int4_view(k4, k4s), int4_view(v4, v4s), pb.table(), out.view(), p);
+            deq4.k = pb.k.clone();
+            deq4.v = pb.v.clone();
+            const Int4Owned k4 = quantize_int4(deq4.k, group), v4 = quantize_int4(deq4.v, group);
+            st = paged_decode_attention(pb.q.view(), k4.view(), v4.view(), pb.table(), out.view(), p);
             REQUIRE_MESSAGE(st.ok(), st.message());
             CHECK(max_abs_diff(out.data(), reference_decode<float>(deq4, scale)) < 2e-5);
           }
@@ -250,10 +187,7 @@ TEST_CASE("paged decode attention (CPU): a thread pool gives bit-identical resul
   const PagedBatch pb = make_paged_batch({1, 16, 255, 257, 3000, 9000}, 8, 2, 16, 64, 9, 5, 2.f);
   const Tensor<f16> k = pages_as<f16>(pb.k), v = pages_as<f16>(pb.v);
   PagedBatch deq = make_paged_batch({1, 16, 255, 257, 3000, 9000}, 8, 2, 16, 64, 9, 5, 2.f);
-  Tensor<int4> k4, v4;
-  Tensor<float> k4s, v4s;
-  quantize_int4(pb.k, 32, k4, k4s, deq.k);
-  quantize_int4(pb.v, 32, v4, v4s, deq.v);
+  const Int4Owned k4 = quantize_int4(deq.k, 32), v4 = quantize_int4(deq.v, 32);
   ThreadPool pool(3);
   for (const std::int64_t window : {0, 1000}) {
     CAPTURE(window);
@@ -266,37 +200,31 @@ TEST_CASE("paged decode attention (CPU): a thread pool gives bit-identical resul
     REQUIRE(paged_decode_attention(pb.q.view(), k.view(), v.view(), pb.table(), many.view(), p).ok());
     CHECK(std::memcmp(one.data(), many.data(), static_cast<std::size_t>(one.numel()) * sizeof(float)) == 0);
     p.pool = nullptr;
-    REQUIRE(paged_decode_attention(pb.q.view(), int4_view(k4, k4s), int4_view(v4, v4s), pb.table(), one.view(), p).ok());
+    REQUIRE(paged_decode_attention(pb.q.view(), k4.view(), v4.view(), pb.table(), one.view(), p).ok());
     CHECK(max_abs_diff(one.data(), reference_decode<float>(deq, 1.0 / 8.0, window)) < 2e-5);
     p.pool = &pool;
-    REQUIRE(paged_decode_attention(pb.q.view(), int4_view(k4, k4s), int4_view(v4, v4s), pb.table(), many.view(), p).ok());
+    REQUIRE(paged_decode_attention(pb.q.view(), k4.view(), v4.view(), pb.table(), many.view(), p).ok());
     CHECK(std::memcmp(one.data(), many.data(), static_cast<std::size_t>(one.numel()) * sizeof(float)) == 0);
   }
 }
 
 TEST_CASE("paged decode attention (CPU): INT8 and INT4 scales of the wrong shape are errors") {
-  const PagedBatch pb = make_paged_batch({20, 5}, 4, 2, 16, 32, 5);
+  PagedBatch pb = make_paged_batch({20, 5}, 4, 2, 16, 32, 5);
   Tensor<float> out(pb.q.shape());
-  Tensor<std::int8_t> k8, v8;
-  Tensor<float> k8s, v8s, back;
-  quantize_int8(pb.k, k8, k8s, back);
-  quantize_int8(pb.v, v8, v8s, back);
+  const Int8Owned k8 = quantize_int8(pb.k), v8 = quantize_int8(pb.v);
   Tensor<float> bad8({pb.num_pages, 2, 15});
-  status st = paged_decode_attention(pb.q.view(), int8_view(k8, bad8), int8_view(v8, v8s), pb.table(), out.view());
+  status st = paged_decode_attention(pb.q.view(), Int8KvPages{k8.values.view(), bad8.view()}, v8.view(), pb.table(), out.view());
   CHECK(st.code() == errc::shape_mismatch);
   CHECK(contains(st.message(), "one per token and head"));
 
-  Tensor<int4> k4, v4;
-  Tensor<float> k4s, v4s;
-  quantize_int4(pb.k, 8, k4, k4s, back);
-  quantize_int4(pb.v, 8, v4, v4s, back);
-  CHECK(paged_decode_attention(pb.q.view(), int4_view(k4, k4s), int4_view(v4, v4s), pb.table(), out.view()).ok());
+  const Int4Owned k4 = quantize_int4(pb.k, 8), v4 = quantize_int4(pb.v, 8);
+  CHECK(paged_decode_attention(pb.q.view(), k4.view(), v4.view(), pb.table(), out.view()).ok());
   Tensor<float> bad4({pb.num_pages, 2, 16, 3});  // 3 does not divide 32
-  st = paged_decode_attention(pb.q.view(), int4_view(k4, bad4), int4_view(v4, v4s), pb.table(), out.view());
+  st = paged_decode_attention(pb.q.view(), Int4KvPages{k4.values.view(), bad4.view()}, v4.view(), pb.table(), out.view());
   CHECK(st.code() == errc::shape_mismatch);
   CHECK(contains(st.message(), "G dividing 32"));
   Tensor<float> other4({pb.num_pages, 2, 16, 2});
-  st = paged_decode_attention(pb.q.view(), int4_view(k4, k4s), int4_view(v4, other4), pb.table(), out.view());
+  st = paged_decode_attention(pb.q.view(), k4.view(), Int4KvPages{v4.values.view(), other4.view()}, pb.table(), out.view());
   CHECK(st.code() == errc::shape_mismatch);
   CHECK(contains(st.message(), "V scales"));
 }
