@@ -14,6 +14,7 @@
 
 #include <quarry/io/atomic_file.hpp>
 
+#include "temp_dir.hpp"
 #include "test_util.hpp"
 
 using namespace quarry;
@@ -21,29 +22,6 @@ using namespace quarry::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh folder under the temp folder, removed with everything in it when the object dies.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("quarry_test_atomic_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  // The names in the folder, sorted.
-  std::set<std::string> names() const {
-    std::set<std::string> out;
-    for (const auto& e : fs::directory_iterator(path)) out.insert(e.path().filename().string());
-    return out;
-  }
-};
 
 std::vector<std::byte> bytes_of(const std::string& s) {
   std::vector<std::byte> out(s.size());

@@ -19,6 +19,7 @@
 #include <quarry/quant/gguf_blocks.hpp>
 #include <quarry/quant/quantize.hpp>
 
+#include "temp_dir.hpp"
 #include "test_util.hpp"
 
 using namespace quarry;
@@ -26,27 +27,6 @@ using namespace quarry::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh folder under the temp folder, removed with everything in it when the object dies.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("quarry_test_gguf_writer_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  std::set<std::string> names() const {
-    std::set<std::string> out;
-    for (const auto& e : fs::directory_iterator(path)) out.insert(e.path().filename().string());
-    return out;
-  }
-};
 
 std::string read_all(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -16,6 +16,7 @@
 #include <quarry/io/crc32c.hpp>
 #include <quarry/io/section_file.hpp>
 
+#include "temp_dir.hpp"
 #include "test_util.hpp"
 
 using namespace quarry;
@@ -83,20 +84,6 @@ std::size_t entry(std::size_t i) { return 32 + 24 * i; }
 status parse_status(const std::vector<std::byte>& b, const FileFormat& f = kFormat, const SectionFileOptions& o = {}) {
   return SectionFile::parse(b, f, "t.qry", o).status();
 }
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("quarry_test_section_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 }  // namespace
 
