@@ -532,6 +532,15 @@ TEST_CASE("WordPiece tokenizer: basic tokenization and greedy longest-match piec
 
   CHECK(tok->decode(Ids{2, 5, 8, 9, 11, 10, 3, 0}) == "hellolo , world");
 
+  // Special-token text: plain text by default ("[" "cls" "]", lower-cased, cls unknown), the
+  // token itself with parse_special, case-sensitive, anywhere in a word.
+  CHECK(tok->encode("[CLS]", false) == Ids{1, 1, 1});
+  CHECK(tok->encode("[CLS]", false, true) == Ids{2});
+  CHECK(tok->encode("hello[SEP]world [MASK]!", true, true) == Ids{2, 5, 3, 10, 4, 12, 3});
+  CHECK(tok->encode("[UNK][PAD]x", false, true) == Ids{1, 0, 18});
+  CHECK(tok->encode("[cls] [SEP", false, true) == Ids{1, 1, 1, 1, 1});  // not special: [ cls ] [ sep
+  CHECK(tok->encode("", false, true).empty());
+
   // Cased: no lower-casing, no accent stripping.
   auto cased = WordPieceTokenizer::from_vocab_file(f.path, /*lowercase=*/false);
   REQUIRE(cased.ok());

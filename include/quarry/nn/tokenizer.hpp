@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "quarry/core/status.hpp"
@@ -138,8 +139,11 @@ class WordPieceTokenizer {
   /// uncased models, and llama.cpp always lower-cases). Errors name the key as SpmTokenizer's.
   static result<WordPieceTokenizer> from_gguf(const GgufFile& file, bool lowercase = true);
 
-  /// The ids of `text`; with `add_special`, [CLS] first and [SEP] last.
-  std::vector<std::int32_t> encode(std::string_view text, bool add_special) const;
+  /// The ids of `text`; with `add_special`, [CLS] first and [SEP] last. With `parse_special`,
+  /// the text of a special token ([CLS], [SEP], [PAD], [MASK], [UNK] and the vocabulary's other
+  /// control tokens) typed into `text`, case-sensitive, is that token (as Hugging Face's
+  /// tokenizers do, and llama.cpp with parse_special); without it, it is plain text.
+  std::vector<std::int32_t> encode(std::string_view text, bool add_special, bool parse_special = false) const;
 
   /// The text of `ids`: pieces joined by spaces, a "##" continuation joined to the piece before
   /// it, control tokens ([CLS], [SEP], [PAD], [MASK]) left out. Lower-casing and removed
@@ -169,10 +173,12 @@ class WordPieceTokenizer {
                                                 std::int32_t unk, std::int32_t cls, std::int32_t sep, bool lowercase);
   void check_id(std::int32_t id) const;
   void encode_word(std::string_view word, std::size_t n_chars, std::vector<std::int32_t>& out) const;
+  void encode_text(std::string_view text, std::vector<std::int32_t>& out) const;
 
   std::vector<std::string> pieces_;
   std::vector<TokenType> types_;
   detail::PieceMap ids_;
+  std::vector<std::pair<std::string, std::int32_t>> specials_;  ///< control and unknown pieces
   std::int32_t unk_ = -1, cls_ = -1, sep_ = -1;
   bool lowercase_ = true;
 };
