@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "gguf_vocab.hpp"
 
 #include <cmath>
@@ -111,6 +112,28 @@ result<bool> read_bool(const GgufFile& file, std::string_view key, bool fallback
   if (const bool* b = std::get_if<bool>(&v->data)) return *b;
   return status(errc::invalid_argument,
                 fmt::format("GGUF key {} holds a {}, not a bool", key, gguf_value_type_name(v->type)));
+}
+
+std::vector<std::pair<std::string, std::int32_t>> special_pieces(const std::vector<std::string>& pieces,
+                                                                 const std::vector<TokenType>& types) {
+  std::vector<std::pair<std::string, std::int32_t>> out;
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    if ((types[i] != TokenType::control && types[i] != TokenType::unknown) || pieces[i].empty()) continue;
+    const auto same = std::find_if(out.begin(), out.end(), [&](const auto& e) { return e.first == pieces[i]; });
+    if (same != out.end()) same->second = static_cast<std::int32_t>(i);  // a repeated piece: the last id
+    else out.emplace_back(pieces[i], static_cast<std::int32_t>(i));
+  }
+  return out;
+}
+
+SpecialMatch find_special(std::string_view text, const std::vector<std::pair<std::string, std::int32_t>>& specials) noexcept {
+  SpecialMatch m;
+  for (const auto& [piece, id] : specials) {
+    const std::size_t f = text.find(piece);
+    if (f == std::string_view::npos) continue;
+    if (f < m.at || (f == m.at && piece.size() > m.size)) m = {f, piece.size(), id};
+  }
+  return m;
 }
 
 }  // namespace quarry::detail

@@ -1,11 +1,13 @@
 // Reading a tokenizer's vocabulary from GGUF metadata, checked (internal to src/nn): the
 // tokenizer.ggml.* arrays must exist with the right element kinds and equal lengths, special ids
-// must be in range, and every error names the key.
+// must be in range, and every error names the key. Also what both tokenizers do with the text of
+// special tokens.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "quarry/core/status.hpp"
@@ -32,5 +34,37 @@ result<std::int32_t> read_token_id(const GgufFile& file, std::string_view key, s
 
 /// The boolean stored at `key`; `fallback` when the key is absent.
 result<bool> read_bool(const GgufFile& file, std::string_view key, bool fallback);
+
+/// The special pieces of a vocabulary: control and unknown ones, non-empty, each text once (with
+/// its last id).
+std::vector<std::pair<std::string, std::int32_t>> special_pieces(const std::vector<std::string>& pieces,
+                                                                 const std::vector<TokenType>& types);
+
+/// Where the first special piece occurs in `text` (the longest of those that start there).
+struct SpecialMatch {
+  std::size_t at = std::string_view::npos, size = 0;
+  std::int32_t id = -1;
+};
+SpecialMatch find_special(std::string_view text, const std::vector<std::pair<std::string, std::int32_t>>& specials) noexcept;
+
+/// Splits `text` at the special pieces typed into it: raw(fragment, after_special) for each
+/// non-empty stretch of plain text (after_special: at the start or right after a special),
+/// special(id) for each special piece.
+template <class Raw, class Special>
+void split_specials(std::string_view text, const std::vector<std::pair<std::string, std::int32_t>>& specials, Raw&& raw,
+                    Special&& special) {
+  bool after_special = true;
+  while (!text.empty()) {
+    const SpecialMatch m = find_special(text, specials);
+    if (m.at != 0) {
+      raw(text.substr(0, m.at), after_special);
+      after_special = false;
+    }
+    if (m.at == std::string_view::npos) return;
+    special(m.id);
+    after_special = true;
+    text.remove_prefix(m.at + m.size);
+  }
+}
 
 }  // namespace quarry::detail

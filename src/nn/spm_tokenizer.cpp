@@ -113,6 +113,7 @@ result<SpmTokenizer> SpmTokenizer::from_gguf(const GgufFile& file) {
   t.pieces_ = std::move(v.pieces);
   t.scores_ = std::move(v.scores);
   t.types_ = std::move(v.types);
+  t.specials_ = detail::special_pieces(t.pieces_, t.types_);
   return t;
 }
 
@@ -189,15 +190,28 @@ void SpmTokenizer::encode_fragment(std::string_view s, std::vector<std::int32_t>
   }
 }
 
-std::vector<std::int32_t> SpmTokenizer::encode(std::string_view text, bool add_bos) const {
+std::vector<std::int32_t> SpmTokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
   std::vector<std::int32_t> out;
   if (add_bos) out.push_back(bos_);
-  if (text.empty()) return out;
+  if (!parse_special) {
+    encode_text(text, /*space_prefix=*/true, out);
+    return out;
+  }
+  // As llama.cpp: the text between special pieces is encoded on its own, with the space prefix
+  // when it starts the text or follows a special piece.
+  detail::split_specials(
+      text, specials_, [&](std::string_view raw, bool after_special) { encode_text(raw, after_special, out); },
+      [&](std::int32_t id) { out.push_back(id); });
+  return out;
+}
+
+void SpmTokenizer::encode_text(std::string_view text, bool space_prefix, std::vector<std::int32_t>& out) const {
+  if (text.empty()) return;
 
   // The text as SentencePiece sees it: a leading space, every space as "▁".
   std::string s;
   s.reserve(text.size() + text.size() / 2 + kSpace.size());
-  if (add_space_prefix_) s += kSpace;
+  if (add_space_prefix_ && space_prefix) s += kSpace;
   for (char c : text) {
     if (c == ' ') s += kSpace;
     else s += c;
@@ -206,7 +220,7 @@ std::vector<std::int32_t> SpmTokenizer::encode(std::string_view text, bool add_b
 
   if (user_defined_.empty()) {
     encode_fragment(s, out);
-    return out;
+    return;
   }
   // User-defined pieces are taken verbatim where they occur (the longest at each position), and
   // the text between them is merged on its own.
@@ -234,7 +248,6 @@ std::vector<std::int32_t> SpmTokenizer::encode(std::string_view text, bool add_b
     begin = pos;
   }
   encode_fragment(std::string_view(s).substr(begin), out);
-  return out;
 }
 
 std::string SpmTokenizer::piece(std::int32_t id) const {

@@ -163,10 +163,7 @@ result<WordPieceTokenizer> WordPieceTokenizer::from_pieces(std::vector<std::stri
   t.cls_ = cls;
   t.sep_ = sep;
   t.lowercase_ = lowercase;
-  for (std::size_t i = 0; i < t.pieces_.size(); ++i)
-    if ((t.types_[i] == TokenType::control || t.types_[i] == TokenType::unknown) && !t.pieces_[i].empty() &&
-        t.ids_.find(t.pieces_[i])->second == static_cast<std::int32_t>(i))  // a repeated piece: its last id, as find()
-      t.specials_.emplace_back(t.pieces_[i], static_cast<std::int32_t>(i));
+  t.specials_ = detail::special_pieces(t.pieces_, t.types_);
   return t;
 }
 
@@ -288,24 +285,11 @@ void WordPieceTokenizer::encode_word(std::string_view word, std::size_t n_chars,
 std::vector<std::int32_t> WordPieceTokenizer::encode(std::string_view text, bool add_special, bool parse_special) const {
   std::vector<std::int32_t> out;
   if (add_special && cls_ >= 0) out.push_back(cls_);
-  while (parse_special && !text.empty()) {
-    // The first special piece in the text (the longest of those starting there).
-    std::size_t at = std::string_view::npos, len = 0;
-    std::int32_t id = -1;
-    for (const auto& [piece, piece_id] : specials_) {
-      const std::size_t f = text.find(piece);
-      if (f < at || (f == at && f != std::string_view::npos && piece.size() > len)) {
-        at = f;
-        len = piece.size();
-        id = piece_id;
-      }
-    }
-    if (at == std::string_view::npos) break;
-    encode_text(text.substr(0, at), out);
-    out.push_back(id);
-    text.remove_prefix(at + len);
-  }
-  encode_text(text, out);
+  if (parse_special)
+    detail::split_specials(
+        text, specials_, [&](std::string_view raw, bool) { encode_text(raw, out); }, [&](std::int32_t id) { out.push_back(id); });
+  else
+    encode_text(text, out);
   if (add_special && sep_ >= 0) out.push_back(sep_);
   return out;
 }

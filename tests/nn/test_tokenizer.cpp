@@ -228,6 +228,22 @@ TEST_CASE("SPM tokenizer: every llama-spm case gives llama.cpp's ids") {
     want.insert(want.end(), c.ids.begin(), c.ids.end());
     CHECK(tok->encode(c.text, true) == want);
   }
+
+  // parse_special: "<s>", "</s>" and "<unk>" typed into the text are those tokens, and each
+  // stretch of text between them is encoded on its own with the space prefix (llama.cpp's rule).
+  auto cat = [](std::initializer_list<Ids> parts) {
+    Ids all;
+    for (const Ids& p : parts) all.insert(all.end(), p.begin(), p.end());
+    return all;
+  };
+  CHECK(tok->encode("<s>Hello</s>", false, true) == cat({{1}, tok->encode("Hello", false), {2}}));
+  CHECK(tok->encode("Hello <s> world<unk>", true, true) ==
+        cat({{1}, tok->encode("Hello ", false), {1}, tok->encode(" world", false), {0}}));
+  CHECK(tok->encode("<s></s>", false, true) == Ids{1, 2});
+  CHECK(tok->encode("<S>", false, true) == tok->encode("<S>", false));  // case-sensitive
+  const Ids plain = tok->encode("<s>", false);  // without parse_special: text
+  CHECK(plain.size() > 1);
+  CHECK(std::find(plain.begin(), plain.end(), 1) == plain.end());
 }
 
 TEST_CASE("SPM tokenizer: decode inverts encode on every llama-spm case") {
@@ -318,6 +334,8 @@ TEST_CASE("WordPiece tokenizer: every bert-bge case gives the expected ids, from
   CHECK(ids == Ids{101, 7592, 1010, 1061, 1005, 2035, 999, 11865, 17875, 102});
   CHECK(txt->decode(ids) == "hello , y ' all ! fuhrer");
   CHECK(txt->decode(Ids{100, 2023}) == "[UNK] this");
+  CHECK(txt->encode("[CLS] hello[SEP]", false, true) == Ids{101, 7592, 102});
+  CHECK(gguf->encode("[CLS] hello[SEP]", false, true) == Ids{101, 7592, 102});
   CHECK(contains(thrown([&] { (void)txt->decode(Ids{30522}); }), "token id 30522 is outside"));
 
   // 100 KB in well under a second.

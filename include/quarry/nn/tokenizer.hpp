@@ -64,7 +64,10 @@ class SpmTokenizer {
   static result<SpmTokenizer> from_gguf(const GgufFile& file);
 
   /// The ids of `text`, preceded by BOS when `add_bos`. The empty text gives no ids (just BOS).
-  std::vector<std::int32_t> encode(std::string_view text, bool add_bos) const;
+  /// With `parse_special`, the text of a control or unknown token ("<s>", "</s>", "<unk>")
+  /// typed into `text` is that token, and the text between such tokens is encoded on its own
+  /// (with the space prefix at the start and after each), as llama.cpp with parse_special.
+  std::vector<std::int32_t> encode(std::string_view text, bool add_bos, bool parse_special = false) const;
 
   /// The text of `ids`: pieces with "▁" as spaces, byte tokens as their bytes, control and
   /// unused tokens as nothing, the unknown token as " ⁇ " (as SentencePiece). With
@@ -101,12 +104,14 @@ class SpmTokenizer {
  private:
   void check_id(std::int32_t id) const;
   void encode_fragment(std::string_view escaped, std::vector<std::int32_t>& out) const;
+  void encode_text(std::string_view text, bool space_prefix, std::vector<std::int32_t>& out) const;
 
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
   std::vector<TokenType> types_;
   detail::PieceMap mergeable_;              // normal and user-defined pieces -> id
   std::vector<std::int32_t> user_defined_;  // ids of user-defined pieces, longest first
+  std::vector<std::pair<std::string, std::int32_t>> specials_;  // control and unknown pieces
   std::array<std::int32_t, 256> byte_ids_{};  // <0xNN> token of each byte (unk_ when absent)
   std::int32_t bos_ = 1, eos_ = 2, unk_ = 0;
   bool add_space_prefix_ = true;
