@@ -8,6 +8,7 @@
 #   CONAN  the conan command (default: conan), e.g. CONAN="python3 -m conans.conan" with
 #          PYTHONPATH naming a conan checkout; see README.md
 #   JOBS   parallel build jobs (default 2)
+#   CUDA   auto (default: also build with_cuda=True when nvcc is found) or off (CPU only)
 # Use a CONAN_HOME of its own (e.g. CONAN_HOME=/tmp/conan-home): the script makes a default
 # profile there when it has none, and never asks a remote for anything (--no-remote).
 set -euo pipefail
@@ -37,6 +38,10 @@ common=(--no-remote --build=missing
 echo "== quarry, CPU only (with_cuda=False)"
 "${conan[@]}" create "${repo}" "${common[@]}" -o '&:with_cuda=False' "$@"
 
+if [[ "${CUDA:-auto}" == off ]]; then
+  echo "== CUDA=off: with_cuda=True not tried"
+  exit 0
+fi
 nvcc="$(command -v nvcc || true)"
 if [[ -z "${nvcc}" && -x /usr/local/cuda/bin/nvcc ]]; then
   nvcc=/usr/local/cuda/bin/nvcc
