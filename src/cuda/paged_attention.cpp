@@ -44,50 +44,65 @@ result<CudaPageTable> CudaPageTable::upload(const PageTableCsr& table, std::int6
 
 namespace {
 
+// One of K or V as the kernels see it.
+struct Pages {
+  const void* values = nullptr;
+  const float* scales = nullptr;
+  Shape shape;
+  int device = 0;
+  cuda_kernels::KvType type = cuda_kernels::KvType::f16;
+  std::int64_t groups = 1;
+  std::string_view dtype;
+};
+
 template <class KV>
-constexpr cuda_kernels::KvType kv_type_of() {
-  if constexpr (std::is_same_v<KV, float>) return cuda_kernels::KvType::f32;
-  else if constexpr (std::is_same_v<KV, f16>) return cuda_kernels::KvType::f16;
-  else return cuda_kernels::KvType::bf16;
+Pages pages_of(const Tensor<KV, cuda>& t) {
+  Pages p{t.data(), nullptr, t.shape(), t.device(), cuda_kernels::KvType::bf16, 1, dtype_name(dtype_of<KV>)};
+  if constexpr (std::is_same_v<KV, float>) p.type = cuda_kernels::KvType::f32;
+  else if constexpr (std::is_same_v<KV, f16>) p.type = cuda_kernels::KvType::f16;
+  return p;
 }
 
 [[noreturn]] void fail(const status& st, std::string_view context) { detail::throw_in_context(st, context); }
 
-template <class KV>
-void decode(const Tensor<float, cuda>& q, const Tensor<KV, cuda>& k, const Tensor<KV, cuda>& v, const CudaPageTable& table,
-            Tensor<float, cuda>& out, const DecodeAttentionParams& params, const CudaAttentionOptions& options) {
-  const std::string context = fmt::format("paged_decode_attention on cuda (q {}, k_pages {} {}, out {})", q.shape(), k.shape(),
-                                          dtype_name(dtype_of<KV>), out.shape());
-  if (const status st = check_decode_attention_shapes(q.shape(), k.shape(), v.shape(), out.shape(), table.batch()); !st.ok()) fail(st, context);
-  const std::int64_t head_dim = k.shape()[3], page_size = k.shape()[2];
+void decode(const Tensor<float, cuda>& q, const Pages& k, const Pages& v, const CudaPageTable& table, Tensor<float, cuda>& out,
+            const DecodeAttentionParams& params, const CudaAttentionOptions& options) {
+  const std::string context = fmt::format("paged_decode_attention on cuda (q {}, k_pages {} {}, out {})", q.shape(), k.shape, k.dtype, out.shape());
+  if (const status st = check_decode_attention_shapes(q.shape(), k.shape, v.shape, out.shape(), table.batch()); !st.ok()) fail(st, context);
+  const std::int64_t head_dim = k.shape[3], page_size = k.shape[2];
   if (head_dim != 64 && head_dim != 128 && head_dim != 256)
     fail({errc::unsupported, fmt::format("head_dim {}; the CUDA kernel takes 64, 128 or 256", head_dim)}, context);
-  if (q.shape()[1] / k.shape()[1] > 8)
-    fail({errc::unsupported, fmt::format("{} query heads per kv head; the CUDA kernel takes at most 8", q.shape()[1] / k.shape()[1])}, context);
-  if (table.page_size() != page_size || table.num_pages() != k.shape()[0])
+  if (q.shape()[1] / k.shape[1] > 8)
+    fail({errc::unsupported, fmt::format("{} query heads per kv head; the CUDA kernel takes at most 8", q.shape()[1] / k.shape[1])}, context);
+  if (k.type == cuda_kernels::KvType::i4 && (head_dim / k.groups) % 8 != 0)
+    fail({errc::unsupported, fmt::format("INT4 groups of {} elements; the CUDA kernel takes multiples of 8", head_dim / k.groups)}, context);
+  if (table.page_size() != page_size || table.num_pages() != k.shape[0])
     fail({errc::invalid_argument, fmt::format("the page table was checked for {} pages of {} tokens but k_pages has {} of {}", table.num_pages(),
-                                              table.page_size(), k.shape()[0], page_size)},
+                                              table.page_size(), k.shape[0], page_size)},
          context);
   if (params.sliding_window < 0) fail({errc::invalid_argument, fmt::format("sliding_window is {}", params.sliding_window)}, context);
   if (params.chunk_tokens < 0) fail({errc::invalid_argument, fmt::format("chunk_tokens is {}", params.chunk_tokens)}, context);
   if (table.batch() == 0) return;
   const int device = out.device();
-  if (q.device() != device || k.device() != device || v.device() != device || table.device() != device)
+  if (q.device() != device || k.device != device || v.device != device || table.device() != device)
     fail({errc::invalid_argument, fmt::format("q, k_pages, v_pages, the page table and out must be on one device (out is on {})", device)}, context);
   const detail::ScopedDevice on(device);
   if (on.error() != cudaSuccess) fail(detail::cuda_failure(on.error(), "cudaSetDevice"), context);
 
   cuda_kernels::PagedDecodeArgs a;
   a.q = q.data();
-  a.k = k.data();
-  a.v = v.data();
-  a.kv_type = kv_type_of<KV>();
+  a.k = k.values;
+  a.v = v.values;
+  a.kv_type = k.type;
+  a.k_scales = k.scales;
+  a.v_scales = v.scales;
+  a.groups = k.groups;
   a.indptr = table.indptr().data();
   a.indices = table.indices().data();
   a.last_page_len = table.last_page_len().data();
   a.batch = table.batch();
   a.n_heads = q.shape()[1];
-  a.n_kv_heads = k.shape()[1];
+  a.n_kv_heads = k.shape[1];
   a.page_size = page_size;
   a.head_dim = head_dim;
   a.scale = params.scale != 0.f ? params.scale : 1.f / std::sqrt(static_cast<float>(head_dim));
@@ -123,17 +138,62 @@ void decode(const Tensor<float, cuda>& q, const Tensor<KV, cuda>& k, const Tenso
 void paged_decode_attention(const Tensor<float, cuda>& q, const Tensor<f16, cuda>& k_pages, const Tensor<f16, cuda>& v_pages,
                             const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params,
                             const CudaAttentionOptions& options) {
-  decode(q, k_pages, v_pages, table, out, params, options);
+  decode(q, pages_of(k_pages), pages_of(v_pages), table, out, params, options);
 }
 void paged_decode_attention(const Tensor<float, cuda>& q, const Tensor<bf16, cuda>& k_pages, const Tensor<bf16, cuda>& v_pages,
                             const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params,
                             const CudaAttentionOptions& options) {
-  decode(q, k_pages, v_pages, table, out, params, options);
+  decode(q, pages_of(k_pages), pages_of(v_pages), table, out, params, options);
 }
 void paged_decode_attention(const Tensor<float, cuda>& q, const Tensor<float, cuda>& k_pages, const Tensor<float, cuda>& v_pages,
                             const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params,
                             const CudaAttentionOptions& options) {
-  decode(q, k_pages, v_pages, table, out, params, options);
+  decode(q, pages_of(k_pages), pages_of(v_pages), table, out, params, options);
+}
+
+namespace {
+
+// The scales' shapes are checked by the CPU functions' checks (shapes only: device memory is not read).
+Int8KvPages shapes_of(const CudaInt8KvPages& p) {
+  return {TensorView<const std::int8_t>(nullptr, p.values.shape()), TensorView<const float>(nullptr, p.scales.shape())};
+}
+Int4KvPages shapes_of(const CudaInt4KvPages& p) {
+  return {TensorView<const int4>(nullptr, p.values.shape()), TensorView<const float>(nullptr, p.scales.shape())};
+}
+
+void check_same_device(const Pages& values, const Tensor<float, cuda>& scales, std::string_view which) {
+  if (scales.device() != values.device)
+    fail({errc::invalid_argument, fmt::format("{} scales are on device {} but their values on {}", which, scales.device(), values.device)},
+         "paged_decode_attention on cuda");
+}
+
+}  // namespace
+
+void paged_decode_attention(const Tensor<float, cuda>& q, const CudaInt8KvPages& k_pages, const CudaInt8KvPages& v_pages,
+                            const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params,
+                            const CudaAttentionOptions& options) {
+  if (const status st = check_int8_pages(shapes_of(k_pages), shapes_of(v_pages));
+      !st.ok())
+    fail(st, "paged_decode_attention on cuda (INT8 pages)");
+  Pages k{k_pages.values.data(), k_pages.scales.data(), k_pages.values.shape(), k_pages.values.device(), cuda_kernels::KvType::i8, 1, "int8"};
+  Pages v{v_pages.values.data(), v_pages.scales.data(), v_pages.values.shape(), v_pages.values.device(), cuda_kernels::KvType::i8, 1, "int8"};
+  check_same_device(k, k_pages.scales, "K");
+  check_same_device(v, v_pages.scales, "V");
+  decode(q, k, v, table, out, params, options);
+}
+
+void paged_decode_attention(const Tensor<float, cuda>& q, const CudaInt4KvPages& k_pages, const CudaInt4KvPages& v_pages,
+                            const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params,
+                            const CudaAttentionOptions& options) {
+  if (const status st = check_int4_pages(shapes_of(k_pages), shapes_of(v_pages));
+      !st.ok())
+    fail(st, "paged_decode_attention on cuda (INT4 pages)");
+  const std::int64_t groups = k_pages.scales.shape().rank() == 4 ? k_pages.scales.shape()[3] : 1;
+  Pages k{k_pages.values.data(), k_pages.scales.data(), k_pages.values.shape(), k_pages.values.device(), cuda_kernels::KvType::i4, groups, "int4"};
+  Pages v{v_pages.values.data(), v_pages.scales.data(), v_pages.values.shape(), v_pages.values.device(), cuda_kernels::KvType::i4, groups, "int4"};
+  check_same_device(k, k_pages.scales, "K");
+  check_same_device(v, v_pages.scales, "V");
+  decode(q, k, v, table, out, params, options);
 }
 
 }  // namespace quarry

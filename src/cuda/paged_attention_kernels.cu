@@ -1,7 +1,7 @@
 // Paged decode attention ("flash decoding" over pages). See quarry/kv/cuda_paged_attention.hpp.
 //
 // Block (sequence b, kv head, chunk c) of 128 threads: a token's head_dim is spread over
-// D / 8 lanes (8 elements, one 16-byte load of f16/bf16, each), so a warp covers 32 / (D / 8)
+// D / 8 lanes (8 elements, one 16-byte load of f16/bf16, 8 bytes of INT8, 4 of INT4, each), so a warp covers 32 / (D / 8)
 // tokens per step and the block 4 times that; every sub-group of D / 8 lanes keeps an online
 // softmax (running max, sum, and its 8 dims of sum p * v) for all kG query heads of the kv head,
 // so each key and value is read once for the whole GQA group. Scores are reduced over the
@@ -22,12 +22,26 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kUnroll = 4;  // tokens per sub-group whose K and V are loaded before the arithmetic
 
-template <KvType kT>
-__device__ __forceinline__ void load8(const void* base, std::int64_t at, float (&out)[8]) {
+// The 8 elements li * 8 .. li * 8 + 7 of row `row` (of kD elements), widened to f32; INT8 and
+// INT4 times their scale (an INT4 group holds a multiple of 8 elements, so one scale serves all 8).
+template <int kD, KvType kT>
+__device__ __forceinline__ void load8(const void* base, const float* scales, std::int64_t groups, std::int64_t row, int li, float (&out)[8]) {
+  const std::int64_t at = row * kD + li * 8;
   if constexpr (kT == KvType::f32) {
     const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(base) + at);
     const float4 a = __ldcs(p), b = __ldcs(p + 1);
     out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+  } else if constexpr (kT == KvType::i8) {
+    const uint2 raw = __ldcs(reinterpret_cast<const uint2*>(static_cast<const std::int8_t*>(base) + at));
+    const float s = __ldg(scales + row);
+    const unsigned w[2] = {raw.x, raw.y};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) out[i] = static_cast<float>(static_cast<signed char>((w[i / 4] >> (8 * (i % 4))) & 0xffu)) * s;
+  } else if constexpr (kT == KvType::i4) {
+    const unsigned raw = __ldcs(reinterpret_cast<const unsigned*>(static_cast<const std::uint8_t*>(base) + at / 2));
+    const float s = __ldg(scales + row * groups + (li * 8) / (kD / groups));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) out[i] = static_cast<float>(static_cast<int>(((raw >> (4 * i)) & 0xfu) ^ 8u) - 8) * s;
   } else {
     const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(static_cast<const std::uint16_t*>(base) + at));
     const unsigned w[4] = {raw.x, raw.y, raw.z, raw.w};
@@ -72,7 +86,25 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedDecodeArgs a) {
     const std::int64_t h = kvh * group + (g < group ? g : 0);
     const float* qp = a.q + (b * a.n_heads + h) * kD + li * 8;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) q[g][i] = qp[i] * a.scale;
+    for (int i = 0; i < 8; ++i) q[g][i] = qp[i];
+    if constexpr (kT == KvType::i8) {
+      // As the CPU kernels (quarry/kv/detail/kv_kernels.hpp): the query head on the int8 grid,
+      // round(q * 127 / max|q|) * max|q| / 127, max over the head's kD / 8 lanes.
+      float mx = 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) mx = fmaxf(mx, fabsf(q[g][i]));
+#pragma unroll
+      for (int off = kLanes / 2; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      const float inv = mx > 0.f && mx <= 3.402823466e38f ? 127.f / mx : 0.f;
+      const float step = inv > 0.f ? mx / 127.f : 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float x = q[g][i] * inv;
+        q[g][i] = rintf(x == x ? fminf(fmaxf(x, -127.f), 127.f) : 0.f) * step;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) q[g][i] *= a.scale;
   }
   float m[kG], l[kG], acc[kG][8];
 #pragma unroll
@@ -93,9 +125,9 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedDecodeArgs a) {
 #pragma unroll
       for (int i = 0; i < 8; ++i) kv[u][i] = vv[u][i] = 0.f;
       if (t < hi) {
-        const std::int64_t row = ((static_cast<std::int64_t>(pages[t / a.page_size]) * a.n_kv_heads + kvh) * a.page_size + t % a.page_size) * kD + li * 8;
-        load8<kT>(a.k, row, kv[u]);
-        load8<kT>(a.v, row, vv[u]);
+        const std::int64_t row = (static_cast<std::int64_t>(pages[t / a.page_size]) * a.n_kv_heads + kvh) * a.page_size + t % a.page_size;
+        load8<kD, kT>(a.k, a.k_scales, a.groups, row, li, kv[u]);
+        load8<kD, kT>(a.v, a.v_scales, a.groups, row, li, vv[u]);
       }
     }
 #pragma unroll
@@ -183,6 +215,8 @@ void launch_typed(const PagedDecodeArgs& a, dim3 grid) {
     case KvType::f32: decode_kernel<kD, kG, KvType::f32><<<grid, kThreads>>>(a); break;
     case KvType::f16: decode_kernel<kD, kG, KvType::f16><<<grid, kThreads>>>(a); break;
     case KvType::bf16: decode_kernel<kD, kG, KvType::bf16><<<grid, kThreads>>>(a); break;
+    case KvType::i8: decode_kernel<kD, kG, KvType::i8><<<grid, kThreads>>>(a); break;
+    case KvType::i4: decode_kernel<kD, kG, KvType::i4><<<grid, kThreads>>>(a); break;
   }
 }
 
@@ -209,6 +243,8 @@ std::size_t paged_decode_workspace_floats(const PagedDecodeArgs& a) noexcept {
 cudaError_t launch_paged_decode(const PagedDecodeArgs& a) noexcept {
   if (a.batch <= 0) return cudaSuccess;
   if (a.batch * a.n_kv_heads > 0x7fffffff || a.chunks > 65535 || a.chunks < 1) return cudaErrorInvalidValue;
+  if (a.kv_type == KvType::i4 && (a.groups < 1 || a.head_dim % a.groups != 0 || (a.head_dim / a.groups) % 8 != 0))
+    return cudaErrorInvalidValue;
   (void)cudaGetLastError();
   switch (a.head_dim) {
     case 64: return launch_dim<64>(a);

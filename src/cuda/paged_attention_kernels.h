@@ -10,13 +10,18 @@
 
 namespace quarry::cuda_kernels {
 
-enum class KvType : int { f32 = 0, f16 = 1, bf16 = 2 };
+/// i8: one f32 scale per token and head; i4: packed two per byte (low nibble first), `groups`
+/// f32 scales per token and head, each group a multiple of 8 elements.
+enum class KvType : int { f32 = 0, f16 = 1, bf16 = 2, i8 = 3, i4 = 4 };
 
 struct PagedDecodeArgs {
   const float* q = nullptr;             ///< [batch, n_heads, head_dim]
   const void* k = nullptr;              ///< [num_pages, n_kv_heads, page_size, head_dim] of kv_type
   const void* v = nullptr;              ///< same shape and type
   KvType kv_type = KvType::f16;
+  const float* k_scales = nullptr;      ///< i8: [num_pages, n_kv_heads, page_size]; i4: [..., groups]
+  const float* v_scales = nullptr;
+  std::int64_t groups = 1;              ///< i4: scales per token and head
   const std::int32_t* indptr = nullptr;         ///< [batch + 1]
   const std::int32_t* indices = nullptr;        ///< page numbers
   const std::int32_t* last_page_len = nullptr;  ///< [batch]
@@ -32,8 +37,8 @@ struct PagedDecodeArgs {
 /// Floats of workspace a call with `chunks` > 1 needs (0 for one chunk).
 std::size_t paged_decode_workspace_floats(const PagedDecodeArgs& a) noexcept;
 
-/// Runs decode attention; cudaErrorInvalidValue for a head_dim other than 64, 128, 256 or a
-/// group (n_heads / n_kv_heads) above 8.
+/// Runs decode attention; cudaErrorInvalidValue for a head_dim other than 64, 128, 256, a
+/// group (n_heads / n_kv_heads) above 8, or INT4 groups that are not a multiple of 8 elements.
 cudaError_t launch_paged_decode(const PagedDecodeArgs& a) noexcept;
 
 }  // namespace quarry::cuda_kernels

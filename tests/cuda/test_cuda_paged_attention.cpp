@@ -1,8 +1,10 @@
 // quarry/kv/cuda_paged_attention.hpp: the device kernel against the f64 reference and the CPU
-// function, for head_dim 64 / 128 / 256, f16 / bf16 / f32 pages, GQA groups 1..8 (3 and 6: a
-// padded group), one chunk and many (merged by log-sum-exp), sliding windows; and its errors.
+// function, for head_dim 64 / 128 / 256, f16 / bf16 / f32 / INT8 / INT4 pages, GQA groups 1..8
+// (3 and 6: a padded group), one chunk and many (merged by log-sum-exp), sliding windows; and
+// its errors.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -55,6 +57,75 @@ TEST_CASE("paged decode attention on cuda: head_dim 64/128/256, f16/bf16/f32, GQ
       }
     }
   }
+}
+
+TEST_CASE("paged decode attention on cuda: INT8 and INT4 pages against the f64 reference of their values and the CPU") {
+  std::uint32_t seed = 200;
+  for (const std::int64_t dim : {64, 128}) {
+    for (const auto& [n_heads, n_kv] : std::vector<std::pair<std::int64_t, std::int64_t>>{{8, 2}, {6, 6}, {12, 2}}) {
+      CAPTURE(dim);
+      CAPTURE(n_heads);
+      CAPTURE(n_kv);
+      PagedBatch deq = make_paged_batch({1, 17, 300, 1500}, n_heads, n_kv, 16, dim, ++seed, 3, 2.f);
+      const Tensor<float> k_raw = deq.k.clone(), v_raw = deq.v.clone(), q_raw = deq.q.clone();
+      const CudaPageTable table = CudaPageTable::upload(deq.table(), deq.num_pages, deq.page_size).value();
+      const Tensor<float, cuda> q = to_device(q_raw);
+      Tensor<float, cuda> out(q_raw.shape());
+      const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+
+      // INT8: the query goes on the int8 grid, as on the CPU (kv_kernels.hpp).
+      const Int8Owned k8 = quantize_int8(deq.k), v8 = quantize_int8(deq.v);  // deq: their values
+      const Tensor<std::int8_t, cuda> k8v = to_device(k8.values), v8v = to_device(v8.values);
+      const Tensor<float, cuda> k8s = to_device(k8.scales), v8s = to_device(v8.scales);
+      deq.q = int8_queries(q_raw);
+      const std::vector<double> want8 = reference_decode<float>(deq, scale);
+      Tensor<float> cpu(q_raw.shape());
+      REQUIRE(paged_decode_attention(q_raw.view(), k8.view(), v8.view(), deq.table(), cpu.view()).ok());
+      for (const std::int64_t chunk : {0, 64}) {
+        CAPTURE(chunk);
+        DecodeAttentionParams p;
+        p.chunk_tokens = chunk;
+        paged_decode_attention(q, CudaInt8KvPages{k8v, k8s}, CudaInt8KvPages{v8v, v8s}, table, out, p);
+        const Tensor<float> got = out.to_host();
+        CHECK(max_abs_diff(got.data(), want8) < 2e-5);
+        double cpu_diff = 0;
+        for (std::int64_t i = 0; i < got.numel(); ++i) cpu_diff = std::max(cpu_diff, static_cast<double>(std::fabs(got.data()[i] - cpu.data()[i])));
+        CHECK(cpu_diff < 2.5e-4);  // the CPU's 15-bit weights of V
+      }
+
+      // INT4, groups of 8 and 32 elements; the query as it is.
+      deq.q = q_raw.clone();
+      for (const std::int64_t group : {8, 32}) {
+        CAPTURE(group);
+        deq.k = k_raw.clone();
+        deq.v = v_raw.clone();
+        const Int4Owned k4 = quantize_int4(deq.k, group), v4 = quantize_int4(deq.v, group);
+        const Tensor<int4, cuda> k4v = to_device(k4.values), v4v = to_device(v4.values);
+        const Tensor<float, cuda> k4s = to_device(k4.scales), v4s = to_device(v4.scales);
+        paged_decode_attention(q, CudaInt4KvPages{k4v, k4s}, CudaInt4KvPages{v4v, v4s}, table, out);
+        CHECK(max_abs_diff(out.to_host().data(), reference_decode<float>(deq, scale)) < 2e-5);
+      }
+    }
+  }
+
+  // Errors: INT4 groups of 4 elements, INT8 scales of the wrong shape.
+  PagedBatch pb = make_paged_batch({20, 5}, 4, 2, 16, 64, 7);
+  const CudaPageTable table = CudaPageTable::upload(pb.table(), pb.num_pages, 16).value();
+  const Tensor<float, cuda> q = to_device(pb.q);
+  Tensor<float, cuda> out(pb.q.shape());
+  Tensor<float> k_copy = pb.k.clone();
+  const Int4Owned k4 = quantize_int4(k_copy, 4);
+  const Tensor<int4, cuda> k4v = to_device(k4.values);
+  const Tensor<float, cuda> k4s = to_device(k4.scales);
+  status st = thrown([&] { paged_decode_attention(q, CudaInt4KvPages{k4v, k4s}, CudaInt4KvPages{k4v, k4s}, table, out); });
+  CHECK(st.code() == errc::unsupported);
+  CHECK(contains(st.message(), "multiples of 8"));
+  const Int8Owned k8 = quantize_int8(k_copy);
+  const Tensor<std::int8_t, cuda> k8v = to_device(k8.values);
+  const Tensor<float, cuda> bad = to_device(Tensor<float>({pb.num_pages, 2, 15}));
+  st = thrown([&] { paged_decode_attention(q, CudaInt8KvPages{k8v, bad}, CudaInt8KvPages{k8v, bad}, table, out); });
+  CHECK(st.code() == errc::shape_mismatch);
+  CHECK(contains(st.message(), "one per token and head"));
 }
 
 TEST_CASE("paged decode attention on cuda: sliding windows and a batch of 64 sequences") {

@@ -9,8 +9,11 @@
 // (sequence, kv head, chunk of chunk_tokens tokens) reads that chunk's keys and values once for
 // all the query heads of the group, in 16-byte loads along head_dim, keeps an online softmax in
 // f32, and a second kernel merges the chunks by log-sum-exp (one chunk: written directly).
-// head_dim must be 64, 128 or 256; K/V f16, bf16 or f32, widened to f32; scores, softmax and
-// sums in f32. Results equal the CPU's to float rounding (other summation order).
+// head_dim must be 64, 128 or 256; K/V f16, bf16, f32, INT8 (a scale per token and head) or
+// INT4 (group scales, groups of a multiple of 8 elements), widened to f32; scores, softmax and
+// sums in f32. Results equal the CPU's to float rounding (other summation order); for INT8 pages
+// the query is put on the int8 grid as the CPU kernels do (quarry/kv/detail/kv_kernels.hpp), and
+// the weights of V stay f32, so the two differ by the CPU's 15-bit weights at most.
 //
 // Calls run on the legacy default stream of the tensors' device and, by default, return when
 // the kernels have finished. Errors throw quarry::error naming the shapes (shape_mismatch,
@@ -52,6 +55,21 @@ class CudaPageTable {
   Tensor<std::int32_t, cuda> indptr_, indices_, last_page_len_;
 };
 
+/// INT8 pages in device memory, as Int8KvPages: values [num_pages, n_kv_heads, page_size,
+/// head_dim] and one f32 scale per token and head [num_pages, n_kv_heads, page_size].
+struct CudaInt8KvPages {
+  const Tensor<std::int8_t, cuda>& values;  ///< [num_pages, n_kv_heads, page_size, head_dim]
+  const Tensor<float, cuda>& scales;        ///< [num_pages, n_kv_heads, page_size]
+};
+
+/// INT4 pages in device memory, as Int4KvPages: packed values (low nibble first) and scales
+/// [num_pages, n_kv_heads, page_size, G]; on the device a group (head_dim / G) must be a
+/// multiple of 8 elements.
+struct CudaInt4KvPages {
+  const Tensor<int4, cuda>& values;  ///< [num_pages, n_kv_heads, page_size, head_dim], packed
+  const Tensor<float, cuda>& scales;  ///< [num_pages, n_kv_heads, page_size, G]
+};
+
 /// Options of the device call.
 struct CudaAttentionOptions {
   bool wait = true;  ///< return when the kernels have finished (else only queued)
@@ -68,6 +86,12 @@ void paged_decode_attention(const Tensor<float, cuda>& q, const Tensor<bf16, cud
                             const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params = {},
                             const CudaAttentionOptions& options = {});
 void paged_decode_attention(const Tensor<float, cuda>& q, const Tensor<float, cuda>& k_pages, const Tensor<float, cuda>& v_pages,
+                            const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params = {},
+                            const CudaAttentionOptions& options = {});
+void paged_decode_attention(const Tensor<float, cuda>& q, const CudaInt8KvPages& k_pages, const CudaInt8KvPages& v_pages,
+                            const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params = {},
+                            const CudaAttentionOptions& options = {});
+void paged_decode_attention(const Tensor<float, cuda>& q, const CudaInt4KvPages& k_pages, const CudaInt4KvPages& v_pages,
                             const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params = {},
                             const CudaAttentionOptions& options = {});
 ///@}
