@@ -133,108 +133,59 @@ struct Args {
   std::string cache_dir = QUARRY_BENCH_CACHE_DIR;
 };
 
-[[noreturn]] void usage_error(std::string_view program, const std::string& message) {
-  fmt::print(stderr, "{}\nrun {} --help for the usage\n", message, program);
-  std::exit(2);
-}
-
 constexpr const char* kWhat =
     "quarry IvfPqIndex vs FAISS IVF-PQ / IVF-PQ fast-scan (+ refine): recall, QPS, codes/s, scan from DRAM";
 
-std::int64_t parse_count(std::string_view program, std::string_view name, const std::string& value, std::int64_t lo,
-                         std::int64_t hi) {
-  char* end = nullptr;
-  const long long v = std::strtoll(value.c_str(), &end, 10);
-  if (end == value.c_str() || *end != '\0' || v < lo || v > hi)
-    usage_error(program, fmt::format("{} wants a count from {} to {}, got '{}'", name, lo, hi, value));
-  return v;
-}
-
-std::vector<std::string> split_commas(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', start), text.size());
-    if (comma > start) out.push_back(text.substr(start, comma - start));
-    start = comma + 1;
-  }
-  return out;
-}
-
 std::vector<const char*> take_args(int argc, char** argv, Args& a) {
-  const std::string_view program = argc > 0 ? argv[0] : "bench_ivf_pq";
-  std::vector<const char*> rest;
-  if (argc > 0) rest.push_back(argv[0]);
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      fmt::print("{}", bench_usage(program, kWhat));
-      fmt::print(
-          "  --set LIST         sets to run, comma-separated: bigann10k, synth1M, dram20M, all (default bigann10k)\n"
-          "  --base FILE        base vectors (.fvecs or .bvecs) instead of a named set\n"
-          "  --query FILE       query vectors (.fvecs or .bvecs), with --base\n"
-          "  --gt FILE          ground-truth neighbour ids (.ivecs); without it, computed by brute force\n"
-          "  --synthetic N      a generated set of N base vectors (as synth1M)\n"
-          "  --queries N        queries of a generated set (default 1000)\n"
-          "  --nlist N          inverted lists of the recall sets (default 4 sqrt(n) rounded to a power of two)\n"
-          "  --nprobe LIST      nprobe values, comma-separated (default 1, 2, 4, ... up to clamp(nlist/32, 32, 128))\n"
-          "  --train-sample N   train on the first N base vectors (default min(n, max(40 nlist, 65536)))\n"
-          "  --dram-codes N     codes in the dram set (default 20000000)\n"
-          "  --cache-dir DIR    where generated sets' ground truth is cached (default {})\n"
-          "  bigann10k is read from {}\n",
-          QUARRY_BENCH_CACHE_DIR, kDefaultDataDir);
-      std::exit(0);
-    }
-    bool matched = false;
-    for (const std::string_view name : {"--set", "--base", "--query", "--gt", "--synthetic", "--queries", "--nlist", "--nprobe",
-                                        "--train-sample", "--dram-codes", "--cache-dir"}) {
-      std::string value;
-      if (arg == name) {
-        if (i + 1 >= argc) usage_error(program, fmt::format("{} wants a value", name));
-        value = argv[++i];
-      } else if (arg.size() > name.size() && arg.starts_with(name) && arg[name.size()] == '=') {
-        value = std::string(arg.substr(name.size() + 1));
-      } else {
-        continue;
-      }
-      matched = true;
-      if (value.empty()) usage_error(program, fmt::format("{} wants a value", name));
-      if (name == "--set") {
-        for (const std::string& s : split_commas(value)) {
-          if (s == "all") {
-            a.sets.insert(a.sets.end(), {"bigann10k", "synth1M", "dram20M"});
-          } else if (s == "bigann10k" || s == "synth1M" || s == "dram20M") {
-            a.sets.push_back(s);
-          } else {
-            usage_error(program, fmt::format("--set: unknown set '{}' (bigann10k, synth1M, dram20M, all)", s));
-          }
-        }
-      } else if (name == "--base") {
-        a.base = value;
-      } else if (name == "--query") {
-        a.query = value;
-      } else if (name == "--gt") {
-        a.gt = value;
-      } else if (name == "--synthetic") {
-        a.synthetic = parse_count(program, name, value, 1000, 100'000'000);
-      } else if (name == "--queries") {
-        a.queries = parse_count(program, name, value, 1, 1'000'000);
-      } else if (name == "--nlist") {
-        a.nlist = parse_count(program, name, value, 1, 1 << 20);
-      } else if (name == "--nprobe") {
-        for (const std::string& s : split_commas(value)) a.nprobes.push_back(parse_count(program, name, s, 1, 1 << 20));
-        if (a.nprobes.empty()) usage_error(program, "--nprobe wants a list of counts");
-      } else if (name == "--train-sample") {
-        a.train_sample = parse_count(program, name, value, 256, 1'000'000'000);
-      } else if (name == "--dram-codes") {
-        a.dram_codes = parse_count(program, name, value, 100'000, 1'000'000'000);
-      } else {
-        a.cache_dir = value;
-      }
-      break;
-    }
-    if (!matched) rest.push_back(argv[i]);
-  }
+  const std::string_view program = program_name(argc, argv, "bench_ivf_pq");
+  const auto own_usage = [] {
+    return fmt::format(
+        "  --set LIST         sets to run, comma-separated: bigann10k, synth1M, dram20M, all (default bigann10k)\n"
+        "  --base FILE        base vectors (.fvecs or .bvecs) instead of a named set\n"
+        "  --query FILE       query vectors (.fvecs or .bvecs), with --base\n"
+        "  --gt FILE          ground-truth neighbour ids (.ivecs); without it, computed by brute force\n"
+        "  --synthetic N      a generated set of N base vectors (as synth1M)\n"
+        "  --queries N        queries of a generated set (default 1000)\n"
+        "  --nlist N          inverted lists of the recall sets (default 4 sqrt(n) rounded to a power of two)\n"
+        "  --nprobe LIST      nprobe values, comma-separated (default 1, 2, 4, ... up to clamp(nlist/32, 32, 128))\n"
+        "  --train-sample N   train on the first N base vectors (default min(n, max(40 nlist, 65536)))\n"
+        "  --dram-codes N     codes in the dram set (default 20000000)\n"
+        "  --cache-dir DIR    where generated sets' ground truth is cached (default {})\n"
+        "  bigann10k is read from {}\n",
+        QUARRY_BENCH_CACHE_DIR, kDefaultDataDir);
+  };
+  const auto count = [&](std::string_view name, const std::string& value, std::int64_t lo, std::int64_t hi) {
+    return parse_count(program, name, value, lo, hi);
+  };
+  const OwnOption options[] = {
+      {"--set", true,
+       [&](const std::string& value) {
+         for (const std::string& s : split_commas(value)) {
+           if (s == "all") {
+             a.sets.insert(a.sets.end(), {"bigann10k", "synth1M", "dram20M"});
+           } else if (s == "bigann10k" || s == "synth1M" || s == "dram20M") {
+             a.sets.push_back(s);
+           } else {
+             usage_error(program, fmt::format("--set: unknown set '{}' (bigann10k, synth1M, dram20M, all)", s));
+           }
+         }
+       }},
+      {"--base", true, [&](const std::string& value) { a.base = value; }},
+      {"--query", true, [&](const std::string& value) { a.query = value; }},
+      {"--gt", true, [&](const std::string& value) { a.gt = value; }},
+      {"--synthetic", true, [&](const std::string& value) { a.synthetic = count("--synthetic", value, 1000, 100'000'000); }},
+      {"--queries", true, [&](const std::string& value) { a.queries = count("--queries", value, 1, 1'000'000); }},
+      {"--nlist", true, [&](const std::string& value) { a.nlist = count("--nlist", value, 1, 1 << 20); }},
+      {"--nprobe", true,
+       [&](const std::string& value) {
+         for (const std::string& s : split_commas(value)) a.nprobes.push_back(count("--nprobe", s, 1, 1 << 20));
+         if (a.nprobes.empty()) usage_error(program, "--nprobe wants a list of counts");
+       }},
+      {"--train-sample", true, [&](const std::string& value) { a.train_sample = count("--train-sample", value, 256, 1'000'000'000); }},
+      {"--dram-codes", true, [&](const std::string& value) { a.dram_codes = count("--dram-codes", value, 100'000, 1'000'000'000); }},
+      {"--cache-dir", true, [&](const std::string& value) { a.cache_dir = value; }},
+  };
+  std::vector<const char*> rest = take_own_options(argc, argv, program, kWhat, own_usage, options);
   if (!a.base.empty() != !a.query.empty()) usage_error(program, "--base and --query go together");
   if (!a.gt.empty() && a.base.empty()) usage_error(program, "--gt needs --base and --query");
   if (a.synthetic > 0 && !a.base.empty()) usage_error(program, "--synthetic and --base exclude each other");

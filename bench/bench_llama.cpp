@@ -107,90 +107,44 @@ struct Args {
   std::int64_t prompt = 8;               // big model prompt tokens
 };
 
-[[noreturn]] void usage_error(std::string_view program, const std::string& message) {
-  fmt::print(stderr, "{}\nrun {} --help for the usage\n", message, program);
-  std::exit(2);
-}
-
-std::vector<std::string> split_commas(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', start), text.size());
-    if (comma > start) out.push_back(text.substr(start, comma - start));
-    start = comma + 1;
-  }
-  return out;
-}
-
-std::int64_t parse_count(std::string_view program, std::string_view name, const std::string& value, std::int64_t lo, std::int64_t hi) {
-  char* end = nullptr;
-  const long long v = std::strtoll(value.c_str(), &end, 10);
-  if (value.empty() || *end != '\0' || v < lo || v > hi)
-    usage_error(program, fmt::format("{} wants a count from {} to {}, got '{}'", name, lo, hi, value));
-  return v;
-}
-
 // Takes this benchmark's own options out of argv; the rest goes to bench_options_from_command_line.
 std::vector<const char*> take_args(int argc, char** argv, Args& a) {
-  const std::string_view program = argc > 0 ? argv[0] : "bench_llama";
-  std::vector<const char*> rest;
-  if (argc > 0) rest.push_back(argv[0]);
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      fmt::print("{}", bench_usage(program, kWhat));
-      fmt::print(
-          "  --sections LIST    small (stories260K), big (TinyLlama-shaped), comma-separated (default both)\n"
-          "  --model FILE       the small model (default {})\n"
-          "  --cache-dir DIR    where the synthetic model files are cached (default {}; about 4 GB)\n"
-          "  --big-weights LIST big-model variants: f32, int8, int4 (from the f16 file), q8_0, q4_0 (stored)\n"
-          "                     (default all, --quick: all but f32; f32 is skipped when memory is short)\n"
-          "  --decode N         big-model decode steps (default 32; --quick: 8)\n"
-          "  --prompt N         big-model prompt tokens before decoding (default 8)\n",
-          a.model, a.cache_dir);
-      std::exit(0);
-    }
-    bool matched = false;
-    for (const std::string_view name : {"--sections", "--model", "--cache-dir", "--big-weights", "--decode", "--prompt"}) {
-      std::string value;
-      if (arg == name) {
-        if (i + 1 >= argc) usage_error(program, fmt::format("{} wants a value", name));
-        value = argv[++i];
-      } else if (arg.size() > name.size() && arg.starts_with(name) && arg[name.size()] == '=') {
-        value = std::string(arg.substr(name.size() + 1));
-      } else {
-        continue;
-      }
-      matched = true;
-      if (value.empty()) usage_error(program, fmt::format("{} wants a value", name));
-      if (name == "--sections") {
-        a.small = a.big = false;
-        for (const std::string& s : split_commas(value)) {
-          if (s == "small") a.small = true;
-          else if (s == "big") a.big = true;
-          else usage_error(program, fmt::format("--sections: unknown section '{}' (small, big)", s));
-        }
-      } else if (name == "--model") {
-        a.model = value;
-      } else if (name == "--cache-dir") {
-        a.cache_dir = value;
-      } else if (name == "--big-weights") {
-        for (const std::string& s : split_commas(value)) {
-          const auto it = std::find_if(std::begin(kBigVariants), std::end(kBigVariants), [&](const BigVariant& v) { return s == v.name; });
-          if (it == std::end(kBigVariants)) usage_error(program, fmt::format("--big-weights: unknown variant '{}' (f32, int8, int4, q8_0, q4_0)", s));
-          a.big_weights.push_back(s);
-        }
-      } else if (name == "--decode") {
-        a.decode = parse_count(program, name, value, 1, 1024);
-      } else {
-        a.prompt = parse_count(program, name, value, 1, 1024);
-      }
-      break;
-    }
-    if (!matched) rest.push_back(argv[i]);
-  }
-  return rest;
+  const std::string_view program = program_name(argc, argv, "bench_llama");
+  const auto own_usage = [&] {
+    return fmt::format(
+        "  --sections LIST    small (stories260K), big (TinyLlama-shaped), comma-separated (default both)\n"
+        "  --model FILE       the small model (default {})\n"
+        "  --cache-dir DIR    where the synthetic model files are cached (default {}; about 4 GB)\n"
+        "  --big-weights LIST big-model variants: f32, int8, int4 (from the f16 file), q8_0, q4_0 (stored)\n"
+        "                     (default all, --quick: all but f32; f32 is skipped when memory is short)\n"
+        "  --decode N         big-model decode steps (default 32; --quick: 8)\n"
+        "  --prompt N         big-model prompt tokens before decoding (default 8)\n",
+        a.model, a.cache_dir);
+  };
+  const OwnOption options[] = {
+      {"--sections", true,
+       [&](const std::string& value) {
+         a.small = a.big = false;
+         for (const std::string& s : split_commas(value)) {
+           if (s == "small") a.small = true;
+           else if (s == "big") a.big = true;
+           else usage_error(program, fmt::format("--sections: unknown section '{}' (small, big)", s));
+         }
+       }},
+      {"--model", true, [&](const std::string& value) { a.model = value; }},
+      {"--cache-dir", true, [&](const std::string& value) { a.cache_dir = value; }},
+      {"--big-weights", true,
+       [&](const std::string& value) {
+         for (const std::string& s : split_commas(value)) {
+           const auto it = std::find_if(std::begin(kBigVariants), std::end(kBigVariants), [&](const BigVariant& v) { return s == v.name; });
+           if (it == std::end(kBigVariants)) usage_error(program, fmt::format("--big-weights: unknown variant '{}' (f32, int8, int4, q8_0, q4_0)", s));
+           a.big_weights.push_back(s);
+         }
+       }},
+      {"--decode", true, [&](const std::string& value) { a.decode = parse_count(program, "--decode", value, 1, 1024); }},
+      {"--prompt", true, [&](const std::string& value) { a.prompt = parse_count(program, "--prompt", value, 1, 1024); }},
+  };
+  return take_own_options(argc, argv, program, kWhat, own_usage, options);
 }
 
 // Lines printed after the table.

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -84,6 +85,79 @@ BenchOptions bench_options_from_command_line(int argc, const char* const* argv, 
     std::exit(2);
   }
   return std::move(*parsed);
+}
+
+std::vector<const char*> take_own_options(int argc, const char* const* argv, std::string_view program, std::string_view what,
+                                          const std::function<std::string()>& own_usage, std::span<const OwnOption> options) {
+  std::vector<const char*> rest;
+  if (argc > 0) rest.push_back(argv[0]);
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      fmt::print("{}", bench_usage(program, what));
+      fmt::print("{}", own_usage());
+      std::exit(0);
+    }
+    bool matched = false;
+    for (const OwnOption& option : options) {
+      const std::string_view name = option.name;
+      if (!option.takes_value) {
+        if (arg != name) continue;
+        option.apply(std::string());
+        matched = true;
+        break;
+      }
+      std::string value;
+      if (arg == name) {
+        if (i + 1 >= argc) usage_error(program, fmt::format("{} wants a value", name));
+        value = argv[++i];
+      } else if (arg.size() > name.size() && arg.starts_with(name) && arg[name.size()] == '=') {
+        value = std::string(arg.substr(name.size() + 1));
+      } else {
+        continue;
+      }
+      matched = true;
+      if (value.empty()) usage_error(program, fmt::format("{} wants a value", name));
+      option.apply(value);
+      break;
+    }
+    if (!matched) rest.push_back(argv[i]);
+  }
+  return rest;
+}
+
+std::string_view program_name(int argc, const char* const* argv, std::string_view fallback) noexcept {
+  return argc > 0 ? std::string_view(argv[0]) : fallback;
+}
+
+void usage_error(std::string_view program, std::string_view message) {
+  fmt::print(stderr, "{}\nrun {} --help for the usage\n", message, program);
+  std::exit(2);
+}
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    if (comma > start) out.push_back(text.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::int64_t parse_count(std::string_view program, std::string_view name, std::string value, std::int64_t lo, std::int64_t hi,
+                         CountSuffix suffix) {
+  std::int64_t mult = 1;
+  if (suffix == CountSuffix::kibi && !value.empty() && (value.back() == 'k' || value.back() == 'K')) {
+    mult = 1024;
+    value.pop_back();
+  }
+  char* end = nullptr;
+  const long long v = std::strtoll(value.c_str(), &end, 10);
+  if (value.empty() || end == value.c_str() || *end != '\0' || v * mult < lo || v * mult > hi)
+    usage_error(program, fmt::format("{} wants a count from {} to {}, got '{}'", name, lo, hi, value));
+  return v * mult;
 }
 
 }  // namespace quarry::bench
