@@ -63,6 +63,7 @@
 
 #include "common/machine.hpp"
 #include "common/options.hpp"
+#include "common/page_tables.hpp"
 #include "common/report.hpp"
 #include "common/yardsticks.hpp"
 
@@ -125,104 +126,58 @@ constexpr const char* kWhat =
     "quarry paged decode attention vs DRAM bandwidth (paged vs contiguous, f16 / bf16 / f32 / INT8 / INT4 K/V), prefix-cache "
     "time to first token, paged vs contiguous memory";
 
-[[noreturn]] void usage_error(std::string_view program, const std::string& message) {
-  fmt::print(stderr, "{}\nrun {} --help for the usage\n", message, program);
-  std::exit(2);
-}
-
-std::vector<std::string> split_commas(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', start), text.size());
-    if (comma > start) out.push_back(text.substr(start, comma - start));
-    start = comma + 1;
-  }
-  return out;
-}
-
-// A count, also written as 1k / 4k / 16k / 32k (k = 1024).
-std::int64_t parse_count(std::string_view program, std::string_view name, std::string value, std::int64_t lo, std::int64_t hi) {
-  std::int64_t mult = 1;
-  if (!value.empty() && (value.back() == 'k' || value.back() == 'K')) {
-    mult = 1024;
-    value.pop_back();
-  }
-  char* end = nullptr;
-  const long long v = std::strtoll(value.c_str(), &end, 10);
-  if (value.empty() || end == value.c_str() || *end != '\0' || v * mult < lo || v * mult > hi)
-    usage_error(program, fmt::format("{} wants a count from {} to {}, got '{}'", name, lo, hi, value));
-  return v * mult;
-}
-
 std::vector<const char*> take_args(int argc, char** argv, Args& a) {
-  const std::string_view program = argc > 0 ? argv[0] : "bench_paged_attention";
-  std::vector<const char*> rest;
-  if (argc > 0) rest.push_back(argv[0]);
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      fmt::print("{}", bench_usage(program, kWhat));
-      fmt::print(
-          "  --sections LIST    sections to run, comma-separated: decode, prefix, memory (default all)\n"
-          "  --contexts LIST    decode contexts, e.g. 1k,4k,16k,32k (default; --quick: 1k,4k)\n"
-          "  --batches LIST     decode batch sizes (default 1,16)\n"
-          "  --dtypes LIST      decode K/V types: f16, bf16, f32, i8, i4 (default all)\n"
-          "  --full-grid        every dtype at every context (default: f16 at every context, the others\n"
-          "                     at 16k, or the largest context given below it)\n"
-          "  --requests N       prefix section: requests (default 16; --quick: 4)\n"
-          "  --prefix N         prefix section: shared prompt tokens (default 1024; --quick: 512)\n"
-          "  --unique N         prefix section: unique prompt tokens per request (default 64)\n");
-      std::exit(0);
-    }
-    if (arg == "--full-grid") {
-      a.full_grid = true;
-      continue;
-    }
-    bool matched = false;
-    for (const std::string_view name : {"--sections", "--contexts", "--batches", "--dtypes", "--requests", "--prefix", "--unique"}) {
-      std::string value;
-      if (arg == name) {
-        if (i + 1 >= argc) usage_error(program, fmt::format("{} wants a value", name));
-        value = argv[++i];
-      } else if (arg.size() > name.size() && arg.starts_with(name) && arg[name.size()] == '=') {
-        value = std::string(arg.substr(name.size() + 1));
-      } else {
-        continue;
-      }
-      matched = true;
-      if (value.empty()) usage_error(program, fmt::format("{} wants a value", name));
-      if (name == "--sections") {
-        a.decode = a.prefix = a.memory = false;
-        for (const std::string& s : split_commas(value)) {
-          if (s == "decode") a.decode = true;
-          else if (s == "prefix") a.prefix = true;
-          else if (s == "memory") a.memory = true;
-          else if (s == "all") a.decode = a.prefix = a.memory = true;
-          else usage_error(program, fmt::format("--sections: unknown section '{}' (decode, prefix, memory, all)", s));
-        }
-      } else if (name == "--contexts") {
-        for (const std::string& s : split_commas(value)) a.contexts.push_back(parse_count(program, name, s, 16, 1 << 20));
-      } else if (name == "--batches") {
-        for (const std::string& s : split_commas(value)) a.batches.push_back(parse_count(program, name, s, 1, 1024));
-      } else if (name == "--dtypes") {
-        for (const std::string& s : split_commas(value)) {
-          const auto it = std::find_if(std::begin(kAllKv), std::end(kAllKv), [&](Kv t) { return s == kv_name(t); });
-          if (it == std::end(kAllKv)) usage_error(program, fmt::format("--dtypes: unknown type '{}' (f16, bf16, f32, i8, i4)", s));
-          if (std::find(a.dtypes.begin(), a.dtypes.end(), *it) == a.dtypes.end()) a.dtypes.push_back(*it);
-        }
-      } else if (name == "--requests") {
-        a.requests = parse_count(program, name, value, 2, 1024);
-      } else if (name == "--prefix") {
-        a.prefix_tokens = parse_count(program, name, value, kPage, 1 << 16);
-      } else {
-        a.unique_tokens = parse_count(program, name, value, 1, 1 << 16);
-      }
-      break;
-    }
-    if (!matched) rest.push_back(argv[i]);
-  }
-  return rest;
+  const std::string_view program = program_name(argc, argv, "bench_paged_attention");
+  const auto own_usage = [] {
+    return std::string(
+        "  --sections LIST    sections to run, comma-separated: decode, prefix, memory (default all)\n"
+        "  --contexts LIST    decode contexts, e.g. 1k,4k,16k,32k (default; --quick: 1k,4k)\n"
+        "  --batches LIST     decode batch sizes (default 1,16)\n"
+        "  --dtypes LIST      decode K/V types: f16, bf16, f32, i8, i4 (default all)\n"
+        "  --full-grid        every dtype at every context (default: f16 at every context, the others\n"
+        "                     at 16k, or the largest context given below it)\n"
+        "  --requests N       prefix section: requests (default 16; --quick: 4)\n"
+        "  --prefix N         prefix section: shared prompt tokens (default 1024; --quick: 512)\n"
+        "  --unique N         prefix section: unique prompt tokens per request (default 64)\n");
+  };
+  // A count, also written as 1k / 4k / 16k / 32k (k = 1024).
+  const auto count = [&](std::string_view name, const std::string& value, std::int64_t lo, std::int64_t hi) {
+    return parse_count(program, name, value, lo, hi, CountSuffix::kibi);
+  };
+  const OwnOption options[] = {
+      {"--full-grid", false, [&](const std::string&) { a.full_grid = true; }},
+      {"--sections", true,
+       [&](const std::string& value) {
+         a.decode = a.prefix = a.memory = false;
+         for (const std::string& s : split_commas(value)) {
+           if (s == "decode") a.decode = true;
+           else if (s == "prefix") a.prefix = true;
+           else if (s == "memory") a.memory = true;
+           else if (s == "all") a.decode = a.prefix = a.memory = true;
+           else usage_error(program, fmt::format("--sections: unknown section '{}' (decode, prefix, memory, all)", s));
+         }
+       }},
+      {"--contexts", true,
+       [&](const std::string& value) {
+         for (const std::string& s : split_commas(value)) a.contexts.push_back(count("--contexts", s, 16, 1 << 20));
+       }},
+      {"--batches", true,
+       [&](const std::string& value) {
+         for (const std::string& s : split_commas(value)) a.batches.push_back(count("--batches", s, 1, 1024));
+       }},
+      {"--dtypes", true,
+       [&](const std::string& value) {
+         for (const std::string& s : split_commas(value)) {
+           const auto it = std::find_if(std::begin(kAllKv), std::end(kAllKv), [&](Kv t) { return s == kv_name(t); });
+           if (it == std::end(kAllKv)) usage_error(program, fmt::format("--dtypes: unknown type '{}' (f16, bf16, f32, i8, i4)", s));
+           if (std::find(a.dtypes.begin(), a.dtypes.end(), *it) == a.dtypes.end()) a.dtypes.push_back(*it);
+         }
+       }},
+      {"--requests", true, [&](const std::string& value) { a.requests = count("--requests", value, 2, 1024); }},
+      {"--prefix", true, [&](const std::string& value) { a.prefix_tokens = count("--prefix", value, kPage, 1 << 16); }},
+      {"--unique", true, [&](const std::string& value) { a.unique_tokens = count("--unique", value, 1, 1 << 16); }},
+  };
+  return take_own_options(argc, argv, program, kWhat, own_usage, options);
 }
 
 // Lines printed after the table: the ratios the targets are about, by topic.
@@ -356,28 +311,6 @@ void decode_call(const KvArena& a, std::int64_t first, std::int64_t pages, Tenso
   st.throw_if_error();
 }
 
-struct PageTable {
-  std::vector<std::int32_t> indptr, indices, last;
-  PageTableCsr csr() const { return {indptr, indices, last}; }
-};
-
-// batch sequences of `context` tokens over a pool of exactly their pages: in order (sequence b's
-// pages b * per .. (b + 1) * per - 1) or a random permutation of the pool.
-PageTable make_table(std::int64_t batch, std::int64_t context, bool shuffled, std::uint32_t seed) {
-  PageTable s;
-  const std::int64_t per = (context + kPage - 1) / kPage;
-  std::vector<std::int32_t> order(static_cast<std::size_t>(batch * per));
-  std::iota(order.begin(), order.end(), 0);
-  if (shuffled) std::shuffle(order.begin(), order.end(), std::mt19937(seed));
-  s.indptr.push_back(0);
-  for (std::int64_t b = 0; b < batch; ++b) {
-    for (std::int64_t p = 0; p < per; ++p) s.indices.push_back(order[static_cast<std::size_t>(b * per + p)]);
-    s.indptr.push_back(static_cast<std::int32_t>(s.indices.size()));
-    s.last.push_back(static_cast<std::int32_t>(context - (per - 1) * kPage));
-  }
-  return s;
-}
-
 struct DecodeTiming {
   bool quick = false;
   std::int64_t rotation_bytes = 0;  // every row reads at least this much in rotation
@@ -403,8 +336,8 @@ struct DecodeResult {
 DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batch, std::int64_t context, ThreadPool* pool,
                          const DecodeTiming& timing) {
   const std::int64_t pages = batch * ((context + kPage - 1) / kPage);
-  const PageTable paged = make_table(batch, context, true, static_cast<std::uint32_t>(11 + batch + context));
-  const PageTable contiguous = make_table(batch, context, false, 0);
+  const BatchPageTable paged = make_batch_page_table(batch, context, kPage, true, static_cast<std::uint32_t>(11 + batch + context));
+  const BatchPageTable contiguous = make_batch_page_table(batch, context, kPage, false, 0);
   const PageTableCsr paged_csr = paged.csr(), contiguous_csr = contiguous.csr();
   Tensor<float> q = Tensor<float>::uninitialized({batch, kHeads, kDim});
   {

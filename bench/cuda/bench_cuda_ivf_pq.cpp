@@ -33,6 +33,7 @@
 #include "../common/options.hpp"
 #include "../common/report.hpp"
 #include "../common/synthetic_embeddings.hpp"
+#include "cuda_device.hpp"
 
 namespace {
 
@@ -97,12 +98,7 @@ double best_seconds(int reps, Search&& search) {
 int main(int argc, char** argv) {
   const BenchOptions options = bench_options_from_command_line(
       argc, argv, "quarry IvfPqIndex<cuda> search vs IvfPqIndex<cpu> on the same index (QPS, recall)");
-  if (cuda_device_count() == 0) {
-    const auto info = cuda_device_info(0);
-    fmt::print("bench_cuda_ivf_pq: no CUDA device available ({}); nothing measured\n",
-               info.ok() ? std::string("no device reported") : info.status().message());
-    return 0;
-  }
+  if (no_cuda_device("bench_cuda_ivf_pq")) return 0;
   try {
     const bool quick = options.quick;
     const unsigned threads = options.threads > 0 ? options.threads : default_threads();

@@ -10,7 +10,6 @@
 // and on paged rows paged_vs_contiguous = contiguous time / paged time.
 #include <algorithm>
 #include <cstdint>
-#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -22,7 +21,9 @@
 
 #include "../common/machine.hpp"
 #include "../common/options.hpp"
+#include "../common/page_tables.hpp"
 #include "../common/report.hpp"
+#include "cuda_device.hpp"
 #include "hbm_yardstick.h"
 
 namespace {
@@ -35,26 +36,6 @@ void check(cudaError_t e, const char* what) {
 }
 
 constexpr std::int64_t kHeads = 32, kKvHeads = 8, kDim = 128, kPage = 16;
-
-struct Setup {
-  std::vector<std::int32_t> indptr, indices, last;
-};
-
-// batch sequences of `context` tokens; pages numbered in order or shuffled over the pool.
-Setup make_table(std::int64_t batch, std::int64_t context, bool shuffled, std::uint32_t seed) {
-  Setup s;
-  const std::int64_t per = (context + kPage - 1) / kPage;
-  std::vector<std::int32_t> order(static_cast<std::size_t>(batch * per));
-  std::iota(order.begin(), order.end(), 0);
-  if (shuffled) std::shuffle(order.begin(), order.end(), std::mt19937(seed));
-  s.indptr.push_back(0);
-  for (std::int64_t b = 0; b < batch; ++b) {
-    for (std::int64_t p = 0; p < per; ++p) s.indices.push_back(order[static_cast<std::size_t>(b * per + p)]);
-    s.indptr.push_back(static_cast<std::int32_t>(s.indices.size()));
-    s.last.push_back(static_cast<std::int32_t>(context - (per - 1) * kPage));
-  }
-  return s;
-}
 
 template <class KV>
 double time_us(const Tensor<float, cuda>& q, const Tensor<KV, cuda>& k, const Tensor<KV, cuda>& v, const CudaPageTable& table,
@@ -103,8 +84,8 @@ void run_shape(BenchReport& report, std::int64_t batch, std::int64_t context, do
   const int calls = quick ? 3 : std::max(3, static_cast<int>(2e9 / kv_bytes));
   double times[2] = {0, 0};
   for (const bool shuffled : {false, true}) {
-    const Setup s = make_table(batch, context, shuffled, 11);
-    const CudaPageTable table = CudaPageTable::upload(PageTableCsr{s.indptr, s.indices, s.last}, pages, kPage).value();
+    const BatchPageTable s = make_batch_page_table(batch, context, kPage, shuffled, 11);
+    const CudaPageTable table = CudaPageTable::upload(s.csr(), pages, kPage).value();
     const double us = time_us(q, k, v, table, out, calls);
     times[shuffled ? 1 : 0] = us;
     const double gbps = kv_bytes / (us * 1e-6) / 1e9;
@@ -123,12 +104,7 @@ void run_shape(BenchReport& report, std::int64_t batch, std::int64_t context, do
 
 int main(int argc, char** argv) {
   const BenchOptions options = bench_options_from_command_line(argc, argv, "quarry paged decode attention on a GPU vs HBM bandwidth");
-  if (cuda_device_count() == 0) {
-    const auto info = cuda_device_info(0);
-    fmt::print("bench_cuda_paged_attention: no CUDA device available ({}); nothing measured\n",
-               info.ok() ? std::string("no device reported") : info.status().message());
-    return 0;
-  }
+  if (no_cuda_device("bench_cuda_paged_attention")) return 0;
   try {
     check(cudaSetDevice(0), "cudaSetDevice(0)");
     BenchReport report;

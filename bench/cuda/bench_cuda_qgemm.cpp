@@ -61,6 +61,7 @@
 #include "common/machine.hpp"
 #include "common/options.hpp"
 #include "common/report.hpp"
+#include "cuda/cuda_device.hpp"
 #include "cuda/hbm_yardstick.h"
 
 namespace {
@@ -356,12 +357,7 @@ std::string shape_name(Shape2 s) { return fmt::format("{}x{}", s.n, s.k); }
 int main(int argc, char** argv) {
   const BenchOptions options = bench_options_from_command_line(
       argc, argv, "quarry CUDA qgemv / qgemm (W4A16, W8A8) vs measured HBM bandwidth and cuBLAS f16 GEMM");
-  if (cuda_device_count() == 0) {
-    const auto info = cuda_device_info(0);
-    fmt::print("bench_cuda_qgemm: no CUDA device available ({}); nothing measured\n",
-               info.ok() ? std::string("no device reported") : info.status().message());
-    return 0;
-  }
+  if (no_cuda_device("bench_cuda_qgemm")) return 0;
 
   try {
     check(cudaSetDevice(0), "cudaSetDevice(0)");
