@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks quarry's vcpkg port for real, offline: installs ports/quarry from this checkout in
-# classic mode, then configures, builds and runs examples/vcpkg-consumer in manifest mode.
+# classic mode, then configures, builds and runs examples/vcpkg-consumer in manifest mode (in
+# Release, and also in Debug where the triplet builds debug libraries).
 # Not part of tools/test.sh or CI (they have no vcpkg). See ports/README.md.
 #
 #   ports/check.sh <vcpkg root> [--triplet T] [--cuda] [--online] [--work DIR]
@@ -17,7 +18,7 @@
 # Environment: VCPKG_MAX_CONCURRENCY (default 2) limits parallel compile jobs.
 set -euo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [[ $# -ge 1 ]] || usage
 vcpkg_root=$(cd "$1" && pwd)
@@ -92,17 +93,29 @@ if [[ $cuda == 1 ]]; then
 fi
 echo "installed: $(cd "$installed" && find . -path ./include -prune -o -type f -print | sort | tr '\n' ' ')"
 
-step "manifest mode: examples/vcpkg-consumer (vcpkg installs quarry while CMake configures)"
-cmake -S "$repo/examples/vcpkg-consumer" -B "$work/consumer" -G Ninja \
-  -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_TOOLCHAIN_FILE="$vcpkg_root/scripts/buildsystems/vcpkg.cmake" \
-  -DVCPKG_TARGET_TRIPLET="$triplet" \
-  -DVCPKG_OVERLAY_PORTS="$consumer_overlays" \
-  -DVCPKG_MANIFEST_FEATURES="$consumer_features" \
-  "-DVCPKG_INSTALL_OPTIONS=--downloads-root=$work/downloads;--x-buildtrees-root=$work/buildtrees;--x-packages-root=$work/packages"
-cmake --build "$work/consumer" -j "$VCPKG_MAX_CONCURRENCY"
+# The consumer in Release and, where the triplet builds debug libraries too, in Debug: that one
+# links debug/lib's quarry through the IMPORTED_LOCATION_DEBUG of the fixed-up targets file.
+configs=(Release)
+if [[ $triplet != *-release ]]; then
+  configs+=(Debug)
+  [[ -f "$installed/share/quarry/quarryTargets-debug.cmake" ]] || { echo "check.sh: no quarryTargets-debug.cmake for triplet $triplet" >&2; exit 1; }
+fi
+for config in "${configs[@]}"; do
+  build="$work/consumer"
+  [[ $config == Release ]] || build="$work/consumer-$config"
+  step "manifest mode: examples/vcpkg-consumer, $config (vcpkg installs quarry while CMake configures)"
+  cmake -S "$repo/examples/vcpkg-consumer" -B "$build" -G Ninja \
+    -DCMAKE_BUILD_TYPE="$config" \
+    -DCMAKE_TOOLCHAIN_FILE="$vcpkg_root/scripts/buildsystems/vcpkg.cmake" \
+    -DVCPKG_TARGET_TRIPLET="$triplet" \
+    -DVCPKG_OVERLAY_PORTS="$consumer_overlays" \
+    -DVCPKG_MANIFEST_FEATURES="$consumer_features" \
+    "-DVCPKG_INSTALL_OPTIONS=--downloads-root=$work/downloads;--x-buildtrees-root=$work/buildtrees;--x-packages-root=$work/packages"
+  cmake --build "$build" -j "$VCPKG_MAX_CONCURRENCY" -v > "$build.log" 2>&1 || { cat "$build.log"; exit 1; }
+  echo "linked: $(grep -o '[^ ]*libquarry[^ ]*' "$build.log" | sort -u | tr '\n' ' ')"
 
-step "run the consumer"
-"$work/consumer/quarry_vcpkg_consumer"
+  step "run the consumer ($config)"
+  "$build/quarry_vcpkg_consumer"
+done
 
 step "ok: the port installed and the manifest-mode consumer built and ran ($work)"
