@@ -161,10 +161,26 @@ Int4KvPages shapes_of(const CudaInt4KvPages& p) {
   return {TensorView<const int4>(nullptr, p.values.shape()), TensorView<const float>(nullptr, p.scales.shape())};
 }
 
-void check_same_device(const Pages& values, const Tensor<float, cuda>& scales, std::string_view which) {
-  if (scales.device() != values.device)
-    fail({errc::invalid_argument, fmt::format("{} scales are on device {} but their values on {}", which, scales.device(), values.device)},
-         "paged_decode_attention on cuda");
+status check_pages(const CudaInt8KvPages& k, const CudaInt8KvPages& v) { return check_int8_pages(shapes_of(k), shapes_of(v)); }
+status check_pages(const CudaInt4KvPages& k, const CudaInt4KvPages& v) { return check_int4_pages(shapes_of(k), shapes_of(v)); }
+
+// INT8 or INT4 pages: their checks, then the one decode.
+template <class CudaPages>
+void decode_quantized(const Tensor<float, cuda>& q, const CudaPages& k_pages, const CudaPages& v_pages, const CudaPageTable& table,
+                      Tensor<float, cuda>& out, const DecodeAttentionParams& params, const CudaAttentionOptions& options) {
+  constexpr bool kInt8 = std::is_same_v<CudaPages, CudaInt8KvPages>;
+  const std::string_view dtype = kInt8 ? "int8" : "int4";
+  if (const status st = check_pages(k_pages, v_pages); !st.ok()) fail(st, fmt::format("paged_decode_attention on cuda ({} pages)", dtype));
+  const Shape& ss = k_pages.scales.shape();
+  const std::int64_t groups = !kInt8 && ss.rank() == 4 ? ss[3] : 1;
+  auto pages = [&](const CudaPages& p, std::string_view which) {
+    if (p.scales.device() != p.values.device())
+      fail({errc::invalid_argument, fmt::format("{} scales are on device {} but their values on {}", which, p.scales.device(), p.values.device())},
+           "paged_decode_attention on cuda");
+    return Pages{p.values.data(), p.scales.data(), p.values.shape(), p.values.device(), kInt8 ? cuda_kernels::KvType::i8 : cuda_kernels::KvType::i4,
+                 groups, dtype};
+  };
+  decode(q, pages(k_pages, "K"), pages(v_pages, "V"), table, out, params, options);
 }
 
 }  // namespace
@@ -172,28 +188,13 @@ void check_same_device(const Pages& values, const Tensor<float, cuda>& scales, s
 void paged_decode_attention(const Tensor<float, cuda>& q, const CudaInt8KvPages& k_pages, const CudaInt8KvPages& v_pages,
                             const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params,
                             const CudaAttentionOptions& options) {
-  if (const status st = check_int8_pages(shapes_of(k_pages), shapes_of(v_pages));
-      !st.ok())
-    fail(st, "paged_decode_attention on cuda (INT8 pages)");
-  Pages k{k_pages.values.data(), k_pages.scales.data(), k_pages.values.shape(), k_pages.values.device(), cuda_kernels::KvType::i8, 1, "int8"};
-  Pages v{v_pages.values.data(), v_pages.scales.data(), v_pages.values.shape(), v_pages.values.device(), cuda_kernels::KvType::i8, 1, "int8"};
-  check_same_device(k, k_pages.scales, "K");
-  check_same_device(v, v_pages.scales, "V");
-  decode(q, k, v, table, out, params, options);
+  decode_quantized(q, k_pages, v_pages, table, out, params, options);
 }
 
 void paged_decode_attention(const Tensor<float, cuda>& q, const CudaInt4KvPages& k_pages, const CudaInt4KvPages& v_pages,
                             const CudaPageTable& table, Tensor<float, cuda>& out, const DecodeAttentionParams& params,
                             const CudaAttentionOptions& options) {
-  if (const status st = check_int4_pages(shapes_of(k_pages), shapes_of(v_pages));
-      !st.ok())
-    fail(st, "paged_decode_attention on cuda (INT4 pages)");
-  const std::int64_t groups = k_pages.scales.shape().rank() == 4 ? k_pages.scales.shape()[3] : 1;
-  Pages k{k_pages.values.data(), k_pages.scales.data(), k_pages.values.shape(), k_pages.values.device(), cuda_kernels::KvType::i4, groups, "int4"};
-  Pages v{v_pages.values.data(), v_pages.scales.data(), v_pages.values.shape(), v_pages.values.device(), cuda_kernels::KvType::i4, groups, "int4"};
-  check_same_device(k, k_pages.scales, "K");
-  check_same_device(v, v_pages.scales, "V");
-  decode(q, k, v, table, out, params, options);
+  decode_quantized(q, k_pages, v_pages, table, out, params, options);
 }
 
 }  // namespace quarry
