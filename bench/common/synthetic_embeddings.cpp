@@ -14,6 +14,8 @@
 #include <quarry/io/crc32c.hpp>
 #include <quarry/io/section_file.hpp>
 
+#include "common/detail/splitmix64.hpp"
+
 namespace quarry::bench {
 
 namespace {
@@ -23,18 +25,10 @@ constexpr int kGeneratorVersion = 1;
 
 constexpr std::uint64_t kStreamMap = 0, kStreamCenters = 1, kStreamBase = 2, kStreamQueries = 3;
 
-// SplitMix64 (Steele, Lea, Flood 2014): a counter-based generator, so row i's numbers depend on
-// (seed, stream, i) only.
-struct SplitMix64 {
-  std::uint64_t state;
-  static std::uint64_t mix(std::uint64_t z) noexcept {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  SplitMix64(std::uint64_t seed, std::uint64_t stream, std::uint64_t index) noexcept
-      : state(mix(mix(seed ^ (stream * 0x9e3779b97f4a7c15ULL)) + index)) {}
-  std::uint64_t next() noexcept { return mix(state += 0x9e3779b97f4a7c15ULL); }
+// SplitMix64 (common/detail/splitmix64.hpp), so row i's numbers depend on (seed, stream, i) only,
+// with the distributions the generator draws from.
+struct EmbeddingRng : detail::SplitMix64 {
+  using detail::SplitMix64::SplitMix64;
   // Uniform in (0, 1]: never 0, so log() is finite.
   double uniform() noexcept { return (static_cast<double>(next() >> 11) + 1.0) * 0x1.0p-53; }
   // Two independent N(0, 1) by Box-Muller.
@@ -54,7 +48,7 @@ struct SplitMix64 {
   }
 };
 
-void fill_normal(SplitMix64& rng, float* out, std::size_t count, float scale) {
+void fill_normal(EmbeddingRng& rng, float* out, std::size_t count, float scale) {
   for (std::size_t i = 0; i < count; i += 2) {
     const auto [a, b] = rng.normal_pair();
     out[i] = scale * a;
@@ -79,10 +73,10 @@ SyntheticEmbeddings::SyntheticEmbeddings(const SyntheticSpec& spec) : spec_(spec
     throw error(errc::invalid_argument, fmt::format("SyntheticSpec {}: every count must be positive", spec.key()));
   const auto d = static_cast<std::size_t>(spec.d), latent = static_cast<std::size_t>(spec.latent);
   map_t_.resize(latent * d);
-  SplitMix64 map_rng(spec.seed, kStreamMap, 0);
+  EmbeddingRng map_rng(spec.seed, kStreamMap, 0);
   fill_normal(map_rng, map_t_.data(), map_t_.size(), 1.f / std::sqrt(static_cast<float>(spec.latent)));
   centers_.resize(static_cast<std::size_t>(spec.clusters) * latent);
-  SplitMix64 center_rng(spec.seed, kStreamCenters, 0);
+  EmbeddingRng center_rng(spec.seed, kStreamCenters, 0);
   fill_normal(center_rng, centers_.data(), centers_.size(), spec.center_scale);
 }
 
@@ -92,7 +86,7 @@ void SyntheticEmbeddings::rows(std::uint64_t stream, std::int64_t row0, std::int
   parallel_for(pool, 0, count, [&](std::int64_t lo, std::int64_t hi) {
     std::vector<float> z(static_cast<std::size_t>(latent));
     for (std::int64_t i = lo; i < hi; ++i) {
-      SplitMix64 rng(spec_.seed, stream, static_cast<std::uint64_t>(row0 + i));
+      EmbeddingRng rng(spec_.seed, stream, static_cast<std::uint64_t>(row0 + i));
       const auto c = static_cast<std::int64_t>(((rng.next() >> 32) * clusters) >> 32);
       fill_normal(rng, z.data(), z.size(), 1.f);
       for (std::int64_t j = 0; j < latent; ++j) z[static_cast<std::size_t>(j)] += centers_[static_cast<std::size_t>(c * latent + j)];

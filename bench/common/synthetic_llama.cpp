@@ -14,6 +14,8 @@
 #include <quarry/io/gguf_writer.hpp>
 #include <quarry/quant/gguf_blocks.hpp>
 
+#include "common/detail/splitmix64.hpp"
+
 namespace quarry::bench {
 
 namespace {
@@ -23,19 +25,7 @@ constexpr int kGeneratorVersion = 1;
 constexpr float kWeightStd = 0.02f;  // about what trained Llama matrices have
 constexpr const char* kKeyMetadata = "quarry.synthetic.key";
 
-// SplitMix64 (Steele, Lea, Flood 2014), counter-based: row r of a tensor depends on
-// (seed, tensor, r) only.
-struct SplitMix64 {
-  std::uint64_t state;
-  static std::uint64_t mix(std::uint64_t z) noexcept {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  SplitMix64(std::uint64_t seed, std::uint64_t stream, std::uint64_t index) noexcept
-      : state(mix(mix(seed ^ (stream * 0x9e3779b97f4a7c15ULL)) + index)) {}
-  std::uint64_t next() noexcept { return mix(state += 0x9e3779b97f4a7c15ULL); }
-};
+using detail::SplitMix64;  // row r of a tensor depends on (seed, tensor, r) only
 
 // Fills `out` with N(0, std^2) by Box-Muller on 24-bit uniforms in (0, 1].
 void fill_normal(SplitMix64& rng, float* out, std::int64_t n, float std_dev) {
