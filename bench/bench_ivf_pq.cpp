@@ -821,8 +821,7 @@ int main(int argc, char** argv) {
   run.nthreads = run.report.machine.threads;
   ThreadPool pool(run.nthreads);
   run.pool = run.nthreads > 1 ? &pool : nullptr;
-  run.thread_counts = {1};
-  if (run.nthreads > 1) run.thread_counts.push_back(run.nthreads);
+  run.thread_counts = row_thread_counts(run.nthreads);
   run.quick = options.quick;
   run.min_seconds = run.quick ? 0.05 : 0.2;
   run.reps = run.quick ? 1 : 5;

@@ -433,8 +433,7 @@ int main(int argc, char** argv) {
     report.machine = identify_machine(options.threads);
     const unsigned nthreads = report.machine.threads;
     ThreadPool pool(nthreads);
-    std::vector<unsigned> thread_counts = {1};
-    if (nthreads > 1) thread_counts.push_back(nthreads);
+    const std::vector<unsigned> thread_counts = row_thread_counts(nthreads);
     if (options.quick) fmt::print("--quick: fewer repetitions, 8 decode steps and no f32 variant on the big model; figures not for publishing\n");
 
     if (args.small) run_small(report, args, pool, thread_counts, options.quick);

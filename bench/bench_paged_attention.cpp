@@ -746,8 +746,7 @@ int main(int argc, char** argv) {
     report.machine = identify_machine(options.threads);
     const unsigned nthreads = report.machine.threads;
     ThreadPool pool(nthreads);
-    std::vector<unsigned> thread_counts = {1};
-    if (nthreads > 1) thread_counts.push_back(nthreads);
+    const std::vector<unsigned> thread_counts = row_thread_counts(nthreads);
     if (options.quick) fmt::print("--quick: contexts 1k and 4k, the prefix section with 4 requests of 512 + 64 tokens; figures not for publishing\n");
 
     Summary summary;

@@ -129,8 +129,7 @@ int main(int argc, char** argv) {
   const unsigned nthreads = y.threads;
   const bool quick = options.quick;
   ThreadPool pool(nthreads);
-  std::vector<unsigned> thread_counts = {1};
-  if (nthreads > 1) thread_counts.push_back(nthreads);
+  const std::vector<unsigned> thread_counts = row_thread_counts(nthreads);
 
   const std::vector<Shape2> shapes = quick ? std::vector<Shape2>{{4096, 4096}}
                                            : std::vector<Shape2>{{4096, 4096}, {11008, 4096}, {4096, 11008}};

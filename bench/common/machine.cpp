@@ -7,6 +7,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -79,6 +80,12 @@ std::size_t physical_memory_bytes() {
   if (pages > 0 && page > 0) return static_cast<std::size_t>(pages) * static_cast<std::size_t>(page);
 #endif
   return 0;
+}
+
+std::vector<unsigned> row_thread_counts(unsigned threads) {
+  std::vector<unsigned> counts = {1};
+  if (threads > 1) counts.push_back(threads);
+  return counts;
 }
 
 }  // namespace quarry::bench

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 namespace quarry::bench {
 
@@ -22,6 +23,9 @@ MachineIdentity identify_machine(unsigned threads = 0);
 /// The thread count benchmarks use when not told: QUARRY_NUM_THREADS when set to a positive
 /// number (as quarry::default_thread_pool() reads it), else the hardware's thread count.
 unsigned default_threads();
+
+/// The thread counts a benchmark's rows are measured on: 1, and `threads` when it is more than 1.
+std::vector<unsigned> row_thread_counts(unsigned threads);
 
 /// The size of the largest CPU cache in bytes (the last-level cache), or 0 when it cannot be
 /// read. On Linux it comes from /sys (sysconf's figure is wrong on some virtual machines).
