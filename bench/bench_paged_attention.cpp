@@ -22,6 +22,8 @@
 //             (target >= 0.95, i.e. paged at most 5% slower), speedup_vs_f16 = f16 time / this dtype's
 //             time, same shape and threads, f16 pages timed in turn with this dtype's (INT8 target >= 1.7
 //             at 16k). Both ratios are medians of the ratios of samples taken back to back.
+//             Each type other than f16 also gets an "in cache" row: batch 1, 512 tokens, 1 thread,
+//             the same pages every call, against f16 the same way: the kernels' arithmetic alone.
 // 2. prefix   time to first token of 16 requests sharing a 1,024-token prefix plus 64 unique tokens,
 //             one transformer layer's attention block, all threads: embedding rows -> QKV projection
 //             (quarry qgemm, W8A8, fused 6144x4096 int8 weight) -> K/V written to a BlockPool (f16)
@@ -77,6 +79,8 @@ using Clock = std::chrono::steady_clock;
 constexpr std::int64_t kHeads = 32, kKvHeads = 8, kDim = 128, kPage = 16;
 // INT4 pages: one f32 scale per group of this many elements of a token and head.
 constexpr std::int64_t kInt4Group = 32;
+// The in-cache comparison of the K/V types: 512 tokens (4 MiB of f16 K/V for one sequence).
+constexpr std::int64_t kCachedContext = 512;
 
 const auto kStart = Clock::now();
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -476,6 +480,21 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
                    r.copies);
         }
       }
+    }
+    // The arithmetic alone: the same comparison at a context whose pages stay in cache (no
+    // rotation), one thread, so the DRAM rows can be read against what the kernels compute.
+    if (f16_arena != nullptr && type != Kv::f16) {
+      DecodeTiming cached = timing;
+      cached.rotation_bytes = 0;
+      const DecodeResult r = time_decode(*arena, f16_arena.get(), 1, kCachedContext, nullptr, cached);
+      BenchRow row(fmt::format("decode {} ctx {} batch 1 (in cache)", kv_name(type), kCachedContext), "quarry", 1);
+      row.set("dtype", kv_name(type)).set("context", kCachedContext).set("batch", std::int64_t{1}).set("ms", r.paged_s * 1e3);
+      row.set("samples", r.samples).set("speedup_vs_f16", r.speedup).set("f16_ms", r.f16_s * 1e3);
+      report.rows.push_back(std::move(row));
+      summary.add(Summary::dtype, "  {} vs f16 in cache (ctx {}, batch  1, 1 thread; the arithmetic alone): {:.2f}x", kv_name(type),
+                  kCachedContext, r.speedup);
+      progress("decode {} ctx {} batch 1 in cache: {:.3f} ms, f16 {:.3f} ms: {:.2f}x ({} samples)", kv_name(type), kCachedContext,
+               r.paged_s * 1e3, r.f16_s * 1e3, r.speedup, r.samples);
     }
     if (type == Kv::f16) f16_arena = std::move(arena);
   }
