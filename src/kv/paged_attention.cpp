@@ -82,6 +82,10 @@ PagesDesc int4_pages(const Int4KvPages& p) {
           {p.values.data(), p.scales.data()}, p.scales.shape().rank() == 4 ? p.scales.dim(3) : 1};
 }
 
+// Calls that read fewer K/V elements than this run on the caller's thread (about 0.5 MiB of f16:
+// tens of microseconds of work, as long as waking the pool's threads takes).
+constexpr std::int64_t kMinPoolElements = std::int64_t{1} << 18;
+
 // The tokens per chunk: the caller's, else 256, growing for long sequences so one has at most
 // about 32 chunks (a rule of the length only: the result never depends on the thread count).
 std::int64_t chunk_for(std::int64_t tokens, std::int64_t requested) {
@@ -127,7 +131,12 @@ status decode_impl(TensorView<const float> q, const PagesDesc& k_pages, const Pa
     max_chunk = std::max(max_chunk, std::min(w.chunk, w.len - w.first));
     total_chunks += w.chunks;
   }
-  const std::int64_t threads = params.pool != nullptr ? static_cast<std::int64_t>(params.pool->size()) : 1;
+  // A small call (a small model's heads, short contexts) runs on the caller's thread: waking the
+  // pool costs more than it does. Results do not depend on the thread count either way.
+  std::int64_t elements = 0;  // K and V elements the call reads
+  for (const SeqWork& w : work) elements += 2 * (w.len - w.first) * n_kv * dim;
+  ThreadPool* const pool = params.pool != nullptr && params.pool->size() > 1 && elements >= kMinPoolElements ? params.pool : nullptr;
+  const std::int64_t threads = pool != nullptr ? static_cast<std::int64_t>(pool->size()) : 1;
   std::int64_t head_block = n_kv;
   while (head_block > 1 && total_chunks * (n_kv / head_block) < 4 * threads) {
     std::int64_t next = head_block - 1;
@@ -199,9 +208,9 @@ status decode_impl(TensorView<const float> q, const PagesDesc& k_pages, const Pa
       }
     }
   };
-  if (params.pool != nullptr && params.pool->size() > 1) {
-    params.pool->parallel_for(0, units, run_units);
-    params.pool->parallel_for(0, batch * n_kv, merge_pairs);
+  if (pool != nullptr) {
+    pool->parallel_for(0, units, run_units);
+    pool->parallel_for(0, batch * n_kv, merge_pairs);
   } else {
     run_units(0, units);
     merge_pairs(0, batch * n_kv);

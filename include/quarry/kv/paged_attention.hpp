@@ -69,7 +69,9 @@ struct DecodeAttentionParams {
   /// has at most about 32 chunks (on the CPU: a rule of the length alone, never of the thread
   /// count; the CUDA kernel picks its own default from the device).
   std::int64_t chunk_tokens = 0;
-  /// Runs (sequence, kv head, chunk) units in parallel when set; null: the caller's thread.
+  /// Runs (sequence, kv head, chunk) units in parallel when set and the call reads at least
+  /// 2^18 K/V elements (smaller calls run on the caller's thread: waking the pool would cost
+  /// more); null: the caller's thread.
   ThreadPool* pool = nullptr;
 };
 
