@@ -57,8 +57,8 @@ void ref_kv_row(KvElem elem, const KvPagesRef& pages, std::int64_t row, std::int
   }
 }
 
-// ---- INT8 pages: the quantized query and weights of the contract (kv_kernels.hpp). Scalar and
-// shared by every ISA, so that all compute the same integers. ----
+// ---- INT8 pages: the quantized query and weights of the contract (kv_kernels.hpp), shared by
+// every kernel, so that all compute the same integers. ----
 
 // Where a chunk's scratch holds what INT8 pages need (within decode_chunk_scratch(heads, n, dim)).
 struct KvI8Scratch {
@@ -66,8 +66,9 @@ struct KvI8Scratch {
   float* tile;           // [16 * dim + 16]
   float* qf;             // [heads][dim]: the dequantized query (float kernels)
   std::int8_t* qarr;     // VNNI: the query heads arranged for vpdpbusd (aliases qf)
-  std::int8_t* qi;       // [heads][dim] int8: one quantized head
+  std::int8_t* qi;       // [dim] int8: one quantized head at a time
   float* lanes;          // VNNI: [32] per (kv head, set of 4 heads): 16 int32 corrections, 16 scales
+                         // (sets <= heads, so at most [32 * heads])
 };
 
 inline KvI8Scratch kv_i8_scratch(const DecodeChunkArgs& a) noexcept {

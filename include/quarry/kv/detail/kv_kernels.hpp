@@ -48,9 +48,9 @@ struct DecodeChunkArgs {
 };
 
 /// Floats of scratch a chunk of `heads` query heads needs: the scores, one converted tile of K or V
-/// rows and, for INT8 pages, the quantized query and weights (kv_i8_scratch in src/cpu/kernels/kv.hpp).
+/// rows and, for INT8 pages, the quantized query (kv_i8_scratch in src/cpu/kernels/kv.hpp).
 constexpr std::size_t decode_chunk_scratch(std::int64_t heads, std::int64_t tokens, std::int64_t dim) noexcept {
-  return static_cast<std::size_t>(2 * heads * tokens + 16 * dim + 16 + 2 * heads * dim + 34 * heads + 64);
+  return static_cast<std::size_t>(heads * tokens + 16 * dim + 16 + 2 * heads * dim + 32 * heads);
 }
 
 /// Operands of a small dense product C (+)= A B, all row-major with leading dimensions in
