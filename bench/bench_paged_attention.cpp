@@ -399,7 +399,25 @@ DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batc
   return r;
 }
 
-void run_decode(BenchReport& report, Summary& summary, const Args& args, const Yardsticks& y, ThreadPool& pool,
+// The read-rate ceiling of scattered pages: a plain SIMD sum of one page's K (all kv heads: what a
+// decode kernel reads in one sweep) in shuffled order, with the kernels' prefetch scheme
+// (measure_scattered_read_gbps), on 1 thread and on all.
+struct PageReadCeiling {
+  std::int64_t block_bytes = 0;
+  double gbps_1thread = 0, gbps = 0;
+  double for_threads(unsigned t) const noexcept { return t <= 1 ? gbps_1thread : gbps; }
+};
+
+PageReadCeiling measure_page_read_ceiling(unsigned threads, Effort effort) {
+  PageReadCeiling c;
+  c.block_bytes = page_value_bytes(Kv::f16);
+  const DramReadBuffer buffer(effort, threads);
+  c.gbps_1thread = measure_scattered_read_gbps(buffer, static_cast<std::size_t>(c.block_bytes), 1, effort);
+  c.gbps = threads > 1 ? measure_scattered_read_gbps(buffer, static_cast<std::size_t>(c.block_bytes), threads, effort) : c.gbps_1thread;
+  return c;
+}
+
+void run_decode(BenchReport& report, Summary& summary, const Args& args, const Yardsticks& y, const PageReadCeiling& ceiling, ThreadPool& pool,
                 const std::vector<unsigned>& thread_counts, bool quick) {
   std::vector<std::int64_t> contexts = args.contexts;
   if (contexts.empty()) contexts = quick ? std::vector<std::int64_t>{1024, 4096} : std::vector<std::int64_t>{1024, 4096, 16384, 32768};
@@ -452,7 +470,7 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
             const double gbps = bytes / s / 1e9;
             BenchRow row(fmt::format("decode {} ctx {} batch {} ({})", kv_name(type), ctx, batch, paged ? "paged" : "contiguous"), "quarry", t);
             row.set("dtype", kv_name(type)).set("context", ctx).set("batch", batch).set("ms", s * 1e3).set("gbps", gbps);
-            row.set("bw_ratio", gbps / dram).set("gops", flops / s / 1e9).set("peak_ratio", flops / s / 1e9 / y.fma_gflops_for(t));
+            row.set("bw_ratio", gbps / dram).set("page_read_ratio", gbps / ceiling.for_threads(t)).set("gops", flops / s / 1e9).set("peak_ratio", flops / s / 1e9 / y.fma_gflops_for(t));
             row.set("set_mib", static_cast<std::int64_t>(bytes * static_cast<double>(r.copies)) >> 20);
             row.set("samples", r.samples);
             if (paged) {
@@ -466,10 +484,10 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
               }
               if (ctx >= 16384)
                 summary.add(Summary::bandwidth,
-                            "  bw_ratio {:4} ctx {} batch {:2}, {} thread{}: {:.2f} ({:.1f} of {:.1f} GB/s; target >= 0.8{}); {:.1f} GFLOP/s, "
-                            "{:.2f} of the f32 FMA peak",
+                            "  bw_ratio {:4} ctx {} batch {:2}, {} thread{}: {:.2f} ({:.1f} of {:.1f} GB/s; target >= 0.8{}); {:.2f} of the "
+                            "shuffled-page read ceiling; {:.1f} GFLOP/s, {:.2f} of the f32 FMA peak",
                             kv_name(type), ctx, batch, t, t > 1 ? "s" : " ", gbps / dram, gbps, dram, gbps / dram >= 0.8 ? ": met" : ": NOT met",
-                            flops / s / 1e9, flops / s / 1e9 / y.fma_gflops_for(t));
+                            gbps / ceiling.for_threads(t), flops / s / 1e9, flops / s / 1e9 / y.fma_gflops_for(t));
             }
             report.rows.push_back(std::move(row));
           }
@@ -772,7 +790,17 @@ int main(int argc, char** argv) {
     if (args.decode) {
       progress("measuring the yardsticks");
       report.yardsticks = measure_yardsticks(nthreads, options.effort());
-      run_decode(report, summary, args, *report.yardsticks, pool, thread_counts, options.quick);
+      progress("measuring the read rate of shuffled pages");
+      const PageReadCeiling ceiling = measure_page_read_ceiling(nthreads, options.effort());
+      for (const unsigned t : thread_counts) {
+        BenchRow row(fmt::format("read shuffled {} KiB pages (ceiling)", ceiling.block_bytes >> 10), "machine", t);
+        row.set("gbps", ceiling.for_threads(t)).set("bw_ratio", ceiling.for_threads(t) / report.yardsticks->dram_gbps_for(t));
+        report.rows.push_back(std::move(row));
+        summary.add(Summary::bandwidth, "  shuffled {} KiB pages, a plain read, {} thread{}: {:.1f} GB/s, {:.2f} of DRAM (the ceiling of the rows below)",
+                    ceiling.block_bytes >> 10, t, t > 1 ? "s" : " ", ceiling.for_threads(t),
+                    ceiling.for_threads(t) / report.yardsticks->dram_gbps_for(t));
+      }
+      run_decode(report, summary, args, *report.yardsticks, ceiling, pool, thread_counts, options.quick);
     }
     if (args.prefix) run_prefix(report, summary, args, pool, nthreads, options.quick);
     if (args.memory) run_memory(report, summary);
@@ -780,6 +808,8 @@ int main(int argc, char** argv) {
 
     const int rc = output_report(report, options.json_path);
     fmt::print("\nbw_ratio: gbps (K/V values and scales read per call) / measured DRAM read GB/s (1-thread figure for 1-thread rows); "
+               "page_read_ratio: gbps / the read rate of shuffled pages (a plain SIMD sum of 32 KiB blocks, one page of K, in random order with "
+               "the kernels' prefetching: the most a kernel reading scattered pages gets here); "
                "paged: pages shuffled over the pool, contiguous: the same pages in order; paged_vs_contiguous: contiguous time / paged "
                "time; speedup_vs_f16: f16 time / this type's, same shape and threads; gops: attention GFLOP/s (8 per K/V element at 4 query heads per KV head), peak_ratio: gops / measured f32 FMA peak; INT4 scales: one f32 per {} elements\n",
                kInt4Group);

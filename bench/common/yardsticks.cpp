@@ -16,6 +16,7 @@
 #endif
 
 #include "common/detail/peak_kernels.hpp"
+#include "common/detail/splitmix64.hpp"
 #include "common/machine.hpp"
 
 namespace quarry::bench {
@@ -235,6 +236,45 @@ Measured dram_read(const DramReadBuffer& buffer, unsigned threads, Effort effort
   return {static_cast<double>(size) / best.seconds / 1e9, best.cpu_share};
 }
 
+using BlocksKernel = std::uint64_t (*)(const std::byte*, const std::uint32_t*, std::size_t, std::size_t, std::size_t) noexcept;
+
+BlocksKernel blocks_kernel() noexcept {
+  switch (pick_kernel()) {
+#if QUARRY_BENCH_HAS_AVX512
+    case Kernel::avx512: return &detail::read_blocks_avx512;
+#endif
+#if QUARRY_BENCH_HAS_AVX2
+    case Kernel::avx2: return &detail::read_blocks_avx2;
+#endif
+    default: return &detail::read_blocks_portable;
+  }
+}
+
+Measured scattered_read(const DramReadBuffer& buffer, std::size_t block_bytes, unsigned threads, Effort effort) {
+  threads = std::max(1u, threads);
+  block_bytes = std::max<std::size_t>(512, block_bytes / 512 * 512);
+  const BlocksKernel read = blocks_kernel();
+  const std::size_t ahead = std::max<std::size_t>(1, (32 * 1024 + block_bytes - 1) / block_bytes);
+  // Each thread's blocks: those of its slice, shuffled (Fisher-Yates, SplitMix64, fixed seed).
+  std::vector<std::vector<std::uint32_t>> order(threads);
+  std::size_t total = 0;
+  for (unsigned t = 0; t < threads; ++t) {
+    const Slice s = slice_of(buffer.size(), threads, t);
+    const std::size_t first = (s.begin + block_bytes - 1) / block_bytes, last = s.end / block_bytes;
+    std::vector<std::uint32_t>& o = order[t];
+    for (std::size_t b = first; b < last; ++b) o.push_back(static_cast<std::uint32_t>(b));
+    detail::SplitMix64 rng(7, t, 0);
+    for (std::size_t i = o.size(); i > 1; --i) std::swap(o[i - 1], o[rng.next() % i]);
+    total += o.size() * block_bytes;
+  }
+  std::vector<std::uint64_t> sums(threads);
+  const Timing best = fastest_parallel_run(threads, dram_repetitions(effort), [&](unsigned t) {
+    sums[t] = read(buffer.data(), order[t].data(), order[t].size(), block_bytes, ahead);
+  });
+  for (std::uint64_t s : sums) keep(s);
+  return {static_cast<double>(total) / best.seconds / 1e9, best.cpu_share};
+}
+
 Measured fma_peak(unsigned threads, Effort effort) {
   switch (pick_kernel()) {
 #if QUARRY_BENCH_HAS_AVX512
@@ -267,6 +307,10 @@ double measure_dram_read_gbps(const DramReadBuffer& buffer, unsigned threads, Ef
 double measure_dram_read_gbps(unsigned threads, Effort effort) {
   const DramReadBuffer buffer(effort, threads);
   return measure_dram_read_gbps(buffer, threads, effort);
+}
+
+double measure_scattered_read_gbps(const DramReadBuffer& buffer, std::size_t block_bytes, unsigned threads, Effort effort) {
+  return scattered_read(buffer, block_bytes, threads, effort).value;
 }
 
 double measure_fma_peak_gflops(unsigned threads, Effort effort) { return fma_peak(threads, effort).value; }

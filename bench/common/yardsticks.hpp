@@ -55,6 +55,13 @@ double measure_dram_read_gbps(const DramReadBuffer& buffer, unsigned threads, Ef
 /// Same, allocating (and first touching) a DramReadBuffer for this one measurement.
 double measure_dram_read_gbps(unsigned threads, Effort effort = Effort::full);
 
+/// DRAM read bandwidth of scattered pages, in GB/s: `threads` threads each read their slice of
+/// `buffer` as blocks of `block_bytes` (a multiple of 512) in a random order (fixed seed), asking
+/// for the block about 32 KiB ahead into L2 as they read, as quarry's kv decode kernels do: the
+/// ceiling for a kernel that reads pages scattered over a pool (the hardware prefetchers stop at
+/// each block). Best of several repetitions.
+double measure_scattered_read_gbps(const DramReadBuffer& buffer, std::size_t block_bytes, unsigned threads, Effort effort = Effort::full);
+
 /// Peak f32 GFLOP/s on `threads` threads: chains of independent FMAs on the widest registers the
 /// CPU has (zmm with AVX-512, ymm with AVX2), 2 flops per lane. Best of several repetitions.
 double measure_fma_peak_gflops(unsigned threads, Effort effort = Effort::full);

@@ -17,6 +17,12 @@ namespace quarry::bench::detail {
 /// (a tail shorter than one loop step is added byte by byte). The sum only keeps the loads
 /// alive: the ISA variants group words differently and need not agree.
 std::uint64_t read_sum_portable(const std::byte* data, std::size_t bytes) noexcept;
+/// Sums the blocks blocks[0..count) of `block_bytes` bytes each (a multiple of 512; block b at
+/// data + b * block_bytes, 64-byte aligned) in that order, as a reader of scattered pages would:
+/// while reading block j it asks for block j + ahead into L2 (prefetch, one 512-byte slice per
+/// slice read), as the kv decode kernels do.
+std::uint64_t read_blocks_portable(const std::byte* data, const std::uint32_t* blocks, std::size_t count, std::size_t block_bytes,
+                                   std::size_t ahead) noexcept;
 /// Runs `iterations` rounds of 8 independent f32 multiply-add chains; 16 flops per round.
 float fma_chains_portable(std::uint64_t iterations) noexcept;
 /// Flops done by one round of fma_chains_portable.
@@ -26,6 +32,9 @@ inline constexpr std::uint64_t kFmaPortableFlopsPerIteration = 8 * 2;
 
 /// read_sum_portable with 256-bit loads, 8 accumulators.
 std::uint64_t read_sum_avx2(const std::byte* data, std::size_t bytes) noexcept;
+/// read_blocks_portable with 256-bit loads.
+std::uint64_t read_blocks_avx2(const std::byte* data, const std::uint32_t* blocks, std::size_t count, std::size_t block_bytes,
+                               std::size_t ahead) noexcept;
 /// Runs `iterations` rounds of 12 independent vfmadd chains on ymm (8 f32 lanes each).
 float fma_chains_avx2(std::uint64_t iterations) noexcept;
 /// Flops done by one round of fma_chains_avx2: 12 chains x 8 lanes x 2.
@@ -35,6 +44,9 @@ inline constexpr std::uint64_t kFmaAvx2FlopsPerIteration = 12 * 8 * 2;
 
 /// read_sum_portable with 512-bit loads, 8 accumulators.
 std::uint64_t read_sum_avx512(const std::byte* data, std::size_t bytes) noexcept;
+/// read_blocks_portable with 512-bit loads.
+std::uint64_t read_blocks_avx512(const std::byte* data, const std::uint32_t* blocks, std::size_t count, std::size_t block_bytes,
+                                 std::size_t ahead) noexcept;
 /// Runs `iterations` rounds of 16 independent vfmadd chains on zmm (16 f32 lanes each).
 float fma_chains_avx512(std::uint64_t iterations) noexcept;
 /// Flops done by one round of fma_chains_avx512: 16 chains x 16 lanes x 2.

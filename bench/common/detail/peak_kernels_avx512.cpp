@@ -32,6 +32,26 @@ std::uint64_t read_sum_avx512(const std::byte* data, std::size_t bytes) noexcept
   return total;
 }
 
+std::uint64_t read_blocks_avx512(const std::byte* data, const std::uint32_t* blocks, std::size_t count, std::size_t block_bytes,
+                               std::size_t ahead) noexcept {
+  __m512i s[8];
+  for (__m512i& x : s) x = _mm512_setzero_si512();
+  for (std::size_t j = 0; j < count; ++j) {
+    const std::byte* p = data + blocks[j] * block_bytes;
+    const std::byte* next = j + ahead < count ? data + blocks[j + ahead] * block_bytes : nullptr;
+    for (std::size_t i = 0; i < block_bytes; i += 512) {
+      if (next != nullptr)
+        for (std::size_t l = 0; l < 512; l += 64) _mm_prefetch(reinterpret_cast<const char*>(next + i + l), _MM_HINT_T1);
+      for (int k = 0; k < 8; ++k) s[k] = _mm512_add_epi64(s[k], _mm512_load_si512(p + i + k * 64));
+    }
+  }
+  alignas(64) std::uint64_t lanes[8 * 64 / 8];
+  for (int k = 0; k < 8; ++k) _mm512_store_si512(reinterpret_cast<__m512i*>(lanes) + k, s[k]);
+  std::uint64_t total = 0;
+  for (const std::uint64_t lane : lanes) total += lane;
+  return total;
+}
+
 float fma_chains_avx512(std::uint64_t iterations) noexcept {
   // 16 chains: enough for 2 FMA units x 4-cycle latency (Intel) and for Zen 4's double-pumped
   // 512-bit FMA; 16 accumulators + 2 constants leave most of the 32 zmm registers free.
