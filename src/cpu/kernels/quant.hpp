@@ -710,6 +710,15 @@ QUARRY_ALWAYS_INLINE void tile_w4(const Q4GemmArgs& g, std::size_t i0, std::size
           std::fma(w4_hsum<Arch>(total[i][j]), g.output_scale, g.bias ? g.bias[j0 + j] : 0.f);
 }
 
+/// Asks for the per-group scales at element `at` into L2: decode's prefetch of the next tile's
+/// scales along with its weights (g32 scales are 1/8 of an INT4 row's bytes, in an array of their
+/// own that the hardware prefetchers do not follow from row to row).
+QUARRY_ALWAYS_INLINE void prefetch_group_scales(const Q4GemmArgs& g, std::size_t at) noexcept {
+  _mm_prefetch(g.scale_f16 ? reinterpret_cast<const char*>(static_cast<const std::uint16_t*>(g.w_scale) + at)
+                           : reinterpret_cast<const char*>(static_cast<const float*>(g.w_scale) + at),
+               _MM_HINT_T1);
+}
+
 /// AVX-512 W4A8 tile: MR activation rows x NR weight rows, 128 columns (64 packed bytes) per
 /// step. The low nibbles of the 64 bytes are the chunk's even columns and the high nibbles its
 /// odd ones, which is how the activations are laid out, so one vpdpbusd each gives lane l the
@@ -749,6 +758,8 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0,
       const __m512i lo = _mm512_ternarylogic_epi32(b, nibble, flip, 0x6A);  // (b & 0x0f) ^ flip
       const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(b, 4), nibble, flip, 0x6A);
       const std::size_t at = (j0 + j) * g.ld_scale + g0;
+      if constexpr (Prefetch)
+        if (static_cast<std::size_t>(j) < pf_rows) prefetch_group_scales(g, at + NR * g.ld_scale);
       __m512 sv = g.scale_f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, static_cast<const std::uint16_t*>(g.w_scale) + at))
                               : _mm512_maskz_loadu_ps(gmask, static_cast<const float*>(g.w_scale) + at);
       sv = _mm512_permutexvar_ps(lane_group, sv);  // lanes past the last group read a masked 0
@@ -855,6 +866,8 @@ QUARRY_ALWAYS_INLINE void tile_s8g_avx512(const Q4GemmArgs& g, std::size_t i0, s
         if (static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
       const __m512i u = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, p), flip);
       const std::size_t at = (j0 + j) * g.ld_scale + g0;
+      if constexpr (Prefetch)
+        if (static_cast<std::size_t>(j) < pf_rows) prefetch_group_scales(g, at + NR * g.ld_scale);
       __m512 sv = g.scale_f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, static_cast<const std::uint16_t*>(g.w_scale) + at))
                               : _mm512_maskz_loadu_ps(gmask, static_cast<const float*>(g.w_scale) + at);
       sv = _mm512_permutexvar_ps(lane_group, sv);
