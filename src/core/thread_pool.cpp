@@ -1,6 +1,7 @@
 #include "quarry/core/thread_pool.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <string>
 
@@ -9,6 +10,33 @@ namespace quarry {
 namespace {
 // The pool whose task this thread is running, if any: a nested parall_for on it runs inline.
 thread_local const ThreadPool* t_current_pool = nullptr;
+
+// How long a thread polls for what it waits on (new work; the workers' end) before it sleeps on a
+// condition variable. Waking a sleeping thread takes tens of microseconds (more in a VM), as long
+// as a whole matrix-vector product of a small model's layer: a decode step makes hundreds of
+// parallel_for calls, so the workers stay awake between them. Bounded, so an idle pool sleeps.
+constexpr auto kSpin = std::chrono::microseconds(100);
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Polls done() for up to kSpin; true once it holds.
+template <class Done>
+bool spin_until(Done&& done) noexcept {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= until) return done();
+  }
+}
 }  // namespace
 
 ThreadPool::ThreadPool(unsigned num_threads) {
@@ -20,7 +48,7 @@ ThreadPool::ThreadPool(unsigned num_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard lock(mutex_);
-    stop_ = true;
+    stop_.store(true, std::memory_order_release);
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
@@ -46,17 +74,22 @@ void ThreadPool::run_chunks() noexcept {
 
 void ThreadPool::worker_loop() {
   std::uint64_t seen = 0;
+  const auto ready = [&] {
+    return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen;
+  };
   for (;;) {
-    {
+    if (!spin_until(ready)) {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
+      wake_.wait(lock, ready);
     }
+    if (stop_.load(std::memory_order_acquire)) return;
+    // The job's fields were written before generation_ (both under mutex_; the acquire above
+    // pairs with the release of the increment).
+    seen = generation_.load(std::memory_order_acquire);
     run_chunks();
-    {
-      std::lock_guard lock(mutex_);
-      if (--busy_ == 0) done_.notify_one();
+    if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard lock(mutex_);  // the caller checks busy_ and sleeps under mutex_
+      done_.notify_one();
     }
   }
 }
@@ -80,15 +113,17 @@ void ThreadPool::parallel_for(std::int64_t begin, std::int64_t end, FunctionRef<
     job_chunk_ = std::max(grain, target);
     next_.store(begin, std::memory_order_relaxed);
     error_ = nullptr;
-    busy_ = static_cast<unsigned>(workers_.size());
-    ++generation_;
+    busy_.store(static_cast<unsigned>(workers_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   run_chunks();
   std::exception_ptr err;
+  const auto done = [&] { return busy_.load(std::memory_order_acquire) == 0; };
+  spin_until(done);
   {
     std::unique_lock lock(mutex_);
-    done_.wait(lock, [&] { return busy_ == 0; });
+    done_.wait(lock, done);
     job_ = nullptr;
     err = std::exchange(error_, nullptr);
   }

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <numeric>
 #include <stdexcept>
 #include <thread>
@@ -63,6 +64,20 @@ TEST_CASE("nested parallel_for runs inline; concurrent callers take turns") {
     });
   for (auto& t : callers) t.join();
   CHECK(grand.load() == 4 * 50 * 1000);
+}
+
+TEST_CASE("calls back to back (workers polling) and after pauses (workers asleep) all complete") {
+  // Workers poll for new work for a while after each call, then sleep: both ways in turn.
+  ThreadPool pool(3);
+  std::atomic<std::int64_t> total{0};
+  std::int64_t expected = 0;
+  for (int rep = 0; rep < 40; ++rep) {
+    if (rep % 8 == 7) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // past the polling
+    const std::int64_t n = 1 + rep * 37;
+    pool.parallel_for(0, n, [&](std::int64_t a, std::int64_t b) { total += b - a; });
+    expected += n;
+    CHECK(total.load() == expected);  // parallel_for returned after every chunk was done
+  }
 }
 
 TEST_CASE("serial parallel_for with no pool, and the default pool on request") {

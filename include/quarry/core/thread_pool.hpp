@@ -70,9 +70,10 @@ class ThreadPool {
   std::mutex mutex_;  // guards the job fields below
   std::condition_variable wake_;
   std::condition_variable done_;
-  std::uint64_t generation_ = 0;
-  unsigned busy_ = 0;
-  bool stop_ = false;
+  // Written under mutex_; atomic so that a thread can spin on them without it.
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<unsigned> busy_{0};
+  std::atomic<bool> stop_{false};
 
   // The current job (valid while busy_ > 0 or the caller is in parallel_for).
   FunctionRef<void(std::int64_t, std::int64_t)>* job_ = nullptr;
