@@ -574,13 +574,17 @@ QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> kv_block(const KvPagesRef& pages,
     else return B(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
   } else {
     const std::uint8_t* p = static_cast<const std::uint8_t*>(pages.values) + (row * dim + i) / 2;
-    const __m128i low = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
     const float s = pages.scales[row * groups + (i >> group_shift)];
     if constexpr (simd::is_avx512<Arch>) {
+      // Byte e of x holds element e in its low nibble (the high one is noise: b >> 4 in 16-bit
+      // lanes pulls in the next byte's bits), which is all vpermps reads of an index: the
+      // nibbles' values (two's complement, -8..7) come from a table, with no masking or conversion.
       const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-      const __m128i x = _mm_sub_epi8(_mm_xor_si128(_mm_unpacklo_epi8(_mm_and_si128(b, low), _mm_and_si128(_mm_srli_epi16(b, 4), low)), eight), eight);
-      return B(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(x)), _mm512_set1_ps(s)));
+      const __m128i x = _mm_unpacklo_epi8(b, _mm_srli_epi16(b, 4));
+      const __m512 table = _mm512_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f, -8.f, -7.f, -6.f, -5.f, -4.f, -3.f, -2.f, -1.f);
+      return B(_mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(x), table), _mm512_set1_ps(s)));
     } else {
+      const __m128i low = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
       std::int32_t four;
       __builtin_memcpy(&four, p, 4);
       const __m128i b = _mm_cvtsi32_si128(four);
