@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <initializer_list>
 #include <map>
 
 #include <Eigen/Core>
@@ -128,6 +130,31 @@ void Linear::apply(TensorView<const float> x, TensorView<float> y, ThreadPool* p
   }
 }
 
+namespace {
+
+// ys[i] [rows, outs[i]] = x W_i^T for the parts of `s`; a stacked product goes through `scratch`
+// ([rows, >= the outputs' sum]) and is copied out part by part.
+void apply_stack(const detail::LinearStack& s, TensorView<const float> x, std::initializer_list<Tensor<float>*> ys, Tensor<float>& scratch,
+                 ThreadPool* pool) {
+  if (s.linears.size() == ys.size()) {
+    std::size_t i = 0;
+    for (Tensor<float>* y : ys) s.linears[i++].apply(x, y->view(), pool);
+    return;
+  }
+  const std::int64_t rows = x.dim(0), total = s.linears.front().out_features();
+  s.linears.front().apply(x, TensorView<float>(scratch.data(), Shape{rows, total}), pool);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* src = scratch.data() + r * total;
+    for (Tensor<float>* y : ys) {
+      const std::int64_t n = y->dim(1);
+      std::copy_n(src, n, y->data() + r * n);
+      src += n;
+    }
+  }
+}
+
+}  // namespace
+
 // ---- loading ----
 
 namespace {
@@ -163,6 +190,56 @@ struct LinearLoader {
   }
 };
 
+// The rows of `parts` (quantized alike, per row or per group) in one tensor, in order; nullopt
+// when they are not all quantized the same way.
+std::optional<QuantizedTensor<cpu>> stack_rows(const std::vector<Linear>& parts) {
+  const QuantizedTensor<cpu>* first = parts.front().quantized_weights();
+  if (first == nullptr || first->scheme().granularity == Granularity::per_tensor) return std::nullopt;
+  std::int64_t rows = 0;
+  for (const Linear& l : parts) {
+    const QuantizedTensor<cpu>* q = l.quantized_weights();
+    if (q == nullptr || !(q->scheme() == first->scheme()) || q->cols() != first->cols()) return std::nullopt;
+    rows += q->rows();
+  }
+  auto stacked = QuantizedTensor<cpu>::create(first->scheme(), rows, first->cols());
+  if (!stacked.ok()) return std::nullopt;
+  // Values, scales and zero points are each one row-major array: a part's rows are one block.
+  auto* values = stacked->value_bytes().data();
+  auto* scales = static_cast<std::uint8_t*>(stacked->scales_data());
+  auto* zeros = stacked->zeros().data();
+  for (const Linear& l : parts) {
+    const QuantizedTensor<cpu>& q = *l.quantized_weights();
+    const auto value_bytes = static_cast<std::size_t>(q.value_bytes().numel());
+    std::memcpy(values, q.value_bytes().data(), value_bytes);
+    values += value_bytes;
+    const std::size_t zero_bytes = static_cast<std::size_t>(q.zeros().numel());
+    const std::size_t scale_bytes = q.nbytes() - value_bytes - zero_bytes;
+    std::memcpy(scales, q.scales_data(), scale_bytes);
+    scales += scale_bytes;
+    if (zero_bytes > 0) {
+      std::memcpy(zeros, q.zeros().data(), zero_bytes);
+      zeros += zero_bytes;
+    }
+  }
+  return std::move(*stacked);
+}
+
+// Loads the parts (name, outputs) of a stack of projections with `in` inputs.
+result<detail::LinearStack> load_stack(const LinearLoader& linear, const std::vector<std::pair<std::string, std::int64_t>>& parts,
+                                       std::int64_t in) {
+  detail::LinearStack s;
+  for (const auto& [name, out] : parts) {
+    QUARRY_ASSIGN_OR_RETURN(Linear l, linear(name, out, in));
+    s.linears.push_back(std::move(l));
+    s.outs.push_back(out);
+  }
+  if (std::optional<QuantizedTensor<cpu>> stacked = stack_rows(s.linears)) {
+    s.linears.clear();
+    s.linears.push_back(Linear(std::move(*stacked)));
+  }
+  return s;
+}
+
 }  // namespace
 
 result<LlamaModel> LlamaModel::load(const GgufFile& file, const LlamaLoadOptions& options) {
@@ -183,12 +260,10 @@ result<LlamaModel> LlamaModel::load(const GgufFile& file, const LlamaLoadOptions
     const std::string p = fmt::format("blk.{}.", l);
     QUARRY_ASSIGN_OR_RETURN(layer.attn_norm, load_vector(file, p + "attn_norm.weight", c.dim));
     QUARRY_ASSIGN_OR_RETURN(layer.ffn_norm, load_vector(file, p + "ffn_norm.weight", c.dim));
-    QUARRY_ASSIGN_OR_RETURN(layer.wq, linear(p + "attn_q.weight", q_dim, c.dim));
-    QUARRY_ASSIGN_OR_RETURN(layer.wk, linear(p + "attn_k.weight", kv_dim, c.dim));
-    QUARRY_ASSIGN_OR_RETURN(layer.wv, linear(p + "attn_v.weight", kv_dim, c.dim));
+    QUARRY_ASSIGN_OR_RETURN(layer.qkv,
+                            load_stack(linear, {{p + "attn_q.weight", q_dim}, {p + "attn_k.weight", kv_dim}, {p + "attn_v.weight", kv_dim}}, c.dim));
     QUARRY_ASSIGN_OR_RETURN(layer.wo, linear(p + "attn_output.weight", c.dim, q_dim));
-    QUARRY_ASSIGN_OR_RETURN(layer.gate, linear(p + "ffn_gate.weight", c.ffn_dim, c.dim));
-    QUARRY_ASSIGN_OR_RETURN(layer.up, linear(p + "ffn_up.weight", c.ffn_dim, c.dim));
+    QUARRY_ASSIGN_OR_RETURN(layer.gate_up, load_stack(linear, {{p + "ffn_gate.weight", c.ffn_dim}, {p + "ffn_up.weight", c.ffn_dim}}, c.dim));
     QUARRY_ASSIGN_OR_RETURN(layer.down, linear(p + "ffn_down.weight", c.dim, c.ffn_dim));
   }
   return m;
@@ -196,9 +271,11 @@ result<LlamaModel> LlamaModel::load(const GgufFile& file, const LlamaLoadOptions
 
 std::int64_t LlamaModel::weight_bytes() const noexcept {
   std::int64_t total = token_embd_.nbytes() + output_norm_.nbytes() + output_.bytes();
-  for (const Layer& l : layers_)
-    total += l.attn_norm.nbytes() + l.ffn_norm.nbytes() + l.wq.bytes() + l.wk.bytes() + l.wv.bytes() + l.wo.bytes() + l.gate.bytes() +
-             l.up.bytes() + l.down.bytes();
+  for (const Layer& l : layers_) {
+    total += l.attn_norm.nbytes() + l.ffn_norm.nbytes() + l.wo.bytes() + l.down.bytes();
+    for (const detail::LinearStack* st : {&l.qkv, &l.gate_up})
+      for (const Linear& p : st->linears) total += p.bytes();
+  }
   return total;
 }
 
@@ -211,7 +288,10 @@ std::string LlamaModel::summary() const {
   };
   add(output_);
   for (const Layer& l : layers_)
-    for (const Linear* p : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) add(*p);
+    for (const Linear* p : {&l.wo, &l.down}) add(*p);
+  for (const Layer& l : layers_)
+    for (const detail::LinearStack* st : {&l.qkv, &l.gate_up})
+      for (const Linear& p : st->linears) add(p);
   std::string s;
   for (const auto& [format, e] : by_format) s += fmt::format("{} matrices {}: {:.2f} MB\n", e.first, format, static_cast<double>(e.second) / 1e6);
   return s;
@@ -305,6 +385,8 @@ status LlamaModel::run(BlockPool& kv, std::span<const SequenceId> seqs, std::spa
   Tensor<float> x({rows, c.dim}), h({rows, c.dim}), tmp({rows, c.dim});
   Tensor<float> q({rows, q_dim}), k({rows, kv_dim}), v({rows, kv_dim}), o({rows, q_dim});
   Tensor<float> gate({rows, c.ffn_dim}), up({rows, c.ffn_dim});
+  // The outputs of a stacked product, before they are copied to q, k, v or gate, up.
+  Tensor<float> stacked = Tensor<float>::uninitialized({rows, std::max(q_dim + 2 * kv_dim, 2 * c.ffn_dim)});
   std::vector<std::int64_t> seq_of(static_cast<std::size_t>(rows)), pos_of(static_cast<std::size_t>(rows));
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int32_t r = qo_indptr[static_cast<std::size_t>(b)]; r < qo_indptr[static_cast<std::size_t>(b) + 1]; ++r) {
@@ -318,9 +400,7 @@ status LlamaModel::run(BlockPool& kv, std::span<const SequenceId> seqs, std::spa
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     const Layer& layer = layers_[static_cast<std::size_t>(l)];
     for (std::int64_t r = 0; r < rows; ++r) rms_norm(row(x, r), layer.attn_norm.span(), c.rms_eps, row(h, r));
-    layer.wq.apply(h.view(), q.view(), pool);
-    layer.wk.apply(h.view(), k.view(), pool);
-    layer.wv.apply(h.view(), v.view(), pool);
+    apply_stack(layer.qkv, h.view(), {&q, &k, &v}, stacked, pool);
     for (std::int64_t r = 0; r < rows; ++r) {
       const std::int64_t pos = pos_of[static_cast<std::size_t>(r)];
       rope_adjacent_pairs(row(q, r), c.n_heads, c.head_dim, pos, c.rope_dim, c.rope_base);
@@ -344,8 +424,7 @@ status LlamaModel::run(BlockPool& kv, std::span<const SequenceId> seqs, std::spa
     layer.wo.apply(o.view(), tmp.view(), pool);
     for (std::int64_t i = 0; i < rows * c.dim; ++i) x.data()[i] += tmp.data()[i];
     for (std::int64_t r = 0; r < rows; ++r) rms_norm(row(x, r), layer.ffn_norm.span(), c.rms_eps, row(h, r));
-    layer.gate.apply(h.view(), gate.view(), pool);
-    layer.up.apply(h.view(), up.view(), pool);
+    apply_stack(layer.gate_up, h.view(), {&gate, &up}, stacked, pool);
     for (std::int64_t r = 0; r < rows; ++r) silu_mul(row(gate, r), row(up, r));
     layer.down.apply(gate.view(), tmp.view(), pool);
     for (std::int64_t i = 0; i < rows * c.dim; ++i) x.data()[i] += tmp.data()[i];

@@ -91,6 +91,8 @@ class Linear {
   std::string format() const;
   /// True when W is held as a QuantizedTensor.
   bool quantized() const noexcept { return q_.has_value(); }
+  /// W as held, when quantized; else null.
+  const QuantizedTensor<cpu>* quantized_weights() const noexcept { return q_ ? &*q_ : nullptr; }
 
   /// y [M, out] = x [M, in] W^T (contiguous rows); output rows split over `pool` when set.
   void apply(TensorView<const float> x, TensorView<float> y, ThreadPool* pool) const;
@@ -99,6 +101,18 @@ class Linear {
   Tensor<float> f32_;
   std::optional<QuantizedTensor<cpu>> q_;
 };
+
+namespace detail {
+/// Projections of one input whose outputs are used apart (a layer's Q, K, V; gate, up): the
+/// parts' rows stacked in one Linear when their weights are quantized alike (one product per
+/// token, so one trip to the thread pool and one weight stream), else one Linear per part. The
+/// outputs are exactly the parts' own (a quantized product's rows do not depend on each other);
+/// f32 weights are not stacked, so the f32 model's arithmetic is untouched.
+struct LinearStack {
+  std::vector<Linear> linears;     ///< 1 (stacked) or outs.size()
+  std::vector<std::int64_t> outs;  ///< each part's output count, in order
+};
+}  // namespace detail
 
 /// A Llama decoder.
 class LlamaModel {
@@ -142,7 +156,8 @@ class LlamaModel {
 
   struct Layer {
     Tensor<float> attn_norm, ffn_norm;
-    Linear wq, wk, wv, wo, gate, up, down;
+    detail::LinearStack qkv, gate_up;
+    Linear wo, down;
   };
   LlamaConfig config_;
   Tensor<float> token_embd_;  // [vocab, dim]
