@@ -233,6 +233,7 @@ result<detail::LinearStack> load_stack(const LinearLoader& linear, const std::ve
     s.linears.push_back(std::move(l));
     s.outs.push_back(out);
   }
+  if (!linear.options.stack_projections) return s;
   if (std::optional<QuantizedTensor<cpu>> stacked = stack_rows(s.linears)) {
     s.linears.clear();
     s.linears.push_back(Linear(std::move(*stacked)));

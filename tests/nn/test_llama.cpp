@@ -232,6 +232,49 @@ TEST_CASE("llama: INT8 / INT4 weights and f16 / bf16 / INT8 K/V stay close to th
   }
 }
 
+TEST_CASE("llama: stacked Q/K/V and gate/up products give exactly the logits of the separate ones") {
+  QUARRY_REQUIRE_SHARED_DATA(model_path, "models/stories260K/stories260K.gguf");
+  const GgufFile file = GgufFile::open(model_path).value();
+  ThreadPool threads(2);
+  for (const LlamaWeights w : {LlamaWeights::int8, LlamaWeights::int4}) {
+    CAPTURE(llama_weights_name(w));
+    LlamaLoadOptions o;
+    o.weights = w;
+    const LlamaModel stacked = LlamaModel::load(file, o).value();
+    o.stack_projections = false;
+    const LlamaModel apart = LlamaModel::load(file, o).value();
+    CHECK(stacked.weight_bytes() == apart.weight_bytes());
+    // summary(): a line "<count> matrices <format>: ..." per format.
+    auto matrices = [](const std::string& summary) {
+      int total = 0;
+      std::istringstream lines(summary);
+      for (std::string line; std::getline(lines, line);) total += std::stoi(line);
+      return total;
+    };
+    // 5 layers: 5 x (QKV, output, gate/up, down) + the LM head, against 5 x 7 + 1.
+    CHECK(matrices(stacked.summary()) == 21);
+    CHECK(matrices(apart.summary()) == 36);
+    const std::vector<std::int32_t> prompt = {1, 403, 407, 261, 378, 293, 329, 505};
+    for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &threads}) {
+      std::vector<float> logits[2];
+      int i = 0;
+      for (const LlamaModel* m : {&stacked, &apart}) {
+        BlockPool kv = BlockPool::create(m->kv_options(DType::f32, 8)).value();
+        const SequenceId seq = kv.create();
+        Tensor<float> out({1, m->config().vocab_size});
+        // The prompt at once (qgemm), then one token (qgemv).
+        const std::span<const std::int32_t> all(prompt);
+        REQUIRE(m->forward(kv, std::span<const SequenceId>(&seq, 1), std::span<const std::span<const std::int32_t>>(&all, 1), out.view(), p).ok());
+        const std::int32_t next = 42;
+        const std::span<const std::int32_t> one(&next, 1);
+        REQUIRE(m->forward(kv, std::span<const SequenceId>(&seq, 1), std::span<const std::span<const std::int32_t>>(&one, 1), out.view(), p).ok());
+        logits[i++].assign(out.span().begin(), out.span().end());
+      }
+      CHECK(logits[0] == logits[1]);
+    }
+  }
+}
+
 TEST_CASE("llama: bad calls are errors that name the problem and leave the pool unchanged") {
   QUARRY_REQUIRE_SHARED_DATA(model_path, "models/stories260K/stories260K.gguf");
   const GgufFile file = GgufFile::open(model_path).value();

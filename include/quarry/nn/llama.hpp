@@ -70,6 +70,9 @@ struct LlamaLoadOptions {
   LlamaWeights weights = LlamaWeights::f32;
   int int4_group = 32;         ///< 32, 64 or 128
   ThreadPool* pool = nullptr;  ///< quantizes on this pool when set
+  /// Hold a layer's Q, K, V weights (and its gate, up weights) as one matrix when they are
+  /// quantized alike, so each is one product per token. The outputs are the same either way.
+  bool stack_projections = true;
 };
 
 /// One projection y = x W^T with W [out, in] in f32 or quantized.
