@@ -399,25 +399,9 @@ DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batc
   return r;
 }
 
-// The read-rate ceiling of scattered pages: a plain SIMD sum of one page's K (all kv heads: what a
-// decode kernel reads in one sweep) in shuffled order, with the kernels' prefetch scheme
-// (measure_scattered_read_gbps), on 1 thread and on all.
-struct PageReadCeiling {
-  std::int64_t block_bytes = 0;
-  double gbps_1thread = 0, gbps = 0;
-  double for_threads(unsigned t) const noexcept { return t <= 1 ? gbps_1thread : gbps; }
-};
-
-PageReadCeiling measure_page_read_ceiling(unsigned threads, Effort effort) {
-  PageReadCeiling c;
-  c.block_bytes = page_value_bytes(Kv::f16);
-  const DramReadBuffer buffer(effort, threads);
-  c.gbps_1thread = measure_scattered_read_gbps(buffer, static_cast<std::size_t>(c.block_bytes), 1, effort);
-  c.gbps = threads > 1 ? measure_scattered_read_gbps(buffer, static_cast<std::size_t>(c.block_bytes), threads, effort) : c.gbps_1thread;
-  return c;
-}
-
-void run_decode(BenchReport& report, Summary& summary, const Args& args, const Yardsticks& y, const PageReadCeiling& ceiling, ThreadPool& pool,
+// y's scattered-block read rate (measured on blocks of one page's K: all kv heads, what a decode
+// kernel reads in one sweep) is the ceiling of the decode rows' bytes/s.
+void run_decode(BenchReport& report, Summary& summary, const Args& args, const Yardsticks& y, ThreadPool& pool,
                 const std::vector<unsigned>& thread_counts, bool quick) {
   std::vector<std::int64_t> contexts = args.contexts;
   if (contexts.empty()) contexts = quick ? std::vector<std::int64_t>{1024, 4096} : std::vector<std::int64_t>{1024, 4096, 16384, 32768};
@@ -470,7 +454,7 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
             const double gbps = bytes / s / 1e9;
             BenchRow row(fmt::format("decode {} ctx {} batch {} ({})", kv_name(type), ctx, batch, paged ? "paged" : "contiguous"), "quarry", t);
             row.set("dtype", kv_name(type)).set("context", ctx).set("batch", batch).set("ms", s * 1e3).set("gbps", gbps);
-            row.set("bw_ratio", gbps / dram).set("page_read_ratio", gbps / ceiling.for_threads(t)).set("gops", flops / s / 1e9).set("peak_ratio", flops / s / 1e9 / y.fma_gflops_for(t));
+            row.set("bw_ratio", gbps / dram).set("page_read_ratio", gbps / y.scattered_gbps_for(t)).set("gops", flops / s / 1e9).set("peak_ratio", flops / s / 1e9 / y.fma_gflops_for(t));
             row.set("set_mib", static_cast<std::int64_t>(bytes * static_cast<double>(r.copies)) >> 20);
             row.set("samples", r.samples);
             if (paged) {
@@ -487,7 +471,7 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
                             "  bw_ratio {:4} ctx {} batch {:2}, {} thread{}: {:.2f} ({:.1f} of {:.1f} GB/s; target >= 0.8{}); {:.2f} of the "
                             "shuffled-page read ceiling; {:.1f} GFLOP/s, {:.2f} of the f32 FMA peak",
                             kv_name(type), ctx, batch, t, t > 1 ? "s" : " ", gbps / dram, gbps, dram, gbps / dram >= 0.8 ? ": met" : ": NOT met",
-                            gbps / ceiling.for_threads(t), flops / s / 1e9, flops / s / 1e9 / y.fma_gflops_for(t));
+                            gbps / y.scattered_gbps_for(t), flops / s / 1e9, flops / s / 1e9 / y.fma_gflops_for(t));
             }
             report.rows.push_back(std::move(row));
           }
@@ -789,18 +773,16 @@ int main(int argc, char** argv) {
     Summary summary;
     if (args.decode) {
       progress("measuring the yardsticks");
-      report.yardsticks = measure_yardsticks(nthreads, options.effort());
-      progress("measuring the read rate of shuffled pages");
-      const PageReadCeiling ceiling = measure_page_read_ceiling(nthreads, options.effort());
+      report.yardsticks = measure_yardsticks(nthreads, options.effort(), static_cast<std::size_t>(page_value_bytes(Kv::f16)));
+      const Yardsticks& y = *report.yardsticks;
       for (const unsigned t : thread_counts) {
-        BenchRow row(fmt::format("read shuffled {} KiB pages (ceiling)", ceiling.block_bytes >> 10), "machine", t);
-        row.set("gbps", ceiling.for_threads(t)).set("bw_ratio", ceiling.for_threads(t) / report.yardsticks->dram_gbps_for(t));
+        BenchRow row(fmt::format("read shuffled {} KiB pages (ceiling)", y.scattered_block_bytes >> 10), "machine", t);
+        row.set("gbps", y.scattered_gbps_for(t)).set("bw_ratio", y.scattered_gbps_for(t) / y.dram_gbps_for(t));
         report.rows.push_back(std::move(row));
         summary.add(Summary::bandwidth, "  shuffled {} KiB pages, a plain read, {} thread{}: {:.1f} GB/s, {:.2f} of DRAM (the ceiling of the rows below)",
-                    ceiling.block_bytes >> 10, t, t > 1 ? "s" : " ", ceiling.for_threads(t),
-                    ceiling.for_threads(t) / report.yardsticks->dram_gbps_for(t));
+                    y.scattered_block_bytes >> 10, t, t > 1 ? "s" : " ", y.scattered_gbps_for(t), y.scattered_gbps_for(t) / y.dram_gbps_for(t));
       }
-      run_decode(report, summary, args, *report.yardsticks, ceiling, pool, thread_counts, options.quick);
+      run_decode(report, summary, args, y, pool, thread_counts, options.quick);
     }
     if (args.prefix) run_prefix(report, summary, args, pool, nthreads, options.quick);
     if (args.memory) run_memory(report, summary);

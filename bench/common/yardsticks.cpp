@@ -320,7 +320,7 @@ std::optional<double> measure_vnni_peak_gops(unsigned threads, Effort effort) {
   return std::nullopt;
 }
 
-Yardsticks measure_yardsticks(unsigned threads, Effort effort) {
+Yardsticks measure_yardsticks(unsigned threads, Effort effort, std::size_t scattered_block_bytes) {
   Yardsticks y;
   y.threads = threads ? threads : default_threads();
   const bool parallel = y.threads > 1;
@@ -333,6 +333,11 @@ Yardsticks measure_yardsticks(unsigned threads, Effort effort) {
     y.dram_bytes = buffer.size();
     y.dram_gbps_1thread = record(dram_read(buffer, 1, effort));
     y.dram_gbps = parallel ? record(dram_read(buffer, y.threads, effort)) : y.dram_gbps_1thread;
+    if (scattered_block_bytes > 0) {
+      y.scattered_block_bytes = scattered_block_bytes;
+      y.scattered_gbps_1thread = record(scattered_read(buffer, scattered_block_bytes, 1, effort));
+      y.scattered_gbps = parallel ? record(scattered_read(buffer, scattered_block_bytes, y.threads, effort)) : y.scattered_gbps_1thread;
+    }
   }
   y.fma_gflops_1thread = record(fma_peak(1, effort));
   y.fma_gflops = parallel ? record(fma_peak(y.threads, effort)) : y.fma_gflops_1thread;

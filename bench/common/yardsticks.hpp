@@ -80,6 +80,12 @@ struct Yardsticks {
   double fma_gflops = 0;                    ///< f32 FMA peak GFLOP/s, `threads` threads
   std::optional<double> vnni_gops_1thread;  ///< int8 VNNI peak GOP/s, 1 thread (nullopt: no VNNI)
   std::optional<double> vnni_gops;          ///< int8 VNNI peak GOP/s, `threads` threads
+  /// With measure_yardsticks(..., scattered_block_bytes > 0): that block size and the read rate
+  /// of such blocks scattered over the DRAM buffer (measure_scattered_read_gbps), 1 / `threads`
+  /// threads; else 0.
+  std::size_t scattered_block_bytes = 0;
+  double scattered_gbps_1thread = 0;
+  double scattered_gbps = 0;
   /// The lowest share of CPU time the probe threads got during the repetitions the figures come
   /// from (their CPU time / (wall time x threads)). Well below 1 (under 0.9, say), other
   /// processes took CPU time from the probes and the figures understate the machine.
@@ -94,6 +100,10 @@ struct Yardsticks {
   std::optional<double> vnni_gops_for(unsigned row_threads) const noexcept {
     return row_threads <= 1 ? vnni_gops_1thread : vnni_gops;
   }
+  /// The scattered-block read rate for a row run on `row_threads` threads.
+  double scattered_gbps_for(unsigned row_threads) const noexcept {
+    return row_threads <= 1 ? scattered_gbps_1thread : scattered_gbps;
+  }
   /// The f32 peak a row run on `row_threads` threads is divided by for its peak_ratio.
   double fma_gflops_for(unsigned row_threads) const noexcept {
     return row_threads <= 1 ? fma_gflops_1thread : fma_gflops;
@@ -101,8 +111,9 @@ struct Yardsticks {
 };
 
 /// Measures every yardstick on 1 and on `threads` threads (0: default_threads()), sharing one
-/// DramReadBuffer. About 8 s with Effort::full (most of it mapping the 1 GiB buffer), under 2 s
-/// with Effort::quick.
-Yardsticks measure_yardsticks(unsigned threads = 0, Effort effort = Effort::full);
+/// DramReadBuffer; with scattered_block_bytes > 0 also the read rate of blocks of that size in
+/// random order on the same buffer. About 8 s with Effort::full (most of it mapping the 1 GiB
+/// buffer), under 2 s with Effort::quick.
+Yardsticks measure_yardsticks(unsigned threads = 0, Effort effort = Effort::full, std::size_t scattered_block_bytes = 0);
 
 }  // namespace quarry::bench
