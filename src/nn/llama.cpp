@@ -132,8 +132,8 @@ void Linear::apply(TensorView<const float> x, TensorView<float> y, ThreadPool* p
 
 namespace {
 
-// ys[i] [rows, outs[i]] = x W_i^T for the parts of `s`; a stacked product goes through `scratch`
-// ([rows, >= the outputs' sum]) and is copied out part by part.
+// ys[i] [rows, part i's outputs] = x W_i^T for the parts of `s`; a stacked product goes through
+// `scratch` ([rows, >= the outputs' sum]) and is copied out part by part.
 void apply_stack(const detail::LinearStack& s, TensorView<const float> x, std::initializer_list<Tensor<float>*> ys, Tensor<float>& scratch,
                  ThreadPool* pool) {
   if (s.linears.size() == ys.size()) {
@@ -231,7 +231,6 @@ result<detail::LinearStack> load_stack(const LinearLoader& linear, const std::ve
   for (const auto& [name, out] : parts) {
     QUARRY_ASSIGN_OR_RETURN(Linear l, linear(name, out, in));
     s.linears.push_back(std::move(l));
-    s.outs.push_back(out);
   }
   if (!linear.options.stack_projections) return s;
   if (std::optional<QuantizedTensor<cpu>> stacked = stack_rows(s.linears)) {
@@ -288,11 +287,11 @@ std::string LlamaModel::summary() const {
     e.second += l.bytes();
   };
   add(output_);
-  for (const Layer& l : layers_)
+  for (const Layer& l : layers_) {
     for (const Linear* p : {&l.wo, &l.down}) add(*p);
-  for (const Layer& l : layers_)
     for (const detail::LinearStack* st : {&l.qkv, &l.gate_up})
       for (const Linear& p : st->linears) add(p);
+  }
   std::string s;
   for (const auto& [format, e] : by_format) s += fmt::format("{} matrices {}: {:.2f} MB\n", e.first, format, static_cast<double>(e.second) / 1e6);
   return s;

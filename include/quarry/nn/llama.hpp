@@ -112,8 +112,7 @@ namespace detail {
 /// outputs are exactly the parts' own (a quantized product's rows do not depend on each other);
 /// f32 weights are not stacked, so the f32 model's arithmetic is untouched.
 struct LinearStack {
-  std::vector<Linear> linears;     ///< 1 (stacked) or outs.size()
-  std::vector<std::int64_t> outs;  ///< each part's output count, in order
+  std::vector<Linear> linears;  ///< one (stacked) or one per part, in order
 };
 }  // namespace detail
 
