@@ -1,6 +1,6 @@
-#include <algorithm>
 #include "gguf_vocab.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <variant>
