@@ -2,10 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <quarry/core/checked.hpp>
+
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 
 namespace quarry::bench {
 
@@ -155,9 +158,10 @@ std::int64_t parse_count(std::string_view program, std::string_view name, std::s
   }
   char* end = nullptr;
   const long long v = std::strtoll(value.c_str(), &end, 10);
-  if (value.empty() || end == value.c_str() || *end != '\0' || v * mult < lo || v * mult > hi)
+  const std::optional<std::int64_t> count = checked_mul(v, mult);  // "9000000000000000000k" overflows
+  if (value.empty() || end == value.c_str() || *end != '\0' || !count || *count < lo || *count > hi)
     usage_error(program, fmt::format("{} wants a count from {} to {}, got '{}'", name, lo, hi, value));
-  return v * mult;
+  return *count;
 }
 
 }  // namespace quarry::bench
