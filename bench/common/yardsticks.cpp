@@ -45,17 +45,21 @@ Kernel pick_kernel() noexcept {
   return Kernel::portable;
 }
 
-using ReadKernel = std::uint64_t (*)(const std::byte*, std::size_t) noexcept;
+// The read loops of one ISA: a buffer in order, and blocks of it in a given order.
+struct ReadKernels {
+  std::uint64_t (*sum)(const std::byte*, std::size_t) noexcept;
+  std::uint64_t (*blocks)(const std::byte*, const std::uint32_t*, std::size_t, std::size_t, std::size_t) noexcept;
+};
 
-ReadKernel read_kernel() noexcept {
+ReadKernels read_kernels() noexcept {
   switch (pick_kernel()) {
 #if QUARRY_BENCH_HAS_AVX512
-    case Kernel::avx512: return &detail::read_sum_avx512;
+    case Kernel::avx512: return {&detail::read_sum_avx512, &detail::read_blocks_avx512};
 #endif
 #if QUARRY_BENCH_HAS_AVX2
-    case Kernel::avx2: return &detail::read_sum_avx2;
+    case Kernel::avx2: return {&detail::read_sum_avx2, &detail::read_blocks_avx2};
 #endif
-    default: return &detail::read_sum_portable;
+    default: return {&detail::read_sum_portable, &detail::read_blocks_portable};
   }
 }
 
@@ -224,7 +228,7 @@ namespace {
 
 Measured dram_read(const DramReadBuffer& buffer, unsigned threads, Effort effort) {
   threads = std::max(1u, threads);
-  const ReadKernel read = read_kernel();
+  const auto read = read_kernels().sum;
   const std::byte* base = buffer.data();
   const std::size_t size = buffer.size();
   std::vector<std::uint64_t> sums(threads);
@@ -236,24 +240,10 @@ Measured dram_read(const DramReadBuffer& buffer, unsigned threads, Effort effort
   return {static_cast<double>(size) / best.seconds / 1e9, best.cpu_share};
 }
 
-using BlocksKernel = std::uint64_t (*)(const std::byte*, const std::uint32_t*, std::size_t, std::size_t, std::size_t) noexcept;
-
-BlocksKernel blocks_kernel() noexcept {
-  switch (pick_kernel()) {
-#if QUARRY_BENCH_HAS_AVX512
-    case Kernel::avx512: return &detail::read_blocks_avx512;
-#endif
-#if QUARRY_BENCH_HAS_AVX2
-    case Kernel::avx2: return &detail::read_blocks_avx2;
-#endif
-    default: return &detail::read_blocks_portable;
-  }
-}
-
 Measured scattered_read(const DramReadBuffer& buffer, std::size_t block_bytes, unsigned threads, Effort effort) {
   threads = std::max(1u, threads);
   block_bytes = std::max<std::size_t>(512, block_bytes / 512 * 512);
-  const BlocksKernel read = blocks_kernel();
+  const auto read = read_kernels().blocks;
   const std::size_t ahead = std::max<std::size_t>(1, (32 * 1024 + block_bytes - 1) / block_bytes);
   // Each thread's blocks: those of its slice, shuffled (Fisher-Yates, SplitMix64, fixed seed).
   std::vector<std::vector<std::uint32_t>> order(threads);
