@@ -466,7 +466,7 @@ TEST_CASE("conformance: gemm_w4_s8 is bit-exact (exact int32 8-column dots, 16 f
     std::mt19937 rng(31);
     std::size_t cases = 0;
     for (std::size_t group : {32u, 64u, 128u}) {
-      for (std::size_t k : {0u, 32u, 64u, 96u, 128u, 256u, 384u, 1024u}) {
+      for (std::size_t k : {0u, 32u, 64u, 96u, 128u, 160u, 224u, 256u, 352u, 384u, 1024u}) {
         if (k % group) continue;
         for (std::size_t mi = 0; mi < std::size(ms); ++mi) {
           for (std::size_t ni = 0; ni < std::size(ns); ++ni) {

@@ -21,6 +21,11 @@
 #include <arm_neon.h>
 #endif
 
+/// Unrolls the loop that follows fully (register-tile loops over MR / NR): GCC leaves a loop of
+/// 8 with a large body rolled, and then keeps the tile's accumulators in memory. Clang reads the
+/// same pragma.
+#define QUARRY_UNROLL _Pragma("GCC unroll 16")
+
 namespace quarry::detail::cpu_kernels {
 
 // ---- Scalar reference bodies. Templates on Arch only so each ISA file has its own copy. ----

@@ -725,13 +725,13 @@ QUARRY_ALWAYS_INLINE void prefetch_group_scales(const Q4GemmArgs& g, std::size_t
 /// exact dot of columns 8l .. 8l + 7 (the W4A8 lanes of QuantKernels::gemm_w4_s8). The group
 /// scales (and zero points) of the chunk are spread over the lanes with one vpermps (vpermd).
 /// Prefetch (decode): the next tile's rows, `pf_rows` of them, are fetched into L2 one step ahead.
-template <class Arch, int MR, int NR, bool Prefetch>
+template <class Arch, int MR, int NR, bool Prefetch, bool HasZero>
 QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
   __m512 t[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) t[i][j] = _mm512_setzero_ps();
+  QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+    QUARRY_UNROLL for (int j = 0; j < NR; ++j) t[i][j] = _mm512_setzero_ps();
   const __m512i nibble = _mm512_set1_epi8(0x0f);
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(g.w_zero ? 0 : 8));
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(HasZero ? 0 : 8));
   // lane l holds columns 8l .. 8l + 7, in group l * 8 / group of the chunk.
   const int group_shift = g.group == 32 ? 2 : (g.group == 64 ? 3 : 4);
   const __m512i lane_group = _mm512_srl_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -743,14 +743,14 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0,
     const std::size_t g0 = c0 / g.group, ng = groups - g0 < per_chunk ? groups - g0 : per_chunk;
     const __mmask16 gmask = static_cast<__mmask16>((1u << ng) - 1);
     __m512i ae[MR], ao[MR], bs[MR];
-    for (int i = 0; i < MR; ++i) {
+    QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
       const std::int8_t* ap = g.a + (i0 + i) * g.lda + c0;
       ae[i] = _mm512_loadu_si512(ap);
       ao[i] = _mm512_loadu_si512(ap + 64);
       bs[i] = _mm512_loadu_si512(g.a_bsum + (i0 + i) * g.ld_bsum + c0 / 8);
-      if (!g.w_zero) bs[i] = _mm512_slli_epi32(bs[i], 3);  // symmetric: u = q + 8, so z = 8
+      if constexpr (!HasZero) bs[i] = _mm512_slli_epi32(bs[i], 3);  // symmetric: u = q + 8, so z = 8
     }
-    for (int j = 0; j < NR; ++j) {
+    QUARRY_UNROLL for (int j = 0; j < NR; ++j) {
       const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c0 / 2;
       if constexpr (Prefetch)
         if (static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
@@ -764,17 +764,102 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0,
                               : _mm512_maskz_loadu_ps(gmask, static_cast<const float*>(g.w_scale) + at);
       sv = _mm512_permutexvar_ps(lane_group, sv);  // lanes past the last group read a masked 0
       __m512i zv = _mm512_setzero_si512();
-      if (g.w_zero) zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, g.w_zero + at)));
-      for (int i = 0; i < MR; ++i) {
+      if constexpr (HasZero) zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, g.w_zero + at)));
+      QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
         __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ae[i]), hi, ao[i]);
-        d = _mm512_sub_epi32(d, g.w_zero ? _mm512_mullo_epi32(zv, bs[i]) : bs[i]);
+        d = _mm512_sub_epi32(d, HasZero ? _mm512_mullo_epi32(zv, bs[i]) : bs[i]);
         t[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, t[i][j]);
       }
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j)
+  QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+    QUARRY_UNROLL for (int j = 0; j < NR; ++j)
       g.y[(i0 + i) * g.ldy + j0 + j] = std::fma(w4_hsum<Arch>(t[i][j]), g.a_scale[i0 + i], g.bias ? g.bias[j0 + j] : 0.f);
+}
+
+/// AVX-512 W4A8 decode (one activation row): NR weight rows at once, 256 columns (two chunks of
+/// the tile above, the same arithmetic in the same order: bit-identical outputs) per step, so
+/// one load and conversion of 8 group scales serves both chunks (g32). The pointers and
+/// strides live in locals and the scale type and zero points are template arguments, so the
+/// rows' loop unrolls with every accumulator in a register. Prefetch: the next NR rows' weights
+/// into L2 one line per chunk, their scales once at the start.
+template <class Arch, int NR, bool Prefetch, bool HasZero, bool ScaleF16>
+QUARRY_ALWAYS_INLINE void decode_w4_s8_avx512(const Q4GemmArgs& g, std::size_t j0) noexcept {
+  using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
+  const std::size_t k = g.k, ldw = g.ldw, lds = g.ld_scale, group = g.group;
+  const std::uint8_t* const w = g.w + j0 * ldw;
+  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + j0 * lds;
+  const std::uint8_t* const zp = HasZero ? g.w_zero + j0 * lds : nullptr;
+  const std::int8_t* const a = g.a;
+  const std::int32_t* const a_bsum = g.a_bsum;
+  const std::size_t groups = k / group, per_chunk = 128 / group;
+  if constexpr (Prefetch) {
+    const std::size_t scale_bytes = groups * sizeof(Scale);
+    QUARRY_UNROLL for (int j = 0; j < NR; ++j) {
+      const char* s = reinterpret_cast<const char*>(sc + (NR + j) * lds);
+      for (std::size_t b = 0; b < scale_bytes; b += 64) _mm_prefetch(s + b, _MM_HINT_T1);
+    }
+  }
+  __m512 t[NR];
+  QUARRY_UNROLL for (int j = 0; j < NR; ++j) t[j] = _mm512_setzero_ps();
+  const __m512i nibble = _mm512_set1_epi8(0x0f);
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(HasZero ? 0 : 8));
+  const int group_shift = group == 32 ? 2 : (group == 64 ? 3 : 4);
+  const __m512i lane_group0 = _mm512_srl_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm_cvtsi32_si128(group_shift));
+  const __m512i lane_group1 = _mm512_add_epi32(lane_group0, _mm512_set1_epi32(static_cast<int>(per_chunk)));
+  // One chunk of 128 columns at c0 (`cols` of them, 32 .. 128) for every row, scales and zero
+  // points of the step already spread out over the lanes by the caller's permutes.
+  auto chunk = [&](std::size_t c0, std::size_t cols, const __m512* sv, const __m512i* zv) __attribute__((always_inline)) {
+    const __mmask64 wmask = _bzhi_u64(~std::uint64_t{0}, static_cast<unsigned>(cols / 2));
+    const __m512i ae = _mm512_loadu_si512(a + c0), ao = _mm512_loadu_si512(a + c0 + 64);
+    __m512i bs = _mm512_loadu_si512(a_bsum + c0 / 8);
+    if constexpr (!HasZero) bs = _mm512_slli_epi32(bs, 3);  // symmetric: u = q + 8, so z = 8
+    QUARRY_UNROLL for (int j = 0; j < NR; ++j) {
+      const std::uint8_t* p = w + static_cast<std::size_t>(j) * ldw + c0 / 2;
+      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(p + NR * ldw), _MM_HINT_T1);
+      const __m512i b = _mm512_maskz_loadu_epi8(wmask, p);
+      const __m512i lo = _mm512_ternarylogic_epi32(b, nibble, flip, 0x6A);  // (b & 0x0f) ^ flip
+      const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(b, 4), nibble, flip, 0x6A);
+      __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ae), hi, ao);
+      d = _mm512_sub_epi32(d, HasZero ? _mm512_mullo_epi32(zv[j], bs) : bs);
+      t[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv[j], t[j]);
+    }
+  };
+  // The scales (zero points) of up to 8 groups from group g0, spread over the lanes of the
+  // step's two chunks; groups past the mask read 0.
+  auto spread = [&](std::size_t g0, __mmask8 gmask, __m512* sv0, __m512* sv1, __m512i* zv0, __m512i* zv1) __attribute__((always_inline)) {
+    QUARRY_UNROLL for (int j = 0; j < NR; ++j) {
+      const Scale* s = sc + static_cast<std::size_t>(j) * lds + g0;
+      __m512 v;
+      if constexpr (ScaleF16) v = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_maskz_loadu_epi16(gmask, s)));
+      else v = _mm512_castps256_ps512(_mm256_maskz_loadu_ps(gmask, s));
+      sv0[j] = _mm512_permutexvar_ps(lane_group0, v);
+      sv1[j] = _mm512_permutexvar_ps(lane_group1, v);
+      if constexpr (HasZero) {
+        const __m512i z = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, zp + static_cast<std::size_t>(j) * lds + g0));
+        zv0[j] = _mm512_permutexvar_epi32(lane_group0, z);
+        zv1[j] = _mm512_permutexvar_epi32(lane_group1, z);
+      }
+    }
+  };
+  __m512 sv0[NR], sv1[NR];
+  __m512i zv0[NR], zv1[NR];
+  std::size_t c0 = 0;
+  for (; c0 + 256 <= k; c0 += 256) {
+    spread(c0 / group, static_cast<__mmask8>((1u << (2 * per_chunk)) - 1), sv0, sv1, zv0, zv1);
+    chunk(c0, 128, sv0, zv0);
+    chunk(c0 + 128, 128, sv1, zv1);
+  }
+  if (c0 < k) {  // 32 .. 224 columns left
+    const std::size_t g0 = c0 / group, ng = groups - g0;
+    spread(g0, static_cast<__mmask8>((1u << ng) - 1), sv0, sv1, zv0, zv1);
+    const std::size_t cols = k - c0;
+    chunk(c0, cols < 128 ? cols : 128, sv0, zv0);
+    if (cols > 128) chunk(c0 + 128, cols - 128, sv1, zv1);
+  }
+  QUARRY_UNROLL for (int j = 0; j < NR; ++j)
+    g.y[j0 + j] = std::fma(w4_hsum<Arch>(t[j]), g.a_scale[0], g.bias ? g.bias[j0 + j] : 0.f);
 }
 
 /// W4A8 tile: MR activation rows x NR weight rows. AVX2: each 128-column chunk as two halves of
@@ -833,8 +918,12 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx2(const Q4GemmArgs& g, std::size_t i0, s
 
 template <class Arch, int MR, int NR, bool Prefetch>
 QUARRY_ALWAYS_INLINE void tile_w4_s8(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
-  if constexpr (simd::is_avx512<Arch>) tile_w4_s8_avx512<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
-  else tile_w4_s8_avx2<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
+  if constexpr (simd::is_avx512<Arch>) {
+    if (g.w_zero) tile_w4_s8_avx512<Arch, MR, NR, Prefetch, true>(g, i0, j0, pf_rows);
+    else tile_w4_s8_avx512<Arch, MR, NR, Prefetch, false>(g, i0, j0, pf_rows);
+  } else {
+    tile_w4_s8_avx2<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
+  }
 }
 
 /// AVX-512 grouped-int8 tile: MR activation rows x NR weight rows, 64 columns per step; one
@@ -1105,6 +1194,20 @@ void gemm_w4_f32(const Q4GemmArgs& g) noexcept {
 template <class Arch>
 void gemm_w4_s8(const Q4GemmArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (simd::is_avx512<Arch>) {
+    if (g.m == 1) {
+      auto rows = [&]<bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
+        constexpr int R = 8;
+        std::size_t j = 0;
+        for (; j + 2 * R <= g.n; j += R) decode_w4_s8_avx512<Arch, R, true, HasZero, ScaleF16>(g, j);
+        for (; j + R <= g.n; j += R) decode_w4_s8_avx512<Arch, R, false, HasZero, ScaleF16>(g, j);
+        for (; j < g.n; ++j) decode_w4_s8_avx512<Arch, 1, false, HasZero, ScaleF16>(g, j);
+      };
+      if (g.w_zero) g.scale_f16 ? rows.template operator()<true, true>() : rows.template operator()<true, false>();
+      else g.scale_f16 ? rows.template operator()<false, true>() : rows.template operator()<false, false>();
+      return;
+    }
+  }
   if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
     drive_grouped_tiles<4, 2, 8>(g, [&](auto mr, auto nr, auto prefetch, std::size_t i, std::size_t j, std::size_t pf) {
       tile_w4_s8<Arch, decltype(mr)::value, decltype(nr)::value, decltype(prefetch)::value>(g, i, j, pf);
