@@ -875,19 +875,19 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx2(const Q4GemmArgs& g, std::size_t i0, s
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(g.w_zero ? 0 : 8));
   const __m256i ones16 = _mm256_set1_epi16(1);
   for (std::size_t chunk = 0; chunk < g.k; chunk += 128) {
-    for (int h = 0; h < 2; ++h) {
+    QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
       const std::size_t c0 = chunk + 64 * static_cast<std::size_t>(h);
       if (c0 >= g.k) break;
       const bool full = g.k - c0 >= 64;  // else 32 columns
       __m256i ae[MR], ao[MR], bs[MR];
-      for (int i = 0; i < MR; ++i) {
+      QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
         const std::int8_t* ap = g.a + (i0 + i) * g.lda + chunk + 32 * h;
         ae[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap));
         ao[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap + 64));
         bs[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.a_bsum + (i0 + i) * g.ld_bsum + c0 / 8));
         if (!g.w_zero) bs[i] = _mm256_slli_epi32(bs[i], 3);
       }
-      for (int j = 0; j < NR; ++j) {
+      QUARRY_UNROLL for (int j = 0; j < NR; ++j) {
         const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c0 / 2;
         if constexpr (Prefetch)
           if (h == 0 && static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
@@ -901,7 +901,7 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx2(const Q4GemmArgs& g, std::size_t i0, s
         __m256i zv = _mm256_setzero_si256();
         if (g.w_zero)
           zv = _mm256_set_m128i(_mm_set1_epi32(full ? w4_zero<Arch>(g, j0 + j, g_hi) : 0), _mm_set1_epi32(w4_zero<Arch>(g, j0 + j, g_lo)));
-        for (int i = 0; i < MR; ++i) {
+        QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
           __m256i d = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, ae[i]), ones16),
                                        _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ao[i]), ones16));
           d = _mm256_sub_epi32(d, g.w_zero ? _mm256_mullo_epi32(zv, bs[i]) : bs[i]);
@@ -932,8 +932,8 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8(const Q4GemmArgs& g, std::size_t i0, std::s
 template <class Arch, int MR, int NR, bool Prefetch>
 QUARRY_ALWAYS_INLINE void tile_s8g_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
   __m512 t[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) t[i][j] = _mm512_setzero_ps();
+  QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+    QUARRY_UNROLL for (int j = 0; j < NR; ++j) t[i][j] = _mm512_setzero_ps();
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(g.w_zero ? 0 : 0x80));
   // lane l holds columns 4l .. 4l + 3: group 32 puts lanes 0..7 and 8..15 in two groups.
   const __m512i lane_group = g.group == 32 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1) : _mm512_setzero_si512();
@@ -944,12 +944,12 @@ QUARRY_ALWAYS_INLINE void tile_s8g_avx512(const Q4GemmArgs& g, std::size_t i0, s
     const std::size_t g0 = c0 / g.group;
     const __mmask16 gmask = g.group == 32 && g0 + 1 < groups && cols == 64 ? __mmask16{3} : __mmask16{1};
     __m512i av[MR], bs[MR];
-    for (int i = 0; i < MR; ++i) {
+    QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
       av[i] = _mm512_maskz_loadu_epi8(mask, g.a + (i0 + i) * g.lda + c0);
       bs[i] = _mm512_loadu_si512(g.a_bsum + (i0 + i) * g.ld_bsum + c0 / 4);
       if (!g.w_zero) bs[i] = _mm512_slli_epi32(bs[i], 7);  // (w + 128) * a: take out 128 * sum a
     }
-    for (int j = 0; j < NR; ++j) {
+    QUARRY_UNROLL for (int j = 0; j < NR; ++j) {
       const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c0;
       if constexpr (Prefetch)
         if (static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
@@ -962,15 +962,15 @@ QUARRY_ALWAYS_INLINE void tile_s8g_avx512(const Q4GemmArgs& g, std::size_t i0, s
       sv = _mm512_permutexvar_ps(lane_group, sv);
       __m512i zv = _mm512_setzero_si512();
       if (g.w_zero) zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, g.w_zero + at)));
-      for (int i = 0; i < MR; ++i) {
+      QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
         __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, av[i]);
         d = _mm512_sub_epi32(d, g.w_zero ? _mm512_mullo_epi32(zv, bs[i]) : bs[i]);
         t[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, t[i][j]);
       }
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j)
+  QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+    QUARRY_UNROLL for (int j = 0; j < NR; ++j)
       g.y[(i0 + i) * g.ldy + j0 + j] = std::fma(w4_hsum<Arch>(t[i][j]), g.a_scale[i0 + i], g.bias ? g.bias[j0 + j] : 0.f);
 }
 
@@ -980,20 +980,20 @@ QUARRY_ALWAYS_INLINE void tile_s8g_avx512(const Q4GemmArgs& g, std::size_t i0, s
 template <class Arch, int MR, int NR, bool Prefetch>
 QUARRY_ALWAYS_INLINE void tile_s8g_avx2(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
   __m256 t[MR][NR][2];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) t[i][j][0] = t[i][j][1] = _mm256_setzero_ps();
+  QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+    QUARRY_UNROLL for (int j = 0; j < NR; ++j) t[i][j][0] = t[i][j][1] = _mm256_setzero_ps();
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(g.w_zero ? 0x80 : 0));
   const __m256i ones16 = _mm256_set1_epi16(1);
   for (std::size_t c0 = 0; c0 < g.k; c0 += 32) {
     const int h = static_cast<int>((c0 / 32) % 2);
     const std::size_t grp = c0 / g.group;
     __m256i av[MR], bs[MR];
-    for (int i = 0; i < MR; ++i) {
+    QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
       av[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.a + (i0 + i) * g.lda + c0));
       bs[i] = g.w_zero ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.a_bsum + (i0 + i) * g.ld_bsum + c0 / 4))
                        : _mm256_setzero_si256();
     }
-    for (int j = 0; j < NR; ++j) {
+    QUARRY_UNROLL for (int j = 0; j < NR; ++j) {
       const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c0;
       if constexpr (Prefetch)
         if (h == 0 && static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
@@ -1001,15 +1001,15 @@ QUARRY_ALWAYS_INLINE void tile_s8g_avx2(const Q4GemmArgs& g, std::size_t i0, std
       const __m256i wabs = _mm256_abs_epi8(w);
       const __m256 sv = _mm256_set1_ps(w4_scale<Arch>(g, j0 + j, grp));
       const __m256i back = g.w_zero ? _mm256_set1_epi32(128 - g.w_zero[(j0 + j) * g.ld_scale + grp]) : _mm256_setzero_si256();
-      for (int i = 0; i < MR; ++i) {
+      QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
         __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av[i], w)), ones16);
         if (g.w_zero) d = _mm256_add_epi32(d, _mm256_mullo_epi32(back, bs[i]));
         t[i][j][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), sv, t[i][j][h]);
       }
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j)
+  QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+    QUARRY_UNROLL for (int j = 0; j < NR; ++j)
       g.y[(i0 + i) * g.ldy + j0 + j] = std::fma(w4_hsum<Arch>(_mm256_add_ps(t[i][j][0], t[i][j][1])), g.a_scale[i0 + i],
                                                 g.bias ? g.bias[j0 + j] : 0.f);
 }
