@@ -1,8 +1,11 @@
 #include <doctest/doctest.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 
+#include <quarry/core/aligned_buffer.hpp>
 #include <quarry/core/convert.hpp>
 #include <quarry/core/tensor.hpp>
 
@@ -36,6 +39,26 @@ TEST_CASE("Tensor: zero-filled, aligned, row-major") {
   Tensor<float> empty;
   CHECK(empty.numel() == 0);
   CHECK(empty.empty());
+}
+
+TEST_CASE("AlignedBuffer: 64-byte aligned; from 2 MiB up aligned to 2 MiB (huge pages); moves keep the block") {
+  for (const std::size_t bytes : {std::size_t{1}, std::size_t{4096}, kHugePageBytes - 1, kHugePageBytes, kHugePageBytes * 3 + 17}) {
+    CAPTURE(bytes);
+    AlignedBuffer b(bytes);
+    REQUIRE(b.data() != nullptr);
+    CHECK(b.size() == bytes);
+    const auto at = reinterpret_cast<std::uintptr_t>(b.data());
+    CHECK(at % kHostAlignment == 0);
+    if (bytes >= kHugePageBytes) CHECK(at % kHugePageBytes == 0);
+    b.zero();
+    b.data()[bytes - 1] = std::byte{7};
+    AlignedBuffer moved(std::move(b));
+    CHECK(b.data() == nullptr);
+    CHECK(reinterpret_cast<std::uintptr_t>(moved.data()) == at);
+    CHECK(moved.data()[bytes - 1] == std::byte{7});
+    CHECK(moved.data()[0] == static_cast<std::byte>(bytes == 1 ? 7 : 0));
+  }  // each block is freed with the alignment it was allocated with (ASan checks new / delete pairs)
+  CHECK(AlignedBuffer(0).data() == nullptr);
 }
 
 TEST_CASE("Tensor: errors name the shapes and indices involved") {
