@@ -719,6 +719,42 @@ QUARRY_ALWAYS_INLINE void prefetch_group_scales(const Q4GemmArgs& g, std::size_t
                _MM_HINT_T1);
 }
 
+// ---- AVX-512 W4A8 steps shared by the tile and decode kernels below ----
+
+/// Lane l of a W4A8 chunk holds columns 8l .. 8l + 7: group l * 8 / group of the chunk. The
+/// index vector that spreads a chunk's group scales (zero points) over the lanes.
+template <class Arch>
+QUARRY_ALWAYS_INLINE __m512i w4a8_lane_group(std::size_t group) noexcept {
+  const int shift = group == 32 ? 2 : (group == 64 ? 3 : 4);
+  return _mm512_srl_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm_cvtsi32_si128(shift));
+}
+
+/// The 16 block sums of a chunk's activations, times the zero point 8 of symmetric weights.
+template <class Arch, bool HasZero>
+QUARRY_ALWAYS_INLINE __m512i w4a8_block_sums(const std::int32_t* p) noexcept {
+  const __m512i bs = _mm512_loadu_si512(p);
+  if constexpr (HasZero) return bs;
+  else return _mm512_slli_epi32(bs, 3);  // symmetric: u = q + 8, so z = 8
+}
+
+/// 64 packed bytes as unsigned nibbles: lo the low nibbles (the chunk's even columns), hi the
+/// high ones (odd columns), each ^ flip (8 for symmetric weights, 0 else).
+template <class Arch>
+QUARRY_ALWAYS_INLINE void w4a8_unpack(__m512i b, __m512i nibble, __m512i flip, __m512i* lo, __m512i* hi) noexcept {
+  *lo = _mm512_ternarylogic_epi32(b, nibble, flip, 0x6A);  // (b & 0x0f) ^ flip
+  *hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(b, 4), nibble, flip, 0x6A);
+}
+
+/// t + (exact 8-column dots of the nibbles with the activations ae / ao, less zero point x
+/// block sum) x the lanes' scales: one chunk of one weight row and one activation row.
+template <class Arch, bool HasZero>
+QUARRY_ALWAYS_INLINE __m512 w4a8_accumulate(__m512i lo, __m512i hi, __m512i ae, __m512i ao, __m512i bs, __m512i zv, __m512 sv,
+                                            __m512 t) noexcept {
+  __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ae), hi, ao);
+  d = _mm512_sub_epi32(d, HasZero ? _mm512_mullo_epi32(zv, bs) : bs);
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, t);
+}
+
 /// AVX-512 W4A8 tile: MR activation rows x NR weight rows, 128 columns (64 packed bytes) per
 /// step. The low nibbles of the 64 bytes are the chunk's even columns and the high nibbles its
 /// odd ones, which is how the activations are laid out, so one vpdpbusd each gives lane l the
@@ -732,10 +768,7 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0,
     QUARRY_UNROLL for (int j = 0; j < NR; ++j) t[i][j] = _mm512_setzero_ps();
   const __m512i nibble = _mm512_set1_epi8(0x0f);
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(HasZero ? 0 : 8));
-  // lane l holds columns 8l .. 8l + 7, in group l * 8 / group of the chunk.
-  const int group_shift = g.group == 32 ? 2 : (g.group == 64 ? 3 : 4);
-  const __m512i lane_group = _mm512_srl_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                              _mm_cvtsi32_si128(group_shift));
+  const __m512i lane_group = w4a8_lane_group<Arch>(g.group);
   const std::size_t groups = g.k / g.group, per_chunk = 128 / g.group;
   for (std::size_t c0 = 0; c0 < g.k; c0 += 128) {
     const std::size_t cols = g.k - c0 < 128 ? g.k - c0 : 128;  // 32, 64, 96 or 128
@@ -747,16 +780,14 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0,
       const std::int8_t* ap = g.a + (i0 + i) * g.lda + c0;
       ae[i] = _mm512_loadu_si512(ap);
       ao[i] = _mm512_loadu_si512(ap + 64);
-      bs[i] = _mm512_loadu_si512(g.a_bsum + (i0 + i) * g.ld_bsum + c0 / 8);
-      if constexpr (!HasZero) bs[i] = _mm512_slli_epi32(bs[i], 3);  // symmetric: u = q + 8, so z = 8
+      bs[i] = w4a8_block_sums<Arch, HasZero>(g.a_bsum + (i0 + i) * g.ld_bsum + c0 / 8);
     }
     QUARRY_UNROLL for (int j = 0; j < NR; ++j) {
       const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c0 / 2;
       if constexpr (Prefetch)
         if (static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
-      const __m512i b = _mm512_maskz_loadu_epi8(wmask, p);
-      const __m512i lo = _mm512_ternarylogic_epi32(b, nibble, flip, 0x6A);  // (b & 0x0f) ^ flip
-      const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(b, 4), nibble, flip, 0x6A);
+      __m512i lo, hi;
+      w4a8_unpack<Arch>(_mm512_maskz_loadu_epi8(wmask, p), nibble, flip, &lo, &hi);
       const std::size_t at = (j0 + j) * g.ld_scale + g0;
       if constexpr (Prefetch)
         if (static_cast<std::size_t>(j) < pf_rows) prefetch_group_scales(g, at + NR * g.ld_scale);
@@ -765,11 +796,7 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0,
       sv = _mm512_permutexvar_ps(lane_group, sv);  // lanes past the last group read a masked 0
       __m512i zv = _mm512_setzero_si512();
       if constexpr (HasZero) zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, g.w_zero + at)));
-      QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
-        __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ae[i]), hi, ao[i]);
-        d = _mm512_sub_epi32(d, HasZero ? _mm512_mullo_epi32(zv, bs[i]) : bs[i]);
-        t[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, t[i][j]);
-      }
+      QUARRY_UNROLL for (int i = 0; i < MR; ++i) t[i][j] = w4a8_accumulate<Arch, HasZero>(lo, hi, ae[i], ao[i], bs[i], zv, sv, t[i][j]);
     }
   }
   QUARRY_UNROLL for (int i = 0; i < MR; ++i)
@@ -804,26 +831,20 @@ QUARRY_ALWAYS_INLINE void decode_w4_s8_avx512(const Q4GemmArgs& g, std::size_t j
   QUARRY_UNROLL for (int j = 0; j < NR; ++j) t[j] = _mm512_setzero_ps();
   const __m512i nibble = _mm512_set1_epi8(0x0f);
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(HasZero ? 0 : 8));
-  const int group_shift = group == 32 ? 2 : (group == 64 ? 3 : 4);
-  const __m512i lane_group0 = _mm512_srl_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                               _mm_cvtsi32_si128(group_shift));
+  const __m512i lane_group0 = w4a8_lane_group<Arch>(group);
   const __m512i lane_group1 = _mm512_add_epi32(lane_group0, _mm512_set1_epi32(static_cast<int>(per_chunk)));
   // One chunk of 128 columns at c0 (`cols` of them, 32 .. 128) for every row, scales and zero
   // points of the step already spread out over the lanes by the caller's permutes.
   auto chunk = [&](std::size_t c0, std::size_t cols, const __m512* sv, const __m512i* zv) __attribute__((always_inline)) {
     const __mmask64 wmask = _bzhi_u64(~std::uint64_t{0}, static_cast<unsigned>(cols / 2));
     const __m512i ae = _mm512_loadu_si512(a + c0), ao = _mm512_loadu_si512(a + c0 + 64);
-    __m512i bs = _mm512_loadu_si512(a_bsum + c0 / 8);
-    if constexpr (!HasZero) bs = _mm512_slli_epi32(bs, 3);  // symmetric: u = q + 8, so z = 8
+    const __m512i bs = w4a8_block_sums<Arch, HasZero>(a_bsum + c0 / 8);
     QUARRY_UNROLL for (int j = 0; j < NR; ++j) {
       const std::uint8_t* p = w + static_cast<std::size_t>(j) * ldw + c0 / 2;
       if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(p + NR * ldw), _MM_HINT_T1);
-      const __m512i b = _mm512_maskz_loadu_epi8(wmask, p);
-      const __m512i lo = _mm512_ternarylogic_epi32(b, nibble, flip, 0x6A);  // (b & 0x0f) ^ flip
-      const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(b, 4), nibble, flip, 0x6A);
-      __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ae), hi, ao);
-      d = _mm512_sub_epi32(d, HasZero ? _mm512_mullo_epi32(zv[j], bs) : bs);
-      t[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv[j], t[j]);
+      __m512i lo, hi;
+      w4a8_unpack<Arch>(_mm512_maskz_loadu_epi8(wmask, p), nibble, flip, &lo, &hi);
+      t[j] = w4a8_accumulate<Arch, HasZero>(lo, hi, ae, ao, bs, HasZero ? zv[j] : _mm512_setzero_si512(), sv[j], t[j]);
     }
   };
   // The scales (zero points) of up to 8 groups from group g0, spread over the lanes of the
