@@ -269,12 +269,25 @@ result<LlamaModel> LlamaModel::load(const GgufFile& file, const LlamaLoadOptions
   return m;
 }
 
+namespace {
+
+// Calls f(projection) for every matrix a layer holds: its stacks' parts (or stacked matrices),
+// wo and down.
+template <class Layer, class F>
+void for_each_linear(const Layer& l, F&& f) {
+  for (const detail::LinearStack* st : {&l.qkv, &l.gate_up})
+    for (const Linear& p : st->linears) f(p);
+  f(l.wo);
+  f(l.down);
+}
+
+}  // namespace
+
 std::int64_t LlamaModel::weight_bytes() const noexcept {
   std::int64_t total = token_embd_.nbytes() + output_norm_.nbytes() + output_.bytes();
   for (const Layer& l : layers_) {
-    total += l.attn_norm.nbytes() + l.ffn_norm.nbytes() + l.wo.bytes() + l.down.bytes();
-    for (const detail::LinearStack* st : {&l.qkv, &l.gate_up})
-      for (const Linear& p : st->linears) total += p.bytes();
+    total += l.attn_norm.nbytes() + l.ffn_norm.nbytes();
+    for_each_linear(l, [&](const Linear& p) { total += p.bytes(); });
   }
   return total;
 }
@@ -287,11 +300,7 @@ std::string LlamaModel::summary() const {
     e.second += l.bytes();
   };
   add(output_);
-  for (const Layer& l : layers_) {
-    for (const Linear* p : {&l.wo, &l.down}) add(*p);
-    for (const detail::LinearStack* st : {&l.qkv, &l.gate_up})
-      for (const Linear& p : st->linears) add(p);
-  }
+  for (const Layer& l : layers_) for_each_linear(l, add);
   std::string s;
   for (const auto& [format, e] : by_format) s += fmt::format("{} matrices {}: {:.2f} MB\n", e.first, format, static_cast<double>(e.second) / 1e6);
   return s;
