@@ -96,6 +96,57 @@ std::vector<double> reference_decode(const PagedBatch& pb, double scale, std::in
   return out;
 }
 
+/// Per output element of decode attention over INT8 pages, the most its result may differ from
+/// reference_decode of the pages' values (`deq`, with the int8 query) by the rounding of its
+/// weights of V to 8 bits (the contract in quarry/kv/detail/kv_kernels.hpp): each token's weight
+/// is off by at most half a step, a step being 1/255 of the largest weight (softmax probability
+/// times V's row scale) of its run, and a run lies within a page. So token t adds at most
+/// 0.5 * max_page(P * sv) / 255 * |vi_t| to the error, vi_t = V_t / sv_t its integers.
+inline std::vector<double> int8_weight_bound(const PagedBatch& deq, const Tensor<float>& v_scales, double scale, std::int64_t window = 0) {
+  const std::int64_t batch = deq.batch(), dim = deq.dim, group = deq.n_heads / deq.n_kv;
+  std::vector<double> bound(static_cast<std::size_t>(batch * deq.n_heads * dim), 0.0);
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const std::int64_t len = deq.table().length(b, deq.page_size);
+    const std::int64_t first = window > 0 ? std::max<std::int64_t>(0, len - window) : 0;
+    const std::int32_t* pages = deq.indices.data() + deq.indptr[static_cast<std::size_t>(b)];
+    for (std::int64_t h = 0; h < deq.n_heads; ++h) {
+      const std::int64_t kvh = h / group;
+      auto row = [&](std::int64_t t) { return (pages[t / deq.page_size] * deq.n_kv + kvh) * deq.page_size + t % deq.page_size; };
+      const float* qh = deq.q.data() + (b * deq.n_heads + h) * dim;
+      std::vector<double> s;
+      for (std::int64_t t = first; t < len; ++t) {
+        double dot = 0;
+        for (std::int64_t i = 0; i < dim; ++i) dot += static_cast<double>(qh[i]) * deq.k.data()[row(t) * dim + i];
+        s.push_back(dot * scale);
+      }
+      const double mx = *std::max_element(s.begin(), s.end());
+      double sum = 0;
+      for (double& x : s) sum += (x = std::exp(x - mx));
+      std::vector<double> page_max(static_cast<std::size_t>(len / deq.page_size + 1), 0.0);  // of P * sv
+      for (std::int64_t t = first; t < len; ++t) {
+        double& m = page_max[static_cast<std::size_t>(t / deq.page_size)];
+        m = std::max(m, s[static_cast<std::size_t>(t - first)] / sum * v_scales.data()[row(t)]);
+      }
+      double* bh = bound.data() + (b * deq.n_heads + h) * dim;
+      for (std::int64_t t = first; t < len; ++t) {
+        const double sv = v_scales.data()[row(t)];
+        if (sv <= 0) continue;
+        const double half_step = 0.5 * page_max[static_cast<std::size_t>(t / deq.page_size)] / 255.0;
+        for (std::int64_t i = 0; i < dim; ++i) bh[i] += half_step * std::fabs(deq.v.data()[row(t) * dim + i]) / sv;
+      }
+    }
+  }
+  return bound;
+}
+
+/// The largest amount by which |got - want| exceeds `bound` + `slack` (<= 0: within it everywhere).
+inline double excess_over_bound(const float* got, const std::vector<double>& want, const std::vector<double>& bound, double slack) {
+  double worst = -slack;
+  for (std::size_t i = 0; i < want.size(); ++i)
+    worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - want[i]) - bound[i] - slack);
+  return worst;
+}
+
 /// INT8 pages of `pages` (symmetric, one scale per page, head and token). The dequantized values
 /// are written back into `pages`, so a reference over them sees what the kernel reads.
 struct Int8Owned {

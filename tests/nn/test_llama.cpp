@@ -206,7 +206,7 @@ TEST_CASE("llama: INT8 / INT4 weights and f16 / bf16 / INT8 K/V stay close to th
     double max_nll_increase, min_agreement;
   };
   // Bounds from measured figures with margin (the NLL increase is in nats per token).
-  // Measured (NLL increase, agreement): f16 K/V +2e-5, 1.0; bf16 +3e-4, 1.0; INT8 K/V +0.004, 0.985;
+  // Measured (NLL increase, agreement): f16 K/V +2e-5, 1.0; bf16 +3e-4, 1.0; INT8 K/V +0.0035, 0.995;
   // INT8 weights +0.0008, 0.98; INT4 g32 weights +0.064, 0.905; INT8 weights and K/V +0.008, 0.99;
   // INT4 K/V +0.96, 0.655: symmetric INT4 with one scale per 8 elements (this model's whole head)
   // is too coarse for its keys, a measured limit of the format rather than a bound to aim at.

@@ -132,10 +132,7 @@ QUARRY_ALWAYS_INLINE void quantize_scaled(const float* x, std::int64_t n, float 
       const auto k = xsimd::nearbyint_as_int(v);
       bool stored = false;
 #if defined(__x86_64__) || defined(_M_X64)
-      if constexpr (simd::is_avx512<Arch> && std::is_same_v<I, std::int16_t>) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm512_cvtepi32_epi16(k));
-        stored = true;
-      } else if constexpr (simd::is_avx512<Arch> && std::is_same_v<I, std::int8_t>) {
+      if constexpr (simd::is_avx512<Arch> && sizeof(I) == 1) {  // int8, or uint8 of 0 .. 255
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(k));
         stored = true;
       }
@@ -173,12 +170,12 @@ void dequantized_queries_i8(const DecodeChunkArgs& a, const KvI8Scratch& s) noex
   }
 }
 
-// The weights of one run of `rows` (<= 16) tokens of one head: w = p * sv (p: softmax numerators,
-// sv: V's row scales), quantized to 15 bits over the run: wq[r] = round(w[r] * 32767 / max w).
-// Writes wq (wq[rows..16) = 0) and, if back is not null, the dequantized weights to back; returns
-// the step max w / 32767.
+// The weights of one run of `rows` (<= 16) tokens of one head: w = max(p * sv, 0) (p: softmax
+// numerators, sv: V's row scales; NaN counts as 0), quantized to 8 bits (unsigned) over the run:
+// wq[r] = round(w[r] * 255 / max w). Writes wq (wq[rows..16) = 0) and, if back is not null, the dequantized weights to
+// back; returns the step max w / 255.
 template <class Arch>
-QUARRY_ALWAYS_INLINE float run_weights_i8(const float* p, const float* sv, std::int64_t rows, std::int16_t* wq, float* back) noexcept {
+QUARRY_ALWAYS_INLINE float run_weights_i8(const float* p, const float* sv, std::int64_t rows, std::uint8_t* wq, float* back) noexcept {
   alignas(64) float w[16];
   std::int64_t r = 0;
   if constexpr (!simd::is_scalar<Arch>) {
@@ -187,10 +184,11 @@ QUARRY_ALWAYS_INLINE float run_weights_i8(const float* p, const float* sv, std::
     for (; r + W <= rows; r += W) (B::load_unaligned(p + r) * B::load_unaligned(sv + r)).store_aligned(w + r);
   }
   for (; r < rows; ++r) w[r] = p[r] * sv[r];
-  const float m = abs_max<Arch>(w, rows, 0.f);  // the weights are >= 0
-  const float inv = m > 0.f && m <= std::numeric_limits<float>::max() ? 32767.f / m : 0.f;
-  const float step = inv > 0.f ? m / 32767.f : 0.f;
-  quantize_scaled<Arch>(w, rows, inv, 32767.f, wq, back, step);
+  for (r = 0; r < rows; ++r) w[r] = w[r] > 0.f ? w[r] : 0.f;  // NaN and < 0 (a negative V scale) count as 0
+  const float m = abs_max<Arch>(w, rows, 0.f);
+  const float inv = m > 0.f && m <= std::numeric_limits<float>::max() ? 255.f / m : 0.f;
+  const float step = inv > 0.f ? m / 255.f : 0.f;
+  quantize_scaled<Arch>(w, rows, inv, 255.f, wq, back, step);
   for (r = rows; r < 16; ++r) wq[r] = 0;
   return step;
 }
@@ -216,7 +214,7 @@ void quantize_weights_i8(const DecodeChunkArgs& a, float* p) noexcept {
       const float* sv = a.v.scales + (a.pages[t / a.page_size] * a.n_kv + a.kv_head + h) * a.page_size + t % a.page_size;
       for (std::int64_t g = h * a.group; g < (h + 1) * a.group; ++g) {
         float* pg = p + g * n + (t - a.t0);
-        std::int16_t wq[16];
+        std::uint8_t wq[16];
         run_weights_i8<Arch>(pg, sv, rows, wq, pg);
       }
     }
@@ -895,9 +893,9 @@ void decode_chunk_fused(const DecodeChunkArgs& args) noexcept {
 // of its int8 elements); 16 elements of a K row, broadcast to the 4 lanes and made unsigned by
 // k ^ 0x80 (the 128 * sum(qi) this adds is taken off after), meet them in vpdpbusd, which leaves
 // each head 4 partial sums per token. Four tokens are reduced together into one register (head
-// per lane, token per element). Weighted V: two tokens' rows interleaved byte by byte and widened
-// to int16 pairs meet the pair of their int16 weights in vpdpwssd; a run's int32 sums (at most
-// 16 * 32767 * 128, no overflow) are scaled into the f32 output. Needs dim % 32 == 0.
+// per lane, token per element). Weighted V: four tokens' rows interleaved byte by byte meet the
+// four tokens' u8 weights in vpdpbusd (vnni_values); a run's int32 sums (at most 16 * 255 * 128,
+// no overflow) are scaled into the f32 output. Needs dim % 32 == 0.
 
 // Scores of the `rows` tokens from `row` for kv head h of the call, SETS sets of 4 query heads.
 template <class Arch, int SETS>
@@ -917,15 +915,20 @@ QUARRY_ALWAYS_INLINE void vnni_scores(const DecodeChunkArgs& a, const KvI8Scratc
     const std::int64_t m = std::min<std::int64_t>(4, rows - r);
     const __mmask8 mask = static_cast<__mmask8>((1u << m) - 1);
     __m512i acc[SETS][4];
+    QUARRY_UNROLL
     for (int t = 0; t < SETS; ++t)
       for (int i = 0; i < 4; ++i) acc[t][i] = _mm512_setzero_si512();
+#pragma GCC unroll 2
     for (std::int64_t st = 0; st < steps; ++st) {
       __m512i kb[4];
+      QUARRY_UNROLL
       for (int i = 0; i < 4; ++i)
         kb[i] = _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[i] + st * 16))), bias);
+      QUARRY_UNROLL
       for (int t = 0; t < SETS; ++t) {
         const __m512i qv = _mm512_loadu_si512(qh + (t * steps + st) * 64);
-        for (int i = 0; i < 4; ++i) acc[t][i] = _mm512_dpbusd_epi32(acc[t][i], kb[i], qv);
+        QUARRY_UNROLL
+        for (int i = 0; i < 4; ++i) acc[t][i] = dpbusd_inplace(acc[t][i], kb[i], qv);
       }
     }
     const __m512 skb = _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(mask, ksc + r));
@@ -942,45 +945,110 @@ QUARRY_ALWAYS_INLINE void vnni_scores(const DecodeChunkArgs& a, const KvI8Scratc
   }
 }
 
+// run_weights_i8 for CNT heads (scores p + c * n) at once, the same integers: wq[c], step[c].
+template <int CNT>
+QUARRY_ALWAYS_INLINE void vnni_run_weights(const float* p, std::int64_t n, const float* sv, std::int64_t rows, std::uint8_t (*wq)[16],
+                                           float* step) noexcept {
+  const __mmask16 live = static_cast<__mmask16>((1u << rows) - 1);
+  const __m512 s = _mm512_maskz_loadu_ps(live, sv), zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255.f);
+  QUARRY_UNROLL
+  for (int c = 0; c < CNT; ++c) {
+    const __m512 w = _mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, p + c * n), s), zero);  // NaN, < 0: 0
+    const float m = _mm512_reduce_max_ps(w);
+    const float inv = m > 0.f && m <= std::numeric_limits<float>::max() ? 255.f / m : 0.f;
+    step[c] = inv > 0.f ? m / 255.f : 0.f;
+    // min(255, x) keeps a NaN (inf * 0), which max(x, 0) makes 0.
+    const __m512 x = _mm512_max_ps(_mm512_min_ps(top, _mm512_mul_ps(w, _mm512_set1_ps(inv))), zero);
+    _mm_store_si128(reinterpret_cast<__m128i*>(wq[c]), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(x)));
+  }
+}
+
 // acc[g] += (INT8 weight of g at t) * v[t] for the run of `rows` tokens from `row`, kv head h,
-// CNT query heads from g0 (of the call); the weights are quantized here, run_weights_i8.
+// CNT query heads from g0 (of the call); the weights are quantized here (vnni_run_weights).
+// Blocks of 64 columns (the last may be 32): four rows at a time interleaved byte by byte, so
+// that each int32 lane holds one column of four tokens, and vpdpbusd multiplies them by the four
+// tokens' u8 weights. The unpacks work within 128-bit lanes: accumulator k's lane L, element j
+// holds column 16 L + 4 k + j of the block, and is added to the output there permuted (column
+// 16 k + 4 L + j; a 32-column block: 8 k + 4 L + j) until unpermute_values_i8 ends the chunk.
 template <class Arch, int CNT>
 QUARRY_ALWAYS_INLINE void vnni_values(const DecodeChunkArgs& a, const KvI8Scratch& s, std::int64_t g0, std::int64_t row, std::int64_t rows,
                                       std::int64_t j0, std::int64_t n, const Ahead& ahead) noexcept {
   const std::int8_t* vbase = static_cast<const std::int8_t*>(a.v.values) + row * a.dim;
-  const std::int64_t pairs = (rows + 1) / 2;
-  // Per head, the int16 weights of the run; as int32, element p is the pair of tokens 2p, 2p + 1.
-  alignas(64) std::int16_t wq[CNT][16];
+  const std::int64_t quads = (rows + 3) / 4;
+  // Per head, the u8 weights of the run; as int32, element p is the quad of tokens 4p .. 4p + 3.
+  alignas(64) std::uint8_t wq[CNT][16];
   float step[CNT];
-  for (int c = 0; c < CNT; ++c) step[c] = run_weights_i8<Arch>(s.scores + (g0 + c) * n + j0, a.v.scales + row, rows, wq[c], nullptr);
-  const AheadSlices fetch(ahead, a.dim / 32);
-  for (std::int64_t b = 0; b < a.dim; b += 32) {
-    fetch.slice(b / 32);
-    __m512i acc[CNT][2];
-    for (int c = 0; c < CNT; ++c) acc[c][0] = acc[c][1] = _mm512_setzero_si512();
-    for (std::int64_t pr = 0; pr < pairs; ++pr) {
-      const std::int8_t* r0 = vbase + 2 * pr * a.dim + b;
-      const std::int8_t* r1 = 2 * pr + 1 < rows ? r0 + a.dim : r0;
-      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0));
-      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1));
-      // Pairs (x_i, y_i): lo holds elements 0-7 and 16-23, hi 8-15 and 24-31.
-      const __m512i lo = _mm512_cvtepi8_epi16(_mm256_unpacklo_epi8(x, y));
-      const __m512i hi = _mm512_cvtepi8_epi16(_mm256_unpackhi_epi8(x, y));
+  vnni_run_weights<CNT>(s.scores + g0 * n + j0, n, a.v.scales + row, rows, wq, step);
+  // Row r of quad qd (rows past the run have weight 0: any valid row will do).
+  std::int64_t at[16];
+  for (std::int64_t r = 0; r < 4 * quads; ++r) at[r] = std::min(r, rows - 1) * a.dim;
+  const AheadSlices fetch(ahead, (a.dim + 63) / 64);
+  for (std::int64_t b = 0; b < a.dim; b += 64) {
+    fetch.slice(b / 64);
+    const bool full = a.dim - b >= 64;
+    const __mmask64 cols = full ? ~__mmask64{0} : ~__mmask64{0} >> 32;  // dim % 32 == 0
+    const std::int8_t* vb = vbase + b;
+    __m512i acc[CNT * 4];
+    QUARRY_UNROLL
+    for (int i = 0; i < CNT * 4; ++i) acc[i] = _mm512_setzero_si512();
+    for (std::int64_t qd = 0; qd < quads; ++qd) {
+      const __m512i x0 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd]), x1 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd + 1]);
+      const __m512i x2 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd + 2]), x3 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd + 3]);
+      const __m512i lo01 = _mm512_unpacklo_epi8(x0, x1), hi01 = _mm512_unpackhi_epi8(x0, x1);
+      const __m512i lo23 = _mm512_unpacklo_epi8(x2, x3), hi23 = _mm512_unpackhi_epi8(x2, x3);
+      const __m512i v0 = _mm512_unpacklo_epi16(lo01, lo23), v1 = _mm512_unpackhi_epi16(lo01, lo23);
+      const __m512i v2 = _mm512_unpacklo_epi16(hi01, hi23), v3 = _mm512_unpackhi_epi16(hi01, hi23);
+      QUARRY_UNROLL
       for (int c = 0; c < CNT; ++c) {
-        std::int32_t pair;
-        std::memcpy(&pair, &wq[c][2 * pr], sizeof pair);
-        const __m512i w = _mm512_set1_epi32(pair);
-        acc[c][0] = _mm512_dpwssd_epi32(acc[c][0], lo, w);
-        acc[c][1] = _mm512_dpwssd_epi32(acc[c][1], hi, w);
+        std::int32_t quad;
+        std::memcpy(&quad, &wq[c][4 * qd], sizeof quad);
+        const __m512i w = _mm512_set1_epi32(quad);
+        acc[4 * c] = dpbusd_inplace(acc[4 * c], w, v0);
+        acc[4 * c + 1] = dpbusd_inplace(acc[4 * c + 1], w, v1);
+        acc[4 * c + 2] = dpbusd_inplace(acc[4 * c + 2], w, v2);
+        acc[4 * c + 3] = dpbusd_inplace(acc[4 * c + 3], w, v3);
       }
     }
+    QUARRY_UNROLL
     for (int c = 0; c < CNT; ++c) {
       float* o = a.out + (g0 + c) * (a.dim + 2) + 2 + b;
       const __m512 st = _mm512_set1_ps(step[c]);
-      const __m512 f0 = _mm512_cvtepi32_ps(_mm512_shuffle_i64x2(acc[c][0], acc[c][1], 0x44));  // elements 0-15
-      const __m512 f1 = _mm512_cvtepi32_ps(_mm512_shuffle_i64x2(acc[c][0], acc[c][1], 0xEE));  // 16-31
-      _mm512_storeu_ps(o, _mm512_fmadd_ps(f0, st, _mm512_loadu_ps(o)));
-      _mm512_storeu_ps(o + 16, _mm512_fmadd_ps(f1, st, _mm512_loadu_ps(o + 16)));
+      if (full) {
+        QUARRY_UNROLL
+        for (int k = 0; k < 4; ++k)
+          _mm512_storeu_ps(o + 16 * k, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[4 * c + k]), st, _mm512_loadu_ps(o + 16 * k)));
+      } else {
+        for (int k = 0; k < 4; ++k) {
+          const __m256 f = _mm512_castps512_ps256(_mm512_cvtepi32_ps(acc[4 * c + k]));
+          _mm256_storeu_ps(o + 8 * k, _mm256_fmadd_ps(f, _mm512_castps512_ps256(st), _mm256_loadu_ps(o + 8 * k)));
+        }
+      }
+    }
+  }
+}
+
+// Puts the output columns of `heads` query heads back in order (vnni_values adds them permuted).
+inline void unpermute_values_i8(float* out, std::int64_t heads, std::int64_t dim) noexcept {
+  for (std::int64_t g = 0; g < heads; ++g) {
+    float* o = out + g * (dim + 2) + 2;
+    std::int64_t b = 0;
+    for (; b + 64 <= dim; b += 64) {
+      // acc k's 128-bit lane L sits at o[16 k + 4 L]; column block L wants lanes L of acc 0..3.
+      const __m512 a0 = _mm512_loadu_ps(o + b), a1 = _mm512_loadu_ps(o + b + 16), a2 = _mm512_loadu_ps(o + b + 32),
+                   a3 = _mm512_loadu_ps(o + b + 48);
+      const __m512 t0 = _mm512_shuffle_f32x4(a0, a1, 0x44), t1 = _mm512_shuffle_f32x4(a2, a3, 0x44);  // lanes 0, 1
+      const __m512 t2 = _mm512_shuffle_f32x4(a0, a1, 0xEE), t3 = _mm512_shuffle_f32x4(a2, a3, 0xEE);  // lanes 2, 3
+      _mm512_storeu_ps(o + b, _mm512_shuffle_f32x4(t0, t1, 0x88));
+      _mm512_storeu_ps(o + b + 16, _mm512_shuffle_f32x4(t0, t1, 0xDD));
+      _mm512_storeu_ps(o + b + 32, _mm512_shuffle_f32x4(t2, t3, 0x88));
+      _mm512_storeu_ps(o + b + 48, _mm512_shuffle_f32x4(t2, t3, 0xDD));
+    }
+    if (b < dim) {  // 32 columns: column 16 L + 4 k + j sits at 8 k + 4 L + j
+      alignas(64) float tmp[32];
+      std::memcpy(tmp, o + b, sizeof tmp);
+      for (int L = 0; L < 2; ++L)
+        for (int k = 0; k < 4; ++k)
+          for (int j = 0; j < 4; ++j) o[b + 16 * L + 4 * k + j] = tmp[8 * k + 4 * L + j];
     }
   }
 }
@@ -1029,6 +1097,7 @@ void decode_chunk_vnni_i8(const DecodeChunkArgs& a) noexcept {
       }
     }
   });
+  unpermute_values_i8(a.out, heads, a.dim);
 }
 #endif
 
