@@ -394,8 +394,13 @@ status LlamaModel::run(BlockPool& kv, std::span<const SequenceId> seqs, std::spa
   Tensor<float> x({rows, c.dim}), h({rows, c.dim}), tmp({rows, c.dim});
   Tensor<float> q({rows, q_dim}), k({rows, kv_dim}), v({rows, kv_dim}), o({rows, q_dim});
   Tensor<float> gate({rows, c.ffn_dim}), up({rows, c.ffn_dim});
-  // The outputs of a stacked product, before they are copied to q, k, v or gate, up.
-  Tensor<float> stacked = Tensor<float>::uninitialized({rows, std::max(q_dim + 2 * kv_dim, 2 * c.ffn_dim)});
+  // The outputs of a stacked product, before they are copied to q, k, v or gate, up (nothing
+  // where no layer stacks its products: f32 weights, or a stack that could not be made).
+  std::int64_t stacked_width = 0;
+  for (const Layer& l : layers_)
+    for (const detail::LinearStack* st : {&l.qkv, &l.gate_up})
+      if (st->linears.size() == 1) stacked_width = std::max(stacked_width, st->linears.front().out_features());
+  Tensor<float> stacked = Tensor<float>::uninitialized({stacked_width > 0 ? rows : 0, stacked_width});
   std::vector<std::int64_t> seq_of(static_cast<std::size_t>(rows)), pos_of(static_cast<std::size_t>(rows));
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int32_t r = qo_indptr[static_cast<std::size_t>(b)]; r < qo_indptr[static_cast<std::size_t>(b) + 1]; ++r) {
