@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedDecodeArgs a) {
     const float* qp = a.q + (b * a.n_heads + h) * kD + li * 8;
 #pragma unroll
     for (int i = 0; i < 8; ++i) q[g][i] = qp[i];
-    if constexpr (kT == KvType::i8) {
+    if constexpr (kT == KvType::i8 || kT == KvType::i4) {
       // As the CPU kernels (quarry/kv/detail/kv_kernels.hpp): the query head on the int8 grid,
       // round(q * 127 / max|q|) * max|q| / 127, max over the head's kD / 8 lanes.
       float mx = 0.f;

@@ -14,6 +14,7 @@
 
 #include <quarry/kv/block_pool.hpp>
 
+#include "paged_reference.hpp"
 #include "test_util.hpp"
 
 using namespace quarry;
@@ -781,6 +782,7 @@ TEST_CASE("BlockPool with INT4 pages: decode attention equals the f64 attention 
   Tensor<float> q({4, 4, 128});
   for (float& x : q.span()) x = normal(rng);
   Tensor<float> out({4, 4, 128}), want({4, 4, 128});
+  const Tensor<float> q8 = int8_queries(q);
   const BlockPool::Table table = pool.page_table(ids).value();
   for (const std::int64_t chunk : {0, 32}) {
     CAPTURE(chunk);
@@ -790,7 +792,8 @@ TEST_CASE("BlockPool with INT4 pages: decode attention equals the f64 attention 
     double max_ref = 0;
     for (std::int64_t b = 0; b < 4; ++b)
       for (std::int64_t h = 0; h < 4; ++h) {
-        const auto ref = reference_attention(&q(b, h, 0), kd[static_cast<std::size_t>(b)], vd[static_cast<std::size_t>(b)], h / 2, 128);
+        // INT4 pages quantize the query to int8 (kv_kernels.hpp): the reference gets that query.
+        const auto ref = reference_attention(&q8(b, h, 0), kd[static_cast<std::size_t>(b)], vd[static_cast<std::size_t>(b)], h / 2, 128);
         for (std::int64_t i = 0; i < 128; ++i) max_ref = std::max(max_ref, std::fabs(out(b, h, i) - ref[static_cast<std::size_t>(i)]));
       }
     MESSAGE("decode attention over INT4 pages (chunk " << chunk << ") against the f64 attention of their dequantized values: max |error| " << max_ref);

@@ -149,7 +149,8 @@ TEST_CASE("paged decode attention (CPU): INT8 and INT4 pages against the f64 ref
         PagedBatch deq8 = make_paged_batch({1, 17, 300, 700}, n_heads, n_kv, page_size, dim, seed, 3, 2.f);
         PagedBatch deq4 = make_paged_batch({1, 17, 300, 700}, n_heads, n_kv, page_size, dim, seed, 3, 2.f);
         const Int8Owned k8 = quantize_int8(deq8.k), v8 = quantize_int8(deq8.v);  // deq8: the values they stand for
-        deq8.q = int8_queries(pb.q);  // INT8 pages quantize the query too
+        deq8.q = int8_queries(pb.q);  // INT8 and INT4 pages quantize the query too
+        deq4.q = deq8.q.clone();
         for (const std::int64_t chunk : {0, 5}) {
           CAPTURE(dim);
           CAPTURE(page_size);
@@ -190,6 +191,7 @@ TEST_CASE("paged decode attention (CPU): a thread pool gives bit-identical resul
   const Tensor<f16> k = pages_as<f16>(pb.k), v = pages_as<f16>(pb.v);
   PagedBatch deq = make_paged_batch({1, 16, 255, 257, 3000, 9000}, 8, 2, 16, 64, 9, 5, 2.f);
   const Int4Owned k4 = quantize_int4(deq.k, 32), v4 = quantize_int4(deq.v, 32);
+  deq.q = int8_queries(pb.q);  // INT4 pages quantize the query (kv_kernels.hpp)
   ThreadPool pool(3);
   for (const std::int64_t window : {0, 1000}) {
     CAPTURE(window);

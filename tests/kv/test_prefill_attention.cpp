@@ -199,9 +199,9 @@ TEST_CASE("paged prefill attention (CPU): one query row per sequence equals deco
         PagedBatch pb = make_paged_batch({1, 15, 16, 17, 300}, 8, 2, page_size, 64, ++seed, 3, 2.f);
         const StoredPages stored(pb, kind);
         PrefillQueries pq = make_prefill_queries({1, 1, 1, 1, 1}, 8, 64, ++seed);
-        // Decode over INT8 pages quantizes the query (kv_kernels.hpp); a query already on the int8
-        // grid passes through unchanged, so both get that one.
-        if (kind == Kv::i8) pq.q = int8_queries(pq.q);
+        // Decode over INT8 and INT4 pages quantizes the query (kv_kernels.hpp); a query already on
+        // the int8 grid passes through unchanged, so both get that one.
+        if (kind == Kv::i8 || kind == Kv::i4) pq.q = int8_queries(pq.q);
         pb.q = pq.q.clone();  // [batch, n_heads, dim]: decode's q
         Tensor<float> prefill_out;
         CHECK(prefill_error(pb, stored, pq, PrefillAttentionParams{0.f, window, nullptr}, prefill_out) < 2e-5);

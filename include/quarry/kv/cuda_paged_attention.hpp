@@ -11,8 +11,8 @@
 // f32, and a second kernel merges the chunks by log-sum-exp (one chunk: written directly).
 // head_dim must be 64, 128 or 256; K/V f16, bf16, f32, INT8 (a scale per token and head) or
 // INT4 (group scales, groups of a multiple of 8 elements), widened to f32; scores, softmax and
-// sums in f32. Results equal the CPU's to float rounding (other summation order); for INT8 pages
-// the query is put on the int8 grid as the CPU kernels do (quarry/kv/detail/kv_kernels.hpp), and
+// sums in f32. Results equal the CPU's to float rounding (other summation order); for INT8 and
+// INT4 pages the query is put on the int8 grid as the CPU kernels do (kv/detail/kv_kernels.hpp), and
 // the weights of V stay f32, so the two differ by the rounding of the CPU's 8-bit weights at most.
 //
 // Calls run on the legacy default stream of the tensors' device and, by default, return when

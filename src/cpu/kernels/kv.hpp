@@ -69,6 +69,7 @@ struct KvI8Scratch {
   std::int8_t* qi;       // [dim] int8: one quantized head at a time
   float* lanes;          // VNNI: [32] per (kv head, set of 4 heads): 16 int32 corrections, 16 scales
                          // (sets <= heads, so at most [32 * heads])
+  std::int32_t* corr;    // INT4 VNNI: [16] per (kv head, set, group) (at most [heads * dim / 2])
 };
 
 inline KvI8Scratch kv_i8_scratch(const DecodeChunkArgs& a) noexcept {
@@ -84,6 +85,8 @@ inline KvI8Scratch kv_i8_scratch(const DecodeChunkArgs& a) noexcept {
   s.qi = reinterpret_cast<std::int8_t*>(p + heads * a.dim);
   p += 2 * heads * a.dim;
   s.lanes = p;
+  p += 32 * heads;
+  s.corr = reinterpret_cast<std::int32_t*>(p);
   return s;
 }
 
@@ -229,7 +232,7 @@ void ref_decode_chunk_one_head(const DecodeChunkArgs& a) noexcept {
   float* scores = i8.scores;  // [group][n]
   float* row = i8.tile;       // [dim]
   const float* q = a.q;
-  if (is_i8) {
+  if (is_i8 || a.elem == KvElem::i4) {  // the int8 query of the contract
     dequantized_queries_i8<Arch>(a, i8);
     q = i8.qf;
   }
@@ -414,7 +417,7 @@ void decode_chunk_tiled_one_head(const DecodeChunkArgs& a) noexcept {
   float* tile = i8.tile;      // [16][dim]
   constexpr std::int64_t kRun = 16;
   const float* q = a.q;
-  if (a.elem == KvElem::i8) {
+  if (a.elem == KvElem::i8 || a.elem == KvElem::i4) {  // the int8 query of the contract
     dequantized_queries_i8<Arch>(a, i8);
     q = i8.qf;
   }
@@ -852,7 +855,7 @@ void decode_chunk_fused(const DecodeChunkArgs& args) noexcept {
   const KvI8Scratch i8 = kv_i8_scratch(args);
   float* scores = i8.scores;  // [heads][n]
   DecodeChunkArgs a = args;
-  if constexpr (E == KvElem::i8) {
+  if constexpr (E == KvElem::i8 || E == KvElem::i4) {  // the int8 query of the contract
     dequantized_queries_i8<Arch>(args, i8);
     a.q = i8.qf;
   }
@@ -1099,6 +1102,127 @@ void decode_chunk_vnni_i8(const DecodeChunkArgs& a) noexcept {
   });
   unpermute_values_i8(a.out, heads, a.dim);
 }
+
+// ---- INT4 pages on AVX-512 VNNI: the scores in integers. ----
+//
+// As INT8's scores, 32 elements a step: the 16 bytes of a K row that hold them, broadcast to the
+// 4 lanes and made unsigned by x ^ 0x88 (nibble n becomes n ^ 8 = its value + 8: 8 * the group's
+// sum of qi is taken off after), split into low nibbles (even elements) and high ones (odd), meet
+// the query heads' even and odd elements in two vpdpbusd. Each group's integer sums of 4 tokens
+// (reduced as INT8's) are converted and multiplied by the tokens' scales of that group. Weighted
+// V is the float kernel's (fused_values). Needs dim % 32 == 0 and a group size of a power of two
+// from 32.
+
+// Scores of the `rows` tokens from `row` for kv head h of the call, SETS sets of 4 query heads.
+template <class Arch, int SETS>
+QUARRY_ALWAYS_INLINE void vnni_scores_i4(const DecodeChunkArgs& a, const KvI8Scratch& s, std::int64_t h, std::int64_t row, std::int64_t rows,
+                                         std::int64_t j0, std::int64_t n, const Ahead& ahead) noexcept {
+  const std::int64_t steps = a.dim / 32, gsteps = steps / a.groups, row_bytes = a.dim / 2;
+  const std::uint8_t* kbase = static_cast<const std::uint8_t*>(a.k.values) + row * row_bytes;
+  const float* ksc = a.k.scales + row * a.groups;
+  const std::int8_t* qh = s.qarr + h * SETS * steps * 128;  // per (set, step): 64 bytes even, 64 odd
+  const float* lanes = s.lanes + h * SETS * 32;
+  const std::int32_t* corr = s.corr + h * SETS * a.groups * 16;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x88)), low = _mm512_set1_epi8(0x0f);
+  const AheadSlices fetch(ahead, (rows + 3) / 4);
+  for (std::int64_t r = 0; r < rows; r += 4) {
+    fetch.slice(r / 4);
+    std::int64_t rr[4];  // rows past the run repeat the last (their scores are not stored)
+    const std::uint8_t* kr[4];
+    for (int i = 0; i < 4; ++i) {
+      rr[i] = std::min<std::int64_t>(r + i, rows - 1);
+      kr[i] = kbase + rr[i] * row_bytes;
+    }
+    const std::int64_t m = std::min<std::int64_t>(4, rows - r);
+    const __mmask8 mask = static_cast<__mmask8>((1u << m) - 1);
+    __m512 tot[SETS];
+    QUARRY_UNROLL
+    for (int t = 0; t < SETS; ++t) tot[t] = _mm512_setzero_ps();
+    for (std::int64_t g = 0; g < a.groups; ++g) {
+      __m512i acc[SETS][4];
+      QUARRY_UNROLL
+      for (int t = 0; t < SETS; ++t)
+        for (int i = 0; i < 4; ++i) acc[t][i] = _mm512_setzero_si512();
+      for (std::int64_t st = g * gsteps; st < (g + 1) * gsteps; ++st) {
+        __m512i lo[4], hi[4];
+        QUARRY_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          const __m512i x = _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[i] + st * 16))), flip);
+          lo[i] = _mm512_and_si512(x, low);
+          hi[i] = _mm512_and_si512(_mm512_srli_epi16(x, 4), low);
+        }
+        QUARRY_UNROLL
+        for (int t = 0; t < SETS; ++t) {
+          const __m512i qe = _mm512_loadu_si512(qh + (t * steps + st) * 128), qo = _mm512_loadu_si512(qh + (t * steps + st) * 128 + 64);
+          QUARRY_UNROLL
+          for (int i = 0; i < 4; ++i) acc[t][i] = dpbusd_inplace(dpbusd_inplace(acc[t][i], lo[i], qe), hi[i], qo);
+        }
+      }
+      // The 4 tokens' scales of group g, token per element, in every lane.
+      const __m512 sg = _mm512_broadcast_f32x4(_mm_setr_ps(ksc[rr[0] * a.groups + g], ksc[rr[1] * a.groups + g], ksc[rr[2] * a.groups + g],
+                                                           ksc[rr[3] * a.groups + g]));
+      QUARRY_UNROLL
+      for (int t = 0; t < SETS; ++t) {
+        const __m512i z = _mm512_sub_epi32(lane_sums4_epi32<Arch>(acc[t][0], acc[t][1], acc[t][2], acc[t][3]),
+                                           _mm512_loadu_si512(corr + (t * a.groups + g) * 16));
+        tot[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z), sg, tot[t]);
+      }
+    }
+    for (int t = 0; t < SETS; ++t) {
+      alignas(64) float out[16];
+      _mm512_store_ps(out, _mm512_mul_ps(tot[t], _mm512_loadu_ps(lanes + t * 32 + 16)));
+      for (int l = 0; l < 4; ++l) {
+        const std::int64_t g = t * 4 + l;
+        if (g < a.group) _mm_mask_storeu_ps(s.scores + (h * a.group + g) * n + j0 + r, mask, _mm_load_ps(out + l * 4));
+      }
+    }
+  }
+}
+
+template <class Arch, int SETS>
+void decode_chunk_vnni_i4(const DecodeChunkArgs& a) noexcept {
+  const std::int64_t n = a.t1 - a.t0, heads = a.kv_heads * a.group, steps = a.dim / 32, group_size = a.dim / a.groups;
+  const KvI8Scratch s = kv_i8_scratch(a);
+  std::int64_t shift = 0;  // log2 of the group size
+  while ((std::int64_t{1} << shift) < group_size) ++shift;
+  // The query heads: int8, arranged per (kv head, set, step) as 4 lanes of 16 even elements, then
+  // 4 lanes of 16 odd ones; per lane, 8 * the sum of qi over each group and the factor step * scale.
+  for (std::int64_t h = 0; h < a.kv_heads; ++h)
+    for (std::int64_t g = 0; g < SETS * 4; ++g) {
+      const std::int64_t set = g / 4, lane = g % 4;
+      float step = 0.f;
+      if (g < a.group) step = quantize_query_i8<Arch>(a.q + (h * a.group + g) * a.dim, a.dim, s.qi);
+      else std::fill(s.qi, s.qi + a.dim, std::int8_t{0});
+      for (std::int64_t st = 0; st < steps; ++st) {
+        std::int8_t* dst = s.qarr + ((h * SETS + set) * steps + st) * 128 + lane * 16;
+        for (std::int64_t j = 0; j < 16; ++j) {
+          dst[j] = s.qi[st * 32 + 2 * j];
+          dst[64 + j] = s.qi[st * 32 + 2 * j + 1];
+        }
+      }
+      for (std::int64_t grp = 0; grp < a.groups; ++grp) {
+        std::int32_t sum = 0;
+        for (std::int64_t i = grp * group_size; i < (grp + 1) * group_size; ++i) sum += s.qi[i];
+        for (int e = 0; e < 4; ++e) s.corr[((h * SETS + set) * a.groups + grp) * 16 + lane * 4 + e] = 8 * sum;
+      }
+      for (int e = 0; e < 4; ++e) s.lanes[(h * SETS + set) * 32 + 16 + lane * 4 + e] = step * a.scale;
+    }
+  const std::int64_t row_bytes = a.dim / 2, scale_row_bytes = 4 * a.groups;
+  fused_runs(a, a.k, row_bytes, scale_row_bytes, &a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
+    for (std::int64_t h = 0; h < a.kv_heads; ++h) vnni_scores_i4<Arch, SETS>(a, s, h, row + h * a.page_size, rows, j0, n, ahead(h));
+  });
+  chunk_softmax<Arch>(s.scores, n, heads, a.out, a.dim);
+  const Ahead none;
+  fused_runs(a, a.v, row_bytes, scale_row_bytes, nullptr, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
+    for (std::int64_t h = 0; h < a.kv_heads; ++h) {
+      const Ahead ah = ahead(h);
+      for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) {
+        fused_values<Arch, KvElem::i4, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, s.scores,
+                                                             g0 == 0 ? ah : none);
+      });
+    }
+  });
+}
 #endif
 
 template <class Arch>
@@ -1116,6 +1240,15 @@ void decode_chunk(const DecodeChunkArgs& a) noexcept {
           case 3: return decode_chunk_vnni_i8<Arch, 3>(a);
           case 4: return decode_chunk_vnni_i8<Arch, 4>(a);
           default: break;  // more than 16 query heads per kv head: the float kernel
+        }
+      }
+      if (a.elem == KvElem::i4 && a.dim % 32 == 0 && group_size % 32 == 0 && (group_size & (group_size - 1)) == 0) {
+        switch ((a.group + 3) / 4) {
+          case 1: return decode_chunk_vnni_i4<Arch, 1>(a);
+          case 2: return decode_chunk_vnni_i4<Arch, 2>(a);
+          case 3: return decode_chunk_vnni_i4<Arch, 3>(a);
+          case 4: return decode_chunk_vnni_i4<Arch, 4>(a);
+          default: break;
         }
       }
     }

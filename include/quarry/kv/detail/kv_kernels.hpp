@@ -50,7 +50,7 @@ struct DecodeChunkArgs {
 /// Floats of scratch a chunk of `heads` query heads needs: the scores, one converted tile of K or V
 /// rows and, for INT8 pages, the quantized query (kv_i8_scratch in src/cpu/kernels/kv.hpp).
 constexpr std::size_t decode_chunk_scratch(std::int64_t heads, std::int64_t tokens, std::int64_t dim) noexcept {
-  return static_cast<std::size_t>(heads * tokens + 16 * dim + 16 + 2 * heads * dim + 32 * heads);
+  return static_cast<std::size_t>(heads * tokens + 16 * dim + 16 + 2 * heads * dim + 32 * heads + heads * dim / 2 + 16);
 }
 
 /// Operands of a small dense product C (+)= A B, all row-major with leading dimensions in
@@ -79,6 +79,8 @@ struct TileGemmArgs {
 ///   run being the chunk's tokens in one page, 16 at most, taken in order from t0:
 ///   wq_t = round(w_t * 255 / max_run w), and the output sums wq_t * (max_run w / 255) * vi_t.
 ///   (The sum of exps, out[g * (dim + 2) + 1], is unquantized.)
+/// INT4 pages (KvElem::i4) quantize the query the same way (their weights of V stay f32), so that
+/// AVX-512 VNNI computes their scores in integers too.
 /// Rounding is to nearest even; NaN becomes 0. The query's quantization costs about as much
 /// accuracy as K's, the weights' at most about half as much as V's. (15-bit weights, used until
 /// 2026-11, took vpdpwssd at two products per lane where vpdpbusd does four; on the stories260K
