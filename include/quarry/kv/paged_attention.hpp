@@ -81,7 +81,9 @@ inline float attention_scale(float scale, std::int64_t head_dim) noexcept {
 }
 
 /// INT8 pages: values [num_pages, n_kv_heads, page_size, head_dim] and one scale per token and
-/// head, scales [num_pages, n_kv_heads, page_size]; element = value * scale.
+/// head, scales [num_pages, n_kv_heads, page_size]; element = value * scale. Scales are >= 0, as
+/// BlockPool writes them: decode attention rounds its weights of V to unsigned 8-bit integers
+/// (quarry/kv/detail/kv_kernels.hpp), where a token whose V scale is negative or NaN weighs 0.
 struct Int8KvPages {
   TensorView<const std::int8_t> values;  ///< [num_pages, n_kv_heads, page_size, head_dim]
   TensorView<const float> scales;        ///< [num_pages, n_kv_heads, page_size]
