@@ -60,39 +60,57 @@ inline PagedBatch make_paged_batch(const std::vector<std::int64_t>& lengths, std
   return pb;
 }
 
+/// Row of token t of sequence b in kv head kvh.
+inline std::int64_t token_row(const PagedBatch& pb, std::int64_t b, std::int64_t kvh, std::int64_t t) {
+  const std::int32_t* pages = pb.indices.data() + pb.indptr[static_cast<std::size_t>(b)];
+  return (pages[t / pb.page_size] * pb.n_kv + kvh) * pb.page_size + t % pb.page_size;
+}
+
+/// The softmax probabilities of query qh (dim floats) over tokens [first, len) of sequence b in kv
+/// head kvh, in double, from K as `KV` would hold it.
+template <class KV = float>
+std::vector<double> reference_probs(const PagedBatch& pb, std::int64_t b, std::int64_t kvh, const float* qh, double scale, std::int64_t first,
+                                    std::int64_t len) {
+  const std::int64_t dim = pb.dim;
+  std::vector<double> s;
+  for (std::int64_t t = first; t < len; ++t) {
+    const float* kr = pb.k.data() + token_row(pb, b, kvh, t) * dim;
+    double dot = 0;
+    for (std::int64_t i = 0; i < dim; ++i) dot += static_cast<double>(qh[i]) * static_cast<double>(static_cast<float>(KV(kr[i])));
+    s.push_back(dot * scale);
+  }
+  const double mx = *std::max_element(s.begin(), s.end());
+  double sum = 0;
+  for (double& x : s) sum += (x = std::exp(x - mx));
+  for (double& x : s) x /= sum;
+  return s;
+}
+
+/// Calls f(b, h, first, len, p) for each sequence b and query head h of pb's decode batch: p are
+/// the head's probabilities (reference_probs) over tokens [first, len), the last `window` (0: all).
+template <class KV = float, class F>
+void for_each_decode_head(const PagedBatch& pb, double scale, std::int64_t window, F&& f) {
+  for (std::int64_t b = 0; b < pb.batch(); ++b) {
+    const std::int64_t len = pb.table().length(b, pb.page_size);
+    const std::int64_t first = window > 0 ? std::max<std::int64_t>(0, len - window) : 0;
+    for (std::int64_t h = 0; h < pb.n_heads; ++h)
+      f(b, h, first, len, reference_probs<KV>(pb, b, h / (pb.n_heads / pb.n_kv), pb.q.data() + (b * pb.n_heads + h) * pb.dim, scale, first, len));
+  }
+}
+
 /// Decode attention in double from K/V as `KV` would hold them (rounded through KV), naive
 /// (no chunks): out [batch, n_heads, dim].
 template <class KV = float>
 std::vector<double> reference_decode(const PagedBatch& pb, double scale, std::int64_t window = 0) {
-  const std::int64_t batch = pb.batch(), dim = pb.dim, group = pb.n_heads / pb.n_kv;
-  std::vector<double> out(static_cast<std::size_t>(batch * pb.n_heads * dim), 0.0);
-  const float* kd = pb.k.data();
-  const float* vd = pb.v.data();
-  for (std::int64_t b = 0; b < batch; ++b) {
-    const std::int64_t len = pb.table().length(b, pb.page_size);
-    const std::int64_t first = window > 0 ? std::max<std::int64_t>(0, len - window) : 0;
-    const std::int32_t* pages = pb.indices.data() + pb.indptr[static_cast<std::size_t>(b)];
-    for (std::int64_t h = 0; h < pb.n_heads; ++h) {
-      const std::int64_t kvh = h / group;
-      const float* qh = pb.q.data() + (b * pb.n_heads + h) * dim;
-      std::vector<double> s;
-      for (std::int64_t t = first; t < len; ++t) {
-        const float* kr = kd + ((pages[t / pb.page_size] * pb.n_kv + kvh) * pb.page_size + t % pb.page_size) * dim;
-        double dot = 0;
-        for (std::int64_t i = 0; i < dim; ++i) dot += static_cast<double>(qh[i]) * static_cast<double>(static_cast<float>(KV(kr[i])));
-        s.push_back(dot * scale);
-      }
-      const double mx = *std::max_element(s.begin(), s.end());
-      double sum = 0;
-      for (double& x : s) sum += (x = std::exp(x - mx));
-      double* oh = out.data() + (b * pb.n_heads + h) * dim;
-      for (std::int64_t t = first; t < len; ++t) {
-        const float* vr = vd + ((pages[t / pb.page_size] * pb.n_kv + kvh) * pb.page_size + t % pb.page_size) * dim;
-        const double p = s[static_cast<std::size_t>(t - first)] / sum;
-        for (std::int64_t i = 0; i < dim; ++i) oh[i] += p * static_cast<double>(static_cast<float>(KV(vr[i])));
-      }
+  const std::int64_t dim = pb.dim, group = pb.n_heads / pb.n_kv;
+  std::vector<double> out(static_cast<std::size_t>(pb.batch() * pb.n_heads * dim), 0.0);
+  for_each_decode_head<KV>(pb, scale, window, [&](std::int64_t b, std::int64_t h, std::int64_t first, std::int64_t len, const std::vector<double>& p) {
+    double* oh = out.data() + (b * pb.n_heads + h) * dim;
+    for (std::int64_t t = first; t < len; ++t) {
+      const float* vr = pb.v.data() + token_row(pb, b, h / group, t) * dim;
+      for (std::int64_t i = 0; i < dim; ++i) oh[i] += p[static_cast<std::size_t>(t - first)] * static_cast<double>(static_cast<float>(KV(vr[i])));
     }
-  }
+  });
   return out;
 }
 
@@ -103,39 +121,23 @@ std::vector<double> reference_decode(const PagedBatch& pb, double scale, std::in
 /// times V's row scale) of its run, and a run lies within a page. So token t adds at most
 /// 0.5 * max_page(P * sv) / 255 * |vi_t| to the error, vi_t = V_t / sv_t its integers.
 inline std::vector<double> int8_weight_bound(const PagedBatch& deq, const Tensor<float>& v_scales, double scale, std::int64_t window = 0) {
-  const std::int64_t batch = deq.batch(), dim = deq.dim, group = deq.n_heads / deq.n_kv;
-  std::vector<double> bound(static_cast<std::size_t>(batch * deq.n_heads * dim), 0.0);
-  for (std::int64_t b = 0; b < batch; ++b) {
-    const std::int64_t len = deq.table().length(b, deq.page_size);
-    const std::int64_t first = window > 0 ? std::max<std::int64_t>(0, len - window) : 0;
-    const std::int32_t* pages = deq.indices.data() + deq.indptr[static_cast<std::size_t>(b)];
-    for (std::int64_t h = 0; h < deq.n_heads; ++h) {
-      const std::int64_t kvh = h / group;
-      auto row = [&](std::int64_t t) { return (pages[t / deq.page_size] * deq.n_kv + kvh) * deq.page_size + t % deq.page_size; };
-      const float* qh = deq.q.data() + (b * deq.n_heads + h) * dim;
-      std::vector<double> s;
-      for (std::int64_t t = first; t < len; ++t) {
-        double dot = 0;
-        for (std::int64_t i = 0; i < dim; ++i) dot += static_cast<double>(qh[i]) * deq.k.data()[row(t) * dim + i];
-        s.push_back(dot * scale);
-      }
-      const double mx = *std::max_element(s.begin(), s.end());
-      double sum = 0;
-      for (double& x : s) sum += (x = std::exp(x - mx));
-      std::vector<double> page_max(static_cast<std::size_t>(len / deq.page_size + 1), 0.0);  // of P * sv
-      for (std::int64_t t = first; t < len; ++t) {
-        double& m = page_max[static_cast<std::size_t>(t / deq.page_size)];
-        m = std::max(m, s[static_cast<std::size_t>(t - first)] / sum * v_scales.data()[row(t)]);
-      }
-      double* bh = bound.data() + (b * deq.n_heads + h) * dim;
-      for (std::int64_t t = first; t < len; ++t) {
-        const double sv = v_scales.data()[row(t)];
-        if (sv <= 0) continue;
-        const double half_step = 0.5 * page_max[static_cast<std::size_t>(t / deq.page_size)] / 255.0;
-        for (std::int64_t i = 0; i < dim; ++i) bh[i] += half_step * std::fabs(deq.v.data()[row(t) * dim + i]) / sv;
-      }
+  const std::int64_t dim = deq.dim, group = deq.n_heads / deq.n_kv;
+  std::vector<double> bound(static_cast<std::size_t>(deq.batch() * deq.n_heads * dim), 0.0);
+  for_each_decode_head(deq, scale, window, [&](std::int64_t b, std::int64_t h, std::int64_t first, std::int64_t len, const std::vector<double>& p) {
+    auto row = [&](std::int64_t t) { return token_row(deq, b, h / group, t); };
+    std::vector<double> page_max(static_cast<std::size_t>(len / deq.page_size + 1), 0.0);  // of P * sv
+    for (std::int64_t t = first; t < len; ++t) {
+      double& m = page_max[static_cast<std::size_t>(t / deq.page_size)];
+      m = std::max(m, p[static_cast<std::size_t>(t - first)] * v_scales.data()[row(t)]);
     }
-  }
+    double* bh = bound.data() + (b * deq.n_heads + h) * dim;
+    for (std::int64_t t = first; t < len; ++t) {
+      const double sv = v_scales.data()[row(t)];
+      if (sv <= 0) continue;
+      const double half_step = 0.5 * page_max[static_cast<std::size_t>(t / deq.page_size)] / 255.0;
+      for (std::int64_t i = 0; i < dim; ++i) bh[i] += half_step * std::fabs(deq.v.data()[row(t) * dim + i]) / sv;
+    }
+  });
   return bound;
 }
 
@@ -264,35 +266,19 @@ template <class KV = float>
 std::vector<double> reference_prefill(const PagedBatch& pb, const PrefillQueries& pq, double scale, std::int64_t window = 0) {
   const std::int64_t dim = pb.dim, group = pb.n_heads / pb.n_kv;
   std::vector<double> out(static_cast<std::size_t>(pq.total() * pb.n_heads * dim), 0.0);
-  auto row = [&](const std::int32_t* pages, std::int64_t kvh, std::int64_t t) {
-    return ((pages[t / pb.page_size] * pb.n_kv + kvh) * pb.page_size + t % pb.page_size) * dim;
-  };
-  std::vector<double> s;
   for (std::int64_t b = 0; b < pb.batch(); ++b) {
     const std::int64_t len = pb.table().length(b, pb.page_size);
     const std::int64_t n = pq.qo_indptr[static_cast<std::size_t>(b) + 1] - pq.qo_indptr[static_cast<std::size_t>(b)];
-    const std::int32_t* pages = pb.indices.data() + pb.indptr[static_cast<std::size_t>(b)];
     for (std::int64_t i = 0; i < n; ++i) {
       const std::int64_t p = len - n + i, r = pq.qo_indptr[static_cast<std::size_t>(b)] + i;
       const std::int64_t first = window > 0 ? std::max<std::int64_t>(0, p - window + 1) : 0;
       for (std::int64_t h = 0; h < pb.n_heads; ++h) {
         const std::int64_t kvh = h / group;
-        const float* qh = pq.q.data() + (r * pb.n_heads + h) * dim;
-        s.clear();
-        for (std::int64_t t = first; t <= p; ++t) {
-          const float* kr = pb.k.data() + row(pages, kvh, t);
-          double dot = 0;
-          for (std::int64_t d = 0; d < dim; ++d) dot += static_cast<double>(qh[d]) * static_cast<double>(static_cast<float>(KV(kr[d])));
-          s.push_back(dot * scale);
-        }
-        const double mx = *std::max_element(s.begin(), s.end());
-        double sum = 0;
-        for (double& x : s) sum += (x = std::exp(x - mx));
+        const std::vector<double> w = reference_probs<KV>(pb, b, kvh, pq.q.data() + (r * pb.n_heads + h) * dim, scale, first, p + 1);
         double* oh = out.data() + (r * pb.n_heads + h) * dim;
         for (std::int64_t t = first; t <= p; ++t) {
-          const float* vr = pb.v.data() + row(pages, kvh, t);
-          const double w = s[static_cast<std::size_t>(t - first)] / sum;
-          for (std::int64_t d = 0; d < dim; ++d) oh[d] += w * static_cast<double>(static_cast<float>(KV(vr[d])));
+          const float* vr = pb.v.data() + token_row(pb, b, kvh, t) * dim;
+          for (std::int64_t d = 0; d < dim; ++d) oh[d] += w[static_cast<std::size_t>(t - first)] * static_cast<double>(static_cast<float>(KV(vr[d])));
         }
       }
     }

@@ -1056,29 +1056,38 @@ inline void unpermute_values_i8(float* out, std::int64_t heads, std::int64_t dim
   }
 }
 
+// Calls f(h, set, lane, step) for each query-head slot of the VNNI kernels (kv head h of the call,
+// `sets` sets of 4 lanes) with s.qi holding that query head quantized to int8 and `step` its
+// step (quantize_query_i8); slots past the group get zeros and step 0.
+template <class Arch, class F>
+QUARRY_ALWAYS_INLINE void for_each_query_slot(const DecodeChunkArgs& a, const KvI8Scratch& s, std::int64_t sets, F&& f) noexcept {
+  for (std::int64_t h = 0; h < a.kv_heads; ++h)
+    for (std::int64_t g = 0; g < sets * 4; ++g) {
+      float step = 0.f;
+      if (g < a.group) step = quantize_query_i8<Arch>(a.q + (h * a.group + g) * a.dim, a.dim, s.qi);
+      else std::fill(s.qi, s.qi + a.dim, std::int8_t{0});
+      f(h, g / 4, g % 4, step);
+    }
+}
+
 template <class Arch, int SETS>
 void decode_chunk_vnni_i8(const DecodeChunkArgs& a) noexcept {
   const std::int64_t n = a.t1 - a.t0, heads = a.kv_heads * a.group, steps = a.dim / 16;
   const KvI8Scratch s = kv_i8_scratch(a);
   // The query heads: int8, arranged per (kv head, set, step) as 4 lanes of 16 bytes; per lane,
   // the correction 128 * sum(qi) and the factor step * scale.
-  for (std::int64_t h = 0; h < a.kv_heads; ++h)
-    for (std::int64_t g = 0; g < SETS * 4; ++g) {
-      const std::int64_t set = g / 4, lane = g % 4;
-      float step = 0.f;
-      if (g < a.group) step = quantize_query_i8<Arch>(a.q + (h * a.group + g) * a.dim, a.dim, s.qi);
-      else std::fill(s.qi, s.qi + a.dim, std::int8_t{0});
-      std::int32_t sum = 0;
-      for (std::int64_t i = 0; i < a.dim; ++i) sum += s.qi[i];
-      for (std::int64_t st = 0; st < steps; ++st)
-        std::copy(s.qi + st * 16, s.qi + st * 16 + 16, s.qarr + ((h * SETS + set) * steps + st) * 64 + lane * 16);
-      float* lanes = s.lanes + (h * SETS + set) * 32;
-      const std::int32_t corr = 128 * sum;
-      for (int e = 0; e < 4; ++e) {
-        std::memcpy(lanes + lane * 4 + e, &corr, sizeof corr);
-        lanes[16 + lane * 4 + e] = step * a.scale;
-      }
+  for_each_query_slot<Arch>(a, s, SETS, [&](std::int64_t h, std::int64_t set, std::int64_t lane, float step) {
+    std::int32_t sum = 0;
+    for (std::int64_t i = 0; i < a.dim; ++i) sum += s.qi[i];
+    for (std::int64_t st = 0; st < steps; ++st)
+      std::copy(s.qi + st * 16, s.qi + st * 16 + 16, s.qarr + ((h * SETS + set) * steps + st) * 64 + lane * 16);
+    float* lanes = s.lanes + (h * SETS + set) * 32;
+    const std::int32_t corr = 128 * sum;
+    for (int e = 0; e < 4; ++e) {
+      std::memcpy(lanes + lane * 4 + e, &corr, sizeof corr);
+      lanes[16 + lane * 4 + e] = step * a.scale;
     }
+  });
   fused_runs(a, a.k, a.dim, 4, &a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
     for (std::int64_t h = 0; h < a.kv_heads; ++h) vnni_scores<Arch, SETS>(a, s, h, row + h * a.page_size, rows, j0, n, ahead(h));
   });
@@ -1187,26 +1196,21 @@ void decode_chunk_vnni_i4(const DecodeChunkArgs& a) noexcept {
   while ((std::int64_t{1} << shift) < group_size) ++shift;
   // The query heads: int8, arranged per (kv head, set, step) as 4 lanes of 16 even elements, then
   // 4 lanes of 16 odd ones; per lane, 8 * the sum of qi over each group and the factor step * scale.
-  for (std::int64_t h = 0; h < a.kv_heads; ++h)
-    for (std::int64_t g = 0; g < SETS * 4; ++g) {
-      const std::int64_t set = g / 4, lane = g % 4;
-      float step = 0.f;
-      if (g < a.group) step = quantize_query_i8<Arch>(a.q + (h * a.group + g) * a.dim, a.dim, s.qi);
-      else std::fill(s.qi, s.qi + a.dim, std::int8_t{0});
-      for (std::int64_t st = 0; st < steps; ++st) {
-        std::int8_t* dst = s.qarr + ((h * SETS + set) * steps + st) * 128 + lane * 16;
-        for (std::int64_t j = 0; j < 16; ++j) {
-          dst[j] = s.qi[st * 32 + 2 * j];
-          dst[64 + j] = s.qi[st * 32 + 2 * j + 1];
-        }
+  for_each_query_slot<Arch>(a, s, SETS, [&](std::int64_t h, std::int64_t set, std::int64_t lane, float step) {
+    for (std::int64_t st = 0; st < steps; ++st) {
+      std::int8_t* dst = s.qarr + ((h * SETS + set) * steps + st) * 128 + lane * 16;
+      for (std::int64_t j = 0; j < 16; ++j) {
+        dst[j] = s.qi[st * 32 + 2 * j];
+        dst[64 + j] = s.qi[st * 32 + 2 * j + 1];
       }
-      for (std::int64_t grp = 0; grp < a.groups; ++grp) {
-        std::int32_t sum = 0;
-        for (std::int64_t i = grp * group_size; i < (grp + 1) * group_size; ++i) sum += s.qi[i];
-        for (int e = 0; e < 4; ++e) s.corr[((h * SETS + set) * a.groups + grp) * 16 + lane * 4 + e] = 8 * sum;
-      }
-      for (int e = 0; e < 4; ++e) s.lanes[(h * SETS + set) * 32 + 16 + lane * 4 + e] = step * a.scale;
     }
+    for (std::int64_t grp = 0; grp < a.groups; ++grp) {
+      std::int32_t sum = 0;
+      for (std::int64_t i = grp * group_size; i < (grp + 1) * group_size; ++i) sum += s.qi[i];
+      for (int e = 0; e < 4; ++e) s.corr[((h * SETS + set) * a.groups + grp) * 16 + lane * 4 + e] = 8 * sum;
+    }
+    for (int e = 0; e < 4; ++e) s.lanes[(h * SETS + set) * 32 + 16 + lane * 4 + e] = step * a.scale;
+  });
   const std::int64_t row_bytes = a.dim / 2, scale_row_bytes = 4 * a.groups;
   fused_runs(a, a.k, row_bytes, scale_row_bytes, &a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
     for (std::int64_t h = 0; h < a.kv_heads; ++h) vnni_scores_i4<Arch, SETS>(a, s, h, row + h * a.page_size, rows, j0, n, ahead(h));
