@@ -78,7 +78,7 @@ TEST_CASE("conformance: decode_chunk within float rounding of the reference, eve
     for (const KvElem elem : {KvElem::f32, KvElem::f16, KvElem::bf16, KvElem::i8, KvElem::i4}) {
       for (const std::int64_t dim : {2, 6, 16, 40, 64, 72, 96, 128, 256}) {  // 96: INT8 VNNI values end with 32 columns
         for (const std::int64_t page_size : {1, 5, 16, 33}) {
-          for (const std::int64_t group : {1, 3, 4, 8}) {
+          for (const std::int64_t group : {1, 2, 3, 4, 8}) {
             std::int64_t groups = 1;
             if (elem == KvElem::i4) {
               // group sizes 2 .. dim: 8 (less than a register), 16, 32, dim

@@ -896,9 +896,10 @@ void decode_chunk_fused(const DecodeChunkArgs& args) noexcept {
 // of its int8 elements); 16 elements of a K row, broadcast to the 4 lanes and made unsigned by
 // k ^ 0x80 (the 128 * sum(qi) this adds is taken off after), meet them in vpdpbusd, which leaves
 // each head 4 partial sums per token. Four tokens are reduced together into one register (head
-// per lane, token per element). Weighted V: four tokens' rows interleaved byte by byte meet the
-// four tokens' u8 weights in vpdpbusd (vnni_values); a run's int32 sums (at most 16 * 255 * 128,
-// no overflow) are scaled into the f32 output. Needs dim % 32 == 0.
+// per lane, token per element); with one or two query heads per kv head, four tokens take the
+// lanes instead (vnni_scores_tokens). Weighted V: four tokens' rows interleaved byte by byte
+// meet the four tokens' u8 weights in vpdpbusd (vnni_values); a run's int32 sums (at most
+// 16 * 255 * 128, no overflow) are scaled into the f32 output. Needs dim % 32 == 0.
 
 // Scores of the `rows` tokens from `row` for kv head h of the call, SETS sets of 4 query heads.
 template <class Arch, int SETS>
@@ -1056,41 +1057,10 @@ inline void unpermute_values_i8(float* out, std::int64_t heads, std::int64_t dim
   }
 }
 
-// Calls f(h, set, lane, step) for each query-head slot of the VNNI kernels (kv head h of the call,
-// `sets` sets of 4 lanes) with s.qi holding that query head quantized to int8 and `step` its
-// step (quantize_query_i8); slots past the group get zeros and step 0.
-template <class Arch, class F>
-QUARRY_ALWAYS_INLINE void for_each_query_slot(const DecodeChunkArgs& a, const KvI8Scratch& s, std::int64_t sets, F&& f) noexcept {
-  for (std::int64_t h = 0; h < a.kv_heads; ++h)
-    for (std::int64_t g = 0; g < sets * 4; ++g) {
-      float step = 0.f;
-      if (g < a.group) step = quantize_query_i8<Arch>(a.q + (h * a.group + g) * a.dim, a.dim, s.qi);
-      else std::fill(s.qi, s.qi + a.dim, std::int8_t{0});
-      f(h, g / 4, g % 4, step);
-    }
-}
-
-template <class Arch, int SETS>
-void decode_chunk_vnni_i8(const DecodeChunkArgs& a) noexcept {
-  const std::int64_t n = a.t1 - a.t0, heads = a.kv_heads * a.group, steps = a.dim / 16;
-  const KvI8Scratch s = kv_i8_scratch(a);
-  // The query heads: int8, arranged per (kv head, set, step) as 4 lanes of 16 bytes; per lane,
-  // the correction 128 * sum(qi) and the factor step * scale.
-  for_each_query_slot<Arch>(a, s, SETS, [&](std::int64_t h, std::int64_t set, std::int64_t lane, float step) {
-    std::int32_t sum = 0;
-    for (std::int64_t i = 0; i < a.dim; ++i) sum += s.qi[i];
-    for (std::int64_t st = 0; st < steps; ++st)
-      std::copy(s.qi + st * 16, s.qi + st * 16 + 16, s.qarr + ((h * SETS + set) * steps + st) * 64 + lane * 16);
-    float* lanes = s.lanes + (h * SETS + set) * 32;
-    const std::int32_t corr = 128 * sum;
-    for (int e = 0; e < 4; ++e) {
-      std::memcpy(lanes + lane * 4 + e, &corr, sizeof corr);
-      lanes[16 + lane * 4 + e] = step * a.scale;
-    }
-  });
-  fused_runs(a, a.k, a.dim, 4, &a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
-    for (std::int64_t h = 0; h < a.kv_heads; ++h) vnni_scores<Arch, SETS>(a, s, h, row + h * a.page_size, rows, j0, n, ahead(h));
-  });
+// After the scores: the softmax, the weighted V (vnni_values) and the columns back in order.
+template <class Arch>
+void vnni_softmax_values_i8(const DecodeChunkArgs& a, const KvI8Scratch& s) noexcept {
+  const std::int64_t n = a.t1 - a.t0, heads = a.kv_heads * a.group;
   chunk_softmax<Arch>(s.scores, n, heads, a.out, a.dim);
   const Ahead none;
   fused_runs(a, a.v, a.dim, 4, nullptr, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
@@ -1111,6 +1081,123 @@ void decode_chunk_vnni_i8(const DecodeChunkArgs& a) noexcept {
   });
   unpermute_values_i8(a.out, heads, a.dim);
 }
+
+// Calls f(h, set, lane, step) for each query-head slot of the VNNI kernels (kv head h of the call,
+// `sets` sets of 4 lanes) with s.qi holding that query head quantized to int8 and `step` its
+// step (quantize_query_i8); slots past the group get zeros and step 0.
+template <class Arch, class F>
+QUARRY_ALWAYS_INLINE void for_each_query_slot(const DecodeChunkArgs& a, const KvI8Scratch& s, std::int64_t sets, F&& f) noexcept {
+  for (std::int64_t h = 0; h < a.kv_heads; ++h)
+    for (std::int64_t g = 0; g < sets * 4; ++g) {
+      float step = 0.f;
+      if (g < a.group) step = quantize_query_i8<Arch>(a.q + (h * a.group + g) * a.dim, a.dim, s.qi);
+      else std::fill(s.qi, s.qi + a.dim, std::int8_t{0});
+      f(h, g / 4, g % 4, step);
+    }
+}
+
+template <class Arch, int SETS>
+void decode_chunk_vnni_i8(const DecodeChunkArgs& a) noexcept {
+  const std::int64_t n = a.t1 - a.t0, steps = a.dim / 16;
+  const KvI8Scratch s = kv_i8_scratch(a);
+  // The query heads: int8, arranged per (kv head, set, step) as 4 lanes of 16 bytes; per lane,
+  // the correction 128 * sum(qi) and the factor step * scale.
+  for_each_query_slot<Arch>(a, s, SETS, [&](std::int64_t h, std::int64_t set, std::int64_t lane, float step) {
+    std::int32_t sum = 0;
+    for (std::int64_t i = 0; i < a.dim; ++i) sum += s.qi[i];
+    for (std::int64_t st = 0; st < steps; ++st)
+      std::copy(s.qi + st * 16, s.qi + st * 16 + 16, s.qarr + ((h * SETS + set) * steps + st) * 64 + lane * 16);
+    float* lanes = s.lanes + (h * SETS + set) * 32;
+    const std::int32_t corr = 128 * sum;
+    for (int e = 0; e < 4; ++e) {
+      std::memcpy(lanes + lane * 4 + e, &corr, sizeof corr);
+      lanes[16 + lane * 4 + e] = step * a.scale;
+    }
+  });
+  fused_runs(a, a.k, a.dim, 4, &a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
+    for (std::int64_t h = 0; h < a.kv_heads; ++h) vnni_scores<Arch, SETS>(a, s, h, row + h * a.page_size, rows, j0, n, ahead(h));
+  });
+  vnni_softmax_values_i8<Arch>(a, s);
+}
+
+// Scores for one or two query heads per kv head (G), where a register of four head lanes would
+// be mostly empty: four tokens' 16 elements in the four lanes (one load and three inserts),
+// the query's 16 broadcast, so each vpdpbusd serves four tokens; two accumulators per head
+// (even and odd steps) keep two chains of products in flight.
+template <class Arch, int G>
+QUARRY_ALWAYS_INLINE void vnni_scores_tokens(const DecodeChunkArgs& a, const KvI8Scratch& s, std::int64_t h, std::int64_t row, std::int64_t rows,
+                                             std::int64_t j0, std::int64_t n, const Ahead& ahead) noexcept {
+  const std::int64_t steps = a.dim / 16;  // even: dim % 32 == 0
+  const std::int8_t* kbase = static_cast<const std::int8_t*>(a.k.values) + row * a.dim;
+  const float* ksc = a.k.scales + row;
+  const std::int8_t* qh = s.qarr + h * G * a.dim;  // G int8 heads in order
+  const float* lanes = s.lanes + h * G * 2;        // per head: the int32 correction, the factor
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i firsts = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  const AheadSlices fetch(ahead, (rows + 3) / 4);
+  for (std::int64_t r = 0; r < rows; r += 4) {
+    fetch.slice(r / 4);
+    const std::int8_t* kr[4];
+    for (int i = 0; i < 4; ++i) kr[i] = kbase + std::min<std::int64_t>(r + i, rows - 1) * a.dim;
+    const std::int64_t m = std::min<std::int64_t>(4, rows - r);
+    const __mmask8 mask = static_cast<__mmask8>((1u << m) - 1);
+    __m512i even[G], odd[G];
+    QUARRY_UNROLL
+    for (int g = 0; g < G; ++g) even[g] = odd[g] = _mm512_setzero_si512();
+    auto tokens = [&](std::int64_t st) {
+      __m512i k = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[0] + st * 16)));
+      k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[1] + st * 16)), 1);
+      k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[2] + st * 16)), 2);
+      k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[3] + st * 16)), 3);
+      return _mm512_xor_si512(k, bias);
+    };
+    auto query = [&](int g, std::int64_t st) {
+      return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + g * a.dim + st * 16)));
+    };
+    for (std::int64_t st = 0; st < steps; st += 2) {
+      const __m512i k0 = tokens(st), k1 = tokens(st + 1);
+      QUARRY_UNROLL
+      for (int g = 0; g < G; ++g) {
+        even[g] = dpbusd_inplace(even[g], k0, query(g, st));
+        odd[g] = dpbusd_inplace(odd[g], k1, query(g, st + 1));
+      }
+    }
+    const __m128 skb = _mm_maskz_loadu_ps(mask, ksc + r);
+    QUARRY_UNROLL
+    for (int g = 0; g < G; ++g) {
+      // Lane L's four sums, added within the lane; its first element to element L.
+      __m512i x = _mm512_add_epi32(even[g], odd[g]);
+      x = _mm512_add_epi32(x, _mm512_shuffle_epi32(x, _MM_PERM_BADC));
+      x = _mm512_add_epi32(x, _mm512_shuffle_epi32(x, _MM_PERM_CDAB));
+      std::int32_t corr;
+      std::memcpy(&corr, lanes + 2 * g, sizeof corr);
+      const __m128i z = _mm_sub_epi32(_mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, x)), _mm_set1_epi32(corr));
+      const __m128 sc = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(z), _mm_set1_ps(lanes[2 * g + 1])), skb);
+      _mm_mask_storeu_ps(s.scores + (h * G + g) * n + j0 + r, mask, sc);
+    }
+  }
+}
+
+template <class Arch, int G>
+void decode_chunk_vnni_i8_tokens(const DecodeChunkArgs& a) noexcept {
+  const std::int64_t n = a.t1 - a.t0;
+  const KvI8Scratch s = kv_i8_scratch(a);
+  // The query heads: int8 in order; per head, the correction 128 * sum(qi) and step * scale.
+  for (std::int64_t g = 0; g < a.kv_heads * G; ++g) {
+    std::int8_t* qi = s.qarr + g * a.dim;
+    const float step = quantize_query_i8<Arch>(a.q + g * a.dim, a.dim, qi);
+    std::int32_t sum = 0;
+    for (std::int64_t i = 0; i < a.dim; ++i) sum += qi[i];
+    const std::int32_t corr = 128 * sum;
+    std::memcpy(s.lanes + 2 * g, &corr, sizeof corr);
+    s.lanes[2 * g + 1] = step * a.scale;
+  }
+  fused_runs(a, a.k, a.dim, 4, &a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
+    for (std::int64_t h = 0; h < a.kv_heads; ++h) vnni_scores_tokens<Arch, G>(a, s, h, row + h * a.page_size, rows, j0, n, ahead(h));
+  });
+  vnni_softmax_values_i8<Arch>(a, s);
+}
+
 
 // ---- INT4 pages on AVX-512 VNNI: the scores in integers. ----
 //
@@ -1238,6 +1325,8 @@ void decode_chunk(const DecodeChunkArgs& a) noexcept {
     const bool fits = a.dim % W == 0 && (a.elem != KvElem::i4 || (group_size % W == 0 && (group_size & (group_size - 1)) == 0));
     if constexpr (simd::is_avx512<Arch>) {
       if (a.elem == KvElem::i8 && a.dim % 32 == 0) {
+        if (a.group == 1) return decode_chunk_vnni_i8_tokens<Arch, 1>(a);
+        if (a.group == 2) return decode_chunk_vnni_i8_tokens<Arch, 2>(a);
         switch ((a.group + 3) / 4) {
           case 1: return decode_chunk_vnni_i8<Arch, 1>(a);
           case 2: return decode_chunk_vnni_i8<Arch, 2>(a);
