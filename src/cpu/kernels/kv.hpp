@@ -901,6 +901,20 @@ void decode_chunk_fused(const DecodeChunkArgs& args) noexcept {
 // meet the four tokens' u8 weights in vpdpbusd (vnni_values); a run's int32 sums (at most
 // 16 * 255 * 128, no overflow) are scaled into the f32 output. Needs dim % 32 == 0.
 
+// Calls f(r, kr, mask) for a run's tokens four at a time from token r: kr their K rows (rows
+// past the run repeat the last; their scores are not stored), mask the live ones; asks for the
+// block ahead in step with the quads.
+template <class T, class F>
+QUARRY_ALWAYS_INLINE void for_each_quad(const T* base, std::int64_t row_elems, std::int64_t rows, const Ahead& ahead, F&& f) noexcept {
+  const AheadSlices fetch(ahead, (rows + 3) / 4);
+  for (std::int64_t r = 0; r < rows; r += 4) {
+    fetch.slice(r / 4);
+    const T* kr[4];
+    for (int i = 0; i < 4; ++i) kr[i] = base + std::min<std::int64_t>(r + i, rows - 1) * row_elems;
+    f(r, kr, static_cast<__mmask8>((1u << std::min<std::int64_t>(4, rows - r)) - 1));
+  }
+}
+
 // Scores of the `rows` tokens from `row` for kv head h of the call, SETS sets of 4 query heads.
 template <class Arch, int SETS>
 QUARRY_ALWAYS_INLINE void vnni_scores(const DecodeChunkArgs& a, const KvI8Scratch& s, std::int64_t h, std::int64_t row, std::int64_t rows,
@@ -911,13 +925,7 @@ QUARRY_ALWAYS_INLINE void vnni_scores(const DecodeChunkArgs& a, const KvI8Scratc
   const std::int8_t* qh = s.qarr + h * SETS * steps * 64;
   const float* lanes = s.lanes + h * SETS * 32;
   const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
-  const AheadSlices fetch(ahead, (rows + 3) / 4);
-  for (std::int64_t r = 0; r < rows; r += 4) {
-    fetch.slice(r / 4);
-    const std::int8_t* kr[4];
-    for (int i = 0; i < 4; ++i) kr[i] = kbase + std::min<std::int64_t>(r + i, rows - 1) * a.dim;
-    const std::int64_t m = std::min<std::int64_t>(4, rows - r);
-    const __mmask8 mask = static_cast<__mmask8>((1u << m) - 1);
+  for_each_quad(kbase, a.dim, rows, ahead, [&](std::int64_t r, const std::int8_t* const* kr, __mmask8 mask) {
     __m512i acc[SETS][4];
     QUARRY_UNROLL
     for (int t = 0; t < SETS; ++t)
@@ -946,7 +954,7 @@ QUARRY_ALWAYS_INLINE void vnni_scores(const DecodeChunkArgs& a, const KvI8Scratc
         if (g < a.group) _mm_mask_storeu_ps(s.scores + (h * a.group + g) * n + j0 + r, mask, _mm_load_ps(out + l * 4));
       }
     }
-  }
+  });
 }
 
 // run_weights_i8 for CNT heads (scores p + c * n) at once, the same integers: wq[c], step[c].
@@ -1057,10 +1065,15 @@ inline void unpermute_values_i8(float* out, std::int64_t heads, std::int64_t dim
   }
 }
 
-// After the scores: the softmax, the weighted V (vnni_values) and the columns back in order.
-template <class Arch>
-void vnni_softmax_values_i8(const DecodeChunkArgs& a, const KvI8Scratch& s) noexcept {
+// An INT8 VNNI chunk once its query is laid out: scores(kv head h, first row, rows, index in the
+// chunk, ahead) for each run and kv head, then the softmax, the weighted V (vnni_values) and the
+// columns back in order.
+template <class Arch, class Scores>
+void vnni_chunk_i8(const DecodeChunkArgs& a, const KvI8Scratch& s, Scores&& scores) noexcept {
   const std::int64_t n = a.t1 - a.t0, heads = a.kv_heads * a.group;
+  fused_runs(a, a.k, a.dim, 4, &a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
+    for (std::int64_t h = 0; h < a.kv_heads; ++h) scores(h, row + h * a.page_size, rows, j0, ahead(h));
+  });
   chunk_softmax<Arch>(s.scores, n, heads, a.out, a.dim);
   const Ahead none;
   fused_runs(a, a.v, a.dim, 4, nullptr, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
@@ -1114,10 +1127,9 @@ void decode_chunk_vnni_i8(const DecodeChunkArgs& a) noexcept {
       lanes[16 + lane * 4 + e] = step * a.scale;
     }
   });
-  fused_runs(a, a.k, a.dim, 4, &a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
-    for (std::int64_t h = 0; h < a.kv_heads; ++h) vnni_scores<Arch, SETS>(a, s, h, row + h * a.page_size, rows, j0, n, ahead(h));
+  vnni_chunk_i8<Arch>(a, s, [&](std::int64_t h, std::int64_t row, std::int64_t rows, std::int64_t j0, const Ahead& ahead) {
+    vnni_scores<Arch, SETS>(a, s, h, row, rows, j0, n, ahead);
   });
-  vnni_softmax_values_i8<Arch>(a, s);
 }
 
 // Scores for one or two query heads per kv head (G), where a register of four head lanes would
@@ -1134,13 +1146,7 @@ QUARRY_ALWAYS_INLINE void vnni_scores_tokens(const DecodeChunkArgs& a, const KvI
   const float* lanes = s.lanes + h * G * 2;        // per head: the int32 correction, the factor
   const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
   const __m512i firsts = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-  const AheadSlices fetch(ahead, (rows + 3) / 4);
-  for (std::int64_t r = 0; r < rows; r += 4) {
-    fetch.slice(r / 4);
-    const std::int8_t* kr[4];
-    for (int i = 0; i < 4; ++i) kr[i] = kbase + std::min<std::int64_t>(r + i, rows - 1) * a.dim;
-    const std::int64_t m = std::min<std::int64_t>(4, rows - r);
-    const __mmask8 mask = static_cast<__mmask8>((1u << m) - 1);
+  for_each_quad(kbase, a.dim, rows, ahead, [&](std::int64_t r, const std::int8_t* const* kr, __mmask8 mask) {
     __m512i even[G], odd[G];
     QUARRY_UNROLL
     for (int g = 0; g < G; ++g) even[g] = odd[g] = _mm512_setzero_si512();
@@ -1175,7 +1181,7 @@ QUARRY_ALWAYS_INLINE void vnni_scores_tokens(const DecodeChunkArgs& a, const KvI
       const __m128 sc = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(z), _mm_set1_ps(lanes[2 * g + 1])), skb);
       _mm_mask_storeu_ps(s.scores + (h * G + g) * n + j0 + r, mask, sc);
     }
-  }
+  });
 }
 
 template <class Arch, int G>
@@ -1192,12 +1198,10 @@ void decode_chunk_vnni_i8_tokens(const DecodeChunkArgs& a) noexcept {
     std::memcpy(s.lanes + 2 * g, &corr, sizeof corr);
     s.lanes[2 * g + 1] = step * a.scale;
   }
-  fused_runs(a, a.k, a.dim, 4, &a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
-    for (std::int64_t h = 0; h < a.kv_heads; ++h) vnni_scores_tokens<Arch, G>(a, s, h, row + h * a.page_size, rows, j0, n, ahead(h));
+  vnni_chunk_i8<Arch>(a, s, [&](std::int64_t h, std::int64_t row, std::int64_t rows, std::int64_t j0, const Ahead& ahead) {
+    vnni_scores_tokens<Arch, G>(a, s, h, row, rows, j0, n, ahead);
   });
-  vnni_softmax_values_i8<Arch>(a, s);
 }
-
 
 // ---- INT4 pages on AVX-512 VNNI: the scores in integers. ----
 //
@@ -1220,17 +1224,9 @@ QUARRY_ALWAYS_INLINE void vnni_scores_i4(const DecodeChunkArgs& a, const KvI8Scr
   const float* lanes = s.lanes + h * SETS * 32;
   const std::int32_t* corr = s.corr + h * SETS * a.groups * 16;
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x88)), low = _mm512_set1_epi8(0x0f);
-  const AheadSlices fetch(ahead, (rows + 3) / 4);
-  for (std::int64_t r = 0; r < rows; r += 4) {
-    fetch.slice(r / 4);
-    std::int64_t rr[4];  // rows past the run repeat the last (their scores are not stored)
-    const std::uint8_t* kr[4];
-    for (int i = 0; i < 4; ++i) {
-      rr[i] = std::min<std::int64_t>(r + i, rows - 1);
-      kr[i] = kbase + rr[i] * row_bytes;
-    }
-    const std::int64_t m = std::min<std::int64_t>(4, rows - r);
-    const __mmask8 mask = static_cast<__mmask8>((1u << m) - 1);
+  for_each_quad(kbase, row_bytes, rows, ahead, [&](std::int64_t r, const std::uint8_t* const* kr, __mmask8 mask) {
+    std::int64_t rr[4];  // the rows of kr
+    for (int i = 0; i < 4; ++i) rr[i] = std::min<std::int64_t>(r + i, rows - 1);
     __m512 tot[SETS];
     QUARRY_UNROLL
     for (int t = 0; t < SETS; ++t) tot[t] = _mm512_setzero_ps();
@@ -1272,7 +1268,7 @@ QUARRY_ALWAYS_INLINE void vnni_scores_i4(const DecodeChunkArgs& a, const KvI8Scr
         if (g < a.group) _mm_mask_storeu_ps(s.scores + (h * a.group + g) * n + j0 + r, mask, _mm_load_ps(out + l * 4));
       }
     }
-  }
+  });
 }
 
 template <class Arch, int SETS>
