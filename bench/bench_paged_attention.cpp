@@ -37,7 +37,8 @@
 //             the tokens need, against contiguous per-sequence buffers of the maximum length 4096.
 //
 // --quick: contexts 1k and 4k (the dtype comparison at 4k), 4 requests with a 512-token prefix;
-// figures not for publishing. Selection: --sections, --contexts, --batches, --dtypes (see --help).
+// figures not for publishing. Selection: --sections, --contexts, --batches, --dtypes, and
+// --kv-heads for the decode section's GQA (default 8; 32: none) (see --help).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -77,6 +78,10 @@ using Clock = std::chrono::steady_clock;
 
 // The decode shape of issue 5 (a Llama-3-8B-like attention layer).
 constexpr std::int64_t kHeads = 32, kKvHeads = 8, kDim = 128, kPage = 16;
+// KV heads of the decode section (--kv-heads; the prefix and memory sections keep kKvHeads),
+// and what its row names add when not the default.
+std::int64_t g_decode_kv_heads = kKvHeads;
+std::string kv_heads_suffix() { return g_decode_kv_heads == kKvHeads ? "" : fmt::format(" kv {}", g_decode_kv_heads); }
 // INT4 pages: one f32 scale per group of this many elements of a token and head.
 constexpr std::int64_t kInt4Group = 32;
 // The in-cache comparison of the K/V types: 512 tokens (4 MiB of f16 K/V for one sequence).
@@ -124,6 +129,7 @@ struct Args {
   std::int64_t requests = 0;           // 0: 16 (quick: 4)
   std::int64_t prefix_tokens = 0;      // 0: 1024 (quick: 512)
   std::int64_t unique_tokens = 64;
+  std::int64_t kv_heads = kKvHeads;    // decode section
 };
 
 constexpr const char* kWhat =
@@ -137,6 +143,7 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
         "  --sections LIST    sections to run, comma-separated: decode, prefix, memory (default all)\n"
         "  --contexts LIST    decode contexts, e.g. 1k,4k,16k,32k (default; --quick: 1k,4k)\n"
         "  --batches LIST     decode batch sizes (default 1,16)\n"
+        "  --kv-heads N       decode KV heads for the 32 query heads: 1, 2, 4, 8 (default), 16 or 32 (no GQA)\n"
         "  --dtypes LIST      decode K/V types: f16, bf16, f32, i8, i4 (default all)\n"
         "  --full-grid        every dtype at every context (default: f16 at every context, the others\n"
         "                     at 16k, or the largest context given below it)\n"
@@ -177,6 +184,11 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
            if (std::find(a.dtypes.begin(), a.dtypes.end(), *it) == a.dtypes.end()) a.dtypes.push_back(*it);
          }
        }},
+      {"--kv-heads", true,
+       [&](const std::string& value) {
+         a.kv_heads = count("--kv-heads", value, 1, kHeads);
+         if (kHeads % a.kv_heads != 0) usage_error(program, fmt::format("--kv-heads: {} does not divide the {} query heads", a.kv_heads, kHeads));
+       }},
       {"--requests", true, [&](const std::string& value) { a.requests = count("--requests", value, 2, 1024); }},
       {"--prefix", true, [&](const std::string& value) { a.prefix_tokens = count("--prefix", value, kPage, 1 << 16); }},
       {"--unique", true, [&](const std::string& value) { a.unique_tokens = count("--unique", value, 1, 1 << 16); }},
@@ -199,7 +211,7 @@ struct Summary {
 
 // Bytes of one page of K (or V): values, then (INT8, INT4) the f32 scales.
 std::int64_t page_value_bytes(Kv t) {
-  const std::int64_t elems = kKvHeads * kPage * kDim;
+  const std::int64_t elems = g_decode_kv_heads * kPage * kDim;
   switch (t) {
     case Kv::f16:
     case Kv::bf16: return elems * 2;
@@ -210,8 +222,8 @@ std::int64_t page_value_bytes(Kv t) {
   return 0;
 }
 std::int64_t page_scale_count(Kv t) {
-  if (t == Kv::i8) return kKvHeads * kPage;
-  if (t == Kv::i4) return kKvHeads * kPage * (kDim / kInt4Group);
+  if (t == Kv::i8) return g_decode_kv_heads * kPage;
+  if (t == Kv::i4) return g_decode_kv_heads * kPage * (kDim / kInt4Group);
   return 0;
 }
 // K and V bytes of one page, values and scales: what attention reads per page.
@@ -258,7 +270,7 @@ struct KvArena {
   template <class T>
   void fill_template() {
     constexpr std::int64_t kTemplatePages = 61;
-    const std::int64_t elems = kKvHeads * kPage * kDim;
+    const std::int64_t elems = g_decode_kv_heads * kPage * kDim;
     std::vector<T> tmpl(static_cast<std::size_t>(kTemplatePages * elems));
     std::mt19937 rng(5);
     std::normal_distribution<float> d(0.f, 1.f);
@@ -276,7 +288,7 @@ void decode_call(const KvArena& a, std::int64_t first, std::int64_t pages, Tenso
                  TensorView<float> out, ThreadPool* pool) {
   DecodeAttentionParams params;
   params.pool = pool;
-  const Shape vs{pages, kKvHeads, kPage, kDim};
+  const Shape vs{pages, g_decode_kv_heads, kPage, kDim};
   const std::uint8_t* kb = a.k.data() + first * page_value_bytes(a.type);
   const std::uint8_t* vb = a.v.data() + first * page_value_bytes(a.type);
   status st;
@@ -294,7 +306,7 @@ void decode_call(const KvArena& a, std::int64_t first, std::int64_t pages, Tenso
                                   TensorView<const float>(reinterpret_cast<const float*>(vb), vs), table, out, params);
       break;
     case Kv::i8: {
-      const Shape ss{pages, kKvHeads, kPage};
+      const Shape ss{pages, g_decode_kv_heads, kPage};
       const std::int64_t so = first * page_scale_count(a.type);
       const Int8KvPages k{TensorView<const std::int8_t>(reinterpret_cast<const std::int8_t*>(kb), vs),
                           TensorView<const float>(a.k_scales.data() + so, ss)};
@@ -304,7 +316,7 @@ void decode_call(const KvArena& a, std::int64_t first, std::int64_t pages, Tenso
       break;
     }
     case Kv::i4: {
-      const Shape ss{pages, kKvHeads, kPage, kDim / kInt4Group};
+      const Shape ss{pages, g_decode_kv_heads, kPage, kDim / kInt4Group};
       const std::int64_t so = first * page_scale_count(a.type);
       const Int4KvPages k{TensorView<const int4>(kb, vs), TensorView<const float>(a.k_scales.data() + so, ss)};
       const Int4KvPages v{TensorView<const int4>(vb, vs), TensorView<const float>(a.v_scales.data() + so, ss)};
@@ -403,6 +415,7 @@ DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batc
 // kernel reads in one sweep) is the ceiling of the decode rows' bytes/s.
 void run_decode(BenchReport& report, Summary& summary, const Args& args, const Yardsticks& y, ThreadPool& pool,
                 const std::vector<unsigned>& thread_counts, bool quick) {
+  g_decode_kv_heads = args.kv_heads;
   std::vector<std::int64_t> contexts = args.contexts;
   if (contexts.empty()) contexts = quick ? std::vector<std::int64_t>{1024, 4096} : std::vector<std::int64_t>{1024, 4096, 16384, 32768};
   const std::vector<std::int64_t> batches = args.batches.empty() ? std::vector<std::int64_t>{1, 16} : args.batches;
@@ -452,8 +465,9 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
           for (const bool paged : {false, true}) {
             const double s = paged ? r.paged_s : r.contiguous_s;
             const double gbps = bytes / s / 1e9;
-            BenchRow row(fmt::format("decode {} ctx {} batch {} ({})", kv_name(type), ctx, batch, paged ? "paged" : "contiguous"), "quarry", t);
-            row.set("dtype", kv_name(type)).set("context", ctx).set("batch", batch).set("ms", s * 1e3).set("gbps", gbps);
+            BenchRow row(fmt::format("decode {} ctx {} batch {}{} ({})", kv_name(type), ctx, batch, kv_heads_suffix(), paged ? "paged" : "contiguous"),
+                         "quarry", t);
+            row.set("dtype", kv_name(type)).set("context", ctx).set("batch", batch).set("kv_heads", g_decode_kv_heads).set("ms", s * 1e3).set("gbps", gbps);
             row.set("bw_ratio", gbps / dram).set("page_read_ratio", gbps / y.scattered_gbps_for(t)).set("gops", flops / s / 1e9).set("peak_ratio", flops / s / 1e9 / y.fma_gflops_for(t));
             row.set("set_mib", static_cast<std::int64_t>(bytes * static_cast<double>(r.copies)) >> 20);
             row.set("samples", r.samples);
@@ -489,7 +503,7 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
       DecodeTiming cached = timing;
       cached.rotation_bytes = 0;
       const DecodeResult r = time_decode(*arena, f16_arena.get(), 1, kCachedContext, nullptr, cached);
-      BenchRow row(fmt::format("decode {} ctx {} batch 1 (in cache)", kv_name(type), kCachedContext), "quarry", 1);
+      BenchRow row(fmt::format("decode {} ctx {} batch 1{} (in cache)", kv_name(type), kCachedContext, kv_heads_suffix()), "quarry", 1);
       row.set("dtype", kv_name(type)).set("context", kCachedContext).set("batch", std::int64_t{1}).set("ms", r.paged_s * 1e3);
       row.set("samples", r.samples).set("speedup_vs_f16", r.speedup).set("f16_ms", r.f16_s * 1e3);
       report.rows.push_back(std::move(row));
