@@ -175,8 +175,8 @@ void dequantized_queries_i8(const DecodeChunkArgs& a, const KvI8Scratch& s) noex
 
 // The weights of one run of `rows` (<= 16) tokens of one head: w = max(p * sv, 0) (p: softmax
 // numerators, sv: V's row scales; NaN counts as 0), quantized to 8 bits (unsigned) over the run:
-// wq[r] = round(w[r] * 255 / max w). Writes wq (wq[rows..16) = 0) and, if back is not null, the dequantized weights to
-// back; returns the step max w / 255.
+// wq[r] = round(w[r] * 255 / max w). Writes wq (wq[rows..16) = 0) and, if back is not null, the
+// dequantized weights to back; returns the step max w / 255.
 template <class Arch>
 QUARRY_ALWAYS_INLINE float run_weights_i8(const float* p, const float* sv, std::int64_t rows, std::uint8_t* wq, float* back) noexcept {
   alignas(64) float w[16];
@@ -184,10 +184,15 @@ QUARRY_ALWAYS_INLINE float run_weights_i8(const float* p, const float* sv, std::
   if constexpr (!simd::is_scalar<Arch>) {
     using B = xsimd::batch<float, Arch>;
     constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
-    for (; r + W <= rows; r += W) (B::load_unaligned(p + r) * B::load_unaligned(sv + r)).store_aligned(w + r);
+    for (; r + W <= rows; r += W) {
+      const B x = B::load_unaligned(p + r) * B::load_unaligned(sv + r);
+      xsimd::select(x > B(0.f), x, B(0.f)).store_aligned(w + r);  // NaN and < 0 (a negative V scale): 0
+    }
   }
-  for (; r < rows; ++r) w[r] = p[r] * sv[r];
-  for (r = 0; r < rows; ++r) w[r] = w[r] > 0.f ? w[r] : 0.f;  // NaN and < 0 (a negative V scale) count as 0
+  for (; r < rows; ++r) {
+    const float x = p[r] * sv[r];
+    w[r] = x > 0.f ? x : 0.f;
+  }
   const float m = abs_max<Arch>(w, rows, 0.f);
   const float inv = m > 0.f && m <= std::numeric_limits<float>::max() ? 255.f / m : 0.f;
   const float step = inv > 0.f ? m / 255.f : 0.f;
@@ -848,6 +853,31 @@ QUARRY_ALWAYS_INLINE void fused_runs(const DecodeChunkArgs& a, const KvPagesRef&
   }
 }
 
+// The weighted-V pass of the fused kernel: acc += p v for every run and kv head of the chunk,
+// p the numerators in scores ([heads][n]); shift: log2 of the INT4 group size.
+template <class Arch, KvElem E>
+void fused_values_pass(const DecodeChunkArgs& a, std::int64_t row_bytes, std::int64_t scale_row_bytes, std::int64_t shift,
+                       const float* scores) noexcept {
+  const std::int64_t n = a.t1 - a.t0;
+  const Ahead none;
+  fused_runs(a, a.v, row_bytes, scale_row_bytes, nullptr, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
+    for (std::int64_t h = 0; h < a.kv_heads; ++h) {
+      const Ahead ah = ahead(h);
+      for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) {
+        fused_values<Arch, E, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, scores,
+                                                    g0 == 0 ? ah : none);
+      });
+    }
+  });
+}
+
+// log2 of a power of two.
+inline std::int64_t log2_exact(std::int64_t x) noexcept {
+  std::int64_t shift = 0;
+  while ((std::int64_t{1} << shift) < x) ++shift;
+  return shift;
+}
+
 template <class Arch, KvElem E>
 void decode_chunk_fused(const DecodeChunkArgs& args) noexcept {
   const std::int64_t n = args.t1 - args.t0;
@@ -859,9 +889,7 @@ void decode_chunk_fused(const DecodeChunkArgs& args) noexcept {
     dequantized_queries_i8<Arch>(args, i8);
     a.q = i8.qf;
   }
-  std::int64_t shift = 0;     // INT4: log2 of the group size (a power of two here)
-  if constexpr (E == KvElem::i4)
-    while ((std::int64_t{1} << shift) < a.dim / a.groups) ++shift;
+  const std::int64_t shift = E == KvElem::i4 ? log2_exact(a.dim / a.groups) : 0;  // INT4: a power of two here
   // Bytes of one row (values only; scales are few and close together).
   constexpr std::int64_t kElemBits = E == KvElem::f32 ? 32 : (E == KvElem::f16 || E == KvElem::bf16) ? 16 : E == KvElem::i8 ? 8 : 4;
   const std::int64_t row_bytes = a.dim * kElemBits / 8;
@@ -879,15 +907,7 @@ void decode_chunk_fused(const DecodeChunkArgs& args) noexcept {
   });
   chunk_softmax<Arch>(scores, n, heads, a.out, a.dim);
   if constexpr (E == KvElem::i8) quantize_weights_i8<Arch>(a, scores);
-  fused_runs(a, a.v, row_bytes, scale_row_bytes, nullptr, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
-    for (std::int64_t h = 0; h < a.kv_heads; ++h) {
-      const Ahead ah = ahead(h);
-      for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) {
-        fused_values<Arch, E, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, scores,
-                                                    g0 == 0 ? ah : none);
-      });
-    }
-  });
+  fused_values_pass<Arch, E>(a, row_bytes, scale_row_bytes, shift, scores);
 }
 
 // ---- INT8 pages on AVX-512 VNNI: the products in integers. ----
@@ -912,6 +932,18 @@ QUARRY_ALWAYS_INLINE void for_each_quad(const T* base, std::int64_t row_elems, s
     const T* kr[4];
     for (int i = 0; i < 4; ++i) kr[i] = base + std::min<std::int64_t>(r + i, rows - 1) * row_elems;
     f(r, kr, static_cast<__mmask8>((1u << std::min<std::int64_t>(4, rows - r)) - 1));
+  }
+}
+
+// Stores the scores of set t of kv head h, v (head per 128-bit lane, token per element), at
+// index j of the chunk for the live tokens of `mask`; lanes past the group are not stored.
+QUARRY_ALWAYS_INLINE void store_lane_scores(const DecodeChunkArgs& a, const KvI8Scratch& s, std::int64_t h, int t, std::int64_t j,
+                                            std::int64_t n, __mmask8 mask, __m512 v) noexcept {
+  alignas(64) float out[16];
+  _mm512_store_ps(out, v);
+  for (int l = 0; l < 4; ++l) {
+    const std::int64_t g = t * 4 + l;
+    if (g < a.group) _mm_mask_storeu_ps(s.scores + (h * a.group + g) * n + j, mask, _mm_load_ps(out + l * 4));
   }
 }
 
@@ -947,12 +979,7 @@ QUARRY_ALWAYS_INLINE void vnni_scores(const DecodeChunkArgs& a, const KvI8Scratc
     for (int t = 0; t < SETS; ++t) {
       const __m512i z = _mm512_sub_epi32(lane_sums4_epi32<Arch>(acc[t][0], acc[t][1], acc[t][2], acc[t][3]),
                                          _mm512_loadu_si512(lanes + t * 32));
-      alignas(64) float out[16];
-      _mm512_store_ps(out, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(z), _mm512_loadu_ps(lanes + t * 32 + 16)), skb));
-      for (int l = 0; l < 4; ++l) {
-        const std::int64_t g = t * 4 + l;
-        if (g < a.group) _mm_mask_storeu_ps(s.scores + (h * a.group + g) * n + j0 + r, mask, _mm_load_ps(out + l * 4));
-      }
+      store_lane_scores(a, s, h, t, j0 + r, n, mask, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(z), _mm512_loadu_ps(lanes + t * 32 + 16)), skb));
     }
   });
 }
@@ -1260,14 +1287,7 @@ QUARRY_ALWAYS_INLINE void vnni_scores_i4(const DecodeChunkArgs& a, const KvI8Scr
         tot[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z), sg, tot[t]);
       }
     }
-    for (int t = 0; t < SETS; ++t) {
-      alignas(64) float out[16];
-      _mm512_store_ps(out, _mm512_mul_ps(tot[t], _mm512_loadu_ps(lanes + t * 32 + 16)));
-      for (int l = 0; l < 4; ++l) {
-        const std::int64_t g = t * 4 + l;
-        if (g < a.group) _mm_mask_storeu_ps(s.scores + (h * a.group + g) * n + j0 + r, mask, _mm_load_ps(out + l * 4));
-      }
-    }
+    for (int t = 0; t < SETS; ++t) store_lane_scores(a, s, h, t, j0 + r, n, mask, _mm512_mul_ps(tot[t], _mm512_loadu_ps(lanes + t * 32 + 16)));
   });
 }
 
@@ -1275,8 +1295,6 @@ template <class Arch, int SETS>
 void decode_chunk_vnni_i4(const DecodeChunkArgs& a) noexcept {
   const std::int64_t n = a.t1 - a.t0, heads = a.kv_heads * a.group, steps = a.dim / 32, group_size = a.dim / a.groups;
   const KvI8Scratch s = kv_i8_scratch(a);
-  std::int64_t shift = 0;  // log2 of the group size
-  while ((std::int64_t{1} << shift) < group_size) ++shift;
   // The query heads: int8, arranged per (kv head, set, step) as 4 lanes of 16 even elements, then
   // 4 lanes of 16 odd ones; per lane, 8 * the sum of qi over each group and the factor step * scale.
   for_each_query_slot<Arch>(a, s, SETS, [&](std::int64_t h, std::int64_t set, std::int64_t lane, float step) {
@@ -1299,16 +1317,7 @@ void decode_chunk_vnni_i4(const DecodeChunkArgs& a) noexcept {
     for (std::int64_t h = 0; h < a.kv_heads; ++h) vnni_scores_i4<Arch, SETS>(a, s, h, row + h * a.page_size, rows, j0, n, ahead(h));
   });
   chunk_softmax<Arch>(s.scores, n, heads, a.out, a.dim);
-  const Ahead none;
-  fused_runs(a, a.v, row_bytes, scale_row_bytes, nullptr, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
-    for (std::int64_t h = 0; h < a.kv_heads; ++h) {
-      const Ahead ah = ahead(h);
-      for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) {
-        fused_values<Arch, KvElem::i4, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, s.scores,
-                                                             g0 == 0 ? ah : none);
-      });
-    }
-  });
+  fused_values_pass<Arch, KvElem::i4>(a, row_bytes, scale_row_bytes, log2_exact(group_size), s.scores);
 }
 #endif
 
