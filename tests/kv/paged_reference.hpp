@@ -114,29 +114,34 @@ std::vector<double> reference_decode(const PagedBatch& pb, double scale, std::in
   return out;
 }
 
-/// Per output element of decode attention over INT8 pages, the most its result may differ from
-/// reference_decode of the pages' values (`deq`, with the int8 query) by the rounding of its
+/// Per output element of decode attention over INT8 or INT4 pages, the most its result may differ
+/// from reference_decode of the pages' values (`deq`, with the int8 query) by the rounding of its
 /// weights of V to 8 bits (the contract in quarry/kv/detail/kv_kernels.hpp): each token's weight
-/// is off by at most half a step, a step being 1/255 of the largest weight (softmax probability
-/// times V's row scale) of its run, and a run lies within a page. So token t adds at most
-/// 0.5 * max_page(P * sv) / 255 * |vi_t| to the error, vi_t = V_t / sv_t its integers.
+/// (INT4: per group of V's elements, `v_scales` [pages, n_kv, page_size, groups]) is off by at
+/// most half a step, a step being 1/255 of the largest weight (softmax probability times V's scale)
+/// of its run and group, and a run lies within a page. So token t adds at most
+/// 0.5 * max_page(P * sv) / 255 * |vi_t[i]| to element i's error, vi_t = V_t / sv_t its integers.
 inline std::vector<double> int8_weight_bound(const PagedBatch& deq, const Tensor<float>& v_scales, double scale, std::int64_t window = 0) {
   const std::int64_t dim = deq.dim, group = deq.n_heads / deq.n_kv;
+  const std::int64_t groups = v_scales.numel() / (deq.num_pages * deq.n_kv * deq.page_size), size = dim / groups;
   std::vector<double> bound(static_cast<std::size_t>(deq.batch() * deq.n_heads * dim), 0.0);
   for_each_decode_head(deq, scale, window, [&](std::int64_t b, std::int64_t h, std::int64_t first, std::int64_t len, const std::vector<double>& p) {
     auto row = [&](std::int64_t t) { return token_row(deq, b, h / group, t); };
-    std::vector<double> page_max(static_cast<std::size_t>(len / deq.page_size + 1), 0.0);  // of P * sv
-    for (std::int64_t t = first; t < len; ++t) {
-      double& m = page_max[static_cast<std::size_t>(t / deq.page_size)];
-      m = std::max(m, p[static_cast<std::size_t>(t - first)] * v_scales.data()[row(t)]);
-    }
+    auto sv = [&](std::int64_t t, std::int64_t c) { return static_cast<double>(v_scales.data()[row(t) * groups + c]); };
+    std::vector<double> page_max(static_cast<std::size_t>((len / deq.page_size + 1) * groups), 0.0);  // of P * sv, per group
+    for (std::int64_t t = first; t < len; ++t)
+      for (std::int64_t c = 0; c < groups; ++c) {
+        double& m = page_max[static_cast<std::size_t>(t / deq.page_size * groups + c)];
+        m = std::max(m, p[static_cast<std::size_t>(t - first)] * sv(t, c));
+      }
     double* bh = bound.data() + (b * deq.n_heads + h) * dim;
-    for (std::int64_t t = first; t < len; ++t) {
-      const double sv = v_scales.data()[row(t)];
-      if (sv <= 0) continue;
-      const double half_step = 0.5 * page_max[static_cast<std::size_t>(t / deq.page_size)] / 255.0;
-      for (std::int64_t i = 0; i < dim; ++i) bh[i] += half_step * std::fabs(deq.v.data()[row(t) * dim + i]) / sv;
-    }
+    for (std::int64_t t = first; t < len; ++t)
+      for (std::int64_t i = 0; i < dim; ++i) {
+        const std::int64_t c = i / size;
+        if (sv(t, c) <= 0) continue;
+        const double half_step = 0.5 * page_max[static_cast<std::size_t>(t / deq.page_size * groups + c)] / 255.0;
+        bh[i] += half_step * std::fabs(deq.v.data()[row(t) * dim + i]) / sv(t, c);
+      }
   });
   return bound;
 }

@@ -211,12 +211,13 @@ TEST_CASE("paged prefill attention (CPU): one query row per sequence equals deco
         REQUIRE(stored.decode(pb, pb.q.view(), decode_out.view(), dp).ok());
         // Each is within ~1.5e-6 of the f64 reference here on every ISA (outputs up to ~2, a sharp
         // softmax), so they agree to float rounding, not bit for bit: tiles, exp and sums differ.
-        // INT8: decode's weights of V are 8-bit integers (kv_kernels.hpp), prefill's are not;
-        // they differ by what that rounding may cost (int8_weight_bound) at most.
+        // INT8 and INT4: decode's weights of V are 8-bit integers (kv_kernels.hpp), prefill's are
+        // not; they differ by what that rounding may cost (int8_weight_bound) at most.
         std::vector<double> bound(static_cast<std::size_t>(decode_out.numel()), 0.0);
         if (kind == Kv::i8) bound = int8_weight_bound(pb, stored.v8.scales, 1.0 / 8.0, window);
+        if (kind == Kv::i4) bound = int8_weight_bound(pb, stored.v4.scales, 1.0 / 8.0, window);
         const std::vector<double> prefill_got(prefill_out.data(), prefill_out.data() + prefill_out.numel());
-        const double excess = excess_over_bound(decode_out.data(), prefill_got, bound, kind == Kv::i8 ? 4e-5 : 3e-6);
+        const double excess = excess_over_bound(decode_out.data(), prefill_got, bound, kind == Kv::i8 || kind == Kv::i4 ? 4e-5 : 3e-6);
         INFO("over the bound by " << excess);
         CHECK(excess <= 0);
       }

@@ -13,7 +13,8 @@
 // INT4 (group scales, groups of a multiple of 8 elements), widened to f32; scores, softmax and
 // sums in f32. Results equal the CPU's to float rounding (other summation order); for INT8 and
 // INT4 pages the query is put on the int8 grid as the CPU kernels do (kv/detail/kv_kernels.hpp), and
-// the weights of V stay f32, so the two differ by the rounding of the CPU's 8-bit weights at most.
+// the weights of V stay f32, so the two differ by the rounding of the CPU's 8-bit weights (per
+// token for INT8, per token and group for INT4) at most.
 //
 // Calls run on the legacy default stream of the tensors' device and, by default, return when
 // the kernels have finished. Errors throw quarry::error naming the shapes (shape_mismatch,

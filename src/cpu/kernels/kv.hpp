@@ -24,6 +24,12 @@ namespace quarry::detail::cpu_kernels {
 
 // ---- Scalar reference: token by token, each row widened to f32 and used for every head. ----
 
+// The value of element i of packed INT4 bytes p (low nibble first), -8 .. 7.
+QUARRY_ALWAYS_INLINE int nibble_value(const std::uint8_t* p, std::int64_t i) noexcept {
+  const int nibble = (i % 2 == 0) ? (p[i / 2] & 0xf) : (p[i / 2] >> 4);
+  return (nibble ^ 8) - 8;
+}
+
 template <class Arch>
 void ref_kv_row(KvElem elem, const KvPagesRef& pages, std::int64_t row, std::int64_t dim, std::int64_t groups, float* out) noexcept {
   switch (elem) {
@@ -46,12 +52,9 @@ void ref_kv_row(KvElem elem, const KvPagesRef& pages, std::int64_t row, std::int
     }
     case KvElem::i4: {
       const std::uint8_t* p = static_cast<const std::uint8_t*>(pages.values) + row * dim / 2;
-      const float* s = pages.scales + row * groups;
+      const float* s = pages.scales != nullptr ? pages.scales + row * groups : nullptr;  // null: the integers
       const std::int64_t group = dim / groups;
-      for (std::int64_t i = 0; i < dim; ++i) {
-        const int nibble = (i % 2 == 0) ? (p[i / 2] & 0xf) : (p[i / 2] >> 4);
-        out[i] = static_cast<float>((nibble ^ 8) - 8) * s[i / group];
-      }
+      for (std::int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(nibble_value(p, i)) * (s != nullptr ? s[i / group] : 1.f);
       break;
     }
   }
@@ -201,6 +204,47 @@ QUARRY_ALWAYS_INLINE float run_weights_i8(const float* p, const float* sv, std::
   return step;
 }
 
+// The INT4 weights of one run of `rows` (<= 16) tokens of one head for group c of V's elements
+// (the contract): run_weights_i8 with V's scales of that group, sv[r * groups + c].
+template <class Arch>
+QUARRY_ALWAYS_INLINE float run_weights_i4(const float* p, const float* sv, std::int64_t groups, std::int64_t c, std::int64_t rows,
+                                          std::uint8_t* wq, float* back) noexcept {
+  alignas(64) float col[16];
+  for (std::int64_t r = 0; r < rows; ++r) col[r] = sv[r * groups + c];
+  return run_weights_i8<Arch>(p, col, rows, wq, back);
+}
+
+// The weighted V of one run of `rows` tokens of INT4 pages for the query heads of one kv head
+// (a.group): out[g * (dim + 2) + 2 + i] += sum_r w_g[r] vi[r * dim + i], w_g the dequantized
+// weights of head g for the group of element i (run_weights_i4 of its numerators p[g * n + r] and
+// V's scales sv), vi the run's integers as floats.
+template <class Arch>
+void run_values_i4(const DecodeChunkArgs& a, const float* p, std::int64_t n, const float* sv, std::int64_t rows, const float* vi,
+                   float* out) noexcept {
+  const std::int64_t dim = a.dim, size = dim / a.groups;
+  for (std::int64_t g = 0; g < a.group; ++g) {
+    float* acc = out + g * (dim + 2) + 2;
+    for (std::int64_t c = 0; c < a.groups; ++c) {
+      alignas(64) float w[16];
+      std::uint8_t wq[16];
+      run_weights_i4<Arch>(p + g * n, sv, a.groups, c, rows, wq, w);
+      std::int64_t i = c * size;
+      const std::int64_t end = i + size;
+      if constexpr (!simd::is_scalar<Arch>) {
+        using B = xsimd::batch<float, Arch>;
+        constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+        for (; i + W <= end; i += W) {
+          B x = B::load_unaligned(acc + i);
+          for (std::int64_t r = 0; r < rows; ++r) x = xsimd::fma(B(w[r]), B::load_unaligned(vi + r * dim + i), x);
+          x.store_unaligned(acc + i);
+        }
+      }
+      for (; i < end; ++i)
+        for (std::int64_t r = 0; r < rows; ++r) acc[i] += w[r] * vi[r * dim + i];
+    }
+  }
+}
+
 // Calls f(first token, rows) for each run of the chunk: the tokens in one page, at most 16 at a
 // time (the runs over which INT8 weights are quantized; every kernel walks these runs).
 template <class F>
@@ -262,6 +306,14 @@ void ref_decode_chunk_one_head(const DecodeChunkArgs& a) noexcept {
     o[0] = m;
     o[1] = sum;
     for (std::int64_t i = 0; i < dim; ++i) o[2 + i] = 0.f;
+  }
+  if (a.elem == KvElem::i4) {  // per run: the integers of V's rows, times weights per group
+    for_each_kv_run(a, [&](std::int64_t t, std::int64_t rows) {
+      const std::int64_t r0 = row_of(t);
+      for (std::int64_t r = 0; r < rows; ++r) ref_kv_row<Arch>(KvElem::i4, KvPagesRef{a.v.values, nullptr}, r0 + r, dim, a.groups, i8.tile + r * dim);
+      run_values_i4<Arch>(a, scores + (t - a.t0), n, a.v.scales + r0 * a.groups, rows, i8.tile, a.out);
+    });
+    return;
   }
   if (is_i8) quantize_weights_i8<Arch>(a, scores);  // the weights now hold V's scales
   for (std::int64_t t = a.t0; t < a.t1; ++t) {
@@ -336,7 +388,8 @@ const float* kv_rows_f32(KvElem elem, const KvPagesRef& pages, std::int64_t row,
       const std::int64_t group = dim / groups;
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::uint8_t* pr = p + r * dim / 2;
-        const float* s = pages.scales + (row + r) * groups;
+        const float* s = pages.scales != nullptr ? pages.scales + (row + r) * groups : nullptr;
+        auto scale = [&](std::int64_t i) { return s != nullptr ? s[i / group] : 1.f; };  // null scales: the integers
         float* out = tile + r * dim;
         std::int64_t i = 0;
 #if defined(__x86_64__) || defined(_M_X64)
@@ -351,7 +404,7 @@ const float* kv_rows_f32(KvElem elem, const KvPagesRef& pages, std::int64_t row,
           if (group % 16 == 0)
             for (; i + 16 <= dim; i += 16) {
               const __m128i x = nibbles(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(pr + i / 2)));
-              _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(x)), _mm512_set1_ps(s[i / group])));
+              _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(x)), _mm512_set1_ps(scale(i))));
             }
         } else if constexpr (simd::is_avx2<Arch>) {
           if (group % 8 == 0)
@@ -359,14 +412,11 @@ const float* kv_rows_f32(KvElem elem, const KvPagesRef& pages, std::int64_t row,
               std::int32_t four;
               __builtin_memcpy(&four, pr + i / 2, 4);
               const __m128i x = nibbles(_mm_cvtsi32_si128(four));
-              _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)), _mm256_set1_ps(s[i / group])));
+              _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)), _mm256_set1_ps(scale(i))));
             }
         }
 #endif
-        for (; i < dim; ++i) {
-          const int nibble = (i % 2 == 0) ? (pr[i / 2] & 0xf) : (pr[i / 2] >> 4);
-          out[i] = static_cast<float>((nibble ^ 8) - 8) * s[i / group];
-        }
+        for (; i < dim; ++i) out[i] = static_cast<float>(nibble_value(pr, i)) * scale(i);
       }
       return tile;
     }
@@ -427,19 +477,19 @@ void decode_chunk_tiled_one_head(const DecodeChunkArgs& a) noexcept {
     q = i8.qf;
   }
 
-  // Calls f(first token, rows, f32 rows) for each run of tokens in one page.
+  // Calls f(first token, first row, rows, f32 rows) for each run of tokens in one page.
   auto for_each_run = [&](const KvPagesRef& pages, auto&& f) {
     for (std::int64_t t = a.t0; t < a.t1;) {
       const std::int64_t slot = t % a.page_size;
       const std::int64_t rows = std::min({kRun, a.page_size - slot, a.t1 - t});
       const std::int64_t row = (a.pages[t / a.page_size] * a.n_kv + a.kv_head) * a.page_size + slot;
-      f(t, rows, kv_rows_f32<Arch>(a.elem, pages, row, rows, dim, a.groups, tile));
+      f(t, row, rows, kv_rows_f32<Arch>(a.elem, pages, row, rows, dim, a.groups, tile));
       t += rows;
     }
   };
 
   // Pass 1: scores, K read once for the group.
-  for_each_run(a.k, [&](std::int64_t t, std::int64_t rows, const float* k) {
+  for_each_run(a.k, [&](std::int64_t t, std::int64_t, std::int64_t rows, const float* k) {
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t g = 0; g < a.group; ++g)
         scores[g * n + (t - a.t0) + r] = dot_f32<Arch>(q + g * dim, k + r * dim, static_cast<std::size_t>(dim)) * a.scale;
@@ -447,13 +497,12 @@ void decode_chunk_tiled_one_head(const DecodeChunkArgs& a) noexcept {
 
   chunk_softmax<Arch>(scores, n, a.group, a.out, dim);
   KvPagesRef v_pages = a.v;
-  if (a.elem == KvElem::i8) {  // the weights now hold V's row scales
-    quantize_weights_i8<Arch>(a, scores);
-    v_pages.scales = nullptr;
-  }
+  if (a.elem == KvElem::i8) quantize_weights_i8<Arch>(a, scores);  // the weights now hold V's row scales
+  if (a.elem == KvElem::i8 || a.elem == KvElem::i4) v_pages.scales = nullptr;  // the tile holds V's integers
 
   // Pass 2: acc[g] += p[g][t] v[t], V read once for the group; 4 registers of acc at a time.
-  for_each_run(v_pages, [&](std::int64_t t, std::int64_t rows, const float* v) {
+  for_each_run(v_pages, [&](std::int64_t t, std::int64_t row, std::int64_t rows, const float* v) {
+    if (a.elem == KvElem::i4) return run_values_i4<Arch>(a, scores + (t - a.t0), n, a.v.scales + row * a.groups, rows, v, a.out);
     for (std::int64_t g = 0; g < a.group; ++g) {
       const float* p = scores + g * n + (t - a.t0);
       float* acc = a.out + g * (dim + 2) + 2;
@@ -557,8 +606,9 @@ void tile_gemm(const TileGemmArgs& g) noexcept {
 // widened block. Weighted V: blocks of 2 registers of the output per head, over the run's tokens,
 // with p (times the INT8 row scale) broadcast. Needs dim % W == 0 and, for INT4, group % W == 0.
 
-// W values of row `row` from element i, widened to f32 (INT4 times its group's scale).
-template <class Arch, KvElem E>
+// W values of row `row` from element i, widened to f32 (INT4 times its group's scale, or not:
+// kScaled false).
+template <class Arch, KvElem E, bool kScaled = true>
 QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> kv_block(const KvPagesRef& pages, std::int64_t row, std::int64_t dim, std::int64_t i,
                                                        std::int64_t groups, std::int64_t group_shift) noexcept {
   using B = xsimd::batch<float, Arch>;
@@ -580,7 +630,7 @@ QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> kv_block(const KvPagesRef& pages,
     else return B(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
   } else {
     const std::uint8_t* p = static_cast<const std::uint8_t*>(pages.values) + (row * dim + i) / 2;
-    const float s = pages.scales[row * groups + (i >> group_shift)];
+    const float s = kScaled ? pages.scales[row * groups + (i >> group_shift)] : 1.f;
     if constexpr (simd::is_avx512<Arch>) {
       // Byte e of x holds element e in its low nibble (the high one is noise: b >> 4 in 16-bit
       // lanes pulls in the next byte's bits), which is all vpermps reads of an index: the
@@ -588,14 +638,16 @@ QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> kv_block(const KvPagesRef& pages,
       const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
       const __m128i x = _mm_unpacklo_epi8(b, _mm_srli_epi16(b, 4));
       const __m512 table = _mm512_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f, -8.f, -7.f, -6.f, -5.f, -4.f, -3.f, -2.f, -1.f);
-      return B(_mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(x), table), _mm512_set1_ps(s)));
+      const __m512 v = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(x), table);
+      return B(kScaled ? _mm512_mul_ps(v, _mm512_set1_ps(s)) : v);
     } else {
       const __m128i low = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
       std::int32_t four;
       __builtin_memcpy(&four, p, 4);
       const __m128i b = _mm_cvtsi32_si128(four);
       const __m128i x = _mm_sub_epi8(_mm_xor_si128(_mm_unpacklo_epi8(_mm_and_si128(b, low), _mm_and_si128(_mm_srli_epi16(b, 4), low)), eight), eight);
-      return B(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)), _mm256_set1_ps(s)));
+      const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x));
+      return B(kScaled ? _mm256_mul_ps(v, _mm256_set1_ps(s)) : v);
     }
   }
 }
@@ -609,26 +661,45 @@ QUARRY_ALWAYS_INLINE __m256 sums_of_8(const __m256* v) noexcept {
   return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
 
+// op (add or max, associative and commutative) over the lanes of each of 16 registers, in one
+// register (element j: v[j]'s). A transpose-reduce tree of single-operation shuffles (about 45
+// operations where vhaddps trees take some 75 micro-ops): 16 -> 8 registers, each two inputs
+// folded to 256 bits; -> 4, each four inputs folded to 128 bits (128-bit lane i of b[k]:
+// v[4k + i]); then within the lanes, leaving element 4i + p v[4p + i]'s; a last permute puts
+// them in input order.
+template <class Op>
+QUARRY_ALWAYS_INLINE __m512 reduce16(const __m512* v, Op op) noexcept {
+  __m512 a[8], b[4];
+  for (int k = 0; k < 8; ++k) {
+    const __m512 x = v[2 * k], y = v[2 * k + 1];
+    a[k] = op(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xEE));
+  }
+  for (int k = 0; k < 4; ++k)
+    b[k] = op(_mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0x88), _mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0xDD));
+  const __m512 c0 = op(_mm512_unpacklo_ps(b[0], b[1]), _mm512_unpackhi_ps(b[0], b[1]));
+  const __m512 c1 = op(_mm512_unpacklo_ps(b[2], b[3]), _mm512_unpackhi_ps(b[2], b[3]));
+  const __m512d c0d = _mm512_castps_pd(c0), c1d = _mm512_castps_pd(c1);
+  const __m512 d = op(_mm512_castpd_ps(_mm512_unpacklo_pd(c0d, c1d)), _mm512_castpd_ps(_mm512_unpackhi_pd(c0d, c1d)));
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), d);
+}
+
+// The 4 x 4 transpose of 128-bit lanes: lane k of y[L] is lane L of x[k].
+QUARRY_ALWAYS_INLINE void transpose_lanes4(const __m512 (&x)[4], __m512 (&y)[4]) noexcept {
+  const __m512 t0 = _mm512_shuffle_f32x4(x[0], x[1], 0x44), t1 = _mm512_shuffle_f32x4(x[2], x[3], 0x44);  // lanes 0, 1
+  const __m512 t2 = _mm512_shuffle_f32x4(x[0], x[1], 0xEE), t3 = _mm512_shuffle_f32x4(x[2], x[3], 0xEE);  // lanes 2, 3
+  y[0] = _mm512_shuffle_f32x4(t0, t1, 0x88);
+  y[1] = _mm512_shuffle_f32x4(t0, t1, 0xDD);
+  y[2] = _mm512_shuffle_f32x4(t2, t3, 0x88);
+  y[3] = _mm512_shuffle_f32x4(t2, t3, 0xDD);
+}
+
 // The sums of W registers, in one register (lane j: the sum of v[j]'s lanes).
 template <class Arch>
 QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> sums_of(const xsimd::batch<float, Arch>* v) noexcept {
   if constexpr (simd::is_avx512<Arch>) {
-    // A transpose-add tree of single-operation shuffles (about 45 operations where vhaddps trees
-    // take some 75 micro-ops): 16 -> 8 registers, each two inputs folded to 256 bits; -> 4, each
-    // four inputs folded to 128 bits (128-bit lane i of b[k]: v[4k + i]); then within the lanes,
-    // leaving element 4i + p the sum of v[4p + i]; a last permute puts the sums in input order.
-    __m512 a[8], b[4];
-    for (int k = 0; k < 8; ++k) {
-      const __m512 x = v[2 * k], y = v[2 * k + 1];
-      a[k] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xEE));
-    }
-    for (int k = 0; k < 4; ++k)
-      b[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0x88), _mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0xDD));
-    const __m512 c0 = _mm512_add_ps(_mm512_unpacklo_ps(b[0], b[1]), _mm512_unpackhi_ps(b[0], b[1]));
-    const __m512 c1 = _mm512_add_ps(_mm512_unpacklo_ps(b[2], b[3]), _mm512_unpackhi_ps(b[2], b[3]));
-    const __m512d c0d = _mm512_castps_pd(c0), c1d = _mm512_castps_pd(c1);
-    const __m512 d = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(c0d, c1d)), _mm512_castpd_ps(_mm512_unpackhi_pd(c0d, c1d)));
-    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), d);
+    __m512 x[16];
+    for (int k = 0; k < 16; ++k) x[k] = v[k];
+    return reduce16(x, [](__m512 p, __m512 q) { return _mm512_add_ps(p, q); });
   } else {
     __m256 r[8];
     for (int j = 0; j < 8; ++j) r[j] = v[j];
@@ -741,17 +812,38 @@ QUARRY_ALWAYS_INLINE void fused_scores(const DecodeChunkArgs& a, std::int64_t g0
   }
 }
 
-// acc[g] += p[g][j0 + r] v[row + r] for heads [g0, g0 + S).
+// acc[g] += p[g][j0 + r] v[row + r] for heads [g0, g0 + S). INT8: the weights hold V's row
+// scales; INT4: V's integers times the weights per group (run_weights_i4), put in wbuf
+// ([S][groups][16] floats).
 template <class Arch, KvElem E, int S>
 QUARRY_ALWAYS_INLINE void fused_values(const DecodeChunkArgs& a, std::int64_t g0, std::int64_t row, std::int64_t rows, std::int64_t j0,
-                                       std::int64_t n, std::int64_t shift, const float* probs, const Ahead& ahead) noexcept {
+                                       std::int64_t n, std::int64_t shift, const float* probs, float* wbuf, const Ahead& ahead) noexcept {
   using B = xsimd::batch<float, Arch>;
   constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
   const AheadSlices fetch(ahead, a.dim / W);
   float p[S][16];
-  for (int s = 0; s < S; ++s)
-    for (std::int64_t r = 0; r < rows; ++r)
-      p[s][r] = probs[(g0 + s) * n + j0 + r];  // INT8: the weights hold V's row scales
+  for (int s = 0; s < S; ++s) {
+    if constexpr (E == KvElem::i4) {
+      for (std::int64_t c = 0; c < a.groups; ++c) {
+        std::uint8_t wq[16];
+        run_weights_i4<Arch>(probs + (g0 + s) * n + j0, a.v.scales + row * a.groups, a.groups, c, rows, wq, wbuf + (s * a.groups + c) * 16);
+      }
+    } else {
+      for (std::int64_t r = 0; r < rows; ++r) p[s][r] = probs[(g0 + s) * n + j0 + r];
+    }
+  }
+  // acc[s][c] += (weight of head s, token r for the block at column i) * v[c].
+  auto add = [&](B (&acc)[S][kFusedBlock], const B* v, int count, std::int64_t i, std::int64_t r) {
+    for (int s = 0; s < S; ++s) {
+      if constexpr (E == KvElem::i4) {
+        for (int c = 0; c < count; ++c) acc[s][c] = xsimd::fma(B(wbuf[(s * a.groups + ((i + c * W) >> shift)) * 16 + r]), v[c], acc[s][c]);
+      } else {
+        const B pr(p[s][r]);
+        for (int c = 0; c < count; ++c) acc[s][c] = xsimd::fma(pr, v[c], acc[s][c]);
+      }
+    }
+  };
+  constexpr bool kScaled = E != KvElem::i4;
   // Output blocks at a time: S x C accumulators, C widened blocks and a weight in registers.
   constexpr int C = kFusedBlock;
   std::int64_t i = 0;
@@ -762,24 +854,21 @@ QUARRY_ALWAYS_INLINE void fused_values(const DecodeChunkArgs& a, std::int64_t g0
       for (int c = 0; c < C; ++c) acc[s][c] = B::load_unaligned(a.out + (g0 + s) * (a.dim + 2) + 2 + i + c * W);
     for (std::int64_t r = 0; r < rows; ++r) {
       B v[C];
-      for (int c = 0; c < C; ++c) v[c] = kv_block<Arch, E>(a.v, row + r, a.dim, i + c * W, a.groups, shift);
-      for (int s = 0; s < S; ++s) {
-        const B pr(p[s][r]);
-        for (int c = 0; c < C; ++c) acc[s][c] = xsimd::fma(pr, v[c], acc[s][c]);
-      }
+      for (int c = 0; c < C; ++c) v[c] = kv_block<Arch, E, kScaled>(a.v, row + r, a.dim, i + c * W, a.groups, shift);
+      add(acc, v, C, i, r);
     }
     for (int s = 0; s < S; ++s)
       for (int c = 0; c < C; ++c) acc[s][c].store_unaligned(a.out + (g0 + s) * (a.dim + 2) + 2 + i + c * W);
   }
   for (; i < a.dim; i += W) {
     fetch.slice(i / W);
-    B acc[S];
-    for (int s = 0; s < S; ++s) acc[s] = B::load_unaligned(a.out + (g0 + s) * (a.dim + 2) + 2 + i);
+    B acc[S][C];
+    for (int s = 0; s < S; ++s) acc[s][0] = B::load_unaligned(a.out + (g0 + s) * (a.dim + 2) + 2 + i);
     for (std::int64_t r = 0; r < rows; ++r) {
-      const B v0 = kv_block<Arch, E>(a.v, row + r, a.dim, i, a.groups, shift);
-      for (int s = 0; s < S; ++s) acc[s] = xsimd::fma(B(p[s][r]), v0, acc[s]);
+      const B v0 = kv_block<Arch, E, kScaled>(a.v, row + r, a.dim, i, a.groups, shift);
+      add(acc, &v0, 1, i, r);
     }
-    for (int s = 0; s < S; ++s) acc[s].store_unaligned(a.out + (g0 + s) * (a.dim + 2) + 2 + i);
+    for (int s = 0; s < S; ++s) acc[s][0].store_unaligned(a.out + (g0 + s) * (a.dim + 2) + 2 + i);
   }
 }
 
@@ -860,11 +949,12 @@ void fused_values_pass(const DecodeChunkArgs& a, std::int64_t row_bytes, std::in
                        const float* scores) noexcept {
   const std::int64_t n = a.t1 - a.t0;
   const Ahead none;
+  float* wbuf = kv_i8_scratch(a).tile;  // INT4's weights: 4 * groups * 16 <= 8 * dim floats (group % W == 0)
   fused_runs(a, a.v, row_bytes, scale_row_bytes, nullptr, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
     for (std::int64_t h = 0; h < a.kv_heads; ++h) {
       const Ahead ah = ahead(h);
       for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) {
-        fused_values<Arch, E, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, scores,
+        fused_values<Arch, E, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, scores, wbuf,
                                                     g0 == 0 ? ah : none);
       });
     }
@@ -1073,14 +1163,10 @@ inline void unpermute_values_i8(float* out, std::int64_t heads, std::int64_t dim
     std::int64_t b = 0;
     for (; b + 64 <= dim; b += 64) {
       // acc k's 128-bit lane L sits at o[16 k + 4 L]; column block L wants lanes L of acc 0..3.
-      const __m512 a0 = _mm512_loadu_ps(o + b), a1 = _mm512_loadu_ps(o + b + 16), a2 = _mm512_loadu_ps(o + b + 32),
-                   a3 = _mm512_loadu_ps(o + b + 48);
-      const __m512 t0 = _mm512_shuffle_f32x4(a0, a1, 0x44), t1 = _mm512_shuffle_f32x4(a2, a3, 0x44);  // lanes 0, 1
-      const __m512 t2 = _mm512_shuffle_f32x4(a0, a1, 0xEE), t3 = _mm512_shuffle_f32x4(a2, a3, 0xEE);  // lanes 2, 3
-      _mm512_storeu_ps(o + b, _mm512_shuffle_f32x4(t0, t1, 0x88));
-      _mm512_storeu_ps(o + b + 16, _mm512_shuffle_f32x4(t0, t1, 0xDD));
-      _mm512_storeu_ps(o + b + 32, _mm512_shuffle_f32x4(t2, t3, 0x88));
-      _mm512_storeu_ps(o + b + 48, _mm512_shuffle_f32x4(t2, t3, 0xDD));
+      const __m512 x[4] = {_mm512_loadu_ps(o + b), _mm512_loadu_ps(o + b + 16), _mm512_loadu_ps(o + b + 32), _mm512_loadu_ps(o + b + 48)};
+      __m512 y[4];
+      transpose_lanes4(x, y);
+      for (int k = 0; k < 4; ++k) _mm512_storeu_ps(o + b + 16 * k, y[k]);
     }
     if (b < dim) {  // 32 columns: column 16 L + 4 k + j sits at 8 k + 4 L + j
       alignas(64) float tmp[32];
@@ -1230,15 +1316,15 @@ void decode_chunk_vnni_i8_tokens(const DecodeChunkArgs& a) noexcept {
   });
 }
 
-// ---- INT4 pages on AVX-512 VNNI: the scores in integers. ----
+// ---- INT4 pages on AVX-512 VNNI: the products in integers. ----
 //
 // As INT8's scores, 32 elements a step: the 16 bytes of a K row that hold them, broadcast to the
 // 4 lanes and made unsigned by x ^ 0x88 (nibble n becomes n ^ 8 = its value + 8: 8 * the group's
 // sum of qi is taken off after), split into low nibbles (even elements) and high ones (odd), meet
 // the query heads' even and odd elements in two vpdpbusd. Each group's integer sums of 4 tokens
 // (reduced as INT8's) are converted and multiplied by the tokens' scales of that group. Weighted
-// V is the float kernel's (fused_values). Needs dim % 32 == 0 and a group size of a power of two
-// from 32.
+// V: the 8-bit weights per token and group of the contract meet the nibbles in vpdpbusd
+// (vnni_values_i4). Needs dim % 32 == 0 and a group size of a power of two from 32.
 
 // Scores of the `rows` tokens from `row` for kv head h of the call, SETS sets of 4 query heads.
 template <class Arch, int SETS>
@@ -1291,6 +1377,194 @@ QUARRY_ALWAYS_INLINE void vnni_scores_i4(const DecodeChunkArgs& a, const KvI8Scr
   });
 }
 
+// The INT4 weights of a run (the contract) for the query heads of a kv head (a.group, numerators
+// p + g * n) and each group c of V: wq[(g * groups + c) * 16 + r] and step[g * groups + c]; V's
+// scales of the run (sv, [rows][groups]) are put one group per 16 floats in cols. The weights
+// of 16 (head, group) pairs are quantized at once, their maxima by one transpose-max tree.
+QUARRY_ALWAYS_INLINE void vnni_run_weights_i4(const DecodeChunkArgs& a, const float* p, std::int64_t n, const float* sv, std::int64_t rows,
+                                              float* cols, std::uint8_t* wq, float* step) noexcept {
+  const __mmask16 live = static_cast<__mmask16>((1u << rows) - 1);
+  const __m512 zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255.f);
+  // 16 rows of 1, 2 or 4 scales in 1, 2 or 4 registers (masked past the run), transposed by
+  // permutes; more groups (or 3) by a gather per group (some 4 times the cost).
+  __m512 x[4];
+  if (a.groups == 1 || a.groups == 2 || a.groups == 4) {
+    const std::int64_t count = rows * a.groups;
+    for (std::int64_t k = 0; k < a.groups; ++k) {
+      const std::int64_t left = std::clamp<std::int64_t>(count - 16 * k, 0, 16);
+      x[k] = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << left) - 1), sv + 16 * k);
+    }
+  }
+  if (a.groups == 1) {
+    _mm512_storeu_ps(cols, x[0]);
+  } else if (a.groups == 2) {  // row r, group c at element 2 r + c of x[0] x[1]
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    _mm512_storeu_ps(cols, _mm512_permutex2var_ps(x[0], even, x[1]));
+    _mm512_storeu_ps(cols + 16, _mm512_permutex2var_ps(x[0], _mm512_add_epi32(even, _mm512_set1_epi32(1)), x[1]));
+  } else if (a.groups == 4) {  // row r, group c at element 4 r + c of x[0] x[1] (rows 0-7), x[2] x[3] (8-15)
+    // Groups 0 and 1 of 8 rows (256-bit halves), then 2 and 3; the halves of rows 0-7 and 8-15 joined.
+    const __m512i i01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
+    const __m512 a01 = _mm512_permutex2var_ps(x[0], i01, x[1]), b01 = _mm512_permutex2var_ps(x[2], i01, x[3]);
+    const __m512 a23 = _mm512_permutex2var_ps(x[0], i23, x[1]), b23 = _mm512_permutex2var_ps(x[2], i23, x[3]);
+    _mm512_storeu_ps(cols, _mm512_shuffle_f32x4(a01, b01, 0x44));
+    _mm512_storeu_ps(cols + 16, _mm512_shuffle_f32x4(a01, b01, 0xEE));
+    _mm512_storeu_ps(cols + 32, _mm512_shuffle_f32x4(a23, b23, 0x44));
+    _mm512_storeu_ps(cols + 48, _mm512_shuffle_f32x4(a23, b23, 0xEE));
+  } else {
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(static_cast<int>(a.groups)));
+    for (std::int64_t c = 0; c < a.groups; ++c) _mm512_storeu_ps(cols + c * 16, _mm512_mask_i32gather_ps(zero, live, idx, sv + c, 4));
+  }
+  const std::int64_t pairs = a.group * a.groups;
+  for (std::int64_t first = 0; first < pairs; first += 16) {
+    const std::int64_t count = std::min<std::int64_t>(16, pairs - first);
+    __m512 w[16];
+    for (std::int64_t i = 0; i < 16; ++i) {
+      const std::int64_t pr = first + i;
+      w[i] = i < count ? _mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, p + (pr / a.groups) * n), _mm512_loadu_ps(cols + (pr % a.groups) * 16)),
+                                       zero)  // NaN, < 0: 0
+                       : zero;
+    }
+    const __m512 m = reduce16(w, [](__m512 x, __m512 y) { return _mm512_max_ps(x, y); });
+    // As run_weights_i8: inv = 255 / m where 0 < m <= FLT_MAX, else 0; the step m / 255 where inv > 0.
+    const __mmask16 ok = _mm512_cmp_ps_mask(m, zero, _CMP_GT_OQ) & _mm512_cmp_ps_mask(m, _mm512_set1_ps(std::numeric_limits<float>::max()), _CMP_LE_OQ);
+    const __m512 inv = _mm512_maskz_div_ps(ok, top, m);
+    _mm512_mask_storeu_ps(step + first, static_cast<__mmask16>((1u << count) - 1),
+                          _mm512_maskz_div_ps(_mm512_cmp_ps_mask(inv, zero, _CMP_GT_OQ), m, top));
+    alignas(64) float invs[16];
+    _mm512_store_ps(invs, inv);
+    for (std::int64_t i = 0; i < count; ++i) {
+      // min(255, x) keeps a NaN (inf * 0), which max(x, 0) makes 0.
+      const __m512 x = _mm512_max_ps(_mm512_min_ps(top, _mm512_mul_ps(w[i], _mm512_set1_ps(invs[i]))), zero);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(wq + (first + i) * 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(x)));
+    }
+  }
+}
+
+// acc[g] += the INT4 weighted V of the run of `rows` tokens from `row`, for the query heads of kv
+// head h of the call (weights wq, step: vnni_run_weights_i4; shift: log2 of the group size).
+// Blocks of 64 bytes (128 elements; the last may be 16, 32 or 48): four rows interleaved byte by
+// byte as INT8's (int32 lane j of 128-bit lane L of register k: byte 16 L + 4 k + j of the four
+// tokens), split into low nibbles (element 2 x) and high ones (2 x + 1), sign-extended by a table
+// (vpshufb) and kept for all the heads. A head's weights sit one group per 128-bit lane (lane L
+// holds elements 32 L .. 32 L + 31 of the block, within one group as groups are powers of two
+// from 32), the quad's 4 bytes broadcast within the lane (vpshufd). Each run's sums, times the
+// lanes' steps, are added to the output permuted: accumulator m = 2 k + h (h: high nibbles) of a
+// block of nl lanes at 4 nl m, its lane L element j being element 32 L + 8 k + 2 j + h of the
+// block, until unpermute_values_i4 ends the chunk.
+template <class Arch>
+QUARRY_ALWAYS_INLINE void vnni_values_i4(const DecodeChunkArgs& a, std::int64_t h, std::int64_t row, std::int64_t rows, const std::uint8_t* wq,
+                                         const float* step, std::int64_t shift, const Ahead& ahead) noexcept {
+  const std::int64_t row_bytes = a.dim / 2, quads = (rows + 3) / 4;
+  const std::uint8_t* vbase = static_cast<const std::uint8_t*>(a.v.values) + row * row_bytes;
+  std::int64_t at[16];  // row r's offset (rows past the run have weight 0: any valid row will do)
+  for (std::int64_t r = 0; r < 4 * quads; ++r) at[r] = std::min(r, rows - 1) * row_bytes;
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1));
+  const AheadSlices fetch(ahead, (row_bytes + 63) / 64);
+  alignas(64) __m512i vals[4][8];
+  for (std::int64_t b = 0; b < row_bytes; b += 64) {
+    fetch.slice(b / 64);
+    const std::int64_t bytes = std::min<std::int64_t>(64, row_bytes - b), nl = bytes / 16;  // dim % 32 == 0
+    const __mmask64 cols = bytes == 64 ? ~__mmask64{0} : (__mmask64{1} << bytes) - 1;
+    const std::uint8_t* vb = vbase + b;
+    for (std::int64_t qd = 0; qd < quads; ++qd) {
+      const __m512i x0 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd]), x1 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd + 1]);
+      const __m512i x2 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd + 2]), x3 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd + 3]);
+      const __m512i lo01 = _mm512_unpacklo_epi8(x0, x1), hi01 = _mm512_unpackhi_epi8(x0, x1);
+      const __m512i lo23 = _mm512_unpacklo_epi8(x2, x3), hi23 = _mm512_unpackhi_epi8(x2, x3);
+      const __m512i v[4] = {_mm512_unpacklo_epi16(lo01, lo23), _mm512_unpackhi_epi16(lo01, lo23), _mm512_unpacklo_epi16(hi01, hi23),
+                            _mm512_unpackhi_epi16(hi01, hi23)};
+      QUARRY_UNROLL
+      for (int k = 0; k < 4; ++k) {
+        vals[qd][2 * k] = _mm512_shuffle_epi8(table, _mm512_and_si512(v[k], low));
+        vals[qd][2 * k + 1] = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v[k], 4), low));
+      }
+    }
+    std::int64_t lane_group[4];  // lanes past the block repeat its last group (their values are 0)
+    for (std::int64_t L = 0; L < 4; ++L) lane_group[L] = (2 * b + 32 * std::min(L, nl - 1)) >> shift;
+    const __mmask16 part = static_cast<__mmask16>((1u << (4 * nl)) - 1);
+    // CNT query heads from g of the kv head.
+    auto heads = [&](auto cnt, std::int64_t g) {
+      constexpr int CNT = decltype(cnt)::value;
+      __m512i wr[CNT], acc[CNT][8];
+      QUARRY_UNROLL
+      for (int c = 0; c < CNT; ++c) {
+        const std::uint8_t* w = wq + (g + c) * a.groups * 16;
+        __m512i x = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + lane_group[0] * 16)));
+        x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + lane_group[1] * 16)), 1);
+        x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + lane_group[2] * 16)), 2);
+        wr[c] = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + lane_group[3] * 16)), 3);
+        for (int m = 0; m < 8; ++m) acc[c][m] = _mm512_setzero_si512();
+      }
+      auto quad = [&](auto qc) {
+        constexpr int qd = decltype(qc)::value;
+        if (qd >= quads) return;
+        QUARRY_UNROLL
+        for (int c = 0; c < CNT; ++c) {
+          const __m512i w = _mm512_shuffle_epi32(wr[c], static_cast<_MM_PERM_ENUM>(qd * 0x55));
+          QUARRY_UNROLL
+          for (int m = 0; m < 8; ++m) acc[c][m] = dpbusd_inplace(acc[c][m], w, vals[qd][m]);
+        }
+      };
+      quad(std::integral_constant<int, 0>{});
+      quad(std::integral_constant<int, 1>{});
+      quad(std::integral_constant<int, 2>{});
+      quad(std::integral_constant<int, 3>{});
+      QUARRY_UNROLL
+      for (int c = 0; c < CNT; ++c) {
+        const float* sg = step + (g + c) * a.groups;
+        const __m512 st = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                                                _mm512_castps128_ps512(_mm_setr_ps(sg[lane_group[0]], sg[lane_group[1]], sg[lane_group[2]], sg[lane_group[3]])));
+        float* o = a.out + (h * a.group + g + c) * (a.dim + 2) + 2 + 2 * b;
+        QUARRY_UNROLL
+        for (int m = 0; m < 8; ++m) {
+          float* om = o + 4 * nl * m;
+          _mm512_mask_storeu_ps(om, part, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c][m]), st, _mm512_maskz_loadu_ps(part, om)));
+        }
+      }
+    };
+    std::int64_t g = 0;
+    for (; g + 2 <= a.group; g += 2) heads(std::integral_constant<int, 2>{}, g);
+    if (g < a.group) heads(std::integral_constant<int, 1>{}, g);
+  }
+}
+
+// Puts the output elements of `heads` query heads back in order (vnni_values_i4 adds them permuted).
+inline void unpermute_values_i4(float* out, std::int64_t heads, std::int64_t dim) noexcept {
+  for (std::int64_t g = 0; g < heads; ++g) {
+    float* o = out + g * (dim + 2) + 2;
+    for (std::int64_t e0 = 0; e0 < dim; e0 += 128) {
+      float* ob = o + e0;
+      const std::int64_t nl = std::min<std::int64_t>(128, dim - e0) / 32;
+      if (nl == 4) {
+        // Interleaving accumulators 2 k and 2 k + 1 leaves p[q] lane L = elements 32 L + 4 q + (0 .. 3);
+        // output register 2 L + u, lane v, is p[4 u + v] lane L.
+        __m512 p[8];
+        for (int k = 0; k < 4; ++k) {
+          const __m512 lo = _mm512_loadu_ps(ob + 32 * k), hi = _mm512_loadu_ps(ob + 32 * k + 16);
+          p[2 * k] = _mm512_unpacklo_ps(lo, hi);
+          p[2 * k + 1] = _mm512_unpackhi_ps(lo, hi);
+        }
+        for (int u = 0; u < 2; ++u) {
+          const __m512 x[4] = {p[4 * u], p[4 * u + 1], p[4 * u + 2], p[4 * u + 3]};
+          __m512 y[4];
+          transpose_lanes4(x, y);
+          for (int L = 0; L < 4; ++L) _mm512_storeu_ps(ob + 16 * (2 * L + u), y[L]);
+        }
+      } else {
+        alignas(64) float tmp[96];
+        std::memcpy(tmp, ob, static_cast<std::size_t>(32 * nl) * sizeof(float));
+        for (std::int64_t L = 0; L < nl; ++L)
+          for (int k = 0; k < 4; ++k)
+            for (int j = 0; j < 4; ++j)
+              for (int hh = 0; hh < 2; ++hh) ob[32 * L + 8 * k + 2 * j + hh] = tmp[4 * nl * (2 * k + hh) + 4 * L + j];
+      }
+    }
+  }
+}
+
 template <class Arch, int SETS>
 void decode_chunk_vnni_i4(const DecodeChunkArgs& a) noexcept {
   const std::int64_t n = a.t1 - a.t0, heads = a.kv_heads * a.group, steps = a.dim / 32, group_size = a.dim / a.groups;
@@ -1317,7 +1591,20 @@ void decode_chunk_vnni_i4(const DecodeChunkArgs& a) noexcept {
     for (std::int64_t h = 0; h < a.kv_heads; ++h) vnni_scores_i4<Arch, SETS>(a, s, h, row + h * a.page_size, rows, j0, n, ahead(h));
   });
   chunk_softmax<Arch>(s.scores, n, heads, a.out, a.dim);
-  fused_values_pass<Arch, KvElem::i4>(a, row_bytes, scale_row_bytes, log2_exact(group_size), s.scores);
+  // Weighted V: per run and kv head, the weights (in the tile: V's scales by group, then wq and
+  // the steps; 3 * dim floats at most), then the products.
+  float* cols = s.tile;
+  std::uint8_t* wq = reinterpret_cast<std::uint8_t*>(s.tile + a.groups * 16);
+  float* step = s.tile + a.groups * 16 + a.group * a.groups * 4;
+  const std::int64_t shift = log2_exact(group_size);
+  fused_runs(a, a.v, row_bytes, scale_row_bytes, nullptr, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
+    for (std::int64_t h = 0; h < a.kv_heads; ++h) {
+      const std::int64_t r = row + h * a.page_size;
+      vnni_run_weights_i4(a, s.scores + h * a.group * n + j0, n, a.v.scales + r * a.groups, rows, cols, wq, step);
+      vnni_values_i4<Arch>(a, h, r, rows, wq, step, shift, ahead(h));
+    }
+  });
+  unpermute_values_i4(a.out, heads, a.dim);
 }
 #endif
 

@@ -79,8 +79,11 @@ struct TileGemmArgs {
 ///   run being the chunk's tokens in one page, 16 at most, taken in order from t0:
 ///   wq_t = round(w_t * 255 / max_run w), and the output sums wq_t * (max_run w / 255) * vi_t.
 ///   (The sum of exps, out[g * (dim + 2) + 1], is unquantized.)
-/// INT4 pages (KvElem::i4) quantize the query the same way (their weights of V stay f32), so that
-/// AVX-512 VNNI computes their scores in integers too.
+/// INT4 pages (KvElem::i4) quantize the query the same way, and their weights of V per token and
+/// group of V's elements: w_{t,c} = max(p_t * s_{t,c}, 0) (s_{t,c}: V's scale of group c of token
+/// t) quantized to 8 bits, unsigned, per run and group: wq_{t,c} = round(w_{t,c} * 255 / max_run
+/// w_{.,c}); element i of group c of the output sums wq_{t,c} * (max_run w_{.,c} / 255) * vi_t[i]
+/// (vi: the nibbles' values, -8 .. 7). So AVX-512 VNNI computes both their products in integers.
 /// Rounding is to nearest even; NaN becomes 0. The query's quantization costs about as much
 /// accuracy as K's, the weights' at most about half as much as V's. (15-bit weights, used until
 /// 2026-11, took vpdpwssd at two products per lane where vpdpbusd does four; on the stories260K
