@@ -3,24 +3,11 @@
 #include <immintrin.h>
 
 #include "common/detail/peak_kernels.hpp"
+#include "cpu/kernels/dpbusd.hpp"  // the kernels' own form of the instruction
 
 namespace quarry::bench::detail {
-namespace {
 
-// acc + vpdpbusd(a, b) in acc's register. GCC (12-14) gives each loop-carried accumulator of
-// _mm512_dpbusd_epi32 a fresh register and moves it back after, a move per product: on
-// Sapphire Rapids that held this loop to 0.63 of the instruction's rate (a "peak" the library's
-// kernels, which tie the operand the same way, exceeded by 1.5x). Clang takes the intrinsic.
-inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) noexcept {
-#if defined(__GNUC__) && !defined(__clang__)
-  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-  return acc;
-#else
-  return _mm512_dpbusd_epi32(acc, a, b);
-#endif
-}
-
-}  // namespace
+using quarry::detail::cpu_kernels::dpbusd_inplace;
 
 std::int32_t vnni_chains_avx512(std::uint64_t iterations) noexcept {
   // vpdpbusd: each int32 lane += four u8 x s8 products. 16 independent chains cover its latency
@@ -34,22 +21,22 @@ std::int32_t vnni_chains_avx512(std::uint64_t iterations) noexcept {
           a12 = _mm512_set1_epi32(12), a13 = _mm512_set1_epi32(13), a14 = _mm512_set1_epi32(14),
           a15 = _mm512_set1_epi32(15);
   for (std::uint64_t it = 0; it < iterations; ++it) {
-    a0 = dpbusd(a0, u8, s8);
-    a1 = dpbusd(a1, u8, s8);
-    a2 = dpbusd(a2, u8, s8);
-    a3 = dpbusd(a3, u8, s8);
-    a4 = dpbusd(a4, u8, s8);
-    a5 = dpbusd(a5, u8, s8);
-    a6 = dpbusd(a6, u8, s8);
-    a7 = dpbusd(a7, u8, s8);
-    a8 = dpbusd(a8, u8, s8);
-    a9 = dpbusd(a9, u8, s8);
-    a10 = dpbusd(a10, u8, s8);
-    a11 = dpbusd(a11, u8, s8);
-    a12 = dpbusd(a12, u8, s8);
-    a13 = dpbusd(a13, u8, s8);
-    a14 = dpbusd(a14, u8, s8);
-    a15 = dpbusd(a15, u8, s8);
+    a0 = dpbusd_inplace(a0, u8, s8);
+    a1 = dpbusd_inplace(a1, u8, s8);
+    a2 = dpbusd_inplace(a2, u8, s8);
+    a3 = dpbusd_inplace(a3, u8, s8);
+    a4 = dpbusd_inplace(a4, u8, s8);
+    a5 = dpbusd_inplace(a5, u8, s8);
+    a6 = dpbusd_inplace(a6, u8, s8);
+    a7 = dpbusd_inplace(a7, u8, s8);
+    a8 = dpbusd_inplace(a8, u8, s8);
+    a9 = dpbusd_inplace(a9, u8, s8);
+    a10 = dpbusd_inplace(a10, u8, s8);
+    a11 = dpbusd_inplace(a11, u8, s8);
+    a12 = dpbusd_inplace(a12, u8, s8);
+    a13 = dpbusd_inplace(a13, u8, s8);
+    a14 = dpbusd_inplace(a14, u8, s8);
+    a15 = dpbusd_inplace(a15, u8, s8);
   }
   const __m512i s = _mm512_add_epi32(
       _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cpu/kernels/dpbusd.hpp"
 #include "cpu/xsimd_compat.hpp"
 #include "quarry/core/detail/core_kernels.hpp"
 #include "quarry/core/float16.hpp"
@@ -27,20 +28,6 @@
 #define QUARRY_UNROLL _Pragma("GCC unroll 16")
 
 namespace quarry::detail::cpu_kernels {
-
-#if defined(__x86_64__) && defined(__AVX512VNNI__)
-/// acc + vpdpbusd(a: u8, b: s8), computed in acc's register. GCC (12-14) gives a loop-carried
-/// accumulator of _mm512_dpbusd_epi32 a fresh register for each product and moves it back after,
-/// two moves per product in the INT8 attention kernels; the asm operand ties it.
-QUARRY_ALWAYS_INLINE __m512i dpbusd_inplace(__m512i acc, __m512i a, __m512i b) noexcept {
-#if defined(__GNUC__) && !defined(__clang__)
-  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-  return acc;
-#else
-  return _mm512_dpbusd_epi32(acc, a, b);
-#endif
-}
-#endif
 
 // ---- Scalar reference bodies. Templates on Arch only so each ISA file has its own copy. ----
 

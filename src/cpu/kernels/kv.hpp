@@ -214,6 +214,25 @@ QUARRY_ALWAYS_INLINE float run_weights_i4(const float* p, const float* sv, std::
   return run_weights_i8<Arch>(p, col, rows, wq, back);
 }
 
+// acc[i] += sum_r w[r] * v[r * dim + i] for i in [from, to): a register of columns at a time
+// (each sums its rows in order, with FMA), then scalars.
+template <class Arch>
+QUARRY_ALWAYS_INLINE void add_weighted_rows(float* acc, std::int64_t from, std::int64_t to, const float* w, const float* v, std::int64_t rows,
+                                            std::int64_t dim) noexcept {
+  std::int64_t i = from;
+  if constexpr (!simd::is_scalar<Arch>) {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+    for (; i + W <= to; i += W) {
+      B x = B::load_unaligned(acc + i);
+      for (std::int64_t r = 0; r < rows; ++r) x = xsimd::fma(B(w[r]), B::load_unaligned(v + r * dim + i), x);
+      x.store_unaligned(acc + i);
+    }
+  }
+  for (; i < to; ++i)
+    for (std::int64_t r = 0; r < rows; ++r) acc[i] += w[r] * v[r * dim + i];
+}
+
 // The weighted V of one run of `rows` tokens of INT4 pages for the query heads of one kv head
 // (a.group): out[g * (dim + 2) + 2 + i] += sum_r w_g[r] vi[r * dim + i], w_g the dequantized
 // weights of head g for the group of element i (run_weights_i4 of its numerators p[g * n + r] and
@@ -228,19 +247,7 @@ void run_values_i4(const DecodeChunkArgs& a, const float* p, std::int64_t n, con
       alignas(64) float w[16];
       std::uint8_t wq[16];
       run_weights_i4<Arch>(p + g * n, sv, a.groups, c, rows, wq, w);
-      std::int64_t i = c * size;
-      const std::int64_t end = i + size;
-      if constexpr (!simd::is_scalar<Arch>) {
-        using B = xsimd::batch<float, Arch>;
-        constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
-        for (; i + W <= end; i += W) {
-          B x = B::load_unaligned(acc + i);
-          for (std::int64_t r = 0; r < rows; ++r) x = xsimd::fma(B(w[r]), B::load_unaligned(vi + r * dim + i), x);
-          x.store_unaligned(acc + i);
-        }
-      }
-      for (; i < end; ++i)
-        for (std::int64_t r = 0; r < rows; ++r) acc[i] += w[r] * vi[r * dim + i];
+      add_weighted_rows<Arch>(acc, c * size, (c + 1) * size, w, vi, rows, dim);
     }
   }
 }
@@ -523,13 +530,7 @@ void decode_chunk_tiled_one_head(const DecodeChunkArgs& a) noexcept {
         c2.store_unaligned(acc + i + 2 * W);
         c3.store_unaligned(acc + i + 3 * W);
       }
-      for (; i + W <= dim; i += W) {
-        B c = B::load_unaligned(acc + i);
-        for (std::int64_t r = 0; r < rows; ++r) c = xsimd::fma(B(p[r]), B::load_unaligned(v + r * dim + i), c);
-        c.store_unaligned(acc + i);
-      }
-      for (; i < dim; ++i)
-        for (std::int64_t r = 0; r < rows; ++r) acc[i] += p[r] * v[r * dim + i];
+      add_weighted_rows<Arch>(acc, i, dim, p, v, rows, dim);
     }
   });
 }
