@@ -1590,9 +1590,47 @@ inline void unpermute_values_i4(float* out, std::int64_t heads, std::int64_t dim
   }
 }
 
+// An INT4 VNNI chunk once its query is laid out: scores(kv head h, first row, rows, index in the
+// chunk, ahead) for each run and kv head, then the softmax and the weighted V (per run and kv
+// head, the weights, in the tile: V's scales by group, then wq and the steps, 3 * dim floats at
+// most; then the products), the elements back in order at the end. (Computing the next run's
+// weights before this run's products, to overlap their chain of dependent steps, gained 2%:
+// noise.)
+template <class Arch, class Scores>
+void vnni_chunk_i4(const DecodeChunkArgs& a, const KvI8Scratch& s, Scores&& scores) noexcept {
+  const std::int64_t n = a.t1 - a.t0, heads = a.kv_heads * a.group;
+  const std::int64_t row_bytes = a.dim / 2, scale_row_bytes = 4 * a.groups;
+  fused_runs(a, a.k, row_bytes, scale_row_bytes, &a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
+    for (std::int64_t h = 0; h < a.kv_heads; ++h) scores(h, row + h * a.page_size, rows, j0, ahead(h));
+  });
+  chunk_softmax<Arch>(s.scores, n, heads, a.out, a.dim);
+  float* cols = s.tile;
+  std::uint8_t* wq = reinterpret_cast<std::uint8_t*>(s.tile + a.groups * 16);
+  float* step = s.tile + a.groups * 16 + a.group * a.groups * 4;
+  const std::int64_t shift = log2_exact(a.dim / a.groups);
+  fused_runs(a, a.v, row_bytes, scale_row_bytes, nullptr, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
+    for (std::int64_t h = 0; h < a.kv_heads; ++h) {
+      const std::int64_t r = row + h * a.page_size;
+      vnni_run_weights_i4<Arch>(a, s.scores + h * a.group * n + j0, n, a.v.scales + r * a.groups, rows, cols, wq, step);
+      vnni_values_i4<Arch>(a, h, r, rows, wq, step, shift, ahead(h));
+    }
+  });
+  unpermute_values_i4(a.out, heads, a.dim);
+}
+
+// 8 * the sum of the int8 query qi over each group of V's elements, to out[grp * stride].
+QUARRY_ALWAYS_INLINE void group_sums_i4(const std::int8_t* qi, std::int64_t dim, std::int64_t groups, std::int32_t* out, std::int64_t stride) noexcept {
+  const std::int64_t size = dim / groups;
+  for (std::int64_t grp = 0; grp < groups; ++grp) {
+    std::int32_t sum = 0;
+    for (std::int64_t i = grp * size; i < (grp + 1) * size; ++i) sum += qi[i];
+    out[grp * stride] = 8 * sum;
+  }
+}
+
 template <class Arch, int SETS>
 void decode_chunk_vnni_i4(const DecodeChunkArgs& a) noexcept {
-  const std::int64_t n = a.t1 - a.t0, heads = a.kv_heads * a.group, steps = a.dim / 32, group_size = a.dim / a.groups;
+  const std::int64_t n = a.t1 - a.t0, steps = a.dim / 32;
   const KvI8Scratch s = kv_i8_scratch(a);
   // The query heads: int8, arranged per (kv head, set, step) as 4 lanes of 16 even elements, then
   // 4 lanes of 16 odd ones; per lane, 8 * the sum of qi over each group and the factor step * scale.
@@ -1604,33 +1642,88 @@ void decode_chunk_vnni_i4(const DecodeChunkArgs& a) noexcept {
         dst[64 + j] = s.qi[st * 32 + 2 * j + 1];
       }
     }
-    for (std::int64_t grp = 0; grp < a.groups; ++grp) {
-      std::int32_t sum = 0;
-      for (std::int64_t i = grp * group_size; i < (grp + 1) * group_size; ++i) sum += s.qi[i];
-      for (int e = 0; e < 4; ++e) s.corr[((h * SETS + set) * a.groups + grp) * 16 + lane * 4 + e] = 8 * sum;
-    }
+    std::int32_t* corr = s.corr + (h * SETS + set) * a.groups * 16 + lane * 4;
+    for (int e = 0; e < 4; ++e) group_sums_i4(s.qi, a.dim, a.groups, corr + e, 16);
     for (int e = 0; e < 4; ++e) s.lanes[(h * SETS + set) * 32 + 16 + lane * 4 + e] = step * a.scale;
   });
-  const std::int64_t row_bytes = a.dim / 2, scale_row_bytes = 4 * a.groups;
-  fused_runs(a, a.k, row_bytes, scale_row_bytes, &a.v, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
-    for (std::int64_t h = 0; h < a.kv_heads; ++h) vnni_scores_i4<Arch, SETS>(a, s, h, row + h * a.page_size, rows, j0, n, ahead(h));
+  vnni_chunk_i4<Arch>(a, s, [&](std::int64_t h, std::int64_t row, std::int64_t rows, std::int64_t j0, const Ahead& ahead) {
+    vnni_scores_i4<Arch, SETS>(a, s, h, row, rows, j0, n, ahead);
   });
-  chunk_softmax<Arch>(s.scores, n, heads, a.out, a.dim);
-  // Weighted V: per run and kv head, the weights (in the tile: V's scales by group, then wq and
-  // the steps; 3 * dim floats at most), then the products. (Computing the next run's weights
-  // before this run's products, to overlap their chain of dependent steps, gained 2%: noise.)
-  float* cols = s.tile;
-  std::uint8_t* wq = reinterpret_cast<std::uint8_t*>(s.tile + a.groups * 16);
-  float* step = s.tile + a.groups * 16 + a.group * a.groups * 4;
-  const std::int64_t shift = log2_exact(group_size);
-  fused_runs(a, a.v, row_bytes, scale_row_bytes, nullptr, [&](std::int64_t row, std::int64_t rows, std::int64_t j0, auto ahead) {
-    for (std::int64_t h = 0; h < a.kv_heads; ++h) {
-      const std::int64_t r = row + h * a.page_size;
-      vnni_run_weights_i4<Arch>(a, s.scores + h * a.group * n + j0, n, a.v.scales + r * a.groups, rows, cols, wq, step);
-      vnni_values_i4<Arch>(a, h, r, rows, wq, step, shift, ahead(h));
+}
+
+// INT4 scores for one or two query heads per kv head (G), as vnni_scores_tokens does for INT8:
+// four tokens' 16 bytes (32 elements) in the four lanes, split into nibbles, the query head's
+// even and odd elements broadcast; per group, each lane's four sums added within the lane, less 8
+// * the group's sum of qi, times the tokens' scales of that group.
+template <class Arch, int G>
+QUARRY_ALWAYS_INLINE void vnni_scores_i4_tokens(const DecodeChunkArgs& a, const KvI8Scratch& s, std::int64_t h, std::int64_t row, std::int64_t rows,
+                                                std::int64_t j0, std::int64_t n, const Ahead& ahead) noexcept {
+  const std::int64_t steps = a.dim / 32, gsteps = steps / a.groups, row_bytes = a.dim / 2;
+  const std::uint8_t* kbase = static_cast<const std::uint8_t*>(a.k.values) + row * row_bytes;
+  const std::int8_t* qh = s.qarr + h * G * a.dim;              // per head and step: 16 even, 16 odd
+  const std::int32_t* corr = s.corr + h * G * a.groups;        // per head and group
+  const float* lanes = s.lanes + h * G * 2;                    // per head: -, the factor step * scale
+  const __m512i eight = _mm512_set1_epi8(0x08), low = _mm512_set1_epi8(0x0f);
+  const __m512i firsts = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  float* kcols = s.tile;  // K's scales of the run, one group per 16 floats
+  transpose_run_scales(a.k.scales + row * a.groups, a.groups, rows, kcols);
+  for_each_quad(kbase, row_bytes, rows, ahead, [&](std::int64_t r, const std::uint8_t* const* kr, __mmask8 mask) {
+    __m128 tot[G];
+    QUARRY_UNROLL
+    for (int g = 0; g < G; ++g) tot[g] = _mm_setzero_ps();
+    for (std::int64_t grp = 0; grp < a.groups; ++grp) {
+      __m512i acc[G];
+      QUARRY_UNROLL
+      for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_si512();
+      for (std::int64_t st = grp * gsteps; st < (grp + 1) * gsteps; ++st) {
+        __m512i k = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[0] + st * 16)));
+        k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[1] + st * 16)), 1);
+        k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[2] + st * 16)), 2);
+        k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[3] + st * 16)), 3);
+        // (x ^ 8) & 15 of each nibble, as vnni_scores_i4.
+        const __m512i lo = _mm512_ternarylogic_epi32(k, eight, low, 0x28), hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(k, 4), eight, low, 0x28);
+        QUARRY_UNROLL
+        for (int g = 0; g < G; ++g) {
+          const std::int8_t* q = qh + g * a.dim + st * 32;
+          const __m512i qe = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+          const __m512i qo = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16)));
+          acc[g] = dpbusd_inplace(dpbusd_inplace(acc[g], lo, qe), hi, qo);
+        }
+      }
+      const __m128 sg = _mm_loadu_ps(kcols + grp * 16 + r);  // the 4 tokens' scales of the group
+      QUARRY_UNROLL
+      for (int g = 0; g < G; ++g) {
+        __m512i x = _mm512_add_epi32(acc[g], _mm512_shuffle_epi32(acc[g], _MM_PERM_BADC));
+        x = _mm512_add_epi32(x, _mm512_shuffle_epi32(x, _MM_PERM_CDAB));
+        const __m128i z = _mm_sub_epi32(_mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, x)), _mm_set1_epi32(corr[g * a.groups + grp]));
+        tot[g] = _mm_fmadd_ps(_mm_cvtepi32_ps(z), sg, tot[g]);
+      }
     }
+    QUARRY_UNROLL
+    for (int g = 0; g < G; ++g) _mm_mask_storeu_ps(s.scores + (h * G + g) * n + j0 + r, mask, _mm_mul_ps(tot[g], _mm_set1_ps(lanes[2 * g + 1])));
   });
-  unpermute_values_i4(a.out, heads, a.dim);
+}
+
+template <class Arch, int G>
+void decode_chunk_vnni_i4_tokens(const DecodeChunkArgs& a) noexcept {
+  const std::int64_t n = a.t1 - a.t0, steps = a.dim / 32;
+  const KvI8Scratch s = kv_i8_scratch(a);
+  // The query heads: int8, per head and step its 16 even elements, then its 16 odd ones; per
+  // head, 8 * the sum of qi over each group and the factor step * scale.
+  for (std::int64_t g = 0; g < a.kv_heads * G; ++g) {
+    const float step = quantize_query_i8<Arch>(a.q + g * a.dim, a.dim, s.qi);
+    std::int8_t* dst = s.qarr + g * a.dim;
+    for (std::int64_t st = 0; st < steps; ++st)
+      for (std::int64_t j = 0; j < 16; ++j) {
+        dst[st * 32 + j] = s.qi[st * 32 + 2 * j];
+        dst[st * 32 + 16 + j] = s.qi[st * 32 + 2 * j + 1];
+      }
+    group_sums_i4(s.qi, a.dim, a.groups, s.corr + g * a.groups, 1);
+    s.lanes[2 * g + 1] = step * a.scale;
+  }
+  vnni_chunk_i4<Arch>(a, s, [&](std::int64_t h, std::int64_t row, std::int64_t rows, std::int64_t j0, const Ahead& ahead) {
+    vnni_scores_i4_tokens<Arch, G>(a, s, h, row, rows, j0, n, ahead);
+  });
 }
 #endif
 
@@ -1654,6 +1747,8 @@ void decode_chunk(const DecodeChunkArgs& a) noexcept {
         }
       }
       if (a.elem == KvElem::i4 && a.dim % 32 == 0 && group_size % 32 == 0 && (group_size & (group_size - 1)) == 0) {
+        if (a.group == 1) return decode_chunk_vnni_i4_tokens<Arch, 1>(a);
+        if (a.group == 2) return decode_chunk_vnni_i4_tokens<Arch, 2>(a);
         switch ((a.group + 3) / 4) {
           case 1: return decode_chunk_vnni_i4<Arch, 1>(a);
           case 2: return decode_chunk_vnni_i4<Arch, 2>(a);
