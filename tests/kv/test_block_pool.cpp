@@ -556,9 +556,8 @@ TEST_CASE("BlockPool with INT8 pages: a scale per token and head, attention with
 
 namespace {
 
-// f64 decode attention of query head vector q (dim values) over tokens of kv head kvh (each
-// token n_kv_heads * dim values, head-major), softmax scale 1 / sqrt(dim).
-// The softmax probabilities of query q over the tokens' keys ks (rows of n_kv_heads * dim, head kvh), in double.
+// The softmax probabilities (f64, scale 1 / sqrt(dim)) of query head vector q (dim values) over
+// the tokens' keys ks of kv head kvh (each token n_kv_heads * dim values, head-major).
 std::vector<double> reference_probs(const float* q, const std::vector<std::vector<float>>& ks, std::int64_t kvh, std::int64_t dim) {
   std::vector<double> s;
   for (const auto& k : ks) {
@@ -573,6 +572,7 @@ std::vector<double> reference_probs(const float* q, const std::vector<std::vecto
   return s;
 }
 
+// f64 decode attention of q over the tokens' keys ks and values vs of kv head kvh.
 std::vector<double> reference_attention(const float* q, const std::vector<std::vector<float>>& ks, const std::vector<std::vector<float>>& vs,
                                         std::int64_t kvh, std::int64_t dim) {
   const std::vector<double> p = reference_probs(q, ks, kvh, dim);
