@@ -1026,6 +1026,34 @@ QUARRY_ALWAYS_INLINE void for_each_quad(const T* base, std::int64_t row_elems, s
   }
 }
 
+// 16 bytes at `offset` of each of four rows kr, row i in 128-bit lane i.
+template <class T>
+QUARRY_ALWAYS_INLINE __m512i four_rows_lanes(const T* const* kr, std::int64_t offset) noexcept {
+  static_assert(sizeof(T) == 1);
+  __m512i k = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[0] + offset)));
+  k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[1] + offset)), 1);
+  k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[2] + offset)), 2);
+  return _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[3] + offset)), 3);
+}
+
+// The offsets of a run's rows for the weighted V, four per quad: rows past the run (weight 0)
+// repeat its last, as any valid row will do.
+QUARRY_ALWAYS_INLINE void quad_row_offsets(std::int64_t rows, std::int64_t row_bytes, std::int64_t (&at)[16]) noexcept {
+  for (std::int64_t r = 0; r < 4 * ((rows + 3) / 4); ++r) at[r] = std::min(r, rows - 1) * row_bytes;
+}
+
+// Four rows' 64-byte blocks interleaved byte by byte (the unpacks work within 128-bit lanes):
+// int32 element j of lane L of v[k] holds byte 16 L + 4 k + j of the four rows, row i in its
+// byte i, ready for vpdpbusd against the four rows' u8 weights.
+QUARRY_ALWAYS_INLINE void interleave_rows4(__m512i x0, __m512i x1, __m512i x2, __m512i x3, __m512i (&v)[4]) noexcept {
+  const __m512i lo01 = _mm512_unpacklo_epi8(x0, x1), hi01 = _mm512_unpackhi_epi8(x0, x1);
+  const __m512i lo23 = _mm512_unpacklo_epi8(x2, x3), hi23 = _mm512_unpackhi_epi8(x2, x3);
+  v[0] = _mm512_unpacklo_epi16(lo01, lo23);
+  v[1] = _mm512_unpackhi_epi16(lo01, lo23);
+  v[2] = _mm512_unpacklo_epi16(hi01, hi23);
+  v[3] = _mm512_unpackhi_epi16(hi01, hi23);
+}
+
 // Stores the scores of set t of kv head h, v (head per 128-bit lane, token per element), at
 // index j of the chunk for the live tokens of `mask`; lanes past the group are not stored.
 QUARRY_ALWAYS_INLINE void store_lane_scores(const DecodeChunkArgs& a, const KvI8Scratch& s, std::int64_t h, int t, std::int64_t j,
@@ -1109,9 +1137,8 @@ QUARRY_ALWAYS_INLINE void vnni_values(const DecodeChunkArgs& a, const KvI8Scratc
   alignas(64) std::uint8_t wq[CNT][16];
   float step[CNT];
   vnni_run_weights<CNT>(s.scores + g0 * n + j0, n, a.v.scales + row, rows, wq, step);
-  // Row r of quad qd (rows past the run have weight 0: any valid row will do).
-  std::int64_t at[16];
-  for (std::int64_t r = 0; r < 4 * quads; ++r) at[r] = std::min(r, rows - 1) * a.dim;
+  std::int64_t at[16];  // row r of quad qd
+  quad_row_offsets(rows, a.dim, at);
   const AheadSlices fetch(ahead, (a.dim + 63) / 64);
   for (std::int64_t b = 0; b < a.dim; b += 64) {
     fetch.slice(b / 64);
@@ -1124,19 +1151,15 @@ QUARRY_ALWAYS_INLINE void vnni_values(const DecodeChunkArgs& a, const KvI8Scratc
     for (std::int64_t qd = 0; qd < quads; ++qd) {
       const __m512i x0 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd]), x1 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd + 1]);
       const __m512i x2 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd + 2]), x3 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd + 3]);
-      const __m512i lo01 = _mm512_unpacklo_epi8(x0, x1), hi01 = _mm512_unpackhi_epi8(x0, x1);
-      const __m512i lo23 = _mm512_unpacklo_epi8(x2, x3), hi23 = _mm512_unpackhi_epi8(x2, x3);
-      const __m512i v0 = _mm512_unpacklo_epi16(lo01, lo23), v1 = _mm512_unpackhi_epi16(lo01, lo23);
-      const __m512i v2 = _mm512_unpacklo_epi16(hi01, hi23), v3 = _mm512_unpackhi_epi16(hi01, hi23);
+      __m512i v[4];
+      interleave_rows4(x0, x1, x2, x3, v);
       QUARRY_UNROLL
       for (int c = 0; c < CNT; ++c) {
         std::int32_t quad;
         std::memcpy(&quad, &wq[c][4 * qd], sizeof quad);
         const __m512i w = _mm512_set1_epi32(quad);
-        acc[4 * c] = dpbusd_inplace(acc[4 * c], w, v0);
-        acc[4 * c + 1] = dpbusd_inplace(acc[4 * c + 1], w, v1);
-        acc[4 * c + 2] = dpbusd_inplace(acc[4 * c + 2], w, v2);
-        acc[4 * c + 3] = dpbusd_inplace(acc[4 * c + 3], w, v3);
+        QUARRY_UNROLL
+        for (int k = 0; k < 4; ++k) acc[4 * c + k] = dpbusd_inplace(acc[4 * c + k], w, v[k]);
       }
     }
     QUARRY_UNROLL
@@ -1264,13 +1287,7 @@ QUARRY_ALWAYS_INLINE void vnni_scores_tokens(const DecodeChunkArgs& a, const KvI
     __m512i even[G], odd[G];
     QUARRY_UNROLL
     for (int g = 0; g < G; ++g) even[g] = odd[g] = _mm512_setzero_si512();
-    auto tokens = [&](std::int64_t st) {
-      __m512i k = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[0] + st * 16)));
-      k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[1] + st * 16)), 1);
-      k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[2] + st * 16)), 2);
-      k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[3] + st * 16)), 3);
-      return _mm512_xor_si512(k, bias);
-    };
+    auto tokens = [&](std::int64_t st) { return _mm512_xor_si512(four_rows_lanes(kr, st * 16), bias); };
     auto query = [&](int g, std::int64_t st) {
       return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + g * a.dim + st * 16)));
     };
@@ -1478,8 +1495,8 @@ QUARRY_ALWAYS_INLINE void vnni_values_i4(const DecodeChunkArgs& a, std::int64_t 
                                          const float* step, std::int64_t shift, const Ahead& ahead) noexcept {
   const std::int64_t row_bytes = a.dim / 2, quads = (rows + 3) / 4;
   const std::uint8_t* vbase = static_cast<const std::uint8_t*>(a.v.values) + row * row_bytes;
-  std::int64_t at[16];  // row r's offset (rows past the run have weight 0: any valid row will do)
-  for (std::int64_t r = 0; r < 4 * quads; ++r) at[r] = std::min(r, rows - 1) * row_bytes;
+  std::int64_t at[16];  // row r of quad qd
+  quad_row_offsets(rows, row_bytes, at);
   const __m512i low = _mm512_set1_epi8(0x0f);
   const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1));
   const AheadSlices fetch(ahead, (row_bytes + 63) / 64);
@@ -1492,10 +1509,8 @@ QUARRY_ALWAYS_INLINE void vnni_values_i4(const DecodeChunkArgs& a, std::int64_t 
     for (std::int64_t qd = 0; qd < quads; ++qd) {
       const __m512i x0 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd]), x1 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd + 1]);
       const __m512i x2 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd + 2]), x3 = _mm512_maskz_loadu_epi8(cols, vb + at[4 * qd + 3]);
-      const __m512i lo01 = _mm512_unpacklo_epi8(x0, x1), hi01 = _mm512_unpackhi_epi8(x0, x1);
-      const __m512i lo23 = _mm512_unpacklo_epi8(x2, x3), hi23 = _mm512_unpackhi_epi8(x2, x3);
-      const __m512i v[4] = {_mm512_unpacklo_epi16(lo01, lo23), _mm512_unpackhi_epi16(lo01, lo23), _mm512_unpacklo_epi16(hi01, hi23),
-                            _mm512_unpackhi_epi16(hi01, hi23)};
+      __m512i v[4];
+      interleave_rows4(x0, x1, x2, x3, v);
       QUARRY_UNROLL
       for (int k = 0; k < 4; ++k) {
         vals[qd][2 * k] = _mm512_shuffle_epi8(table, _mm512_and_si512(v[k], low));
@@ -1643,7 +1658,9 @@ void decode_chunk_vnni_i4(const DecodeChunkArgs& a) noexcept {
       }
     }
     std::int32_t* corr = s.corr + (h * SETS + set) * a.groups * 16 + lane * 4;
-    for (int e = 0; e < 4; ++e) group_sums_i4(s.qi, a.dim, a.groups, corr + e, 16);
+    group_sums_i4(s.qi, a.dim, a.groups, corr, 16);
+    for (std::int64_t grp = 0; grp < a.groups; ++grp)
+      for (int e = 1; e < 4; ++e) corr[grp * 16 + e] = corr[grp * 16];
     for (int e = 0; e < 4; ++e) s.lanes[(h * SETS + set) * 32 + 16 + lane * 4 + e] = step * a.scale;
   });
   vnni_chunk_i4<Arch>(a, s, [&](std::int64_t h, std::int64_t row, std::int64_t rows, std::int64_t j0, const Ahead& ahead) {
@@ -1676,10 +1693,7 @@ QUARRY_ALWAYS_INLINE void vnni_scores_i4_tokens(const DecodeChunkArgs& a, const 
       QUARRY_UNROLL
       for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_si512();
       for (std::int64_t st = grp * gsteps; st < (grp + 1) * gsteps; ++st) {
-        __m512i k = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[0] + st * 16)));
-        k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[1] + st * 16)), 1);
-        k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[2] + st * 16)), 2);
-        k = _mm512_inserti32x4(k, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr[3] + st * 16)), 3);
+        const __m512i k = four_rows_lanes(kr, st * 16);
         // (x ^ 8) & 15 of each nibble, as vnni_scores_i4.
         const __m512i lo = _mm512_ternarylogic_epi32(k, eight, low, 0x28), hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(k, 4), eight, low, 0x28);
         QUARRY_UNROLL
