@@ -72,10 +72,28 @@ void ThreadPool::run_chunks() noexcept {
   t_current_pool = outer;
 }
 
+bool ThreadPool::join(std::uint64_t generation) noexcept {
+  std::uint64_t w = job_word_.load(std::memory_order_acquire);
+  for (;;) {
+    if ((w >> kGenShift) != generation) return false;
+    // Acquire: the job's fields, written before its generation was published.
+    if (job_word_.compare_exchange_weak(w, w + 1, std::memory_order_acquire, std::memory_order_acquire)) return true;
+  }
+}
+
+void ThreadPool::leave() noexcept {
+  // Release: the chunks' writes, for the caller's acquire of count 0.
+  const std::uint64_t w = job_word_.fetch_sub(1, std::memory_order_release) - 1;
+  if ((w & kCountMask) == 0 && (w & kClosed) != 0) {
+    std::lock_guard lock(mutex_);  // the caller checks the count and sleeps under mutex_
+    done_.notify_one();
+  }
+}
+
 void ThreadPool::worker_loop() {
-  std::uint64_t seen = 0;
+  std::uint64_t seen = 0;  // the generation of the last job this worker looked at
   const auto ready = [&] {
-    return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen;
+    return stop_.load(std::memory_order_acquire) || (job_word_.load(std::memory_order_acquire) >> kGenShift) != seen;
   };
   for (;;) {
     if (!spin_until(ready)) {
@@ -83,13 +101,10 @@ void ThreadPool::worker_loop() {
       wake_.wait(lock, ready);
     }
     if (stop_.load(std::memory_order_acquire)) return;
-    // The job's fields were written before generation_ (both under mutex_; the acquire above
-    // pairs with the release of the increment).
-    seen = generation_.load(std::memory_order_acquire);
-    run_chunks();
-    if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::lock_guard lock(mutex_);  // the caller checks busy_ and sleeps under mutex_
-      done_.notify_one();
+    seen = job_word_.load(std::memory_order_acquire) >> kGenShift;
+    if (join(seen)) {
+      run_chunks();
+      leave();
     }
   }
 }
@@ -107,23 +122,29 @@ void ThreadPool::parallel_for(std::int64_t begin, std::int64_t end, FunctionRef<
   // About four chunks per thread balances uneven work without much contention.
   const std::int64_t target = std::max<std::int64_t>(1, n / (static_cast<std::int64_t>(size()) * 4));
   {
+    // Under mutex_, so that a worker going to sleep either sees the new generation or is woken.
     std::lock_guard lock(mutex_);
     job_ = &fn;
     job_end_ = end;
     job_chunk_ = std::max(grain, target);
     next_.store(begin, std::memory_order_relaxed);
     error_ = nullptr;
-    busy_.store(static_cast<unsigned>(workers_.size()), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+    const std::uint64_t generation = (job_word_.load(std::memory_order_relaxed) >> kGenShift) + 1;
+    job_word_.store(generation << kGenShift, std::memory_order_release);  // open, count 0
   }
   wake_.notify_all();
   run_chunks();
+  // Every chunk is taken: close the job and wait for the workers still in it, only them.
+  if ((job_word_.fetch_or(kClosed, std::memory_order_acq_rel) & kCountMask) != 0) {
+    const auto done = [&] { return (job_word_.load(std::memory_order_acquire) & kCountMask) == 0; };
+    if (!spin_until(done)) {
+      std::unique_lock lock(mutex_);
+      done_.wait(lock, done);
+    }
+  }
   std::exception_ptr err;
-  const auto done = [&] { return busy_.load(std::memory_order_acquire) == 0; };
-  spin_until(done);
   {
-    std::unique_lock lock(mutex_);
-    done_.wait(lock, done);
+    std::lock_guard lock(mutex_);
     job_ = nullptr;
     err = std::exchange(error_, nullptr);
   }

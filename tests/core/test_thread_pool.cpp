@@ -92,3 +92,17 @@ TEST_CASE("serial parallel_for with no pool, and the default pool on request") {
   CHECK(p.size() >= 1);
   CHECK(&p == &default_thread_pool());
 }
+
+TEST_CASE("many more threads than cores: workers that wake after a call ended stay out of it") {
+  // On two cores most of 16 threads wake when the call they were woken for is over; they must
+  // neither run a chunk of it nor touch the next call's job (the sanitizers' build checks the latter).
+  ThreadPool pool(16);
+  std::vector<std::int64_t> cells(64, 0);
+  for (int rep = 0; rep < 3000; ++rep) {
+    pool.parallel_for(0, 64, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t i = lo; i < hi; ++i) cells[static_cast<std::size_t>(i)] += i;  // each cell: one chunk per call
+    });
+    if (rep % 1000 == 999) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // past the polling
+  }
+  for (std::int64_t i = 0; i < 64; ++i) REQUIRE(cells[static_cast<std::size_t>(i)] == 3000 * i);
+}

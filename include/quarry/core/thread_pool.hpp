@@ -63,19 +63,28 @@ class ThreadPool {
  private:
   void worker_loop();
   void run_chunks() noexcept;
+  bool join(std::uint64_t generation) noexcept;
+  void leave() noexcept;
+
+  // The job word: generation << kGenShift | closed << kCountBits | count. A new job takes the
+  // next generation; a worker joins it by raising count while its generation is the job's and it
+  // is open, and lowers count when it runs out of chunks; the caller, done with its own chunks,
+  // closes the job (no one joins after) and waits for count to reach 0. So a worker that wakes
+  // late (its CPU taken by other work) is never waited for: it finds the job closed or gone.
+  static constexpr int kCountBits = 23;
+  static constexpr int kGenShift = kCountBits + 1;
+  static constexpr std::uint64_t kClosed = std::uint64_t{1} << kCountBits;
+  static constexpr std::uint64_t kCountMask = kClosed - 1;
 
   std::vector<std::thread> workers_;
   std::mutex call_mutex_;  // one parallel_for at a time
-
-  std::mutex mutex_;  // guards the job fields below
+  std::mutex mutex_;       // the condition variables' mutex; guards error_
   std::condition_variable wake_;
   std::condition_variable done_;
-  // Written under mutex_; atomic so that a thread can spin on them without it.
-  std::atomic<std::uint64_t> generation_{0};
-  std::atomic<unsigned> busy_{0};
+  std::atomic<std::uint64_t> job_word_{0};
   std::atomic<bool> stop_{false};
-
-  // The current job (valid while busy_ > 0 or the caller is in parallel_for).
+  // The current job: written before its generation is published, read only by the caller and
+  // by workers that joined it (the caller does not return while one is in it).
   FunctionRef<void(std::int64_t, std::int64_t)>* job_ = nullptr;
   std::int64_t job_end_ = 0;
   std::int64_t job_chunk_ = 1;
