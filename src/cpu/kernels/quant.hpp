@@ -729,12 +729,13 @@ QUARRY_ALWAYS_INLINE __m512i w4a8_lane_group(std::size_t group) noexcept {
   return _mm512_srl_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm_cvtsi32_si128(shift));
 }
 
-/// The 16 block sums of a chunk's activations, times the zero point 8 of symmetric weights.
+/// The 16 block sums of a chunk's activations; for symmetric weights already times their zero
+/// point 8 and negated: the start of the products' sums (w4a8_accumulate).
 template <class Arch, bool HasZero>
 QUARRY_ALWAYS_INLINE __m512i w4a8_block_sums(const std::int32_t* p) noexcept {
   const __m512i bs = _mm512_loadu_si512(p);
   if constexpr (HasZero) return bs;
-  else return _mm512_slli_epi32(bs, 3);  // symmetric: u = q + 8, so z = 8
+  else return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(bs, 3));  // u = q + 8: z = 8
 }
 
 /// 64 packed bytes as unsigned nibbles: lo the low nibbles (the chunk's even columns), hi the
@@ -746,12 +747,14 @@ QUARRY_ALWAYS_INLINE void w4a8_unpack(__m512i b, __m512i nibble, __m512i flip, _
 }
 
 /// t + (exact 8-column dots of the nibbles with the activations ae / ao, less zero point x
-/// block sum) x the lanes' scales: one chunk of one weight row and one activation row.
+/// block sum) x the lanes' scales: one chunk of one weight row and one activation row. bs is
+/// w4a8_block_sums': the products add to -z x block sum (exact in int32, so the same sums as
+/// subtracting it after, one instruction fewer for symmetric weights).
 template <class Arch, bool HasZero>
 QUARRY_ALWAYS_INLINE __m512 w4a8_accumulate(__m512i lo, __m512i hi, __m512i ae, __m512i ao, __m512i bs, __m512i zv, __m512 sv,
                                             __m512 t) noexcept {
-  __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ae), hi, ao);
-  d = _mm512_sub_epi32(d, HasZero ? _mm512_mullo_epi32(zv, bs) : bs);
+  const __m512i start = HasZero ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_mullo_epi32(zv, bs)) : bs;
+  const __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, lo, ae), hi, ao);
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, t);
 }
 
@@ -760,42 +763,52 @@ QUARRY_ALWAYS_INLINE __m512 w4a8_accumulate(__m512i lo, __m512i hi, __m512i ae, 
 /// odd ones, which is how the activations are laid out, so one vpdpbusd each gives lane l the
 /// exact dot of columns 8l .. 8l + 7 (the W4A8 lanes of QuantKernels::gemm_w4_s8). The group
 /// scales (and zero points) of the chunk are spread over the lanes with one vpermps (vpermd).
+/// As the decode kernel below, the pointers and strides live in locals and the scale type and
+/// zero points are template arguments, so the tile's loops unroll with nothing reloaded.
 /// Prefetch (decode): the next tile's rows, `pf_rows` of them, are fetched into L2 one step ahead.
-template <class Arch, int MR, int NR, bool Prefetch, bool HasZero>
+template <class Arch, int MR, int NR, bool Prefetch, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
+  using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
+  const std::size_t k = g.k, ldw = g.ldw, lds = g.ld_scale, lda = g.lda, ldb = g.ld_bsum;
+  const std::uint8_t* const w = g.w + j0 * ldw;
+  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + j0 * lds;
+  const std::uint8_t* const zp = HasZero ? g.w_zero + j0 * lds : nullptr;
+  const std::int8_t* const a = g.a + i0 * lda;
+  const std::int32_t* const a_bsum = g.a_bsum + i0 * ldb;
   __m512 t[MR][NR];
   QUARRY_UNROLL for (int i = 0; i < MR; ++i)
     QUARRY_UNROLL for (int j = 0; j < NR; ++j) t[i][j] = _mm512_setzero_ps();
   const __m512i nibble = _mm512_set1_epi8(0x0f);
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(HasZero ? 0 : 8));
   const __m512i lane_group = w4a8_lane_group<Arch>(g.group);
-  const std::size_t groups = g.k / g.group, per_chunk = 128 / g.group;
-  for (std::size_t c0 = 0; c0 < g.k; c0 += 128) {
-    const std::size_t cols = g.k - c0 < 128 ? g.k - c0 : 128;  // 32, 64, 96 or 128
+  const std::size_t groups = k / g.group, per_chunk = 128 / g.group;
+  for (std::size_t c0 = 0; c0 < k; c0 += 128) {
+    const std::size_t cols = k - c0 < 128 ? k - c0 : 128;  // 32, 64, 96 or 128
     const __mmask64 wmask = _bzhi_u64(~std::uint64_t{0}, static_cast<unsigned>(cols / 2));
     const std::size_t g0 = c0 / g.group, ng = groups - g0 < per_chunk ? groups - g0 : per_chunk;
     const __mmask16 gmask = static_cast<__mmask16>((1u << ng) - 1);
     __m512i ae[MR], ao[MR], bs[MR];
     QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
-      const std::int8_t* ap = g.a + (i0 + i) * g.lda + c0;
+      const std::int8_t* ap = a + static_cast<std::size_t>(i) * lda + c0;
       ae[i] = _mm512_loadu_si512(ap);
       ao[i] = _mm512_loadu_si512(ap + 64);
-      bs[i] = w4a8_block_sums<Arch, HasZero>(g.a_bsum + (i0 + i) * g.ld_bsum + c0 / 8);
+      bs[i] = w4a8_block_sums<Arch, HasZero>(a_bsum + static_cast<std::size_t>(i) * ldb + c0 / 8);
     }
     QUARRY_UNROLL for (int j = 0; j < NR; ++j) {
-      const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c0 / 2;
+      const std::uint8_t* p = w + static_cast<std::size_t>(j) * ldw + c0 / 2;
       if constexpr (Prefetch)
-        if (static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
+        if (static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * ldw), _MM_HINT_T1);
       __m512i lo, hi;
       w4a8_unpack<Arch>(_mm512_maskz_loadu_epi8(wmask, p), nibble, flip, &lo, &hi);
-      const std::size_t at = (j0 + j) * g.ld_scale + g0;
+      const std::size_t at = static_cast<std::size_t>(j) * lds + g0;
       if constexpr (Prefetch)
-        if (static_cast<std::size_t>(j) < pf_rows) prefetch_group_scales(g, at + NR * g.ld_scale);
-      __m512 sv = g.scale_f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, static_cast<const std::uint16_t*>(g.w_scale) + at))
-                              : _mm512_maskz_loadu_ps(gmask, static_cast<const float*>(g.w_scale) + at);
+        if (static_cast<std::size_t>(j) < pf_rows) prefetch_group_scales(g, (j0 + j) * lds + g0 + NR * lds);
+      __m512 sv;
+      if constexpr (ScaleF16) sv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, sc + at));
+      else sv = _mm512_maskz_loadu_ps(gmask, sc + at);
       sv = _mm512_permutexvar_ps(lane_group, sv);  // lanes past the last group read a masked 0
       __m512i zv = _mm512_setzero_si512();
-      if constexpr (HasZero) zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, g.w_zero + at)));
+      if constexpr (HasZero) zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, zp + at)));
       QUARRY_UNROLL for (int i = 0; i < MR; ++i) t[i][j] = w4a8_accumulate<Arch, HasZero>(lo, hi, ae[i], ao[i], bs[i], zv, sv, t[i][j]);
     }
   }
@@ -940,8 +953,10 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx2(const Q4GemmArgs& g, std::size_t i0, s
 template <class Arch, int MR, int NR, bool Prefetch>
 QUARRY_ALWAYS_INLINE void tile_w4_s8(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
   if constexpr (simd::is_avx512<Arch>) {
-    if (g.w_zero) tile_w4_s8_avx512<Arch, MR, NR, Prefetch, true>(g, i0, j0, pf_rows);
-    else tile_w4_s8_avx512<Arch, MR, NR, Prefetch, false>(g, i0, j0, pf_rows);
+    if (g.w_zero) g.scale_f16 ? tile_w4_s8_avx512<Arch, MR, NR, Prefetch, true, true>(g, i0, j0, pf_rows)
+                              : tile_w4_s8_avx512<Arch, MR, NR, Prefetch, true, false>(g, i0, j0, pf_rows);
+    else g.scale_f16 ? tile_w4_s8_avx512<Arch, MR, NR, Prefetch, false, true>(g, i0, j0, pf_rows)
+                     : tile_w4_s8_avx512<Arch, MR, NR, Prefetch, false, false>(g, i0, j0, pf_rows);
   } else {
     tile_w4_s8_avx2<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
   }
@@ -1230,7 +1245,7 @@ void gemm_w4_s8(const Q4GemmArgs& g) noexcept {
     }
   }
   if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
-    drive_grouped_tiles<4, 2, 8>(g, [&](auto mr, auto nr, auto prefetch, std::size_t i, std::size_t j, std::size_t pf) {
+    drive_grouped_tiles<3, 4, 8>(g, [&](auto mr, auto nr, auto prefetch, std::size_t i, std::size_t j, std::size_t pf) {
       tile_w4_s8<Arch, decltype(mr)::value, decltype(nr)::value, decltype(prefetch)::value>(g, i, j, pf);
     });
     return;
