@@ -964,44 +964,53 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8(const Q4GemmArgs& g, std::size_t i0, std::s
 
 /// AVX-512 grouped-int8 tile: MR activation rows x NR weight rows, 64 columns per step; one
 /// vpdpbusd gives lane l the exact dot of columns 4l .. 4l + 3 (int8 weights made uint8 by ^ 0x80,
-/// the shift taken out with the 4-column sums of the activations).
-template <class Arch, int MR, int NR, bool Prefetch>
+/// the shift taken out with the 4-column sums of the activations: the products start from
+/// -128 x them, or -z x them for asymmetric weights). Pointers and strides in locals, the scale
+/// type and zero points template arguments, as the W4A8 tile.
+template <class Arch, int MR, int NR, bool Prefetch, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void tile_s8g_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
+  using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
+  const std::size_t k = g.k, ldw = g.ldw, lds = g.ld_scale, lda = g.lda, ldb = g.ld_bsum;
+  const std::uint8_t* const w = g.w + j0 * ldw;
+  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + j0 * lds;
+  const std::uint8_t* const zp = HasZero ? g.w_zero + j0 * lds : nullptr;
+  const std::int8_t* const a = g.a + i0 * lda;
+  const std::int32_t* const a_bsum = g.a_bsum + i0 * ldb;
   __m512 t[MR][NR];
   QUARRY_UNROLL for (int i = 0; i < MR; ++i)
     QUARRY_UNROLL for (int j = 0; j < NR; ++j) t[i][j] = _mm512_setzero_ps();
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(g.w_zero ? 0 : 0x80));
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(HasZero ? 0 : 0x80));
   // lane l holds columns 4l .. 4l + 3: group 32 puts lanes 0..7 and 8..15 in two groups.
   const __m512i lane_group = g.group == 32 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1) : _mm512_setzero_si512();
-  const std::size_t groups = g.k / g.group;
-  for (std::size_t c0 = 0; c0 < g.k; c0 += 64) {
-    const std::size_t cols = g.k - c0 < 64 ? g.k - c0 : 64;  // 32 or 64
+  const std::size_t groups = k / g.group;
+  for (std::size_t c0 = 0; c0 < k; c0 += 64) {
+    const std::size_t cols = k - c0 < 64 ? k - c0 : 64;  // 32 or 64
     const __mmask64 mask = _bzhi_u64(~std::uint64_t{0}, static_cast<unsigned>(cols));
     const std::size_t g0 = c0 / g.group;
     const __mmask16 gmask = g.group == 32 && g0 + 1 < groups && cols == 64 ? __mmask16{3} : __mmask16{1};
     __m512i av[MR], bs[MR];
     QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
-      av[i] = _mm512_maskz_loadu_epi8(mask, g.a + (i0 + i) * g.lda + c0);
-      bs[i] = _mm512_loadu_si512(g.a_bsum + (i0 + i) * g.ld_bsum + c0 / 4);
-      if (!g.w_zero) bs[i] = _mm512_slli_epi32(bs[i], 7);  // (w + 128) * a: take out 128 * sum a
+      av[i] = _mm512_maskz_loadu_epi8(mask, a + static_cast<std::size_t>(i) * lda + c0);
+      bs[i] = _mm512_loadu_si512(a_bsum + static_cast<std::size_t>(i) * ldb + c0 / 4);
+      if constexpr (!HasZero) bs[i] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(bs[i], 7));  // (w + 128) * a
     }
     QUARRY_UNROLL for (int j = 0; j < NR; ++j) {
-      const std::uint8_t* p = g.w + (j0 + j) * g.ldw + c0;
+      const std::uint8_t* p = w + static_cast<std::size_t>(j) * ldw + c0;
       if constexpr (Prefetch)
-        if (static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * g.ldw), _MM_HINT_T1);
+        if (static_cast<std::size_t>(j) < pf_rows) _mm_prefetch(reinterpret_cast<const char*>(p + NR * ldw), _MM_HINT_T1);
       const __m512i u = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, p), flip);
-      const std::size_t at = (j0 + j) * g.ld_scale + g0;
+      const std::size_t at = static_cast<std::size_t>(j) * lds + g0;
       if constexpr (Prefetch)
-        if (static_cast<std::size_t>(j) < pf_rows) prefetch_group_scales(g, at + NR * g.ld_scale);
-      __m512 sv = g.scale_f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, static_cast<const std::uint16_t*>(g.w_scale) + at))
-                              : _mm512_maskz_loadu_ps(gmask, static_cast<const float*>(g.w_scale) + at);
+        if (static_cast<std::size_t>(j) < pf_rows) prefetch_group_scales(g, (j0 + j) * lds + g0 + NR * lds);
+      __m512 sv;
+      if constexpr (ScaleF16) sv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, sc + at));
+      else sv = _mm512_maskz_loadu_ps(gmask, sc + at);
       sv = _mm512_permutexvar_ps(lane_group, sv);
       __m512i zv = _mm512_setzero_si512();
-      if (g.w_zero) zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, g.w_zero + at)));
+      if constexpr (HasZero) zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, zp + at)));
       QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
-        __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, av[i]);
-        d = _mm512_sub_epi32(d, g.w_zero ? _mm512_mullo_epi32(zv, bs[i]) : bs[i]);
-        t[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, t[i][j]);
+        const __m512i start = HasZero ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_mullo_epi32(zv, bs[i])) : bs[i];
+        t[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, u, av[i])), sv, t[i][j]);
       }
     }
   }
@@ -1052,8 +1061,14 @@ QUARRY_ALWAYS_INLINE void tile_s8g_avx2(const Q4GemmArgs& g, std::size_t i0, std
 
 template <class Arch, int MR, int NR, bool Prefetch>
 QUARRY_ALWAYS_INLINE void tile_s8g(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
-  if constexpr (simd::is_avx512<Arch>) tile_s8g_avx512<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
-  else tile_s8g_avx2<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
+  if constexpr (simd::is_avx512<Arch>) {
+    if (g.w_zero) g.scale_f16 ? tile_s8g_avx512<Arch, MR, NR, Prefetch, true, true>(g, i0, j0, pf_rows)
+                              : tile_s8g_avx512<Arch, MR, NR, Prefetch, true, false>(g, i0, j0, pf_rows);
+    else g.scale_f16 ? tile_s8g_avx512<Arch, MR, NR, Prefetch, false, true>(g, i0, j0, pf_rows)
+                     : tile_s8g_avx512<Arch, MR, NR, Prefetch, false, false>(g, i0, j0, pf_rows);
+  } else {
+    tile_s8g_avx2<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
+  }
 }
 
 #endif  // x86-64
@@ -1258,7 +1273,7 @@ template <class Arch>
 void gemm_s8_grouped(const Q4GemmArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
   if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
-    drive_grouped_tiles<4, 2, 8>(g, [&](auto mr, auto nr, auto prefetch, std::size_t i, std::size_t j, std::size_t pf) {
+    drive_grouped_tiles<3, 4, 8>(g, [&](auto mr, auto nr, auto prefetch, std::size_t i, std::size_t j, std::size_t pf) {
       tile_s8g<Arch, decltype(mr)::value, decltype(nr)::value, decltype(prefetch)::value>(g, i, j, pf);
     });
     return;
