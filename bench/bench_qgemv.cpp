@@ -13,6 +13,9 @@
 //                  f32 GEMM on the same shape runs beside it (GFLOP/s, over the f32 FMA peak),
 //                  and, when bench/CMakeLists.txt found oneDNN, oneDNN's int8 matmul on the same
 //                  weights, timed alternately with quarry's; quarry's row gets onednn_ratio.
+//                  At M = 512, W4A8 g32 and grouped W8A8 (GGUF Q8_0's scheme) qgemm too, timed
+//                  alternately with W8A8 per_channel on the same shape (w8a8_ratio: its time over
+//                  theirs).
 // Each on 1 thread and on all threads (--threads N). --quick: a smoke run of a few seconds.
 #include <algorithm>
 #include <chrono>
@@ -292,6 +295,33 @@ int main(int argc, char** argv) {
           const double gflops = 2.0 * static_cast<double>(m) * N * K / s / 1e9;
           BenchRow r(fmt::format("gemm f32 {} m={}", shape_name(shape), m), "eigen", t);
           r.set("gops", gflops).set("peak_ratio", gflops / y.fma_gflops_for(t)).set("ms", s * 1e3).set("build", "avx512");
+          report.rows.push_back(std::move(r));
+        }
+      }
+    }
+    // ---- qgemm with per_group weights and int8 activations (prefill of GGUF Q4_0 / Q8_0 and
+    // INT4 g32 models), compute-bound: GOP/s over the VNNI peak, and over W8A8's per_channel
+    // kernel on the same shape (w8a8_ratio: the cost of the groups' scales and nibbles). ----
+    {
+      const std::int64_t m = quick ? 128 : 512;
+      const std::vector<float> xm = random_floats(static_cast<std::size_t>(m) * K, 4);
+      std::vector<float> ym(static_cast<std::size_t>(m) * N);
+      const TensorView<const float> xv(xm.data(), quarry::Shape{m, shape.k});
+      const TensorView<float> yv(ym.data(), quarry::Shape{m, shape.n});
+      const auto w8 = random_weights(QuantScheme::int8_per_channel(), shape.n, shape.k, 201);
+      for (const GroupedCase& gc : {GroupedCase{"w4a8 g32", QuantScheme::int4_grouped(32), ActivationMode::int8, false},
+                                    GroupedCase{"w8a8 q8_0", QuantScheme::int8_grouped(32), ActivationMode::int8, false}}) {
+        const auto wg = random_weights(gc.scheme, shape.n, shape.k, 202);
+        for (unsigned t : thread_counts) {
+          QGemmOptions o;
+          o.pool = t > 1 ? &pool : nullptr;
+          QGemmOptions og = o;
+          og.activations = gc.mode;
+          const auto [sg, s8] = best_seconds_alternating(quick ? 2 : 4, [&] { qgemm(xv, wg, yv, og); }, [&] { qgemm(xv, w8, yv, o); });
+          const double gops = 2.0 * static_cast<double>(m) * N * K / sg / 1e9;
+          BenchRow r(fmt::format("qgemm {} {} m={}", gc.label, shape_name(shape), m), "quarry", t);
+          r.set("gops", gops).set("peak_ratio", y.vnni_gops_for(t) ? std::optional<double>(gops / *y.vnni_gops_for(t)) : std::nullopt);
+          r.set("w8a8_ratio", s8 / sg).set("ms", sg * 1e3).set("isa", report.machine.isa);
           report.rows.push_back(std::move(r));
         }
       }

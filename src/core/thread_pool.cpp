@@ -75,7 +75,7 @@ void ThreadPool::run_chunks() noexcept {
 bool ThreadPool::join(std::uint64_t generation) noexcept {
   std::uint64_t w = job_word_.load(std::memory_order_acquire);
   for (;;) {
-    if ((w >> kGenShift) != generation) return false;
+    if ((w >> kGenShift) != generation || (w & kClosed) != 0) return false;
     // Acquire: the job's fields, written before its generation was published.
     if (job_word_.compare_exchange_weak(w, w + 1, std::memory_order_acquire, std::memory_order_acquire)) return true;
   }
