@@ -719,6 +719,42 @@ QUARRY_ALWAYS_INLINE void prefetch_group_scales(const Q4GemmArgs& g, std::size_t
                _MM_HINT_T1);
 }
 
+// ---- AVX-512 per_group tiles' shared pieces (W4A8 and grouped W8A8) ----
+
+/// A per_group tile's pointers and strides in locals, from activation row i0 and weight row j0,
+/// the scale type and zero points fixed, so the tile's loops unroll with nothing reloaded.
+template <bool ScaleF16, bool HasZero>
+struct GroupedTile {
+  using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
+  std::size_t k, ldw, lds, lda, ldb;
+  const std::uint8_t* w;
+  const Scale* sc;
+  const std::uint8_t* zp;
+  const std::int8_t* a;
+  const std::int32_t* a_bsum;
+  QUARRY_ALWAYS_INLINE GroupedTile(const Q4GemmArgs& g, std::size_t i0, std::size_t j0) noexcept
+      : k(g.k), ldw(g.ldw), lds(g.ld_scale), lda(g.lda), ldb(g.ld_bsum), w(g.w + j0 * ldw),
+        sc(static_cast<const Scale*>(g.w_scale) + j0 * lds), zp(HasZero ? g.w_zero + j0 * lds : nullptr), a(g.a + i0 * lda),
+        a_bsum(g.a_bsum + i0 * ldb) {}
+  /// The scales (zero points) of the groups in gmask from index `at` (of the tile's first weight
+  /// row), spread over the lanes by lane_group; groups past the mask read 0.
+  QUARRY_ALWAYS_INLINE void spread(std::size_t at, __mmask16 gmask, __m512i lane_group, __m512* sv, __m512i* zv) const noexcept {
+    __m512 v;
+    if constexpr (ScaleF16) v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, sc + at));
+    else v = _mm512_maskz_loadu_ps(gmask, sc + at);
+    *sv = _mm512_permutexvar_ps(lane_group, v);
+    *zv = _mm512_setzero_si512();
+    if constexpr (HasZero) *zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, zp + at)));
+  }
+};
+
+/// Calls f.template operator()<HasZero, ScaleF16>() for g's zero points and scale type.
+template <class F>
+QUARRY_ALWAYS_INLINE void with_grouped_types(const Q4GemmArgs& g, F&& f) noexcept {
+  if (g.w_zero) g.scale_f16 ? f.template operator()<true, true>() : f.template operator()<true, false>();
+  else g.scale_f16 ? f.template operator()<false, true>() : f.template operator()<false, false>();
+}
+
 // ---- AVX-512 W4A8 steps shared by the tile and decode kernels below ----
 
 /// Lane l of a W4A8 chunk holds columns 8l .. 8l + 7: group l * 8 / group of the chunk. The
@@ -768,13 +804,11 @@ QUARRY_ALWAYS_INLINE __m512 w4a8_accumulate(__m512i lo, __m512i hi, __m512i ae, 
 /// Prefetch (decode): the next tile's rows, `pf_rows` of them, are fetched into L2 one step ahead.
 template <class Arch, int MR, int NR, bool Prefetch, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
-  using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
-  const std::size_t k = g.k, ldw = g.ldw, lds = g.ld_scale, lda = g.lda, ldb = g.ld_bsum;
-  const std::uint8_t* const w = g.w + j0 * ldw;
-  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + j0 * lds;
-  const std::uint8_t* const zp = HasZero ? g.w_zero + j0 * lds : nullptr;
-  const std::int8_t* const a = g.a + i0 * lda;
-  const std::int32_t* const a_bsum = g.a_bsum + i0 * ldb;
+  const GroupedTile<ScaleF16, HasZero> tl(g, i0, j0);
+  const std::size_t k = tl.k, ldw = tl.ldw, lds = tl.lds, lda = tl.lda, ldb = tl.ldb;
+  const std::uint8_t* const w = tl.w;
+  const std::int8_t* const a = tl.a;
+  const std::int32_t* const a_bsum = tl.a_bsum;
   __m512 t[MR][NR];
   QUARRY_UNROLL for (int i = 0; i < MR; ++i)
     QUARRY_UNROLL for (int j = 0; j < NR; ++j) t[i][j] = _mm512_setzero_ps();
@@ -804,11 +838,8 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0,
       if constexpr (Prefetch)
         if (static_cast<std::size_t>(j) < pf_rows) prefetch_group_scales(g, (j0 + j) * lds + g0 + NR * lds);
       __m512 sv;
-      if constexpr (ScaleF16) sv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, sc + at));
-      else sv = _mm512_maskz_loadu_ps(gmask, sc + at);
-      sv = _mm512_permutexvar_ps(lane_group, sv);  // lanes past the last group read a masked 0
-      __m512i zv = _mm512_setzero_si512();
-      if constexpr (HasZero) zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, zp + at)));
+      __m512i zv;
+      tl.spread(at, gmask, lane_group, &sv, &zv);  // lanes past the last group read a masked 0
       QUARRY_UNROLL for (int i = 0; i < MR; ++i) t[i][j] = w4a8_accumulate<Arch, HasZero>(lo, hi, ae[i], ao[i], bs[i], zv, sv, t[i][j]);
     }
   }
@@ -953,10 +984,7 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx2(const Q4GemmArgs& g, std::size_t i0, s
 template <class Arch, int MR, int NR, bool Prefetch>
 QUARRY_ALWAYS_INLINE void tile_w4_s8(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
   if constexpr (simd::is_avx512<Arch>) {
-    if (g.w_zero) g.scale_f16 ? tile_w4_s8_avx512<Arch, MR, NR, Prefetch, true, true>(g, i0, j0, pf_rows)
-                              : tile_w4_s8_avx512<Arch, MR, NR, Prefetch, true, false>(g, i0, j0, pf_rows);
-    else g.scale_f16 ? tile_w4_s8_avx512<Arch, MR, NR, Prefetch, false, true>(g, i0, j0, pf_rows)
-                     : tile_w4_s8_avx512<Arch, MR, NR, Prefetch, false, false>(g, i0, j0, pf_rows);
+    with_grouped_types(g, [&]<bool HasZero, bool ScaleF16>() { tile_w4_s8_avx512<Arch, MR, NR, Prefetch, HasZero, ScaleF16>(g, i0, j0, pf_rows); });
   } else {
     tile_w4_s8_avx2<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
   }
@@ -969,13 +997,11 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8(const Q4GemmArgs& g, std::size_t i0, std::s
 /// type and zero points template arguments, as the W4A8 tile.
 template <class Arch, int MR, int NR, bool Prefetch, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void tile_s8g_avx512(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
-  using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
-  const std::size_t k = g.k, ldw = g.ldw, lds = g.ld_scale, lda = g.lda, ldb = g.ld_bsum;
-  const std::uint8_t* const w = g.w + j0 * ldw;
-  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + j0 * lds;
-  const std::uint8_t* const zp = HasZero ? g.w_zero + j0 * lds : nullptr;
-  const std::int8_t* const a = g.a + i0 * lda;
-  const std::int32_t* const a_bsum = g.a_bsum + i0 * ldb;
+  const GroupedTile<ScaleF16, HasZero> tl(g, i0, j0);
+  const std::size_t k = tl.k, ldw = tl.ldw, lds = tl.lds, lda = tl.lda, ldb = tl.ldb;
+  const std::uint8_t* const w = tl.w;
+  const std::int8_t* const a = tl.a;
+  const std::int32_t* const a_bsum = tl.a_bsum;
   __m512 t[MR][NR];
   QUARRY_UNROLL for (int i = 0; i < MR; ++i)
     QUARRY_UNROLL for (int j = 0; j < NR; ++j) t[i][j] = _mm512_setzero_ps();
@@ -1003,11 +1029,8 @@ QUARRY_ALWAYS_INLINE void tile_s8g_avx512(const Q4GemmArgs& g, std::size_t i0, s
       if constexpr (Prefetch)
         if (static_cast<std::size_t>(j) < pf_rows) prefetch_group_scales(g, (j0 + j) * lds + g0 + NR * lds);
       __m512 sv;
-      if constexpr (ScaleF16) sv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gmask, sc + at));
-      else sv = _mm512_maskz_loadu_ps(gmask, sc + at);
-      sv = _mm512_permutexvar_ps(lane_group, sv);
-      __m512i zv = _mm512_setzero_si512();
-      if constexpr (HasZero) zv = _mm512_permutexvar_epi32(lane_group, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(gmask, zp + at)));
+      __m512i zv;
+      tl.spread(at, gmask, lane_group, &sv, &zv);  // lanes past the last group read a masked 0
       QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
         const __m512i start = HasZero ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_mullo_epi32(zv, bs[i])) : bs[i];
         t[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, u, av[i])), sv, t[i][j]);
@@ -1062,10 +1085,7 @@ QUARRY_ALWAYS_INLINE void tile_s8g_avx2(const Q4GemmArgs& g, std::size_t i0, std
 template <class Arch, int MR, int NR, bool Prefetch>
 QUARRY_ALWAYS_INLINE void tile_s8g(const Q4GemmArgs& g, std::size_t i0, std::size_t j0, std::size_t pf_rows) noexcept {
   if constexpr (simd::is_avx512<Arch>) {
-    if (g.w_zero) g.scale_f16 ? tile_s8g_avx512<Arch, MR, NR, Prefetch, true, true>(g, i0, j0, pf_rows)
-                              : tile_s8g_avx512<Arch, MR, NR, Prefetch, true, false>(g, i0, j0, pf_rows);
-    else g.scale_f16 ? tile_s8g_avx512<Arch, MR, NR, Prefetch, false, true>(g, i0, j0, pf_rows)
-                     : tile_s8g_avx512<Arch, MR, NR, Prefetch, false, false>(g, i0, j0, pf_rows);
+    with_grouped_types(g, [&]<bool HasZero, bool ScaleF16>() { tile_s8g_avx512<Arch, MR, NR, Prefetch, HasZero, ScaleF16>(g, i0, j0, pf_rows); });
   } else {
     tile_s8g_avx2<Arch, MR, NR, Prefetch>(g, i0, j0, pf_rows);
   }
@@ -1254,8 +1274,7 @@ void gemm_w4_s8(const Q4GemmArgs& g) noexcept {
         for (; j + R <= g.n; j += R) decode_w4_s8_avx512<Arch, R, false, HasZero, ScaleF16>(g, j);
         for (; j < g.n; ++j) decode_w4_s8_avx512<Arch, 1, false, HasZero, ScaleF16>(g, j);
       };
-      if (g.w_zero) g.scale_f16 ? rows.template operator()<true, true>() : rows.template operator()<true, false>();
-      else g.scale_f16 ? rows.template operator()<false, true>() : rows.template operator()<false, false>();
+      with_grouped_types(g, rows);
       return;
     }
   }
