@@ -765,13 +765,27 @@ QUARRY_ALWAYS_INLINE __m512i w4a8_lane_group(std::size_t group) noexcept {
   return _mm512_srl_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm_cvtsi32_si128(shift));
 }
 
-/// The 16 block sums of a chunk's activations; for symmetric weights already times their zero
-/// point 8 and negated: the start of the products' sums (w4a8_accumulate).
-template <class Arch, bool HasZero>
-QUARRY_ALWAYS_INLINE __m512i w4a8_block_sums(const std::int32_t* p) noexcept {
+/// The grouped tiles' products (unsigned weights u = w + z times int8 activations) start from
+/// -z x the activations' block sums, exact in int32, so that the dots come out as w x a with no
+/// subtraction after. grouped_sums loads a chunk's 16 block sums: for symmetric weights, whose
+/// z is the fixed offset 2^Shift, already as that start; grouped_start gives a weight row's
+/// start from them: that one for symmetric weights, -z x them with the row's zero points else.
+template <class Arch, int Shift, bool HasZero>
+QUARRY_ALWAYS_INLINE __m512i grouped_sums(const std::int32_t* p) noexcept {
   const __m512i bs = _mm512_loadu_si512(p);
   if constexpr (HasZero) return bs;
-  else return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(bs, 3));  // u = q + 8: z = 8
+  else return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(bs, Shift));
+}
+template <class Arch, bool HasZero>
+QUARRY_ALWAYS_INLINE __m512i grouped_start(__m512i bs, __m512i zv) noexcept {
+  if constexpr (HasZero) return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_mullo_epi32(zv, bs));
+  else return bs;
+}
+
+/// The 16 block sums of a W4A8 chunk's activations (grouped_sums; symmetric nibbles are u = q + 8).
+template <class Arch, bool HasZero>
+QUARRY_ALWAYS_INLINE __m512i w4a8_block_sums(const std::int32_t* p) noexcept {
+  return grouped_sums<Arch, 3, HasZero>(p);
 }
 
 /// 64 packed bytes as unsigned nibbles: lo the low nibbles (the chunk's even columns), hi the
@@ -784,13 +798,11 @@ QUARRY_ALWAYS_INLINE void w4a8_unpack(__m512i b, __m512i nibble, __m512i flip, _
 
 /// t + (exact 8-column dots of the nibbles with the activations ae / ao, less zero point x
 /// block sum) x the lanes' scales: one chunk of one weight row and one activation row. bs is
-/// w4a8_block_sums': the products add to -z x block sum (exact in int32, so the same sums as
-/// subtracting it after, one instruction fewer for symmetric weights).
+/// w4a8_block_sums' (the products start from grouped_start).
 template <class Arch, bool HasZero>
 QUARRY_ALWAYS_INLINE __m512 w4a8_accumulate(__m512i lo, __m512i hi, __m512i ae, __m512i ao, __m512i bs, __m512i zv, __m512 sv,
                                             __m512 t) noexcept {
-  const __m512i start = HasZero ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_mullo_epi32(zv, bs)) : bs;
-  const __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, lo, ae), hi, ao);
+  const __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(grouped_start<Arch, HasZero>(bs, zv), lo, ae), hi, ao);
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, t);
 }
 
@@ -851,18 +863,20 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0,
 /// AVX-512 W4A8 decode (one activation row): NR weight rows at once, 256 columns (two chunks of
 /// the tile above, the same arithmetic in the same order: bit-identical outputs) per step, so
 /// one load and conversion of 8 group scales serves both chunks (g32). The pointers and
-/// strides live in locals and the scale type and zero points are template arguments, so the
-/// rows' loop unrolls with every accumulator in a register. Prefetch: the next NR rows' weights
+/// strides live in locals (the tiles' GroupedTile) and the scale type and zero points are
+/// template arguments, so the rows' loop unrolls with every accumulator in a register. Prefetch: the next NR rows' weights
 /// into L2 one line per chunk, their scales once at the start.
 template <class Arch, int NR, bool Prefetch, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void decode_w4_s8_avx512(const Q4GemmArgs& g, std::size_t j0) noexcept {
-  using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
-  const std::size_t k = g.k, ldw = g.ldw, lds = g.ld_scale, group = g.group;
-  const std::uint8_t* const w = g.w + j0 * ldw;
-  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + j0 * lds;
-  const std::uint8_t* const zp = HasZero ? g.w_zero + j0 * lds : nullptr;
-  const std::int8_t* const a = g.a;
-  const std::int32_t* const a_bsum = g.a_bsum;
+  using Tile = GroupedTile<ScaleF16, HasZero>;
+  using Scale = typename Tile::Scale;
+  const Tile tl(g, 0, j0);
+  const std::size_t k = tl.k, ldw = tl.ldw, lds = tl.lds, group = g.group;
+  const std::uint8_t* const w = tl.w;
+  const Scale* const sc = tl.sc;
+  const std::uint8_t* const zp = tl.zp;
+  const std::int8_t* const a = tl.a;
+  const std::int32_t* const a_bsum = tl.a_bsum;
   const std::size_t groups = k / group, per_chunk = 128 / group;
   if constexpr (Prefetch) {
     const std::size_t scale_bytes = groups * sizeof(Scale);
@@ -1017,8 +1031,7 @@ QUARRY_ALWAYS_INLINE void tile_s8g_avx512(const Q4GemmArgs& g, std::size_t i0, s
     __m512i av[MR], bs[MR];
     QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
       av[i] = _mm512_maskz_loadu_epi8(mask, a + static_cast<std::size_t>(i) * lda + c0);
-      bs[i] = _mm512_loadu_si512(a_bsum + static_cast<std::size_t>(i) * ldb + c0 / 4);
-      if constexpr (!HasZero) bs[i] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(bs[i], 7));  // (w + 128) * a
+      bs[i] = grouped_sums<Arch, 7, HasZero>(a_bsum + static_cast<std::size_t>(i) * ldb + c0 / 4);  // u = w + 128
     }
     QUARRY_UNROLL for (int j = 0; j < NR; ++j) {
       const std::uint8_t* p = w + static_cast<std::size_t>(j) * ldw + c0;
@@ -1031,10 +1044,8 @@ QUARRY_ALWAYS_INLINE void tile_s8g_avx512(const Q4GemmArgs& g, std::size_t i0, s
       __m512 sv;
       __m512i zv;
       tl.spread(at, gmask, lane_group, &sv, &zv);  // lanes past the last group read a masked 0
-      QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
-        const __m512i start = HasZero ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_mullo_epi32(zv, bs[i])) : bs[i];
-        t[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, u, av[i])), sv, t[i][j]);
-      }
+      QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+        t[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(grouped_start<Arch, HasZero>(bs[i], zv), u, av[i])), sv, t[i][j]);
     }
   }
   QUARRY_UNROLL for (int i = 0; i < MR; ++i)
