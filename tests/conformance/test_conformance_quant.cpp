@@ -386,7 +386,8 @@ TEST_CASE("conformance: gemm_w4_f32 within the stated bound of the exact result,
                       << " misalignment=" << off);
             for (std::size_t i = 0; i < m; ++i) {
               for (std::size_t j = 0; j < n; ++j) {
-                const auto [want, bound] = op.exact(i, j, with_bias);
+                const auto exact = op.exact(i, j, with_bias);
+                const double want = exact.first, bound = exact.second;  // named: INFO's lambda captures them
                 const float g = yg[i * ldy + j], r = yr[i * ldy + j];
                 INFO("(" << i << ", " << j << ") isa " << g << " reference " << r << " exact " << want << " bound " << bound);
                 REQUIRE(std::fabs(double(r) - want) <= bound);

@@ -188,7 +188,7 @@ TEST_CASE("gguf_writer: every metadata value type round-trips, nested arrays inc
 
   // Copying a read file's metadata through add() reproduces it.
   GgufWriter copy;
-  for (const auto& [key, value] : f->metadata()) REQUIRE_MESSAGE(copy.add(key, value).ok(), key);
+  for (const auto& entry : f->metadata()) REQUIRE_MESSAGE(copy.add(entry.first, entry.second).ok(), entry.first);
   const std::string copy_path = dir.file("copy.gguf");
   REQUIRE(copy.write(copy_path).ok());
   CHECK(read_all(copy_path) == read_all(path));

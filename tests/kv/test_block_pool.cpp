@@ -605,7 +605,8 @@ float group_amax(const std::vector<float>& x, std::int64_t head_dim, std::int64_
 
 TEST_CASE("BlockPool with INT4 pages: group scales, round trip within half a step, zero and non-finite groups") {
   double worst_step = 0;  // worst |error| in units of the group's step (scale)
-  for (const auto& [head_dim, group] : std::vector<std::pair<std::int64_t, std::int64_t>>{{64, 32}, {6, 3}, {16, 16}, {8, 2}}) {
+  for (const auto& head_dim_group : std::vector<std::pair<std::int64_t, std::int64_t>>{{64, 32}, {6, 3}, {16, 16}, {8, 2}}) {
+    const std::int64_t head_dim = head_dim_group.first, group = head_dim_group.second;
     CAPTURE(head_dim);
     CAPTURE(group);
     BlockPool pool = BlockPool::create(int4_options(head_dim, group)).value();

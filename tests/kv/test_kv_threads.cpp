@@ -239,7 +239,9 @@ void check_all(const SharedPool& sp) {
   std::vector<std::int32_t> refs(static_cast<std::size_t>(pool.num_pages()), 0);
   std::map<SequenceId, int> owner;
   for (int i = 0; i < kThreads; ++i)
-    for (const auto& [id, vals] : sp.models[static_cast<std::size_t>(i)]) {
+    for (const auto& entry : sp.models[static_cast<std::size_t>(i)]) {
+      const auto& id = entry.first;
+      const auto& vals = entry.second;
       CAPTURE(i);
       CAPTURE(id);
       REQUIRE(owner.emplace(id, i).second);  // ids are reused, but never owned by two threads

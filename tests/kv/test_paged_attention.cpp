@@ -40,7 +40,8 @@ TEST_CASE("paged decode attention (CPU): f32, f16 and bf16 pages against the f64
   const std::vector<std::int64_t> lengths = {1, 15, 16, 17, 300, 1000};
   std::uint32_t seed = 1;
   for (const std::int64_t page_size : {1, 7, 16, 32}) {
-    for (const auto& [n_heads, n_kv] : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {8, 2}, {6, 2}, {8, 1}}) {
+    for (const auto& n_heads_n_kv : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {8, 2}, {6, 2}, {8, 1}}) {
+      const std::int64_t n_heads = n_heads_n_kv.first, n_kv = n_heads_n_kv.second;
       const PagedBatch pb = make_paged_batch(lengths, n_heads, n_kv, page_size, 64, ++seed, 3, 2.f);
       for (const std::int64_t chunk : {0, 5, 64}) {
         CAPTURE(page_size);
@@ -143,7 +144,8 @@ TEST_CASE("paged decode attention (CPU): INT8 and INT4 pages against the f64 ref
   std::uint32_t seed = 100;
   for (const std::int64_t dim : {64, 128, 40}) {
     for (const std::int64_t page_size : {1, 7, 16}) {
-      for (const auto& [n_heads, n_kv] : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {8, 2}, {6, 1}}) {
+      for (const auto& n_heads_n_kv : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {8, 2}, {6, 1}}) {
+        const std::int64_t n_heads = n_heads_n_kv.first, n_kv = n_heads_n_kv.second;
         ++seed;
         const PagedBatch pb = make_paged_batch({1, 17, 300, 700}, n_heads, n_kv, page_size, dim, seed, 3, 2.f);
         PagedBatch deq8 = make_paged_batch({1, 17, 300, 700}, n_heads, n_kv, page_size, dim, seed, 3, 2.f);

@@ -107,7 +107,8 @@ TEST_CASE("paged prefill attention (CPU): f32, f16 and bf16 pages against the f6
   const std::vector<std::int64_t> lengths = {1, 17, 64, 100, 40}, rows = {1, 17, 20, 100, 1};
   std::uint32_t seed = 10;
   for (const std::int64_t page_size : {1, 7, 16}) {
-    for (const auto& [n_heads, n_kv] : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {4, 2}, {8, 2}}) {
+    for (const auto& n_heads_n_kv : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {4, 2}, {8, 2}}) {
+      const std::int64_t n_heads = n_heads_n_kv.first, n_kv = n_heads_n_kv.second;
       PagedBatch pb = make_paged_batch(lengths, n_heads, n_kv, page_size, 64, ++seed, 3, 2.f);
       const PrefillQueries pq = make_prefill_queries(rows, n_heads, 64, ++seed);
       for (const Kv kind : {Kv::f32, Kv::f16, Kv::bf16}) {
@@ -127,7 +128,8 @@ TEST_CASE("paged prefill attention (CPU): INT8 and INT4 pages against the refere
   std::uint32_t seed = 100;
   for (const std::int64_t dim : {64, 128}) {
     for (const std::int64_t page_size : {7, 16}) {
-      for (const auto& [n_heads, n_kv] : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {8, 2}}) {
+      for (const auto& n_heads_n_kv : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {8, 2}}) {
+        const std::int64_t n_heads = n_heads_n_kv.first, n_kv = n_heads_n_kv.second;
         for (const Kv kind : {Kv::i8, Kv::i4}) {
           CAPTURE(dim);
           CAPTURE(page_size);
@@ -149,7 +151,8 @@ TEST_CASE("paged prefill attention (CPU): INT8 and INT4 pages against the refere
 
 TEST_CASE("paged prefill attention (CPU): sliding windows, explicit scale, head sizes 128 and 40, pages of 100 tokens") {
   std::uint32_t seed = 200;
-  for (const auto& [dim, page_size] : std::vector<std::pair<std::int64_t, std::int64_t>>{{128, 16}, {40, 7}, {64, 100}}) {
+  for (const auto& dim_page_size : std::vector<std::pair<std::int64_t, std::int64_t>>{{128, 16}, {40, 7}, {64, 100}}) {
+    const std::int64_t dim = dim_page_size.first, page_size = dim_page_size.second;
     PagedBatch pb = make_paged_batch({1, 40, 129, 150}, 8, 2, page_size, dim, ++seed, 3, 2.f);
     const PrefillQueries pq = make_prefill_queries({1, 40, 30, 150}, 8, dim, ++seed);
     const StoredPages stored(pb, Kv::f32);

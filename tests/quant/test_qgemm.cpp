@@ -92,8 +92,9 @@ TEST_CASE("qgemm matches the documented formula for per_channel and per_tensor w
   for (auto scheme : {QuantScheme::int8_per_channel(), QuantScheme::int8_per_tensor(),
                       QuantScheme{8, Granularity::per_channel, 0, true, DType::f16}, QuantScheme::int8_per_channel(false),
                       QuantScheme::int8_per_tensor(false), QuantScheme{8, Granularity::per_channel, 0, false, DType::f16}}) {
-    for (auto [m, n, k] : {std::tuple{1, 37, 100}, std::tuple{3, 16, 64}, std::tuple{8, 70, 257}, std::tuple{13, 9, 1},
+    for (const auto& mnk : {std::tuple{1, 37, 100}, std::tuple{3, 16, 64}, std::tuple{8, 70, 257}, std::tuple{13, 9, 1},
                            std::tuple{33, 130, 300}, std::tuple{20, 70, 160}}) {
+      const int m = std::get<0>(mnk), n = std::get<1>(mnk), k = std::get<2>(mnk);
       INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
       const Tensor<float> x = gaussian(m, k, 1), wf = gaussian(n, k, 2, 0.05f);
       const auto w = quantized(wf, scheme);
@@ -346,7 +347,8 @@ TEST_CASE("W4A32 qgemm is within the stated bound of x . dequantize(w)^T for eve
     for (bool sym : {true, false})
       for (DType sd : {DType::f16, DType::f32}) {
         const auto scheme = QuantScheme::int4_grouped(group, sym, sd);
-        for (auto [m, n, k] : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{13, 9, 128}}) {
+        for (const auto& mnk : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{13, 9, 128}}) {
+          const int m = std::get<0>(mnk), n = std::get<1>(mnk), k = std::get<2>(mnk);
           INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
           const Tensor<float> x = gaussian(m, k, 21), wf = gaussian(n, k, 22, 0.05f);
           const auto w = quantized(wf, scheme);
@@ -514,7 +516,8 @@ TEST_CASE("grouped int8 qgemm (W8A8 per group) matches the documented formula; G
     for (bool sym : {true, false})
       for (DType sd : {DType::f16, DType::f32}) {
         const auto scheme = QuantScheme::int8_grouped(group, sym, sd);
-        for (auto [m, n, k] : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{13, 9, 128}}) {
+        for (const auto& mnk : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{13, 9, 128}}) {
+          const int m = std::get<0>(mnk), n = std::get<1>(mnk), k = std::get<2>(mnk);
           INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
           const Tensor<float> x = gaussian(m, k, 51), wf = gaussian(n, k, 52, 0.05f);
           const auto w = quantized(wf, scheme);
@@ -559,7 +562,8 @@ TEST_CASE("W4A8 qgemm matches the documented formula for every int4 scheme; thre
     for (bool sym : {true, false})
       for (DType sd : {DType::f16, DType::f32}) {
         const auto scheme = QuantScheme::int4_grouped(group, sym, sd);
-        for (auto [m, n, k] : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{13, 9, 128}}) {
+        for (const auto& mnk : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{13, 9, 128}}) {
+          const int m = std::get<0>(mnk), n = std::get<1>(mnk), k = std::get<2>(mnk);
           INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
           const Tensor<float> x = gaussian(m, k, 41), wf = gaussian(n, k, 42, 0.05f);
           const auto w = quantized(wf, scheme);
