@@ -265,6 +265,8 @@ result<LlamaModel> LlamaModel::load(const GgufFile& file, const LlamaLoadOptions
     QUARRY_ASSIGN_OR_RETURN(layer.wo, linear(p + "attn_output.weight", c.dim, q_dim));
     QUARRY_ASSIGN_OR_RETURN(layer.gate_up, load_stack(linear, {{p + "ffn_gate.weight", c.ffn_dim}, {p + "ffn_up.weight", c.ffn_dim}}, c.dim));
     QUARRY_ASSIGN_OR_RETURN(layer.down, linear(p + "ffn_down.weight", c.dim, c.ffn_dim));
+    for (const detail::LinearStack* st : {&layer.qkv, &layer.gate_up})
+      if (st->linears.size() == 1) m.stacked_width_ = std::max(m.stacked_width_, st->linears.front().out_features());
   }
   return m;
 }
@@ -396,11 +398,7 @@ status LlamaModel::run(BlockPool& kv, std::span<const SequenceId> seqs, std::spa
   Tensor<float> gate({rows, c.ffn_dim}), up({rows, c.ffn_dim});
   // The outputs of a stacked product, before they are copied to q, k, v or gate, up (nothing
   // where no layer stacks its products: f32 weights, or a stack that could not be made).
-  std::int64_t stacked_width = 0;
-  for (const Layer& l : layers_)
-    for (const detail::LinearStack* st : {&l.qkv, &l.gate_up})
-      if (st->linears.size() == 1) stacked_width = std::max(stacked_width, st->linears.front().out_features());
-  Tensor<float> stacked = Tensor<float>::uninitialized({stacked_width > 0 ? rows : 0, stacked_width});
+  Tensor<float> stacked = Tensor<float>::uninitialized({stacked_width_ > 0 ? rows : 0, stacked_width_});
   std::vector<std::int64_t> seq_of(static_cast<std::size_t>(rows)), pos_of(static_cast<std::size_t>(rows));
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int32_t r = qo_indptr[static_cast<std::size_t>(b)]; r < qo_indptr[static_cast<std::size_t>(b) + 1]; ++r) {

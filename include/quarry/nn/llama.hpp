@@ -166,6 +166,7 @@ class LlamaModel {
   Tensor<float> output_norm_;
   Linear output_;
   std::vector<Layer> layers_;
+  std::int64_t stacked_width_ = 0;  // the widest stacked product's outputs (0: none stacked)
 };
 
 }  // namespace quarry
