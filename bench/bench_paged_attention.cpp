@@ -78,10 +78,9 @@ using Clock = std::chrono::steady_clock;
 
 // The decode shape of issue 5 (a Llama-3-8B-like attention layer).
 constexpr std::int64_t kHeads = 32, kKvHeads = 8, kDim = 128, kPage = 16;
-// KV heads of the decode section (--kv-heads; the prefix and memory sections keep kKvHeads),
-// and what its row names add when not the default.
-std::int64_t g_decode_kv_heads = kKvHeads;
-std::string kv_heads_suffix() { return g_decode_kv_heads == kKvHeads ? "" : fmt::format(" kv {}", g_decode_kv_heads); }
+// What the decode section's row names add for a KV head count other than the default
+// (--kv-heads; the prefix and memory sections keep kKvHeads).
+std::string kv_heads_suffix(std::int64_t kv_heads) { return kv_heads == kKvHeads ? "" : fmt::format(" kv {}", kv_heads); }
 // INT4 pages: one f32 scale per group of this many elements of a token and head.
 constexpr std::int64_t kInt4Group = 32;
 // The in-cache comparison of the K/V types: 512 tokens (4 MiB of f16 K/V for one sequence).
@@ -209,9 +208,9 @@ struct Summary {
 // ---------------------------------------------------------------------------------------------
 // 1. Decode attention
 
-// Bytes of one page of K (or V): values, then (INT8, INT4) the f32 scales.
-std::int64_t page_value_bytes(Kv t) {
-  const std::int64_t elems = g_decode_kv_heads * kPage * kDim;
+// Bytes of one page of K (or V) with kv_heads heads: values, then (INT8, INT4) the f32 scales.
+std::int64_t page_value_bytes(Kv t, std::int64_t kv_heads) {
+  const std::int64_t elems = kv_heads * kPage * kDim;
   switch (t) {
     case Kv::f16:
     case Kv::bf16: return elems * 2;
@@ -221,23 +220,24 @@ std::int64_t page_value_bytes(Kv t) {
   }
   return 0;
 }
-std::int64_t page_scale_count(Kv t) {
-  if (t == Kv::i8) return g_decode_kv_heads * kPage;
-  if (t == Kv::i4) return g_decode_kv_heads * kPage * (kDim / kInt4Group);
+std::int64_t page_scale_count(Kv t, std::int64_t kv_heads) {
+  if (t == Kv::i8) return kv_heads * kPage;
+  if (t == Kv::i4) return kv_heads * kPage * (kDim / kInt4Group);
   return 0;
 }
 // K and V bytes of one page, values and scales: what attention reads per page.
-std::int64_t page_kv_bytes(Kv t) { return 2 * (page_value_bytes(t) + 4 * page_scale_count(t)); }
+std::int64_t page_kv_bytes(Kv t, std::int64_t kv_heads) { return 2 * (page_value_bytes(t, kv_heads) + 4 * page_scale_count(t, kv_heads)); }
 
-// K and V pages (values and scales) of `pages` pages of one type, filled with random data.
+// K and V pages (values and scales) of `pages` pages of one type and kv_heads heads, filled with
+// random data.
 struct KvArena {
   Kv type = Kv::f16;
-  std::int64_t pages = 0;
+  std::int64_t pages = 0, kv_heads = kKvHeads;
   Tensor<std::uint8_t> k, v;
   Tensor<float> k_scales, v_scales;
 
-  KvArena(Kv t, std::int64_t n) : type(t), pages(n) {
-    const std::int64_t vb = page_value_bytes(t) * n, sc = std::max<std::int64_t>(1, page_scale_count(t) * n);
+  KvArena(Kv t, std::int64_t n, std::int64_t heads) : type(t), pages(n), kv_heads(heads) {
+    const std::int64_t vb = page_value_bytes(t, heads) * n, sc = std::max<std::int64_t>(1, page_scale_count(t, heads) * n);
     k = Tensor<std::uint8_t>::uninitialized(Shape{vb});
     v = Tensor<std::uint8_t>::uninitialized(Shape{vb});
     k_scales = Tensor<float>::full(Shape{sc}, t == Kv::i8 ? 0.02f : 0.25f);
@@ -270,7 +270,7 @@ struct KvArena {
   template <class T>
   void fill_template() {
     constexpr std::int64_t kTemplatePages = 61;
-    const std::int64_t elems = g_decode_kv_heads * kPage * kDim;
+    const std::int64_t elems = kv_heads * kPage * kDim;
     std::vector<T> tmpl(static_cast<std::size_t>(kTemplatePages * elems));
     std::mt19937 rng(5);
     std::normal_distribution<float> d(0.f, 1.f);
@@ -288,9 +288,9 @@ void decode_call(const KvArena& a, std::int64_t first, std::int64_t pages, Tenso
                  TensorView<float> out, ThreadPool* pool) {
   DecodeAttentionParams params;
   params.pool = pool;
-  const Shape vs{pages, g_decode_kv_heads, kPage, kDim};
-  const std::uint8_t* kb = a.k.data() + first * page_value_bytes(a.type);
-  const std::uint8_t* vb = a.v.data() + first * page_value_bytes(a.type);
+  const Shape vs{pages, a.kv_heads, kPage, kDim};
+  const std::uint8_t* kb = a.k.data() + first * page_value_bytes(a.type, a.kv_heads);
+  const std::uint8_t* vb = a.v.data() + first * page_value_bytes(a.type, a.kv_heads);
   status st;
   switch (a.type) {
     case Kv::f16:
@@ -306,8 +306,8 @@ void decode_call(const KvArena& a, std::int64_t first, std::int64_t pages, Tenso
                                   TensorView<const float>(reinterpret_cast<const float*>(vb), vs), table, out, params);
       break;
     case Kv::i8: {
-      const Shape ss{pages, g_decode_kv_heads, kPage};
-      const std::int64_t so = first * page_scale_count(a.type);
+      const Shape ss{pages, a.kv_heads, kPage};
+      const std::int64_t so = first * page_scale_count(a.type, a.kv_heads);
       const Int8KvPages k{TensorView<const std::int8_t>(reinterpret_cast<const std::int8_t*>(kb), vs),
                           TensorView<const float>(a.k_scales.data() + so, ss)};
       const Int8KvPages v{TensorView<const std::int8_t>(reinterpret_cast<const std::int8_t*>(vb), vs),
@@ -316,8 +316,8 @@ void decode_call(const KvArena& a, std::int64_t first, std::int64_t pages, Tenso
       break;
     }
     case Kv::i4: {
-      const Shape ss{pages, g_decode_kv_heads, kPage, kDim / kInt4Group};
-      const std::int64_t so = first * page_scale_count(a.type);
+      const Shape ss{pages, a.kv_heads, kPage, kDim / kInt4Group};
+      const std::int64_t so = first * page_scale_count(a.type, a.kv_heads);
       const Int4KvPages k{TensorView<const int4>(kb, vs), TensorView<const float>(a.k_scales.data() + so, ss)};
       const Int4KvPages v{TensorView<const int4>(vb, vs), TensorView<const float>(a.v_scales.data() + so, ss)};
       st = paged_decode_attention(q, k, v, table, out, params);
@@ -333,9 +333,9 @@ struct DecodeTiming {
 };
 
 // Copies of a batch's pool that rotate so that a row reads at least rotation_bytes.
-std::int64_t rotation_copies(Kv t, std::int64_t batch, std::int64_t context, std::int64_t rotation_bytes) {
+std::int64_t rotation_copies(Kv t, std::int64_t kv_heads, std::int64_t batch, std::int64_t context, std::int64_t rotation_bytes) {
   const std::int64_t pages = batch * ((context + kPage - 1) / kPage);
-  const std::int64_t bytes = pages * page_kv_bytes(t);
+  const std::int64_t bytes = pages * page_kv_bytes(t, kv_heads);
   return std::max<std::int64_t>(1, (rotation_bytes + bytes - 1) / bytes);
 }
 
@@ -372,7 +372,7 @@ DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batc
   };
   std::vector<Variant> vs = {{&a, &paged_csr}, {&a, &contiguous_csr}};
   if (f16 != nullptr) vs.push_back({f16, &paged_csr});
-  for (Variant& v : vs) v.copies = std::min(v.arena->pages / pages, rotation_copies(v.arena->type, batch, context, timing.rotation_bytes));
+  for (Variant& v : vs) v.copies = std::min(v.arena->pages / pages, rotation_copies(v.arena->type, v.arena->kv_heads, batch, context, timing.rotation_bytes));
   const auto sample = [&](Variant& v, std::int64_t inner) {
     const auto t0 = Clock::now();
     for (std::int64_t i = 0; i < inner; ++i) decode_call(*v.arena, (v.next++ % v.copies) * pages, pages, q, *v.table, out, pool);
@@ -415,7 +415,7 @@ DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batc
 // kernel reads in one sweep) is the ceiling of the decode rows' bytes/s.
 void run_decode(BenchReport& report, Summary& summary, const Args& args, const Yardsticks& y, ThreadPool& pool,
                 const std::vector<unsigned>& thread_counts, bool quick) {
-  g_decode_kv_heads = args.kv_heads;
+  const std::int64_t kv_heads = args.kv_heads;
   std::vector<std::int64_t> contexts = args.contexts;
   if (contexts.empty()) contexts = quick ? std::vector<std::int64_t>{1024, 4096} : std::vector<std::int64_t>{1024, 4096, 16384, 32768};
   const std::vector<std::int64_t> batches = args.batches.empty() ? std::vector<std::int64_t>{1, 16} : args.batches;
@@ -446,15 +446,15 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
     std::int64_t arena_pages = 0;
     for (const std::int64_t b : batches)
       for (const std::int64_t c : ctxs)
-        arena_pages = std::max(arena_pages, b * ((c + kPage - 1) / kPage) * rotation_copies(type, b, c, timing.rotation_bytes));
-    progress("decode {}: filling {} pages ({} MiB of K/V)", kv_name(type), arena_pages, (arena_pages * page_kv_bytes(type)) >> 20);
-    auto arena = std::make_unique<KvArena>(type, arena_pages);
+        arena_pages = std::max(arena_pages, b * ((c + kPage - 1) / kPage) * rotation_copies(type, kv_heads, b, c, timing.rotation_bytes));
+    progress("decode {}: filling {} pages ({} MiB of K/V)", kv_name(type), arena_pages, (arena_pages * page_kv_bytes(type, kv_heads)) >> 20);
+    auto arena = std::make_unique<KvArena>(type, arena_pages, kv_heads);
     for (const std::int64_t batch : batches) {
       for (const std::int64_t ctx : ctxs) {
         for (const unsigned t : thread_counts) {
           const DecodeResult r = time_decode(*arena, f16_arena.get(), batch, ctx, t > 1 ? &pool : nullptr, timing);
           const std::int64_t pages = batch * ((ctx + kPage - 1) / kPage);
-          const double bytes = static_cast<double>(pages * page_kv_bytes(type));
+          const double bytes = static_cast<double>(pages * page_kv_bytes(type, kv_heads));
           const double dram = y.dram_gbps_for(t);
           // q . k and p * v for every query head, token and element: 4 flops per query head and
           // K/V element pair; with 4 query heads per KV head that is 8 flops per K/V element, so
@@ -465,9 +465,9 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
           for (const bool paged : {false, true}) {
             const double s = paged ? r.paged_s : r.contiguous_s;
             const double gbps = bytes / s / 1e9;
-            BenchRow row(fmt::format("decode {} ctx {} batch {}{} ({})", kv_name(type), ctx, batch, kv_heads_suffix(), paged ? "paged" : "contiguous"),
+            BenchRow row(fmt::format("decode {} ctx {} batch {}{} ({})", kv_name(type), ctx, batch, kv_heads_suffix(kv_heads), paged ? "paged" : "contiguous"),
                          "quarry", t);
-            row.set("dtype", kv_name(type)).set("context", ctx).set("batch", batch).set("kv_heads", g_decode_kv_heads).set("ms", s * 1e3).set("gbps", gbps);
+            row.set("dtype", kv_name(type)).set("context", ctx).set("batch", batch).set("kv_heads", kv_heads).set("ms", s * 1e3).set("gbps", gbps);
             row.set("bw_ratio", gbps / dram).set("page_read_ratio", gbps / y.scattered_gbps_for(t)).set("gops", flops / s / 1e9).set("peak_ratio", flops / s / 1e9 / y.fma_gflops_for(t));
             row.set("set_mib", static_cast<std::int64_t>(bytes * static_cast<double>(r.copies)) >> 20);
             row.set("samples", r.samples);
@@ -503,7 +503,7 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
       DecodeTiming cached = timing;
       cached.rotation_bytes = 0;
       const DecodeResult r = time_decode(*arena, f16_arena.get(), 1, kCachedContext, nullptr, cached);
-      BenchRow row(fmt::format("decode {} ctx {} batch 1{} (in cache)", kv_name(type), kCachedContext, kv_heads_suffix()), "quarry", 1);
+      BenchRow row(fmt::format("decode {} ctx {} batch 1{} (in cache)", kv_name(type), kCachedContext, kv_heads_suffix(kv_heads)), "quarry", 1);
       row.set("dtype", kv_name(type)).set("context", kCachedContext).set("batch", std::int64_t{1}).set("ms", r.paged_s * 1e3);
       row.set("samples", r.samples).set("speedup_vs_f16", r.speedup).set("f16_ms", r.f16_s * 1e3);
       report.rows.push_back(std::move(row));
@@ -787,7 +787,7 @@ int main(int argc, char** argv) {
     Summary summary;
     if (args.decode) {
       progress("measuring the yardsticks");
-      report.yardsticks = measure_yardsticks(nthreads, options.effort(), static_cast<std::size_t>(page_value_bytes(Kv::f16)));
+      report.yardsticks = measure_yardsticks(nthreads, options.effort(), static_cast<std::size_t>(page_value_bytes(Kv::f16, args.kv_heads)));
       const Yardsticks& y = *report.yardsticks;
       for (const unsigned t : thread_counts) {
         BenchRow row(fmt::format("read shuffled {} KiB pages (ceiling)", y.scattered_block_bytes >> 10), "machine", t);
