@@ -73,6 +73,7 @@ struct KvI8Scratch {
   float* lanes;          // VNNI: [32] per (kv head, set of 4 heads): 16 int32 corrections, 16 scales
                          // (sets <= heads, so at most [32 * heads])
   std::int32_t* corr;    // INT4 VNNI: [16] per (kv head, set, group) (at most [heads * dim / 2])
+  float* qp;             // fused kernel: [heads][dim], the query heads arranged by pack_queries
 };
 
 inline KvI8Scratch kv_i8_scratch(const DecodeChunkArgs& a) noexcept {
@@ -90,6 +91,8 @@ inline KvI8Scratch kv_i8_scratch(const DecodeChunkArgs& a) noexcept {
   s.lanes = p;
   p += 32 * heads;
   s.corr = reinterpret_cast<std::int32_t*>(p);
+  p += heads * a.dim / 2 + 16;
+  s.qp = p;
   return s;
 }
 
@@ -600,11 +603,11 @@ void tile_gemm(const TileGemmArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
 // ---- The fused x86 chunk: K and V widened in registers as they are used, never stored. ----
 //
-// Scores: for two tokens at a time, one accumulator per (head, token) runs over the head's
+// Scores: for four tokens at a time, one accumulator per (head, token) runs over the head's
 // dimension blocks (a widened block of K is used by every head of the sub-group), and the
-// per-token accumulators of up to W tokens are reduced together (sums_of: one transpose-add for
-// W sums). INT8 rows' scales multiply the sums (a scale per token); INT4 group scales multiply the
-// widened block. Weighted V: blocks of 2 registers of the output per head, over the run's tokens,
+// per-token accumulators of up to W tokens are reduced together (one transpose-add for W sums,
+// folded as the tokens come). INT8 rows' scales multiply the sums (a scale per token); INT4 group
+// scales multiply the widened block. Weighted V: blocks of 2 registers of the output per head, over the run's tokens,
 // with p (times the INT8 row scale) broadcast. Needs dim % W == 0 and, for INT4, group % W == 0.
 
 // W values of row `row` from element i, widened to f32 (INT4 times its group's scale, or not:
@@ -653,35 +656,33 @@ QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> kv_block(const KvPagesRef& pages,
   }
 }
 
-// The sums of 8 AVX registers, in one register: three rounds of pairwise horizontal adds.
-template <class Arch>
-QUARRY_ALWAYS_INLINE __m256 sums_of_8(const __m256* v) noexcept {
-  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
-  const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
-  // a = [v0..v3 low-half sums | v0..v3 high-half sums], b the same for v4..v7.
-  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
-}
-
 // op (add or max, associative and commutative) over the lanes of each of 16 registers, in one
 // register (element j: v[j]'s). A transpose-reduce tree of single-operation shuffles (about 45
-// operations where vhaddps trees take some 75 micro-ops): 16 -> 8 registers, each two inputs
-// folded to 256 bits; -> 4, each four inputs folded to 128 bits (128-bit lane i of b[k]:
-// v[4k + i]); then within the lanes, leaving element 4i + p v[4p + i]'s; a last permute puts
-// them in input order.
+// operations where vhaddps trees take some 75 micro-ops), in three steps that a kernel may also
+// take as its inputs come: fold_pair, two inputs folded to 256 bits each; fold_quad, two pairs to
+// four inputs folded to 128 bits (128-bit lane i: v[4k + i]'s); fold_finish, four quads within
+// the lanes, leaving element 4i + p v[4p + i]'s, and a last permute puts them in input order.
 template <class Op>
-QUARRY_ALWAYS_INLINE __m512 reduce16(const __m512* v, Op op) noexcept {
-  __m512 a[8], b[4];
-  for (int k = 0; k < 8; ++k) {
-    const __m512 x = v[2 * k], y = v[2 * k + 1];
-    a[k] = op(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xEE));
-  }
-  for (int k = 0; k < 4; ++k)
-    b[k] = op(_mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0x88), _mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0xDD));
+QUARRY_ALWAYS_INLINE __m512 fold_pair(__m512 x, __m512 y, Op op) noexcept {
+  return op(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xEE));
+}
+template <class Op>
+QUARRY_ALWAYS_INLINE __m512 fold_quad(__m512 x, __m512 y, Op op) noexcept {
+  return op(_mm512_shuffle_f32x4(x, y, 0x88), _mm512_shuffle_f32x4(x, y, 0xDD));
+}
+template <class Op>
+QUARRY_ALWAYS_INLINE __m512 fold_finish(const __m512* b, Op op) noexcept {
   const __m512 c0 = op(_mm512_unpacklo_ps(b[0], b[1]), _mm512_unpackhi_ps(b[0], b[1]));
   const __m512 c1 = op(_mm512_unpacklo_ps(b[2], b[3]), _mm512_unpackhi_ps(b[2], b[3]));
   const __m512d c0d = _mm512_castps_pd(c0), c1d = _mm512_castps_pd(c1);
   const __m512 d = op(_mm512_castpd_ps(_mm512_unpacklo_pd(c0d, c1d)), _mm512_castpd_ps(_mm512_unpackhi_pd(c0d, c1d)));
   return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), d);
+}
+template <class Op>
+QUARRY_ALWAYS_INLINE __m512 reduce16(const __m512* v, Op op) noexcept {
+  __m512 b[4];
+  for (int k = 0; k < 4; ++k) b[k] = fold_quad(fold_pair(v[4 * k], v[4 * k + 1], op), fold_pair(v[4 * k + 2], v[4 * k + 3], op), op);
+  return fold_finish(b, op);
 }
 
 // The 4 x 4 transpose of 128-bit lanes: lane k of y[L] is lane L of x[k].
@@ -694,17 +695,28 @@ QUARRY_ALWAYS_INLINE void transpose_lanes4(const __m512 (&x)[4], __m512 (&y)[4])
   y[3] = _mm512_shuffle_f32x4(t2, t3, 0xDD);
 }
 
-// The sums of W registers, in one register (lane j: the sum of v[j]'s lanes).
+// Horizontal sums of registers in the steps of reduce16 (AVX-512; quarry's own: xsimd 8.1's
+// AVX-512 haddp gives wrong sums) or of vhaddps (AVX2): pair_sums folds two registers' sums into
+// one (the pairs' halves), quad_sums two pair_sums of four registers into one (their quarters),
+// sums_of_quads the W / 4 quad_sums of W registers into one register, element j v[j]'s sum.
 template <class Arch>
-QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> sums_of(const xsimd::batch<float, Arch>* v) noexcept {
+QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> pair_sums(xsimd::batch<float, Arch> x, xsimd::batch<float, Arch> y) noexcept {
+  if constexpr (simd::is_avx512<Arch>) return fold_pair(x, y, [](__m512 p, __m512 q) { return _mm512_add_ps(p, q); });
+  else return _mm256_hadd_ps(x, y);
+}
+template <class Arch>
+QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> quad_sums(xsimd::batch<float, Arch> x, xsimd::batch<float, Arch> y) noexcept {
+  if constexpr (simd::is_avx512<Arch>) return fold_quad(x, y, [](__m512 p, __m512 q) { return _mm512_add_ps(p, q); });
+  else return _mm256_hadd_ps(x, y);
+}
+template <class Arch>
+QUARRY_ALWAYS_INLINE xsimd::batch<float, Arch> sums_of_quads(const xsimd::batch<float, Arch>* b) noexcept {
   if constexpr (simd::is_avx512<Arch>) {
-    __m512 x[16];
-    for (int k = 0; k < 16; ++k) x[k] = v[k];
-    return reduce16(x, [](__m512 p, __m512 q) { return _mm512_add_ps(p, q); });
+    const __m512 x[4] = {b[0], b[1], b[2], b[3]};
+    return fold_finish(x, [](__m512 p, __m512 q) { return _mm512_add_ps(p, q); });
   } else {
-    __m256 r[8];
-    for (int j = 0; j < 8; ++j) r[j] = v[j];
-    return sums_of_8<Arch>(r);
+    // b[0] = [v0..v3 low-half sums | v0..v3 high-half sums], b[1] the same for v4..v7.
+    return _mm256_add_ps(_mm256_permute2f128_ps(b[0], b[1], 0x20), _mm256_permute2f128_ps(b[0], b[1], 0x31));
   }
 }
 
@@ -751,57 +763,103 @@ class AheadSlices {
   std::int64_t step_;
 };
 
-// Tokens per step of fused_scores and output registers per step of fused_values. (4 on AVX-512,
-// whose 32 registers hold 4 x 4 accumulators, read 8% slower from DRAM at 16k tokens, and no
-// faster in cache.)
+// x, held in a register: with constant offsets GCC folds a load used by several FMAs into each
+// of them, and Zen 4 issues one 512-bit load per cycle, no more than FMAs.
+template <class B>
+QUARRY_ALWAYS_INLINE B in_register(B x) noexcept {
+#if defined(__GNUC__)
+  typename B::register_type r = x;
+  __asm__("" : "+v"(r));
+  return B(r);
+#else
+  return x;
+#endif
+}
+
+// The call's query heads arranged for fused_scores: those of kv head h as [dim / W][group][W]
+// (block i / W of head g at qp + h * group * dim + (i / W) * group * W + g * W), so that one
+// pointer and constant offsets reach a sub-group's blocks.
+template <class Arch>
+QUARRY_ALWAYS_INLINE void pack_queries(const DecodeChunkArgs& a, std::int64_t heads, float* qp) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+  for (std::int64_t g = 0; g < heads; ++g) {
+    const std::int64_t h = g / a.group;
+    float* dst = qp + h * a.group * a.dim + (g - h * a.group) * W;
+    for (std::int64_t i = 0; i < a.dim; i += W) B::load_unaligned(a.q + g * a.dim + i).store_unaligned(dst + (i / W) * a.group * W);
+  }
+}
+
+// Output registers per step of fused_values. (4 on AVX-512, whose 32 registers hold 4 x 4
+// accumulators, read 8% slower from DRAM at 16k tokens, and no faster in cache.)
 constexpr int kFusedBlock = 2;
 
 // Scores of heads [g0, g0 + S) for the run of `rows` tokens whose first row is `row`, written to
-// scores[g * n + j0 + r].
+// scores[g * n + j0 + r]. Four tokens at a time (in steps of R: S x R accumulators, R widened
+// blocks and a query block in registers), whose per-head sums are folded at once to one register
+// (pair_sums, quad_sums): the registers stored per token are a quarter of the accumulators.
 template <class Arch, KvElem E, int S>
 QUARRY_ALWAYS_INLINE void fused_scores(const DecodeChunkArgs& a, std::int64_t g0, std::int64_t row, std::int64_t rows, std::int64_t j0,
-                                       std::int64_t n, std::int64_t shift, float* scores, const Ahead& ahead) noexcept {
+                                       std::int64_t n, std::int64_t shift, float* scores, const float* qp, const Ahead& ahead) noexcept {
   using B = xsimd::batch<float, Arch>;
   constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
-  // Tokens at a time: S x R accumulators, R widened blocks and a query block in registers.
-  constexpr int R = kFusedBlock;
-  B part[S][16];
+  constexpr int R = simd::is_avx512<Arch> ? 4 : 2;  // AVX2's 16 registers hold S x 2 accumulators
+  // Block i / W of head g0 + s at q + (i / W) * qstep + s * W (pack_queries).
+  const std::int64_t h = g0 / a.group, qstep = a.group * W;
+  const float* const q = qp + h * a.group * a.dim + (g0 - h * a.group) * W;
+  B quads[S][4];  // quads[s][k]: quad_sums of head s's accumulators of tokens 4k .. 4k + 3
+  const AheadSlices fetch(ahead, (rows + 3) / 4);
   std::int64_t r = 0;
-  const AheadSlices fetch(ahead, (rows + R - 1) / R);
-  for (; r + R <= rows; r += R) {
-    fetch.slice(r / R);
-    B acc[S][R];
+  for (; r + 4 <= rows; r += 4) {
+    fetch.slice(r / 4);
+    B pairs[S][2];
+    for (int t0 = 0; t0 < 4; t0 += R) {
+      B acc[S][R];
+      for (int s = 0; s < S; ++s)
+        for (int t = 0; t < R; ++t) acc[s][t] = B(0.f);
+      const float* qi = q;
+      for (std::int64_t i = 0; i < a.dim; i += W, qi += qstep) {
+        B k[R];
+        for (int t = 0; t < R; ++t) k[t] = kv_block<Arch, E>(a.k, row + r + t0 + t, a.dim, i, a.groups, shift);
+        for (int s = 0; s < S; ++s) {
+          const B qb = in_register(B::load_unaligned(qi + s * W));
+          for (int t = 0; t < R; ++t) acc[s][t] = xsimd::fma(qb, k[t], acc[s][t]);
+        }
+      }
+      for (int s = 0; s < S; ++s)
+        for (int t = 0; t < R; t += 2) pairs[s][(t0 + t) / 2] = pair_sums<Arch>(acc[s][t], acc[s][t + 1]);
+    }
+    for (int s = 0; s < S; ++s) quads[s][r / 4] = quad_sums<Arch>(pairs[s][0], pairs[s][1]);
+  }
+  if (r < rows) {  // the last 1-3 tokens, one at a time (the others' sums are 0, not stored)
+    fetch.slice(r / 4);
+    B acc[S][4];
     for (int s = 0; s < S; ++s)
-      for (int t = 0; t < R; ++t) acc[s][t] = B(0.f);
-    for (std::int64_t i = 0; i < a.dim; i += W) {
-      B k[R];
-      for (int t = 0; t < R; ++t) k[t] = kv_block<Arch, E>(a.k, row + r + t, a.dim, i, a.groups, shift);
-      for (int s = 0; s < S; ++s) {
-        const B qb = B::load_unaligned(a.q + (g0 + s) * a.dim + i);
-        for (int t = 0; t < R; ++t) acc[s][t] = xsimd::fma(qb, k[t], acc[s][t]);
+      for (int t = 0; t < 4; ++t) acc[s][t] = B(0.f);
+    for (std::int64_t t = 0; r + t < rows; ++t) {
+      const float* qi = q;
+      for (std::int64_t i = 0; i < a.dim; i += W, qi += qstep) {
+        const B k0 = kv_block<Arch, E>(a.k, row + r + t, a.dim, i, a.groups, shift);
+        for (int s = 0; s < S; ++s) acc[s][t] = xsimd::fma(B::load_unaligned(qi + s * W), k0, acc[s][t]);
       }
     }
     for (int s = 0; s < S; ++s)
-      for (int t = 0; t < R; ++t) part[s][r + t] = acc[s][t];
+      quads[s][r / 4] = quad_sums<Arch>(pair_sums<Arch>(acc[s][0], acc[s][1]), pair_sums<Arch>(acc[s][2], acc[s][3]));
   }
-  if (r < rows) fetch.slice(r / R);
-  for (; r < rows; ++r) {
-    B acc[S];
-    for (int s = 0; s < S; ++s) acc[s] = B(0.f);
-    for (std::int64_t i = 0; i < a.dim; i += W) {
-      const B k0 = kv_block<Arch, E>(a.k, row + r, a.dim, i, a.groups, shift);
-      for (int s = 0; s < S; ++s) acc[s] = xsimd::fma(B::load_unaligned(a.q + (g0 + s) * a.dim + i), k0, acc[s]);
-    }
-    for (int s = 0; s < S; ++s) part[s][r] = acc[s];
-  }
+  // Quads past the run that sums_of_quads reads (those of the last W tokens' register) sum to 0.
+  const std::int64_t live = (rows + 3) / 4, used = std::min<std::int64_t>(4, (live + W / 4 - 1) / (W / 4) * (W / 4));
+  for (int s = 0; s < S; ++s)
+    for (std::int64_t k = live; k < used; ++k) quads[s][k] = B(0.f);
   for (std::int64_t c = 0; c < rows; c += W) {
     const std::int64_t m = std::min(W, rows - c);
-    alignas(64) float row_scale[16];
-    for (std::int64_t j = 0; j < W; ++j) row_scale[j] = j < m ? (E == KvElem::i8 ? a.k.scales[row + c + j] : 1.f) * a.scale : 0.f;
+    B scale(a.scale);
+    if constexpr (E == KvElem::i8) {
+      alignas(64) float row_scale[16];
+      for (std::int64_t j = 0; j < W; ++j) row_scale[j] = j < m ? a.k.scales[row + c + j] * a.scale : 0.f;
+      scale = B::load_aligned(row_scale);
+    }
     for (int s = 0; s < S; ++s) {
-      // (quarry's own transpose-add: xsimd 8.1's AVX-512 haddp gives wrong sums.)
-      for (std::int64_t j = m; j < W && c + j < 16; ++j) part[s][c + j] = B(0.f);
-      const B sums = sums_of<Arch>(&part[s][c]) * B::load_aligned(row_scale);
+      const B sums = sums_of_quads<Arch>(&quads[s][c / 4]) * scale;
       if (m == W) {
         sums.store_unaligned(scores + (g0 + s) * n + j0 + c);
       } else {
@@ -980,6 +1038,7 @@ void decode_chunk_fused(const DecodeChunkArgs& args) noexcept {
     dequantized_queries_i8<Arch>(args, i8);
     a.q = i8.qf;
   }
+  pack_queries<Arch>(a, heads, i8.qp);
   const std::int64_t shift = E == KvElem::i4 ? log2_exact(a.dim / a.groups) : 0;  // INT4: a power of two here
   // Bytes of one row (values only; scales are few and close together).
   constexpr std::int64_t kElemBits = E == KvElem::f32 ? 32 : (E == KvElem::f16 || E == KvElem::bf16) ? 16 : E == KvElem::i8 ? 8 : 4;
@@ -991,7 +1050,7 @@ void decode_chunk_fused(const DecodeChunkArgs& args) noexcept {
     for (std::int64_t h = 0; h < a.kv_heads; ++h) {
       const Ahead ah = ahead(h);
       for_each_subgroup(a.group, [&](auto sub, std::int64_t g0) {
-        fused_scores<Arch, E, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, scores,
+        fused_scores<Arch, E, decltype(sub)::value>(a, h * a.group + g0, row + h * a.page_size, rows, j0, n, shift, scores, i8.qp,
                                                     g0 == 0 ? ah : none);
       });
     }
