@@ -303,6 +303,7 @@ std::uint64_t available_memory_bytes() {
 void run_big(BenchReport& report, const Args& args, const Yardsticks& ys, ThreadPool& pool, const std::vector<unsigned>& thread_counts,
              bool quick) {
   const std::int64_t steps = args.decode > 0 ? args.decode : (quick ? 8 : 32);
+  const Effort effort = quick ? Effort::quick : Effort::full;
   std::vector<BigVariant> variants;
   for (const BigVariant& v : kBigVariants) {
     const bool asked = std::find(args.big_weights.begin(), args.big_weights.end(), v.name) != args.big_weights.end();
@@ -355,6 +356,15 @@ void run_big(BenchReport& report, const Args& args, const Yardsticks& ys, Thread
     // Bytes read per decoded token: every matrix as held (weight_bytes less the f32 embedding
     // table, of which one row is read, and the norm vectors).
     const std::int64_t matrix_bytes = model->weight_bytes() - c.vocab_size * c.dim * 4 - (2 * c.n_layers + 1) * c.dim * 4;
+    // The read rate of the matrices themselves (a plain SIMD sum, as the DRAM yardstick's): where
+    // a buffer lands in DRAM can change how fast it reads, so the yardstick's own buffer may read
+    // faster or slower than these.
+    std::vector<std::span<const std::byte>> regions;
+    model->for_each_projection([&](const Linear& l) {
+      for (const auto& b : l.buffers()) regions.push_back(b);
+    });
+    const double weights_gbps_1 = measure_regions_read_gbps(regions, 1, effort);
+    const double weights_gbps_n = thread_counts.back() > 1 ? measure_regions_read_gbps(regions, thread_counts.back(), effort) : weights_gbps_1;
     std::string summary = model->summary();
     while (!summary.empty() && summary.back() == '\n') summary.pop_back();
     for (std::size_t at; (at = summary.find('\n')) != std::string::npos;) summary.replace(at, 1, "; ");
@@ -402,13 +412,16 @@ void run_big(BenchReport& report, const Args& args, const Yardsticks& ys, Thread
             .set("gbps", static_cast<double>(matrix_bytes) * tok_s / 1e9)
             .set("bound_tok_s", bound)
             .set("bw_ratio", tok_s / bound)
-            .set("bw_ratio_median", 1.0 / median_s / bound);
+            .set("bw_ratio_median", 1.0 / median_s / bound)
+            .set("weights_read_gbps", threads > 1 ? weights_gbps_n : weights_gbps_1)
+            .set("bw_ratio_weights", static_cast<double>(matrix_bytes) * tok_s / 1e9 / (threads > 1 ? weights_gbps_n : weights_gbps_1));
         if (!finite) row.set("note", "non-finite logits");
         report.rows.push_back(std::move(row));
         if (threads == thread_counts.back())
-          note("{:<40} {:6.2f} tokens/s on {} threads = {:.2f} of the bound {:.1f} tokens/s{} (the median step: {:.2f}){}", row_name, tok_s,
-               threads, tok_s / bound, bound, v.weights == LlamaWeights::int8 || v.weights == LlamaWeights::int4 ? " (target >= 0.8)" : "",
-               1.0 / median_s / bound, finite ? "" : "; NON-FINITE logits");
+          note("{:<40} {:6.2f} tokens/s on {} threads = {:.2f} of the bound {:.1f} tokens/s{} (the median step: {:.2f}; against the "
+               "plain read of the matrices themselves, {:.1f} GB/s: {:.2f}){}",
+               row_name, tok_s, threads, tok_s / bound, bound, v.weights == LlamaWeights::int8 || v.weights == LlamaWeights::int4 ? " (target >= 0.8)" : "",
+               1.0 / median_s / bound, weights_gbps_n, static_cast<double>(matrix_bytes) * tok_s / 1e9 / weights_gbps_n, finite ? "" : "; NON-FINITE logits");
       } catch (const std::exception& e) {
         note("big {} on {} threads: {}", v.name, threads, e.what());
       }
@@ -452,7 +465,8 @@ int main(int argc, char** argv) {
     fmt::print("\nprefill_tok_s: a 128-token prompt in one forward call; decode_tok_s: greedy steps of one token per call. "
                "tokens_s (big model): decode steps per second after the prompt; bound_tok_s: measured DRAM read GB/s (1-thread figure "
                "for 1-thread rows) / weight_gb, the matrices' bytes read per token; bw_ratio = tokens_s / bound_tok_s; "
-               "bw_ratio_median: from the median step (the yardstick is a best of runs)\n");
+               "bw_ratio_median: from the median step (the yardstick is a best of runs); weights_read_gbps: a plain read of the model's "
+               "matrices themselves (as the DRAM yardstick reads its own buffer), bw_ratio_weights = gbps / weights_read_gbps\n");
     for (const std::string& l : g_notes) fmt::print("{}\n", l);
     return rc;
   } catch (const std::exception& e) {

@@ -240,6 +240,40 @@ Measured dram_read(const DramReadBuffer& buffer, unsigned threads, Effort effort
   return {static_cast<double>(size) / best.seconds / 1e9, best.cpu_share};
 }
 
+Measured regions_read(std::span<const std::span<const std::byte>> regions, unsigned threads, Effort effort) {
+  threads = std::max(1u, threads);
+  const auto read = read_kernels().sum;
+  // Thread t reads about bytes [total / threads * t, total / threads * (t + 1)) of the regions
+  // laid end to end, cut at multiples of 64 bytes within a region (the read kernel's alignment).
+  std::size_t total = 0;
+  for (const auto& r : regions) total += r.size();
+  std::vector<std::vector<std::span<const std::byte>>> parts(threads);
+  unsigned owner = 0;
+  std::size_t pos = 0;  // bytes given to threads so far
+  for (const auto& r : regions) {
+    std::size_t done = 0;
+    while (done < r.size()) {
+      const std::size_t share_end = owner + 1 == threads ? total : total / threads * (owner + 1);
+      std::size_t end = r.size();
+      if (pos + (end - done) > share_end) end = std::max((done + share_end - pos) / 64 * 64, done);
+      if (end > done) {
+        parts[owner].push_back(r.subspan(done, end - done));
+        pos += end - done;
+        done = end;
+      }
+      if (done < r.size()) ++owner;  // this thread's share is full
+    }
+  }
+  std::vector<std::uint64_t> sums(threads);
+  const Timing best = fastest_parallel_run(threads, dram_repetitions(effort), [&](unsigned t) {
+    std::uint64_t sum = 0;
+    for (const auto& p : parts[t]) sum += read(p.data(), p.size());
+    sums[t] = sum;
+  });
+  for (std::uint64_t s : sums) keep(s);
+  return {static_cast<double>(total) / best.seconds / 1e9, best.cpu_share};
+}
+
 Measured scattered_read(const DramReadBuffer& buffer, std::size_t block_bytes, unsigned threads, Effort effort) {
   threads = std::max(1u, threads);
   block_bytes = std::max<std::size_t>(512, block_bytes / 512 * 512);
@@ -301,6 +335,10 @@ double measure_dram_read_gbps(unsigned threads, Effort effort) {
 
 double measure_scattered_read_gbps(const DramReadBuffer& buffer, std::size_t block_bytes, unsigned threads, Effort effort) {
   return scattered_read(buffer, block_bytes, threads, effort).value;
+}
+
+double measure_regions_read_gbps(std::span<const std::span<const std::byte>> regions, unsigned threads, Effort effort) {
+  return regions_read(regions, threads, effort).value;
 }
 
 double measure_fma_peak_gflops(unsigned threads, Effort effort) { return fma_peak(threads, effort).value; }

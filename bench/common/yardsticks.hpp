@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string_view>
 
 namespace quarry::bench {
@@ -61,6 +62,13 @@ double measure_dram_read_gbps(unsigned threads, Effort effort = Effort::full);
 /// ceiling for a kernel that reads pages scattered over a pool (the hardware prefetchers stop at
 /// each block). Best of several repetitions.
 double measure_scattered_read_gbps(const DramReadBuffer& buffer, std::size_t block_bytes, unsigned threads, Effort effort = Effort::full);
+
+/// Read bandwidth in GB/s of the given memory (each region 64-byte aligned), by the plain SIMD
+/// sum of the DRAM yardstick: `threads` threads each read an equal share of the regions laid end
+/// to end; the best of several repetitions. For a kernel's own operands (a model's weight
+/// matrices, say) when they are far larger than the caches: where a buffer lands in DRAM can
+/// change its read rate, so a separate buffer's figure may not be theirs.
+double measure_regions_read_gbps(std::span<const std::span<const std::byte>> regions, unsigned threads, Effort effort = Effort::full);
 
 /// Peak f32 GFLOP/s on `threads` threads: chains of independent FMAs on the widest registers the
 /// CPU has (zmm with AVX-512, ymm with AVX2), 2 flops per lane. Best of several repetitions.

@@ -97,6 +97,15 @@ result<LlamaConfig> LlamaConfig::from_gguf(const GgufFile& f) {
 
 std::string Linear::format() const { return q_ ? q_->scheme().to_string() : std::string("f32"); }
 
+std::vector<std::span<const std::byte>> Linear::buffers() const {
+  auto bytes = [](const void* p, std::size_t n) { return std::span<const std::byte>(static_cast<const std::byte*>(p), n); };
+  if (!q_) return {bytes(f32_.data(), f32_.nbytes())};
+  const std::size_t values = static_cast<std::size_t>(q_->value_bytes().numel()), zeros = static_cast<std::size_t>(q_->zeros().numel());
+  std::vector<std::span<const std::byte>> out{bytes(q_->value_bytes().data(), values), bytes(q_->scales_data(), q_->nbytes() - values - zeros)};
+  if (zeros > 0) out.push_back(bytes(q_->zeros().data(), zeros));
+  return out;
+}
+
 void Linear::apply(TensorView<const float> x, TensorView<float> y, ThreadPool* pool) const {
   // Small products run on the caller's thread: waking the pool costs more than they do.
   const bool big = out_features() * in_features() * x.dim(0) >= (std::int64_t{1} << 18);
@@ -292,6 +301,11 @@ std::int64_t LlamaModel::weight_bytes() const noexcept {
     for_each_linear(l, [&](const Linear& p) { total += p.bytes(); });
   }
   return total;
+}
+
+void LlamaModel::for_each_projection(FunctionRef<void(const Linear&)> f) const {
+  for (const Layer& l : layers_) for_each_linear(l, f);
+  f(output_);
 }
 
 std::string LlamaModel::summary() const {

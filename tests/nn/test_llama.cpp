@@ -6,6 +6,7 @@
 // bounded); bad calls are errors that leave the pool as it was.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -254,6 +255,32 @@ TEST_CASE("llama: stacked Q/K/V and gate/up products give exactly the logits of 
     // 5 layers: 5 x (QKV, output, gate/up, down) + the LM head, against 5 x 7 + 1.
     CHECK(matrices(stacked.summary()) == 21);
     CHECK(matrices(apart.summary()) == 36);
+    // for_each_projection visits the same matrices; their buffers are their bytes, distinct and
+    // the values first (a row of values at a time is what the products read).
+    for (const LlamaModel* m : {&stacked, &apart}) {
+      int count = 0;
+      std::int64_t bytes = 0;
+      std::vector<const std::byte*> starts;
+      m->for_each_projection([&](const Linear& l) {
+        ++count;
+        const std::vector<std::span<const std::byte>> b = l.buffers();
+        REQUIRE(b.size() >= 2);  // quantized: values and scales (symmetric: no zero points)
+        CHECK(b[0].data() == reinterpret_cast<const std::byte*>(l.quantized_weights()->value_bytes().data()));
+        CHECK(static_cast<std::int64_t>(b[0].size()) == l.out_features() * l.quantized_weights()->row_bytes());
+        std::int64_t own = 0;
+        for (const auto& part : b) {
+          own += static_cast<std::int64_t>(part.size());
+          starts.push_back(part.data());
+        }
+        CHECK(own == l.bytes());
+        bytes += own;
+      });
+      CHECK(count == (m == &stacked ? 21 : 36));
+      const LlamaConfig& c = m->config();
+      CHECK(bytes == m->weight_bytes() - c.vocab_size * c.dim * 4 - (2 * c.n_layers + 1) * c.dim * 4);  // less embeddings, norms
+      std::sort(starts.begin(), starts.end());
+      CHECK(std::adjacent_find(starts.begin(), starts.end()) == starts.end());
+    }
     const std::vector<std::int32_t> prompt = {1, 403, 407, 261, 378, 293, 329, 505};
     for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &threads}) {
       std::vector<float> logits[2];

@@ -14,6 +14,7 @@
 // only on different pools (the pool is not locked).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -96,6 +97,10 @@ class Linear {
   bool quantized() const noexcept { return q_.has_value(); }
   /// W as held, when quantized; else null.
   const QuantizedTensor<cpu>* quantized_weights() const noexcept { return q_ ? &*q_ : nullptr; }
+  /// The memory W occupies, one span per buffer (f32 values; or quantized values, scales and,
+  /// when asymmetric, zero points), bytes() in all: for a host that pins or pre-reads the
+  /// weights, and for benchmarks that measure how fast this memory reads.
+  std::vector<std::span<const std::byte>> buffers() const;
 
   /// y [M, out] = x [M, in] W^T (contiguous rows); output rows split over `pool` when set.
   void apply(TensorView<const float> x, TensorView<float> y, ThreadPool* pool) const;
@@ -130,6 +135,10 @@ class LlamaModel {
   std::int64_t weight_bytes() const noexcept;
   /// One line per distinct weight format: how many matrices and bytes each.
   std::string summary() const;
+  /// Calls f once per projection: each layer's stacked or separate Q, K, V and gate, up, then
+  /// its output and down projections; last the output head. Their bytes() are what a decode step
+  /// streams from memory.
+  void for_each_projection(FunctionRef<void(const Linear&)> f) const;
 
   /// Options of a BlockPool shaped for this model (layers, kv heads, head dim) with K/V of
   /// `dtype` and `num_pages` pages of `page_size` tokens; max_sequence_length = context_length;
