@@ -48,8 +48,8 @@ struct DecodeChunkArgs {
 };
 
 /// Floats of scratch a chunk of `heads` query heads needs: the scores, one converted tile of K or V
-/// rows and, for INT8 / INT4 pages, the quantized query and what the integer kernels keep
-/// and the query heads as the fused kernel reads them (kv_i8_scratch in src/cpu/kernels/kv.hpp).
+/// rows, the query heads as the fused kernel reads them and, for INT8 / INT4 pages, the quantized
+/// query and what the integer kernels keep (kv_i8_scratch in src/cpu/kernels/kv.hpp).
 constexpr std::size_t decode_chunk_scratch(std::int64_t heads, std::int64_t tokens, std::int64_t dim) noexcept {
   return static_cast<std::size_t>(heads * tokens + 16 * dim + 16 + 2 * heads * dim + 32 * heads + heads * dim / 2 + 16 + heads * dim);
 }
