@@ -864,8 +864,9 @@ QUARRY_ALWAYS_INLINE void tile_w4_s8_avx512(const Q4GemmArgs& g, std::size_t i0,
 /// the tile above, the same arithmetic in the same order: bit-identical outputs) per step, so
 /// one load and conversion of 8 group scales serves both chunks (g32). The pointers and
 /// strides live in locals (the tiles' GroupedTile) and the scale type and zero points are
-/// template arguments, so the rows' loop unrolls with every accumulator in a register. Prefetch: the next NR rows' weights
-/// into L2 one line per chunk, their scales once at the start.
+/// template arguments, so the rows' loop unrolls with every accumulator in a register.
+/// Prefetch: the next NR rows' weights into L2 one line per chunk, their scales once at the
+/// start.
 template <class Arch, int NR, bool Prefetch, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void decode_w4_s8_avx512(const Q4GemmArgs& g, std::size_t j0) noexcept {
   using Tile = GroupedTile<ScaleF16, HasZero>;
