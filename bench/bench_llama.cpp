@@ -353,15 +353,15 @@ void run_big(BenchReport& report, const Args& args, const Yardsticks& ys, Thread
     }
     const double load_s = seconds_since(t_load);
     const LlamaConfig& c = model->config();
-    // Bytes read per decoded token: every matrix as held (weight_bytes less the f32 embedding
-    // table, of which one row is read, and the norm vectors).
-    const std::int64_t matrix_bytes = model->weight_bytes() - c.vocab_size * c.dim * 4 - (2 * c.n_layers + 1) * c.dim * 4;
-    // The read rate of the matrices themselves (a plain SIMD sum, as the DRAM yardstick's): where
-    // a buffer lands in DRAM can change how fast it reads, so the yardstick's own buffer may read
-    // faster or slower than these.
+    // Bytes read per decoded token: every matrix as held (not the f32 embedding table, of which
+    // one row is read, nor the norm vectors), and the read rate of those bytes themselves (a
+    // plain SIMD sum, as the DRAM yardstick's): where a buffer lands in DRAM can change how fast
+    // it reads, so the yardstick's own buffer may read faster or slower than these.
     std::vector<std::span<const std::byte>> regions;
+    std::int64_t matrix_bytes = 0;
     model->for_each_projection([&](const Linear& l) {
       for (const auto& b : l.buffers()) regions.push_back(b);
+      matrix_bytes += l.bytes();
     });
     const double weights_gbps_1 = measure_regions_read_gbps(regions, 1, effort);
     const double weights_gbps_n = thread_counts.back() > 1 ? measure_regions_read_gbps(regions, thread_counts.back(), effort) : weights_gbps_1;
@@ -404,24 +404,26 @@ void run_big(BenchReport& report, const Args& args, const Yardsticks& ys, Thread
         const double tok_s = static_cast<double>(steps) / total;
         const double median_s = step_s[step_s.size() / 2];
         const double bound = ys.dram_gbps_for(threads) * 1e9 / static_cast<double>(matrix_bytes);
+        const double gbps = static_cast<double>(matrix_bytes) * tok_s / 1e9;
+        const double weights_gbps = threads > 1 ? weights_gbps_n : weights_gbps_1;
         BenchRow row(row_name, "quarry", threads);
         row.set("tokens_s", tok_s)
             .set("ms", total * 1e3 / static_cast<double>(steps))
             .set("ms_median", median_s * 1e3)
             .set("weight_gb", static_cast<double>(matrix_bytes) / 1e9)
-            .set("gbps", static_cast<double>(matrix_bytes) * tok_s / 1e9)
+            .set("gbps", gbps)
             .set("bound_tok_s", bound)
             .set("bw_ratio", tok_s / bound)
             .set("bw_ratio_median", 1.0 / median_s / bound)
-            .set("weights_read_gbps", threads > 1 ? weights_gbps_n : weights_gbps_1)
-            .set("bw_ratio_weights", static_cast<double>(matrix_bytes) * tok_s / 1e9 / (threads > 1 ? weights_gbps_n : weights_gbps_1));
+            .set("weights_read_gbps", weights_gbps)
+            .set("bw_ratio_weights", gbps / weights_gbps);
         if (!finite) row.set("note", "non-finite logits");
         report.rows.push_back(std::move(row));
         if (threads == thread_counts.back())
           note("{:<40} {:6.2f} tokens/s on {} threads = {:.2f} of the bound {:.1f} tokens/s{} (the median step: {:.2f}; against the "
                "plain read of the matrices themselves, {:.1f} GB/s: {:.2f}){}",
                row_name, tok_s, threads, tok_s / bound, bound, v.weights == LlamaWeights::int8 || v.weights == LlamaWeights::int4 ? " (target >= 0.8)" : "",
-               1.0 / median_s / bound, weights_gbps_n, static_cast<double>(matrix_bytes) * tok_s / 1e9 / weights_gbps_n, finite ? "" : "; NON-FINITE logits");
+               1.0 / median_s / bound, weights_gbps, gbps / weights_gbps, finite ? "" : "; NON-FINITE logits");
       } catch (const std::exception& e) {
         note("big {} on {} threads: {}", v.name, threads, e.what());
       }
