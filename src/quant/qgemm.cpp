@@ -23,6 +23,7 @@ struct Scratch {
   std::vector<std::int32_t> q_sum;  // [M]
   std::vector<float> scale;         // [M]
   std::vector<float> row;           // a gathered strided activation row (per task: see below)
+  std::size_t lda = 0;              // q's row stride
 };
 Scratch& scratch() {
   thread_local Scratch s;
@@ -151,6 +152,35 @@ void fill_weights(detail::QGemmArgs& g, const QuantizedTensor<cpu>& w, std::vect
   }
 }
 
+// x's rows quantized to int8 (W8A8's quantizer) into this thread's scratch: q [M, lda] with
+// lda = K rounded up to 64, their sums and their scales (output_scale folded in).
+Scratch& quantize_activations(TensorView<const float> x, const QGemmOptions& options) {
+  const auto& kern = detail::kernels<detail::QuantKernels>();
+  Scratch& s = scratch();
+  const std::int64_t m = x.dim(0), kdim = x.dim(1);
+  const std::size_t K = static_cast<std::size_t>(kdim), M = static_cast<std::size_t>(m);
+  const std::size_t lda = (K + 63) / 64 * 64;
+  s.lda = lda;
+  s.q.resize(M * lda);
+  s.q_sum.resize(M);
+  s.scale.resize(M);
+  const bool unit_stride = x.strides()[1] == 1;
+  parallel_for(options.pool, 0, m, [&](std::int64_t r0, std::int64_t r1) {
+    std::vector<float> gathered;
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* row = kdim > 0 ? &x(r, 0) : nullptr;
+      if (!unit_stride && kdim > 0) {
+        gathered.resize(K);
+        for (std::int64_t c = 0; c < kdim; ++c) gathered[static_cast<std::size_t>(c)] = x(r, c);
+        row = gathered.data();
+      }
+      const auto i = static_cast<std::size_t>(r);
+      s.scale[i] = kern.quantize_row_s8(row, K, s.q.data() + i * lda, &s.q_sum[i]) * options.output_scale;
+    }
+  }, 16);
+  return s;
+}
+
 }  // namespace
 
 void detail::pack_w4a8_activations(const std::int8_t* q, std::size_t k, std::int8_t* out, std::int32_t* bsum) noexcept {
@@ -192,27 +222,9 @@ void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<
     return;
   }
 
-  const auto& kern = detail::kernels<detail::QuantKernels>();
-  Scratch& s = scratch();
   const std::size_t K = static_cast<std::size_t>(kdim), M = static_cast<std::size_t>(m);
-  const std::size_t lda = (K + 63) / 64 * 64;
-  s.q.resize(M * lda);
-  s.q_sum.resize(M);
-  s.scale.resize(M);
-  const bool unit_stride = x.strides()[1] == 1;
-  parallel_for(options.pool, 0, m, [&](std::int64_t r0, std::int64_t r1) {
-    std::vector<float> gathered;
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const float* row = kdim > 0 ? &x(r, 0) : nullptr;
-      if (!unit_stride && kdim > 0) {
-        gathered.resize(K);
-        for (std::int64_t c = 0; c < kdim; ++c) gathered[static_cast<std::size_t>(c)] = x(r, c);
-        row = gathered.data();
-      }
-      const auto i = static_cast<std::size_t>(r);
-      s.scale[i] = kern.quantize_row_s8(row, K, s.q.data() + i * lda, &s.q_sum[i]) * options.output_scale;
-    }
-  }, 16);
+  Scratch& s = quantize_activations(x, options);
+  const std::size_t lda = s.lda;
 
   if (kernel == Kernel::w8a8_grouped) {
     // Sums of each 4-column block of each quantized row, zero-padded to whole 64-column chunks.
@@ -278,6 +290,71 @@ void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<
 
 void qgemv(std::span<const float> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options) {
   (void)select_kernel(w, options.activations, "qgemv");
+  if (static_cast<std::int64_t>(x.size()) != w.cols() || static_cast<std::int64_t>(y.size()) != w.rows())
+    throw_error(errc::shape_mismatch, fmt::format("qgemv: weights [{}, {}] times x [{}] does not give y [{}]; expected x [{}] and y [{}]",
+                                                  w.rows(), w.cols(), x.size(), y.size(), w.cols(), w.rows()));
+  const auto K = static_cast<std::int64_t>(x.size()), N = static_cast<std::int64_t>(y.size());
+  qgemm(TensorView<const float>(x.data(), Shape{1, K}), w, TensorView<float>(y.data(), Shape{1, N}), options);
+}
+
+void qgemm(TensorView<const float> x, const Int4Panels& w, TensorView<float> y, const QGemmOptions& options) {
+  if (options.activations == ActivationMode::float32)
+    throw_error(errc::unsupported, fmt::format("qgemm: int4 panels ({}) take int8 activations (W4A8); float activations take the "
+                                               "row-major QuantizedTensor (W4A32)",
+                                               w.scheme().to_string()));
+  if (x.rank() != 2 || y.rank() != 2)
+    throw_error(errc::shape_mismatch, fmt::format("qgemm: x {} and y {} must be matrices", x.shape(), y.shape()));
+  const std::int64_t m = x.dim(0), kdim = x.dim(1), n = w.rows();
+  if (kdim != w.cols() || y.dim(0) != m || y.dim(1) != n)
+    throw_error(errc::shape_mismatch, fmt::format("qgemm: x {} times weights [{}, {}]^T does not give y {}; expected x [M, {}] and y [M, {}]",
+                                                  x.shape(), w.rows(), w.cols(), y.shape(), w.cols(), w.rows()));
+  check_bias(options, n, "qgemm");
+  if (m == 0 || n == 0) return;
+  const std::size_t K = static_cast<std::size_t>(kdim), M = static_cast<std::size_t>(m);
+  const std::size_t group = static_cast<std::size_t>(w.scheme().group_size), groups = K / group;
+  Scratch& s = quantize_activations(x, options);
+  // The sum of each group of each quantized row: the kernels start each dot from -z times it.
+  thread_local std::vector<std::int32_t> gsum;
+  gsum.assign(M * groups, 0);
+  for (std::size_t i = 0; i < M; ++i)
+    for (std::size_t c = 0; c < K; ++c) gsum[i * groups + c / group] += s.q[i * s.lda + c];
+  detail::Q4PanelArgs base;
+  base.a = s.q.data();
+  base.lda = s.lda;
+  base.a_gsum = gsum.data();
+  base.ld_gsum = groups;
+  base.a_scale = s.scale.data();
+  base.w = w.value_data();
+  base.w_scale = w.scale_data();
+  base.scale_f16 = w.scheme().scale_dtype == DType::f16;
+  base.w_zero = w.zero_data();
+  base.group = group;
+  base.bias = options.bias.empty() ? nullptr : options.bias.data();
+  base.m = M;
+  base.k = K;
+  const auto& kern = detail::kernels<detail::QuantKernels>();
+  const std::int64_t panels = w.panels();
+  const std::size_t scale_bytes = base.scale_f16 ? 2 : 4, panel_slots = groups * 16;
+  // Tasks of 4 panels (the decode kernel's 64 rows in flight); a prefill task takes more.
+  const std::int64_t per_task = M >= 16 ? 16 : 4;
+  const std::int64_t tasks = (panels + per_task - 1) / per_task;
+  with_dense_output(y, m, n, [&](float* yp, std::size_t ldy) {
+    parallel_for(options.pool, 0, tasks, [&](std::int64_t t0, std::int64_t t1) {
+      const auto p0 = static_cast<std::size_t>(t0 * per_task), p1 = static_cast<std::size_t>(std::min(panels, t1 * per_task));
+      detail::Q4PanelArgs g = base;
+      g.w = base.w + p0 * K * 8;
+      g.w_scale = static_cast<const std::uint8_t*>(base.w_scale) + p0 * panel_slots * scale_bytes;
+      if (base.w_zero) g.w_zero = base.w_zero + p0 * panel_slots;
+      if (base.bias) g.bias = base.bias + p0 * 16;
+      g.y = yp + p0 * 16;
+      g.ldy = ldy;
+      g.n = std::min(static_cast<std::size_t>(n), p1 * 16) - p0 * 16;
+      kern.gemm_w4_s8_panels(g);
+    });
+  });
+}
+
+void qgemv(std::span<const float> x, const Int4Panels& w, std::span<float> y, const QGemmOptions& options) {
   if (static_cast<std::int64_t>(x.size()) != w.cols() || static_cast<std::int64_t>(y.size()) != w.rows())
     throw_error(errc::shape_mismatch, fmt::format("qgemv: weights [{}, {}] times x [{}] does not give y [{}]; expected x [{}] and y [{}]",
                                                   w.rows(), w.cols(), x.size(), y.size(), w.cols(), w.rows()));

@@ -607,3 +607,144 @@ TEST_CASE("W4A8 edge cases: zero groups and rows, NaN and infinite activations")
     check_close(y, grouped_reference(x, w, bias, 1.f));
   }
 }
+
+// ---- W4A8 on Int4Panels: the same weights in panels of 16 rows ----
+
+namespace {
+
+// The message of the quarry::error f throws; empty when it throws none.
+template <class F>
+std::string error_message(F&& f) {
+  try {
+    f();
+  } catch (const error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("Int4Panels: pack and unpack round-trip every int4 scheme; the panels hold the same bytes") {
+  for (int group : {32, 64, 128})
+    for (bool sym : {true, false})
+      for (DType sd : {DType::f16, DType::f32})
+        for (std::int64_t n : {1, 16, 17, 45}) {
+          const auto scheme = QuantScheme::int4_grouped(group, sym, sd);
+          INFO(scheme.to_string() << " n=" << n);
+          const std::int64_t k = 256;
+          const auto w = quantized(gaussian(n, k, 61, 0.05f), scheme);
+          ThreadPool pool(2);
+          auto p = Int4Panels::pack(w, n > 16 ? &pool : nullptr);
+          REQUIRE(p.ok());
+          CHECK(p->rows() == n);
+          CHECK(p->cols() == k);
+          CHECK(p->panels() == (n + 15) / 16);
+          CHECK(p->scheme() == scheme);
+          const std::size_t scale_bytes = sd == DType::f16 ? 2 : 4, slots = static_cast<std::size_t>(p->panels() * 16 * (k / group));
+          CHECK(p->nbytes() == static_cast<std::size_t>(p->panels()) * 16 * k / 2 + slots * scale_bytes + (sym ? 0 : slots));
+          std::size_t sum = 0;
+          for (auto b : p->buffers()) sum += b.size();
+          CHECK(sum == p->nbytes());
+          CHECK(p->buffers().size() == (sym ? 2u : 3u));
+          const QuantizedTensor<cpu> back = p->unpack();
+          REQUIRE(back.scheme() == scheme);
+          for (std::int64_t r = 0; r < n; ++r)
+            for (std::int64_t c = 0; c < k; ++c) {
+              REQUIRE(back.value(r, c) == w.value(r, c));
+              if (c % group == 0) {
+                REQUIRE(back.scale(r, c / group) == w.scale(r, c / group));
+                REQUIRE(back.zero(r, c / group) == w.zero(r, c / group));
+              }
+            }
+        }
+  // Only int4 per_group weights have panels; the message names the scheme.
+  const auto w8 = quantized(gaussian(4, 64, 62));
+  auto bad = Int4Panels::pack(w8);
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().code() == errc::unsupported);
+  CHECK(bad.status().message().find("int8") != std::string::npos);
+}
+
+TEST_CASE("W4A8 on Int4Panels matches the documented formula and the row-major W4A8; threads and qgemv bit-identical") {
+  ThreadPool pool(3);
+  for (int group : {32, 64, 128})
+    for (bool sym : {true, false})
+      for (DType sd : {DType::f16, DType::f32}) {
+        const auto scheme = QuantScheme::int4_grouped(group, sym, sd);
+        for (const auto& mnk : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{13, 9, 128},
+                                std::tuple{20, 200, 256}}) {
+          const int m = std::get<0>(mnk), n = std::get<1>(mnk), k = std::get<2>(mnk);
+          INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
+          const Tensor<float> x = gaussian(m, k, 63), wf = gaussian(n, k, 64, 0.05f);
+          const auto w = quantized(wf, scheme);
+          auto p = Int4Panels::pack(w);
+          REQUIRE(p.ok());
+          const auto bias = random_bias(n, 65);
+          const QGemmOptions opt{.bias = bias, .output_scale = 0.75f};
+          Tensor<float> y({m, n}), ymt({m, n}), yrow({m, n});
+          qgemm(x.view(), *p, y.view(), opt);
+          check_close(y, grouped_reference(x, w, bias, 0.75f));
+          QGemmOptions mt = opt;
+          mt.pool = &pool;
+          qgemm(x.view(), *p, ymt.view(), mt);
+          QGemmOptions rm = opt;
+          rm.activations = ActivationMode::int8;
+          qgemm(x.view(), w, yrow.view(), rm);  // the row-major W4A8: the same sum, rounded in other steps
+          std::vector<float> row(static_cast<std::size_t>(n));
+          qgemv({&x(0, 0), static_cast<std::size_t>(k)}, *p, row, opt);
+          for (std::int64_t i = 0; i < m; ++i)
+            for (std::int64_t j = 0; j < n; ++j) {
+              REQUIRE(ymt(i, j) == y(i, j));
+              REQUIRE(std::fabs(yrow(i, j) - y(i, j)) <= 1e-5 * (1 + std::fabs(y(i, j))));
+            }
+          for (std::int64_t j = 0; j < n; ++j) REQUIRE(row[static_cast<std::size_t>(j)] == y(0, j));
+        }
+      }
+}
+
+TEST_CASE("W4A8 on Int4Panels: edge rows, strided output, bad options and shapes") {
+  const std::int64_t m = 5, n = 6, k = 128;
+  Tensor<float> x = gaussian(m, k, 66);
+  Tensor<float> wf = gaussian(n, k, 67);
+  for (std::int64_t c = 0; c < 32; ++c) wf(2, c) = 0.f;  // one all-zero group
+  for (std::int64_t c = 0; c < k; ++c) {
+    wf(4, c) = 0.f;  // an all-zero weight row
+    x(4, c) = 0.f;   // an all-zero activation row
+  }
+  x(1, 9) = std::numeric_limits<float>::quiet_NaN();
+  x(2, 70) = -std::numeric_limits<float>::infinity();
+  for (bool sym : {true, false}) {
+    const auto w = quantized(wf, QuantScheme::int4_grouped(32, sym));
+    auto p = Int4Panels::pack(w);
+    REQUIRE(p.ok());
+    const auto bias = random_bias(n, 68);
+    Tensor<float> y({m, n});
+    qgemm(x.view(), *p, y.view(), {.bias = bias});
+    for (std::int64_t j = 0; j < n; ++j) {
+      CHECK(std::isfinite(y(0, j)));
+      CHECK(std::isnan(y(1, j)));
+      CHECK(std::isnan(y(2, j)));
+      CHECK(y(4, j) == bias[j]);
+    }
+    CHECK(y(0, 4) == bias[4]);
+    check_close(y, grouped_reference(x, w, bias, 1.f));
+    // A strided output (every second column of a wider matrix) gets the same values.
+    Tensor<float> wide({m, 2 * n});
+    qgemm(x.view(), *p, wide.view().slice(1, 0, 2 * n, 2), {.bias = bias});
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) REQUIRE((wide(i, 2 * j) == y(i, j) || (std::isnan(y(i, j)) && std::isnan(wide(i, 2 * j)))));
+  }
+  const auto w = quantized(wf, QuantScheme::int4_grouped(32));
+  auto p = Int4Panels::pack(w);
+  REQUIRE(p.ok());
+  Tensor<float> y({m, n});
+  const std::string float_acts = error_message([&] { qgemm(x.view(), *p, y.view(), {.activations = ActivationMode::float32}); });
+  CHECK(float_acts.find("W4A8") != std::string::npos);
+  Tensor<float> wrong({m, n + 1});
+  CHECK(error_message([&] { qgemm(x.view(), *p, wrong.view()); }).find("[6, 128]") != std::string::npos);
+  std::vector<float> xv(k + 1), yv(n);
+  CHECK_FALSE(error_message([&] { qgemv(xv, *p, yv); }).empty());
+  const std::vector<float> short_bias(n - 1);
+  CHECK(error_message([&] { qgemm(x.view(), *p, y.view(), {.bias = short_bias}); }).find("bias") != std::string::npos);
+}

@@ -32,6 +32,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstring>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -236,6 +237,48 @@ void ref_gemm_s8_grouped(const Q4GemmArgs& g) noexcept {
         t[b % 16] = std::fma(static_cast<float>(dot), w4_scale<Arch>(g, j, grp), t[b % 16]);
       }
       g.y[i * g.ldy + j] = std::fma(w4a8_tree<Arch>(t), g.a_scale[i], g.bias ? g.bias[j] : 0.f);
+    }
+  }
+}
+
+// ---- W4A8 on panels of 16 rows (Int4Panels) ----
+
+/// Index of (panel p, group gr, row r of the panel) in a panel operand's scales and zero points.
+QUARRY_ALWAYS_INLINE std::size_t panel_at(const Q4PanelArgs& g, std::size_t p, std::size_t gr, std::size_t r) noexcept {
+  return (p * (g.k / g.group) + gr) * 16 + r;
+}
+
+template <class Arch>
+QUARRY_ALWAYS_INLINE float panel_scale(const Q4PanelArgs& g, std::size_t at) noexcept {
+  if (!g.scale_f16) return static_cast<const float*>(g.w_scale)[at];
+  const std::uint16_t h = static_cast<const std::uint16_t*>(g.w_scale)[at];
+#if defined(__F16C__)
+  if constexpr (!simd::is_scalar<Arch>) return _cvtsh_ss(h);  // exact, as the bit conversion
+#endif
+  return bits_to_float<Arch>(f16_bits_to_f32_bits(h));
+}
+
+template <class Arch>
+void ref_gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
+  const std::size_t groups = g.k / g.group;
+  for (std::size_t i = 0; i < g.m; ++i) {
+    const std::int8_t* a = g.a + i * g.lda;
+    for (std::size_t j = 0; j < g.n; ++j) {
+      const std::size_t p = j / 16, r = j % 16;
+      const std::uint8_t* w = g.w + p * (g.k / 8) * 64 + r * 4;
+      float t = 0.f;
+      for (std::size_t gr = 0; gr < groups; ++gr) {
+        const std::size_t at = panel_at(g, p, gr, r);
+        const int z = g.w_zero ? int{g.w_zero[at]} : 8;
+        std::int32_t dot = 0;  // |dot| <= 128 * 15 * 127: exact
+        for (std::size_t c = gr * g.group; c < (gr + 1) * g.group; ++c) {
+          const std::uint8_t byte = w[(c / 8) * 64 + (c % 4)];
+          const int u = (c % 8) < 4 ? (byte & 0xf) : (byte >> 4);
+          dot += (u - z) * a[c];
+        }
+        t = std::fma(static_cast<float>(dot), panel_scale<Arch>(g, at), t);
+      }
+      g.y[i * g.ldy + j] = std::fma(t, g.a_scale[i], g.bias ? g.bias[j] : 0.f);
     }
   }
 }
@@ -749,8 +792,8 @@ struct GroupedTile {
 };
 
 /// Calls f.template operator()<HasZero, ScaleF16>() for g's zero points and scale type.
-template <class F>
-QUARRY_ALWAYS_INLINE void with_grouped_types(const Q4GemmArgs& g, F&& f) noexcept {
+template <class Args, class F>
+QUARRY_ALWAYS_INLINE void with_grouped_types(const Args& g, F&& f) noexcept {
   if (g.w_zero) g.scale_f16 ? f.template operator()<true, true>() : f.template operator()<true, false>();
   else g.scale_f16 ? f.template operator()<false, true>() : f.template operator()<false, false>();
 }
@@ -1103,6 +1146,154 @@ QUARRY_ALWAYS_INLINE void tile_s8g(const Q4GemmArgs& g, std::size_t i0, std::siz
   }
 }
 
+// ---- W4A8 on panels (Int4Panels): AVX-512 and AVX2 ----
+
+/// The activations' 4 bytes at p as one int32, for a broadcast (the compilers fold it into the
+/// vpdpbusd as an embedded {1to16} broadcast).
+QUARRY_ALWAYS_INLINE std::int32_t load4(const std::int8_t* p) noexcept {
+  std::int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+/// How far ahead of each panel's stream the decode kernels prefetch into L2 (bytes). A panel is
+/// one contiguous stream (k * 8 bytes), so this crosses into the next panel at the end, which the
+/// next tile reads. 1-4 KiB measured alike on Zen 4; 0 (the hardware prefetchers alone) 5-10%
+/// slower from DRAM.
+inline constexpr std::size_t kPanelPrefetch = 2048;
+
+/// AVX-512 W4A8 on panels: MR activation rows x P panels of 16 weight rows. Per 64-byte block
+/// (16 rows x 8 columns): one load, the nibbles split with a shift and two ands, and per
+/// activation row two vpdpbusd against the row's 4 + 4 activations broadcast; a group's int32
+/// dots take one conversion and one fma per 16 rows at its end. The start of each dot is
+/// -z x the group's activation sum, so the products of the unsigned nibbles need no correction
+/// after. With one activation row (decode) each dot runs as two chains (low and high nibbles)
+/// added at the group's end, for more independent vpdpbusd in flight.
+template <class Arch, int MR, int P, bool Prefetch, bool HasZero, bool ScaleF16>
+QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0, std::size_t p0) noexcept {
+  constexpr int C = MR == 1 ? 2 : 1;
+  using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
+  const std::size_t k = g.k, groups = k / g.group, bpg = g.group / 8, lda = g.lda, ldg = g.ld_gsum;
+  const std::size_t panel_bytes = k * 8, panel_groups = groups * 16;
+  const std::uint8_t* const w = g.w + p0 * panel_bytes;
+  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + p0 * panel_groups;
+  const std::uint8_t* const zp = HasZero ? g.w_zero + p0 * panel_groups : nullptr;
+  const std::int8_t* const a = g.a + i0 * lda;
+  const std::int32_t* const gs = g.a_gsum + i0 * ldg;
+  const __m512i nibble = _mm512_set1_epi8(0x0f);
+  __m512 t[MR][P];
+  QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+    QUARRY_UNROLL for (int p = 0; p < P; ++p) t[i][p] = _mm512_setzero_ps();
+  for (std::size_t gr = 0; gr < groups; ++gr) {
+    __m512i acc[MR][P][C];
+    QUARRY_UNROLL for (int p = 0; p < P; ++p) {
+      __m512i z = _mm512_setzero_si512();
+      if constexpr (HasZero) z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + p * panel_groups + gr * 16)));
+      QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+        const std::int32_t sum = gs[static_cast<std::size_t>(i) * ldg + gr];
+        if constexpr (HasZero) acc[i][p][0] = _mm512_mullo_epi32(z, _mm512_set1_epi32(-sum));
+        else acc[i][p][0] = _mm512_set1_epi32(-8 * sum);
+        if constexpr (C == 2) acc[i][p][1] = _mm512_setzero_si512();
+      }
+    }
+    const std::uint8_t* const wg = w + gr * bpg * 64;
+    const std::int8_t* const ag = a + gr * bpg * 8;
+    for (std::size_t bb = 0; bb < bpg; ++bb) {
+      QUARRY_UNROLL for (int p = 0; p < P; ++p) {
+        const std::uint8_t* q = wg + p * panel_bytes + bb * 64;
+        if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetch), _MM_HINT_T1);
+        const __m512i wv = _mm512_loadu_si512(q);
+        const __m512i lo = _mm512_and_si512(wv, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), nibble);
+        QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+          const std::int8_t* ap = ag + static_cast<std::size_t>(i) * lda + bb * 8;
+          acc[i][p][0] = _mm512_dpbusd_epi32(acc[i][p][0], lo, _mm512_set1_epi32(load4(ap)));
+          acc[i][p][C - 1] = _mm512_dpbusd_epi32(acc[i][p][C - 1], hi, _mm512_set1_epi32(load4(ap + 4)));
+        }
+      }
+    }
+    QUARRY_UNROLL for (int p = 0; p < P; ++p) {
+      const Scale* s = sc + p * panel_groups + gr * 16;
+      __m512 sv;
+      if constexpr (ScaleF16) sv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s)));
+      else sv = _mm512_loadu_ps(s);
+      QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+        __m512i d = acc[i][p][0];
+        if constexpr (C == 2) d = _mm512_add_epi32(d, acc[i][p][1]);
+        t[i][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, t[i][p]);
+      }
+    }
+  }
+  QUARRY_UNROLL for (int p = 0; p < P; ++p) {
+    const std::size_t j0 = (p0 + static_cast<std::size_t>(p)) * 16, rows = g.n - j0 < 16 ? g.n - j0 : 16;
+    const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+    const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(mask, g.bias + j0) : _mm512_setzero_ps();
+    QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+      _mm512_mask_storeu_ps(g.y + (i0 + static_cast<std::size_t>(i)) * g.ldy + j0, mask,
+                            _mm512_fmadd_ps(t[i][p], _mm512_set1_ps(g.a_scale[i0 + static_cast<std::size_t>(i)]), bias));
+  }
+}
+
+/// AVX2 W4A8 on panels: MR activation rows x one panel, as two halves of 8 rows (32 bytes of
+/// each block). vpmaddubsw multiplies the unsigned nibbles (0..15) by the activations in
+/// pairs, the low and high nibbles' pairs are added in int16 (at most 2 x 2 x 15 x 127 = 7620:
+/// no saturation) and vpmaddwd by ones widens them into the int32 dots: the same integers as
+/// AVX-512's, so the same floats.
+template <class Arch, int MR, bool HasZero, bool ScaleF16>
+QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, std::size_t p0) noexcept {
+  using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
+  const std::size_t k = g.k, groups = k / g.group, bpg = g.group / 8, lda = g.lda, ldg = g.ld_gsum;
+  const std::size_t panel_groups = groups * 16;
+  const std::uint8_t* const w = g.w + p0 * k * 8;
+  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + p0 * panel_groups;
+  const std::uint8_t* const zp = HasZero ? g.w_zero + p0 * panel_groups : nullptr;
+  const std::int8_t* const a = g.a + i0 * lda;
+  const std::int32_t* const gs = g.a_gsum + i0 * ldg;
+  const __m256i nibble = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  __m256 t[MR][2];
+  QUARRY_UNROLL for (int i = 0; i < MR; ++i) t[i][0] = t[i][1] = _mm256_setzero_ps();
+  for (std::size_t gr = 0; gr < groups; ++gr) {
+    __m256i acc[MR][2];
+    QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
+      __m256i z = _mm256_setzero_si256();
+      if constexpr (HasZero) z = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + gr * 16 + h * 8)));
+      QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+        const std::int32_t sum = gs[static_cast<std::size_t>(i) * ldg + gr];
+        if constexpr (HasZero) acc[i][h] = _mm256_mullo_epi32(z, _mm256_set1_epi32(-sum));
+        else acc[i][h] = _mm256_set1_epi32(-8 * sum);
+      }
+    }
+    for (std::size_t bb = 0; bb < bpg; ++bb) {
+      const std::size_t blk = gr * bpg + bb;
+      QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + blk * 64 + h * 32));
+        const __m256i lo = _mm256_and_si256(wv, nibble), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), nibble);
+        QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+          const std::int8_t* ap = a + static_cast<std::size_t>(i) * lda + blk * 8;
+          const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(load4(ap))),
+                                                 _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load4(ap + 4))));
+          acc[i][h] = _mm256_add_epi32(acc[i][h], _mm256_madd_epi16(pairs, ones));
+        }
+      }
+    }
+    QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
+      const Scale* s = sc + gr * 16 + h * 8;
+      __m256 sv;
+      if constexpr (ScaleF16) sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+      else sv = _mm256_loadu_ps(s);
+      QUARRY_UNROLL for (int i = 0; i < MR; ++i) t[i][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][h]), sv, t[i][h]);
+    }
+  }
+  const std::size_t j0 = p0 * 16, rows = g.n - j0 < 16 ? g.n - j0 : 16;
+  QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+    alignas(32) float out[16];
+    _mm256_store_ps(out, t[i][0]);
+    _mm256_store_ps(out + 8, t[i][1]);
+    const float as = g.a_scale[i0 + static_cast<std::size_t>(i)];
+    for (std::size_t r = 0; r < rows; ++r)
+      g.y[(i0 + static_cast<std::size_t>(i)) * g.ldy + j0 + r] = std::fma(out[r], as, g.bias ? g.bias[j0 + r] : 0.f);
+  }
+}
+
 #endif  // x86-64
 
 template <class Arch>
@@ -1313,14 +1504,59 @@ void gemm_s8_grouped(const Q4GemmArgs& g) noexcept {
   ref_gemm_s8_grouped<Arch>(g);
 }
 
+template <class Arch>
+void gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+  [[maybe_unused]] const std::size_t np = (g.n + 15) / 16;
+  if constexpr (simd::is_avx512<Arch>) {
+    with_grouped_types(g, [&]<bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
+      if (g.m == 1) {  // decode: 4 panels (64 rows) in flight, each its own prefetched stream
+        std::size_t p = 0;
+        for (; p + 4 <= np; p += 4) panel_tile_avx512<Arch, 1, 4, true, HasZero, ScaleF16>(g, 0, p);
+        for (; p < np; ++p) panel_tile_avx512<Arch, 1, 1, true, HasZero, ScaleF16>(g, 0, p);
+        return;
+      }
+      // Prefill: blocks of panels of ~512 KiB (they stay in L2 across the activation tiles), 4
+      // activation rows x 2 panels at a time.
+      std::size_t nb = (std::size_t{512} << 10) / (g.k * 8 + 1);
+      nb = nb < 2 ? 2 : nb - nb % 2;
+      for (std::size_t pb = 0; pb < np; pb += nb) {
+        const std::size_t pe = pb + nb < np ? pb + nb : np;
+        auto rows = [&](auto mr, std::size_t i) __attribute__((always_inline)) {
+          constexpr int MR = decltype(mr)::value;
+          std::size_t p = pb;
+          for (; p + 2 <= pe; p += 2) panel_tile_avx512<Arch, MR, 2, false, HasZero, ScaleF16>(g, i, p);
+          for (; p < pe; ++p) panel_tile_avx512<Arch, MR, 1, false, HasZero, ScaleF16>(g, i, p);
+        };
+        std::size_t i = 0;
+        for (; i + 4 <= g.m; i += 4) rows(std::integral_constant<int, 4>{}, i);
+        for (; i < g.m; ++i) rows(std::integral_constant<int, 1>{}, i);
+      }
+    });
+    return;
+  } else if constexpr (simd::is_avx2<Arch>) {
+    with_grouped_types(g, [&]<bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
+      std::size_t i = 0;
+      for (; i + 2 <= g.m; i += 2)
+        for (std::size_t p = 0; p < np; ++p) panel_tile_avx2<Arch, 2, HasZero, ScaleF16>(g, i, p);
+      for (; i < g.m; ++i)
+        for (std::size_t p = 0; p < np; ++p) panel_tile_avx2<Arch, 1, HasZero, ScaleF16>(g, i, p);
+    });
+    return;
+  }
+#endif
+  ref_gemm_w4_s8_panels<Arch>(g);
+}
+
 /// The QuantKernels table for one arch tag.
 template <class Arch>
 constexpr QuantKernels make_quant_kernels() noexcept {
   if constexpr (simd::is_scalar<Arch>)
     return QuantKernels{&ref_quantize_row_s8<Arch>, &ref_gemm_s8<Arch>, &ref_gemm_w4_f32<Arch>, &ref_gemm_w4_s8<Arch>,
-                        &ref_gemm_s8_grouped<Arch>};
+                        &ref_gemm_s8_grouped<Arch>, &ref_gemm_w4_s8_panels<Arch>};
   else
-    return QuantKernels{&quantize_row_s8<Arch>, &gemm_s8<Arch>, &gemm_w4_f32<Arch>, &gemm_w4_s8<Arch>, &gemm_s8_grouped<Arch>};
+    return QuantKernels{&quantize_row_s8<Arch>, &gemm_s8<Arch>, &gemm_w4_f32<Arch>, &gemm_w4_s8<Arch>, &gemm_s8_grouped<Arch>,
+                        &gemm_w4_s8_panels<Arch>};
 }
 
 }  // namespace quarry::detail::cpu_kernels

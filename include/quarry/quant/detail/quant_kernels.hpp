@@ -66,6 +66,25 @@ struct Q4GemmArgs {
   const float* a_scale = nullptr;       ///< [m] per-row scale, output_scale folded in (output_scale is unused)
 };
 
+/// Operands of the W4A8 product on int4 weights in panels of 16 rows (quarry::Int4Panels, whose
+/// header gives the layout and the arithmetic): y[i][j] for the rows j < n of the panels.
+struct Q4PanelArgs {
+  const std::int8_t* a = nullptr;        ///< [m, k] int8 activations (-127..127), natural order, row stride lda
+  std::size_t lda = 0;
+  const std::int32_t* a_gsum = nullptr;  ///< [m, k / group] the sum of each group of a row, row stride ld_gsum
+  std::size_t ld_gsum = 0;
+  const float* a_scale = nullptr;        ///< [m] per-row scale, any output scale folded in
+  const std::uint8_t* w = nullptr;       ///< the panels' values, [n / 16 rounded up][k / 8][64] bytes
+  const void* w_scale = nullptr;         ///< [panels][k / group][16], f32 or f16 bits (scale_f16)
+  bool scale_f16 = false;
+  const std::uint8_t* w_zero = nullptr;  ///< [panels][k / group][16] zero points; null: symmetric (z = 8)
+  std::size_t group = 32;                ///< 32, 64 or 128; k is a multiple of it
+  const float* bias = nullptr;           ///< [n], or null for none
+  float* y = nullptr;                    ///< [m, n] output, row stride ldy
+  std::size_t ldy = 0;
+  std::size_t m = 0, n = 0, k = 0;
+};
+
 /// Quant kernels for one ISA. Pointers are never null; kernels accept empty sizes and any
 /// alignment, and are noexcept and allocation-free.
 struct QuantKernels {
@@ -101,6 +120,10 @@ struct QuantKernels {
   /// t[l] = fma(float(dot[b]), s[j][gr], t[l]) in order, total = the same fixed tree, and
   /// y = fma(total, a_scale[i], bias or 0). Bit-identical on every ISA and for every tiling.
   void (*gemm_s8_grouped)(const Q4GemmArgs& args) noexcept;
+  /// The W4A8 product on panels (Q4PanelArgs): per row, the exact int32 dot of each group,
+  /// t = fma(float(dot[g]), s[j][g], t) over the groups in order from t = 0, and
+  /// y = fma(t, a_scale[i], bias or 0). Bit-identical on every ISA and for every tiling.
+  void (*gemm_w4_s8_panels)(const Q4PanelArgs& args) noexcept;
 };
 
 QUARRY_DECLARE_KERNEL_TABLES(QuantKernels)

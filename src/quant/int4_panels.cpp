@@ -1,0 +1,94 @@
+#include "quarry/quant/int4_panels.hpp"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+
+namespace quarry {
+
+namespace {
+
+// The unsigned nibble the panels hold for weight (r, c): symmetric int4 q as q + 8 (the stored
+// two's-complement nibble with its top bit flipped), asymmetric uint4 as stored.
+inline unsigned panel_nibble(const std::uint8_t* row, std::int64_t c, unsigned flip) noexcept {
+  return ((row[c >> 1] >> ((c & 1) * 4)) & 0xfu) ^ flip;
+}
+
+}  // namespace
+
+result<Int4Panels> Int4Panels::pack(const QuantizedTensor<cpu>& w, ThreadPool* pool) {
+  const QuantScheme& s = w.scheme();
+  if (s.bits != 4 || s.granularity != Granularity::per_group)
+    return status{errc::unsupported, fmt::format("Int4Panels::pack: weights quantized as {}; panels hold int4 per_group weights only", s.to_string())};
+  Int4Panels out;
+  out.scheme_ = s;
+  out.rows_ = w.rows();
+  out.cols_ = w.cols();
+  const std::int64_t panels = out.panels(), groups = out.groups(), k = out.cols_;
+  const std::int64_t scale_size = s.scale_dtype == DType::f16 ? 2 : 4;
+  // Panels x 16 rows hold at most 15 rows more than the tensor, whose size was checked.
+  const std::int64_t value_bytes = panels * k * 8, slots = panels * groups * kPanelRows;
+  out.values_ = Tensor<std::uint8_t>(Shape{value_bytes});
+  out.scales_ = Tensor<std::uint8_t>(Shape{slots * scale_size});
+  if (!s.symmetric) out.zeros_ = Tensor<std::uint8_t>(Shape{slots});
+  const unsigned flip = s.symmetric ? 8u : 0u;
+  const auto* src_scales = static_cast<const std::uint8_t*>(w.scales_data());
+  parallel_for(pool, 0, panels, [&](std::int64_t p0, std::int64_t p1) {
+    for (std::int64_t p = p0; p < p1; ++p) {
+      std::uint8_t* panel = out.values_.data() + p * k * 8;
+      for (std::int64_t r = 0; r < kPanelRows && p * kPanelRows + r < out.rows_; ++r) {
+        const std::int64_t row = p * kPanelRows + r;
+        const std::uint8_t* src = w.value_bytes().data() + row * w.row_bytes();
+        for (std::int64_t b = 0; b < k / 8; ++b) {
+          std::uint8_t* dst = panel + b * 64 + r * 4;
+          for (std::int64_t i = 0; i < 4; ++i)
+            dst[i] = static_cast<std::uint8_t>(panel_nibble(src, 8 * b + i, flip) | (panel_nibble(src, 8 * b + 4 + i, flip) << 4));
+        }
+        for (std::int64_t gr = 0; gr < groups; ++gr) {
+          const std::int64_t at = (p * groups + gr) * kPanelRows + r;
+          std::memcpy(out.scales_.data() + at * scale_size, src_scales + (row * groups + gr) * scale_size,
+                      static_cast<std::size_t>(scale_size));
+          if (!s.symmetric) out.zeros_.data()[at] = w.zeros()(row, gr);
+        }
+      }
+      // Padding rows keep zero values (and scales 0): their outputs are never written.
+    }
+  });
+  return out;
+}
+
+QuantizedTensor<cpu> Int4Panels::unpack() const {
+  auto made = QuantizedTensor<cpu>::create(scheme_, rows_, cols_);
+  QuantizedTensor<cpu> q = std::move(made).value();
+  const std::int64_t groups = this->groups(), k = cols_;
+  const std::int64_t scale_size = scheme_.scale_dtype == DType::f16 ? 2 : 4;
+  const unsigned flip = scheme_.symmetric ? 8u : 0u;
+  auto* dst_scales = static_cast<std::uint8_t*>(q.scales_data());
+  for (std::int64_t row = 0; row < rows_; ++row) {
+    const std::int64_t p = row / kPanelRows, r = row % kPanelRows;
+    const std::uint8_t* panel = values_.data() + p * k * 8;
+    std::uint8_t* dst = q.value_bytes().data() + row * q.row_bytes();
+    for (std::int64_t c = 0; c < k; ++c) {
+      const std::uint8_t byte = panel[(c / 8) * 64 + r * 4 + (c % 4)];
+      const unsigned u = ((c % 8) < 4 ? byte & 0xfu : byte >> 4) ^ flip;
+      dst[c >> 1] = static_cast<std::uint8_t>(dst[c >> 1] | (u << ((c & 1) * 4)));
+    }
+    for (std::int64_t gr = 0; gr < groups; ++gr) {
+      const std::int64_t at = (p * groups + gr) * kPanelRows + r;
+      std::memcpy(dst_scales + (row * groups + gr) * scale_size, scales_.data() + at * scale_size, static_cast<std::size_t>(scale_size));
+      if (!scheme_.symmetric) q.zeros()(row, gr) = zeros_.data()[at];
+    }
+  }
+  return q;
+}
+
+std::vector<std::span<const std::byte>> Int4Panels::buffers() const {
+  std::vector<std::span<const std::byte>> out;
+  out.emplace_back(reinterpret_cast<const std::byte*>(values_.data()), values_.nbytes());
+  out.emplace_back(reinterpret_cast<const std::byte*>(scales_.data()), scales_.nbytes());
+  if (!scheme_.symmetric) out.emplace_back(reinterpret_cast<const std::byte*>(zeros_.data()), zeros_.nbytes());
+  return out;
+}
+
+}  // namespace quarry
