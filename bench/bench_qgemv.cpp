@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -197,7 +198,8 @@ int main(int argc, char** argv) {
       const char* label;
       QuantScheme scheme;
       ActivationMode mode;
-      bool half;
+      bool half;            // f16 activations
+      bool panels = false;  // the weights as Int4Panels
     };
     for (const GroupedCase& gc : {GroupedCase{"w4a32 g128", QuantScheme::int4_grouped(128), ActivationMode::float32, false},
                                   GroupedCase{"w4a16 g128", QuantScheme::int4_grouped(128), ActivationMode::float32, true},
@@ -224,6 +226,38 @@ int main(int argc, char** argv) {
         BenchRow r(fmt::format("qgemv {} {} m=1", gc.label, shape_name(shape)), "quarry", t);
         r.set("gbps", gbps).set("bw_ratio", gbps / dram).set("ms", sw * 1e3).set("gops", 2.0 * N * K / sw / 1e9);
         r.set("isa", report.machine.isa).set("matrices", static_cast<std::int64_t>(gws.size()));
+        report.rows.push_back(std::move(r));
+      }
+    }
+
+    // ---- W4A8 on Int4Panels against the row-major W4A8, the same weights in rotation, timed
+    // alternately: gbps of the panels (values + scales), and rowmajor_ratio = the row-major
+    // kernel's time over the panels'. ----
+    for (int group : {32, 128}) {
+      const QuantScheme scheme = QuantScheme::int4_grouped(group);
+      const std::size_t g_bytes = N * K / 2 + N * (K / static_cast<std::size_t>(group)) * 2;
+      const std::size_t g_count = std::max<std::size_t>(2, (rotation_bytes + g_bytes - 1) / g_bytes);
+      std::vector<QuantizedTensor<cpu>> gws;
+      std::vector<Int4Panels> pws;
+      for (std::size_t i = 0; i < g_count; ++i) {
+        gws.push_back(random_weights(scheme, shape.n, shape.k, i + 301));
+        pws.push_back(std::move(Int4Panels::pack(gws.back(), &pool)).value());
+      }
+      for (unsigned t : thread_counts) {
+        const double dram = y.dram_gbps_for(t);
+        QGemmOptions o;
+        o.pool = t > 1 ? &pool : nullptr;
+        o.activations = ActivationMode::int8;
+        const auto [sp, sr] = best_seconds_alternating(reps, [&] {
+          for (const auto& w : pws) qgemv(x, w, out, o);
+        }, [&] {
+          for (const auto& w : gws) qgemv(x, w, out, o);
+        });
+        const double per_p = sp / static_cast<double>(pws.size()), per_r = sr / static_cast<double>(gws.size());
+        const double gbps = static_cast<double>(pws[0].nbytes()) / per_p / 1e9;
+        BenchRow r(fmt::format("qgemv w4a8 g{} panels {} m=1", group, shape_name(shape)), "quarry", t);
+        r.set("gbps", gbps).set("bw_ratio", gbps / dram).set("ms", per_p * 1e3).set("gops", 2.0 * N * K / per_p / 1e9);
+        r.set("rowmajor_ratio", per_r / per_p).set("isa", report.machine.isa).set("matrices", static_cast<std::int64_t>(pws.size()));
         report.rows.push_back(std::move(r));
       }
     }
@@ -310,14 +344,20 @@ int main(int argc, char** argv) {
       const TensorView<float> yv(ym.data(), quarry::Shape{m, shape.n});
       const auto w8 = random_weights(QuantScheme::int8_per_channel(), shape.n, shape.k, 201);
       for (const GroupedCase& gc : {GroupedCase{"w4a8 g32", QuantScheme::int4_grouped(32), ActivationMode::int8, false},
+                                    GroupedCase{"w4a8 g32 panels", QuantScheme::int4_grouped(32), ActivationMode::int8, false, true},
                                     GroupedCase{"w8a8 q8_0", QuantScheme::int8_grouped(32), ActivationMode::int8, false}}) {
         const auto wg = random_weights(gc.scheme, shape.n, shape.k, 202);
+        const std::optional<Int4Panels> wp =
+            gc.panels ? std::optional<Int4Panels>(std::move(Int4Panels::pack(wg, &pool)).value()) : std::nullopt;
         for (unsigned t : thread_counts) {
           QGemmOptions o;
           o.pool = t > 1 ? &pool : nullptr;
           QGemmOptions og = o;
           og.activations = gc.mode;
-          const auto [sg, s8] = best_seconds_alternating(quick ? 2 : 4, [&] { qgemm(xv, wg, yv, og); }, [&] { qgemm(xv, w8, yv, o); });
+          const auto [sg, s8] = best_seconds_alternating(quick ? 2 : 4, [&] {
+            if (wp) qgemm(xv, *wp, yv, og);
+            else qgemm(xv, wg, yv, og);
+          }, [&] { qgemm(xv, w8, yv, o); });
           const double gops = 2.0 * static_cast<double>(m) * N * K / sg / 1e9;
           BenchRow r(fmt::format("qgemm {} {} m={}", gc.label, shape_name(shape), m), "quarry", t);
           r.set("gops", gops).set("peak_ratio", y.vnni_gops_for(t) ? std::optional<double>(gops / *y.vnni_gops_for(t)) : std::nullopt);

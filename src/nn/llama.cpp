@@ -95,10 +95,14 @@ result<LlamaConfig> LlamaConfig::from_gguf(const GgufFile& f) {
 
 // ---- Linear ----
 
-std::string Linear::format() const { return q_ ? q_->scheme().to_string() : std::string("f32"); }
+std::string Linear::format() const {
+  if (p_) return p_->scheme().to_string() + " in panels";
+  return q_ ? q_->scheme().to_string() : std::string("f32");
+}
 
 std::vector<std::span<const std::byte>> Linear::buffers() const {
   auto bytes = [](const void* p, std::size_t n) { return std::span<const std::byte>(static_cast<const std::byte*>(p), n); };
+  if (p_) return p_->buffers();
   if (!q_) return {bytes(f32_.data(), f32_.nbytes())};
   const std::size_t values = static_cast<std::size_t>(q_->value_bytes().numel()), zeros = static_cast<std::size_t>(q_->zeros().numel());
   std::vector<std::span<const std::byte>> out{bytes(q_->value_bytes().data(), values), bytes(q_->scales_data(), q_->nbytes() - values - zeros)};
@@ -109,6 +113,16 @@ std::vector<std::span<const std::byte>> Linear::buffers() const {
 void Linear::apply(TensorView<const float> x, TensorView<float> y, ThreadPool* pool) const {
   // Small products run on the caller's thread: waking the pool costs more than they do.
   const bool big = out_features() * in_features() * x.dim(0) >= (std::int64_t{1} << 18);
+  if (p_) {  // W4A8 on panels
+    QGemmOptions o;
+    o.pool = big ? pool : nullptr;
+    if (x.dim(0) == 1)
+      qgemv(std::span<const float>(x.data(), static_cast<std::size_t>(x.dim(1))), *p_,
+            std::span<float>(y.data(), static_cast<std::size_t>(y.dim(1))), o);
+    else
+      qgemm(x, *p_, y, o);
+    return;
+  }
   if (q_) {
     QGemmOptions o;
     o.pool = big ? pool : nullptr;
@@ -233,6 +247,14 @@ std::optional<QuantizedTensor<cpu>> stack_rows(const std::vector<Linear>& parts)
   return std::move(*stacked);
 }
 
+// l as Int4Panels when it holds INT4 per_group weights and the options ask for panels; else l.
+result<Linear> in_panels(Linear l, const LlamaLoadOptions& options) {
+  const QuantizedTensor<cpu>* q = l.quantized_weights();
+  if (!options.int4_panels || q == nullptr || q->scheme().bits != 4 || q->scheme().granularity != Granularity::per_group) return l;
+  QUARRY_ASSIGN_OR_RETURN(Int4Panels p, Int4Panels::pack(*q, options.pool));
+  return Linear(std::move(p));
+}
+
 // Loads the parts (name, outputs) of a stack of projections with `in` inputs.
 result<detail::LinearStack> load_stack(const LinearLoader& linear, const std::vector<std::pair<std::string, std::int64_t>>& parts,
                                        std::int64_t in) {
@@ -241,10 +263,14 @@ result<detail::LinearStack> load_stack(const LinearLoader& linear, const std::ve
     QUARRY_ASSIGN_OR_RETURN(Linear l, linear(name, out, in));
     s.linears.push_back(std::move(l));
   }
-  if (!linear.options.stack_projections) return s;
-  if (std::optional<QuantizedTensor<cpu>> stacked = stack_rows(s.linears)) {
-    s.linears.clear();
-    s.linears.push_back(Linear(std::move(*stacked)));
+  if (linear.options.stack_projections) {
+    if (std::optional<QuantizedTensor<cpu>> stacked = stack_rows(s.linears)) {
+      s.linears.clear();
+      s.linears.push_back(Linear(std::move(*stacked)));
+    }
+  }
+  for (Linear& l : s.linears) {
+    QUARRY_ASSIGN_OR_RETURN(l, in_panels(std::move(l), linear.options));
   }
   return s;
 }
@@ -262,6 +288,7 @@ result<LlamaModel> LlamaModel::load(const GgufFile& file, const LlamaLoadOptions
   const LinearLoader linear{file, options};
   // Tied output weights: no output.weight, the embedding is used.
   QUARRY_ASSIGN_OR_RETURN(m.output_, linear(file.find_tensor("output.weight") ? "output.weight" : "token_embd.weight", c.vocab_size, c.dim));
+  QUARRY_ASSIGN_OR_RETURN(m.output_, in_panels(std::move(m.output_), options));
   const std::int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
   m.layers_.resize(static_cast<std::size_t>(c.n_layers));
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
@@ -272,8 +299,10 @@ result<LlamaModel> LlamaModel::load(const GgufFile& file, const LlamaLoadOptions
     QUARRY_ASSIGN_OR_RETURN(layer.qkv,
                             load_stack(linear, {{p + "attn_q.weight", q_dim}, {p + "attn_k.weight", kv_dim}, {p + "attn_v.weight", kv_dim}}, c.dim));
     QUARRY_ASSIGN_OR_RETURN(layer.wo, linear(p + "attn_output.weight", c.dim, q_dim));
+    QUARRY_ASSIGN_OR_RETURN(layer.wo, in_panels(std::move(layer.wo), options));
     QUARRY_ASSIGN_OR_RETURN(layer.gate_up, load_stack(linear, {{p + "ffn_gate.weight", c.ffn_dim}, {p + "ffn_up.weight", c.ffn_dim}}, c.dim));
     QUARRY_ASSIGN_OR_RETURN(layer.down, linear(p + "ffn_down.weight", c.dim, c.ffn_dim));
+    QUARRY_ASSIGN_OR_RETURN(layer.down, in_panels(std::move(layer.down), options));
     for (const detail::LinearStack* st : {&layer.qkv, &layer.gate_up})
       if (st->linears.size() == 1) m.stacked_width_ = std::max(m.stacked_width_, st->linears.front().out_features());
   }

@@ -265,8 +265,13 @@ TEST_CASE("llama: stacked Q/K/V and gate/up products give exactly the logits of 
         ++count;
         const std::vector<std::span<const std::byte>> b = l.buffers();
         REQUIRE(b.size() >= 2);  // quantized: values and scales (symmetric: no zero points)
-        CHECK(b[0].data() == reinterpret_cast<const std::byte*>(l.quantized_weights()->value_bytes().data()));
-        CHECK(static_cast<std::int64_t>(b[0].size()) == l.out_features() * l.quantized_weights()->row_bytes());
+        if (const Int4Panels* p = l.int4_panels()) {  // int4: panels of 16 rows, the last padded
+          CHECK(b[0].data() == reinterpret_cast<const std::byte*>(p->value_data()));
+          CHECK(static_cast<std::int64_t>(b[0].size()) == p->panels() * 16 * l.in_features() / 2);
+        } else {
+          CHECK(b[0].data() == reinterpret_cast<const std::byte*>(l.quantized_weights()->value_bytes().data()));
+          CHECK(static_cast<std::int64_t>(b[0].size()) == l.out_features() * l.quantized_weights()->row_bytes());
+        }
         std::int64_t own = 0;
         for (const auto& part : b) {
           own += static_cast<std::int64_t>(part.size());
@@ -300,6 +305,46 @@ TEST_CASE("llama: stacked Q/K/V and gate/up products give exactly the logits of 
       CHECK(logits[0] == logits[1]);
     }
   }
+}
+
+TEST_CASE("llama: INT4 weights in panels give the row-major INT4 logits within rounding") {
+  QUARRY_REQUIRE_SHARED_DATA(model_path, "models/stories260K/stories260K.gguf");
+  const GgufFile file = GgufFile::open(model_path).value();
+  LlamaLoadOptions o;
+  o.weights = LlamaWeights::int4;
+  const LlamaModel panels = LlamaModel::load(file, o).value();
+  o.int4_panels = false;
+  const LlamaModel rows = LlamaModel::load(file, o).value();
+  int in_panels = 0, row_major_int4 = 0;
+  panels.for_each_projection([&](const Linear& l) {
+    in_panels += l.int4_panels() != nullptr;
+    CHECK((l.int4_panels() != nullptr) == (l.format().find("in panels") != std::string::npos));
+  });
+  rows.for_each_projection([&](const Linear& l) {
+    CHECK(l.int4_panels() == nullptr);
+    row_major_int4 += l.quantized_weights()->scheme().bits == 4;
+  });
+  CHECK(in_panels > 0);
+  CHECK(in_panels == row_major_int4);  // every INT4 matrix, and only those
+  const std::vector<std::int32_t> prompt = {1, 403, 407, 261, 378, 293, 329, 505};
+  std::vector<float> logits[2];
+  int i = 0;
+  for (const LlamaModel* m : {&panels, &rows}) {
+    BlockPool kv = BlockPool::create(m->kv_options(DType::f32, 8)).value();
+    const SequenceId seq = kv.create();
+    Tensor<float> out({1, m->config().vocab_size});
+    const std::span<const std::int32_t> all(prompt);
+    REQUIRE(m->forward(kv, std::span<const SequenceId>(&seq, 1), std::span<const std::span<const std::int32_t>>(&all, 1), out.view()).ok());
+    logits[i++].assign(out.span().begin(), out.span().end());
+  }
+  float diff = 0, top = 0;
+  for (std::size_t v = 0; v < logits[0].size(); ++v) {
+    diff = std::max(diff, std::fabs(logits[0][v] - logits[1][v]));
+    top = std::max(top, std::fabs(logits[1][v]));
+  }
+  MESSAGE("INT4 in panels vs row-major: largest logit difference " << diff << " of " << top);
+  // Two roundings of the same sums (here, with K = 64, most products and sums are exact).
+  CHECK(diff <= 1e-3f * top);
 }
 
 TEST_CASE("llama: bad calls are errors that name the problem and leave the pool unchanged") {
