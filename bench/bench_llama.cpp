@@ -91,11 +91,13 @@ struct BigVariant {
   GgmlType file;
   LlamaWeights weights;
   const char* peer;   // the llama.cpp figure it is compared with, or null
+  bool int4_panels = true;  // LlamaLoadOptions::int4_panels
 };
 constexpr BigVariant kBigVariants[] = {
     {"f32", GgmlType::f16, LlamaWeights::f32, "f16"},
     {"int8", GgmlType::f16, LlamaWeights::int8, "q8_0"},
     {"int4", GgmlType::f16, LlamaWeights::int4, "q4_0"},
+    {"int4-rows", GgmlType::f16, LlamaWeights::int4, "q4_0", false},  // INT4 row-major, not in panels
     {"q8_0", GgmlType::q8_0, LlamaWeights::stored, "q8_0"},
     {"q4_0", GgmlType::q4_0, LlamaWeights::stored, "q4_0"},
 };
@@ -117,7 +119,7 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
         "  --sections LIST    small (stories260K), big (TinyLlama-shaped), comma-separated (default both)\n"
         "  --model FILE       the small model (default {})\n"
         "  --cache-dir DIR    where the synthetic model files are cached (default {}; about 4 GB)\n"
-        "  --big-weights LIST big-model variants: f32, int8, int4 (from the f16 file), q8_0, q4_0 (stored)\n"
+        "  --big-weights LIST big-model variants: f32, int8, int4 (from the f16 file; int4-rows: not in panels), q8_0, q4_0 (stored)\n"
         "                     (default all, --quick: all but f32; f32 is skipped when memory is short)\n"
         "  --decode N         big-model decode steps (default 32; --quick: 8)\n"
         "  --prompt N         big-model prompt tokens before decoding (default 8)\n",
@@ -139,7 +141,7 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
        [&](const std::string& value) {
          for (const std::string& s : split_commas(value)) {
            const auto it = std::find_if(std::begin(kBigVariants), std::end(kBigVariants), [&](const BigVariant& v) { return s == v.name; });
-           if (it == std::end(kBigVariants)) usage_error(program, fmt::format("--big-weights: unknown variant '{}' (f32, int8, int4, q8_0, q4_0)", s));
+           if (it == std::end(kBigVariants)) usage_error(program, fmt::format("--big-weights: unknown variant '{}' (f32, int8, int4, int4-rows, q8_0, q4_0)", s));
            a.big_weights.push_back(s);
          }
        }},
@@ -344,6 +346,7 @@ void run_big(BenchReport& report, const Args& args, const Yardsticks& ys, Thread
     }
     LlamaLoadOptions lo;
     lo.weights = v.weights;
+    lo.int4_panels = v.int4_panels;
     lo.pool = &pool;
     const auto t_load = Clock::now();
     auto model = LlamaModel::load(*file, lo);
@@ -385,7 +388,9 @@ void run_big(BenchReport& report, const Args& args, const Yardsticks& ys, Thread
       try {
         Tensor<float> logits({1, c.vocab_size});
         const SequenceId seq = kv->create();
+        const auto t_prompt = Clock::now();
         forward_one(*model, *kv, seq, prompt, logits, p);
+        const double prompt_s = seconds_since(t_prompt);
         // One untimed step (first touch of this call's buffers), then the timed ones.
         std::int32_t next = static_cast<std::int32_t>(argmax(logits.span()));
         forward_one(*model, *kv, seq, std::span<const std::int32_t>(&next, 1), logits, p);
@@ -416,7 +421,8 @@ void run_big(BenchReport& report, const Args& args, const Yardsticks& ys, Thread
             .set("bw_ratio", tok_s / bound)
             .set("bw_ratio_median", 1.0 / median_s / bound)
             .set("weights_read_gbps", weights_gbps)
-            .set("bw_ratio_weights", gbps / weights_gbps);
+            .set("bw_ratio_weights", gbps / weights_gbps)
+            .set("prefill_tokens_s", static_cast<double>(prompt.size()) / prompt_s);
         if (!finite) row.set("note", "non-finite logits");
         report.rows.push_back(std::move(row));
         if (threads == thread_counts.back())

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "quarry/quant/detail/quant_kernels.hpp"
+
 
 namespace quarry {
 
@@ -34,19 +36,20 @@ result<Int4Panels> Int4Panels::pack(const QuantizedTensor<cpu>& w, ThreadPool* p
   if (!s.symmetric) out.zeros_ = Tensor<std::uint8_t>(Shape{slots});
   const unsigned flip = s.symmetric ? 8u : 0u;
   const auto* src_scales = static_cast<const std::uint8_t*>(w.scales_data());
+  const auto np = static_cast<std::size_t>(panels), kk = static_cast<std::size_t>(k), ng = static_cast<std::size_t>(groups);
   parallel_for(pool, 0, panels, [&](std::int64_t p0, std::int64_t p1) {
     for (std::int64_t p = p0; p < p1; ++p) {
-      std::uint8_t* panel = out.values_.data() + p * k * 8;
+      const auto pu = static_cast<std::size_t>(p);
       for (std::int64_t r = 0; r < kPanelRows && p * kPanelRows + r < out.rows_; ++r) {
         const std::int64_t row = p * kPanelRows + r;
         const std::uint8_t* src = w.value_bytes().data() + row * w.row_bytes();
         for (std::int64_t b = 0; b < k / 8; ++b) {
-          std::uint8_t* dst = panel + b * 64 + r * 4;
+          std::uint8_t* dst = out.values_.data() + detail::panel_block_offset(pu, np, kk, static_cast<std::size_t>(b)) + r * 4;
           for (std::int64_t i = 0; i < 4; ++i)
             dst[i] = static_cast<std::uint8_t>(panel_nibble(src, 8 * b + i, flip) | (panel_nibble(src, 8 * b + 4 + i, flip) << 4));
         }
         for (std::int64_t gr = 0; gr < groups; ++gr) {
-          const std::int64_t at = (p * groups + gr) * kPanelRows + r;
+          const auto at = static_cast<std::int64_t>(detail::panel_group_slot(pu, np, ng, static_cast<std::size_t>(gr))) + r;
           std::memcpy(out.scales_.data() + at * scale_size, src_scales + (row * groups + gr) * scale_size,
                       static_cast<std::size_t>(scale_size));
           if (!s.symmetric) out.zeros_.data()[at] = w.zeros()(row, gr);
@@ -65,17 +68,18 @@ QuantizedTensor<cpu> Int4Panels::unpack() const {
   const std::int64_t scale_size = scheme_.scale_dtype == DType::f16 ? 2 : 4;
   const unsigned flip = scheme_.symmetric ? 8u : 0u;
   auto* dst_scales = static_cast<std::uint8_t*>(q.scales_data());
+  const auto np = static_cast<std::size_t>(panels()), kk = static_cast<std::size_t>(k), ng = static_cast<std::size_t>(groups);
   for (std::int64_t row = 0; row < rows_; ++row) {
-    const std::int64_t p = row / kPanelRows, r = row % kPanelRows;
-    const std::uint8_t* panel = values_.data() + p * k * 8;
+    const std::int64_t r = row % kPanelRows;
+    const auto p = static_cast<std::size_t>(row / kPanelRows);
     std::uint8_t* dst = q.value_bytes().data() + row * q.row_bytes();
     for (std::int64_t c = 0; c < k; ++c) {
-      const std::uint8_t byte = panel[(c / 8) * 64 + r * 4 + (c % 4)];
+      const std::uint8_t byte = values_.data()[detail::panel_block_offset(p, np, kk, static_cast<std::size_t>(c / 8)) + r * 4 + c % 4];
       const unsigned u = ((c % 8) < 4 ? byte & 0xfu : byte >> 4) ^ flip;
       dst[c >> 1] = static_cast<std::uint8_t>(dst[c >> 1] | (u << ((c & 1) * 4)));
     }
     for (std::int64_t gr = 0; gr < groups; ++gr) {
-      const std::int64_t at = (p * groups + gr) * kPanelRows + r;
+      const auto at = static_cast<std::int64_t>(detail::panel_group_slot(p, np, ng, static_cast<std::size_t>(gr))) + r;
       std::memcpy(dst_scales + (row * groups + gr) * scale_size, scales_.data() + at * scale_size, static_cast<std::size_t>(scale_size));
       if (!scheme_.symmetric) q.zeros()(row, gr) = zeros_.data()[at];
     }

@@ -579,22 +579,29 @@ struct PanelOperands {
       if (f16s) scale32[i] = static_cast<float>(scale16[i]);
     }
   }
+  // Panel p's unit as the header states it: quads of 4 panels interleaved, then single panels.
+  std::size_t unit_base(std::size_t p) const { return p < (n + 15) / 16 / 4 * 4 ? p / 4 * 4 : p; }
+  std::size_t unit_width(std::size_t p) const { return p < (n + 15) / 16 / 4 * 4 ? 4 : 1; }
   // q - z of weight (j, c), read from the layout as the header states it.
   int q_minus_z(std::size_t j, std::size_t c) const {
-    const std::size_t p = j / 16, r = j % 16;
-    const std::uint8_t byte = w[off + p * k * 8 + (c / 8) * 64 + r * 4 + c % 4];
+    const std::size_t p = j / 16, r = j % 16, base = unit_base(p), width = unit_width(p);
+    const std::uint8_t byte = w[off + base * k * 8 + ((c / 8) * width + p - base) * 64 + r * 4 + c % 4];
     const int u = c % 8 < 4 ? byte & 0xf : byte >> 4;
-    const int z = symmetric ? 8 : zero[off + (p * (k / group) + c / group) * 16 + r];
+    const int z = symmetric ? 8 : zero[off + slot(j, c / group)];
     return u - z;
   }
-  float scale(std::size_t j, std::size_t gr) const { return scale32[off + ((j / 16) * (k / group) + gr) * 16 + j % 16]; }
+  std::size_t slot(std::size_t j, std::size_t gr) const {
+    const std::size_t p = j / 16, base = unit_base(p);
+    return (base * (k / group) + gr * unit_width(p) + p - base) * 16 + j % 16;
+  }
+  float scale(std::size_t j, std::size_t gr) const { return scale32[off + slot(j, gr)]; }
 };
 
 }  // namespace
 
 TEST_CASE("conformance: gemm_w4_s8_panels is bit-exact (exact int32 group dots, one fma per group in order)") {
   const std::size_t ms[] = {1, 2, 3, 4, 5, 9};
-  const std::size_t ns[] = {1, 5, 16, 17, 33, 64, 80};
+  const std::size_t ns[] = {1, 5, 16, 17, 33, 64, 80, 150};
   for_each_simd_table<QuantKernels>([&](Isa isa, const QuantKernels& kt, const QuantKernels& ref) {
     std::mt19937 rng(47);
     std::size_t cases = 0;

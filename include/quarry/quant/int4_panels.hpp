@@ -2,13 +2,17 @@
 // repacks Q4_0 for its CPU kernels and oneDNN reorders weights once for a matmul. The same
 // values, scales and zero points as the QuantizedTensor they came from, in another order:
 //
-//   values  panels of 16 rows (the last one padded with zero rows), each [K / 8][16][4] bytes:
-//           the 64 bytes of 8-column block b hold, for row r of the panel, bytes 4r .. 4r + 3;
-//           byte 4r + i has column 8b + i in its low nibble and column 8b + 4 + i in its high
-//           nibble, both unsigned (symmetric int4 q is stored as q + 8, asymmetric uint4 as is).
-//   scales  [panels][K / group][16] in the scheme's scale type (f16 or f32): a group's scales
-//           of the panel's 16 rows side by side.
-//   zeros   [panels][K / group][16] uint8, asymmetric schemes only (symmetric: z = 8).
+//   values  panels of 16 rows (the last one padded with zero rows). A panel's 8-column block b
+//           is 64 bytes: for row r of the panel, bytes 4r .. 4r + 3, byte 4r + i holding column
+//           8b + i in its low nibble and column 8b + 4 + i in its high nibble, both unsigned
+//           (symmetric int4 q is stored as q + 8, asymmetric uint4 as is). The panels are stored
+//           in quads of 4, block by block ([K / 8][4 panels][64] bytes: the decode kernel's 64
+//           rows in flight are one sequential stream), the last panels / 4 rounded down of them;
+//           the rest one after the other ([K / 8][64] bytes each).
+//   scales  a group's 16 scales of a panel side by side (the scheme's scale type, f16 or f32),
+//           in the same units: [K / group][4 panels][16] per quad, [K / group][16] per single.
+//   zeros   uint8, laid out as the scales; asymmetric schemes only (symmetric: z = 8).
+// detail::panel_block_offset and detail::panel_group_slot (quant_kernels.hpp) compute these.
 //
 // One 512-bit vpdpbusd then multiplies 16 rows' 4 columns by 4 broadcast activations, so a
 // group's dot stays in int32 until it is complete and takes one conversion and one fma per 16

@@ -243,11 +243,6 @@ void ref_gemm_s8_grouped(const Q4GemmArgs& g) noexcept {
 
 // ---- W4A8 on panels of 16 rows (Int4Panels) ----
 
-/// Index of (panel p, group gr, row r of the panel) in a panel operand's scales and zero points.
-QUARRY_ALWAYS_INLINE std::size_t panel_at(const Q4PanelArgs& g, std::size_t p, std::size_t gr, std::size_t r) noexcept {
-  return (p * (g.k / g.group) + gr) * 16 + r;
-}
-
 template <class Arch>
 QUARRY_ALWAYS_INLINE float panel_scale(const Q4PanelArgs& g, std::size_t at) noexcept {
   if (!g.scale_f16) return static_cast<const float*>(g.w_scale)[at];
@@ -260,19 +255,18 @@ QUARRY_ALWAYS_INLINE float panel_scale(const Q4PanelArgs& g, std::size_t at) noe
 
 template <class Arch>
 void ref_gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
-  const std::size_t groups = g.k / g.group;
+  const std::size_t groups = g.k / g.group, panels = (g.n + 15) / 16;
   for (std::size_t i = 0; i < g.m; ++i) {
     const std::int8_t* a = g.a + i * g.lda;
     for (std::size_t j = 0; j < g.n; ++j) {
       const std::size_t p = j / 16, r = j % 16;
-      const std::uint8_t* w = g.w + p * (g.k / 8) * 64 + r * 4;
       float t = 0.f;
       for (std::size_t gr = 0; gr < groups; ++gr) {
-        const std::size_t at = panel_at(g, p, gr, r);
+        const std::size_t at = panel_group_slot(p, panels, groups, gr) + r;
         const int z = g.w_zero ? int{g.w_zero[at]} : 8;
         std::int32_t dot = 0;  // |dot| <= 128 * 15 * 127: exact
         for (std::size_t c = gr * g.group; c < (gr + 1) * g.group; ++c) {
-          const std::uint8_t byte = w[(c / 8) * 64 + (c % 4)];
+          const std::uint8_t byte = g.w[panel_block_offset(p, panels, g.k, c / 8) + r * 4 + c % 4];
           const int u = (c % 8) < 4 ? (byte & 0xf) : (byte >> 4);
           dot += (u - z) * a[c];
         }
@@ -1169,15 +1163,18 @@ inline constexpr std::size_t kPanelPrefetch = 2048;
 /// -z x the group's activation sum, so the products of the unsigned nibbles need no correction
 /// after. With one activation row (decode) each dot runs as two chains (low and high nibbles)
 /// added at the group's end, for more independent vpdpbusd in flight.
-template <class Arch, int MR, int P, bool Prefetch, bool HasZero, bool ScaleF16>
+template <class Arch, int MR, int P, int W, bool Prefetch, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0, std::size_t p0) noexcept {
+  static_assert(P <= W, "a tile's panels lie in one unit of the layout (a quad, or one panel)");
   constexpr int C = MR == 1 ? 2 : 1;
   using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
   const std::size_t k = g.k, groups = k / g.group, bpg = g.group / 8, lda = g.lda, ldg = g.ld_gsum;
-  const std::size_t panel_bytes = k * 8, panel_groups = groups * 16;
-  const std::uint8_t* const w = g.w + p0 * panel_bytes;
-  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + p0 * panel_groups;
-  const std::uint8_t* const zp = HasZero ? g.w_zero + p0 * panel_groups : nullptr;
+  // panel_place: the unit's W panels interleave block by block (64 bytes each), their scales
+  // group by group (16 each).
+  const std::size_t base = p0 / W * W, sub = p0 - base;
+  const std::uint8_t* const w = g.w + base * k * 8 + sub * 64;
+  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + (base * groups + sub) * 16;
+  const std::uint8_t* const zp = HasZero ? g.w_zero + (base * groups + sub) * 16 : nullptr;
   const std::int8_t* const a = g.a + i0 * lda;
   const std::int32_t* const gs = g.a_gsum + i0 * ldg;
   const __m512i nibble = _mm512_set1_epi8(0x0f);
@@ -1188,7 +1185,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0
     __m512i acc[MR][P][C];
     QUARRY_UNROLL for (int p = 0; p < P; ++p) {
       __m512i z = _mm512_setzero_si512();
-      if constexpr (HasZero) z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + p * panel_groups + gr * 16)));
+      if constexpr (HasZero) z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + (gr * W + p) * 16)));
       QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
         const std::int32_t sum = gs[static_cast<std::size_t>(i) * ldg + gr];
         if constexpr (HasZero) acc[i][p][0] = _mm512_mullo_epi32(z, _mm512_set1_epi32(-sum));
@@ -1196,11 +1193,11 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0
         if constexpr (C == 2) acc[i][p][1] = _mm512_setzero_si512();
       }
     }
-    const std::uint8_t* const wg = w + gr * bpg * 64;
+    const std::uint8_t* const wg = w + gr * bpg * 64 * W;
     const std::int8_t* const ag = a + gr * bpg * 8;
     for (std::size_t bb = 0; bb < bpg; ++bb) {
       QUARRY_UNROLL for (int p = 0; p < P; ++p) {
-        const std::uint8_t* q = wg + p * panel_bytes + bb * 64;
+        const std::uint8_t* q = wg + (bb * W + p) * 64;
         if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetch), _MM_HINT_T1);
         const __m512i wv = _mm512_loadu_si512(q);
         const __m512i lo = _mm512_and_si512(wv, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), nibble);
@@ -1212,7 +1209,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0
       }
     }
     QUARRY_UNROLL for (int p = 0; p < P; ++p) {
-      const Scale* s = sc + p * panel_groups + gr * 16;
+      const Scale* s = sc + (gr * W + p) * 16;
       __m512 sv;
       if constexpr (ScaleF16) sv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s)));
       else sv = _mm512_loadu_ps(s);
@@ -1242,10 +1239,11 @@ template <class Arch, int MR, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, std::size_t p0) noexcept {
   using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
   const std::size_t k = g.k, groups = k / g.group, bpg = g.group / 8, lda = g.lda, ldg = g.ld_gsum;
-  const std::size_t panel_groups = groups * 16;
-  const std::uint8_t* const w = g.w + p0 * k * 8;
-  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + p0 * panel_groups;
-  const std::uint8_t* const zp = HasZero ? g.w_zero + p0 * panel_groups : nullptr;
+  const PanelPlace u = panel_place(p0, (g.n + 15) / 16);
+  const std::size_t W = u.width;
+  const std::uint8_t* const w = g.w + u.base * k * 8 + u.sub * 64;
+  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + (u.base * groups + u.sub) * 16;
+  const std::uint8_t* const zp = HasZero ? g.w_zero + (u.base * groups + u.sub) * 16 : nullptr;
   const std::int8_t* const a = g.a + i0 * lda;
   const std::int32_t* const gs = g.a_gsum + i0 * ldg;
   const __m256i nibble = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
@@ -1255,7 +1253,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, 
     __m256i acc[MR][2];
     QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
       __m256i z = _mm256_setzero_si256();
-      if constexpr (HasZero) z = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + gr * 16 + h * 8)));
+      if constexpr (HasZero) z = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + gr * W * 16 + h * 8)));
       QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
         const std::int32_t sum = gs[static_cast<std::size_t>(i) * ldg + gr];
         if constexpr (HasZero) acc[i][h] = _mm256_mullo_epi32(z, _mm256_set1_epi32(-sum));
@@ -1265,7 +1263,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, 
     for (std::size_t bb = 0; bb < bpg; ++bb) {
       const std::size_t blk = gr * bpg + bb;
       QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
-        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + blk * 64 + h * 32));
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + blk * W * 64 + h * 32));
         const __m256i lo = _mm256_and_si256(wv, nibble), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), nibble);
         QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
           const std::int8_t* ap = a + static_cast<std::size_t>(i) * lda + blk * 8;
@@ -1276,7 +1274,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, 
       }
     }
     QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
-      const Scale* s = sc + gr * 16 + h * 8;
+      const Scale* s = sc + gr * W * 16 + h * 8;
       __m256 sv;
       if constexpr (ScaleF16) sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
       else sv = _mm256_loadu_ps(s);
@@ -1510,27 +1508,27 @@ void gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
   [[maybe_unused]] const std::size_t np = (g.n + 15) / 16;
   if constexpr (simd::is_avx512<Arch>) {
     with_grouped_types(g, [&]<bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
-      if (g.m == 1) {  // decode: 4 panels (64 rows) in flight, each its own prefetched stream
-        std::size_t p = 0;
-        for (; p + 4 <= np; p += 4) panel_tile_avx512<Arch, 1, 4, true, HasZero, ScaleF16>(g, 0, p);
-        for (; p < np; ++p) panel_tile_avx512<Arch, 1, 1, true, HasZero, ScaleF16>(g, 0, p);
+      const std::size_t full = np / 4 * 4;  // panels in quads (panel_place)
+      if (g.m == 1) {  // decode: a quad (64 rows) in flight, one sequential stream
+        for (std::size_t p = 0; p < full; p += 4) panel_tile_avx512<Arch, 1, 4, 4, true, HasZero, ScaleF16>(g, 0, p);
+        for (std::size_t p = full; p < np; ++p) panel_tile_avx512<Arch, 1, 1, 1, true, HasZero, ScaleF16>(g, 0, p);
         return;
       }
-      // Prefill: blocks of panels of ~512 KiB (they stay in L2 across the activation tiles), 4
+      // Prefill: blocks of quads of ~512 KiB (they stay in L2 across the activation tiles), 4
       // activation rows x 2 panels at a time.
       std::size_t nb = (std::size_t{512} << 10) / (g.k * 8 + 1);
-      nb = nb < 2 ? 2 : nb - nb % 2;
+      nb = nb < 4 ? 4 : nb - nb % 4;
+      auto rows = [&](auto mr, std::size_t i, std::size_t pb, std::size_t pe) __attribute__((always_inline)) {
+        constexpr int MR = decltype(mr)::value;
+        std::size_t p = pb;
+        for (; p < pe && p < full; p += 2) panel_tile_avx512<Arch, MR, 2, 4, false, HasZero, ScaleF16>(g, i, p);
+        for (; p < pe; ++p) panel_tile_avx512<Arch, MR, 1, 1, false, HasZero, ScaleF16>(g, i, p);
+      };
       for (std::size_t pb = 0; pb < np; pb += nb) {
         const std::size_t pe = pb + nb < np ? pb + nb : np;
-        auto rows = [&](auto mr, std::size_t i) __attribute__((always_inline)) {
-          constexpr int MR = decltype(mr)::value;
-          std::size_t p = pb;
-          for (; p + 2 <= pe; p += 2) panel_tile_avx512<Arch, MR, 2, false, HasZero, ScaleF16>(g, i, p);
-          for (; p < pe; ++p) panel_tile_avx512<Arch, MR, 1, false, HasZero, ScaleF16>(g, i, p);
-        };
         std::size_t i = 0;
-        for (; i + 4 <= g.m; i += 4) rows(std::integral_constant<int, 4>{}, i);
-        for (; i < g.m; ++i) rows(std::integral_constant<int, 1>{}, i);
+        for (; i + 4 <= g.m; i += 4) rows(std::integral_constant<int, 4>{}, i, pb, pe);
+        for (; i < g.m; ++i) rows(std::integral_constant<int, 1>{}, i, pb, pe);
       }
     });
     return;

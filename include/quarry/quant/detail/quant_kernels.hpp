@@ -67,23 +67,46 @@ struct Q4GemmArgs {
 };
 
 /// Operands of the W4A8 product on int4 weights in panels of 16 rows (quarry::Int4Panels, whose
-/// header gives the layout and the arithmetic): y[i][j] for the rows j < n of the panels.
+/// header gives the layout and the arithmetic): y[i][j] for the rows j < n of the panels. The
+/// operand's panels are ceil(n / 16) in the layout of panel_place: a call on part of a matrix
+/// starts at a multiple of 4 panels of the whole (then its quads are the whole's).
 struct Q4PanelArgs {
   const std::int8_t* a = nullptr;        ///< [m, k] int8 activations (-127..127), natural order, row stride lda
   std::size_t lda = 0;
   const std::int32_t* a_gsum = nullptr;  ///< [m, k / group] the sum of each group of a row, row stride ld_gsum
   std::size_t ld_gsum = 0;
   const float* a_scale = nullptr;        ///< [m] per-row scale, any output scale folded in
-  const std::uint8_t* w = nullptr;       ///< the panels' values, [n / 16 rounded up][k / 8][64] bytes
-  const void* w_scale = nullptr;         ///< [panels][k / group][16], f32 or f16 bits (scale_f16)
+  const std::uint8_t* w = nullptr;       ///< the panels' values (panel_block_offset)
+  const void* w_scale = nullptr;         ///< the panels' scales (panel_group_slot), f32 or f16 bits (scale_f16)
   bool scale_f16 = false;
-  const std::uint8_t* w_zero = nullptr;  ///< [panels][k / group][16] zero points; null: symmetric (z = 8)
+  const std::uint8_t* w_zero = nullptr;  ///< zero points (panel_group_slot); null: symmetric (z = 8)
   std::size_t group = 32;                ///< 32, 64 or 128; k is a multiple of it
   const float* bias = nullptr;           ///< [n], or null for none
   float* y = nullptr;                    ///< [m, n] output, row stride ldy
   std::size_t ldy = 0;
   std::size_t m = 0, n = 0, k = 0;
 };
+
+/// Where panel p of a panel operand with `panels` panels lives (quarry::Int4Panels): the panels
+/// are stored in quads of 4 interleaved block by block (the first 4 * floor(panels / 4)), so
+/// that the decode kernel's 4 panels in flight are one sequential stream, then one by one.
+/// `base` is the first panel of p's unit, `width` the unit's panels (4 or 1), `sub` p's place in it.
+struct PanelPlace {
+  std::size_t base, width, sub;
+};
+constexpr PanelPlace panel_place(std::size_t p, std::size_t panels) noexcept {
+  return p < panels / 4 * 4 ? PanelPlace{p / 4 * 4, 4, p % 4} : PanelPlace{p, 1, 0};
+}
+/// Byte offset of the 64 bytes of 8-column block b of panel p (k columns).
+constexpr std::size_t panel_block_offset(std::size_t p, std::size_t panels, std::size_t k, std::size_t b) noexcept {
+  const PanelPlace u = panel_place(p, panels);
+  return u.base * k * 8 + (b * u.width + u.sub) * 64;
+}
+/// Index of the first of the 16 scales (zero points) of group gr of panel p (`groups` per row).
+constexpr std::size_t panel_group_slot(std::size_t p, std::size_t panels, std::size_t groups, std::size_t gr) noexcept {
+  const PanelPlace u = panel_place(p, panels);
+  return (u.base * groups + gr * u.width + u.sub) * 16;
+}
 
 /// Quant kernels for one ISA. Pointers are never null; kernels accept empty sizes and any
 /// alignment, and are noexcept and allocation-free.
