@@ -1514,21 +1514,23 @@ void gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
         for (std::size_t p = full; p < np; ++p) panel_tile_avx512<Arch, 1, 1, 1, true, HasZero, ScaleF16>(g, 0, p);
         return;
       }
-      // Prefill: blocks of quads of ~512 KiB (they stay in L2 across the activation tiles), 4
-      // activation rows x 2 panels at a time.
+      // Prefill: blocks of quads of ~512 KiB (they stay in L2 across the activation tiles), 3
+      // activation rows x a quad at a time (24 accumulators; on Zen 4, 4096 x 4096 at M = 512:
+      // 0.82 of W8A8's speed, against 0.74 for 4 rows x 2 panels, 0.75 for 4 x 4, 0.79 for 2 x 4).
       std::size_t nb = (std::size_t{512} << 10) / (g.k * 8 + 1);
       nb = nb < 4 ? 4 : nb - nb % 4;
       auto rows = [&](auto mr, std::size_t i, std::size_t pb, std::size_t pe) __attribute__((always_inline)) {
         constexpr int MR = decltype(mr)::value;
         std::size_t p = pb;
-        for (; p < pe && p < full; p += 2) panel_tile_avx512<Arch, MR, 2, 4, false, HasZero, ScaleF16>(g, i, p);
+        for (; p < pe && p < full; p += 4) panel_tile_avx512<Arch, MR, 4, 4, false, HasZero, ScaleF16>(g, i, p);
         for (; p < pe; ++p) panel_tile_avx512<Arch, MR, 1, 1, false, HasZero, ScaleF16>(g, i, p);
       };
       for (std::size_t pb = 0; pb < np; pb += nb) {
         const std::size_t pe = pb + nb < np ? pb + nb : np;
         std::size_t i = 0;
-        for (; i + 4 <= g.m; i += 4) rows(std::integral_constant<int, 4>{}, i, pb, pe);
-        for (; i < g.m; ++i) rows(std::integral_constant<int, 1>{}, i, pb, pe);
+        for (; i + 3 <= g.m; i += 3) rows(std::integral_constant<int, 3>{}, i, pb, pe);
+        if (g.m - i == 2) rows(std::integral_constant<int, 2>{}, i, pb, pe);
+        if (g.m - i == 1) rows(std::integral_constant<int, 1>{}, i, pb, pe);
       }
     });
     return;
