@@ -1230,65 +1230,74 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0
   }
 }
 
-/// AVX2 W4A8 on panels: MR activation rows x one panel, as two halves of 8 rows (32 bytes of
-/// each block). vpmaddubsw multiplies the unsigned nibbles (0..15) by the activations in
-/// pairs, the low and high nibbles' pairs are added in int16 (at most 2 x 2 x 15 x 127 = 7620:
-/// no saturation) and vpmaddwd by ones widens them into the int32 dots: the same integers as
-/// AVX-512's, so the same floats.
-template <class Arch, int MR, bool HasZero, bool ScaleF16>
+/// AVX2 W4A8 on panels: MR activation rows x P panels of a unit of W (a quad, or one panel), each
+/// panel as two halves of 8 rows (32 bytes of each block), a group's blocks for one half at a
+/// time (the other half's bytes are then in L1). vpmaddubsw multiplies the unsigned nibbles
+/// (0..15) by the activations in pairs, the low and high nibbles' pairs are added in int16 (at
+/// most 2 x 2 x 15 x 127 = 7620: no saturation) and vpmaddwd by ones widens them into the int32
+/// dots: the same integers as AVX-512's, so the same floats. Decode takes a whole quad (one
+/// sequential stream, prefetched as AVX-512's); the float totals live in memory (16 registers).
+template <class Arch, int MR, int P, int W, bool Prefetch, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, std::size_t p0) noexcept {
+  static_assert(P <= W, "a tile's panels lie in one unit of the layout (a quad, or one panel)");
   using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
   const std::size_t k = g.k, groups = k / g.group, bpg = g.group / 8, lda = g.lda, ldg = g.ld_gsum;
-  const PanelPlace u = panel_place(p0, (g.n + 15) / 16);
-  const std::size_t W = u.width;
-  const std::uint8_t* const w = g.w + u.base * k * 8 + u.sub * 64;
-  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + (u.base * groups + u.sub) * 16;
-  const std::uint8_t* const zp = HasZero ? g.w_zero + (u.base * groups + u.sub) * 16 : nullptr;
+  const std::size_t base = p0 / W * W, sub = p0 - base;
+  const std::uint8_t* const w = g.w + base * k * 8 + sub * 64;
+  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + (base * groups + sub) * 16;
+  const std::uint8_t* const zp = HasZero ? g.w_zero + (base * groups + sub) * 16 : nullptr;
   const std::int8_t* const a = g.a + i0 * lda;
   const std::int32_t* const gs = g.a_gsum + i0 * ldg;
   const __m256i nibble = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-  __m256 t[MR][2];
-  QUARRY_UNROLL for (int i = 0; i < MR; ++i) t[i][0] = t[i][1] = _mm256_setzero_ps();
+  alignas(32) float t[MR][P][16] = {};
   for (std::size_t gr = 0; gr < groups; ++gr) {
-    __m256i acc[MR][2];
+    const std::uint8_t* const wg = w + gr * bpg * 64 * W;
     QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
-      __m256i z = _mm256_setzero_si256();
-      if constexpr (HasZero) z = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + gr * W * 16 + h * 8)));
-      QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
-        const std::int32_t sum = gs[static_cast<std::size_t>(i) * ldg + gr];
-        if constexpr (HasZero) acc[i][h] = _mm256_mullo_epi32(z, _mm256_set1_epi32(-sum));
-        else acc[i][h] = _mm256_set1_epi32(-8 * sum);
-      }
-    }
-    for (std::size_t bb = 0; bb < bpg; ++bb) {
-      const std::size_t blk = gr * bpg + bb;
-      QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
-        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + blk * W * 64 + h * 32));
-        const __m256i lo = _mm256_and_si256(wv, nibble), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), nibble);
+      __m256i acc[MR][P];
+      QUARRY_UNROLL for (int p = 0; p < P; ++p) {
+        __m256i z = _mm256_setzero_si256();
+        if constexpr (HasZero) z = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + (gr * W + p) * 16 + h * 8)));
         QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
-          const std::int8_t* ap = a + static_cast<std::size_t>(i) * lda + blk * 8;
-          const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(load4(ap))),
-                                                 _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load4(ap + 4))));
-          acc[i][h] = _mm256_add_epi32(acc[i][h], _mm256_madd_epi16(pairs, ones));
+          const std::int32_t sum = gs[static_cast<std::size_t>(i) * ldg + gr];
+          if constexpr (HasZero) acc[i][p] = _mm256_mullo_epi32(z, _mm256_set1_epi32(-sum));
+          else acc[i][p] = _mm256_set1_epi32(-8 * sum);
+        }
+      }
+      for (std::size_t bb = 0; bb < bpg; ++bb) {
+        const std::int8_t* const ab = a + (gr * bpg + bb) * 8;
+        QUARRY_UNROLL for (int p = 0; p < P; ++p) {
+          const std::uint8_t* q = wg + (bb * W + p) * 64;
+          if constexpr (Prefetch)
+            if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetch), _MM_HINT_T1);
+          const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + h * 32));
+          const __m256i lo = _mm256_and_si256(wv, nibble), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), nibble);
+          QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+            const std::int8_t* ap = ab + static_cast<std::size_t>(i) * lda;
+            const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(load4(ap))),
+                                                   _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load4(ap + 4))));
+            acc[i][p] = _mm256_add_epi32(acc[i][p], _mm256_madd_epi16(pairs, ones));
+          }
+        }
+      }
+      QUARRY_UNROLL for (int p = 0; p < P; ++p) {
+        const Scale* s = sc + (gr * W + p) * 16 + h * 8;
+        __m256 sv;
+        if constexpr (ScaleF16) sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+        else sv = _mm256_loadu_ps(s);
+        QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+          float* tp = t[i][p] + h * 8;
+          _mm256_store_ps(tp, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][p]), sv, _mm256_load_ps(tp)));
         }
       }
     }
-    QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
-      const Scale* s = sc + gr * W * 16 + h * 8;
-      __m256 sv;
-      if constexpr (ScaleF16) sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
-      else sv = _mm256_loadu_ps(s);
-      QUARRY_UNROLL for (int i = 0; i < MR; ++i) t[i][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][h]), sv, t[i][h]);
-    }
   }
-  const std::size_t j0 = p0 * 16, rows = g.n - j0 < 16 ? g.n - j0 : 16;
-  QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
-    alignas(32) float out[16];
-    _mm256_store_ps(out, t[i][0]);
-    _mm256_store_ps(out + 8, t[i][1]);
-    const float as = g.a_scale[i0 + static_cast<std::size_t>(i)];
-    for (std::size_t r = 0; r < rows; ++r)
-      g.y[(i0 + static_cast<std::size_t>(i)) * g.ldy + j0 + r] = std::fma(out[r], as, g.bias ? g.bias[j0 + r] : 0.f);
+  QUARRY_UNROLL for (int p = 0; p < P; ++p) {
+    const std::size_t j0 = (p0 + static_cast<std::size_t>(p)) * 16, rows = g.n - j0 < 16 ? g.n - j0 : 16;
+    QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+      const float as = g.a_scale[i0 + static_cast<std::size_t>(i)];
+      for (std::size_t r = 0; r < rows; ++r)
+        g.y[(i0 + static_cast<std::size_t>(i)) * g.ldy + j0 + r] = std::fma(t[i][p][r], as, g.bias ? g.bias[j0 + r] : 0.f);
+    }
   }
 }
 
@@ -1536,11 +1545,20 @@ void gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
     return;
   } else if constexpr (simd::is_avx2<Arch>) {
     with_grouped_types(g, [&]<bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
+      const std::size_t full = np / 4 * 4;
+      if (g.m == 1) {  // decode: a quad in flight, as AVX-512
+        for (std::size_t p = 0; p < full; p += 4) panel_tile_avx2<Arch, 1, 4, 4, true, HasZero, ScaleF16>(g, 0, p);
+        for (std::size_t p = full; p < np; ++p) panel_tile_avx2<Arch, 1, 1, 1, true, HasZero, ScaleF16>(g, 0, p);
+        return;
+      }
+      auto rows = [&](auto mr, std::size_t i) __attribute__((always_inline)) {
+        constexpr int MR = decltype(mr)::value;
+        for (std::size_t p = 0; p < full; p += 2) panel_tile_avx2<Arch, MR, 2, 4, false, HasZero, ScaleF16>(g, i, p);
+        for (std::size_t p = full; p < np; ++p) panel_tile_avx2<Arch, MR, 1, 1, false, HasZero, ScaleF16>(g, i, p);
+      };
       std::size_t i = 0;
-      for (; i + 2 <= g.m; i += 2)
-        for (std::size_t p = 0; p < np; ++p) panel_tile_avx2<Arch, 2, HasZero, ScaleF16>(g, i, p);
-      for (; i < g.m; ++i)
-        for (std::size_t p = 0; p < np; ++p) panel_tile_avx2<Arch, 1, HasZero, ScaleF16>(g, i, p);
+      for (; i + 2 <= g.m; i += 2) rows(std::integral_constant<int, 2>{}, i);
+      if (i < g.m) rows(std::integral_constant<int, 1>{}, i);
     });
     return;
   }
