@@ -91,7 +91,7 @@ struct BigVariant {
   GgmlType file;
   LlamaWeights weights;
   const char* peer;   // the llama.cpp figure it is compared with, or null
-  bool int4_panels = true;  // LlamaLoadOptions::int4_panels
+  bool panels = true;  // LlamaLoadOptions::panels
 };
 constexpr BigVariant kBigVariants[] = {
     {"f32", GgmlType::f16, LlamaWeights::f32, "f16"},
@@ -346,7 +346,7 @@ void run_big(BenchReport& report, const Args& args, const Yardsticks& ys, Thread
     }
     LlamaLoadOptions lo;
     lo.weights = v.weights;
-    lo.int4_panels = v.int4_panels;
+    lo.panels = v.panels;
     lo.pool = &pool;
     const auto t_load = Clock::now();
     auto model = LlamaModel::load(*file, lo);

@@ -199,7 +199,7 @@ int main(int argc, char** argv) {
       QuantScheme scheme;
       ActivationMode mode;
       bool half;            // f16 activations
-      bool panels = false;  // the weights as Int4Panels
+      bool panels = false;  // the weights as QuantizedPanels
     };
     for (const GroupedCase& gc : {GroupedCase{"w4a32 g128", QuantScheme::int4_grouped(128), ActivationMode::float32, false},
                                   GroupedCase{"w4a16 g128", QuantScheme::int4_grouped(128), ActivationMode::float32, true},
@@ -230,7 +230,7 @@ int main(int argc, char** argv) {
       }
     }
 
-    // ---- W4A8 on Int4Panels against the row-major W4A8, the same weights in rotation, timed
+    // ---- W4A8 on QuantizedPanels against the row-major W4A8, the same weights in rotation, timed
     // alternately: gbps of the panels (values + scales), and rowmajor_ratio = the row-major
     // kernel's time over the panels'. ----
     for (int group : {32, 128}) {
@@ -238,10 +238,10 @@ int main(int argc, char** argv) {
       const std::size_t g_bytes = N * K / 2 + N * (K / static_cast<std::size_t>(group)) * 2;
       const std::size_t g_count = std::max<std::size_t>(2, (rotation_bytes + g_bytes - 1) / g_bytes);
       std::vector<QuantizedTensor<cpu>> gws;
-      std::vector<Int4Panels> pws;
+      std::vector<QuantizedPanels> pws;
       for (std::size_t i = 0; i < g_count; ++i) {
         gws.push_back(random_weights(scheme, shape.n, shape.k, i + 301));
-        pws.push_back(std::move(Int4Panels::pack(gws.back(), &pool)).value());
+        pws.push_back(std::move(QuantizedPanels::pack(gws.back(), &pool)).value());
       }
       for (unsigned t : thread_counts) {
         const double dram = y.dram_gbps_for(t);
@@ -347,8 +347,8 @@ int main(int argc, char** argv) {
                                     GroupedCase{"w4a8 g32 panels", QuantScheme::int4_grouped(32), ActivationMode::int8, false, true},
                                     GroupedCase{"w8a8 q8_0", QuantScheme::int8_grouped(32), ActivationMode::int8, false}}) {
         const auto wg = random_weights(gc.scheme, shape.n, shape.k, 202);
-        const std::optional<Int4Panels> wp =
-            gc.panels ? std::optional<Int4Panels>(std::move(Int4Panels::pack(wg, &pool)).value()) : std::nullopt;
+        const std::optional<QuantizedPanels> wp =
+            gc.panels ? std::optional<QuantizedPanels>(std::move(QuantizedPanels::pack(wg, &pool)).value()) : std::nullopt;
         for (unsigned t : thread_counts) {
           QGemmOptions o;
           o.pool = t > 1 ? &pool : nullptr;

@@ -1,7 +1,7 @@
 // quantize_weights: the quant module's user story. Quantizes a weight matrix W [N, K] to INT8
 // (one scale per output row) and to INT4 (one f16 scale per group of 32 or 128 columns),
 // multiplies activations with it (qgemm for a batch of rows, qgemv for one), and compares the
-// products with the f32 product x W^T; last, INT4 in panels (Int4Panels), the fastest int4 path.
+// products with the f32 product x W^T; last, INT4 in panels (QuantizedPanels), the fastest int4 path.
 //
 // Usage: quantize_weights        (generates W and x; runs in well under a second)
 #include <algorithm>
@@ -81,11 +81,11 @@ int main() {
       }
     }
     // The fastest int4 path: the same INT4 g32 weights rearranged once into panels of 16 rows
-    // (Int4Panels), multiplied as W4A8 with one float step per group of 32 instead of per 8
+    // (QuantizedPanels), multiplied as W4A8 with one float step per group of 32 instead of per 8
     // columns: faster for decode and prefill alike, the same integers, rounded in fewer steps.
     {
       const QuantizedTensor<cpu> q = quantize(w.view(), QuantScheme::int4_grouped(32)).value();
-      const Int4Panels panels = Int4Panels::pack(q, &pool).value();
+      const QuantizedPanels panels = QuantizedPanels::pack(q, &pool).value();
       Tensor<float> y({M, N});
       qgemm(x.view(), panels, y.view(), {.pool = &pool});
       std::vector<float> y0(static_cast<std::size_t>(N));
@@ -93,7 +93,7 @@ int main() {
       double row_diff = 0;
       for (std::int64_t j = 0; j < N; ++j) row_diff = std::max(row_diff, double(std::fabs(y0[std::size_t(j)] - y(0, j))));
       const QuantError ye = quant_error(y_ref.view(), y.view());
-      fmt::print("\n{} in panels of 16 rows (Int4Panels, {} KiB):\n  W4A8  (x in int8 per row, int32 sums per group): y's SNR "
+      fmt::print("\n{} in panels of 16 rows (QuantizedPanels, {} KiB):\n  W4A8  (x in int8 per row, int32 sums per group): y's SNR "
                  "against the f32 product {:.1f} dB (RMSE {:.1e}); qgemv of row 0 within {:.0e} of qgemm's\n",
                  q.scheme().to_string(), panels.nbytes() / 1024, ye.snr_db, ye.rmse, row_diff);
       if (row_diff > 1e-4) return 1;

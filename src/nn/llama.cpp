@@ -247,11 +247,11 @@ std::optional<QuantizedTensor<cpu>> stack_rows(const std::vector<Linear>& parts)
   return std::move(*stacked);
 }
 
-// l as Int4Panels when it holds INT4 per_group weights and the options ask for panels; else l.
+// l as QuantizedPanels when it holds INT4 per_group weights and the options ask for panels; else l.
 result<Linear> in_panels(Linear l, const LlamaLoadOptions& options) {
   const QuantizedTensor<cpu>* q = l.quantized_weights();
-  if (!options.int4_panels || q == nullptr || q->scheme().bits != 4 || q->scheme().granularity != Granularity::per_group) return l;
-  QUARRY_ASSIGN_OR_RETURN(Int4Panels p, Int4Panels::pack(*q, options.pool));
+  if (!options.panels || q == nullptr || q->scheme().bits != 4 || q->scheme().granularity != Granularity::per_group) return l;
+  QUARRY_ASSIGN_OR_RETURN(QuantizedPanels p, QuantizedPanels::pack(*q, options.pool));
   return Linear(std::move(p));
 }
 

@@ -297,7 +297,7 @@ void qgemv(std::span<const float> x, const QuantizedTensor<cpu>& w, std::span<fl
   qgemm(TensorView<const float>(x.data(), Shape{1, K}), w, TensorView<float>(y.data(), Shape{1, N}), options);
 }
 
-void qgemm(TensorView<const float> x, const Int4Panels& w, TensorView<float> y, const QGemmOptions& options) {
+void qgemm(TensorView<const float> x, const QuantizedPanels& w, TensorView<float> y, const QGemmOptions& options) {
   if (options.activations == ActivationMode::float32)
     throw_error(errc::unsupported, fmt::format("qgemm: int4 panels ({}) take int8 activations (W4A8); float activations take the "
                                                "row-major QuantizedTensor (W4A32)",
@@ -354,7 +354,7 @@ void qgemm(TensorView<const float> x, const Int4Panels& w, TensorView<float> y, 
   });
 }
 
-void qgemv(std::span<const float> x, const Int4Panels& w, std::span<float> y, const QGemmOptions& options) {
+void qgemv(std::span<const float> x, const QuantizedPanels& w, std::span<float> y, const QGemmOptions& options) {
   if (static_cast<std::int64_t>(x.size()) != w.cols() || static_cast<std::int64_t>(y.size()) != w.rows())
     throw_error(errc::shape_mismatch, fmt::format("qgemv: weights [{}, {}] times x [{}] does not give y [{}]; expected x [{}] and y [{}]",
                                                   w.rows(), w.cols(), x.size(), y.size(), w.cols(), w.rows()));

@@ -549,11 +549,11 @@ TEST_CASE("conformance: gemm_w4_s8 is bit-exact (exact int32 8-column dots, 16 f
   });
 }
 
-// ---- W4A8 on panels of 16 rows (Int4Panels): bit-exact on every ISA ----
+// ---- W4A8 on panels of 16 rows (QuantizedPanels): bit-exact on every ISA ----
 
 namespace {
 
-// A panel operand in the layout of quarry/quant/int4_panels.hpp: values, scales and zero points
+// A panel operand in the layout of quarry/quant/quantized_panels.hpp: values, scales and zero points
 // of ceil(n / 16) panels, at an offset that breaks their alignment.
 struct PanelOperands {
   std::vector<std::uint8_t> w, zero;

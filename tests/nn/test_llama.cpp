@@ -265,7 +265,7 @@ TEST_CASE("llama: stacked Q/K/V and gate/up products give exactly the logits of 
         ++count;
         const std::vector<std::span<const std::byte>> b = l.buffers();
         REQUIRE(b.size() >= 2);  // quantized: values and scales (symmetric: no zero points)
-        if (const Int4Panels* p = l.int4_panels()) {  // int4: panels of 16 rows, the last padded
+        if (const QuantizedPanels* p = l.panels()) {  // int4: panels of 16 rows, the last padded
           CHECK(b[0].data() == reinterpret_cast<const std::byte*>(p->value_data()));
           CHECK(static_cast<std::int64_t>(b[0].size()) == p->panels() * 16 * l.in_features() / 2);
         } else {
@@ -313,15 +313,15 @@ TEST_CASE("llama: INT4 weights in panels give the row-major INT4 logits within r
   LlamaLoadOptions o;
   o.weights = LlamaWeights::int4;
   const LlamaModel panels = LlamaModel::load(file, o).value();
-  o.int4_panels = false;
+  o.panels = false;
   const LlamaModel rows = LlamaModel::load(file, o).value();
   int in_panels = 0, row_major_int4 = 0;
   panels.for_each_projection([&](const Linear& l) {
-    in_panels += l.int4_panels() != nullptr;
-    CHECK((l.int4_panels() != nullptr) == (l.format().find("in panels") != std::string::npos));
+    in_panels += l.panels() != nullptr;
+    CHECK((l.panels() != nullptr) == (l.format().find("in panels") != std::string::npos));
   });
   rows.for_each_projection([&](const Linear& l) {
-    CHECK(l.int4_panels() == nullptr);
+    CHECK(l.panels() == nullptr);
     row_major_int4 += l.quantized_weights()->scheme().bits == 4;
   });
   CHECK(in_panels > 0);

@@ -608,7 +608,7 @@ TEST_CASE("W4A8 edge cases: zero groups and rows, NaN and infinite activations")
   }
 }
 
-// ---- W4A8 on Int4Panels: the same weights in panels of 16 rows ----
+// ---- W4A8 on QuantizedPanels: the same weights in panels of 16 rows ----
 
 namespace {
 
@@ -625,7 +625,7 @@ std::string error_message(F&& f) {
 
 }  // namespace
 
-TEST_CASE("Int4Panels: pack and unpack round-trip every int4 scheme; the panels hold the same bytes") {
+TEST_CASE("QuantizedPanels: pack and unpack round-trip every int4 scheme; the panels hold the same bytes") {
   for (int group : {32, 64, 128})
     for (bool sym : {true, false})
       for (DType sd : {DType::f16, DType::f32})
@@ -635,7 +635,7 @@ TEST_CASE("Int4Panels: pack and unpack round-trip every int4 scheme; the panels 
           const std::int64_t k = 256;
           const auto w = quantized(gaussian(n, k, 61, 0.05f), scheme);
           ThreadPool pool(2);
-          auto p = Int4Panels::pack(w, n > 16 ? &pool : nullptr);
+          auto p = QuantizedPanels::pack(w, n > 16 ? &pool : nullptr);
           REQUIRE(p.ok());
           CHECK(p->rows() == n);
           CHECK(p->cols() == k);
@@ -660,13 +660,13 @@ TEST_CASE("Int4Panels: pack and unpack round-trip every int4 scheme; the panels 
         }
   // Only int4 per_group weights have panels; the message names the scheme.
   const auto w8 = quantized(gaussian(4, 64, 62));
-  auto bad = Int4Panels::pack(w8);
+  auto bad = QuantizedPanels::pack(w8);
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.status().code() == errc::unsupported);
   CHECK(bad.status().message().find("int8") != std::string::npos);
 }
 
-TEST_CASE("W4A8 on Int4Panels matches the documented formula and the row-major W4A8; threads and qgemv bit-identical") {
+TEST_CASE("W4A8 on QuantizedPanels matches the documented formula and the row-major W4A8; threads and qgemv bit-identical") {
   ThreadPool pool(3);
   for (int group : {32, 64, 128})
     for (bool sym : {true, false})
@@ -678,7 +678,7 @@ TEST_CASE("W4A8 on Int4Panels matches the documented formula and the row-major W
           INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
           const Tensor<float> x = gaussian(m, k, 63), wf = gaussian(n, k, 64, 0.05f);
           const auto w = quantized(wf, scheme);
-          auto p = Int4Panels::pack(w);
+          auto p = QuantizedPanels::pack(w);
           REQUIRE(p.ok());
           const auto bias = random_bias(n, 65);
           const QGemmOptions opt{.bias = bias, .output_scale = 0.75f};
@@ -703,7 +703,7 @@ TEST_CASE("W4A8 on Int4Panels matches the documented formula and the row-major W
       }
 }
 
-TEST_CASE("W4A8 on Int4Panels: edge rows, strided output, bad options and shapes") {
+TEST_CASE("W4A8 on QuantizedPanels: edge rows, strided output, bad options and shapes") {
   const std::int64_t m = 5, n = 6, k = 128;
   Tensor<float> x = gaussian(m, k, 66);
   Tensor<float> wf = gaussian(n, k, 67);
@@ -716,7 +716,7 @@ TEST_CASE("W4A8 on Int4Panels: edge rows, strided output, bad options and shapes
   x(2, 70) = -std::numeric_limits<float>::infinity();
   for (bool sym : {true, false}) {
     const auto w = quantized(wf, QuantScheme::int4_grouped(32, sym));
-    auto p = Int4Panels::pack(w);
+    auto p = QuantizedPanels::pack(w);
     REQUIRE(p.ok());
     const auto bias = random_bias(n, 68);
     Tensor<float> y({m, n});
@@ -736,7 +736,7 @@ TEST_CASE("W4A8 on Int4Panels: edge rows, strided output, bad options and shapes
       for (std::int64_t j = 0; j < n; ++j) REQUIRE((wide(i, 2 * j) == y(i, j) || (std::isnan(y(i, j)) && std::isnan(wide(i, 2 * j)))));
   }
   const auto w = quantized(wf, QuantScheme::int4_grouped(32));
-  auto p = Int4Panels::pack(w);
+  auto p = QuantizedPanels::pack(w);
   REQUIRE(p.ok());
   Tensor<float> y({m, n});
   const std::string float_acts = error_message([&] { qgemm(x.view(), *p, y.view(), {.activations = ActivationMode::float32}); });

@@ -26,7 +26,7 @@
 #include "quarry/core/thread_pool.hpp"
 #include "quarry/io/gguf.hpp"
 #include "quarry/kv/block_pool.hpp"
-#include "quarry/quant/int4_panels.hpp"
+#include "quarry/quant/quantized_panels.hpp"
 #include "quarry/quant/quantized_tensor.hpp"
 
 namespace quarry {
@@ -75,10 +75,10 @@ struct LlamaLoadOptions {
   /// Hold a layer's Q, K, V weights (and its gate, up weights) as one matrix when they are
   /// quantized alike, so each is one product per token. The outputs are the same either way.
   bool stack_projections = true;
-  /// Hold INT4 per_group matrices (`int4`, and Q4_0 tensors `stored`) as Int4Panels, the layout
-  /// of the CPU's fastest int4 kernels (see quarry/quant/int4_panels.hpp); false keeps the
+  /// Hold INT4 per_group matrices (`int4`, and Q4_0 tensors `stored`) as QuantizedPanels, the layout
+  /// of the CPU's fastest int4 kernels (see quarry/quant/quantized_panels.hpp); false keeps the
   /// row-major QuantizedTensor. The weights are the same; the products round differently.
-  bool int4_panels = true;
+  bool panels = true;
 };
 
 /// One projection y = x W^T with W [out, in] in f32 or quantized.
@@ -90,7 +90,7 @@ class Linear {
   /// A quantized layer.
   explicit Linear(QuantizedTensor<cpu> w) : q_(std::move(w)) {}
   /// An INT4 layer in panels (W4A8 products).
-  explicit Linear(Int4Panels w) : p_(std::move(w)) {}
+  explicit Linear(QuantizedPanels w) : p_(std::move(w)) {}
 
   /// Outputs of the projection: W's rows.
   std::int64_t out_features() const noexcept { return q_ ? q_->rows() : p_ ? p_->rows() : f32_.dim(0); }
@@ -101,14 +101,14 @@ class Linear {
     return q_ ? static_cast<std::int64_t>(q_->nbytes()) : p_ ? static_cast<std::int64_t>(p_->nbytes()) : f32_.nbytes();
   }
   /// "f32" or the scheme ("int8 per_channel symmetric f32-scales", ...), "... in panels" for
-  /// Int4Panels.
+  /// QuantizedPanels.
   std::string format() const;
-  /// True when W is quantized (a QuantizedTensor or Int4Panels).
+  /// True when W is quantized (a QuantizedTensor or QuantizedPanels).
   bool quantized() const noexcept { return q_.has_value() || p_.has_value(); }
   /// W as held, when a QuantizedTensor; else null.
   const QuantizedTensor<cpu>* quantized_weights() const noexcept { return q_ ? &*q_ : nullptr; }
-  /// W as held, when Int4Panels; else null.
-  const Int4Panels* int4_panels() const noexcept { return p_ ? &*p_ : nullptr; }
+  /// W as held, when QuantizedPanels; else null.
+  const QuantizedPanels* panels() const noexcept { return p_ ? &*p_ : nullptr; }
   /// The memory W occupies, one span per buffer (f32 values; or quantized values, scales and,
   /// when asymmetric, zero points), bytes() in all: for a host that pins or pre-reads the
   /// weights, and for benchmarks that measure how fast this memory reads.
@@ -120,7 +120,7 @@ class Linear {
  private:
   Tensor<float> f32_;
   std::optional<QuantizedTensor<cpu>> q_;
-  std::optional<Int4Panels> p_;
+  std::optional<QuantizedPanels> p_;
 };
 
 namespace detail {

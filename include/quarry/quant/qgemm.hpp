@@ -64,11 +64,11 @@
 // Activation rows are quantized as in W8A8, with the same edge cases (a zero row gives the
 // bias, a row with a NaN or an infinity gives NaN); an all-zero group adds exactly 0.
 //
-// ---- W4A8 on panels (Int4Panels) ----
+// ---- W4A8 on panels (QuantizedPanels) ----
 //   dot[g] = sum_{c in group g} (q[j][c] - z[j][g]) * qx[i][c]   exact in int32
 //   t = fma(float(dot[g]), s[j][g], t) over the groups in order, from t = 0
 //   y[i][j] = fma(t, output_scale * sx[i], bias[j])
-// The same weights rearranged once (Int4Panels::pack) so that a group's dot stays in int32 until
+// The same weights rearranged once (QuantizedPanels::pack) so that a group's dot stays in int32 until
 // it is complete: the fastest int4 path for decode and prefill alike. Bit-identical on every ISA
 // and thread count; activations quantized as in W8A8, with the same edge cases.
 #pragma once
@@ -79,7 +79,7 @@
 #include "quarry/core/float16.hpp"
 #include "quarry/core/tensor.hpp"
 #include "quarry/core/thread_pool.hpp"
-#include "quarry/quant/int4_panels.hpp"
+#include "quarry/quant/quantized_panels.hpp"
 #include "quarry/quant/quantized_tensor.hpp"
 
 namespace quarry {
@@ -124,8 +124,8 @@ void qgemv(std::span<const bf16> x, const QuantizedTensor<cpu>& w, std::span<flo
 /// product described above. ActivationMode::automatic and int8 both mean W4A8; float32 is
 /// errc::unsupported (W4A32 takes the row-major QuantizedTensor). Errors as the overloads above.
 ///@{
-void qgemm(TensorView<const float> x, const Int4Panels& w, TensorView<float> y, const QGemmOptions& options = {});
-void qgemv(std::span<const float> x, const Int4Panels& w, std::span<float> y, const QGemmOptions& options = {});
+void qgemm(TensorView<const float> x, const QuantizedPanels& w, TensorView<float> y, const QGemmOptions& options = {});
+void qgemv(std::span<const float> x, const QuantizedPanels& w, std::span<float> y, const QGemmOptions& options = {});
 ///@}
 
 /// Whether qgemv / qgemm take weights of this scheme with these activations.

@@ -241,7 +241,7 @@ void ref_gemm_s8_grouped(const Q4GemmArgs& g) noexcept {
   }
 }
 
-// ---- W4A8 on panels of 16 rows (Int4Panels) ----
+// ---- W4A8 on panels of 16 rows (QuantizedPanels) ----
 
 template <class Arch>
 QUARRY_ALWAYS_INLINE float panel_scale(const Q4PanelArgs& g, std::size_t at) noexcept {
@@ -1140,7 +1140,7 @@ QUARRY_ALWAYS_INLINE void tile_s8g(const Q4GemmArgs& g, std::size_t i0, std::siz
   }
 }
 
-// ---- W4A8 on panels (Int4Panels): AVX-512 and AVX2 ----
+// ---- W4A8 on panels (QuantizedPanels): AVX-512 and AVX2 ----
 
 /// The activations' 4 bytes at p as one int32, for a broadcast (the compilers fold it into the
 /// vpdpbusd as an embedded {1to16} broadcast).

@@ -66,7 +66,7 @@ struct Q4GemmArgs {
   const float* a_scale = nullptr;       ///< [m] per-row scale, output_scale folded in (output_scale is unused)
 };
 
-/// Operands of the W4A8 product on int4 weights in panels of 16 rows (quarry::Int4Panels, whose
+/// Operands of the W4A8 product on int4 weights in panels of 16 rows (quarry::QuantizedPanels, whose
 /// header gives the layout and the arithmetic): y[i][j] for the rows j < n of the panels. The
 /// operand's panels are ceil(n / 16) in the layout of panel_place: a call on part of a matrix
 /// starts at a multiple of 4 panels of the whole (then its quads are the whole's).
@@ -87,7 +87,7 @@ struct Q4PanelArgs {
   std::size_t m = 0, n = 0, k = 0;
 };
 
-/// Where panel p of a panel operand with `panels` panels lives (quarry::Int4Panels): the panels
+/// Where panel p of a panel operand with `panels` panels lives (quarry::QuantizedPanels): the panels
 /// are stored in quads of 4 interleaved block by block (the first 4 * floor(panels / 4)), so
 /// that the decode kernel's 4 panels in flight are one sequential stream, then one by one.
 /// `base` is the first panel of p's unit, `width` the unit's panels (4 or 1), `sub` p's place in it.

@@ -1,4 +1,4 @@
-#include "quarry/quant/int4_panels.hpp"
+#include "quarry/quant/quantized_panels.hpp"
 
 #include <cstring>
 
@@ -19,11 +19,11 @@ inline unsigned panel_nibble(const std::uint8_t* row, std::int64_t c, unsigned f
 
 }  // namespace
 
-result<Int4Panels> Int4Panels::pack(const QuantizedTensor<cpu>& w, ThreadPool* pool) {
+result<QuantizedPanels> QuantizedPanels::pack(const QuantizedTensor<cpu>& w, ThreadPool* pool) {
   const QuantScheme& s = w.scheme();
   if (s.bits != 4 || s.granularity != Granularity::per_group)
-    return status{errc::unsupported, fmt::format("Int4Panels::pack: weights quantized as {}; panels hold int4 per_group weights only", s.to_string())};
-  Int4Panels out;
+    return status{errc::unsupported, fmt::format("QuantizedPanels::pack: weights quantized as {}; panels hold int4 per_group weights only", s.to_string())};
+  QuantizedPanels out;
   out.scheme_ = s;
   out.rows_ = w.rows();
   out.cols_ = w.cols();
@@ -61,7 +61,7 @@ result<Int4Panels> Int4Panels::pack(const QuantizedTensor<cpu>& w, ThreadPool* p
   return out;
 }
 
-QuantizedTensor<cpu> Int4Panels::unpack() const {
+QuantizedTensor<cpu> QuantizedPanels::unpack() const {
   auto made = QuantizedTensor<cpu>::create(scheme_, rows_, cols_);
   QuantizedTensor<cpu> q = std::move(made).value();
   const std::int64_t groups = this->groups(), k = cols_;
@@ -87,7 +87,7 @@ QuantizedTensor<cpu> Int4Panels::unpack() const {
   return q;
 }
 
-std::vector<std::span<const std::byte>> Int4Panels::buffers() const {
+std::vector<std::span<const std::byte>> QuantizedPanels::buffers() const {
   std::vector<std::span<const std::byte>> out;
   out.emplace_back(reinterpret_cast<const std::byte*>(values_.data()), values_.nbytes());
   out.emplace_back(reinterpret_cast<const std::byte*>(scales_.data()), scales_.nbytes());

@@ -1,4 +1,4 @@
-// Int4Panels: int4 per_group weights rearranged for the CPU's W4A8 product, as llama.cpp
+// QuantizedPanels: int4 per_group weights rearranged for the CPU's W4A8 product, as llama.cpp
 // repacks Q4_0 for its CPU kernels and oneDNN reorders weights once for a matmul. The same
 // values, scales and zero points as the QuantizedTensor they came from, in another order:
 //
@@ -18,7 +18,7 @@
 // group's dot stays in int32 until it is complete and takes one conversion and one fma per 16
 // rows, where the row-major layout takes them per 8 columns of each row: fewer instructions per
 // weight byte, so decode keeps up with memory with room to spare and prefill gets faster. The
-// product it takes part in (qgemm / qgemv on Int4Panels, in qgemm.hpp) is defined per group:
+// product it takes part in (qgemm / qgemv on QuantizedPanels, in qgemm.hpp) is defined per group:
 //   dot[g] = sum_{c in g} (q[j][c] - z[j][g]) * qx[i][c]  exact in int32,
 //   t = 0;  t = fma(float(dot[g]), s[j][g], t) for each group g in order,
 //   y[i][j] = fma(t, output_scale * sx[i], bias[j] or 0),
@@ -40,24 +40,24 @@ namespace quarry {
 
 /// int4 per_group weights in panels of 16 rows for the CPU's W4A8 kernels (see above).
 /// Move-only.
-class Int4Panels {
+class QuantizedPanels {
  public:
   /// Rows of one panel.
   static constexpr std::int64_t kPanelRows = 16;
 
   /// An empty 0 x 0 matrix.
-  Int4Panels() = default;
+  QuantizedPanels() = default;
   /// The panels of `w`, which must be int4 per_group (any group size, symmetric or not, f16 or
   /// f32 scales): errc::unsupported names any other scheme. Panels are rearranged in parallel
   /// on `pool` when given.
-  static result<Int4Panels> pack(const QuantizedTensor<cpu>& w, ThreadPool* pool = nullptr);
+  static result<QuantizedPanels> pack(const QuantizedTensor<cpu>& w, ThreadPool* pool = nullptr);
   /// The row-major QuantizedTensor back, equal to the one packed.
   QuantizedTensor<cpu> unpack() const;
 
-  Int4Panels(Int4Panels&&) noexcept = default;
-  Int4Panels& operator=(Int4Panels&&) noexcept = default;
-  Int4Panels(const Int4Panels&) = delete;
-  Int4Panels& operator=(const Int4Panels&) = delete;
+  QuantizedPanels(QuantizedPanels&&) noexcept = default;
+  QuantizedPanels& operator=(QuantizedPanels&&) noexcept = default;
+  QuantizedPanels(const QuantizedPanels&) = delete;
+  QuantizedPanels& operator=(const QuantizedPanels&) = delete;
 
   const QuantScheme& scheme() const noexcept { return scheme_; }  ///< the packed tensor's scheme
   std::int64_t rows() const noexcept { return rows_; }            ///< N, output rows
