@@ -298,10 +298,11 @@ void qgemv(std::span<const float> x, const QuantizedTensor<cpu>& w, std::span<fl
 }
 
 void qgemm(TensorView<const float> x, const QuantizedPanels& w, TensorView<float> y, const QGemmOptions& options) {
+  const bool int8 = w.scheme().bits == 8;
   if (options.activations == ActivationMode::float32)
-    throw_error(errc::unsupported, fmt::format("qgemm: int4 panels ({}) take int8 activations (W4A8); float activations take the "
-                                               "row-major QuantizedTensor (W4A32)",
-                                               w.scheme().to_string()));
+    throw_error(errc::unsupported, fmt::format("qgemm: panels of {} take int8 activations ({}); float activations {}", w.scheme().to_string(),
+                                               int8 ? "W8A8" : "W4A8",
+                                               int8 ? "(W8A16) are not supported" : "take the row-major QuantizedTensor (W4A32)"));
   if (x.rank() != 2 || y.rank() != 2)
     throw_error(errc::shape_mismatch, fmt::format("qgemm: x {} and y {} must be matrices", x.shape(), y.shape()));
   const std::int64_t m = x.dim(0), kdim = x.dim(1), n = w.rows();
@@ -311,9 +312,53 @@ void qgemm(TensorView<const float> x, const QuantizedPanels& w, TensorView<float
   check_bias(options, n, "qgemm");
   if (m == 0 || n == 0) return;
   const std::size_t K = static_cast<std::size_t>(kdim), M = static_cast<std::size_t>(m);
-  const std::size_t group = static_cast<std::size_t>(w.scheme().group_size), groups = K / group;
   Scratch& s = quantize_activations(x, options);
-  // The sum of each group of each quantized row: the kernels start each dot from -z times it.
+  const auto& kern = detail::kernels<detail::QuantKernels>();
+  const std::int64_t panels = w.panels();
+  const std::size_t blocks = static_cast<std::size_t>(w.blocks());
+  const float* bias = options.bias.empty() ? nullptr : options.bias.data();
+  // Tasks of 4 panels (the decode kernels' quad of 64 rows in flight, and the layout's unit: a
+  // task's panels start at a multiple of 4); a prefill task takes more.
+  const std::int64_t per_task = M >= 16 ? 16 : 4;
+  const std::int64_t tasks = (panels + per_task - 1) / per_task;
+  auto run = [&](auto&& task) {
+    with_dense_output(y, m, n, [&](float* yp, std::size_t ldy) {
+      parallel_for(options.pool, 0, tasks, [&](std::int64_t t0, std::int64_t t1) {
+        const auto p0 = static_cast<std::size_t>(t0 * per_task), p1 = static_cast<std::size_t>(std::min(panels, t1 * per_task));
+        task(p0, std::min(static_cast<std::size_t>(n), p1 * 16) - p0 * 16, yp + p0 * 16, ldy);
+      });
+    });
+  };
+
+  if (int8) {  // W8A8: gemm_s8's operands, the weights in panels
+    const std::size_t k4 = (K + 3) / 4 * 4;  // the last block's columns past K meet zero activations
+    for (std::size_t i = 0; i < M; ++i) std::fill(s.q.begin() + static_cast<std::ptrdiff_t>(i * s.lda + K), s.q.begin() + static_cast<std::ptrdiff_t>(i * s.lda + k4), 0);
+    detail::QGemmArgs base;
+    base.a = s.q.data();
+    base.lda = s.lda;
+    base.a_sum = s.q_sum.data();
+    base.a_scale = s.scale.data();
+    base.w_scale_stride = 1;
+    base.m = M;
+    base.k = K;
+    const auto* values = reinterpret_cast<const std::int8_t*>(w.value_data());
+    const auto* scales = static_cast<const float*>(w.scale_data());
+    run([&](std::size_t p0, std::size_t rows, float* yp, std::size_t ldy) {
+      detail::QGemmArgs g = base;
+      g.w = values + p0 * blocks * 64;
+      g.w_scale = scales + p0 * 16;
+      if (w.zero_data()) g.w_zero = w.zero_data() + p0 * 16;
+      if (bias) g.bias = bias + p0 * 16;
+      g.y = yp;
+      g.ldy = ldy;
+      g.n = rows;
+      kern.gemm_s8_panels(g);
+    });
+    return;
+  }
+
+  // W4A8: the sum of each group of each quantized row (the kernels start each dot from -z times it).
+  const std::size_t group = static_cast<std::size_t>(w.scheme().group_size), groups = K / group;
   thread_local std::vector<std::int32_t> gsum;
   gsum.assign(M * groups, 0);
   for (std::size_t i = 0; i < M; ++i)
@@ -324,33 +369,21 @@ void qgemm(TensorView<const float> x, const QuantizedPanels& w, TensorView<float
   base.a_gsum = gsum.data();
   base.ld_gsum = groups;
   base.a_scale = s.scale.data();
-  base.w = w.value_data();
-  base.w_scale = w.scale_data();
   base.scale_f16 = w.scheme().scale_dtype == DType::f16;
-  base.w_zero = w.zero_data();
   base.group = group;
-  base.bias = options.bias.empty() ? nullptr : options.bias.data();
   base.m = M;
   base.k = K;
-  const auto& kern = detail::kernels<detail::QuantKernels>();
-  const std::int64_t panels = w.panels();
   const std::size_t scale_bytes = base.scale_f16 ? 2 : 4, panel_slots = groups * 16;
-  // Tasks of 4 panels (the decode kernel's 64 rows in flight); a prefill task takes more.
-  const std::int64_t per_task = M >= 16 ? 16 : 4;
-  const std::int64_t tasks = (panels + per_task - 1) / per_task;
-  with_dense_output(y, m, n, [&](float* yp, std::size_t ldy) {
-    parallel_for(options.pool, 0, tasks, [&](std::int64_t t0, std::int64_t t1) {
-      const auto p0 = static_cast<std::size_t>(t0 * per_task), p1 = static_cast<std::size_t>(std::min(panels, t1 * per_task));
-      detail::Q4PanelArgs g = base;
-      g.w = base.w + p0 * K * 8;
-      g.w_scale = static_cast<const std::uint8_t*>(base.w_scale) + p0 * panel_slots * scale_bytes;
-      if (base.w_zero) g.w_zero = base.w_zero + p0 * panel_slots;
-      if (base.bias) g.bias = base.bias + p0 * 16;
-      g.y = yp + p0 * 16;
-      g.ldy = ldy;
-      g.n = std::min(static_cast<std::size_t>(n), p1 * 16) - p0 * 16;
-      kern.gemm_w4_s8_panels(g);
-    });
+  run([&](std::size_t p0, std::size_t rows, float* yp, std::size_t ldy) {
+    detail::Q4PanelArgs g = base;
+    g.w = w.value_data() + p0 * blocks * 64;
+    g.w_scale = static_cast<const std::uint8_t*>(w.scale_data()) + p0 * panel_slots * scale_bytes;
+    if (w.zero_data()) g.w_zero = w.zero_data() + p0 * panel_slots;
+    if (bias) g.bias = bias + p0 * 16;
+    g.y = yp;
+    g.ldy = ldy;
+    g.n = rows;
+    kern.gemm_w4_s8_panels(g);
   });
 }
 

@@ -708,6 +708,67 @@ TEST_CASE("conformance: gemm_w4_s8_panels is bit-exact (exact int32 group dots, 
   });
 }
 
+// ---- W8A8 on int8 panels (QuantizedPanels): bit-exact, and equal to gemm_s8 row-major ----
+
+TEST_CASE("conformance: gemm_s8_panels is bit-exact and equals gemm_s8 on the same weights row-major") {
+  const std::size_t ms[] = {1, 2, 3, 4, 5, 9};
+  const std::size_t ns[] = {1, 5, 16, 17, 64, 80, 150};
+  for_each_simd_table<QuantKernels>([&](Isa isa, const QuantKernels& kt, const QuantKernels& ref) {
+    std::mt19937 rng(53);
+    std::size_t cases = 0;
+    for (std::size_t k : {0u, 1u, 3u, 4u, 5u, 31u, 64u, 130u, 257u, 1024u}) {
+      for (std::size_t mi = 0; mi < std::size(ms); ++mi) {
+        for (std::size_t ni = 0; ni < std::size(ns); ++ni) {
+          const std::size_t m = ms[mi], n = ns[ni], off = kMisalignments[(mi + ni) % 3];
+          const int mode = static_cast<int>((mi + ni + k) % 3);
+          const bool asym = (mi + 2 * ni + k) % 2 == 1, with_bias = ni % 2 == 1;
+          Operands op(m, n, k, off, rng, mode);  // row-major weights, activations, sums, zero points
+          std::uniform_real_distribution<float> sd(1e-3f, 1e-1f);
+          std::normal_distribution<float> nd;
+          for (auto& v : op.a_scale) v = sd(rng);
+          for (auto& v : op.w_scale) v = sd(rng);
+          for (auto& v : op.bias) v = nd(rng);
+          if (m > 2) op.a_scale[2] = std::numeric_limits<float>::quiet_NaN();
+          // The panels: (k + 3) / 4 blocks of 64 bytes per panel, quads interleaved (the header's layout).
+          const std::size_t panels = (n + 15) / 16, blocks = (k + 3) / 4, full = panels / 4 * 4;
+          std::vector<std::uint8_t> pw(off + panels * blocks * 64 + 1, 0);
+          for (std::size_t j = 0; j < n; ++j)
+            for (std::size_t c = 0; c < k; ++c) {
+              const std::size_t p = j / 16, base = p < full ? p / 4 * 4 : p, width = p < full ? 4 : 1;
+              pw[off + (base * blocks + (c / 4) * width + p - base) * 64 + (j % 16) * 4 + c % 4] =
+                  static_cast<std::uint8_t>(op.w[off + j * op.ldw + c]);
+            }
+          // Activations past k (to a multiple of 4) are zero, as the front end leaves them.
+          std::vector<std::int8_t> a4 = op.a;
+          for (std::size_t i = 0; i < m; ++i)
+            for (std::size_t c = k; c < (k + 3) / 4 * 4; ++c) a4[off + i * op.lda + c] = 0;
+          const std::size_t ldy = n + 1;
+          std::vector<float> yg(m * ldy, -7.f), yr(m * ldy, -7.f), yrow(m * ldy, -7.f);
+          QGemmArgs g = op.args(nullptr, with_bias, 1, asym);
+          g.ldy = ldy;
+          g.y = yrow.data();
+          ref.gemm_s8(g);  // the row-major reference
+          g.a = a4.data() + off;
+          g.w = reinterpret_cast<const std::int8_t*>(pw.data() + off);
+          g.ldw = 0;
+          g.y = yg.data();
+          kt.gemm_s8_panels(g);
+          g.y = yr.data();
+          ref.gemm_s8_panels(g);
+          INFO("m=" << m << " n=" << n << " k=" << k << " asymmetric=" << asym << " misalignment=" << off << " mode=" << mode);
+          for (std::size_t i = 0; i < yg.size(); ++i) {
+            INFO("element " << i);
+            REQUIRE(same_float(yg[i], yr[i]));
+            REQUIRE(same_float(yr[i], yrow[i]));
+          }
+          ++cases;
+        }
+      }
+    }
+    MESSAGE(isa_name(isa) << ": " << cases << " W8A8 panel shapes checked bit-exact");
+  });
+}
+
 // ---- W8A8 grouped: int8 per_group weights x int8 activations: bit-exact on every ISA ----
 
 TEST_CASE("conformance: gemm_s8_grouped is bit-exact (exact int32 4-column dots, 16 float lanes, a fixed tree)") {

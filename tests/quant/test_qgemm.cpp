@@ -658,12 +658,73 @@ TEST_CASE("QuantizedPanels: pack and unpack round-trip every int4 scheme; the pa
               }
             }
         }
-  // Only int4 per_group weights have panels; the message names the scheme.
-  const auto w8 = quantized(gaussian(4, 64, 62));
+  // int8 per_tensor / per_channel: the same round trip (K not a multiple of 4 too).
+  for (const QuantScheme& scheme : {QuantScheme::int8_per_channel(), QuantScheme::int8_per_channel(false),
+                                    QuantScheme::int8_per_tensor(), QuantScheme{8, Granularity::per_channel, 0, true, DType::f16}})
+    for (std::int64_t n : {1, 16, 17, 70})
+      for (std::int64_t k : {1, 37, 128}) {
+        INFO(scheme.to_string() << " n=" << n << " k=" << k);
+        const auto w = quantized(gaussian(n, k, 69, 0.05f), scheme);
+        auto p = QuantizedPanels::pack(w);
+        REQUIRE(p.ok());
+        CHECK(p->blocks() == (k + 3) / 4);
+        CHECK(p->nbytes() == static_cast<std::size_t>(p->panels() * 16 * ((k + 3) / 4 * 4 + 4 + (scheme.symmetric ? 0 : 1))));
+        const QuantizedTensor<cpu> back = p->unpack();
+        REQUIRE(back.scheme() == scheme);
+        for (std::int64_t r = 0; r < n; ++r) {
+          for (std::int64_t c = 0; c < k; ++c) REQUIRE(back.value(r, c) == w.value(r, c));
+          const auto [sr, sc] = w.scale_index(r, 0);
+          REQUIRE(back.scale(sr, sc) == w.scale(sr, sc));
+          REQUIRE(back.zero(sr, sc) == w.zero(sr, sc));
+        }
+      }
+  // int8 per_group (GGUF Q8_0) has no panels; the message names the scheme.
+  const auto w8 = quantized(gaussian(4, 64, 62), QuantScheme::int8_grouped(32));
   auto bad = QuantizedPanels::pack(w8);
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.status().code() == errc::unsupported);
-  CHECK(bad.status().message().find("int8") != std::string::npos);
+  CHECK(bad.status().message().find("int8 per_group") != std::string::npos);
+}
+
+TEST_CASE("W8A8 on QuantizedPanels gives the row-major W8A8's bits for every int8 scheme; threads and qgemv too") {
+  ThreadPool pool(3);
+  for (const QuantScheme& scheme : {QuantScheme::int8_per_channel(), QuantScheme::int8_per_channel(false),
+                                    QuantScheme::int8_per_tensor(), QuantScheme{8, Granularity::per_channel, 0, true, DType::f16}})
+    for (const auto& mnk : {std::tuple{1, 37, 256}, std::tuple{3, 16, 129}, std::tuple{8, 70, 383}, std::tuple{13, 9, 5},
+                            std::tuple{20, 200, 256}, std::tuple{1, 130, 2}}) {
+      const int m = std::get<0>(mnk), n = std::get<1>(mnk), k = std::get<2>(mnk);
+      INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
+      Tensor<float> x = gaussian(m, k, 70);
+      if (m > 2) x(2, 0) = std::numeric_limits<float>::quiet_NaN();
+      const auto w = quantized(gaussian(n, k, 71, 0.05f), scheme);
+      auto p = QuantizedPanels::pack(w, &pool);
+      REQUIRE(p.ok());
+      const auto bias = random_bias(n, 72);
+      const QGemmOptions opt{.bias = bias, .output_scale = 0.75f};
+      Tensor<float> yp({m, n}), yr({m, n}), ymt({m, n});
+      // Stale bytes past K in the activation scratch must not leak in: a wider product first.
+      Tensor<float> wide_x = gaussian(m, k + 64, 73), wide_y({m, n});
+      qgemm(wide_x.view(), quantized(gaussian(n, k + 64, 74), scheme), wide_y.view());
+      qgemm(x.view(), *p, yp.view(), opt);
+      qgemm(x.view(), w, yr.view(), opt);
+      QGemmOptions mt = opt;
+      mt.pool = &pool;
+      qgemm(x.view(), *p, ymt.view(), mt);
+      std::vector<float> row(static_cast<std::size_t>(n));
+      qgemv({&x(0, 0), static_cast<std::size_t>(k)}, *p, row, opt);
+      auto same = [](float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); };
+      for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < n; ++j) {
+          REQUIRE(same(yp(i, j), yr(i, j)));
+          REQUIRE(same(ymt(i, j), yr(i, j)));
+        }
+      for (std::int64_t j = 0; j < n; ++j) REQUIRE(same(row[static_cast<std::size_t>(j)], yr(0, j)));
+    }
+  const auto w = quantized(gaussian(8, 64, 75));
+  auto p = QuantizedPanels::pack(w);
+  REQUIRE(p.ok());
+  Tensor<float> x = gaussian(2, 64, 76), y({2, 8});
+  CHECK(error_message([&] { qgemm(x.view(), *p, y.view(), {.activations = ActivationMode::float32}); }).find("W8A16") != std::string::npos);
 }
 
 TEST_CASE("W4A8 on QuantizedPanels matches the documented formula and the row-major W4A8; threads and qgemv bit-identical") {

@@ -266,7 +266,7 @@ void ref_gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
         const int z = g.w_zero ? int{g.w_zero[at]} : 8;
         std::int32_t dot = 0;  // |dot| <= 128 * 15 * 127: exact
         for (std::size_t c = gr * g.group; c < (gr + 1) * g.group; ++c) {
-          const std::uint8_t byte = g.w[panel_block_offset(p, panels, g.k, c / 8) + r * 4 + c % 4];
+          const std::uint8_t byte = g.w[panel_block_offset(p, panels, g.k / 8, c / 8) + r * 4 + c % 4];
           const int u = (c % 8) < 4 ? (byte & 0xf) : (byte >> 4);
           dot += (u - z) * a[c];
         }
@@ -275,6 +275,25 @@ void ref_gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
       g.y[i * g.ldy + j] = std::fma(t, g.a_scale[i], g.bias ? g.bias[j] : 0.f);
     }
   }
+}
+
+/// The W8A8 product on int8 panels: gemm_s8's sums and epilogue, the weights read from panels.
+template <class Arch>
+void ref_gemm_s8_panels(const QGemmArgs& g) noexcept {
+  const std::size_t panels = (g.n + 15) / 16, blocks = (g.k + 3) / 4;
+  const auto* w = reinterpret_cast<const std::uint8_t*>(g.w);
+  for (std::size_t i = 0; i < g.m; ++i)
+    for (std::size_t j = 0; j < g.n; ++j) {
+      const std::size_t p = j / 16, r = j % 16;
+      std::uint32_t dot = 0;  // modulo 2^32, as gemm_s8
+      for (std::size_t c = 0; c < g.k; ++c) {
+        const std::uint8_t b = w[panel_block_offset(p, panels, blocks, c / 4) + r * 4 + c % 4];
+        const std::int32_t wi = g.w_zero ? std::int32_t{b} : std::int32_t{static_cast<std::int8_t>(b)};
+        dot += static_cast<std::uint32_t>(std::int32_t{g.a[i * g.lda + c]} * wi);
+      }
+      if (g.w_zero) dot -= std::uint32_t{g.w_zero[j]} * static_cast<std::uint32_t>(g.a_sum[i]);
+      store_output<Arch>(g, i, j, static_cast<std::int32_t>(dot));
+    }
 }
 
 // ---- SIMD bodies ----
@@ -1301,6 +1320,108 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, 
   }
 }
 
+// ---- W8A8 on int8 panels (QuantizedPanels): AVX-512 VNNI and AVX2 ----
+
+/// AVX-512 W8A8 on panels: MR activation rows x P panels of a unit of W. Per 64-byte block (16
+/// rows x 4 columns) one load, ^ 0x80 for symmetric int8 (vpdpbusd's unsigned operand: w + 128),
+/// and per activation row one vpdpbusd against its 4 activations broadcast. The sums start at
+/// 0 and end less z x the row's activation sum (z = 128 symmetric, the row's zero point else),
+/// modulo 2^32 as gemm_s8's; then gemm_s8's epilogue, fma(float(acc), a_scale x w_scale, bias),
+/// 16 rows at once. Decode (MR = 1) runs two chains per panel (even and odd blocks).
+template <class Arch, int MR, int P, int W, bool Prefetch, bool HasZero>
+QUARRY_ALWAYS_INLINE void panel_tile_s8_avx512(const QGemmArgs& g, std::size_t i0, std::size_t p0) noexcept {
+  static_assert(P <= W, "a tile's panels lie in one unit of the layout (a quad, or one panel)");
+  constexpr int C = MR == 1 ? 2 : 1;
+  const std::size_t blocks = (g.k + 3) / 4, lda = g.lda;
+  const std::size_t base = p0 / W * W, sub = p0 - base;
+  const auto* const w = reinterpret_cast<const std::uint8_t*>(g.w) + (base * blocks + sub) * 64;
+  const std::int8_t* const a = g.a + i0 * lda;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(HasZero ? 0 : 0x80));
+  __m512i acc[MR][P][C];
+  QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+    QUARRY_UNROLL for (int p = 0; p < P; ++p)
+      QUARRY_UNROLL for (int c = 0; c < C; ++c) acc[i][p][c] = _mm512_setzero_si512();
+  auto step = [&](std::size_t b, int c) __attribute__((always_inline)) {
+    QUARRY_UNROLL for (int p = 0; p < P; ++p) {
+      const std::uint8_t* q = w + (b * W + static_cast<std::size_t>(p)) * 64;
+      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetch), _MM_HINT_T1);
+      __m512i wv = _mm512_loadu_si512(q);
+      if constexpr (!HasZero) wv = _mm512_xor_si512(wv, flip);
+      QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+        acc[i][p][c] = _mm512_dpbusd_epi32(acc[i][p][c], wv, _mm512_set1_epi32(load4(a + static_cast<std::size_t>(i) * lda + b * 4)));
+    }
+  };
+  std::size_t b = 0;
+  if constexpr (C == 2)
+    for (; b + 2 <= blocks; b += 2) {
+      step(b, 0);
+      step(b + 1, 1);
+    }
+  for (; b < blocks; ++b) step(b, 0);
+  QUARRY_UNROLL for (int p = 0; p < P; ++p) {
+    const std::size_t j0 = (p0 + static_cast<std::size_t>(p)) * 16, rows = g.n - j0 < 16 ? g.n - j0 : 16;
+    const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+    const __m512 ws = _mm512_maskz_loadu_ps(mask, g.w_scale + j0);
+    const __m512 bias = g.bias ? _mm512_maskz_loadu_ps(mask, g.bias + j0) : _mm512_setzero_ps();
+    __m512i z = _mm512_set1_epi32(128);
+    if constexpr (HasZero) z = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, g.w_zero + j0));
+    QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+      __m512i d = acc[i][p][0];
+      if constexpr (C == 2) d = _mm512_add_epi32(d, acc[i][p][1]);
+      d = _mm512_sub_epi32(d, _mm512_mullo_epi32(z, _mm512_set1_epi32(g.a_sum[i0 + static_cast<std::size_t>(i)])));
+      const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(g.a_scale[i0 + static_cast<std::size_t>(i)]), ws);
+      _mm512_mask_storeu_ps(g.y + (i0 + static_cast<std::size_t>(i)) * g.ldy + j0, mask, _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale, bias));
+    }
+  }
+}
+
+/// AVX2 W8A8 on panels: MR activation rows x P panels of a unit of W, each panel as two halves
+/// of 8 rows. The int8 products as the row-major AVX2 kernel takes them: vpmaddubsw on |v| and
+/// sign(a, v), v the weight as int8 (asymmetric uint8 as u - 128, corrected by (128 - z) x the
+/// activation sum after), pairs at most 2 x 128 x 127 (no saturation), vpmaddwd by ones into
+/// int32. The same sums modulo 2^32 as gemm_s8, so the same floats.
+template <class Arch, int MR, int P, int W, bool Prefetch, bool HasZero>
+QUARRY_ALWAYS_INLINE void panel_tile_s8_avx2(const QGemmArgs& g, std::size_t i0, std::size_t p0) noexcept {
+  static_assert(P <= W, "a tile's panels lie in one unit of the layout (a quad, or one panel)");
+  const std::size_t blocks = (g.k + 3) / 4, lda = g.lda;
+  const std::size_t base = p0 / W * W, sub = p0 - base;
+  const auto* const w = reinterpret_cast<const std::uint8_t*>(g.w) + (base * blocks + sub) * 64;
+  const std::int8_t* const a = g.a + i0 * lda;
+  const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  __m256i acc[MR][P][2];
+  QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+    QUARRY_UNROLL for (int p = 0; p < P; ++p) acc[i][p][0] = acc[i][p][1] = _mm256_setzero_si256();
+  for (std::size_t b = 0; b < blocks; ++b) {
+    QUARRY_UNROLL for (int p = 0; p < P; ++p) {
+      const std::uint8_t* q = w + (b * W + static_cast<std::size_t>(p)) * 64;
+      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetch), _MM_HINT_T1);
+      QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
+        __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + h * 32));
+        if constexpr (HasZero) v = _mm256_xor_si256(v, flip);
+        const __m256i mag = _mm256_abs_epi8(v);
+        QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+          const __m256i av = _mm256_set1_epi32(load4(a + static_cast<std::size_t>(i) * lda + b * 4));
+          acc[i][p][h] = _mm256_add_epi32(acc[i][p][h], _mm256_madd_epi16(_mm256_maddubs_epi16(mag, _mm256_sign_epi8(av, v)), ones));
+        }
+      }
+    }
+  }
+  QUARRY_UNROLL for (int p = 0; p < P; ++p) {
+    const std::size_t j0 = (p0 + static_cast<std::size_t>(p)) * 16, rows = g.n - j0 < 16 ? g.n - j0 : 16;
+    QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+      alignas(32) std::int32_t out[16];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out), acc[i][p][0]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out + 8), acc[i][p][1]);
+      const std::uint32_t sum = static_cast<std::uint32_t>(g.a_sum[i0 + static_cast<std::size_t>(i)]);
+      for (std::size_t r = 0; r < rows; ++r) {
+        std::uint32_t d = static_cast<std::uint32_t>(out[r]);
+        if constexpr (HasZero) d += (128u - std::uint32_t{g.w_zero[j0 + r]}) * sum;
+        store_output<Arch>(g, i0 + static_cast<std::size_t>(i), j0 + r, static_cast<std::int32_t>(d));
+      }
+    }
+  }
+}
+
 #endif  // x86-64
 
 template <class Arch>
@@ -1566,15 +1687,60 @@ void gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
   ref_gemm_w4_s8_panels<Arch>(g);
 }
 
+template <class Arch>
+void gemm_s8_panels(const QGemmArgs& g) noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+  [[maybe_unused]] const std::size_t np = (g.n + 15) / 16, full = np / 4 * 4;
+  if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
+    auto run = [&]<bool HasZero>() __attribute__((always_inline)) {
+      auto tile = [&](auto mr, auto pp, auto ww, auto pf, std::size_t i, std::size_t p) __attribute__((always_inline)) {
+        constexpr int MR = decltype(mr)::value, P = decltype(pp)::value, W = decltype(ww)::value;
+        constexpr bool PF = decltype(pf)::value;
+        if constexpr (simd::is_avx512<Arch>) panel_tile_s8_avx512<Arch, MR, P, W, PF, HasZero>(g, i, p);
+        else panel_tile_s8_avx2<Arch, MR, P, W, PF, HasZero>(g, i, p);
+      };
+      using std::integral_constant;
+      using One = integral_constant<int, 1>;
+      using Four = integral_constant<int, 4>;
+      if (g.m == 1) {  // decode: a quad (64 rows, one sequential stream) in flight
+        for (std::size_t p = 0; p < full; p += 4) tile(One{}, Four{}, Four{}, std::true_type{}, 0, p);
+        for (std::size_t p = full; p < np; ++p) tile(One{}, One{}, One{}, std::true_type{}, 0, p);
+        return;
+      }
+      // Prefill: blocks of quads of ~512 KiB (in L2 across the activation tiles); MR activation
+      // rows x a quad (AVX-512: 4 x 4 = 16 int32 accumulators; AVX2: 2 x 2 panels x 2 halves).
+      constexpr int MR = simd::is_avx512<Arch> ? 4 : 2, PQ = simd::is_avx512<Arch> ? 4 : 2;
+      std::size_t nb = (std::size_t{512} << 10) / ((g.k + 3) / 4 * 64 + 1);
+      nb = nb < 4 ? 4 : nb - nb % 4;
+      auto rows = [&](auto mr, std::size_t i, std::size_t pb, std::size_t pe) __attribute__((always_inline)) {
+        std::size_t p = pb;
+        for (; p < pe && p < full; p += PQ) tile(mr, integral_constant<int, PQ>{}, Four{}, std::false_type{}, i, p);
+        for (; p < pe; ++p) tile(mr, One{}, One{}, std::false_type{}, i, p);
+      };
+      for (std::size_t pb = 0; pb < np; pb += nb) {
+        const std::size_t pe = pb + nb < np ? pb + nb : np;
+        std::size_t i = 0;
+        for (; i + MR <= g.m; i += MR) rows(integral_constant<int, MR>{}, i, pb, pe);
+        for (; i < g.m; ++i) rows(One{}, i, pb, pe);
+      }
+    };
+    if (g.w_zero) run.template operator()<true>();
+    else run.template operator()<false>();
+    return;
+  }
+#endif
+  ref_gemm_s8_panels<Arch>(g);
+}
+
 /// The QuantKernels table for one arch tag.
 template <class Arch>
 constexpr QuantKernels make_quant_kernels() noexcept {
   if constexpr (simd::is_scalar<Arch>)
     return QuantKernels{&ref_quantize_row_s8<Arch>, &ref_gemm_s8<Arch>, &ref_gemm_w4_f32<Arch>, &ref_gemm_w4_s8<Arch>,
-                        &ref_gemm_s8_grouped<Arch>, &ref_gemm_w4_s8_panels<Arch>};
+                        &ref_gemm_s8_grouped<Arch>, &ref_gemm_w4_s8_panels<Arch>, &ref_gemm_s8_panels<Arch>};
   else
     return QuantKernels{&quantize_row_s8<Arch>, &gemm_s8<Arch>, &gemm_w4_f32<Arch>, &gemm_w4_s8<Arch>, &gemm_s8_grouped<Arch>,
-                        &gemm_w4_s8_panels<Arch>};
+                        &gemm_w4_s8_panels<Arch>, &gemm_s8_panels<Arch>};
 }
 
 }  // namespace quarry::detail::cpu_kernels

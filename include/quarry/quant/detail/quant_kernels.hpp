@@ -97,10 +97,11 @@ struct PanelPlace {
 constexpr PanelPlace panel_place(std::size_t p, std::size_t panels) noexcept {
   return p < panels / 4 * 4 ? PanelPlace{p / 4 * 4, 4, p % 4} : PanelPlace{p, 1, 0};
 }
-/// Byte offset of the 64 bytes of 8-column block b of panel p (k columns).
-constexpr std::size_t panel_block_offset(std::size_t p, std::size_t panels, std::size_t k, std::size_t b) noexcept {
+/// Byte offset of 64-byte block b of panel p, `blocks` blocks per panel (K / 8 for int4, K / 4
+/// rounded up for int8).
+constexpr std::size_t panel_block_offset(std::size_t p, std::size_t panels, std::size_t blocks, std::size_t b) noexcept {
   const PanelPlace u = panel_place(p, panels);
-  return u.base * k * 8 + (b * u.width + u.sub) * 64;
+  return (u.base * blocks + b * u.width + u.sub) * 64;
 }
 /// Index of the first of the 16 scales (zero points) of group gr of panel p (`groups` per row).
 constexpr std::size_t panel_group_slot(std::size_t p, std::size_t panels, std::size_t groups, std::size_t gr) noexcept {
@@ -147,6 +148,12 @@ struct QuantKernels {
   /// t = fma(float(dot[g]), s[j][g], t) over the groups in order from t = 0, and
   /// y = fma(t, a_scale[i], bias or 0). Bit-identical on every ISA and for every tiling.
   void (*gemm_w4_s8_panels)(const Q4PanelArgs& args) noexcept;
+  /// The W8A8 product of gemm_s8 on int8 weights in panels (quarry::QuantizedPanels): w holds
+  /// ceil(n / 16) panels of (k + 3) / 4 blocks (panel_block_offset; a call on part of a matrix
+  /// starts at a multiple of 4 panels of the whole), w_scale and w_zero one entry per row
+  /// (w_scale_stride 1), ldw unused; a rows need zeros from k to k rounded up to 4; a_u8 and
+  /// scratch unused. Bit-identical to gemm_s8 on the same weights row-major.
+  void (*gemm_s8_panels)(const QGemmArgs& args) noexcept;
 };
 
 QUARRY_DECLARE_KERNEL_TABLES(QuantKernels)
