@@ -113,7 +113,7 @@ std::vector<std::span<const std::byte>> Linear::buffers() const {
 void Linear::apply(TensorView<const float> x, TensorView<float> y, ThreadPool* pool) const {
   // Small products run on the caller's thread: waking the pool costs more than they do.
   const bool big = out_features() * in_features() * x.dim(0) >= (std::int64_t{1} << 18);
-  if (p_) {  // W4A8 on panels
+  if (p_) {  // W4A8 or W8A8 on panels
     QGemmOptions o;
     o.pool = big ? pool : nullptr;
     if (x.dim(0) == 1)
@@ -247,10 +247,13 @@ std::optional<QuantizedTensor<cpu>> stack_rows(const std::vector<Linear>& parts)
   return std::move(*stacked);
 }
 
-// l as QuantizedPanels when it holds INT4 per_group weights and the options ask for panels; else l.
+// l in panels when it holds INT4 per_group or INT8 per_channel weights and the options ask for
+// panels; else l.
 result<Linear> in_panels(Linear l, const LlamaLoadOptions& options) {
   const QuantizedTensor<cpu>* q = l.quantized_weights();
-  if (!options.panels || q == nullptr || q->scheme().bits != 4 || q->scheme().granularity != Granularity::per_group) return l;
+  if (!options.panels || q == nullptr) return l;
+  const QuantScheme& s = q->scheme();
+  if (!(s.bits == 4 && s.granularity == Granularity::per_group) && !(s.bits == 8 && s.granularity == Granularity::per_channel)) return l;
   QUARRY_ASSIGN_OR_RETURN(QuantizedPanels p, QuantizedPanels::pack(*q, options.pool));
   return Linear(std::move(p));
 }

@@ -265,9 +265,10 @@ TEST_CASE("llama: stacked Q/K/V and gate/up products give exactly the logits of 
         ++count;
         const std::vector<std::span<const std::byte>> b = l.buffers();
         REQUIRE(b.size() >= 2);  // quantized: values and scales (symmetric: no zero points)
-        if (const QuantizedPanels* p = l.panels()) {  // int4: panels of 16 rows, the last padded
+        if (const QuantizedPanels* p = l.panels()) {  // panels of 16 rows, the last padded; 64-byte blocks
           CHECK(b[0].data() == reinterpret_cast<const std::byte*>(p->value_data()));
-          CHECK(static_cast<std::int64_t>(b[0].size()) == p->panels() * 16 * l.in_features() / 2);
+          CHECK(static_cast<std::int64_t>(b[0].size()) == p->panels() * p->blocks() * 64);
+          CHECK(p->blocks() == (p->scheme().bits == 4 ? l.in_features() / 8 : (l.in_features() + 3) / 4));
         } else {
           CHECK(b[0].data() == reinterpret_cast<const std::byte*>(l.quantized_weights()->value_bytes().data()));
           CHECK(static_cast<std::int64_t>(b[0].size()) == l.out_features() * l.quantized_weights()->row_bytes());
@@ -307,44 +308,55 @@ TEST_CASE("llama: stacked Q/K/V and gate/up products give exactly the logits of 
   }
 }
 
-TEST_CASE("llama: INT4 weights in panels give the row-major INT4 logits within rounding") {
+TEST_CASE("llama: weights in panels give the row-major logits: INT8 exactly, INT4 within rounding") {
   QUARRY_REQUIRE_SHARED_DATA(model_path, "models/stories260K/stories260K.gguf");
   const GgufFile file = GgufFile::open(model_path).value();
-  LlamaLoadOptions o;
-  o.weights = LlamaWeights::int4;
-  const LlamaModel panels = LlamaModel::load(file, o).value();
-  o.panels = false;
-  const LlamaModel rows = LlamaModel::load(file, o).value();
-  int in_panels = 0, row_major_int4 = 0;
-  panels.for_each_projection([&](const Linear& l) {
-    in_panels += l.panels() != nullptr;
-    CHECK((l.panels() != nullptr) == (l.format().find("in panels") != std::string::npos));
-  });
-  rows.for_each_projection([&](const Linear& l) {
-    CHECK(l.panels() == nullptr);
-    row_major_int4 += l.quantized_weights()->scheme().bits == 4;
-  });
-  CHECK(in_panels > 0);
-  CHECK(in_panels == row_major_int4);  // every INT4 matrix, and only those
-  const std::vector<std::int32_t> prompt = {1, 403, 407, 261, 378, 293, 329, 505};
-  std::vector<float> logits[2];
-  int i = 0;
-  for (const LlamaModel* m : {&panels, &rows}) {
-    BlockPool kv = BlockPool::create(m->kv_options(DType::f32, 8)).value();
-    const SequenceId seq = kv.create();
-    Tensor<float> out({1, m->config().vocab_size});
-    const std::span<const std::int32_t> all(prompt);
-    REQUIRE(m->forward(kv, std::span<const SequenceId>(&seq, 1), std::span<const std::span<const std::int32_t>>(&all, 1), out.view()).ok());
-    logits[i++].assign(out.span().begin(), out.span().end());
+  for (const LlamaWeights weights : {LlamaWeights::int8, LlamaWeights::int4}) {
+    CAPTURE(llama_weights_name(weights));
+    LlamaLoadOptions o;
+    o.weights = weights;
+    const LlamaModel panels = LlamaModel::load(file, o).value();
+    o.panels = false;
+    const LlamaModel rows = LlamaModel::load(file, o).value();
+    int in_panels = 0, row_major = 0;
+    panels.for_each_projection([&](const Linear& l) {
+      in_panels += l.panels() != nullptr;
+      CHECK((l.panels() != nullptr) == (l.format().find("in panels") != std::string::npos));
+    });
+    rows.for_each_projection([&](const Linear& l) {
+      CHECK(l.panels() == nullptr);
+      const QuantScheme& s = l.quantized_weights()->scheme();
+      row_major += (s.bits == 4 && s.granularity == Granularity::per_group) || (s.bits == 8 && s.granularity == Granularity::per_channel);
+    });
+    CHECK(in_panels > 0);
+    CHECK(in_panels == row_major);  // every INT4 per_group and INT8 per_channel matrix, and only those
+    const std::vector<std::int32_t> prompt = {1, 403, 407, 261, 378, 293, 329, 505};
+    std::vector<float> logits[2];
+    int i = 0;
+    for (const LlamaModel* m : {&panels, &rows}) {
+      BlockPool kv = BlockPool::create(m->kv_options(DType::f32, 8)).value();
+      const SequenceId seq = kv.create();
+      Tensor<float> out({1, m->config().vocab_size});
+      const std::span<const std::int32_t> all(prompt);
+      REQUIRE(m->forward(kv, std::span<const SequenceId>(&seq, 1), std::span<const std::span<const std::int32_t>>(&all, 1), out.view()).ok());
+      const std::int32_t next = 42;  // and one decode step (qgemv)
+      const std::span<const std::int32_t> one(&next, 1);
+      REQUIRE(m->forward(kv, std::span<const SequenceId>(&seq, 1), std::span<const std::span<const std::int32_t>>(&one, 1), out.view()).ok());
+      logits[i++].assign(out.span().begin(), out.span().end());
+    }
+    if (weights == LlamaWeights::int8) {
+      CHECK(logits[0] == logits[1]);  // the same W8A8 sums and epilogue
+      continue;
+    }
+    float diff = 0, top = 0;
+    for (std::size_t v = 0; v < logits[0].size(); ++v) {
+      diff = std::max(diff, std::fabs(logits[0][v] - logits[1][v]));
+      top = std::max(top, std::fabs(logits[1][v]));
+    }
+    MESSAGE("INT4 in panels vs row-major: largest logit difference " << diff << " of " << top);
+    // Two roundings of the same sums (here, with K = 64, most products and sums are exact).
+    CHECK(diff <= 1e-3f * top);
   }
-  float diff = 0, top = 0;
-  for (std::size_t v = 0; v < logits[0].size(); ++v) {
-    diff = std::max(diff, std::fabs(logits[0][v] - logits[1][v]));
-    top = std::max(top, std::fabs(logits[1][v]));
-  }
-  MESSAGE("INT4 in panels vs row-major: largest logit difference " << diff << " of " << top);
-  // Two roundings of the same sums (here, with K = 64, most products and sums are exact).
-  CHECK(diff <= 1e-3f * top);
 }
 
 TEST_CASE("llama: bad calls are errors that name the problem and leave the pool unchanged") {

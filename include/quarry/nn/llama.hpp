@@ -75,9 +75,10 @@ struct LlamaLoadOptions {
   /// Hold a layer's Q, K, V weights (and its gate, up weights) as one matrix when they are
   /// quantized alike, so each is one product per token. The outputs are the same either way.
   bool stack_projections = true;
-  /// Hold INT4 per_group matrices (`int4`, and Q4_0 tensors `stored`) as QuantizedPanels, the layout
-  /// of the CPU's fastest int4 kernels (see quarry/quant/quantized_panels.hpp); false keeps the
-  /// row-major QuantizedTensor. The weights are the same; the products round differently.
+  /// Hold INT4 per_group and INT8 per_channel matrices (`int4`, `int8`, and Q4_0 tensors
+  /// `stored`) as QuantizedPanels, the layout of the CPU's fastest quantized kernels (see
+  /// quarry/quant/quantized_panels.hpp); false keeps the row-major QuantizedTensor. The weights
+  /// are the same; INT8 products are bit-identical either way, INT4 ones round differently.
   bool panels = true;
 };
 
@@ -89,7 +90,7 @@ class Linear {
   explicit Linear(Tensor<float> w) : f32_(std::move(w)) {}
   /// A quantized layer.
   explicit Linear(QuantizedTensor<cpu> w) : q_(std::move(w)) {}
-  /// An INT4 layer in panels (W4A8 products).
+  /// A quantized layer in panels (W4A8 or W8A8 products).
   explicit Linear(QuantizedPanels w) : p_(std::move(w)) {}
 
   /// Outputs of the projection: W's rows.
@@ -107,7 +108,7 @@ class Linear {
   bool quantized() const noexcept { return q_.has_value() || p_.has_value(); }
   /// W as held, when a QuantizedTensor; else null.
   const QuantizedTensor<cpu>* quantized_weights() const noexcept { return q_ ? &*q_ : nullptr; }
-  /// W as held, when QuantizedPanels; else null.
+  /// W as held, when in panels; else null.
   const QuantizedPanels* panels() const noexcept { return p_ ? &*p_ : nullptr; }
   /// The memory W occupies, one span per buffer (f32 values; or quantized values, scales and,
   /// when asymmetric, zero points), bytes() in all: for a host that pins or pre-reads the
