@@ -230,12 +230,12 @@ int main(int argc, char** argv) {
       }
     }
 
-    // ---- W4A8 on QuantizedPanels against the row-major W4A8, the same weights in rotation, timed
-    // alternately: gbps of the panels (values + scales), and rowmajor_ratio = the row-major
-    // kernel's time over the panels'. ----
-    for (int group : {32, 128}) {
-      const QuantScheme scheme = QuantScheme::int4_grouped(group);
-      const std::size_t g_bytes = N * K / 2 + N * (K / static_cast<std::size_t>(group)) * 2;
+    // ---- W4A8 and W8A8 on QuantizedPanels against the row-major kernels, the same weights in
+    // rotation, timed alternately: gbps of the panels (values + scales), and rowmajor_ratio =
+    // the row-major kernel's time over the panels'. ----
+    for (int group : {32, 128, 0}) {  // 0: int8 per_channel (W8A8)
+      const QuantScheme scheme = group ? QuantScheme::int4_grouped(group) : QuantScheme::int8_per_channel();
+      const std::size_t g_bytes = group ? N * K / 2 + N * (K / static_cast<std::size_t>(group)) * 2 : N * K + N * 4;
       const std::size_t g_count = std::max<std::size_t>(2, (rotation_bytes + g_bytes - 1) / g_bytes);
       std::vector<QuantizedTensor<cpu>> gws;
       std::vector<QuantizedPanels> pws;
@@ -255,7 +255,7 @@ int main(int argc, char** argv) {
         });
         const double per_p = sp / static_cast<double>(pws.size()), per_r = sr / static_cast<double>(gws.size());
         const double gbps = static_cast<double>(pws[0].nbytes()) / per_p / 1e9;
-        BenchRow r(fmt::format("qgemv w4a8 g{} panels {} m=1", group, shape_name(shape)), "quarry", t);
+        BenchRow r(fmt::format("qgemv {} panels {} m=1", group ? fmt::format("w4a8 g{}", group) : std::string("w8a8"), shape_name(shape)), "quarry", t);
         r.set("gbps", gbps).set("bw_ratio", gbps / dram).set("ms", per_p * 1e3).set("gops", 2.0 * N * K / per_p / 1e9);
         r.set("rowmajor_ratio", per_r / per_p).set("isa", report.machine.isa).set("matrices", static_cast<std::int64_t>(pws.size()));
         report.rows.push_back(std::move(r));
@@ -345,6 +345,7 @@ int main(int argc, char** argv) {
       const auto w8 = random_weights(QuantScheme::int8_per_channel(), shape.n, shape.k, 201);
       for (const GroupedCase& gc : {GroupedCase{"w4a8 g32", QuantScheme::int4_grouped(32), ActivationMode::int8, false},
                                     GroupedCase{"w4a8 g32 panels", QuantScheme::int4_grouped(32), ActivationMode::int8, false, true},
+                                    GroupedCase{"w8a8 panels", QuantScheme::int8_per_channel(), ActivationMode::int8, false, true},
                                     GroupedCase{"w8a8 q8_0", QuantScheme::int8_grouped(32), ActivationMode::int8, false}}) {
         const auto wg = random_weights(gc.scheme, shape.n, shape.k, 202);
         const std::optional<QuantizedPanels> wp =

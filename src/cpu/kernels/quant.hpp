@@ -1169,11 +1169,13 @@ QUARRY_ALWAYS_INLINE std::int32_t load4(const std::int8_t* p) noexcept {
   return v;
 }
 
-/// How far ahead of each panel's stream the decode kernels prefetch into L2 (bytes). A panel is
-/// one contiguous stream (k * 8 bytes), so this crosses into the next panel at the end, which the
-/// next tile reads. 1-4 KiB measured alike on Zen 4; 0 (the hardware prefetchers alone) 5-10%
-/// slower from DRAM.
+/// How far ahead in a unit's stream (a quad's, or a single panel's) the decode kernels prefetch
+/// into L2, in bytes, int4 and int8; past the unit's end this reaches into the next, which the
+/// next tile reads. Measured on Zen 4 (TinyLlama's matrices in rotation, from DRAM): int4 2 KiB
+/// (4 KiB: 4-8% slower on 2 threads), int8 4 KiB (2 KiB: 3-5% slower); none (the hardware
+/// prefetchers alone) 5-10% slower.
 inline constexpr std::size_t kPanelPrefetch = 2048;
+inline constexpr std::size_t kPanelPrefetchS8 = 4096;
 
 /// AVX-512 W4A8 on panels: MR activation rows x P panels of 16 weight rows. Per 64-byte block
 /// (16 rows x 8 columns): one load, the nibbles split with a shift and two ands, and per
@@ -1344,7 +1346,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_s8_avx512(const QGemmArgs& g, std::size_t i
   auto step = [&](std::size_t b, int c) __attribute__((always_inline)) {
     QUARRY_UNROLL for (int p = 0; p < P; ++p) {
       const std::uint8_t* q = w + (b * W + static_cast<std::size_t>(p)) * 64;
-      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetch), _MM_HINT_T1);
+      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetchS8), _MM_HINT_T1);
       __m512i wv = _mm512_loadu_si512(q);
       if constexpr (!HasZero) wv = _mm512_xor_si512(wv, flip);
       QUARRY_UNROLL for (int i = 0; i < MR; ++i)
@@ -1394,7 +1396,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_s8_avx2(const QGemmArgs& g, std::size_t i0,
   for (std::size_t b = 0; b < blocks; ++b) {
     QUARRY_UNROLL for (int p = 0; p < P; ++p) {
       const std::uint8_t* q = w + (b * W + static_cast<std::size_t>(p)) * 64;
-      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetch), _MM_HINT_T1);
+      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetchS8), _MM_HINT_T1);
       QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
         __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + h * 32));
         if constexpr (HasZero) v = _mm256_xor_si256(v, flip);
