@@ -48,7 +48,7 @@
 namespace quarry {
 
 /// Quantized weights in panels of 16 rows for the CPU's W4A8 and W8A8 kernels (see above).
-/// Move-only.
+/// Move-only; immutable once packed, so any number of threads may multiply with one at once.
 class QuantizedPanels {
  public:
   /// Rows of one panel.
