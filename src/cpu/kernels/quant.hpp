@@ -1171,11 +1171,13 @@ QUARRY_ALWAYS_INLINE std::int32_t load4(const std::int8_t* p) noexcept {
 
 /// How far ahead in a unit's stream (a quad's, or a single panel's) the decode kernels prefetch
 /// into L2, in bytes, int4 and int8; past the unit's end this reaches into the next, which the
-/// next tile reads. Measured on Zen 4 (TinyLlama's matrices in rotation, from DRAM): int4 2 KiB
-/// (4 KiB: 4-8% slower on 2 threads), int8 4 KiB (2 KiB: 3-5% slower); none (the hardware
-/// prefetchers alone) 5-10% slower.
-inline constexpr std::size_t kPanelPrefetch = 2048;
-inline constexpr std::size_t kPanelPrefetchS8 = 4096;
+/// next tile reads. Measured on Zen 4 (TinyLlama's matrices in rotation, from DRAM, against the
+/// row-major kernels in the same process; 1 / 2 threads): int4 1 KiB 1.17-1.19x / 1.03-1.20x,
+/// 2 KiB 1.14-1.23x / 1.00-1.11x, 4 KiB 0.92-0.96x / 0.87-1.03x; int8 8 KiB 1.19-1.21x /
+/// 0.99-1.03x, 4 KiB 1.15-1.17x / 0.99-1.03x, 16 KiB 0.97-1.00x / 0.94-1.00x. None at all (the
+/// hardware prefetchers alone) was 5-10% slower than 2 KiB for int4.
+inline constexpr std::size_t kPanelPrefetch = 1024;
+inline constexpr std::size_t kPanelPrefetchS8 = 8192;
 
 /// AVX-512 W4A8 on panels: MR activation rows x P panels of 16 weight rows. Per 64-byte block
 /// (16 rows x 8 columns): one load, the nibbles split with a shift and two ands, and per
