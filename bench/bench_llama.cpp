@@ -100,6 +100,7 @@ constexpr BigVariant kBigVariants[] = {
     {"int4", GgmlType::f16, LlamaWeights::int4, "q4_0"},
     {"int4-rows", GgmlType::f16, LlamaWeights::int4, "q4_0", false},  // INT4 row-major, not in panels
     {"q8_0", GgmlType::q8_0, LlamaWeights::stored, "q8_0"},
+    {"q8_0-rows", GgmlType::q8_0, LlamaWeights::stored, "q8_0", false},
     {"q4_0", GgmlType::q4_0, LlamaWeights::stored, "q4_0"},
 };
 
@@ -120,7 +121,8 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
         "  --sections LIST    small (stories260K), big (TinyLlama-shaped), comma-separated (default both)\n"
         "  --model FILE       the small model (default {})\n"
         "  --cache-dir DIR    where the synthetic model files are cached (default {}; about 4 GB)\n"
-        "  --big-weights LIST big-model variants: f32, int8, int4 (from the f16 file; int8-rows, int4-rows: not in panels), q8_0, q4_0 (stored)\n"
+        "  --big-weights LIST big-model variants: f32, int8, int4 (from the f16 file), q8_0, q4_0 (stored); int8-rows, int4-rows,\n"
+        "                     q8_0-rows: the same not in panels (row-major)\n"
         "                     (default all, --quick: all but f32; f32 is skipped when memory is short)\n"
         "  --decode N         big-model decode steps (default 32; --quick: 8)\n"
         "  --prompt N         big-model prompt tokens before decoding (default 8)\n",
@@ -142,7 +144,7 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
        [&](const std::string& value) {
          for (const std::string& s : split_commas(value)) {
            const auto it = std::find_if(std::begin(kBigVariants), std::end(kBigVariants), [&](const BigVariant& v) { return s == v.name; });
-           if (it == std::end(kBigVariants)) usage_error(program, fmt::format("--big-weights: unknown variant '{}' (f32, int8, int8-rows, int4, int4-rows, q8_0, q4_0)", s));
+           if (it == std::end(kBigVariants)) usage_error(program, fmt::format("--big-weights: unknown variant '{}' (f32, int8, int8-rows, int4, int4-rows, q8_0, q8_0-rows, q4_0)", s));
            a.big_weights.push_back(s);
          }
        }},

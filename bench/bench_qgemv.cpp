@@ -346,6 +346,7 @@ int main(int argc, char** argv) {
       for (const GroupedCase& gc : {GroupedCase{"w4a8 g32", QuantScheme::int4_grouped(32), ActivationMode::int8, false},
                                     GroupedCase{"w4a8 g32 panels", QuantScheme::int4_grouped(32), ActivationMode::int8, false, true},
                                     GroupedCase{"w8a8 panels", QuantScheme::int8_per_channel(), ActivationMode::int8, false, true},
+                                    GroupedCase{"w8a8 q8_0 panels", QuantScheme::int8_grouped(32), ActivationMode::int8, false, true},
                                     GroupedCase{"w8a8 q8_0", QuantScheme::int8_grouped(32), ActivationMode::int8, false}}) {
         const auto wg = random_weights(gc.scheme, shape.n, shape.k, 202);
         const std::optional<QuantizedPanels> wp =

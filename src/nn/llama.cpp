@@ -247,13 +247,13 @@ std::optional<QuantizedTensor<cpu>> stack_rows(const std::vector<Linear>& parts)
   return std::move(*stacked);
 }
 
-// l in panels when it holds INT4 per_group or INT8 per_channel weights and the options ask for
-// panels; else l.
+// l in panels when it holds quantized weights that panels take (INT4 per_group, INT8 per channel
+// or per group) and the options ask for panels; else l.
 result<Linear> in_panels(Linear l, const LlamaLoadOptions& options) {
   const QuantizedTensor<cpu>* q = l.quantized_weights();
   if (!options.panels || q == nullptr) return l;
   const QuantScheme& s = q->scheme();
-  if (!(s.bits == 4 && s.granularity == Granularity::per_group) && !(s.bits == 8 && s.granularity == Granularity::per_channel)) return l;
+  if (!(s.bits == 8 || (s.bits == 4 && s.granularity == Granularity::per_group))) return l;
   QUARRY_ASSIGN_OR_RETURN(QuantizedPanels p, QuantizedPanels::pack(*q, options.pool));
   return Linear(std::move(p));
 }

@@ -298,11 +298,11 @@ void qgemv(std::span<const float> x, const QuantizedTensor<cpu>& w, std::span<fl
 }
 
 void qgemm(TensorView<const float> x, const QuantizedPanels& w, TensorView<float> y, const QGemmOptions& options) {
-  const bool int8 = w.scheme().bits == 8;
+  const bool int8 = w.scheme().bits == 8 && w.scheme().granularity != Granularity::per_group;
   if (options.activations == ActivationMode::float32)
     throw_error(errc::unsupported, fmt::format("qgemm: panels of {} take int8 activations ({}); float activations {}", w.scheme().to_string(),
-                                               int8 ? "W8A8" : "W4A8",
-                                               int8 ? "(W8A16) are not supported" : "take the row-major QuantizedTensor (W4A32)"));
+                                               w.scheme().bits == 8 ? "W8A8" : "W4A8",
+                                               w.scheme().bits == 8 ? "(W8A16) are not supported" : "take the row-major QuantizedTensor (W4A32)"));
   if (x.rank() != 2 || y.rank() != 2)
     throw_error(errc::shape_mismatch, fmt::format("qgemm: x {} and y {} must be matrices", x.shape(), y.shape()));
   const std::int64_t m = x.dim(0), kdim = x.dim(1), n = w.rows();
@@ -357,7 +357,8 @@ void qgemm(TensorView<const float> x, const QuantizedPanels& w, TensorView<float
     return;
   }
 
-  // W4A8: the sum of each group of each quantized row (the kernels start each dot from -z times it).
+  // Per group (W4A8, or int8 per_group W8A8): the sum of each group of each quantized row (the
+  // kernels start each dot from it times the zero point).
   const std::size_t group = static_cast<std::size_t>(w.scheme().group_size), groups = K / group;
   thread_local std::vector<std::int32_t> gsum;
   gsum.assign(M * groups, 0);
@@ -371,6 +372,7 @@ void qgemm(TensorView<const float> x, const QuantizedPanels& w, TensorView<float
   base.a_scale = s.scale.data();
   base.scale_f16 = w.scheme().scale_dtype == DType::f16;
   base.group = group;
+  base.bits = w.scheme().bits;
   base.m = M;
   base.k = K;
   const std::size_t scale_bytes = base.scale_f16 ? 2 : 4, panel_slots = groups * 16;
@@ -383,7 +385,7 @@ void qgemm(TensorView<const float> x, const QuantizedPanels& w, TensorView<float
     g.y = yp;
     g.ldy = ldy;
     g.n = rows;
-    kern.gemm_w4_s8_panels(g);
+    kern.gemm_grouped_panels(g);
   });
 }
 

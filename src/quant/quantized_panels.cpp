@@ -21,11 +21,13 @@ inline unsigned panel_nibble(const std::uint8_t* row, std::int64_t c, unsigned f
 
 result<QuantizedPanels> QuantizedPanels::pack(const QuantizedTensor<cpu>& w, ThreadPool* pool) {
   const QuantScheme& s = w.scheme();
-  const bool int4 = s.bits == 4 && s.granularity == Granularity::per_group;
   const bool int8 = s.bits == 8 && s.granularity != Granularity::per_group;
-  if (!int4 && !int8)
+  if (s.bits != 4 && s.bits != 8)
     return status{errc::unsupported, fmt::format("QuantizedPanels::pack: weights quantized as {}; panels hold int4 per_group and "
-                                                 "int8 per_tensor / per_channel weights",
+                                                 "int8 weights",
+                                                 s.to_string())};
+  if (s.bits == 4 && s.granularity != Granularity::per_group)
+    return status{errc::unsupported, fmt::format("QuantizedPanels::pack: weights quantized as {}; int4 panels hold per_group weights",
                                                  s.to_string())};
   QuantizedPanels out;
   out.scheme_ = s;
@@ -38,21 +40,25 @@ result<QuantizedPanels> QuantizedPanels::pack(const QuantizedTensor<cpu>& w, Thr
   const std::int64_t panels = out.panels(), groups = out.groups(), k = out.cols_;
   const std::int64_t scale_size = s.scale_dtype == DType::f16 ? 2 : 4;
   // Panels x 16 rows hold at most 15 rows more than the tensor, whose size was checked.
-  const std::int64_t value_bytes = panels * k * 8, slots = panels * groups * kPanelRows;
+  const std::int64_t value_bytes = panels * out.blocks() * 64, slots = panels * groups * kPanelRows;
   out.values_ = Tensor<std::uint8_t>(Shape{value_bytes});
   out.scales_ = Tensor<std::uint8_t>(Shape{slots * scale_size});
   if (!s.symmetric) out.zeros_ = Tensor<std::uint8_t>(Shape{slots});
   const unsigned flip = s.symmetric ? 8u : 0u;
   const auto* src_scales = static_cast<const std::uint8_t*>(w.scales_data());
-  const auto np = static_cast<std::size_t>(panels), kk = static_cast<std::size_t>(k), ng = static_cast<std::size_t>(groups);
+  const auto np = static_cast<std::size_t>(panels), nb = static_cast<std::size_t>(out.blocks()), ng = static_cast<std::size_t>(groups);
   parallel_for(pool, 0, panels, [&](std::int64_t p0, std::int64_t p1) {
     for (std::int64_t p = p0; p < p1; ++p) {
       const auto pu = static_cast<std::size_t>(p);
       for (std::int64_t r = 0; r < kPanelRows && p * kPanelRows + r < out.rows_; ++r) {
         const std::int64_t row = p * kPanelRows + r;
         const std::uint8_t* src = w.value_bytes().data() + row * w.row_bytes();
-        for (std::int64_t b = 0; b < k / 8; ++b) {
-          std::uint8_t* dst = out.values_.data() + detail::panel_block_offset(pu, np, kk / 8, static_cast<std::size_t>(b)) + r * 4;
+        if (s.bits == 8) {  // int8 per_group: the bytes as stored, 4 columns per block
+          for (std::int64_t c = 0; c < k; ++c)
+            out.values_.data()[detail::panel_block_offset(pu, np, nb, static_cast<std::size_t>(c / 4)) + r * 4 + c % 4] = src[c];
+        }
+        for (std::int64_t b = 0; s.bits == 4 && b < k / 8; ++b) {
+          std::uint8_t* dst = out.values_.data() + detail::panel_block_offset(pu, np, nb, static_cast<std::size_t>(b)) + r * 4;
           for (std::int64_t i = 0; i < 4; ++i)
             dst[i] = static_cast<std::uint8_t>(panel_nibble(src, 8 * b + i, flip) | (panel_nibble(src, 8 * b + 4 + i, flip) << 4));
         }
@@ -96,7 +102,7 @@ void QuantizedPanels::pack_int8(const QuantizedTensor<cpu>& w, ThreadPool* pool)
 QuantizedTensor<cpu> QuantizedPanels::unpack() const {
   auto made = QuantizedTensor<cpu>::create(scheme_, rows_, cols_);
   QuantizedTensor<cpu> q = std::move(made).value();
-  if (scheme_.bits == 8) {
+  if (scheme_.bits == 8 && scheme_.granularity != Granularity::per_group) {
     const auto np = static_cast<std::size_t>(panels()), nb = static_cast<std::size_t>(blocks());
     const auto* scales = reinterpret_cast<const float*>(scales_.data());
     for (std::int64_t row = 0; row < rows_; ++row) {
@@ -115,13 +121,19 @@ QuantizedTensor<cpu> QuantizedPanels::unpack() const {
   const std::int64_t scale_size = scheme_.scale_dtype == DType::f16 ? 2 : 4;
   const unsigned flip = scheme_.symmetric ? 8u : 0u;
   auto* dst_scales = static_cast<std::uint8_t*>(q.scales_data());
-  const auto np = static_cast<std::size_t>(panels()), kk = static_cast<std::size_t>(k), ng = static_cast<std::size_t>(groups);
+  const auto np = static_cast<std::size_t>(panels()), nb = static_cast<std::size_t>(blocks()), ng = static_cast<std::size_t>(groups);
+  const std::size_t cols_per_block = scheme_.bits == 4 ? 8 : 4;
   for (std::int64_t row = 0; row < rows_; ++row) {
     const std::int64_t r = row % kPanelRows;
     const auto p = static_cast<std::size_t>(row / kPanelRows);
     std::uint8_t* dst = q.value_bytes().data() + row * q.row_bytes();
     for (std::int64_t c = 0; c < k; ++c) {
-      const std::uint8_t byte = values_.data()[detail::panel_block_offset(p, np, kk / 8, static_cast<std::size_t>(c / 8)) + r * 4 + c % 4];
+      const std::uint8_t byte =
+          values_.data()[detail::panel_block_offset(p, np, nb, static_cast<std::size_t>(c) / cols_per_block) + r * 4 + c % 4];
+      if (scheme_.bits == 8) {
+        dst[c] = byte;
+        continue;
+      }
       const unsigned u = ((c % 8) < 4 ? byte & 0xfu : byte >> 4) ^ flip;
       dst[c >> 1] = static_cast<std::uint8_t>(dst[c >> 1] | (u << ((c & 1) * 4)));
     }

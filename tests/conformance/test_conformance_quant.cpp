@@ -559,19 +559,22 @@ struct PanelOperands {
   std::vector<std::uint8_t> w, zero;
   std::vector<float> scale32;
   std::vector<f16> scale16;
-  std::size_t n, k, group, off;
+  std::size_t n, k, group, off, bits;
   bool symmetric, f16_scales;
 
-  PanelOperands(std::size_t n_, std::size_t k_, std::size_t group_, bool sym, bool f16s, std::size_t off_, std::mt19937& rng, int mode)
-      : n(n_), k(k_), group(group_), off(off_), symmetric(sym), f16_scales(f16s) {
+  PanelOperands(std::size_t n_, std::size_t k_, std::size_t group_, bool sym, bool f16s, std::size_t off_, std::mt19937& rng, int mode,
+                std::size_t bits_ = 4)
+      : n(n_), k(k_), group(group_), off(off_), bits(bits_), symmetric(sym), f16_scales(f16s) {
     const std::size_t panels = (n + 15) / 16, slots = panels * (k / group) * 16;
-    w.resize(off + panels * k * 8 + 1);
-    for (auto& v : w) v = static_cast<std::uint8_t>(mode == 2 ? (sym ? 0x00 : 0xff) : rng());  // 0x00: q = -8 (u = 0)
+    w.resize(off + panels * k * bits * 2 + 1);  // 16 rows x k columns of `bits` each
+    // mode 2, the largest |q - z|: int4 0x00 (q = -8; u = 0 against z = 15), int8 0x80 (-128)
+    // symmetric or 0xff (255 against z = 0).
+    for (auto& v : w) v = static_cast<std::uint8_t>(mode == 2 ? (sym ? (bits == 4 ? 0x00 : 0x80) : 0xff) : rng());
     std::uniform_real_distribution<float> sd(1e-3f, 2e-2f);
     scale32.resize(off + slots + 1);
     for (auto& v : scale32) v = mode == 3 ? 1.f : sd(rng);
     zero.resize(off + slots + 1);
-    for (auto& v : zero) v = static_cast<std::uint8_t>(mode == 2 ? 0 : rng() % 16);
+    for (auto& v : zero) v = static_cast<std::uint8_t>(mode == 2 ? 0 : bits == 4 ? rng() % 16 : rng() % 256);
     if (n > 1 && k >= group && mode != 3) scale32[off + 1] = 0.f;  // row 1, group 0: scale 0
     scale16.resize(scale32.size());
     for (std::size_t i = 0; i < scale32.size(); ++i) {
@@ -584,8 +587,9 @@ struct PanelOperands {
   std::size_t unit_width(std::size_t p) const { return p < (n + 15) / 16 / 4 * 4 ? 4 : 1; }
   // q - z of weight (j, c), read from the layout as the header states it.
   int q_minus_z(std::size_t j, std::size_t c) const {
-    const std::size_t p = j / 16, r = j % 16, base = unit_base(p), width = unit_width(p);
-    const std::uint8_t byte = w[off + base * k * 8 + ((c / 8) * width + p - base) * 64 + r * 4 + c % 4];
+    const std::size_t p = j / 16, r = j % 16, base = unit_base(p), width = unit_width(p), cols = bits == 4 ? 8 : 4;
+    const std::uint8_t byte = w[off + (base * (k / cols) + (c / cols) * width + p - base) * 64 + r * 4 + c % 4];
+    if (bits == 8) return symmetric ? int{static_cast<std::int8_t>(byte)} : int{byte} - zero[off + slot(j, c / group)];
     const int u = c % 8 < 4 ? byte & 0xf : byte >> 4;
     const int z = symmetric ? 8 : zero[off + slot(j, c / group)];
     return u - z;
@@ -599,91 +603,94 @@ struct PanelOperands {
 
 }  // namespace
 
-TEST_CASE("conformance: gemm_w4_s8_panels is bit-exact (exact int32 group dots, one fma per group in order)") {
+TEST_CASE("conformance: gemm_grouped_panels is bit-exact (exact int32 group dots, one fma per group in order; int4 and int8)") {
   const std::size_t ms[] = {1, 2, 3, 4, 5, 9};
   const std::size_t ns[] = {1, 5, 16, 17, 33, 64, 80, 150};
   for_each_simd_table<QuantKernels>([&](Isa isa, const QuantKernels& kt, const QuantKernels& ref) {
     std::mt19937 rng(47);
     std::size_t cases = 0;
-    for (std::size_t group : {32u, 64u, 128u}) {
-      for (std::size_t k : {0u, 32u, 64u, 96u, 128u, 256u, 384u, 1024u}) {
-        if (k % group) continue;
-        for (std::size_t mi = 0; mi < std::size(ms); ++mi) {
-          for (std::size_t ni = 0; ni < std::size(ns); ++ni) {
-            const std::size_t m = ms[mi], n = ns[ni], off = kMisalignments[(mi + ni) % 3];
-            const bool sym = (mi + ni) % 2 == 0, f16s = (mi + 2 * ni + k) % 3 == 0, with_bias = ni % 2 == 1;
-            const int mode = static_cast<int>((mi + ni + k / 32) % 4);  // 0 random, 1 extremes, 2 largest |q - z|, 3 unit scales
-            PanelOperands op(n, k, group, sym, f16s, off, rng, mode);
-            const std::size_t lda = k + off * 5, groups = k / group, ld_gsum = groups + off;
-            std::vector<std::int8_t> a(off + m * lda + 1);
-            for (auto& v : a) {
-              int t = static_cast<int>(rng() % 255) - 127;
-              if (mode == 1) t = (rng() & 1) ? 127 : -127;
-              if (mode == 2) t = 127;
-              v = static_cast<std::int8_t>(t);
-            }
-            std::vector<std::int32_t> gsum(m * ld_gsum + 1, 12345);
-            for (std::size_t i = 0; i < m; ++i)
-              for (std::size_t gr = 0; gr < groups; ++gr) {
-                std::int32_t sum = 0;
-                for (std::size_t c = gr * group; c < (gr + 1) * group; ++c) sum += a[off + i * lda + c];
-                gsum[i * ld_gsum + gr] = sum;
+    for (std::size_t bits : {4u, 8u}) {
+      for (std::size_t group : {32u, 64u, 128u}) {
+        for (std::size_t k : {0u, 32u, 64u, 96u, 128u, 256u, 384u, 1024u}) {
+          if (k % group) continue;
+          for (std::size_t mi = 0; mi < std::size(ms); ++mi) {
+            for (std::size_t ni = 0; ni < std::size(ns); ++ni) {
+              const std::size_t m = ms[mi], n = ns[ni], off = kMisalignments[(mi + ni) % 3];
+              const bool sym = (mi + ni) % 2 == 0, f16s = (mi + 2 * ni + k) % 3 == 0, with_bias = ni % 2 == 1;
+              const int mode = static_cast<int>((mi + ni + k / 32) % 4);  // 0 random, 1 extremes, 2 largest |q - z|, 3 unit scales
+              PanelOperands op(n, k, group, sym, f16s, off, rng, mode, bits);
+              const std::size_t lda = k + off * 5, groups = k / group, ld_gsum = groups + off;
+              std::vector<std::int8_t> a(off + m * lda + 1);
+              for (auto& v : a) {
+                int t = static_cast<int>(rng() % 255) - 127;
+                if (mode == 1) t = (rng() & 1) ? 127 : -127;
+                if (mode == 2) t = 127;
+                v = static_cast<std::int8_t>(t);
               }
-            std::vector<float> a_scale(m), bias(n);
-            std::uniform_real_distribution<float> sd(1e-3f, 1e-1f);
-            std::normal_distribution<float> nd;
-            for (auto& v : a_scale) v = mode == 3 ? 1.f : sd(rng);
-            for (auto& v : bias) v = nd(rng);
-            if (m > 2 && mode != 3) a_scale[2] = std::numeric_limits<float>::quiet_NaN();  // a row that held a NaN
-            const std::size_t ldy = n + 2;
-            std::vector<float> yg(m * ldy, -7.f), yr(m * ldy, -7.f);
-            auto args = [&](float* y) {
-              detail::Q4PanelArgs g;
-              g.a = a.data() + off;
-              g.lda = lda;
-              g.a_gsum = gsum.data();
-              g.ld_gsum = ld_gsum;
-              g.a_scale = a_scale.data();
-              g.w = op.w.data() + off;
-              g.w_scale = f16s ? static_cast<const void*>(op.scale16.data() + off) : static_cast<const void*>(op.scale32.data() + off);
-              g.scale_f16 = f16s;
-              g.w_zero = sym ? nullptr : op.zero.data() + off;
-              g.group = group;
-              g.bias = with_bias && mode != 3 ? bias.data() : nullptr;
-              g.y = y;
-              g.ldy = ldy;
-              g.m = m;
-              g.n = n;
-              g.k = k;
-              return g;
-            };
-            kt.gemm_w4_s8_panels(args(yg.data()));
-            ref.gemm_w4_s8_panels(args(yr.data()));
-            INFO("m=" << m << " n=" << n << " k=" << k << " group=" << group << " symmetric=" << sym << " f16 scales=" << f16s
-                      << " misalignment=" << off << " mode=" << mode);
-            for (std::size_t i = 0; i < yg.size(); ++i) {
-              INFO("element " << i);
-              REQUIRE(same_float(yg[i], yr[i]));
-              if (i % ldy >= n) REQUIRE(yr[i] == -7.f);  // nothing written past row n
-            }
-            // The reference against a plain reading of the layout: one fma per group in order.
-            for (std::size_t i = 0; i < m; ++i)
-              for (std::size_t j = 0; j < n; ++j) {
-                float t = 0.f;
+              std::vector<std::int32_t> gsum(m * ld_gsum + 1, 12345);
+              for (std::size_t i = 0; i < m; ++i)
                 for (std::size_t gr = 0; gr < groups; ++gr) {
-                  std::int64_t dot = 0;
-                  for (std::size_t c = gr * group; c < (gr + 1) * group; ++c) dot += std::int64_t{op.q_minus_z(j, c)} * a[off + i * lda + c];
-                  t = std::fma(static_cast<float>(dot), op.scale(j, gr), t);
+                  std::int32_t sum = 0;
+                  for (std::size_t c = gr * group; c < (gr + 1) * group; ++c) sum += a[off + i * lda + c];
+                  gsum[i * ld_gsum + gr] = sum;
                 }
-                const float want = std::fma(t, a_scale[i], with_bias && mode != 3 ? bias[j] : 0.f);
-                REQUIRE(same_float(yr[i * ldy + j], want));
+              std::vector<float> a_scale(m), bias(n);
+              std::uniform_real_distribution<float> sd(1e-3f, 1e-1f);
+              std::normal_distribution<float> nd;
+              for (auto& v : a_scale) v = mode == 3 ? 1.f : sd(rng);
+              for (auto& v : bias) v = nd(rng);
+              if (m > 2 && mode != 3) a_scale[2] = std::numeric_limits<float>::quiet_NaN();  // a row that held a NaN
+              const std::size_t ldy = n + 2;
+              std::vector<float> yg(m * ldy, -7.f), yr(m * ldy, -7.f);
+              auto args = [&](float* y) {
+                detail::Q4PanelArgs g;
+                g.a = a.data() + off;
+                g.lda = lda;
+                g.a_gsum = gsum.data();
+                g.ld_gsum = ld_gsum;
+                g.a_scale = a_scale.data();
+                g.w = op.w.data() + off;
+                g.w_scale = f16s ? static_cast<const void*>(op.scale16.data() + off) : static_cast<const void*>(op.scale32.data() + off);
+                g.scale_f16 = f16s;
+                g.w_zero = sym ? nullptr : op.zero.data() + off;
+                g.bits = static_cast<int>(bits);
+                g.group = group;
+                g.bias = with_bias && mode != 3 ? bias.data() : nullptr;
+                g.y = y;
+                g.ldy = ldy;
+                g.m = m;
+                g.n = n;
+                g.k = k;
+                return g;
+              };
+              kt.gemm_grouped_panels(args(yg.data()));
+              ref.gemm_grouped_panels(args(yr.data()));
+              INFO("bits=" << bits << " m=" << m << " n=" << n << " k=" << k << " group=" << group << " symmetric=" << sym
+                           << " f16 scales=" << f16s << " misalignment=" << off << " mode=" << mode);
+              for (std::size_t i = 0; i < yg.size(); ++i) {
+                INFO("element " << i);
+                REQUIRE(same_float(yg[i], yr[i]));
+                if (i % ldy >= n) REQUIRE(yr[i] == -7.f);  // nothing written past row n
               }
-            ++cases;
+              // The reference against a plain reading of the layout: one fma per group in order.
+              for (std::size_t i = 0; i < m; ++i)
+                for (std::size_t j = 0; j < n; ++j) {
+                  float t = 0.f;
+                  for (std::size_t gr = 0; gr < groups; ++gr) {
+                    std::int64_t dot = 0;
+                    for (std::size_t c = gr * group; c < (gr + 1) * group; ++c) dot += std::int64_t{op.q_minus_z(j, c)} * a[off + i * lda + c];
+                    t = std::fma(static_cast<float>(dot), op.scale(j, gr), t);
+                  }
+                  const float want = std::fma(t, a_scale[i], with_bias && mode != 3 ? bias[j] : 0.f);
+                  REQUIRE(same_float(yr[i * ldy + j], want));
+                }
+              ++cases;
+            }
           }
         }
       }
     }
-    MESSAGE(isa_name(isa) << ": " << cases << " W4A8 panel shapes checked bit-exact");
+    MESSAGE(isa_name(isa) << ": " << cases << " per-group panel shapes (int4 and int8) checked bit-exact");
     // Decode-shaped perf.
     PanelOperands op(1024, 4096, 32, true, true, 0, rng, 0);
     std::vector<std::int8_t> a(4096, 3);
@@ -704,7 +711,7 @@ TEST_CASE("conformance: gemm_w4_s8_panels is bit-exact (exact int32 group dots, 
     g.m = 1;
     g.n = 1024;
     g.k = 4096;
-    report_perf("gemv_w4_s8_panels", isa, 1024.0 * 4096 / 2, [&] { kt.gemm_w4_s8_panels(g); });
+    report_perf("gemv_w4_panels", isa, 1024.0 * 4096 / 2, [&] { kt.gemm_grouped_panels(g); });
   });
 }
 

@@ -678,12 +678,57 @@ TEST_CASE("QuantizedPanels: pack and unpack round-trip every int4 scheme; the pa
           REQUIRE(back.zero(sr, sc) == w.zero(sr, sc));
         }
       }
-  // int8 per_group (GGUF Q8_0) has no panels; the message names the scheme.
-  const auto w8 = quantized(gaussian(4, 64, 62), QuantScheme::int8_grouped(32));
-  auto bad = QuantizedPanels::pack(w8);
-  REQUIRE_FALSE(bad.ok());
-  CHECK(bad.status().code() == errc::unsupported);
-  CHECK(bad.status().message().find("int8 per_group") != std::string::npos);
+  // int8 per_group (GGUF Q8_0's scheme): values as stored, scales per group as int4's.
+  for (bool sym : {true, false})
+    for (std::int64_t n : {5, 70}) {
+      const auto scheme = QuantScheme::int8_grouped(32, sym);
+      const auto w = quantized(gaussian(n, 128, 62, 0.05f), scheme);
+      auto p = QuantizedPanels::pack(w);
+      REQUIRE(p.ok());
+      CHECK(p->blocks() == 32);
+      CHECK(p->groups() == 4);
+      const QuantizedTensor<cpu> back = p->unpack();
+      for (std::int64_t r = 0; r < n; ++r)
+        for (std::int64_t c = 0; c < 128; ++c) {
+          REQUIRE(back.value(r, c) == w.value(r, c));
+          REQUIRE(back.scale(r, c / 32) == w.scale(r, c / 32));
+          REQUIRE(back.zero(r, c / 32) == w.zero(r, c / 32));
+        }
+    }
+}
+
+TEST_CASE("int8 per_group (Q8_0) on QuantizedPanels matches the documented formula; threads and qgemv bit-identical") {
+  ThreadPool pool(3);
+  for (int group : {32, 128})
+    for (bool sym : {true, false})
+      for (DType sd : {DType::f16, DType::f32}) {
+        const auto scheme = QuantScheme::int8_grouped(group, sym, sd);
+        for (const auto& mnk : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{20, 200, 256}}) {
+          const int m = std::get<0>(mnk), n = std::get<1>(mnk), k = std::get<2>(mnk);
+          INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
+          const Tensor<float> x = gaussian(m, k, 77), wf = gaussian(n, k, 78, 0.05f);
+          const auto w = quantized(wf, scheme);
+          auto p = QuantizedPanels::pack(w);
+          REQUIRE(p.ok());
+          const auto bias = random_bias(n, 79);
+          const QGemmOptions opt{.bias = bias, .output_scale = 0.75f};
+          Tensor<float> y({m, n}), ymt({m, n}), yrow({m, n});
+          qgemm(x.view(), *p, y.view(), opt);
+          check_close(y, grouped_reference(x, w, bias, 0.75f));
+          QGemmOptions mt = opt;
+          mt.pool = &pool;
+          qgemm(x.view(), *p, ymt.view(), mt);
+          qgemm(x.view(), w, yrow.view(), opt);  // the row-major grouped W8A8: the same sum, other roundings
+          std::vector<float> row(static_cast<std::size_t>(n));
+          qgemv({&x(0, 0), static_cast<std::size_t>(k)}, *p, row, opt);
+          for (std::int64_t i = 0; i < m; ++i)
+            for (std::int64_t j = 0; j < n; ++j) {
+              REQUIRE(ymt(i, j) == y(i, j));
+              REQUIRE(std::fabs(yrow(i, j) - y(i, j)) <= 1e-5 * (1 + std::fabs(y(i, j))));
+            }
+          for (std::int64_t j = 0; j < n; ++j) REQUIRE(row[static_cast<std::size_t>(j)] == y(0, j));
+        }
+      }
 }
 
 TEST_CASE("W8A8 on QuantizedPanels gives the row-major W8A8's bits for every int8 scheme; threads and qgemv too") {

@@ -75,10 +75,11 @@ struct LlamaLoadOptions {
   /// Hold a layer's Q, K, V weights (and its gate, up weights) as one matrix when they are
   /// quantized alike, so each is one product per token. The outputs are the same either way.
   bool stack_projections = true;
-  /// Hold INT4 per_group and INT8 per_channel matrices (`int4`, `int8`, and Q4_0 tensors
-  /// `stored`) as QuantizedPanels, the layout of the CPU's fastest quantized kernels (see
+  /// Hold quantized matrices (`int4`, `int8`, and Q8_0 / Q4_0 tensors `stored`) as
+  /// QuantizedPanels, the layout of the CPU's fastest quantized kernels (see
   /// quarry/quant/quantized_panels.hpp); false keeps the row-major QuantizedTensor. The weights
-  /// are the same; INT8 products are bit-identical either way, INT4 ones round differently.
+  /// are the same; INT8 per-channel products are bit-identical either way, per-group ones
+  /// (INT4, Q8_0, Q4_0) round differently.
   bool panels = true;
 };
 

@@ -1,7 +1,7 @@
 // QuantizedPanels: quantized weights rearranged once for the CPU's products, as llama.cpp
 // repacks Q4_0 for its CPU kernels and oneDNN reorders weights for a matmul. The same values,
-// scales and zero points as the QuantizedTensor they came from (int4 per_group, or int8
-// per_tensor / per_channel), in another order:
+// scales and zero points as the QuantizedTensor they came from (int4 per_group; int8 per
+// tensor, per channel or per group as GGUF's Q8_0), in another order:
 //
 //   values  panels of 16 rows (the last one padded with zero rows), each a run of 64-byte blocks
 //           holding 16 rows x 4 bytes: row r of the panel in bytes 4r .. 4r + 3.
@@ -13,26 +13,26 @@
 //           The panels are stored in quads of 4, block by block ([blocks][4 panels][64] bytes:
 //           the decode kernels' 64 rows in flight are one sequential stream), the first
 //           panels / 4 rounded down of them; the rest one after the other ([blocks][64] each).
-//   scales  int4: a group's 16 scales of a panel side by side (the scheme's type, f16 or f32) in
-//           the same units: [K / group][4 panels][16] per quad, [K / group][16] per single.
-//           int8: one f32 per row, [panels x 16] (per_tensor repeated, f16 widened: exact).
+//   scales  per group (int4, int8): a group's 16 scales of a panel side by side (the scheme's
+//           type, f16 or f32) in the same units: [K / group][4 panels][16] per quad,
+//           [K / group][16] per single. int8 per tensor / channel: one f32 per row,
+//           [panels x 16] (per_tensor repeated, f16 widened: exact).
 //   zeros   uint8, laid out as the scales; asymmetric schemes only.
 // detail::panel_block_offset and detail::panel_group_slot (quant_kernels.hpp) compute these.
 //
 // One 512-bit vpdpbusd then multiplies 16 rows' 4 columns by 4 broadcast activations, and a
 // panel's sums stay in int32 lanes, one per row: no horizontal sums, one sequential stream.
-//   int4 (W4A8): a group's dot stays in int32 until it is complete and takes one conversion and
-//                one fma per 16 rows, where the row-major layout takes them per 8 columns of
-//                each row. The product (qgemm / qgemv on QuantizedPanels, in qgemm.hpp) is
-//                defined per group:
+//   per group (int4: W4A8; int8 per_group: W8A8): a group's dot stays in int32 until it is
+//                complete and takes one conversion and one fma per 16 rows, where the row-major
+//                layout takes them per 8 (int4) or 4 (int8) columns of each row. The product
+//                (qgemm / qgemv on QuantizedPanels, in qgemm.hpp) is defined per group:
 //                  dot[g] = sum_{c in g} (q[j][c] - z[j][g]) * qx[i][c]  exact in int32,
 //                  t = 0;  t = fma(float(dot[g]), s[j][g], t) for each group g in order,
 //                  y[i][j] = fma(t, output_scale * sx[i], bias[j] or 0),
 //                bit-identical on every ISA, tiling and thread count (not to the row-major
-//                W4A8's bits, whose float sums run in 16 lanes of 8 columns: two roundings of
-//                the same sum).
-//   int8 (W8A8): the row-major W8A8 product exactly (the same int32 sums, the same epilogue):
-//                bit-identical to qgemm on the QuantizedTensor.
+//                kernels' bits, whose float sums run in 16 lanes: two roundings of one sum).
+//   int8 per tensor / channel (W8A8): the row-major W8A8 product exactly (the same int32 sums,
+//                the same epilogue): bit-identical to qgemm on the QuantizedTensor.
 #pragma once
 
 #include <cstddef>
@@ -56,10 +56,9 @@ class QuantizedPanels {
 
   /// An empty 0 x 0 matrix.
   QuantizedPanels() = default;
-  /// The panels of `w`: int4 per_group (any group size) or int8 per_tensor / per_channel,
-  /// symmetric or not, f16 or f32 scales; errc::unsupported names any other scheme (int8
-  /// per_group: GGUF Q8_0 multiplies as it is). Panels are rearranged in parallel on `pool`
-  /// when given.
+  /// The panels of `w`: int4 per_group or int8 (per tensor, channel or group), symmetric or
+  /// not, f16 or f32 scales; errc::unsupported names any other scheme (int4 per channel).
+  /// Panels are rearranged in parallel on `pool` when given.
   static result<QuantizedPanels> pack(const QuantizedTensor<cpu>& w, ThreadPool* pool = nullptr);
   /// The row-major QuantizedTensor back, equal to the one packed.
   QuantizedTensor<cpu> unpack() const;
@@ -74,7 +73,7 @@ class QuantizedPanels {
   std::int64_t cols() const noexcept { return cols_; }            ///< K, the reduction dimension
   /// Panels: rows / 16 rounded up.
   std::int64_t panels() const noexcept { return (rows_ + kPanelRows - 1) / kPanelRows; }
-  /// Groups per row: cols / group_size (int4); 0 for int8.
+  /// Groups per row: cols / group_size (per_group); 0 for int8 per tensor / channel.
   std::int64_t groups() const noexcept {
     return scheme_.granularity == Granularity::per_group && scheme_.group_size > 0 ? cols_ / scheme_.group_size : 0;
   }
@@ -88,7 +87,7 @@ class QuantizedPanels {
   /// Raw storage, in the layout described above.
   ///@{
   const std::uint8_t* value_data() const noexcept { return values_.data(); }
-  const void* scale_data() const noexcept { return scales_.data(); }  ///< int8: f32 per row
+  const void* scale_data() const noexcept { return scales_.data(); }  ///< int8 per tensor / channel: f32 per row
   const std::uint8_t* zero_data() const noexcept { return scheme_.symmetric ? nullptr : zeros_.data(); }
   ///@}
 
@@ -99,7 +98,7 @@ class QuantizedPanels {
   std::int64_t rows_ = 0;
   std::int64_t cols_ = 0;
   Tensor<std::uint8_t> values_{Shape{0}};
-  Tensor<std::uint8_t> scales_{Shape{0}};  // int4: f16 bits or f32, per the scheme; int8: f32 per row
+  Tensor<std::uint8_t> scales_{Shape{0}};  // per group: f16 bits or f32, per the scheme; else f32 per row
   Tensor<std::uint8_t> zeros_{Shape{0}};
 };
 

@@ -254,8 +254,9 @@ QUARRY_ALWAYS_INLINE float panel_scale(const Q4PanelArgs& g, std::size_t at) noe
 }
 
 template <class Arch>
-void ref_gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
+void ref_gemm_grouped_panels(const Q4PanelArgs& g) noexcept {
   const std::size_t groups = g.k / g.group, panels = (g.n + 15) / 16;
+  const bool int4 = g.bits == 4;
   for (std::size_t i = 0; i < g.m; ++i) {
     const std::int8_t* a = g.a + i * g.lda;
     for (std::size_t j = 0; j < g.n; ++j) {
@@ -263,11 +264,17 @@ void ref_gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
       float t = 0.f;
       for (std::size_t gr = 0; gr < groups; ++gr) {
         const std::size_t at = panel_group_slot(p, panels, groups, gr) + r;
-        const int z = g.w_zero ? int{g.w_zero[at]} : 8;
-        std::int32_t dot = 0;  // |dot| <= 128 * 15 * 127: exact
+        const int z = g.w_zero ? int{g.w_zero[at]} : (int4 ? 8 : 0);
+        std::int32_t dot = 0;  // |dot| <= 128 * 255 * 127: exact
         for (std::size_t c = gr * g.group; c < (gr + 1) * g.group; ++c) {
-          const std::uint8_t byte = g.w[panel_block_offset(p, panels, g.k / 8, c / 8) + r * 4 + c % 4];
-          const int u = (c % 8) < 4 ? (byte & 0xf) : (byte >> 4);
+          int u;  // the stored value: an unsigned nibble, an int8, or (asymmetric) a uint8
+          if (int4) {
+            const std::uint8_t byte = g.w[panel_block_offset(p, panels, g.k / 8, c / 8) + r * 4 + c % 4];
+            u = (c % 8) < 4 ? (byte & 0xf) : (byte >> 4);
+          } else {
+            const std::uint8_t byte = g.w[panel_block_offset(p, panels, g.k / 4, c / 4) + r * 4 + c % 4];
+            u = g.w_zero ? int{byte} : int{static_cast<std::int8_t>(byte)};
+          }
           dot += (u - z) * a[c];
         }
         t = std::fma(static_cast<float>(dot), panel_scale<Arch>(g, at), t);
@@ -1186,21 +1193,25 @@ inline constexpr std::size_t kPanelPrefetchS8 = 8192;
 /// -z x the group's activation sum, so the products of the unsigned nibbles need no correction
 /// after. With one activation row (decode) each dot runs as two chains (low and high nibbles)
 /// added at the group's end, for more independent vpdpbusd in flight.
-template <class Arch, int MR, int P, int W, bool Prefetch, bool HasZero, bool ScaleF16>
+template <class Arch, int Bits, int MR, int P, int W, bool Prefetch, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0, std::size_t p0) noexcept {
   static_assert(P <= W, "a tile's panels lie in one unit of the layout (a quad, or one panel)");
   constexpr int C = MR == 1 ? 2 : 1;
+  constexpr std::size_t kCols = Bits == 4 ? 8 : 4;  // columns per 64-byte block
   using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
-  const std::size_t k = g.k, groups = k / g.group, bpg = g.group / 8, lda = g.lda, ldg = g.ld_gsum;
+  const std::size_t k = g.k, groups = k / g.group, bpg = g.group / kCols, lda = g.lda, ldg = g.ld_gsum;
   // panel_place: the unit's W panels interleave block by block (64 bytes each), their scales
   // group by group (16 each).
   const std::size_t base = p0 / W * W, sub = p0 - base;
-  const std::uint8_t* const w = g.w + base * k * 8 + sub * 64;
+  const std::uint8_t* const w = g.w + (base * (k / kCols) + sub) * 64;
   const Scale* const sc = static_cast<const Scale*>(g.w_scale) + (base * groups + sub) * 16;
   const std::uint8_t* const zp = HasZero ? g.w_zero + (base * groups + sub) * 16 : nullptr;
   const std::int8_t* const a = g.a + i0 * lda;
   const std::int32_t* const gs = g.a_gsum + i0 * ldg;
-  const __m512i nibble = _mm512_set1_epi8(0x0f);
+  const __m512i nibble = _mm512_set1_epi8(0x0f), flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  // The unsigned operand's zero point for symmetric weights: nibbles hold q + 8, int8 bytes
+  // become w + 128 (^ 0x80) on the way in.
+  constexpr int kSymmetricZero = Bits == 4 ? 8 : 128;
   __m512 t[MR][P];
   QUARRY_UNROLL for (int i = 0; i < MR; ++i)
     QUARRY_UNROLL for (int p = 0; p < P; ++p) t[i][p] = _mm512_setzero_ps();
@@ -1212,23 +1223,39 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0
       QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
         const std::int32_t sum = gs[static_cast<std::size_t>(i) * ldg + gr];
         if constexpr (HasZero) acc[i][p][0] = _mm512_mullo_epi32(z, _mm512_set1_epi32(-sum));
-        else acc[i][p][0] = _mm512_set1_epi32(-8 * sum);
+        else acc[i][p][0] = _mm512_set1_epi32(-kSymmetricZero * sum);
         if constexpr (C == 2) acc[i][p][1] = _mm512_setzero_si512();
       }
     }
     const std::uint8_t* const wg = w + gr * bpg * 64 * W;
-    const std::int8_t* const ag = a + gr * bpg * 8;
-    for (std::size_t bb = 0; bb < bpg; ++bb) {
+    const std::int8_t* const ag = a + gr * g.group;
+    // One 64-byte block of each panel: int4 takes two vpdpbusd per activation row (the low and
+    // high nibbles, chains 0 and C - 1), int8 one (into chain c).
+    auto block = [&](std::size_t bb, int c) __attribute__((always_inline)) {
       QUARRY_UNROLL for (int p = 0; p < P; ++p) {
-        const std::uint8_t* q = wg + (bb * W + p) * 64;
-        if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetch), _MM_HINT_T1);
+        const std::uint8_t* q = wg + (bb * W + static_cast<std::size_t>(p)) * 64;
+        if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + (Bits == 4 ? kPanelPrefetch : kPanelPrefetchS8)), _MM_HINT_T1);
         const __m512i wv = _mm512_loadu_si512(q);
-        const __m512i lo = _mm512_and_si512(wv, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), nibble);
-        QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
-          const std::int8_t* ap = ag + static_cast<std::size_t>(i) * lda + bb * 8;
-          acc[i][p][0] = _mm512_dpbusd_epi32(acc[i][p][0], lo, _mm512_set1_epi32(load4(ap)));
-          acc[i][p][C - 1] = _mm512_dpbusd_epi32(acc[i][p][C - 1], hi, _mm512_set1_epi32(load4(ap + 4)));
+        if constexpr (Bits == 4) {
+          const __m512i lo = _mm512_and_si512(wv, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), nibble);
+          QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+            const std::int8_t* ap = ag + static_cast<std::size_t>(i) * lda + bb * 8;
+            acc[i][p][0] = _mm512_dpbusd_epi32(acc[i][p][0], lo, _mm512_set1_epi32(load4(ap)));
+            acc[i][p][C - 1] = _mm512_dpbusd_epi32(acc[i][p][C - 1], hi, _mm512_set1_epi32(load4(ap + 4)));
+          }
+        } else {
+          const __m512i u = HasZero ? wv : _mm512_xor_si512(wv, flip);
+          QUARRY_UNROLL for (int i = 0; i < MR; ++i)
+            acc[i][p][c] = _mm512_dpbusd_epi32(acc[i][p][c], u, _mm512_set1_epi32(load4(ag + static_cast<std::size_t>(i) * lda + bb * 4)));
         }
+      }
+    };
+    if constexpr (Bits == 4) {
+      for (std::size_t bb = 0; bb < bpg; ++bb) block(bb, 0);
+    } else {  // bpg is even (a group is 32, 64 or 128 columns)
+      for (std::size_t bb = 0; bb < bpg; bb += 2) {
+        block(bb, 0);
+        block(bb + 1, C - 1);
       }
     }
     QUARRY_UNROLL for (int p = 0; p < P; ++p) {
@@ -1260,45 +1287,59 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0
 /// most 2 x 2 x 15 x 127 = 7620: no saturation) and vpmaddwd by ones widens them into the int32
 /// dots: the same integers as AVX-512's, so the same floats. Decode takes a whole quad (one
 /// sequential stream, prefetched as AVX-512's); the float totals live in memory (16 registers).
-template <class Arch, int MR, int P, int W, bool Prefetch, bool HasZero, bool ScaleF16>
+template <class Arch, int Bits, int MR, int P, int W, bool Prefetch, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, std::size_t p0) noexcept {
   static_assert(P <= W, "a tile's panels lie in one unit of the layout (a quad, or one panel)");
+  constexpr std::size_t kCols = Bits == 4 ? 8 : 4;  // columns per 64-byte block
   using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
-  const std::size_t k = g.k, groups = k / g.group, bpg = g.group / 8, lda = g.lda, ldg = g.ld_gsum;
+  const std::size_t k = g.k, groups = k / g.group, bpg = g.group / kCols, lda = g.lda, ldg = g.ld_gsum;
   const std::size_t base = p0 / W * W, sub = p0 - base;
-  const std::uint8_t* const w = g.w + base * k * 8 + sub * 64;
+  const std::uint8_t* const w = g.w + (base * (k / kCols) + sub) * 64;
   const Scale* const sc = static_cast<const Scale*>(g.w_scale) + (base * groups + sub) * 16;
   const std::uint8_t* const zp = HasZero ? g.w_zero + (base * groups + sub) * 16 : nullptr;
   const std::int8_t* const a = g.a + i0 * lda;
   const std::int32_t* const gs = g.a_gsum + i0 * ldg;
-  const __m256i nibble = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  const __m256i nibble = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(static_cast<char>(0x80));
   alignas(32) float t[MR][P][16] = {};
   for (std::size_t gr = 0; gr < groups; ++gr) {
     const std::uint8_t* const wg = w + gr * bpg * 64 * W;
     QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
+      // Each dot starts from its zero point's share: int4, -z x the group sum (nibbles are
+      // unsigned, z = 8 when symmetric); int8, 0 (symmetric: the bytes are the signed weights)
+      // or (128 - z) x the sum (asymmetric: the bytes are taken as u - 128).
       __m256i acc[MR][P];
       QUARRY_UNROLL for (int p = 0; p < P; ++p) {
         __m256i z = _mm256_setzero_si256();
         if constexpr (HasZero) z = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + (gr * W + p) * 16 + h * 8)));
         QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
           const std::int32_t sum = gs[static_cast<std::size_t>(i) * ldg + gr];
-          if constexpr (HasZero) acc[i][p] = _mm256_mullo_epi32(z, _mm256_set1_epi32(-sum));
-          else acc[i][p] = _mm256_set1_epi32(-8 * sum);
+          if constexpr (Bits == 4 && HasZero) acc[i][p] = _mm256_mullo_epi32(z, _mm256_set1_epi32(-sum));
+          else if constexpr (Bits == 4) acc[i][p] = _mm256_set1_epi32(-8 * sum);
+          else if constexpr (HasZero) acc[i][p] = _mm256_mullo_epi32(_mm256_sub_epi32(_mm256_set1_epi32(128), z), _mm256_set1_epi32(sum));
+          else acc[i][p] = _mm256_setzero_si256();
         }
       }
       for (std::size_t bb = 0; bb < bpg; ++bb) {
-        const std::int8_t* const ab = a + (gr * bpg + bb) * 8;
+        const std::int8_t* const ab = a + (gr * bpg + bb) * kCols;
         QUARRY_UNROLL for (int p = 0; p < P; ++p) {
-          const std::uint8_t* q = wg + (bb * W + p) * 64;
+          const std::uint8_t* q = wg + (bb * W + static_cast<std::size_t>(p)) * 64;
           if constexpr (Prefetch)
-            if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetch), _MM_HINT_T1);
+            if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(q + (Bits == 4 ? kPanelPrefetch : kPanelPrefetchS8)), _MM_HINT_T1);
           const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + h * 32));
-          const __m256i lo = _mm256_and_si256(wv, nibble), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), nibble);
-          QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
-            const std::int8_t* ap = ab + static_cast<std::size_t>(i) * lda;
-            const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(load4(ap))),
-                                                   _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load4(ap + 4))));
-            acc[i][p] = _mm256_add_epi32(acc[i][p], _mm256_madd_epi16(pairs, ones));
+          if constexpr (Bits == 4) {
+            const __m256i lo = _mm256_and_si256(wv, nibble), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), nibble);
+            QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+              const std::int8_t* ap = ab + static_cast<std::size_t>(i) * lda;
+              const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(load4(ap))),
+                                                     _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load4(ap + 4))));
+              acc[i][p] = _mm256_add_epi32(acc[i][p], _mm256_madd_epi16(pairs, ones));
+            }
+          } else {  // |v| x sign(a, v), as the row-major AVX2 W8A8
+            const __m256i v = HasZero ? _mm256_xor_si256(wv, flip) : wv, mag = _mm256_abs_epi8(v);
+            QUARRY_UNROLL for (int i = 0; i < MR; ++i) {
+              const __m256i av = _mm256_set1_epi32(load4(ab + static_cast<std::size_t>(i) * lda));
+              acc[i][p] = _mm256_add_epi32(acc[i][p], _mm256_madd_epi16(_mm256_maddubs_epi16(mag, _mm256_sign_epi8(av, v)), ones));
+            }
           }
         }
       }
@@ -1637,27 +1678,27 @@ void gemm_s8_grouped(const Q4GemmArgs& g) noexcept {
 }
 
 template <class Arch>
-void gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
+void gemm_grouped_panels(const Q4PanelArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
-  [[maybe_unused]] const std::size_t np = (g.n + 15) / 16;
+  [[maybe_unused]] const std::size_t np = (g.n + 15) / 16, full = np / 4 * 4;
   if constexpr (simd::is_avx512<Arch>) {
-    with_grouped_types(g, [&]<bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
-      const std::size_t full = np / 4 * 4;  // panels in quads (panel_place)
+    auto run = [&]<int Bits, bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
       if (g.m == 1) {  // decode: a quad (64 rows) in flight, one sequential stream
-        for (std::size_t p = 0; p < full; p += 4) panel_tile_avx512<Arch, 1, 4, 4, true, HasZero, ScaleF16>(g, 0, p);
-        for (std::size_t p = full; p < np; ++p) panel_tile_avx512<Arch, 1, 1, 1, true, HasZero, ScaleF16>(g, 0, p);
+        for (std::size_t p = 0; p < full; p += 4) panel_tile_avx512<Arch, Bits, 1, 4, 4, true, HasZero, ScaleF16>(g, 0, p);
+        for (std::size_t p = full; p < np; ++p) panel_tile_avx512<Arch, Bits, 1, 1, 1, true, HasZero, ScaleF16>(g, 0, p);
         return;
       }
       // Prefill: blocks of quads of ~512 KiB (they stay in L2 across the activation tiles), 3
-      // activation rows x a quad at a time (24 accumulators; on Zen 4, 4096 x 4096 at M = 512:
-      // 0.82 of W8A8's speed, against 0.74 for 4 rows x 2 panels, 0.75 for 4 x 4, 0.79 for 2 x 4).
-      std::size_t nb = (std::size_t{512} << 10) / (g.k * 8 + 1);
+      // activation rows x a quad at a time (24 accumulators; on Zen 4, int4 4096 x 4096 at M =
+      // 512: 0.82 of W8A8's speed, against 0.74 for 4 rows x 2 panels, 0.75 for 4 x 4, 0.79 for
+      // 2 x 4).
+      std::size_t nb = (std::size_t{512} << 10) / (g.k * (Bits == 4 ? 8 : 16) + 1);
       nb = nb < 4 ? 4 : nb - nb % 4;
       auto rows = [&](auto mr, std::size_t i, std::size_t pb, std::size_t pe) __attribute__((always_inline)) {
         constexpr int MR = decltype(mr)::value;
         std::size_t p = pb;
-        for (; p < pe && p < full; p += 4) panel_tile_avx512<Arch, MR, 4, 4, false, HasZero, ScaleF16>(g, i, p);
-        for (; p < pe; ++p) panel_tile_avx512<Arch, MR, 1, 1, false, HasZero, ScaleF16>(g, i, p);
+        for (; p < pe && p < full; p += 4) panel_tile_avx512<Arch, Bits, MR, 4, 4, false, HasZero, ScaleF16>(g, i, p);
+        for (; p < pe; ++p) panel_tile_avx512<Arch, Bits, MR, 1, 1, false, HasZero, ScaleF16>(g, i, p);
       };
       for (std::size_t pb = 0; pb < np; pb += nb) {
         const std::size_t pe = pb + nb < np ? pb + nb : np;
@@ -1666,29 +1707,36 @@ void gemm_w4_s8_panels(const Q4PanelArgs& g) noexcept {
         if (g.m - i == 2) rows(std::integral_constant<int, 2>{}, i, pb, pe);
         if (g.m - i == 1) rows(std::integral_constant<int, 1>{}, i, pb, pe);
       }
+    };
+    with_grouped_types(g, [&]<bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
+      if (g.bits == 4) run.template operator()<4, HasZero, ScaleF16>();
+      else run.template operator()<8, HasZero, ScaleF16>();
     });
     return;
   } else if constexpr (simd::is_avx2<Arch>) {
-    with_grouped_types(g, [&]<bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
-      const std::size_t full = np / 4 * 4;
+    auto run = [&]<int Bits, bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
       if (g.m == 1) {  // decode: a quad in flight, as AVX-512
-        for (std::size_t p = 0; p < full; p += 4) panel_tile_avx2<Arch, 1, 4, 4, true, HasZero, ScaleF16>(g, 0, p);
-        for (std::size_t p = full; p < np; ++p) panel_tile_avx2<Arch, 1, 1, 1, true, HasZero, ScaleF16>(g, 0, p);
+        for (std::size_t p = 0; p < full; p += 4) panel_tile_avx2<Arch, Bits, 1, 4, 4, true, HasZero, ScaleF16>(g, 0, p);
+        for (std::size_t p = full; p < np; ++p) panel_tile_avx2<Arch, Bits, 1, 1, 1, true, HasZero, ScaleF16>(g, 0, p);
         return;
       }
       auto rows = [&](auto mr, std::size_t i) __attribute__((always_inline)) {
         constexpr int MR = decltype(mr)::value;
-        for (std::size_t p = 0; p < full; p += 2) panel_tile_avx2<Arch, MR, 2, 4, false, HasZero, ScaleF16>(g, i, p);
-        for (std::size_t p = full; p < np; ++p) panel_tile_avx2<Arch, MR, 1, 1, false, HasZero, ScaleF16>(g, i, p);
+        for (std::size_t p = 0; p < full; p += 2) panel_tile_avx2<Arch, Bits, MR, 2, 4, false, HasZero, ScaleF16>(g, i, p);
+        for (std::size_t p = full; p < np; ++p) panel_tile_avx2<Arch, Bits, MR, 1, 1, false, HasZero, ScaleF16>(g, i, p);
       };
       std::size_t i = 0;
       for (; i + 2 <= g.m; i += 2) rows(std::integral_constant<int, 2>{}, i);
       if (i < g.m) rows(std::integral_constant<int, 1>{}, i);
+    };
+    with_grouped_types(g, [&]<bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
+      if (g.bits == 4) run.template operator()<4, HasZero, ScaleF16>();
+      else run.template operator()<8, HasZero, ScaleF16>();
     });
     return;
   }
 #endif
-  ref_gemm_w4_s8_panels<Arch>(g);
+  ref_gemm_grouped_panels<Arch>(g);
 }
 
 template <class Arch>
@@ -1741,10 +1789,10 @@ template <class Arch>
 constexpr QuantKernels make_quant_kernels() noexcept {
   if constexpr (simd::is_scalar<Arch>)
     return QuantKernels{&ref_quantize_row_s8<Arch>, &ref_gemm_s8<Arch>, &ref_gemm_w4_f32<Arch>, &ref_gemm_w4_s8<Arch>,
-                        &ref_gemm_s8_grouped<Arch>, &ref_gemm_w4_s8_panels<Arch>, &ref_gemm_s8_panels<Arch>};
+                        &ref_gemm_s8_grouped<Arch>, &ref_gemm_grouped_panels<Arch>, &ref_gemm_s8_panels<Arch>};
   else
     return QuantKernels{&quantize_row_s8<Arch>, &gemm_s8<Arch>, &gemm_w4_f32<Arch>, &gemm_w4_s8<Arch>, &gemm_s8_grouped<Arch>,
-                        &gemm_w4_s8_panels<Arch>, &gemm_s8_panels<Arch>};
+                        &gemm_grouped_panels<Arch>, &gemm_s8_panels<Arch>};
 }
 
 }  // namespace quarry::detail::cpu_kernels

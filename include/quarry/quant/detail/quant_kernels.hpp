@@ -66,8 +66,9 @@ struct Q4GemmArgs {
   const float* a_scale = nullptr;       ///< [m] per-row scale, output_scale folded in (output_scale is unused)
 };
 
-/// Operands of the W4A8 product on int4 weights in panels of 16 rows (quarry::QuantizedPanels, whose
-/// header gives the layout and the arithmetic): y[i][j] for the rows j < n of the panels. The
+/// Operands of the per_group products on weights in panels of 16 rows (quarry::QuantizedPanels,
+/// whose header gives the layout and the arithmetic: int4, or int8 per_group as GGUF's Q8_0):
+/// y[i][j] for the rows j < n of the panels. The
 /// operand's panels are ceil(n / 16) in the layout of panel_place: a call on part of a matrix
 /// starts at a multiple of 4 panels of the whole (then its quads are the whole's).
 struct Q4PanelArgs {
@@ -79,8 +80,9 @@ struct Q4PanelArgs {
   const std::uint8_t* w = nullptr;       ///< the panels' values (panel_block_offset)
   const void* w_scale = nullptr;         ///< the panels' scales (panel_group_slot), f32 or f16 bits (scale_f16)
   bool scale_f16 = false;
-  const std::uint8_t* w_zero = nullptr;  ///< zero points (panel_group_slot); null: symmetric (z = 8)
+  const std::uint8_t* w_zero = nullptr;  ///< zero points (panel_group_slot); null: symmetric
   std::size_t group = 32;                ///< 32, 64 or 128; k is a multiple of it
+  int bits = 4;                          ///< 4 (int4 nibbles) or 8 (int8 bytes; uint8 with zero points)
   const float* bias = nullptr;           ///< [n], or null for none
   float* y = nullptr;                    ///< [m, n] output, row stride ldy
   std::size_t ldy = 0;
@@ -144,10 +146,11 @@ struct QuantKernels {
   /// t[l] = fma(float(dot[b]), s[j][gr], t[l]) in order, total = the same fixed tree, and
   /// y = fma(total, a_scale[i], bias or 0). Bit-identical on every ISA and for every tiling.
   void (*gemm_s8_grouped)(const Q4GemmArgs& args) noexcept;
-  /// The W4A8 product on panels (Q4PanelArgs): per row, the exact int32 dot of each group,
+  /// The per_group products on panels (Q4PanelArgs: int4 W4A8, or int8 per_group W8A8 as GGUF's
+  /// Q8_0): per row, the exact int32 dot of each group,
   /// t = fma(float(dot[g]), s[j][g], t) over the groups in order from t = 0, and
   /// y = fma(t, a_scale[i], bias or 0). Bit-identical on every ISA and for every tiling.
-  void (*gemm_w4_s8_panels)(const Q4PanelArgs& args) noexcept;
+  void (*gemm_grouped_panels)(const Q4PanelArgs& args) noexcept;
   /// The W8A8 product of gemm_s8 on int8 weights in panels (quarry::QuantizedPanels): w holds
   /// ceil(n / 16) panels of (k + 3) / 4 blocks (panel_block_offset; a call on part of a matrix
   /// starts at a multiple of 4 panels of the whole), w_scale and w_zero one entry per row
