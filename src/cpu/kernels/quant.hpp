@@ -1182,9 +1182,11 @@ QUARRY_ALWAYS_INLINE std::int32_t load4(const std::int8_t* p) noexcept {
 /// row-major kernels in the same process; 1 / 2 threads): int4 1 KiB 1.17-1.19x / 1.03-1.20x,
 /// 2 KiB 1.14-1.23x / 1.00-1.11x, 4 KiB 0.92-0.96x / 0.87-1.03x; int8 8 KiB 1.19-1.21x /
 /// 0.99-1.03x, 4 KiB 1.15-1.17x / 0.99-1.03x, 16 KiB 0.97-1.00x / 0.94-1.00x. None at all (the
-/// hardware prefetchers alone) was 5-10% slower than 2 KiB for int4.
+/// hardware prefetchers alone) was 5-10% slower than 2 KiB for int4. int8 per group (Q8_0):
+/// 4 KiB 1.04x / 1.01-1.03x, 2 KiB 1.05x / 1.00x, 8 KiB 0.81-0.84x / 0.84-0.97x.
 inline constexpr std::size_t kPanelPrefetch = 1024;
 inline constexpr std::size_t kPanelPrefetchS8 = 8192;
+inline constexpr std::size_t kPanelPrefetchS8Grouped = 4096;
 
 /// AVX-512 W4A8 on panels: MR activation rows x P panels of 16 weight rows. Per 64-byte block
 /// (16 rows x 8 columns): one load, the nibbles split with a shift and two ands, and per
@@ -1234,7 +1236,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0
     auto block = [&](std::size_t bb, int c) __attribute__((always_inline)) {
       QUARRY_UNROLL for (int p = 0; p < P; ++p) {
         const std::uint8_t* q = wg + (bb * W + static_cast<std::size_t>(p)) * 64;
-        if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + (Bits == 4 ? kPanelPrefetch : kPanelPrefetchS8)), _MM_HINT_T1);
+        if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + (Bits == 4 ? kPanelPrefetch : kPanelPrefetchS8Grouped)), _MM_HINT_T1);
         const __m512i wv = _mm512_loadu_si512(q);
         if constexpr (Bits == 4) {
           const __m512i lo = _mm512_and_si512(wv, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), nibble);
@@ -1324,7 +1326,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, 
         QUARRY_UNROLL for (int p = 0; p < P; ++p) {
           const std::uint8_t* q = wg + (bb * W + static_cast<std::size_t>(p)) * 64;
           if constexpr (Prefetch)
-            if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(q + (Bits == 4 ? kPanelPrefetch : kPanelPrefetchS8)), _MM_HINT_T1);
+            if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(q + (Bits == 4 ? kPanelPrefetch : kPanelPrefetchS8Grouped)), _MM_HINT_T1);
           const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + h * 32));
           if constexpr (Bits == 4) {
             const __m256i lo = _mm256_and_si256(wv, nibble), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), nibble);
