@@ -1176,17 +1176,15 @@ QUARRY_ALWAYS_INLINE std::int32_t load4(const std::int8_t* p) noexcept {
   return v;
 }
 
-/// How far ahead in a unit's stream (a quad's, or a single panel's) the decode kernels prefetch
-/// into L2, in bytes, int4 and int8; past the unit's end this reaches into the next, which the
-/// next tile reads. Measured on Zen 4 (TinyLlama's matrices in rotation, from DRAM, against the
-/// row-major kernels in the same process; 1 / 2 threads): int4 1 KiB 1.17-1.19x / 1.03-1.20x,
-/// 2 KiB 1.14-1.23x / 1.00-1.11x, 4 KiB 0.92-0.96x / 0.87-1.03x; int8 8 KiB 1.19-1.21x /
-/// 0.99-1.03x, 4 KiB 1.15-1.17x / 0.99-1.03x, 16 KiB 0.97-1.00x / 0.94-1.00x. None at all (the
-/// hardware prefetchers alone) was 5-10% slower than 2 KiB for int4. int8 per group (Q8_0):
-/// 4 KiB 1.04x / 1.01-1.03x, 2 KiB 1.05x / 1.00x, 8 KiB 0.81-0.84x / 0.84-0.97x.
-inline constexpr std::size_t kPanelPrefetch = 1024;
-inline constexpr std::size_t kPanelPrefetchS8 = 8192;
-inline constexpr std::size_t kPanelPrefetchS8Grouped = 4096;
+/// Decode reads a quad as one sequential stream, which the hardware prefetchers follow by
+/// themselves: on Zen 4 (TinyLlama's matrices in rotation, from DRAM, against the row-major
+/// kernels in the same process; 1 / 2 threads) int4 without software prefetch ran 1.33-1.35x /
+/// 1.05-1.10x the row-major's speed, with a prefetch 1 KiB ahead 1.19-1.20x / 1.06-1.11x (2 KiB
+/// 1.14-1.23x, 4 KiB 0.92-0.96x); int8 per channel without 1.22-1.26x / 1.01-1.04x, 8 KiB
+/// ahead 1.17x / 1.01x; on 4 KiB pages alike (int4 1.15x vs 1.01x on 1 thread). Only int8 per
+/// group (Q8_0), whose group scales are a second stream, gains from it: 4 KiB ahead 1.01-1.04x
+/// on 2 threads, none 0.95-1.00x (8 KiB 0.84-0.97x).
+inline constexpr std::size_t kPanelPrefetchGrouped8 = 4096;
 
 /// AVX-512 W4A8 on panels: MR activation rows x P panels of 16 weight rows. Per 64-byte block
 /// (16 rows x 8 columns): one load, the nibbles split with a shift and two ands, and per
@@ -1236,7 +1234,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0
     auto block = [&](std::size_t bb, int c) __attribute__((always_inline)) {
       QUARRY_UNROLL for (int p = 0; p < P; ++p) {
         const std::uint8_t* q = wg + (bb * W + static_cast<std::size_t>(p)) * 64;
-        if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + (Bits == 4 ? kPanelPrefetch : kPanelPrefetchS8Grouped)), _MM_HINT_T1);
+        if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetchGrouped8), _MM_HINT_T1);
         const __m512i wv = _mm512_loadu_si512(q);
         if constexpr (Bits == 4) {
           const __m512i lo = _mm512_and_si512(wv, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), nibble);
@@ -1326,7 +1324,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, 
         QUARRY_UNROLL for (int p = 0; p < P; ++p) {
           const std::uint8_t* q = wg + (bb * W + static_cast<std::size_t>(p)) * 64;
           if constexpr (Prefetch)
-            if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(q + (Bits == 4 ? kPanelPrefetch : kPanelPrefetchS8Grouped)), _MM_HINT_T1);
+            if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetchGrouped8), _MM_HINT_T1);
           const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + h * 32));
           if constexpr (Bits == 4) {
             const __m256i lo = _mm256_and_si256(wv, nibble), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), nibble);
@@ -1375,7 +1373,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, 
 /// 0 and end less z x the row's activation sum (z = 128 symmetric, the row's zero point else),
 /// modulo 2^32 as gemm_s8's; then gemm_s8's epilogue, fma(float(acc), a_scale x w_scale, bias),
 /// 16 rows at once. Decode (MR = 1) runs two chains per panel (even and odd blocks).
-template <class Arch, int MR, int P, int W, bool Prefetch, bool HasZero>
+template <class Arch, int MR, int P, int W, bool HasZero>
 QUARRY_ALWAYS_INLINE void panel_tile_s8_avx512(const QGemmArgs& g, std::size_t i0, std::size_t p0) noexcept {
   static_assert(P <= W, "a tile's panels lie in one unit of the layout (a quad, or one panel)");
   constexpr int C = MR == 1 ? 2 : 1;
@@ -1391,7 +1389,6 @@ QUARRY_ALWAYS_INLINE void panel_tile_s8_avx512(const QGemmArgs& g, std::size_t i
   auto step = [&](std::size_t b, int c) __attribute__((always_inline)) {
     QUARRY_UNROLL for (int p = 0; p < P; ++p) {
       const std::uint8_t* q = w + (b * W + static_cast<std::size_t>(p)) * 64;
-      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetchS8), _MM_HINT_T1);
       __m512i wv = _mm512_loadu_si512(q);
       if constexpr (!HasZero) wv = _mm512_xor_si512(wv, flip);
       QUARRY_UNROLL for (int i = 0; i < MR; ++i)
@@ -1427,7 +1424,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_s8_avx512(const QGemmArgs& g, std::size_t i
 /// sign(a, v), v the weight as int8 (asymmetric uint8 as u - 128, corrected by (128 - z) x the
 /// activation sum after), pairs at most 2 x 128 x 127 (no saturation), vpmaddwd by ones into
 /// int32. The same sums modulo 2^32 as gemm_s8, so the same floats.
-template <class Arch, int MR, int P, int W, bool Prefetch, bool HasZero>
+template <class Arch, int MR, int P, int W, bool HasZero>
 QUARRY_ALWAYS_INLINE void panel_tile_s8_avx2(const QGemmArgs& g, std::size_t i0, std::size_t p0) noexcept {
   static_assert(P <= W, "a tile's panels lie in one unit of the layout (a quad, or one panel)");
   const std::size_t blocks = (g.k + 3) / 4, lda = g.lda;
@@ -1441,7 +1438,6 @@ QUARRY_ALWAYS_INLINE void panel_tile_s8_avx2(const QGemmArgs& g, std::size_t i0,
   for (std::size_t b = 0; b < blocks; ++b) {
     QUARRY_UNROLL for (int p = 0; p < P; ++p) {
       const std::uint8_t* q = w + (b * W + static_cast<std::size_t>(p)) * 64;
-      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(q + kPanelPrefetchS8), _MM_HINT_T1);
       QUARRY_UNROLL for (int h = 0; h < 2; ++h) {
         __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + h * 32));
         if constexpr (HasZero) v = _mm256_xor_si256(v, flip);
@@ -1685,9 +1681,9 @@ void gemm_grouped_panels(const Q4PanelArgs& g) noexcept {
   [[maybe_unused]] const std::size_t np = (g.n + 15) / 16, full = np / 4 * 4;
   if constexpr (simd::is_avx512<Arch>) {
     auto run = [&]<int Bits, bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
-      if (g.m == 1) {  // decode: a quad (64 rows) in flight, one sequential stream
-        for (std::size_t p = 0; p < full; p += 4) panel_tile_avx512<Arch, Bits, 1, 4, 4, true, HasZero, ScaleF16>(g, 0, p);
-        for (std::size_t p = full; p < np; ++p) panel_tile_avx512<Arch, Bits, 1, 1, 1, true, HasZero, ScaleF16>(g, 0, p);
+      if (g.m == 1) {  // decode: a quad (64 rows) in flight, one sequential stream (kPanelPrefetchGrouped8)
+        for (std::size_t p = 0; p < full; p += 4) panel_tile_avx512<Arch, Bits, 1, 4, 4, Bits == 8, HasZero, ScaleF16>(g, 0, p);
+        for (std::size_t p = full; p < np; ++p) panel_tile_avx512<Arch, Bits, 1, 1, 1, Bits == 8, HasZero, ScaleF16>(g, 0, p);
         return;
       }
       // Prefill: blocks of quads of ~512 KiB (they stay in L2 across the activation tiles), 3
@@ -1718,8 +1714,8 @@ void gemm_grouped_panels(const Q4PanelArgs& g) noexcept {
   } else if constexpr (simd::is_avx2<Arch>) {
     auto run = [&]<int Bits, bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
       if (g.m == 1) {  // decode: a quad in flight, as AVX-512
-        for (std::size_t p = 0; p < full; p += 4) panel_tile_avx2<Arch, Bits, 1, 4, 4, true, HasZero, ScaleF16>(g, 0, p);
-        for (std::size_t p = full; p < np; ++p) panel_tile_avx2<Arch, Bits, 1, 1, 1, true, HasZero, ScaleF16>(g, 0, p);
+        for (std::size_t p = 0; p < full; p += 4) panel_tile_avx2<Arch, Bits, 1, 4, 4, Bits == 8, HasZero, ScaleF16>(g, 0, p);
+        for (std::size_t p = full; p < np; ++p) panel_tile_avx2<Arch, Bits, 1, 1, 1, Bits == 8, HasZero, ScaleF16>(g, 0, p);
         return;
       }
       auto rows = [&](auto mr, std::size_t i) __attribute__((always_inline)) {
@@ -1747,18 +1743,17 @@ void gemm_s8_panels(const QGemmArgs& g) noexcept {
   [[maybe_unused]] const std::size_t np = (g.n + 15) / 16, full = np / 4 * 4;
   if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
     auto run = [&]<bool HasZero>() __attribute__((always_inline)) {
-      auto tile = [&](auto mr, auto pp, auto ww, auto pf, std::size_t i, std::size_t p) __attribute__((always_inline)) {
+      auto tile = [&](auto mr, auto pp, auto ww, std::size_t i, std::size_t p) __attribute__((always_inline)) {
         constexpr int MR = decltype(mr)::value, P = decltype(pp)::value, W = decltype(ww)::value;
-        constexpr bool PF = decltype(pf)::value;
-        if constexpr (simd::is_avx512<Arch>) panel_tile_s8_avx512<Arch, MR, P, W, PF, HasZero>(g, i, p);
-        else panel_tile_s8_avx2<Arch, MR, P, W, PF, HasZero>(g, i, p);
+        if constexpr (simd::is_avx512<Arch>) panel_tile_s8_avx512<Arch, MR, P, W, HasZero>(g, i, p);
+        else panel_tile_s8_avx2<Arch, MR, P, W, HasZero>(g, i, p);
       };
       using std::integral_constant;
       using One = integral_constant<int, 1>;
       using Four = integral_constant<int, 4>;
-      if (g.m == 1) {  // decode: a quad (64 rows, one sequential stream) in flight
-        for (std::size_t p = 0; p < full; p += 4) tile(One{}, Four{}, Four{}, std::true_type{}, 0, p);
-        for (std::size_t p = full; p < np; ++p) tile(One{}, One{}, One{}, std::true_type{}, 0, p);
+      if (g.m == 1) {  // decode: a quad (64 rows, one sequential stream) in flight, no software prefetch
+        for (std::size_t p = 0; p < full; p += 4) tile(One{}, Four{}, Four{}, 0, p);
+        for (std::size_t p = full; p < np; ++p) tile(One{}, One{}, One{}, 0, p);
         return;
       }
       // Prefill: blocks of quads of ~512 KiB (in L2 across the activation tiles); MR activation
@@ -1768,8 +1763,8 @@ void gemm_s8_panels(const QGemmArgs& g) noexcept {
       nb = nb < 4 ? 4 : nb - nb % 4;
       auto rows = [&](auto mr, std::size_t i, std::size_t pb, std::size_t pe) __attribute__((always_inline)) {
         std::size_t p = pb;
-        for (; p < pe && p < full; p += PQ) tile(mr, integral_constant<int, PQ>{}, Four{}, std::false_type{}, i, p);
-        for (; p < pe; ++p) tile(mr, One{}, One{}, std::false_type{}, i, p);
+        for (; p < pe && p < full; p += PQ) tile(mr, integral_constant<int, PQ>{}, Four{}, i, p);
+        for (; p < pe; ++p) tile(mr, One{}, One{}, i, p);
       };
       for (std::size_t pb = 0; pb < np; pb += nb) {
         const std::size_t pe = pb + nb < np ? pb + nb : np;
