@@ -55,6 +55,16 @@ void check_bias(const QGemmOptions& o, std::int64_t n, const char* fn) {
     throw_error(errc::shape_mismatch, fmt::format("{}: bias has {} elements, the weights have N = {} rows", fn, o.bias.size(), n));
 }
 
+// qgemm's shapes: x [M, K] and y [M, N] matrices for weights [N, K], and the bias.
+void check_shapes(TensorView<const float> x, TensorView<float> y, std::int64_t n, std::int64_t k, const QGemmOptions& o) {
+  if (x.rank() != 2 || y.rank() != 2)
+    throw_error(errc::shape_mismatch, fmt::format("qgemm: x {} and y {} must be matrices", x.shape(), y.shape()));
+  if (x.dim(1) != k || y.dim(0) != x.dim(0) || y.dim(1) != n)
+    throw_error(errc::shape_mismatch, fmt::format("qgemm: x {} times weights [{}, {}]^T does not give y {}; expected x [M, {}] and y [M, {}]",
+                                                  x.shape(), n, k, y.shape(), k, n));
+  check_bias(o, n, "qgemm");
+}
+
 // Runs the kernel over output columns [0, N) split into tasks on the pool. From 16 activation rows
 // the AVX-512 kernel packs 32-row weight panels into per-thread scratch, so tasks are larger.
 void run_gemm(const detail::QGemmArgs& base, ThreadPool* pool) {
@@ -196,13 +206,8 @@ void detail::pack_w4a8_activations(const std::int8_t* q, std::size_t k, std::int
 
 void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<float> y, const QGemmOptions& options) {
   const Kernel kernel = select_kernel(w, options.activations, "qgemm");
-  if (x.rank() != 2 || y.rank() != 2)
-    throw_error(errc::shape_mismatch, fmt::format("qgemm: x {} and y {} must be matrices", x.shape(), y.shape()));
+  check_shapes(x, y, w.rows(), w.cols(), options);
   const std::int64_t m = x.dim(0), kdim = x.dim(1), n = w.rows();
-  if (kdim != w.cols() || y.dim(0) != m || y.dim(1) != n)
-    throw_error(errc::shape_mismatch, fmt::format("qgemm: x {} times weights [{}, {}]^T does not give y {}; expected x [M, {}] and y [M, {}]",
-                                                  x.shape(), w.rows(), w.cols(), y.shape(), w.cols(), w.rows()));
-  check_bias(options, n, "qgemm");
   if (m == 0 || n == 0) return;
 
   if (kernel == Kernel::w4a32) {
@@ -303,13 +308,8 @@ void qgemm(TensorView<const float> x, const QuantizedPanels& w, TensorView<float
     throw_error(errc::unsupported, fmt::format("qgemm: panels of {} take int8 activations ({}); float activations {}", w.scheme().to_string(),
                                                w.scheme().bits == 8 ? "W8A8" : "W4A8",
                                                w.scheme().bits == 8 ? "(W8A16) are not supported" : "take the row-major QuantizedTensor (W4A32)"));
-  if (x.rank() != 2 || y.rank() != 2)
-    throw_error(errc::shape_mismatch, fmt::format("qgemm: x {} and y {} must be matrices", x.shape(), y.shape()));
+  check_shapes(x, y, w.rows(), w.cols(), options);
   const std::int64_t m = x.dim(0), kdim = x.dim(1), n = w.rows();
-  if (kdim != w.cols() || y.dim(0) != m || y.dim(1) != n)
-    throw_error(errc::shape_mismatch, fmt::format("qgemm: x {} times weights [{}, {}]^T does not give y {}; expected x [M, {}] and y [M, {}]",
-                                                  x.shape(), w.rows(), w.cols(), y.shape(), w.cols(), w.rows()));
-  check_bias(options, n, "qgemm");
   if (m == 0 || n == 0) return;
   const std::size_t K = static_cast<std::size_t>(kdim), M = static_cast<std::size_t>(m);
   Scratch& s = quantize_activations(x, options);

@@ -581,17 +581,29 @@ TEST_CASE("W4A8 qgemm matches the documented formula for every int4 scheme; thre
       }
 }
 
-TEST_CASE("W4A8 edge cases: zero groups and rows, NaN and infinite activations") {
+namespace {
+
+// W4A8's edge operands, x [5, 128] and w [6, 128]: an all-zero group (w row 2, columns 0-31),
+// an all-zero weight row (4) and activation row (4), a NaN (x row 1) and an infinity (x row 2).
+std::pair<Tensor<float>, Tensor<float>> w4a8_edge_operands(std::uint32_t seed_x, std::uint32_t seed_w) {
   const std::int64_t m = 5, n = 6, k = 128;
-  Tensor<float> x = gaussian(m, k, 44);
-  Tensor<float> wf = gaussian(n, k, 45);
-  for (std::int64_t c = 0; c < 32; ++c) wf(2, c) = 0.f;  // one all-zero group
+  Tensor<float> x = gaussian(m, k, seed_x);
+  Tensor<float> wf = gaussian(n, k, seed_w);
+  for (std::int64_t c = 0; c < 32; ++c) wf(2, c) = 0.f;
   for (std::int64_t c = 0; c < k; ++c) {
-    wf(4, c) = 0.f;  // an all-zero weight row
-    x(4, c) = 0.f;   // an all-zero activation row
+    wf(4, c) = 0.f;
+    x(4, c) = 0.f;
   }
   x(1, 9) = std::numeric_limits<float>::quiet_NaN();
   x(2, 70) = -std::numeric_limits<float>::infinity();
+  return {std::move(x), std::move(wf)};
+}
+
+}  // namespace
+
+TEST_CASE("W4A8 edge cases: zero groups and rows, NaN and infinite activations") {
+  const std::int64_t m = 5, n = 6;
+  const auto [x, wf] = w4a8_edge_operands(44, 45);
   for (bool sym : {true, false}) {
     const auto w = quantized(wf, QuantScheme::int4_grouped(32, sym));
     const auto bias = random_bias(n, 46);
@@ -811,15 +823,7 @@ TEST_CASE("W4A8 on QuantizedPanels matches the documented formula and the row-ma
 
 TEST_CASE("W4A8 on QuantizedPanels: edge rows, strided output, bad options and shapes") {
   const std::int64_t m = 5, n = 6, k = 128;
-  Tensor<float> x = gaussian(m, k, 66);
-  Tensor<float> wf = gaussian(n, k, 67);
-  for (std::int64_t c = 0; c < 32; ++c) wf(2, c) = 0.f;  // one all-zero group
-  for (std::int64_t c = 0; c < k; ++c) {
-    wf(4, c) = 0.f;  // an all-zero weight row
-    x(4, c) = 0.f;   // an all-zero activation row
-  }
-  x(1, 9) = std::numeric_limits<float>::quiet_NaN();
-  x(2, 70) = -std::numeric_limits<float>::infinity();
+  const auto [x, wf] = w4a8_edge_operands(66, 67);
   for (bool sym : {true, false}) {
     const auto w = quantized(wf, QuantScheme::int4_grouped(32, sym));
     auto p = QuantizedPanels::pack(w);

@@ -1186,28 +1186,51 @@ QUARRY_ALWAYS_INLINE std::int32_t load4(const std::int8_t* p) noexcept {
 /// on 2 threads, none 0.95-1.00x (8 KiB 0.84-0.97x).
 inline constexpr std::size_t kPanelPrefetchGrouped8 = 4096;
 
-/// AVX-512 W4A8 on panels: MR activation rows x P panels of 16 weight rows. Per 64-byte block
-/// (16 rows x 8 columns): one load, the nibbles split with a shift and two ands, and per
-/// activation row two vpdpbusd against the row's 4 + 4 activations broadcast; a group's int32
-/// dots take one conversion and one fma per 16 rows at its end. The start of each dot is
-/// -z x the group's activation sum, so the products of the unsigned nibbles need no correction
-/// after. With one activation row (decode) each dot runs as two chains (low and high nibbles)
-/// added at the group's end, for more independent vpdpbusd in flight.
+/// A per-group panel tile's operands from activation row i0 and panel p0 (panel_place: the
+/// unit's W panels interleave block by block, 64 bytes each, their scales and zero points group
+/// by group, 16 each), in locals so that the tiles' loops unroll with nothing reloaded.
+template <int Bits, int W, bool HasZero, bool ScaleF16>
+struct PanelTile {
+  static constexpr std::size_t kCols = Bits == 4 ? 8 : 4;  // columns per 64-byte block
+  using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
+  std::size_t groups, bpg, lda, ldg;
+  const std::uint8_t* w;
+  const Scale* sc;
+  const std::uint8_t* zp;
+  const std::int8_t* a;
+  const std::int32_t* gs;
+  QUARRY_ALWAYS_INLINE PanelTile(const Q4PanelArgs& g, std::size_t i0, std::size_t p0) noexcept
+      : groups(g.k / g.group), bpg(g.group / kCols), lda(g.lda), ldg(g.ld_gsum) {
+    const std::size_t base = p0 / W * W, sub = p0 - base;
+    w = g.w + (base * (g.k / kCols) + sub) * 64;
+    sc = static_cast<const Scale*>(g.w_scale) + (base * groups + sub) * 16;
+    zp = HasZero ? g.w_zero + (base * groups + sub) * 16 : nullptr;
+    a = g.a + i0 * lda;
+    gs = g.a_gsum + i0 * ldg;
+  }
+};
+
+/// AVX-512 per-group products on panels (int4 W4A8; int8, GGUF Q8_0's, W8A8): MR activation rows
+/// x P panels of 16 weight rows. Per 64-byte block, one load and, per activation row: int4 (16
+/// rows x 8 columns), the nibbles split with a shift and two ands, two vpdpbusd against the
+/// row's 4 + 4 activations broadcast; int8 (16 rows x 4 columns), ^ 0x80 when symmetric (the
+/// unsigned operand w + 128), one vpdpbusd. A group's int32 dots take one conversion and one
+/// fma per 16 rows at its end. The start of each dot is -z x the group's activation sum, so the
+/// unsigned products need no correction after. With one activation row (decode) each dot runs
+/// as two chains (int4: low and high nibbles; int8: even and odd blocks) added at the group's
+/// end, for more independent vpdpbusd in flight.
 template <class Arch, int Bits, int MR, int P, int W, bool Prefetch, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0, std::size_t p0) noexcept {
   static_assert(P <= W, "a tile's panels lie in one unit of the layout (a quad, or one panel)");
   constexpr int C = MR == 1 ? 2 : 1;
-  constexpr std::size_t kCols = Bits == 4 ? 8 : 4;  // columns per 64-byte block
-  using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
-  const std::size_t k = g.k, groups = k / g.group, bpg = g.group / kCols, lda = g.lda, ldg = g.ld_gsum;
-  // panel_place: the unit's W panels interleave block by block (64 bytes each), their scales
-  // group by group (16 each).
-  const std::size_t base = p0 / W * W, sub = p0 - base;
-  const std::uint8_t* const w = g.w + (base * (k / kCols) + sub) * 64;
-  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + (base * groups + sub) * 16;
-  const std::uint8_t* const zp = HasZero ? g.w_zero + (base * groups + sub) * 16 : nullptr;
-  const std::int8_t* const a = g.a + i0 * lda;
-  const std::int32_t* const gs = g.a_gsum + i0 * ldg;
+  using Tile = PanelTile<Bits, W, HasZero, ScaleF16>;
+  const Tile tl(g, i0, p0);
+  const std::size_t groups = tl.groups, bpg = tl.bpg, lda = tl.lda, ldg = tl.ldg;
+  const std::uint8_t* const w = tl.w;
+  const typename Tile::Scale* const sc = tl.sc;
+  const std::uint8_t* const zp = tl.zp;
+  const std::int8_t* const a = tl.a;
+  const std::int32_t* const gs = tl.gs;
   const __m512i nibble = _mm512_set1_epi8(0x0f), flip = _mm512_set1_epi8(static_cast<char>(0x80));
   // The unsigned operand's zero point for symmetric weights: nibbles hold q + 8, int8 bytes
   // become w + 128 (^ 0x80) on the way in.
@@ -1259,7 +1282,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0
       }
     }
     QUARRY_UNROLL for (int p = 0; p < P; ++p) {
-      const Scale* s = sc + (gr * W + p) * 16;
+      const typename Tile::Scale* s = sc + (gr * W + p) * 16;
       __m512 sv;
       if constexpr (ScaleF16) sv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s)));
       else sv = _mm512_loadu_ps(s);
@@ -1280,25 +1303,26 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx512(const Q4PanelArgs& g, std::size_t i0
   }
 }
 
-/// AVX2 W4A8 on panels: MR activation rows x P panels of a unit of W (a quad, or one panel), each
-/// panel as two halves of 8 rows (32 bytes of each block), a group's blocks for one half at a
-/// time (the other half's bytes are then in L1). vpmaddubsw multiplies the unsigned nibbles
-/// (0..15) by the activations in pairs, the low and high nibbles' pairs are added in int16 (at
-/// most 2 x 2 x 15 x 127 = 7620: no saturation) and vpmaddwd by ones widens them into the int32
+/// AVX2 per-group products on panels: MR activation rows x P panels of a unit of W (a quad, or
+/// one panel), each panel as two halves of 8 rows (32 bytes of each block), a group's blocks for
+/// one half at a time (the other half's bytes are then in L1). int4: vpmaddubsw multiplies the
+/// unsigned nibbles (0..15) by the activations in pairs, the low and high nibbles' pairs are
+/// added in int16 (at most 2 x 2 x 15 x 127 = 7620: no saturation); int8: vpmaddubsw on |v| and
+/// sign(a, v), as the row-major AVX2 W8A8. vpmaddwd by ones widens the pairs into the int32
 /// dots: the same integers as AVX-512's, so the same floats. Decode takes a whole quad (one
-/// sequential stream, prefetched as AVX-512's); the float totals live in memory (16 registers).
+/// sequential stream); the float totals live in memory (16 registers).
 template <class Arch, int Bits, int MR, int P, int W, bool Prefetch, bool HasZero, bool ScaleF16>
 QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, std::size_t p0) noexcept {
   static_assert(P <= W, "a tile's panels lie in one unit of the layout (a quad, or one panel)");
-  constexpr std::size_t kCols = Bits == 4 ? 8 : 4;  // columns per 64-byte block
-  using Scale = std::conditional_t<ScaleF16, std::uint16_t, float>;
-  const std::size_t k = g.k, groups = k / g.group, bpg = g.group / kCols, lda = g.lda, ldg = g.ld_gsum;
-  const std::size_t base = p0 / W * W, sub = p0 - base;
-  const std::uint8_t* const w = g.w + (base * (k / kCols) + sub) * 64;
-  const Scale* const sc = static_cast<const Scale*>(g.w_scale) + (base * groups + sub) * 16;
-  const std::uint8_t* const zp = HasZero ? g.w_zero + (base * groups + sub) * 16 : nullptr;
-  const std::int8_t* const a = g.a + i0 * lda;
-  const std::int32_t* const gs = g.a_gsum + i0 * ldg;
+  using Tile = PanelTile<Bits, W, HasZero, ScaleF16>;
+  constexpr std::size_t kCols = Tile::kCols;
+  const Tile tl(g, i0, p0);
+  const std::size_t groups = tl.groups, bpg = tl.bpg, lda = tl.lda, ldg = tl.ldg;
+  const std::uint8_t* const w = tl.w;
+  const typename Tile::Scale* const sc = tl.sc;
+  const std::uint8_t* const zp = tl.zp;
+  const std::int8_t* const a = tl.a;
+  const std::int32_t* const gs = tl.gs;
   const __m256i nibble = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(static_cast<char>(0x80));
   alignas(32) float t[MR][P][16] = {};
   for (std::size_t gr = 0; gr < groups; ++gr) {
@@ -1344,7 +1368,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_avx2(const Q4PanelArgs& g, std::size_t i0, 
         }
       }
       QUARRY_UNROLL for (int p = 0; p < P; ++p) {
-        const Scale* s = sc + (gr * W + p) * 16 + h * 8;
+        const typename Tile::Scale* s = sc + (gr * W + p) * 16 + h * 8;
         __m256 sv;
         if constexpr (ScaleF16) sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
         else sv = _mm256_loadu_ps(s);
