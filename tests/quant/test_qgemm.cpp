@@ -709,40 +709,6 @@ TEST_CASE("QuantizedPanels: pack and unpack round-trip every int4 scheme; the pa
     }
 }
 
-TEST_CASE("int8 per_group (Q8_0) on QuantizedPanels matches the documented formula; threads and qgemv bit-identical") {
-  ThreadPool pool(3);
-  for (int group : {32, 128})
-    for (bool sym : {true, false})
-      for (DType sd : {DType::f16, DType::f32}) {
-        const auto scheme = QuantScheme::int8_grouped(group, sym, sd);
-        for (const auto& mnk : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{20, 200, 256}}) {
-          const int m = std::get<0>(mnk), n = std::get<1>(mnk), k = std::get<2>(mnk);
-          INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
-          const Tensor<float> x = gaussian(m, k, 77), wf = gaussian(n, k, 78, 0.05f);
-          const auto w = quantized(wf, scheme);
-          auto p = QuantizedPanels::pack(w);
-          REQUIRE(p.ok());
-          const auto bias = random_bias(n, 79);
-          const QGemmOptions opt{.bias = bias, .output_scale = 0.75f};
-          Tensor<float> y({m, n}), ymt({m, n}), yrow({m, n});
-          qgemm(x.view(), *p, y.view(), opt);
-          check_close(y, grouped_reference(x, w, bias, 0.75f));
-          QGemmOptions mt = opt;
-          mt.pool = &pool;
-          qgemm(x.view(), *p, ymt.view(), mt);
-          qgemm(x.view(), w, yrow.view(), opt);  // the row-major grouped W8A8: the same sum, other roundings
-          std::vector<float> row(static_cast<std::size_t>(n));
-          qgemv({&x(0, 0), static_cast<std::size_t>(k)}, *p, row, opt);
-          for (std::int64_t i = 0; i < m; ++i)
-            for (std::int64_t j = 0; j < n; ++j) {
-              REQUIRE(ymt(i, j) == y(i, j));
-              REQUIRE(std::fabs(yrow(i, j) - y(i, j)) <= 1e-5 * (1 + std::fabs(y(i, j))));
-            }
-          for (std::int64_t j = 0; j < n; ++j) REQUIRE(row[static_cast<std::size_t>(j)] == y(0, j));
-        }
-      }
-}
-
 TEST_CASE("W8A8 on QuantizedPanels gives the row-major W8A8's bits for every int8 scheme; threads and qgemv too") {
   ThreadPool pool(3);
   for (const QuantScheme& scheme : {QuantScheme::int8_per_channel(), QuantScheme::int8_per_channel(false),
@@ -784,41 +750,43 @@ TEST_CASE("W8A8 on QuantizedPanels gives the row-major W8A8's bits for every int
   CHECK(error_message([&] { qgemm(x.view(), *p, y.view(), {.activations = ActivationMode::float32}); }).find("W8A16") != std::string::npos);
 }
 
-TEST_CASE("W4A8 on QuantizedPanels matches the documented formula and the row-major W4A8; threads and qgemv bit-identical") {
+TEST_CASE("per-group panels (W4A8, Q8_0's W8A8) match the documented formula and the row-major kernels; threads and qgemv bit-identical") {
   ThreadPool pool(3);
-  for (int group : {32, 64, 128})
-    for (bool sym : {true, false})
-      for (DType sd : {DType::f16, DType::f32}) {
-        const auto scheme = QuantScheme::int4_grouped(group, sym, sd);
-        for (const auto& mnk : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{13, 9, 128},
-                                std::tuple{20, 200, 256}}) {
-          const int m = std::get<0>(mnk), n = std::get<1>(mnk), k = std::get<2>(mnk);
-          INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
-          const Tensor<float> x = gaussian(m, k, 63), wf = gaussian(n, k, 64, 0.05f);
-          const auto w = quantized(wf, scheme);
-          auto p = QuantizedPanels::pack(w);
-          REQUIRE(p.ok());
-          const auto bias = random_bias(n, 65);
-          const QGemmOptions opt{.bias = bias, .output_scale = 0.75f};
-          Tensor<float> y({m, n}), ymt({m, n}), yrow({m, n});
-          qgemm(x.view(), *p, y.view(), opt);
-          check_close(y, grouped_reference(x, w, bias, 0.75f));
-          QGemmOptions mt = opt;
-          mt.pool = &pool;
-          qgemm(x.view(), *p, ymt.view(), mt);
-          QGemmOptions rm = opt;
-          rm.activations = ActivationMode::int8;
-          qgemm(x.view(), w, yrow.view(), rm);  // the row-major W4A8: the same sum, rounded in other steps
-          std::vector<float> row(static_cast<std::size_t>(n));
-          qgemv({&x(0, 0), static_cast<std::size_t>(k)}, *p, row, opt);
-          for (std::int64_t i = 0; i < m; ++i)
-            for (std::int64_t j = 0; j < n; ++j) {
-              REQUIRE(ymt(i, j) == y(i, j));
-              REQUIRE(std::fabs(yrow(i, j) - y(i, j)) <= 1e-5 * (1 + std::fabs(y(i, j))));
-            }
-          for (std::int64_t j = 0; j < n; ++j) REQUIRE(row[static_cast<std::size_t>(j)] == y(0, j));
+  for (int bits : {4, 8}) {
+    for (int group : {32, 64, 128})
+      for (bool sym : {true, false})
+        for (DType sd : {DType::f16, DType::f32}) {
+          const auto scheme = bits == 4 ? QuantScheme::int4_grouped(group, sym, sd) : QuantScheme::int8_grouped(group, sym, sd);
+          for (const auto& mnk : {std::tuple{1, 37, 256}, std::tuple{3, 16, 128}, std::tuple{8, 70, 384}, std::tuple{13, 9, 128},
+                                  std::tuple{20, 200, 256}}) {
+            const int m = std::get<0>(mnk), n = std::get<1>(mnk), k = std::get<2>(mnk);
+            INFO(scheme.to_string() << " m=" << m << " n=" << n << " k=" << k);
+            const Tensor<float> x = gaussian(m, k, 63), wf = gaussian(n, k, 64, 0.05f);
+            const auto w = quantized(wf, scheme);
+            auto p = QuantizedPanels::pack(w);
+            REQUIRE(p.ok());
+            const auto bias = random_bias(n, 65);
+            const QGemmOptions opt{.bias = bias, .output_scale = 0.75f};
+            Tensor<float> y({m, n}), ymt({m, n}), yrow({m, n});
+            qgemm(x.view(), *p, y.view(), opt);
+            check_close(y, grouped_reference(x, w, bias, 0.75f));
+            QGemmOptions mt = opt;
+            mt.pool = &pool;
+            qgemm(x.view(), *p, ymt.view(), mt);
+            QGemmOptions rm = opt;
+            rm.activations = ActivationMode::int8;
+            qgemm(x.view(), w, yrow.view(), rm);  // the row-major kernel: the same sum, rounded in other steps
+            std::vector<float> row(static_cast<std::size_t>(n));
+            qgemv({&x(0, 0), static_cast<std::size_t>(k)}, *p, row, opt);
+            for (std::int64_t i = 0; i < m; ++i)
+              for (std::int64_t j = 0; j < n; ++j) {
+                REQUIRE(ymt(i, j) == y(i, j));
+                REQUIRE(std::fabs(yrow(i, j) - y(i, j)) <= 1e-5 * (1 + std::fabs(y(i, j))));
+              }
+            for (std::int64_t j = 0; j < n; ++j) REQUIRE(row[static_cast<std::size_t>(j)] == y(0, j));
+          }
         }
-      }
+  }
 }
 
 TEST_CASE("W4A8 on QuantizedPanels: edge rows, strided output, bad options and shapes") {
