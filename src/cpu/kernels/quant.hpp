@@ -1699,57 +1699,57 @@ void gemm_s8_grouped(const Q4GemmArgs& g) noexcept {
   ref_gemm_s8_grouped<Arch>(g);
 }
 
+// The tiling the panel kernels share, calling tile(mr, p, w, decode, i, p0) for mr activation
+// rows x p panels of a unit of w panels (integral constants; decode a bool constant) from
+// activation row i and panel p0. Decode (m = 1) takes a quad (64 rows, one sequential stream)
+// at a time, then the single panels. Prefill walks blocks of quads of ~512 KiB (they stay in L2
+// across the activation tiles), MR activation rows x PQ panels of a quad at a time.
+template <int MR, int PQ, class Tile>
+QUARRY_ALWAYS_INLINE void drive_panels(std::size_t m, std::size_t n, std::size_t panel_bytes, Tile&& tile) noexcept {
+  using std::integral_constant;
+  using One = integral_constant<int, 1>;
+  using Four = integral_constant<int, 4>;
+  const std::size_t np = (n + 15) / 16, full = np / 4 * 4;
+  if (m == 1) {
+    for (std::size_t p = 0; p < full; p += 4) tile(One{}, Four{}, Four{}, std::true_type{}, 0, p);
+    for (std::size_t p = full; p < np; ++p) tile(One{}, One{}, One{}, std::true_type{}, 0, p);
+    return;
+  }
+  std::size_t nb = (std::size_t{512} << 10) / (panel_bytes + 1);
+  nb = nb < 4 ? 4 : nb - nb % 4;
+  auto rows = [&](auto mr, std::size_t i, std::size_t pb, std::size_t pe) __attribute__((always_inline)) {
+    std::size_t p = pb;
+    for (; p < pe && p < full; p += PQ) tile(mr, integral_constant<int, PQ>{}, Four{}, std::false_type{}, i, p);
+    for (; p < pe; ++p) tile(mr, One{}, One{}, std::false_type{}, i, p);
+  };
+  for (std::size_t pb = 0; pb < np; pb += nb) {
+    const std::size_t pe = pb + nb < np ? pb + nb : np;
+    std::size_t i = 0;
+    for (; i + MR <= m; i += MR) rows(integral_constant<int, MR>{}, i, pb, pe);
+    if constexpr (MR > 2)
+      if (m - i == 2) {
+        rows(integral_constant<int, 2>{}, i, pb, pe);
+        i += 2;
+      }
+    for (; i < m; ++i) rows(One{}, i, pb, pe);
+  }
+}
+
 template <class Arch>
 void gemm_grouped_panels(const Q4PanelArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
-  [[maybe_unused]] const std::size_t np = (g.n + 15) / 16, full = np / 4 * 4;
-  if constexpr (simd::is_avx512<Arch>) {
+  if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
+    // AVX-512 prefill: 3 activation rows x a quad (24 accumulators; on Zen 4, int4 4096 x 4096
+    // at M = 512: 0.82 of W8A8's speed, against 0.74 for 4 rows x 2 panels, 0.75 for 4 x 4, 0.79
+    // for 2 x 4). AVX2: 2 x 2 panels. Decode prefetches for int8 only (kPanelPrefetchGrouped8).
+    constexpr int MR = simd::is_avx512<Arch> ? 3 : 2, PQ = simd::is_avx512<Arch> ? 4 : 2;
     auto run = [&]<int Bits, bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
-      if (g.m == 1) {  // decode: a quad (64 rows) in flight, one sequential stream (kPanelPrefetchGrouped8)
-        for (std::size_t p = 0; p < full; p += 4) panel_tile_avx512<Arch, Bits, 1, 4, 4, Bits == 8, HasZero, ScaleF16>(g, 0, p);
-        for (std::size_t p = full; p < np; ++p) panel_tile_avx512<Arch, Bits, 1, 1, 1, Bits == 8, HasZero, ScaleF16>(g, 0, p);
-        return;
-      }
-      // Prefill: blocks of quads of ~512 KiB (they stay in L2 across the activation tiles), 3
-      // activation rows x a quad at a time (24 accumulators; on Zen 4, int4 4096 x 4096 at M =
-      // 512: 0.82 of W8A8's speed, against 0.74 for 4 rows x 2 panels, 0.75 for 4 x 4, 0.79 for
-      // 2 x 4).
-      std::size_t nb = (std::size_t{512} << 10) / (g.k * (Bits == 4 ? 8 : 16) + 1);
-      nb = nb < 4 ? 4 : nb - nb % 4;
-      auto rows = [&](auto mr, std::size_t i, std::size_t pb, std::size_t pe) __attribute__((always_inline)) {
-        constexpr int MR = decltype(mr)::value;
-        std::size_t p = pb;
-        for (; p < pe && p < full; p += 4) panel_tile_avx512<Arch, Bits, MR, 4, 4, false, HasZero, ScaleF16>(g, i, p);
-        for (; p < pe; ++p) panel_tile_avx512<Arch, Bits, MR, 1, 1, false, HasZero, ScaleF16>(g, i, p);
-      };
-      for (std::size_t pb = 0; pb < np; pb += nb) {
-        const std::size_t pe = pb + nb < np ? pb + nb : np;
-        std::size_t i = 0;
-        for (; i + 3 <= g.m; i += 3) rows(std::integral_constant<int, 3>{}, i, pb, pe);
-        if (g.m - i == 2) rows(std::integral_constant<int, 2>{}, i, pb, pe);
-        if (g.m - i == 1) rows(std::integral_constant<int, 1>{}, i, pb, pe);
-      }
-    };
-    with_grouped_types(g, [&]<bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
-      if (g.bits == 4) run.template operator()<4, HasZero, ScaleF16>();
-      else run.template operator()<8, HasZero, ScaleF16>();
-    });
-    return;
-  } else if constexpr (simd::is_avx2<Arch>) {
-    auto run = [&]<int Bits, bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
-      if (g.m == 1) {  // decode: a quad in flight, as AVX-512
-        for (std::size_t p = 0; p < full; p += 4) panel_tile_avx2<Arch, Bits, 1, 4, 4, Bits == 8, HasZero, ScaleF16>(g, 0, p);
-        for (std::size_t p = full; p < np; ++p) panel_tile_avx2<Arch, Bits, 1, 1, 1, Bits == 8, HasZero, ScaleF16>(g, 0, p);
-        return;
-      }
-      auto rows = [&](auto mr, std::size_t i) __attribute__((always_inline)) {
-        constexpr int MR = decltype(mr)::value;
-        for (std::size_t p = 0; p < full; p += 2) panel_tile_avx2<Arch, Bits, MR, 2, 4, false, HasZero, ScaleF16>(g, i, p);
-        for (std::size_t p = full; p < np; ++p) panel_tile_avx2<Arch, Bits, MR, 1, 1, false, HasZero, ScaleF16>(g, i, p);
-      };
-      std::size_t i = 0;
-      for (; i + 2 <= g.m; i += 2) rows(std::integral_constant<int, 2>{}, i);
-      if (i < g.m) rows(std::integral_constant<int, 1>{}, i);
+      drive_panels<MR, PQ>(g.m, g.n, g.k * (Bits == 4 ? 8 : 16), [&](auto mr, auto pp, auto ww, auto decode, std::size_t i, std::size_t p) __attribute__((always_inline)) {
+        constexpr int R = decltype(mr)::value, P = decltype(pp)::value, W = decltype(ww)::value;
+        constexpr bool Prefetch = decltype(decode)::value && Bits == 8;
+        if constexpr (simd::is_avx512<Arch>) panel_tile_avx512<Arch, Bits, R, P, W, Prefetch, HasZero, ScaleF16>(g, i, p);
+        else panel_tile_avx2<Arch, Bits, R, P, W, Prefetch, HasZero, ScaleF16>(g, i, p);
+      });
     };
     with_grouped_types(g, [&]<bool HasZero, bool ScaleF16>() __attribute__((always_inline)) {
       if (g.bits == 4) run.template operator()<4, HasZero, ScaleF16>();
@@ -1764,38 +1764,16 @@ void gemm_grouped_panels(const Q4PanelArgs& g) noexcept {
 template <class Arch>
 void gemm_s8_panels(const QGemmArgs& g) noexcept {
 #if defined(__x86_64__) || defined(_M_X64)
-  [[maybe_unused]] const std::size_t np = (g.n + 15) / 16, full = np / 4 * 4;
   if constexpr (simd::is_avx512<Arch> || simd::is_avx2<Arch>) {
+    // Prefill: AVX-512 4 activation rows x a quad (16 int32 accumulators); AVX2 2 x 2 panels x 2
+    // halves. Decode without software prefetch (see kPanelPrefetchGrouped8).
+    constexpr int MR = simd::is_avx512<Arch> ? 4 : 2, PQ = simd::is_avx512<Arch> ? 4 : 2;
     auto run = [&]<bool HasZero>() __attribute__((always_inline)) {
-      auto tile = [&](auto mr, auto pp, auto ww, std::size_t i, std::size_t p) __attribute__((always_inline)) {
-        constexpr int MR = decltype(mr)::value, P = decltype(pp)::value, W = decltype(ww)::value;
-        if constexpr (simd::is_avx512<Arch>) panel_tile_s8_avx512<Arch, MR, P, W, HasZero>(g, i, p);
-        else panel_tile_s8_avx2<Arch, MR, P, W, HasZero>(g, i, p);
-      };
-      using std::integral_constant;
-      using One = integral_constant<int, 1>;
-      using Four = integral_constant<int, 4>;
-      if (g.m == 1) {  // decode: a quad (64 rows, one sequential stream) in flight, no software prefetch
-        for (std::size_t p = 0; p < full; p += 4) tile(One{}, Four{}, Four{}, 0, p);
-        for (std::size_t p = full; p < np; ++p) tile(One{}, One{}, One{}, 0, p);
-        return;
-      }
-      // Prefill: blocks of quads of ~512 KiB (in L2 across the activation tiles); MR activation
-      // rows x a quad (AVX-512: 4 x 4 = 16 int32 accumulators; AVX2: 2 x 2 panels x 2 halves).
-      constexpr int MR = simd::is_avx512<Arch> ? 4 : 2, PQ = simd::is_avx512<Arch> ? 4 : 2;
-      std::size_t nb = (std::size_t{512} << 10) / ((g.k + 3) / 4 * 64 + 1);
-      nb = nb < 4 ? 4 : nb - nb % 4;
-      auto rows = [&](auto mr, std::size_t i, std::size_t pb, std::size_t pe) __attribute__((always_inline)) {
-        std::size_t p = pb;
-        for (; p < pe && p < full; p += PQ) tile(mr, integral_constant<int, PQ>{}, Four{}, i, p);
-        for (; p < pe; ++p) tile(mr, One{}, One{}, i, p);
-      };
-      for (std::size_t pb = 0; pb < np; pb += nb) {
-        const std::size_t pe = pb + nb < np ? pb + nb : np;
-        std::size_t i = 0;
-        for (; i + MR <= g.m; i += MR) rows(integral_constant<int, MR>{}, i, pb, pe);
-        for (; i < g.m; ++i) rows(One{}, i, pb, pe);
-      }
+      drive_panels<MR, PQ>(g.m, g.n, (g.k + 3) / 4 * 64, [&](auto mr, auto pp, auto ww, auto, std::size_t i, std::size_t p) __attribute__((always_inline)) {
+        constexpr int R = decltype(mr)::value, P = decltype(pp)::value, W = decltype(ww)::value;
+        if constexpr (simd::is_avx512<Arch>) panel_tile_s8_avx512<Arch, R, P, W, HasZero>(g, i, p);
+        else panel_tile_s8_avx2<Arch, R, P, W, HasZero>(g, i, p);
+      });
     };
     if (g.w_zero) run.template operator()<true>();
     else run.template operator()<false>();
