@@ -6,7 +6,6 @@
 
 #include "quarry/quant/detail/quant_kernels.hpp"
 
-
 namespace quarry {
 
 namespace {
@@ -56,11 +55,12 @@ result<QuantizedPanels> QuantizedPanels::pack(const QuantizedTensor<cpu>& w, Thr
         if (s.bits == 8) {  // int8 per_group: the bytes as stored, 4 columns per block
           for (std::int64_t c = 0; c < k; ++c)
             out.values_.data()[detail::panel_block_offset(pu, np, nb, static_cast<std::size_t>(c / 4)) + r * 4 + c % 4] = src[c];
-        }
-        for (std::int64_t b = 0; s.bits == 4 && b < k / 8; ++b) {
-          std::uint8_t* dst = out.values_.data() + detail::panel_block_offset(pu, np, nb, static_cast<std::size_t>(b)) + r * 4;
-          for (std::int64_t i = 0; i < 4; ++i)
-            dst[i] = static_cast<std::uint8_t>(panel_nibble(src, 8 * b + i, flip) | (panel_nibble(src, 8 * b + 4 + i, flip) << 4));
+        } else {  // int4: 8 columns per block, unsigned nibbles
+          for (std::int64_t b = 0; b < k / 8; ++b) {
+            std::uint8_t* dst = out.values_.data() + detail::panel_block_offset(pu, np, nb, static_cast<std::size_t>(b)) + r * 4;
+            for (std::int64_t i = 0; i < 4; ++i)
+              dst[i] = static_cast<std::uint8_t>(panel_nibble(src, 8 * b + i, flip) | (panel_nibble(src, 8 * b + 4 + i, flip) << 4));
+          }
         }
         for (std::int64_t gr = 0; gr < groups; ++gr) {
           const auto at = static_cast<std::int64_t>(detail::panel_group_slot(pu, np, ng, static_cast<std::size_t>(gr))) + r;
