@@ -123,7 +123,7 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
         "  --cache-dir DIR    where the synthetic model files are cached (default {}; about 4 GB)\n"
         "  --big-weights LIST big-model variants: f32, int8, int4 (from the f16 file), q8_0, q4_0 (stored); int8-rows, int4-rows,\n"
         "                     q8_0-rows: the same not in panels (row-major)\n"
-        "                     (default all, --quick: all but f32; f32 is skipped when memory is short)\n"
+        "                     (default all, --quick: all but f32 and the -rows; f32 is skipped when memory is short)\n"
         "  --decode N         big-model decode steps (default 32; --quick: 8)\n"
         "  --prompt N         big-model prompt tokens before decoding (default 8)\n",
         a.model, a.cache_dir);
@@ -312,8 +312,10 @@ void run_big(BenchReport& report, const Args& args, const Yardsticks& ys, Thread
   std::vector<BigVariant> variants;
   for (const BigVariant& v : kBigVariants) {
     const bool asked = std::find(args.big_weights.begin(), args.big_weights.end(), v.name) != args.big_weights.end();
-    // By default all; --quick leaves out f32 (4 GB to convert and read) unless it is asked for.
-    if (asked || (args.big_weights.empty() && !(quick && v.weights == LlamaWeights::f32))) variants.push_back(v);
+    // By default all; --quick leaves out f32 (4 GB to convert and read) and the row-major
+    // variants unless they are asked for.
+    const bool slow = v.weights == LlamaWeights::f32 || !v.panels;
+    if (asked || (args.big_weights.empty() && !(quick && slow))) variants.push_back(v);
   }
 
   const SyntheticLlamaSpec shape = SyntheticLlamaSpec::tinyllama(GgmlType::f16);
