@@ -67,12 +67,14 @@
 // ---- On panels (QuantizedPanels): W4A8 and W8A8 ----
 // The same weights rearranged once (QuantizedPanels::pack) into panels of 16 rows, the fastest
 // path for decode and prefill alike. Activations quantized as in W8A8, with the same edge cases.
-//   int4 (W4A8): a group's dot stays in int32 until it is complete:
+//   per group (int4: W4A8; int8 per_group, GGUF Q8_0: W8A8): a group's dot stays in int32
+//   until it is complete:
 //     dot[g] = sum_{c in group g} (q[j][c] - z[j][g]) * qx[i][c]   exact in int32
 //     t = fma(float(dot[g]), s[j][g], t) over the groups in order, from t = 0
 //     y[i][j] = fma(t, output_scale * sx[i], bias[j])
-//   bit-identical on every ISA and thread count.
-//   int8 (W8A8): the W8A8 product above, bit-identical to it on the row-major QuantizedTensor.
+//   bit-identical on every ISA and thread count (not to the row-major kernels' 16-lane bits).
+//   int8 per tensor / channel (W8A8): the W8A8 product above, bit-identical to it on the
+//   row-major QuantizedTensor.
 #pragma once
 
 #include <cstdint>
@@ -122,8 +124,8 @@ void qgemv(std::span<const f16> x, const QuantizedTensor<cpu>& w, std::span<floa
 void qgemv(std::span<const bf16> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options = {});
 ///@}
 
-/// qgemm / qgemv on weights in panels: W4A8 (int4) or W8A8 (int8), activations quantized to int8
-/// per row, the products described above. ActivationMode::automatic and int8 both mean that;
+/// qgemm / qgemv on weights in panels: W4A8 (int4) or W8A8 (int8, per channel or per group),
+/// activations quantized to int8 per row, the products described above. ActivationMode::automatic and int8 both mean that;
 /// float32 is errc::unsupported (W4A32 takes the row-major QuantizedTensor). Errors as the
 /// overloads above.
 ///@{
