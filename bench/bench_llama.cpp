@@ -44,6 +44,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <quarry/core/thread_pool.hpp>
 #include <quarry/io/gguf.hpp>
@@ -144,7 +145,11 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
        [&](const std::string& value) {
          for (const std::string& s : split_commas(value)) {
            const auto it = std::find_if(std::begin(kBigVariants), std::end(kBigVariants), [&](const BigVariant& v) { return s == v.name; });
-           if (it == std::end(kBigVariants)) usage_error(program, fmt::format("--big-weights: unknown variant '{}' (f32, int8, int8-rows, int4, int4-rows, q8_0, q8_0-rows, q4_0)", s));
+           if (it == std::end(kBigVariants)) {
+             std::vector<std::string_view> names;
+             for (const BigVariant& v : kBigVariants) names.push_back(v.name);
+             usage_error(program, fmt::format("--big-weights: unknown variant '{}' ({})", s, fmt::join(names, ", ")));
+           }
            a.big_weights.push_back(s);
          }
        }},

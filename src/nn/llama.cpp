@@ -113,28 +113,22 @@ std::vector<std::span<const std::byte>> Linear::buffers() const {
 void Linear::apply(TensorView<const float> x, TensorView<float> y, ThreadPool* pool) const {
   // Small products run on the caller's thread: waking the pool costs more than they do.
   const bool big = out_features() * in_features() * x.dim(0) >= (std::int64_t{1} << 18);
-  if (p_) {  // W4A8 or W8A8 on panels
-    QGemmOptions o;
-    o.pool = big ? pool : nullptr;
+  // Quantized weights, in panels or row-major: one row is a qgemv (the decode step), more a qgemm.
+  QGemmOptions o;
+  o.pool = big ? pool : nullptr;
+  auto product = [&](const auto& w) {
     if (x.dim(0) == 1)
-      qgemv(std::span<const float>(x.data(), static_cast<std::size_t>(x.dim(1))), *p_,
+      qgemv(std::span<const float>(x.data(), static_cast<std::size_t>(x.dim(1))), w,
             std::span<float>(y.data(), static_cast<std::size_t>(y.dim(1))), o);
     else
-      qgemm(x, *p_, y, o);
-    return;
-  }
+      qgemm(x, w, y, o);
+  };
+  if (p_) return product(*p_);  // W4A8 or W8A8 on panels
   if (q_) {
-    QGemmOptions o;
-    o.pool = big ? pool : nullptr;
     // INT4 weights: activations quantized to int8 per row (W4A8), the path that streams the
     // weights at memory speed (W4A32 converts every nibble to float).
     if (q_->scheme().bits == 4) o.activations = ActivationMode::int8;
-    if (x.dim(0) == 1)
-      qgemv(std::span<const float>(x.data(), static_cast<std::size_t>(x.dim(1))), *q_,
-            std::span<float>(y.data(), static_cast<std::size_t>(y.dim(1))), o);
-    else
-      qgemm(x, *q_, y, o);
-    return;
+    return product(*q_);
   }
   using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const std::int64_t m = x.dim(0), k = x.dim(1), n = f32_.dim(0);
@@ -251,9 +245,7 @@ std::optional<QuantizedTensor<cpu>> stack_rows(const std::vector<Linear>& parts)
 // or per group) and the options ask for panels; else l.
 result<Linear> in_panels(Linear l, const LlamaLoadOptions& options) {
   const QuantizedTensor<cpu>* q = l.quantized_weights();
-  if (!options.panels || q == nullptr) return l;
-  const QuantScheme& s = q->scheme();
-  if (!(s.bits == 8 || (s.bits == 4 && s.granularity == Granularity::per_group))) return l;
+  if (!options.panels || q == nullptr || !QuantizedPanels::supports(q->scheme())) return l;
   QUARRY_ASSIGN_OR_RETURN(QuantizedPanels p, QuantizedPanels::pack(*q, options.pool));
   return Linear(std::move(p));
 }

@@ -65,6 +65,21 @@ void check_shapes(TensorView<const float> x, TensorView<float> y, std::int64_t n
   check_bias(o, n, "qgemm");
 }
 
+// qgemv's shapes: x [K] and y [N] for weights [N, K].
+void check_qgemv_shapes(std::size_t x, std::size_t y, std::int64_t n, std::int64_t k) {
+  if (static_cast<std::int64_t>(x) != k || static_cast<std::int64_t>(y) != n)
+    throw_error(errc::shape_mismatch, fmt::format("qgemv: weights [{}, {}] times x [{}] does not give y [{}]; expected x [{}] and y [{}]",
+                                                  n, k, x, y, k, n));
+}
+
+// The sums of each `block` columns of each of the M quantized rows in s (K columns), `ld` apart
+// and zero-padded: the kernels start their dots from them times the zero points.
+void column_block_sums(const Scratch& s, std::size_t m, std::size_t k, std::size_t block, std::size_t ld, std::vector<std::int32_t>& out) {
+  out.assign(m * ld, 0);
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t c = 0; c < k; ++c) out[i * ld + c / block] += s.q[i * s.lda + c];
+}
+
 // Runs the kernel over output columns [0, N) split into tasks on the pool. From 16 activation rows
 // the AVX-512 kernel packs 32-row weight panels into per-thread scratch, so tasks are larger.
 void run_gemm(const detail::QGemmArgs& base, ThreadPool* pool) {
@@ -235,9 +250,7 @@ void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<
     // Sums of each 4-column block of each quantized row, zero-padded to whole 64-column chunks.
     const std::size_t nb = detail::s8g_bsum_count(K);
     thread_local std::vector<std::int32_t> bsum4;
-    bsum4.assign(M * nb, 0);
-    for (std::size_t i = 0; i < M; ++i)
-      for (std::size_t c = 0; c < K; ++c) bsum4[i * nb + c / 4] += s.q[i * lda + c];
+    column_block_sums(s, M, K, 4, nb, bsum4);
     detail::Q4GemmArgs g8;
     g8.a = s.q.data();
     g8.lda = lda;
@@ -295,9 +308,7 @@ void qgemm(TensorView<const float> x, const QuantizedTensor<cpu>& w, TensorView<
 
 void qgemv(std::span<const float> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options) {
   (void)select_kernel(w, options.activations, "qgemv");
-  if (static_cast<std::int64_t>(x.size()) != w.cols() || static_cast<std::int64_t>(y.size()) != w.rows())
-    throw_error(errc::shape_mismatch, fmt::format("qgemv: weights [{}, {}] times x [{}] does not give y [{}]; expected x [{}] and y [{}]",
-                                                  w.rows(), w.cols(), x.size(), y.size(), w.cols(), w.rows()));
+  check_qgemv_shapes(x.size(), y.size(), w.rows(), w.cols());
   const auto K = static_cast<std::int64_t>(x.size()), N = static_cast<std::int64_t>(y.size());
   qgemm(TensorView<const float>(x.data(), Shape{1, K}), w, TensorView<float>(y.data(), Shape{1, N}), options);
 }
@@ -361,9 +372,7 @@ void qgemm(TensorView<const float> x, const QuantizedPanels& w, TensorView<float
   // kernels start each dot from it times the zero point).
   const std::size_t group = static_cast<std::size_t>(w.scheme().group_size), groups = K / group;
   thread_local std::vector<std::int32_t> gsum;
-  gsum.assign(M * groups, 0);
-  for (std::size_t i = 0; i < M; ++i)
-    for (std::size_t c = 0; c < K; ++c) gsum[i * groups + c / group] += s.q[i * s.lda + c];
+  column_block_sums(s, M, K, group, groups, gsum);
   detail::Q4PanelArgs base;
   base.a = s.q.data();
   base.lda = s.lda;
@@ -390,9 +399,7 @@ void qgemm(TensorView<const float> x, const QuantizedPanels& w, TensorView<float
 }
 
 void qgemv(std::span<const float> x, const QuantizedPanels& w, std::span<float> y, const QGemmOptions& options) {
-  if (static_cast<std::int64_t>(x.size()) != w.cols() || static_cast<std::int64_t>(y.size()) != w.rows())
-    throw_error(errc::shape_mismatch, fmt::format("qgemv: weights [{}, {}] times x [{}] does not give y [{}]; expected x [{}] and y [{}]",
-                                                  w.rows(), w.cols(), x.size(), y.size(), w.cols(), w.rows()));
+  check_qgemv_shapes(x.size(), y.size(), w.rows(), w.cols());
   const auto K = static_cast<std::int64_t>(x.size()), N = static_cast<std::int64_t>(y.size());
   qgemm(TensorView<const float>(x.data(), Shape{1, K}), w, TensorView<float>(y.data(), Shape{1, N}), options);
 }
@@ -423,9 +430,7 @@ void qgemm_half(TensorView<const Half> x, const QuantizedTensor<cpu>& w, TensorV
 template <class Half>
 void qgemv_half(std::span<const Half> x, const QuantizedTensor<cpu>& w, std::span<float> y, const QGemmOptions& options) {
   (void)select_kernel(w, options.activations, "qgemv");
-  if (static_cast<std::int64_t>(x.size()) != w.cols() || static_cast<std::int64_t>(y.size()) != w.rows())
-    throw_error(errc::shape_mismatch, fmt::format("qgemv: weights [{}, {}] times x [{}] does not give y [{}]; expected x [{}] and y [{}]",
-                                                  w.rows(), w.cols(), x.size(), y.size(), w.cols(), w.rows()));
+  check_qgemv_shapes(x.size(), y.size(), w.rows(), w.cols());
   const auto K = static_cast<std::int64_t>(x.size()), N = static_cast<std::int64_t>(y.size());
   qgemm_half<Half>(TensorView<const Half>(x.data(), Shape{1, K}), w, TensorView<float>(y.data(), Shape{1, N}), options);
 }

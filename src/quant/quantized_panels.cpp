@@ -20,14 +20,11 @@ inline unsigned panel_nibble(const std::uint8_t* row, std::int64_t c, unsigned f
 
 result<QuantizedPanels> QuantizedPanels::pack(const QuantizedTensor<cpu>& w, ThreadPool* pool) {
   const QuantScheme& s = w.scheme();
-  const bool int8 = s.bits == 8 && s.granularity != Granularity::per_group;
-  if (s.bits != 4 && s.bits != 8)
+  if (!supports(s))
     return status{errc::unsupported, fmt::format("QuantizedPanels::pack: weights quantized as {}; panels hold int4 per_group and "
                                                  "int8 weights",
                                                  s.to_string())};
-  if (s.bits == 4 && s.granularity != Granularity::per_group)
-    return status{errc::unsupported, fmt::format("QuantizedPanels::pack: weights quantized as {}; int4 panels hold per_group weights",
-                                                 s.to_string())};
+  const bool int8 = s.bits == 8 && s.granularity != Granularity::per_group;
   QuantizedPanels out;
   out.scheme_ = s;
   out.rows_ = w.rows();

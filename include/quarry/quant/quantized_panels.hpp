@@ -56,8 +56,12 @@ class QuantizedPanels {
 
   /// An empty 0 x 0 matrix.
   QuantizedPanels() = default;
-  /// The panels of `w`: int4 per_group or int8 (per tensor, channel or group), symmetric or
-  /// not, f16 or f32 scales; errc::unsupported names any other scheme (int4 per channel).
+  /// Whether pack() takes weights of this scheme: int4 per_group, or int8 of any granularity.
+  static constexpr bool supports(const QuantScheme& s) noexcept {
+    return s.bits == 8 || (s.bits == 4 && s.granularity == Granularity::per_group);
+  }
+  /// The panels of `w`: any scheme supports() takes, symmetric or not, f16 or f32 scales;
+  /// errc::unsupported names any other.
   /// Panels are rearranged in parallel on `pool` when given.
   static result<QuantizedPanels> pack(const QuantizedTensor<cpu>& w, ThreadPool* pool = nullptr);
   /// The row-major QuantizedTensor back, equal to the one packed.

@@ -32,9 +32,9 @@
 #pragma once
 
 #include <cmath>
-#include <cstring>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -139,16 +139,21 @@ void ref_gemm_s8(const QGemmArgs& g) noexcept {
 
 // ---- W4A32: int4 per_group weights x f32 activations ----
 
-/// The scale of weight row j's group grp, as a float.
+/// Scale `at` of an array of f32 scales, or of f16 bits (f16), as a float.
 template <class Arch>
-QUARRY_ALWAYS_INLINE float w4_scale(const Q4GemmArgs& g, std::size_t j, std::size_t grp) noexcept {
-  const std::size_t at = j * g.ld_scale + grp;
-  if (!g.scale_f16) return static_cast<const float*>(g.w_scale)[at];
-  const std::uint16_t h = static_cast<const std::uint16_t*>(g.w_scale)[at];
+QUARRY_ALWAYS_INLINE float scale_at(const void* scales, bool f16, std::size_t at) noexcept {
+  if (!f16) return static_cast<const float*>(scales)[at];
+  const std::uint16_t h = static_cast<const std::uint16_t*>(scales)[at];
 #if defined(__F16C__)
   if constexpr (!simd::is_scalar<Arch>) return _cvtsh_ss(h);  // exact, as the bit conversion
 #endif
   return bits_to_float<Arch>(f16_bits_to_f32_bits(h));
+}
+
+/// The scale of weight row j's group grp, as a float.
+template <class Arch>
+QUARRY_ALWAYS_INLINE float w4_scale(const Q4GemmArgs& g, std::size_t j, std::size_t grp) noexcept {
+  return scale_at<Arch>(g.w_scale, g.scale_f16, j * g.ld_scale + grp);
 }
 /// The zero point subtracted from the nibble u: an asymmetric group's own, or 8 for symmetric int4
 /// whose nibbles are read as u = nibble ^ 8 = q + 8 (0..15).
@@ -241,17 +246,7 @@ void ref_gemm_s8_grouped(const Q4GemmArgs& g) noexcept {
   }
 }
 
-// ---- W4A8 on panels of 16 rows (QuantizedPanels) ----
-
-template <class Arch>
-QUARRY_ALWAYS_INLINE float panel_scale(const Q4PanelArgs& g, std::size_t at) noexcept {
-  if (!g.scale_f16) return static_cast<const float*>(g.w_scale)[at];
-  const std::uint16_t h = static_cast<const std::uint16_t*>(g.w_scale)[at];
-#if defined(__F16C__)
-  if constexpr (!simd::is_scalar<Arch>) return _cvtsh_ss(h);  // exact, as the bit conversion
-#endif
-  return bits_to_float<Arch>(f16_bits_to_f32_bits(h));
-}
+// ---- Weights in panels of 16 rows (QuantizedPanels): per group (W4A8, Q8_0's W8A8), W8A8 ----
 
 template <class Arch>
 void ref_gemm_grouped_panels(const Q4PanelArgs& g) noexcept {
@@ -277,7 +272,7 @@ void ref_gemm_grouped_panels(const Q4PanelArgs& g) noexcept {
           }
           dot += (u - z) * a[c];
         }
-        t = std::fma(static_cast<float>(dot), panel_scale<Arch>(g, at), t);
+        t = std::fma(static_cast<float>(dot), scale_at<Arch>(g.w_scale, g.scale_f16, at), t);
       }
       g.y[i * g.ldy + j] = std::fma(t, g.a_scale[i], g.bias ? g.bias[j] : 0.f);
     }
@@ -1166,7 +1161,7 @@ QUARRY_ALWAYS_INLINE void tile_s8g(const Q4GemmArgs& g, std::size_t i0, std::siz
   }
 }
 
-// ---- W4A8 on panels (QuantizedPanels): AVX-512 and AVX2 ----
+// ---- Per-group products on panels (QuantizedPanels: W4A8, Q8_0's W8A8): AVX-512 and AVX2 ----
 
 /// The activations' 4 bytes at p as one int32, for a broadcast (the compilers fold it into the
 /// vpdpbusd as an embedded {1to16} broadcast).
@@ -1405,7 +1400,7 @@ QUARRY_ALWAYS_INLINE void panel_tile_s8_avx512(const QGemmArgs& g, std::size_t i
   const std::size_t base = p0 / W * W, sub = p0 - base;
   const auto* const w = reinterpret_cast<const std::uint8_t*>(g.w) + (base * blocks + sub) * 64;
   const std::int8_t* const a = g.a + i0 * lda;
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(HasZero ? 0 : 0x80));
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512i acc[MR][P][C];
   QUARRY_UNROLL for (int i = 0; i < MR; ++i)
     QUARRY_UNROLL for (int p = 0; p < P; ++p)
