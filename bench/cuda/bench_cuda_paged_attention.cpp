@@ -2,16 +2,18 @@
 // against the machine's measured HBM read bandwidth, and paged against contiguous pages.
 //
 // Shape (issue 5): 32 query heads, 8 KV heads, head_dim 128, pages of 16 tokens, K/V f16 (and
-// bf16, f32 at 16k), contexts 1k / 4k / 16k / 32k, batch 1 and 16. "paged": each sequence's
+// bf16, f32 and INT8 at batch 16, 16k; INT8 also as speedup_vs_f16, f16 time / INT8 time), contexts 1k / 4k / 16k / 32k, batch 1 and 16. "paged": each sequence's
 // pages scattered over the pool in a random order; "contiguous": the same kernel on pages laid
 // out in order, one sequence after another (what a contiguous per-sequence cache reads).
 // Figures: us per call (CUDA events over back-to-back calls, best of 5 rounds), gbps = K and V
 // bytes read / time, bw_ratio = gbps / the HBM read yardstick (target >= 0.7 on a GPU, issue 5),
 // and on paged rows paged_vs_contiguous = contiguous time / paged time.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -37,19 +39,19 @@ void check(cudaError_t e, const char* what) {
 
 constexpr std::int64_t kHeads = 32, kKvHeads = 8, kDim = 128, kPage = 16;
 
-template <class KV>
-double time_us(const Tensor<float, cuda>& q, const Tensor<KV, cuda>& k, const Tensor<KV, cuda>& v, const CudaPageTable& table,
-               Tensor<float, cuda>& out, int calls) {
+// Best of 5 rounds of `calls` back-to-back calls, in us per call; call(options) runs one.
+template <class Call>
+double time_us(Call&& call, int calls) {
   CudaAttentionOptions async;
   async.wait = false;
-  paged_decode_attention(q, k, v, table, out, {}, {});  // warm-up (and the workspace pool)
+  call(CudaAttentionOptions{});  // warm-up (and the workspace pool)
   cudaEvent_t e0, e1;
   check(cudaEventCreate(&e0), "cudaEventCreate");
   check(cudaEventCreate(&e1), "cudaEventCreate");
   double best = 1e300;
   for (int round = 0; round < 5; ++round) {
     check(cudaEventRecord(e0, nullptr), "cudaEventRecord");
-    for (int i = 0; i < calls; ++i) paged_decode_attention(q, k, v, table, out, {}, async);
+    for (int i = 0; i < calls; ++i) call(async);
     check(cudaEventRecord(e1, nullptr), "cudaEventRecord");
     check(cudaEventSynchronize(e1), "cudaEventSynchronize");
     float ms = 0;
@@ -61,43 +63,64 @@ double time_us(const Tensor<float, cuda>& q, const Tensor<KV, cuda>& k, const Te
   return best;
 }
 
+// Fills a device tensor of pages by copying one random page (the timing does not depend on the
+// values; small and NaN-free is what matters).
+template <class T, class Gen>
+void fill_pages(Tensor<T, cuda>& t, std::int64_t page_elems, Gen&& gen) {
+  std::vector<T> page(static_cast<std::size_t>(page_elems));
+  for (T& x : page) x = gen();
+  const std::size_t bytes = page.size() * sizeof(T);
+  for (std::int64_t p = 0; p < t.shape()[0]; ++p)
+    check(cudaMemcpy(reinterpret_cast<char*>(t.data()) + p * bytes, page.data(), bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+}
+
+// Times paged and contiguous page tables for one shape; KV: f16, bf16, float or std::int8_t
+// (INT8 pages, a scale per token and head). Returns the paged time in us.
 template <class KV>
-void run_shape(BenchReport& report, std::int64_t batch, std::int64_t context, double hbm_gbps, const char* type, bool quick) {
+double run_shape(BenchReport& report, std::int64_t batch, std::int64_t context, double hbm_gbps, const char* type, bool quick,
+                 double f16_paged_us = 0) {
+  constexpr bool kInt8 = std::is_same_v<KV, std::int8_t>;
   const std::int64_t per = (context + kPage - 1) / kPage, pages = batch * per;
   Tensor<KV, cuda> k = Tensor<KV, cuda>::uninitialized({pages, kKvHeads, kPage, kDim});
   Tensor<KV, cuda> v = Tensor<KV, cuda>::uninitialized({pages, kKvHeads, kPage, kDim});
-  // Small random values (the timing does not depend on them; NaN-free matters).
-  {
-    Tensor<KV> page({1, kKvHeads, kPage, kDim});
-    std::mt19937 rng(7);
-    std::uniform_real_distribution<float> u(-1.f, 1.f);
-    for (KV& x : page.span()) x = KV(u(rng));
-    const std::size_t bytes = page.nbytes();
-    for (std::int64_t p = 0; p < pages; ++p) {
-      check(cudaMemcpy(reinterpret_cast<char*>(k.data()) + p * bytes, page.data(), bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
-      check(cudaMemcpy(reinterpret_cast<char*>(v.data()) + p * bytes, page.data(), bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
-    }
-  }
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  auto value = [&] {
+    if constexpr (kInt8) return static_cast<std::int8_t>(std::lround(u(rng) * 127.f));
+    else return KV(u(rng));
+  };
+  fill_pages(k, kKvHeads * kPage * kDim, value);
+  fill_pages(v, kKvHeads * kPage * kDim, value);
+  Tensor<float, cuda> scales = Tensor<float, cuda>::full(kInt8 ? Shape{pages, kKvHeads, kPage} : Shape{1}, 1.f / 127.f);
   const Tensor<float, cuda> q = Tensor<float, cuda>::full({batch, kHeads, kDim}, 0.01f);
   Tensor<float, cuda> out({batch, kHeads, kDim});
-  const double kv_bytes = 2.0 * static_cast<double>(batch * context * kKvHeads * kDim) * sizeof(KV);
+  const double row_bytes = kInt8 ? kDim + sizeof(float) : kDim * sizeof(KV);  // values and, for INT8, the scale
+  const double kv_bytes = 2.0 * static_cast<double>(batch * context * kKvHeads) * row_bytes;
   const int calls = quick ? 3 : std::max(3, static_cast<int>(2e9 / kv_bytes));
   double times[2] = {0, 0};
   for (const bool shuffled : {false, true}) {
     const BatchPageTable s = make_batch_page_table(batch, context, kPage, shuffled, 11);
     const CudaPageTable table = CudaPageTable::upload(s.csr(), pages, kPage).value();
-    const double us = time_us(q, k, v, table, out, calls);
+    const double us = time_us(
+        [&](const CudaAttentionOptions& o) {
+          if constexpr (kInt8) paged_decode_attention(q, CudaInt8KvPages{k, scales}, CudaInt8KvPages{v, scales}, table, out, {}, o);
+          else paged_decode_attention(q, k, v, table, out, {}, o);
+        },
+        calls);
     times[shuffled ? 1 : 0] = us;
     const double gbps = kv_bytes / (us * 1e-6) / 1e9;
     BenchRow r(fmt::format("decode {} ctx {} batch {} ({})", type, context, batch, shuffled ? "paged" : "contiguous"), "quarry", 1);
     r.set("context", context).set("batch", batch).set("us", us).set("gbps", gbps).set("bw_ratio", gbps / hbm_gbps);
     if (shuffled) r.set("paged_vs_contiguous", times[0] / times[1]);
+    if (shuffled && f16_paged_us > 0) r.set("speedup_vs_f16", f16_paged_us / us);
     report.rows.push_back(std::move(r));
-    fmt::print("  {} ctx {:6} batch {:2} {:11}: {:9.1f} us, {:6.0f} GB/s, {:.3f} of HBM{}\n", type, context, batch,
+    fmt::print("  {} ctx {:6} batch {:2} {:11}: {:9.1f} us, {:6.0f} GB/s, {:.3f} of HBM{}{}\n", type, context, batch,
                shuffled ? "paged" : "contiguous", us, gbps, gbps / hbm_gbps,
-               shuffled ? fmt::format(", paged/contiguous speed {:.3f}", times[0] / times[1]) : std::string());
+               shuffled ? fmt::format(", paged/contiguous speed {:.3f}", times[0] / times[1]) : std::string(),
+               shuffled && f16_paged_us > 0 ? fmt::format(", {:.2f}x f16's speed", f16_paged_us / us) : std::string());
     std::fflush(stdout);
   }
+  return times[1];
 }
 
 }  // namespace
@@ -119,10 +142,17 @@ int main(int argc, char** argv) {
     }
     fmt::print("hbm read yardstick: {:.0f} GB/s\n", hbm.read_gbps);
     const std::vector<std::int64_t> contexts = options.quick ? std::vector<std::int64_t>{1024, 4096} : std::vector<std::int64_t>{1024, 4096, 16384, 32768};
+    // bf16, f32 and INT8 at batch 16 and 16k (--quick: its longest context); INT8 against f16's time there.
+    const std::int64_t big = std::min<std::int64_t>(16384, contexts.back());
+    double f16_big_us = 0;
     for (const std::int64_t batch : {1, 16})
-      for (const std::int64_t ctx : contexts) run_shape<f16>(report, batch, ctx, hbm.read_gbps, "f16", options.quick);
-    run_shape<bf16>(report, 16, 16384, hbm.read_gbps, "bf16", options.quick);
-    run_shape<float>(report, 16, 16384, hbm.read_gbps, "f32", options.quick);
+      for (const std::int64_t ctx : contexts) {
+        const double us = run_shape<f16>(report, batch, ctx, hbm.read_gbps, "f16", options.quick);
+        if (batch == 16 && ctx == big) f16_big_us = us;
+      }
+    run_shape<bf16>(report, 16, big, hbm.read_gbps, "bf16", options.quick);
+    run_shape<float>(report, 16, big, hbm.read_gbps, "f32", options.quick);
+    run_shape<std::int8_t>(report, 16, big, hbm.read_gbps, "i8", options.quick, f16_big_us);
     return output_report(report, options.json_path);
   } catch (const std::exception& e) {
     fmt::print(stderr, "bench_cuda_paged_attention: {}\n", e.what());

@@ -1,13 +1,15 @@
 // Paged decode attention ("flash decoding" over pages). See quarry/kv/cuda_paged_attention.hpp.
 //
-// Block (sequence b, kv head, chunk c) of 128 threads: a token's head_dim is spread over
-// D / 8 lanes (8 elements, one 16-byte load of f16/bf16, 8 bytes of INT8, 4 of INT4, each), so a warp covers 32 / (D / 8)
-// tokens per step and the block 4 times that; every sub-group of D / 8 lanes keeps an online
-// softmax (running max, sum, and its 8 dims of sum p * v) for all kG query heads of the kv head,
-// so each key and value is read once for the whole GQA group. Scores are reduced over the
-// sub-group with xor shuffles. The sub-groups' states are merged through shared memory by
-// log-sum-exp; with one chunk the block writes the output, else its unnormalised partial state,
-// which merge_kernel combines per (sequence, head).
+// Block (sequence b, kv head, chunk c) of 4 warps. A token's head_dim is spread over kD / 8
+// lanes (8 elements each: one 16-byte load of f16/bf16, 8 bytes of INT8, 4 of INT4), so a warp
+// reads 32 / (kD / 8) tokens per load. The chunk is taken in tiles: each warp loads K and V of
+// kU slots of its tokens at once (all loads in flight before any arithmetic), scores every
+// (query head, token) of the GQA group (each K and V element is read once for the kG heads),
+// reduces the scores over the token's lanes with xor shuffles, and folds the tile into its
+// online softmax once per tile: one max, one rescale of the running sum and output per head,
+// one exp per score. The warps' states are merged through shared memory by log-sum-exp; with one
+// chunk the block writes the output, else its unnormalised partial state, which merge_kernel
+// combines per (sequence, head).
 #include "paged_attention_kernels.h"
 
 #include <cuda_bf16.h>
@@ -20,31 +22,64 @@ namespace quarry::cuda_kernels {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kUnroll = 4;  // tokens per sub-group whose K and V are loaded before the arithmetic
+constexpr int kWarps = kThreads / 32;
 
-// The 8 elements li * 8 .. li * 8 + 7 of row `row` (of kD elements), widened to f32; INT8 and
-// INT4 times their scale (an INT4 group holds a multiple of 8 elements, so one scale serves all 8).
+// One lane's 8 elements of a row as loaded (and, for INT8 / INT4, the scale that serves them).
+template <KvType kT>
+struct Raw {
+  uint4 w;  // f16 / bf16: 8 x 16 bits
+};
+template <>
+struct Raw<KvType::f32> {
+  float4 a, b;
+};
+template <>
+struct Raw<KvType::i8> {
+  uint2 w;
+  float s;
+};
+template <>
+struct Raw<KvType::i4> {
+  unsigned w;
+  float s;
+};
+
+// Loads elements li * 8 .. li * 8 + 7 of row `row` (of kD elements); an INT4 group holds a
+// multiple of 8 elements, so one scale serves all 8.
 template <int kD, KvType kT>
-__device__ __forceinline__ void load8(const void* base, const float* scales, std::int64_t groups, std::int64_t row, int li, float (&out)[8]) {
+__device__ __forceinline__ Raw<kT> load_raw(const void* base, const float* scales, std::int64_t groups, std::int64_t row, int li) {
   const std::int64_t at = row * kD + li * 8;
+  Raw<kT> r;
   if constexpr (kT == KvType::f32) {
     const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(base) + at);
-    const float4 a = __ldcs(p), b = __ldcs(p + 1);
-    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+    r.a = __ldcs(p);
+    r.b = __ldcs(p + 1);
   } else if constexpr (kT == KvType::i8) {
-    const uint2 raw = __ldcs(reinterpret_cast<const uint2*>(static_cast<const std::int8_t*>(base) + at));
-    const float s = __ldg(scales + row);
-    const unsigned w[2] = {raw.x, raw.y};
-#pragma unroll
-    for (int i = 0; i < 8; ++i) out[i] = static_cast<float>(static_cast<signed char>((w[i / 4] >> (8 * (i % 4))) & 0xffu)) * s;
+    r.w = __ldcs(reinterpret_cast<const uint2*>(static_cast<const std::int8_t*>(base) + at));
+    r.s = __ldg(scales + row);
   } else if constexpr (kT == KvType::i4) {
-    const unsigned raw = __ldcs(reinterpret_cast<const unsigned*>(static_cast<const std::uint8_t*>(base) + at / 2));
-    const float s = __ldg(scales + row * groups + (li * 8) / (kD / groups));
-#pragma unroll
-    for (int i = 0; i < 8; ++i) out[i] = static_cast<float>(static_cast<int>(((raw >> (4 * i)) & 0xfu) ^ 8u) - 8) * s;
+    r.w = __ldcs(reinterpret_cast<const unsigned*>(static_cast<const std::uint8_t*>(base) + at / 2));
+    r.s = __ldg(scales + row * groups + (li * 8) / (kD / groups));
   } else {
-    const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(static_cast<const std::uint16_t*>(base) + at));
-    const unsigned w[4] = {raw.x, raw.y, raw.z, raw.w};
+    r.w = __ldcs(reinterpret_cast<const uint4*>(static_cast<const std::uint16_t*>(base) + at));
+  }
+  return r;
+}
+
+// The 8 elements widened to f32; INT8 and INT4 times their scale.
+template <KvType kT>
+__device__ __forceinline__ void widen(const Raw<kT>& r, float (&out)[8]) {
+  if constexpr (kT == KvType::f32) {
+    out[0] = r.a.x, out[1] = r.a.y, out[2] = r.a.z, out[3] = r.a.w, out[4] = r.b.x, out[5] = r.b.y, out[6] = r.b.z, out[7] = r.b.w;
+  } else if constexpr (kT == KvType::i8) {
+    const unsigned w[2] = {r.w.x, r.w.y};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) out[i] = static_cast<float>(static_cast<signed char>((w[i / 4] >> (8 * (i % 4))) & 0xffu)) * r.s;
+  } else if constexpr (kT == KvType::i4) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) out[i] = static_cast<float>(static_cast<int>(((r.w >> (4 * i)) & 0xfu) ^ 8u) - 8) * r.s;
+  } else {
+    const unsigned w[4] = {r.w.x, r.w.y, r.w.z, r.w.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       if constexpr (kT == KvType::f16) {
@@ -63,22 +98,37 @@ __device__ __forceinline__ std::int64_t seq_length(const PagedDecodeArgs& a, std
   return pages == 0 ? 0 : (pages - 1) * a.page_size + a.last_page_len[b];
 }
 
+// Slots per warp and tile: 64 tokens a tile where the registers allow (fewer for f32 pages, whose
+// raw rows are twice the registers, and for groups above 4 heads, whose query and output are).
+template <int kD, int kG, KvType kT>
+struct SlotsPerTile {
+  static constexpr int kTokensPerLoad = 32 / (kD / 8);
+  static constexpr int kFull = 16 / kTokensPerLoad < 8 ? 16 / kTokensPerLoad : 8;
+  static constexpr int value = kT == KvType::f32 || kG > 4 ? kFull / 2 : kFull;
+};
+
 template <int kD, int kG, KvType kT>
 __global__ void __launch_bounds__(kThreads) decode_kernel(PagedDecodeArgs a) {
-  constexpr int kLanes = kD / 8;                // lanes per token
-  constexpr int kSub = kThreads / kLanes;       // sub-groups (tokens in flight per step) per block
-  __shared__ float s_max[kSub][kG], s_sum[kSub][kG];
-  __shared__ float s_acc[kSub][kG][kD];
+  constexpr int kLanes = kD / 8;          // lanes per token
+  constexpr int kTok = 32 / kLanes;       // tokens per warp per load
+  constexpr int kU = SlotsPerTile<kD, kG, kT>::value;
+  constexpr int kWarpTokens = kU * kTok;  // a warp's tokens per tile, consecutive
+  constexpr int kTile = kWarps * kWarpTokens;
+  __shared__ float s_max[kWarps][kG], s_sum[kWarps][kG];
+  __shared__ float s_acc[kWarps][kG][kD];
 
   const std::int64_t b = blockIdx.x / a.n_kv_heads, kvh = blockIdx.x % a.n_kv_heads;
   const std::int64_t group = a.n_heads / a.n_kv_heads;
-  const int sub = threadIdx.x / kLanes, li = threadIdx.x % kLanes;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int half = lane / kLanes, li = lane % kLanes;  // half: the lane's token of a load
   const std::int64_t len = seq_length(a, b);
   const std::int64_t first = a.sliding_window > 0 && len > a.sliding_window ? len - a.sliding_window : 0;
   const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * a.chunk;
   const std::int64_t lo = c0 > first ? c0 : first;
   const std::int64_t hi = c0 + a.chunk < len ? c0 + a.chunk : len;
   const std::int32_t* pages = a.indices + a.indptr[b];
+  const std::int64_t ps = a.page_size;
+  const int page_shift = (ps & (ps - 1)) == 0 ? __ffsll(static_cast<long long>(ps)) - 1 : -1;  // -1: not a power of two
 
   float q[kG][8];
 #pragma unroll
@@ -106,6 +156,8 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedDecodeArgs a) {
 #pragma unroll
     for (int i = 0; i < 8; ++i) q[g][i] *= a.scale;
   }
+  // The warp's online softmax per query head: running max m (the same in every lane), and per
+  // lane the sum l and output acc of its token position's share (summed over the warp at the end).
   float m[kG], l[kG], acc[kG][8];
 #pragma unroll
   for (int g = 0; g < kG; ++g) {
@@ -116,64 +168,114 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedDecodeArgs a) {
   }
 
   // The loop bounds are the same for every thread of the block, so all lanes of a warp reach
-  // every shuffle (sub-groups of one warp may be past the end; they compute and drop a score).
-  for (std::int64_t base = lo; base < hi; base += static_cast<std::int64_t>(kSub) * kUnroll) {
-    float kv[kUnroll][8], vv[kUnroll][8];
+  // every shuffle; slots past the end load the chunk's last row and score -inf.
+  for (std::int64_t base = lo; base < hi; base += kTile) {
+    const std::int64_t t0 = base + static_cast<std::int64_t>(warp) * kWarpTokens + half;  // the lane's token of slot 0
+    Raw<kT> kr[kU], vr[kU];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const std::int64_t t = base + sub + static_cast<std::int64_t>(u) * kSub;
+    for (int j = 0; j < kU; ++j) {
+      const std::int64_t t = t0 + static_cast<std::int64_t>(j) * kTok;
+      const std::int64_t tc = t < hi ? t : hi - 1;
+      std::int64_t page, slot;
+      if (page_shift >= 0) {
+        page = tc >> page_shift;
+        slot = tc & (ps - 1);
+      } else {
+        page = tc / ps;
+        slot = tc - page * ps;
+      }
+      const std::int64_t row = (static_cast<std::int64_t>(__ldg(pages + page)) * a.n_kv_heads + kvh) * ps + slot;
+      kr[j] = load_raw<kD, kT>(a.k, a.k_scales, a.groups, row, li);
+      vr[j] = load_raw<kD, kT>(a.v, a.v_scales, a.groups, row, li);
+    }
+    float s[kG][kU];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) kv[u][i] = vv[u][i] = 0.f;
-      if (t < hi) {
-        const std::int64_t row = (static_cast<std::int64_t>(pages[t / a.page_size]) * a.n_kv_heads + kvh) * a.page_size + t % a.page_size;
-        load8<kD, kT>(a.k, a.k_scales, a.groups, row, li, kv[u]);
-        load8<kD, kT>(a.v, a.v_scales, a.groups, row, li, vv[u]);
+    for (int j = 0; j < kU; ++j) {
+      float kf[8];
+      widen<kT>(kr[j], kf);
+#pragma unroll
+      for (int g = 0; g < kG; ++g) {
+        float d = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) d = fmaf(q[g][i], kf[i], d);
+        s[g][j] = d;
       }
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (base + static_cast<std::int64_t>(u) * kSub >= hi) break;  // uniform across the block
-      const bool valid = base + sub + static_cast<std::int64_t>(u) * kSub < hi;  // uniform across the sub-group
+    for (int off = kLanes / 2; off > 0; off /= 2)
 #pragma unroll
-      for (int g = 0; g < kG; ++g) {
-        float s = 0.f;
+      for (int g = 0; g < kG; ++g)
 #pragma unroll
-        for (int i = 0; i < 8; ++i) s = fmaf(q[g][i], kv[u][i], s);
+        for (int j = 0; j < kU; ++j) s[g][j] += __shfl_xor_sync(0xffffffffu, s[g][j], off);
 #pragma unroll
-        for (int off = kLanes / 2; off > 0; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
-        if (!valid) continue;
-        const float mn = fmaxf(m[g], s);
-        const float corr = __expf(m[g] - mn), p = __expf(s - mn);
-        l[g] = fmaf(l[g], corr, p);
+    for (int g = 0; g < kG; ++g) {
+      float mx = -CUDART_INF_F;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(acc[g][i], corr, p * vv[u][i]);
-        m[g] = mn;
+      for (int j = 0; j < kU; ++j) {
+        if (t0 + static_cast<std::int64_t>(j) * kTok >= hi) s[g][j] = -CUDART_INF_F;
+        mx = fmaxf(mx, s[g][j]);
       }
+#pragma unroll
+      for (int off = kLanes; off < 32; off *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      const float mn = fmaxf(m[g], mx);
+      // -inf - -inf is NaN: a state or score of -inf (nothing yet, a slot past the end) weighs 0.
+      const float corr = m[g] == -CUDART_INF_F ? 0.f : __expf(m[g] - mn);
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < kU; ++j) {
+        s[g][j] = s[g][j] == -CUDART_INF_F ? 0.f : __expf(s[g][j] - mn);
+        sum += s[g][j];
+      }
+      l[g] = fmaf(l[g], corr, sum);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[g][i] *= corr;
+      m[g] = mn;
+    }
+#pragma unroll
+    for (int j = 0; j < kU; ++j) {
+      float vf[8];
+      widen<kT>(vr[j], vf);
+#pragma unroll
+      for (int g = 0; g < kG; ++g)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(s[g][j], vf[i], acc[g][i]);
     }
   }
 
-  // Merge the sub-groups' states.
+  // The warp's state: sums over its token positions (m is the same in every lane).
 #pragma unroll
-  for (int g = 0; g < kG; ++g) {
-    if (li == 0) {
-      s_max[sub][g] = m[g];
-      s_sum[sub][g] = l[g];
+  for (int off = kLanes; off < 32; off *= 2)
+#pragma unroll
+    for (int g = 0; g < kG; ++g) {
+      l[g] += __shfl_xor_sync(0xffffffffu, l[g], off);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[g][i] += __shfl_xor_sync(0xffffffffu, acc[g][i], off);
     }
+  // Merge the warps' states.
+  if (half == 0) {
 #pragma unroll
-    for (int i = 0; i < 8; ++i) s_acc[sub][g][li * 8 + i] = acc[g][i];
+    for (int g = 0; g < kG; ++g) {
+      if (li == 0) {
+        s_max[warp][g] = m[g];
+        s_sum[warp][g] = l[g];
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) s_acc[warp][g][li * 8 + i] = acc[g][i];
+    }
   }
   __syncthreads();
   for (int e = threadIdx.x; e < kG * kD; e += kThreads) {
     const int g = e / kD, d = e % kD;
     if (g >= group) continue;
     float mx = -CUDART_INF_F;
-    for (int s = 0; s < kSub; ++s) mx = fmaxf(mx, s_max[s][g]);
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_max[w][g]);
     float sum = 0.f, val = 0.f;
     if (mx != -CUDART_INF_F) {
-      for (int s = 0; s < kSub; ++s) {
-        const float w = __expf(s_max[s][g] - mx);  // 0 for an empty sub-group (max -inf)
-        sum = fmaf(s_sum[s][g], w, sum);
-        val = fmaf(s_acc[s][g][d], w, val);
+      for (int w = 0; w < kWarps; ++w) {
+        if (s_max[w][g] == -CUDART_INF_F) continue;  // a warp with no tokens
+        const float f = __expf(s_max[w][g] - mx);
+        sum = fmaf(s_sum[w][g], f, sum);
+        val = fmaf(s_acc[w][g][d], f, val);
       }
     }
     const std::int64_t h = kvh * group + g;

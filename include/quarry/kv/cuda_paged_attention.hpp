@@ -7,8 +7,9 @@
 //
 // The kernel (src/cuda/paged_attention_kernels.cu) is split-K "flash decoding": one block per
 // (sequence, kv head, chunk of chunk_tokens tokens) reads that chunk's keys and values once for
-// all the query heads of the group, in 16-byte loads along head_dim, keeps an online softmax in
-// f32, and a second kernel merges the chunks by log-sum-exp (one chunk: written directly).
+// all the query heads of the group, in 16-byte loads along head_dim, in tiles of up to 64 tokens
+// whose loads are all in flight before the arithmetic, keeps an online softmax in f32 folded once
+// per tile, and a second kernel merges the chunks by log-sum-exp (one chunk: written directly).
 // head_dim must be 64, 128 or 256; K/V f16, bf16, f32, INT8 (a scale per token and head) or
 // INT4 (group scales, groups of a multiple of 8 elements), widened to f32; scores, softmax and
 // sums in f32. Results equal the CPU's to float rounding (other summation order); for INT8 and
