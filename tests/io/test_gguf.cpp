@@ -163,6 +163,18 @@ TEST_CASE("GGUF: a small file with every kind of metadata") {
   CHECK(w->shape() == Shape{3, 4});
   CHECK((*w)(2, 3) == 11.f);
   CHECK((*f->tensor_f32("b"))(2) == 102.f);
+  CHECK(f->version() == 3);
+
+  // GGUF v2 has v3's layout (v3 only allowed big-endian files): the same bytes as version 2.
+  auto v2_bytes = bytes;
+  const std::uint32_t two = 2;
+  std::memcpy(v2_bytes.data() + 4, &two, sizeof two);
+  auto v2 = GgufFile::parse(v2_bytes, "sample v2");
+  REQUIRE_MESSAGE(v2.ok(), v2.status().to_string());
+  CHECK(v2->version() == 2);
+  CHECK(v2->get_int("test.count").value() == 7);
+  CHECK(v2->find("test.nested")->as_array()->arrays.size() == 2);
+  CHECK((*v2->tensor_f32("w"))(2, 3) == 11.f);
 
   // Every truncation fails; every single-byte corruption either fails cleanly or parses to a
   // file whose tensors all lie inside it (run under ASan in CI).
