@@ -3,8 +3,8 @@
 // heads of the kv head's GQA group stacked into one Q tile; the unit walks the key tiles its rows
 // can see (whole pages, widened to f32 in per-thread scratch, read once per unit), computes the
 // score block Q K^T and the product P V with the ISA's tile product (KvKernels::tile_gemm: scalar,
-// AVX2, AVX-512), and keeps an online softmax (running max and
-// sum per row, the accumulator rescaled once per tile). Tiles outside the causal / window range
+// AVX2, AVX-512), and keeps an online softmax (running max and sum per row, the accumulator
+// rescaled once per tile: KvKernels::tile_softmax). Tiles outside the causal / window range
 // are never visited; only the tiles that cross the diagonal or the window's edge are masked.
 #include "quarry/kv/prefill_attention.hpp"
 
@@ -13,8 +13,6 @@
 #include <cstring>
 #include <limits>
 #include <vector>
-
-#include <Eigen/Core>
 
 #include "quarry/kv/detail/kv_kernels.hpp"
 #include <fmt/format.h>
@@ -26,10 +24,6 @@
 namespace quarry {
 
 namespace {
-
-using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using MatrixMap = Eigen::Map<RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>>;
-using ArrayMap = Eigen::Map<Eigen::ArrayXf>;
 
 constexpr std::int64_t round_up(std::int64_t x, std::int64_t m) noexcept { return (x + m - 1) / m * m; }
 
@@ -116,7 +110,7 @@ struct Unit {
 };
 
 // Per-thread scratch, every tile 64-byte aligned with rows of a multiple of 16 floats, so the
-// data layout (and with it every Eigen reduction's order) is the same on every thread.
+// data layout (and with it every kernel's order of sums) is the same on every thread.
 class Scratch {
  public:
   explicit Scratch(const Geometry& g) {
@@ -129,6 +123,7 @@ class Scratch {
     max_ = kt_transposed_ + g.dim * g.ld_s;
     sum_ = max_ + round_up(m, 16);
     buf_ = AlignedBuffer(static_cast<std::size_t>(sum_ + round_up(m, 16)) * sizeof(float));
+    visible_.resize(2 * static_cast<std::size_t>(g.block_q));
   }
   float* base() noexcept { return reinterpret_cast<float*>(buf_.data()); }
   float* q() noexcept { return base(); }
@@ -139,9 +134,12 @@ class Scratch {
   float* k_transposed() noexcept { return base() + kt_transposed_; }
   float* row_max() noexcept { return base() + max_; }
   float* row_sum() noexcept { return base() + sum_; }
+  std::int64_t* visible_lo() noexcept { return visible_.data(); }
+  std::int64_t* visible_hi() noexcept { return visible_.data() + visible_.size() / 2; }
 
  private:
   AlignedBuffer buf_;
+  std::vector<std::int64_t> visible_;  // per query row of a unit: its tile's visible columns [lo, hi)
   std::int64_t acc_ = 0, s_ = 0, k_ = 0, v_ = 0, kt_transposed_ = 0, max_ = 0, sum_ = 0;
 };
 
@@ -178,6 +176,8 @@ void run_unit(const Unit& u, const float* q, const std::int32_t* qo_indptr, cons
   const detail::KvKernels& kernels = detail::kernels<detail::KvKernels>();
   float* row_max = scratch.row_max();
   float* row_sum = scratch.row_sum();
+  std::int64_t* visible_lo = scratch.visible_lo();
+  std::int64_t* visible_hi = scratch.visible_hi();
 
   // The Q tile, pre-scaled: S = (scale q) k^T.
   for (std::int64_t i = 0; i < u.rows; ++i) {
@@ -187,8 +187,7 @@ void run_unit(const Unit& u, const float* q, const std::int32_t* qo_indptr, cons
       for (std::int64_t d = 0; d < g.dim; ++d) dst[d] = src[h * g.dim + d] * g.scale;
     }
   }
-  MatrixMap acc_m(acc, m, g.dim, Eigen::OuterStride<>(g.ld));
-  acc_m.setZero();
+  for (std::int64_t r = 0; r < m; ++r) std::fill(acc + r * g.ld, acc + r * g.ld + g.dim, 0.f);
   std::fill(row_max, row_max + m, -std::numeric_limits<float>::infinity());
   std::fill(row_sum, row_sum + m, 0.f);
 
@@ -215,33 +214,29 @@ void run_unit(const Unit& u, const float* q, const std::int32_t* qo_indptr, cons
     qk.ldc = g.ld_s;
     kernels.tile_gemm(qk);
 
-    // Only tiles that cross the diagonal or the window's lower edge need a mask.
-    const bool masked = t1 - 1 > pos0 || (g.window > 0 && t0 < pos_last - g.window + 1);
-    for (std::int64_t i = 0; i < u.rows; ++i) {
-      const std::int64_t p = pos0 + i;
-      std::int64_t lo = 0, hi = n;  // visible columns of this query row
-      if (masked) {
-        hi = std::clamp<std::int64_t>(p + 1 - t0, 0, n);
-        if (g.window > 0) lo = std::clamp<std::int64_t>(p - g.window + 1 - t0, 0, n);
+    // The online softmax of the tile's rows (alpha = 0 on a row's first visible tile). Only
+    // tiles that cross the diagonal or the window's lower edge need a mask.
+    detail::TileSoftmaxArgs sm;
+    sm.m = m;
+    sm.n = n;
+    sm.s = s;
+    sm.lds = g.ld_s;
+    sm.group = g.group;
+    sm.row_max = row_max;
+    sm.row_sum = row_sum;
+    sm.acc = acc;
+    sm.ld_acc = g.ld;
+    sm.dim = g.dim;
+    if (t1 - 1 > pos0 || (g.window > 0 && t0 < pos_last - g.window + 1)) {
+      for (std::int64_t i = 0; i < u.rows; ++i) {  // visible columns of query row i
+        const std::int64_t p = pos0 + i;
+        visible_hi[i] = std::clamp<std::int64_t>(p + 1 - t0, 0, n);
+        visible_lo[i] = g.window > 0 ? std::clamp<std::int64_t>(p - g.window + 1 - t0, 0, n) : 0;
       }
-      for (std::int64_t h = 0; h < g.group; ++h) {
-        const std::int64_t r = i * g.group + h;
-        float* sr = s + r * g.ld_s;
-        if (lo >= hi) {  // nothing visible: a zero row of P, the state unchanged
-          std::fill(sr, sr + n, 0.f);
-          continue;
-        }
-        ArrayMap seg(sr + lo, hi - lo);
-        const float m_new = std::max(row_max[r], seg.maxCoeff());
-        const float alpha = std::exp(row_max[r] - m_new);  // 0 on the row's first visible tile
-        seg = (seg - m_new).exp();
-        std::fill(sr, sr + lo, 0.f);
-        std::fill(sr + hi, sr + n, 0.f);
-        row_sum[r] = row_sum[r] * alpha + seg.sum();
-        row_max[r] = m_new;
-        if (alpha != 1.f) acc_m.row(r) *= alpha;
-      }
+      sm.lo = visible_lo;
+      sm.hi = visible_hi;
     }
+    kernels.tile_softmax(sm);
     detail::TileGemmArgs pv;  // acc += P V
     pv.m = m;
     pv.n = g.dim;

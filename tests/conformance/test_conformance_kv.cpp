@@ -203,3 +203,84 @@ TEST_CASE("conformance: tile_gemm within FMA rounding of the reference, every sh
     MESSAGE(isa_name(isa) << ": " << cases << " tile products checked");
   });
 }
+
+TEST_CASE("conformance: tile_softmax within exp rounding of the reference, masks and tails") {
+  for_each_simd_table<KvKernels>([&](Isa isa, const KvKernels& kt, const KvKernels& ref) {
+    std::mt19937 rng(9);
+    std::size_t cases = 0;
+    for (const std::int64_t group : {1, 3, 4}) {
+      for (const std::int64_t rows : {1, 5}) {
+        for (const std::int64_t n : {1, 7, 16, 33, 64}) {
+          for (const std::int64_t dim : {8, 40, 128}) {
+            for (const int mask : {0, 1}) {  // 1: per-row visible ranges, some empty
+              const std::int64_t m = rows * group, lds = n + 3, ld_acc = dim + 5;
+              std::vector<float> s0 = random_normal(static_cast<std::size_t>(m * lds), static_cast<std::uint32_t>(rng()));
+              for (float& x : s0) x *= 4.f;
+              const std::vector<float> acc0 = random_normal(static_cast<std::size_t>(m * ld_acc), static_cast<std::uint32_t>(rng()));
+              std::vector<float> max0(static_cast<std::size_t>(m)), sum0(static_cast<std::size_t>(m));
+              for (std::int64_t r = 0; r < m; ++r) {  // a first tile (max -inf, sum 0), or one after others
+                const bool first = r % 2 == 0;
+                max0[static_cast<std::size_t>(r)] = first ? -std::numeric_limits<float>::infinity() : 1.5f;
+                sum0[static_cast<std::size_t>(r)] = first ? 0.f : 3.f;
+              }
+              std::vector<std::int64_t> lo(static_cast<std::size_t>(rows)), hi(static_cast<std::size_t>(rows));
+              for (std::int64_t i = 0; i < rows; ++i) {
+                lo[static_cast<std::size_t>(i)] = std::uniform_int_distribution<std::int64_t>(0, n)(rng);
+                hi[static_cast<std::size_t>(i)] = i == 0 ? lo[0] : std::uniform_int_distribution<std::int64_t>(lo[static_cast<std::size_t>(i)], n)(rng);
+              }
+              struct Out {
+                std::vector<float> s, acc, max, sum;
+              };
+              auto run = [&](const KvKernels& table) {
+                Out o{s0, acc0, max0, sum0};
+                detail::TileSoftmaxArgs g;
+                g.m = m;
+                g.n = n;
+                g.s = o.s.data();
+                g.lds = lds;
+                if (mask) {
+                  g.lo = lo.data();
+                  g.hi = hi.data();
+                }
+                g.group = group;
+                g.row_max = o.max.data();
+                g.row_sum = o.sum.data();
+                g.acc = o.acc.data();
+                g.ld_acc = ld_acc;
+                g.dim = dim;
+                table.tile_softmax(g);
+                return o;
+              };
+              const Out got = run(kt), want = run(ref);
+              INFO("group=" << group << " rows=" << rows << " n=" << n << " dim=" << dim << " mask=" << mask);
+              auto close = [](float x, float y) { return std::fabs(x - y) <= 4e-6f * std::max(1.f, std::fabs(y)); };
+              for (std::int64_t r = 0; r < m; ++r) {
+                const std::size_t i = static_cast<std::size_t>(r / group);
+                const std::int64_t vlo = mask ? lo[i] : 0, vhi = mask ? hi[i] : n;
+                REQUIRE(got.max[static_cast<std::size_t>(r)] == want.max[static_cast<std::size_t>(r)]);
+                REQUIRE(close(got.sum[static_cast<std::size_t>(r)], want.sum[static_cast<std::size_t>(r)]));
+                for (std::int64_t j = 0; j < lds; ++j) {
+                  const std::size_t e = static_cast<std::size_t>(r * lds + j);
+                  if (j >= n) REQUIRE(got.s[e] == s0[e]);                  // padding untouched
+                  else if (j < vlo || j >= vhi) REQUIRE(got.s[e] == 0.f);  // masked: 0
+                  else REQUIRE(close(got.s[e], want.s[e]));
+                }
+                for (std::int64_t d = 0; d < ld_acc; ++d) {
+                  const std::size_t e = static_cast<std::size_t>(r * ld_acc + d);
+                  if (d >= dim || vlo >= vhi) REQUIRE(got.acc[e] == acc0[e]);  // padding, or a row that saw nothing
+                  else REQUIRE(close(got.acc[e], want.acc[e]));
+                }
+                if (vlo >= vhi) {  // the state unchanged
+                  REQUIRE(got.sum[static_cast<std::size_t>(r)] == sum0[static_cast<std::size_t>(r)]);
+                  REQUIRE(got.max[static_cast<std::size_t>(r)] == max0[static_cast<std::size_t>(r)]);
+                }
+              }
+              ++cases;
+            }
+          }
+        }
+      }
+    }
+    MESSAGE(isa_name(isa) << ": " << cases << " softmax tiles checked");
+  });
+}

@@ -548,6 +548,87 @@ void ref_tile_gemm(const TileGemmArgs& g) noexcept {
     }
 }
 
+// The visible columns [lo, hi) of tile row r (all n without lo / hi).
+inline void tile_softmax_range(const TileSoftmaxArgs& g, std::int64_t r, std::int64_t& lo, std::int64_t& hi) noexcept {
+  lo = g.lo != nullptr ? g.lo[r / g.group] : 0;
+  hi = g.hi != nullptr ? g.hi[r / g.group] : g.n;
+}
+
+template <class Arch>
+void ref_tile_softmax(const TileSoftmaxArgs& g) noexcept {
+  for (std::int64_t r = 0; r < g.m; ++r) {
+    float* sr = g.s + r * g.lds;
+    std::int64_t lo = 0, hi = 0;
+    tile_softmax_range(g, r, lo, hi);
+    if (lo >= hi) {
+      std::fill(sr, sr + g.n, 0.f);
+      continue;
+    }
+    float m = g.row_max[r];
+    for (std::int64_t j = lo; j < hi; ++j) m = std::max(m, sr[j]);
+    const float alpha = std::exp(g.row_max[r] - m);
+    float sum = 0.f;
+    for (std::int64_t j = lo; j < hi; ++j) {
+      sr[j] = std::exp(sr[j] - m);
+      sum += sr[j];
+    }
+    std::fill(sr, sr + lo, 0.f);
+    std::fill(sr + hi, sr + g.n, 0.f);
+    g.row_sum[r] = g.row_sum[r] * alpha + sum;
+    g.row_max[r] = m;
+    if (alpha != 1.f)
+      for (std::int64_t d = 0; d < g.dim; ++d) g.acc[r * g.ld_acc + d] *= alpha;
+  }
+}
+
+template <class Arch>
+void tile_softmax(const TileSoftmaxArgs& g) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+  for (std::int64_t r = 0; r < g.m; ++r) {
+    float* sr = g.s + r * g.lds;
+    std::int64_t lo = 0, hi = 0;
+    tile_softmax_range(g, r, lo, hi);
+    if (lo >= hi) {
+      std::fill(sr, sr + g.n, 0.f);
+      continue;
+    }
+    B vmax(g.row_max[r]);
+    std::int64_t j = lo;
+    for (; j + W <= hi; j += W) vmax = xsimd::max(vmax, B::load_unaligned(sr + j));
+    float lanes[W];
+    vmax.store_unaligned(lanes);
+    float m = lanes[0];
+    for (std::int64_t l = 1; l < W; ++l) m = std::max(m, lanes[l]);
+    for (; j < hi; ++j) m = std::max(m, sr[j]);
+    const float alpha = std::exp(g.row_max[r] - m);
+    const B bm(m);
+    B vsum(0.f);
+    j = lo;
+    for (; j + W <= hi; j += W) {
+      const B e = xsimd::exp(B::load_unaligned(sr + j) - bm);
+      e.store_unaligned(sr + j);
+      vsum += e;
+    }
+    float sum = simd::reduce_add(vsum);
+    for (; j < hi; ++j) {
+      sr[j] = std::exp(sr[j] - m);
+      sum += sr[j];
+    }
+    std::fill(sr, sr + lo, 0.f);
+    std::fill(sr + hi, sr + g.n, 0.f);
+    g.row_sum[r] = g.row_sum[r] * alpha + sum;
+    g.row_max[r] = m;
+    if (alpha != 1.f) {
+      float* a = g.acc + r * g.ld_acc;
+      const B ba(alpha);
+      std::int64_t d = 0;
+      for (; d + W <= g.dim; d += W) (B::load_unaligned(a + d) * ba).store_unaligned(a + d);
+      for (; d < g.dim; ++d) a[d] *= alpha;
+    }
+  }
+}
+
 // R rows of C from row i: blocks of 4 registers of columns (R x 4 accumulators), then single
 // registers, then scalars; each accumulator runs over k in order.
 template <class Arch, int R>
@@ -1865,9 +1946,9 @@ void decode_chunk(const DecodeChunkArgs& a) noexcept {
 template <class Arch>
 constexpr KvKernels make_kv_kernels() noexcept {
   if constexpr (simd::is_scalar<Arch>) {
-    return KvKernels{&ref_decode_chunk<Arch>, &ref_tile_gemm<Arch>};
+    return KvKernels{&ref_decode_chunk<Arch>, &ref_tile_gemm<Arch>, &ref_tile_softmax<Arch>};
   } else {
-    return KvKernels{&decode_chunk<Arch>, &tile_gemm<Arch>};
+    return KvKernels{&decode_chunk<Arch>, &tile_gemm<Arch>, &tile_softmax<Arch>};
   }
 }
 

@@ -68,6 +68,25 @@ struct TileGemmArgs {
   bool accumulate = false;  ///< false: C = A B; true: C += A B
 };
 
+/// Operands of prefill attention's online-softmax step for one key tile: row r of the score tile
+/// S [m, n] (row stride lds) sees columns [lo[r / group], hi[r / group]) (lo / hi null: all n).
+/// A row that sees none becomes zeros and keeps its state. Otherwise, with m' = max(row_max[r],
+/// the visible scores) and alpha = exp(row_max[r] - m'): the visible scores become exp(s - m'),
+/// the others 0; row_sum[r] = row_sum[r] * alpha + the sum of the row; row_max[r] = m'; and,
+/// where alpha != 1, row r of the output accumulator [m, dim] (row stride ld_acc) is scaled by it.
+struct TileSoftmaxArgs {
+  std::int64_t m = 0, n = 0;
+  float* s = nullptr;
+  std::int64_t lds = 0;
+  const std::int64_t* lo = nullptr;  ///< [m / group]: first visible column of each query row
+  const std::int64_t* hi = nullptr;  ///< [m / group]: one past the last
+  std::int64_t group = 1;            ///< tile rows per query row
+  float* row_max = nullptr;          ///< [m], updated
+  float* row_sum = nullptr;          ///< [m], updated
+  float* acc = nullptr;              ///< [m, dim], rescaled
+  std::int64_t ld_acc = 0, dim = 0;
+};
+
 /// Kv kernels for one ISA. Noexcept, allocation-free. Results agree with the scalar reference
 /// within float summation error (exp and the order of sums differ by ISA).
 ///
@@ -95,6 +114,9 @@ struct KvKernels {
   /// C (+)= A B; each C element sums its k products in order (with FMA on SIMD ISAs), so ISAs
   /// differ only by the FMA's single rounding.
   void (*tile_gemm)(const TileGemmArgs& args) noexcept;
+  /// Prefill attention's softmax step over a score tile (TileSoftmaxArgs); exp differs by ISA by
+  /// its rounding.
+  void (*tile_softmax)(const TileSoftmaxArgs& args) noexcept;
 };
 
 QUARRY_DECLARE_KERNEL_TABLES(KvKernels)
