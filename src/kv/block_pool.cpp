@@ -77,8 +77,10 @@ result<BlockPool> BlockPool::create(const BlockPoolOptions& o) {
   p.row_bytes_ = *row_bytes;
   p.scales_per_row_ = scales_per_row;
   try {
-    p.storage_ = AlignedBuffer(static_cast<std::size_t>(*total));
-    if (*total_scales > 0) p.scales_ = AlignedBuffer(static_cast<std::size_t>(*total_scales));
+    if (opts.host_storage) {
+      p.storage_ = AlignedBuffer(static_cast<std::size_t>(*total));
+      if (*total_scales > 0) p.scales_ = AlignedBuffer(static_cast<std::size_t>(*total_scales));
+    }
   } catch (const std::bad_alloc&) {
     return status(errc::out_of_memory, fmt::format("BlockPool: {} bytes for {} pages", *total + *total_scales, opts.num_pages));
   }
@@ -110,6 +112,8 @@ float* BlockPool::scale_ptr(std::int64_t layer, int kv, std::int32_t page) const
 }
 
 void BlockPool::check_view(DType t, std::int64_t layer) const {
+  if (!opts_.host_storage)
+    throw_error(errc::unsupported, "BlockPool: this pool keeps no pages (host_storage is false); its storage holds them");
   if (t != opts_.dtype)
     throw_error(errc::invalid_argument, fmt::format("BlockPool holds {} pages, not {}", dtype_name(opts_.dtype), dtype_name(t)));
   if (layer < 0 || layer >= opts_.num_layers) throw_error(errc::out_of_range, fmt::format("BlockPool: layer {} of {}", layer, opts_.num_layers));
@@ -265,13 +269,17 @@ status BlockPool::make_exclusive(Sequence& s, std::size_t i) {
   const std::int32_t fresh = take_page();
   if (fresh < 0)
     return {errc::out_of_memory, fmt::format("BlockPool: no free page to copy a shared page into ({} pages, all in use)", opts_.num_pages)};
-  for (std::int64_t l = 0; l < opts_.num_layers; ++l)
-    for (int kv = 0; kv < 2; ++kv) {
-      std::memcpy(page_ptr(l, kv, fresh), page_ptr(l, kv, old), static_cast<std::size_t>(page_bytes_));
-      if (scales_per_row_ > 0)  // i8 and i4: the scales travel with the values
-        std::memcpy(scale_ptr(l, kv, fresh), scale_ptr(l, kv, old),
-                    static_cast<std::size_t>(opts_.n_kv_heads * opts_.page_size * scales_per_row_) * sizeof(float));
-    }
+  if (!opts_.host_storage) {
+    copies_.push_back({old, fresh});  // the storage elsewhere copies it
+  } else {
+    for (std::int64_t l = 0; l < opts_.num_layers; ++l)
+      for (int kv = 0; kv < 2; ++kv) {
+        std::memcpy(page_ptr(l, kv, fresh), page_ptr(l, kv, old), static_cast<std::size_t>(page_bytes_));
+        if (scales_per_row_ > 0)  // i8 and i4: the scales travel with the values
+          std::memcpy(scale_ptr(l, kv, fresh), scale_ptr(l, kv, old),
+                      static_cast<std::size_t>(opts_.n_kv_heads * opts_.page_size * scales_per_row_) * sizeof(float));
+      }
+  }
   drop(old);
   s.pages[i] = fresh;
   return {};
@@ -421,7 +429,24 @@ void load(DType t, const std::byte* src, std::span<float> dst, const float* scal
 
 }  // namespace
 
+result<std::vector<std::int64_t>> BlockPool::prepare_write(SequenceId seq, std::int64_t pos, std::int64_t count) {
+  Sequence* s = find(seq);
+  if (s == nullptr) return status(errc::invalid_argument, fmt::format("prepare_write: no sequence {} (never created, or released)", seq));
+  if (pos < 0 || count < 0 || count > s->length - pos)
+    return status(errc::out_of_range, fmt::format("prepare_write: rows [{}, {}) of sequence {}, which holds {} tokens (append first)", pos,
+                                                  pos + count, seq, s->length));
+  std::vector<std::int64_t> slots(static_cast<std::size_t>(count));
+  const std::int64_t ps = opts_.page_size;
+  for (std::int64_t t = pos; t < pos + count; ++t) {
+    const std::size_t i = static_cast<std::size_t>(t / ps);
+    if (t == pos || t % ps == 0) QUARRY_RETURN_IF_ERROR(make_exclusive(*s, i));  // once per page
+    slots[static_cast<std::size_t>(t - pos)] = static_cast<std::int64_t>(s->pages[i]) * ps + t % ps;
+  }
+  return slots;
+}
+
 status BlockPool::write(SequenceId seq, std::int64_t layer, std::int64_t pos, std::span<const float> k, std::span<const float> v) {
+  if (!opts_.host_storage) return {errc::unsupported, "write: this pool keeps no pages (host_storage is false); write to its storage"};
   Sequence* s = find(seq);
   if (s == nullptr) return {errc::invalid_argument, fmt::format("write: no sequence {} (never created, or released)", seq)};
   if (layer < 0 || layer >= opts_.num_layers) return {errc::out_of_range, fmt::format("write: layer {} of {}", layer, opts_.num_layers)};
@@ -448,6 +473,7 @@ status BlockPool::write(SequenceId seq, std::int64_t layer, std::int64_t pos, st
 }
 
 status BlockPool::read(SequenceId seq, std::int64_t layer, std::int64_t pos, std::span<float> k, std::span<float> v) const {
+  if (!opts_.host_storage) return {errc::unsupported, "read: this pool keeps no pages (host_storage is false); read its storage"};
   const Sequence* s = find(seq);
   if (s == nullptr) return {errc::invalid_argument, fmt::format("read: no sequence {}", seq)};
   if (layer < 0 || layer >= opts_.num_layers) return {errc::out_of_range, fmt::format("read: layer {} of {}", layer, opts_.num_layers)};

@@ -492,6 +492,175 @@ TEST_CASE("BlockPool prefix cache: random prompts, forks, writes, truncations an
   CHECK(evictions > 0);
 }
 
+namespace {
+
+// Pages kept outside a pool (what CudaKvCache does on a GPU), f32, layer-major as the pool lays
+// out its own: K and V of layer l are [num_pages, n_kv_heads, page_size, head_dim].
+struct OutsideStore {
+  BlockPoolOptions o;
+  std::vector<std::vector<float>> kv;  // [2 * layer + (0: K, 1: V)]
+  explicit OutsideStore(const BlockPoolOptions& opts) : o(opts) {
+    kv.assign(static_cast<std::size_t>(2 * o.num_layers), std::vector<float>(static_cast<std::size_t>(o.num_pages * o.n_kv_heads * o.page_size * o.head_dim), -1.f));
+  }
+  std::int64_t page_floats() const { return o.n_kv_heads * o.page_size * o.head_dim; }
+  void apply(const std::vector<BlockPool::PageCopy>& copies) {
+    for (const BlockPool::PageCopy& c : copies)
+      for (auto& t : kv) std::copy_n(t.begin() + c.src * page_floats(), page_floats(), t.begin() + c.dst * page_floats());
+  }
+  // Row of head h at `slot` (page * page_size + offset).
+  std::int64_t row(std::int64_t slot, std::int64_t h) const { return ((slot / o.page_size) * o.n_kv_heads + h) * o.page_size + slot % o.page_size; }
+  void write(std::int64_t layer, std::int64_t slot, const std::vector<float>& k, const std::vector<float>& v) {
+    for (std::int64_t h = 0; h < o.n_kv_heads; ++h)
+      for (std::int64_t d = 0; d < o.head_dim; ++d) {
+        kv[static_cast<std::size_t>(2 * layer)][static_cast<std::size_t>(row(slot, h) * o.head_dim + d)] = k[static_cast<std::size_t>(h * o.head_dim + d)];
+        kv[static_cast<std::size_t>(2 * layer + 1)][static_cast<std::size_t>(row(slot, h) * o.head_dim + d)] = v[static_cast<std::size_t>(h * o.head_dim + d)];
+      }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("BlockPool without host storage: prepare_write's slots and the handed-over page copies keep pages elsewhere right") {
+  BlockPoolOptions own = small_options(DType::f32, 16);
+  BlockPoolOptions outside = own;
+  outside.host_storage = false;
+  {  // the calls that need the pool's own pages are errors
+    BlockPool pool = BlockPool::create(outside).value();
+    const SequenceId s = pool.create();
+    REQUIRE(pool.append(s, 3).ok());
+    std::vector<float> k(8), v(8);
+    CHECK(pool.write(s, 0, 0, k, v).code() == errc::unsupported);
+    CHECK(contains(pool.read(s, 0, 0, k, v).message(), "host_storage is false"));
+    CHECK(contains(thrown([&] { (void)pool.k_pages<float>(0); }), "keeps no pages"));
+    CHECK(pool.prepare_write(s, 2, 2).status().code() == errc::out_of_range);
+    CHECK(pool.prepare_write(7, 0, 1).status().code() == errc::invalid_argument);
+    CHECK(pool.prepare_write(s, 0, 3).value() == std::vector<std::int64_t>{0, 1, 2});  // page 0, slots 0..2
+    CHECK(pool.take_page_copies().empty());
+  }
+  std::size_t copies = 0;
+  for (const std::uint32_t seed : {4u, 5u}) {
+    CAPTURE(seed);
+    // Two pools given the same calls: `ref` keeps its pages, `acct` only the accounts, whose
+    // pages `store` keeps as a GPU cache would. They must make the same choices of pages, and
+    // `store` must read as `ref` after every step.
+    BlockPool ref = BlockPool::create(own).value(), acct = BlockPool::create(outside).value();
+    OutsideStore store(outside);
+    std::map<SequenceId, std::vector<std::int32_t>> ids;
+    std::mt19937 rng(seed);
+    auto value = [](std::int32_t id, std::size_t pos) { return static_cast<float>((id * 7 + static_cast<std::int32_t>(pos) * 3) % 200); };
+    // Writes token `pos` of s in both: ref.write, and acct's slot + the copies applied + store.write.
+    auto write = [&](SequenceId s, std::size_t pos, std::int32_t id) {
+      bool ok = true;
+      for (std::int64_t l = 0; l < 2; ++l) {
+        const std::vector<float> k = k_of(l, value(id, pos));
+        ok = ref.write(s, l, static_cast<std::int64_t>(pos), k, neg(k)).ok();
+        auto slots = acct.prepare_write(s, static_cast<std::int64_t>(pos), 1);
+        REQUIRE(slots.ok() == ok);
+        if (!ok) return false;
+        const auto made = acct.take_page_copies();
+        copies += made.size();
+        store.apply(made);
+        store.write(l, (*slots)[0], k, neg(k));
+      }
+      return true;
+    };
+    auto pick = [&]() {
+      auto it = ids.begin();
+      std::advance(it, static_cast<long>(rng() % ids.size()));
+      return it->first;
+    };
+    for (int step = 0; step < (kSanitized ? 200 : 800); ++step) {
+      const unsigned op = ids.empty() ? 0 : rng() % 6;
+      if (op == 0 && ids.size() < 5) {  // a prompt, partly from the prefix cache
+        std::vector<std::int32_t> prompt = {1, 2, 3, 4, 5};
+        for (unsigned extra = rng() % 6; extra > 0; --extra) prompt.push_back(static_cast<std::int32_t>(rng() % 4));
+        const auto m = ref.create(prompt), n = acct.create(prompt);
+        REQUIRE(m.seq == n.seq);
+        REQUIRE(m.cached_tokens == n.cached_tokens);
+        ids[m.seq].assign(prompt.begin(), prompt.begin() + m.cached_tokens);
+        const std::int64_t more = static_cast<std::int64_t>(prompt.size()) - m.cached_tokens;
+        const bool ok = ref.append(m.seq, more).ok();
+        REQUIRE(acct.append(n.seq, more).ok() == ok);
+        const auto made = acct.take_page_copies();
+        copies += made.size();
+        store.apply(made);
+        for (std::size_t t = ids[m.seq].size(); ok && t < prompt.size(); ++t) {
+          ids[m.seq].push_back(prompt[t]);
+          if (!write(m.seq, t, prompt[t])) break;
+        }
+        if (!ok || ids[m.seq].size() < prompt.size()) {
+          REQUIRE(ref.release(m.seq).ok());
+          REQUIRE(acct.release(n.seq).ok());
+          ids.erase(m.seq);
+        } else {
+          REQUIRE(ref.publish(m.seq, ids[m.seq]).ok());
+          REQUIRE(acct.publish(n.seq, ids[n.seq]).ok());
+        }
+      } else if (op == 1) {  // a few more tokens
+        const SequenceId s = pick();
+        const std::int64_t more = 1 + static_cast<std::int64_t>(rng() % 4);
+        const bool ok = ref.append(s, more).ok();
+        REQUIRE(acct.append(s, more).ok() == ok);
+        if (ok) {
+          const auto made = acct.take_page_copies();  // a shared, partly filled last page is copied
+          copies += made.size();
+          store.apply(made);
+          for (std::int64_t i = 0; i < more; ++i) {
+            const auto id = static_cast<std::int32_t>(rng() % 4);
+            ids[s].push_back(id);
+            if (!write(s, ids[s].size() - 1, id)) {  // out of pages: roll the sequence back
+              ids[s].pop_back();
+              break;
+            }
+          }
+          REQUIRE(ref.truncate(s, static_cast<std::int64_t>(ids[s].size())).ok());
+          REQUIRE(acct.truncate(s, static_cast<std::int64_t>(ids[s].size())).ok());
+        }
+      } else if (op == 2) {
+        const SequenceId s = pick();
+        const SequenceId f = ref.fork(s).value();
+        REQUIRE(acct.fork(s).value() == f);
+        ids[f] = ids[s];
+      } else if (op == 3) {  // overwrite a token (copy-on-write of a shared page)
+        const SequenceId s = pick();
+        if (!ids[s].empty()) {
+          const std::size_t pos = rng() % ids[s].size();
+          const auto id = static_cast<std::int32_t>(rng() % 4);
+          if (write(s, pos, id)) ids[s][pos] = id;
+        }
+      } else if (op == 4) {
+        const SequenceId s = pick();
+        const std::int64_t n = ids[s].empty() ? 0 : static_cast<std::int64_t>(rng() % (ids[s].size() + 1));
+        REQUIRE(ref.truncate(s, n).ok());
+        REQUIRE(acct.truncate(s, n).ok());
+        ids[s].resize(static_cast<std::size_t>(n));
+      } else if (op == 5) {
+        const SequenceId s = pick();
+        REQUIRE(ref.release(s).ok());
+        REQUIRE(acct.release(s).ok());
+        ids.erase(s);
+      }
+      REQUIRE(acct.take_page_copies().empty());  // every copy was handed over where it was made
+      for (const auto& [s, tokens] : ids) {
+        REQUIRE(std::ranges::equal(ref.pages(s), acct.pages(s)));
+        std::vector<float> k(8), v(8);
+        for (std::size_t t = 0; t < tokens.size(); ++t)
+          for (std::int64_t l = 0; l < 2; ++l) {
+            REQUIRE(ref.read(s, l, static_cast<std::int64_t>(t), k, v).ok());
+            const std::int64_t slot = static_cast<std::int64_t>(acct.pages(s)[t / 4]) * 4 + static_cast<std::int64_t>(t % 4);
+            for (std::int64_t h = 0; h < 2; ++h)
+              for (std::int64_t d = 0; d < 4; ++d) {
+                const auto at = static_cast<std::size_t>(store.row(slot, h) * 4 + d);
+                REQUIRE(store.kv[static_cast<std::size_t>(2 * l)][at] == k[static_cast<std::size_t>(h * 4 + d)]);
+                REQUIRE(store.kv[static_cast<std::size_t>(2 * l + 1)][at] == v[static_cast<std::size_t>(h * 4 + d)]);
+              }
+          }
+      }
+    }
+  }
+  CHECK(copies > 0);  // copy-on-write happened and went through take_page_copies
+}
+
 TEST_CASE("BlockPool with INT8 pages: a scale per token and head, attention within the bounded quantization error") {
   BlockPoolOptions o;
   o.num_layers = 1;

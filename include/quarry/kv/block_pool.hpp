@@ -32,6 +32,11 @@
 // rollback) and releases pages no longer used; release(seq) frees the sequence. page_table()
 // builds the CSR table of a batch of sequences for the attention kernels.
 //
+// Storage elsewhere. With options.host_storage false the pool holds no K/V, only the accounts:
+// a storage that lives elsewhere (a GPU's memory: CudaKvCache) gets the slots of the rows to
+// write from prepare_write and the page copies that copy-on-write needs from take_page_copies,
+// which is vLLM's split between its block manager and its cache engine.
+//
 // Errors are statuses, never aborts: an unknown or released sequence, a position out of range,
 // a pool with no free page (out_of_memory; nothing is changed by the failed call).
 //
@@ -70,6 +75,7 @@
 #include <list>
 #include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "quarry/core/aligned_buffer.hpp"
@@ -94,6 +100,12 @@ struct BlockPoolOptions {
   std::int64_t num_pages = 0;      ///< pages; 0: as many as memory_bytes holds
   std::int64_t memory_bytes = 0;   ///< budget for K and V of all layers when num_pages is 0
   std::int64_t max_sequence_length = std::int64_t{1} << 20;  ///< append beyond this is an error
+  /// false: the pool only keeps the accounts (pages, block tables, reference counts, the prefix
+  /// cache) and holds no K/V itself: the pages live elsewhere, e.g. in a CudaKvCache on a GPU
+  /// (quarry/kv/cuda_kv_cache.hpp), whose owner asks for rows with prepare_write and applies the
+  /// copy-on-write copies that take_page_copies hands over. write, read and the page views are
+  /// then errors. A memory_bytes budget still sizes the pages (of the storage elsewhere).
+  bool host_storage = true;
 };
 
 /// A sequence handle (an index into the pool's sequence slots; reused after release).
@@ -182,6 +194,26 @@ class BlockPool {
   /// Reads them back as f32, dequantized for i8/i4 (for tests and debugging).
   status read(SequenceId seq, std::int64_t layer, std::int64_t pos, std::span<float> k, std::span<float> v) const;
 
+  /// For storage outside the pool (host_storage false, or any pool): rows [pos, pos + count) of
+  /// `seq` are about to be written. Their pages are made exclusive as write() would (a shared
+  /// page is copied: a PageCopy is recorded for take_page_copies when host_storage is false; a
+  /// cached one leaves the cache), and their slots are returned, slot = page * page_size + pos %
+  /// page_size, the row of a token within a layer's [num_pages * page_size] rows of a head.
+  /// Errors: unknown sequence, [pos, pos + count) not within [0, length), out_of_memory (a copy;
+  /// the pages made exclusive before it stay so).
+  result<std::vector<std::int64_t>> prepare_write(SequenceId seq, std::int64_t pos, std::int64_t count);
+  /// A page copy the storage must make: page `dst` of every layer's K and V (and their scales)
+  /// gets the contents of page `src`.
+  struct PageCopy {
+    std::int32_t src = 0, dst = 0;
+  };
+  /// The copies recorded since the last call (host_storage false; in the order made), handed
+  /// over and forgotten. The storage applies them in order, after the prepare_write calls that
+  /// made them and before it writes those calls' rows or attention reads the pages; and it
+  /// writes the rows of a prepare_write before the pool's next mutating call (which may copy,
+  /// share or hand over the page).
+  std::vector<PageCopy> take_page_copies() { return std::exchange(copies_, {}); }
+
   /// The CSR page table of `batch` (in order), as paged_decode_attention takes it. The Table owns
   /// its vectors: it describes the pool as it is now and goes stale (not invalid) when a call
   /// changes the sequences' pages. Errors: an unknown sequence.
@@ -257,6 +289,7 @@ class BlockPool {
   BlockPoolOptions opts_;
   std::int64_t page_bytes_ = 0;  // one page of one layer, K or V
   std::int64_t row_bytes_ = 0;   // one token of one head: head_dim values
+  std::vector<PageCopy> copies_;  // host_storage false: copies not yet handed over
   std::int64_t scales_per_row_ = 0;  // per token and head: 1 (i8), head_dim / int4_group (i4), 0
   AlignedBuffer storage_;        // [num_layers][2][num_pages][page_bytes]
   AlignedBuffer scales_;         // i8/i4: [num_layers][2][num_pages][n_kv_heads][page_size][scales_per_row] f32
