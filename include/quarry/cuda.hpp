@@ -10,6 +10,7 @@
 #include "quarry/core/cuda_device.hpp"
 #include "quarry/core/cuda_tensor.hpp"
 #include "quarry/index/cuda_ivf_pq.hpp"
+#include "quarry/kv/cuda_kv_cache.hpp"
 #include "quarry/kv/cuda_paged_attention.hpp"
 #include "quarry/quant/cuda_qgemm.hpp"
 #include "quarry/quant/cuda_quantized_tensor.hpp"
