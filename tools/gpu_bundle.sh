@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/release}
 out=.gpu
-tests=(test_cuda_device test_cuda_tensor test_cuda_convert test_cuda_qgemm test_cuda_ivf_pq test_cuda_paged_attention)
+tests=(test_cuda_device test_cuda_tensor test_cuda_convert test_cuda_qgemm test_cuda_ivf_pq test_cuda_paged_attention test_cuda_kv_cache)
 benches=(bench_cuda_qgemm bench_cuda_ivf_pq bench_cuda_paged_attention)
 rm -rf "$out"
 mkdir -p "$out/lib"
