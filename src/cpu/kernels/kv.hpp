@@ -436,33 +436,49 @@ const float* kv_rows_f32(KvElem elem, const KvPagesRef& pages, std::int64_t row,
 
 // The softmax numerators of each head's n scores (in place, max subtracted) and, per head, the
 // chunk's partial result header: out[g * (dim + 2)] = max, [+1] = sum of exps, then dim zeros.
+// max(m0, x[0], ..., x[n - 1]).
 template <class Arch>
-QUARRY_ALWAYS_INLINE void chunk_softmax(float* scores, std::int64_t n, std::int64_t heads, float* out, std::int64_t dim) noexcept {
+QUARRY_ALWAYS_INLINE float max_from(const float* x, std::int64_t n, float m0) noexcept {
   using B = xsimd::batch<float, Arch>;
   constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+  B vmax(m0);
+  std::int64_t j = 0;
+  for (; j + W <= n; j += W) vmax = xsimd::max(vmax, B::load_unaligned(x + j));
+  float lanes[W];
+  vmax.store_unaligned(lanes);
+  float m = lanes[0];
+  for (std::int64_t l = 1; l < W; ++l) m = std::max(m, lanes[l]);
+  for (; j < n; ++j) m = std::max(m, x[j]);
+  return m;
+}
+
+// x[j] = exp(x[j] - m) for j < n; returns their sum.
+template <class Arch>
+QUARRY_ALWAYS_INLINE float exp_minus_sum(float* x, std::int64_t n, float m) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+  const B bm(m);
+  B vsum(0.f);
+  std::int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    const B e = xsimd::exp(B::load_unaligned(x + j) - bm);
+    e.store_unaligned(x + j);
+    vsum += e;
+  }
+  float sum = simd::reduce_add(vsum);
+  for (; j < n; ++j) {
+    x[j] = std::exp(x[j] - m);
+    sum += x[j];
+  }
+  return sum;
+}
+
+template <class Arch>
+QUARRY_ALWAYS_INLINE void chunk_softmax(float* scores, std::int64_t n, std::int64_t heads, float* out, std::int64_t dim) noexcept {
   for (std::int64_t g = 0; g < heads; ++g) {
     float* s = scores + g * n;
-    B vmax(-std::numeric_limits<float>::infinity());
-    std::int64_t j = 0;
-    for (; j + W <= n; j += W) vmax = xsimd::max(vmax, B::load_unaligned(s + j));
-    float lanes[W];
-    vmax.store_unaligned(lanes);
-    float m = lanes[0];
-    for (std::int64_t l = 1; l < W; ++l) m = std::max(m, lanes[l]);
-    for (; j < n; ++j) m = std::max(m, s[j]);
-    const B bm(m);
-    B vsum(0.f);
-    j = 0;
-    for (; j + W <= n; j += W) {
-      const B e = xsimd::exp(B::load_unaligned(s + j) - bm);
-      e.store_unaligned(s + j);
-      vsum += e;
-    }
-    float sum = simd::reduce_add(vsum);
-    for (; j < n; ++j) {
-      s[j] = std::exp(s[j] - m);
-      sum += s[j];
-    }
+    const float m = max_from<Arch>(s, n, -std::numeric_limits<float>::infinity());
+    const float sum = exp_minus_sum<Arch>(s, n, m);
     float* o = out + g * (dim + 2);
     o[0] = m;
     o[1] = sum;
@@ -593,28 +609,9 @@ void tile_softmax(const TileSoftmaxArgs& g) noexcept {
       std::fill(sr, sr + g.n, 0.f);
       continue;
     }
-    B vmax(g.row_max[r]);
-    std::int64_t j = lo;
-    for (; j + W <= hi; j += W) vmax = xsimd::max(vmax, B::load_unaligned(sr + j));
-    float lanes[W];
-    vmax.store_unaligned(lanes);
-    float m = lanes[0];
-    for (std::int64_t l = 1; l < W; ++l) m = std::max(m, lanes[l]);
-    for (; j < hi; ++j) m = std::max(m, sr[j]);
+    const float m = max_from<Arch>(sr + lo, hi - lo, g.row_max[r]);
     const float alpha = std::exp(g.row_max[r] - m);
-    const B bm(m);
-    B vsum(0.f);
-    j = lo;
-    for (; j + W <= hi; j += W) {
-      const B e = xsimd::exp(B::load_unaligned(sr + j) - bm);
-      e.store_unaligned(sr + j);
-      vsum += e;
-    }
-    float sum = simd::reduce_add(vsum);
-    for (; j < hi; ++j) {
-      sr[j] = std::exp(sr[j] - m);
-      sum += sr[j];
-    }
+    const float sum = exp_minus_sum<Arch>(sr + lo, hi - lo, m);
     std::fill(sr, sr + lo, 0.f);
     std::fill(sr + hi, sr + g.n, 0.f);
     g.row_sum[r] = g.row_sum[r] * alpha + sum;
