@@ -570,8 +570,9 @@ inline void tile_softmax_range(const TileSoftmaxArgs& g, std::int64_t r, std::in
   hi = g.hi != nullptr ? g.hi[r / g.group] : g.n;
 }
 
-template <class Arch>
-void ref_tile_softmax(const TileSoftmaxArgs& g) noexcept {
+// The tile's softmax step: kRef, scalar loops in order (the reference); else SIMD.
+template <class Arch, bool kRef>
+void tile_softmax_rows(const TileSoftmaxArgs& g) noexcept {
   for (std::int64_t r = 0; r < g.m; ++r) {
     float* sr = g.s + r * g.lds;
     std::int64_t lo = 0, hi = 0;
@@ -580,50 +581,42 @@ void ref_tile_softmax(const TileSoftmaxArgs& g) noexcept {
       std::fill(sr, sr + g.n, 0.f);
       continue;
     }
-    float m = g.row_max[r];
-    for (std::int64_t j = lo; j < hi; ++j) m = std::max(m, sr[j]);
-    const float alpha = std::exp(g.row_max[r] - m);
-    float sum = 0.f;
-    for (std::int64_t j = lo; j < hi; ++j) {
-      sr[j] = std::exp(sr[j] - m);
-      sum += sr[j];
+    float m = g.row_max[r], sum = 0.f;
+    if constexpr (kRef) {
+      for (std::int64_t j = lo; j < hi; ++j) m = std::max(m, sr[j]);
+      for (std::int64_t j = lo; j < hi; ++j) {
+        sr[j] = std::exp(sr[j] - m);
+        sum += sr[j];
+      }
+    } else {
+      m = max_from<Arch>(sr + lo, hi - lo, m);
+      sum = exp_minus_sum<Arch>(sr + lo, hi - lo, m);
     }
+    const float alpha = std::exp(g.row_max[r] - m);
     std::fill(sr, sr + lo, 0.f);
     std::fill(sr + hi, sr + g.n, 0.f);
     g.row_sum[r] = g.row_sum[r] * alpha + sum;
     g.row_max[r] = m;
-    if (alpha != 1.f)
-      for (std::int64_t d = 0; d < g.dim; ++d) g.acc[r * g.ld_acc + d] *= alpha;
+    if (alpha == 1.f) continue;
+    float* a = g.acc + r * g.ld_acc;
+    std::int64_t d = 0;
+    if constexpr (!kRef) {
+      using B = xsimd::batch<float, Arch>;
+      for (const B ba(alpha); d + static_cast<std::int64_t>(B::size) <= g.dim; d += static_cast<std::int64_t>(B::size))
+        (B::load_unaligned(a + d) * ba).store_unaligned(a + d);
+    }
+    for (; d < g.dim; ++d) a[d] *= alpha;
   }
 }
 
 template <class Arch>
+void ref_tile_softmax(const TileSoftmaxArgs& g) noexcept {
+  tile_softmax_rows<Arch, true>(g);
+}
+
+template <class Arch>
 void tile_softmax(const TileSoftmaxArgs& g) noexcept {
-  using B = xsimd::batch<float, Arch>;
-  constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
-  for (std::int64_t r = 0; r < g.m; ++r) {
-    float* sr = g.s + r * g.lds;
-    std::int64_t lo = 0, hi = 0;
-    tile_softmax_range(g, r, lo, hi);
-    if (lo >= hi) {
-      std::fill(sr, sr + g.n, 0.f);
-      continue;
-    }
-    const float m = max_from<Arch>(sr + lo, hi - lo, g.row_max[r]);
-    const float alpha = std::exp(g.row_max[r] - m);
-    const float sum = exp_minus_sum<Arch>(sr + lo, hi - lo, m);
-    std::fill(sr, sr + lo, 0.f);
-    std::fill(sr + hi, sr + g.n, 0.f);
-    g.row_sum[r] = g.row_sum[r] * alpha + sum;
-    g.row_max[r] = m;
-    if (alpha != 1.f) {
-      float* a = g.acc + r * g.ld_acc;
-      const B ba(alpha);
-      std::int64_t d = 0;
-      for (; d + W <= g.dim; d += W) (B::load_unaligned(a + d) * ba).store_unaligned(a + d);
-      for (; d < g.dim; ++d) a[d] *= alpha;
-    }
-  }
+  tile_softmax_rows<Arch, false>(g);
 }
 
 // R rows of C from row i: blocks of 4 registers of columns (R x 4 accumulators), then single
