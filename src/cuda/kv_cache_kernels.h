@@ -19,4 +19,14 @@ enum class KvStoreType : int { f32 = 0, f16 = 1, bf16 = 2 };
 cudaError_t launch_kv_write(void* k_pages, void* v_pages, KvStoreType type, const std::int64_t* slots, const float* k, const float* v,
                             std::int64_t tokens, std::int64_t n_kv_heads, std::int64_t page_size, std::int64_t head_dim) noexcept;
 
+/// The same rows into INT8 (groups = 1, group = head_dim) or INT4 (groups = head_dim / group)
+/// pages: per token and head (INT8) or group (INT4), symmetric, as BlockPool's host store:
+/// amax = max |x|, q = clamp(rint(x * qmax / amax), qmin, qmax) with (qmin, qmax) = (-127, 127)
+/// or (-8, 7), scale = amax / qmax; all zeros (or a qmax / amax that overflows) give zeros and
+/// scale 0, a NaN or infinity gives zeros and scale NaN. INT8 values are one byte each, INT4
+/// two per byte, low nibble first; scales [rows, groups] f32.
+cudaError_t launch_kv_write_quantized(void* k_values, float* k_scales, void* v_values, float* v_scales, bool int4, const std::int64_t* slots,
+                                      const float* k, const float* v, std::int64_t tokens, std::int64_t n_kv_heads, std::int64_t page_size,
+                                      std::int64_t head_dim, std::int64_t group) noexcept;
+
 }  // namespace quarry::cuda_kernels

@@ -1,7 +1,8 @@
 // quarry/kv/cuda_kv_cache.hpp: a CudaKvCache driven by an accounts-only BlockPool (host_storage
 // false) holds, after random appends, writes, forks (copy-on-write), truncations and releases,
-// exactly the pages a host BlockPool given the same calls holds (f32, f16, bf16, bit for bit),
-// and decode attention on the device over them equals the CPU's over the host pool; and its
+// exactly the pages a host BlockPool given the same calls holds (f32, f16, bf16, and INT8 / INT4
+// values and scales, bit for bit), and decode attention on the device over them equals the
+// CPU's over the host pool (INT8 / INT4: the device's over the host pages uploaded); and its
 // errors.
 #include <doctest/doctest.h>
 
@@ -31,6 +32,12 @@ BlockPoolOptions options_of(DType t) {
   o.num_pages = 48;
   return o;
 }
+
+// A plain (f32 / f16 / bf16) device tensor of pages under the name the INT8 / INT4 pages use.
+template <class T>
+struct CudaPages {
+  const Tensor<T, cuda>& values;
+};
 
 template <class T>
 void check_cache(DType dtype) {
@@ -105,52 +112,95 @@ void check_cache(DType dtype) {
     }
   }
   CHECK(copies > 0);
-  // Every written row, bit for bit.
+  // Every written row, bit for bit (values, and scales for INT8 / INT4).
+  constexpr bool kQuantized = std::is_same_v<T, std::int8_t> || std::is_same_v<T, int4>;
+  const std::int64_t groups = dtype == DType::i4 ? own.head_dim / own.int4_group : dtype == DType::i8 ? 1 : 0;
+  const std::int64_t row_bytes = dtype == DType::i4 ? own.head_dim / 2 : own.head_dim * static_cast<std::int64_t>(sizeof(T));
+  auto device_pages = [&](std::int64_t l, int kv) {
+    if constexpr (std::is_same_v<T, std::int8_t>) return kv == 0 ? cache.k_pages_int8(l) : cache.v_pages_int8(l);
+    else if constexpr (std::is_same_v<T, int4>) return kv == 0 ? cache.k_pages_int4(l) : cache.v_pages_int4(l);
+    else return kv == 0 ? CudaPages<T>{cache.k_pages<T>(l)} : CudaPages<T>{cache.v_pages<T>(l)};
+  };
+  auto host_pages = [&](std::int64_t l, int kv) {
+    if constexpr (std::is_same_v<T, std::int8_t>) return kv == 0 ? ref.k_pages_int8(l) : ref.v_pages_int8(l);
+    else if constexpr (std::is_same_v<T, int4>) return kv == 0 ? ref.k_pages_int4(l) : ref.v_pages_int4(l);
+    else return kv == 0 ? ref.k_pages<T>(l) : ref.v_pages<T>(l);
+  };
   for (std::int64_t l = 0; l < own.num_layers; ++l)
     for (int kv = 0; kv < 2; ++kv) {
-      const Tensor<T> dev = (kv == 0 ? cache.k_pages<T>(l) : cache.v_pages<T>(l)).to_host();
-      const TensorView<const T> host = kv == 0 ? ref.k_pages<T>(l) : ref.v_pages<T>(l);
+      const auto dev = device_pages(l, kv);
+      const auto host = host_pages(l, kv);
+      const auto dev_values = dev.values.to_host();
+      const auto* dv = reinterpret_cast<const std::uint8_t*>(dev_values.data());
+      const void* host_values = nullptr;
+      if constexpr (kQuantized) host_values = host.values.data();
+      else host_values = host.data();
+      const auto* hv = static_cast<const std::uint8_t*>(host_values);
+      std::vector<float> dev_scales;
+      if constexpr (kQuantized) {
+        const Tensor<float> s = dev.scales.to_host();
+        dev_scales.assign(s.data(), s.data() + s.numel());
+      }
       for (const auto& [s, len] : live) {
         REQUIRE(std::ranges::equal(ref.pages(s), acct.pages(s)));
         for (std::int64_t t = 0; t < len; ++t) {
           const std::int64_t page = acct.pages(s)[static_cast<std::size_t>(t / own.page_size)];
           for (std::int64_t h = 0; h < own.n_kv_heads; ++h) {
-            const std::int64_t at = ((page * own.n_kv_heads + h) * own.page_size + t % own.page_size) * own.head_dim;
-            REQUIRE(std::memcmp(dev.data() + at, host.data() + at, static_cast<std::size_t>(own.head_dim) * sizeof(T)) == 0);
+            const std::int64_t r = (page * own.n_kv_heads + h) * own.page_size + t % own.page_size;
+            REQUIRE(std::memcmp(dv + r * row_bytes, hv + r * row_bytes, static_cast<std::size_t>(row_bytes)) == 0);
+            if constexpr (kQuantized)
+              REQUIRE(std::memcmp(dev_scales.data() + r * groups, host.scales.data() + r * groups, static_cast<std::size_t>(groups) * sizeof(float)) == 0);
           }
         }
       }
     }
-  // Decode attention over the device pages equals the CPU's over the host pool.
+  // Decode attention over the device pages: for f32 / f16 / bf16 as the CPU's over the host pool;
+  // for INT8 / INT4 (whose device kernel keeps the weights of V in f32, where the CPU rounds them
+  // to 8 bits) exactly as the device's over the host pool's pages uploaded.
   std::vector<SequenceId> batch;
   for (const auto& [s, len] : live)
     if (len > 0) batch.push_back(s);
   REQUIRE(!batch.empty());
   const auto table = acct.page_table(batch).value();
+  const CudaPageTable dt = CudaPageTable::upload(table.csr(), own.num_pages, own.page_size).value();
   const std::int64_t n_heads = 4 * own.n_kv_heads;
   Tensor<float> q({static_cast<std::int64_t>(batch.size()), n_heads, own.head_dim}), want(q.shape());
   for (float& x : q.span()) x = normal(rng);
+  const Tensor<float, cuda> qd = to_device(q);
   for (std::int64_t l = 0; l < own.num_layers; ++l) {
-    REQUIRE(paged_decode_attention(q.view(), ref.k_pages<T>(l), ref.v_pages<T>(l), table.csr(), want.view()).ok());
-    const CudaPageTable dt = CudaPageTable::upload(table.csr(), own.num_pages, own.page_size).value();
-    Tensor<float, cuda> out(q.shape());
-    paged_decode_attention(to_device(q), cache.k_pages<T>(l), cache.v_pages<T>(l), dt, out);
-    const Tensor<float> got = out.to_host();
-    for (std::int64_t i = 0; i < q.numel(); ++i) REQUIRE(std::fabs(got.data()[i] - want.data()[i]) <= 2e-5f);
+    Tensor<float, cuda> out(q.shape()), uploaded(q.shape());
+    if constexpr (kQuantized) {
+      const auto hk = host_pages(l, 0), hv2 = host_pages(l, 1);
+      const auto kvals = to_device(hk.values), vvals = to_device(hv2.values);
+      const auto kscl = to_device(hk.scales), vscl = to_device(hv2.scales);
+      using Pages = std::conditional_t<std::is_same_v<T, int4>, CudaInt4KvPages, CudaInt8KvPages>;
+      paged_decode_attention(qd, Pages{kvals, kscl}, Pages{vvals, vscl}, dt, uploaded);
+      paged_decode_attention(qd, device_pages(l, 0), device_pages(l, 1), dt, out);
+      const Tensor<float> got = out.to_host(), exp = uploaded.to_host();
+      REQUIRE(std::memcmp(got.data(), exp.data(), static_cast<std::size_t>(got.numel()) * sizeof(float)) == 0);
+    } else {
+      REQUIRE(paged_decode_attention(q.view(), ref.k_pages<T>(l), ref.v_pages<T>(l), table.csr(), want.view()).ok());
+      paged_decode_attention(qd, cache.k_pages<T>(l), cache.v_pages<T>(l), dt, out);
+      const Tensor<float> got = out.to_host();
+      for (std::int64_t i = 0; i < q.numel(); ++i) REQUIRE(std::fabs(got.data()[i] - want.data()[i]) <= 2e-5f);
+    }
   }
 }
 
 }  // namespace
 
-TEST_CASE("CudaKvCache driven by an accounts-only BlockPool holds a host pool's pages, f32 / f16 / bf16") {
+TEST_CASE("CudaKvCache driven by an accounts-only BlockPool holds a host pool's pages, f32 / f16 / bf16 / INT8 / INT4") {
   check_cache<float>(DType::f32);
   check_cache<f16>(DType::f16);
   check_cache<bf16>(DType::bf16);
+  check_cache<std::int8_t>(DType::i8);
+  check_cache<int4>(DType::i4);
 }
 
 TEST_CASE("CudaKvCache: errors") {
-  BlockPoolOptions o = options_of(DType::i8);
-  CHECK(CudaKvCache::create(o).status().code() == errc::unsupported);
+  BlockPoolOptions o = options_of(DType::i4);
+  o.int4_group = 24;
+  CHECK(contains(CudaKvCache::create(o).status().message(), "int4_group (24) dividing it"));
   o = options_of(DType::f16);
   o.num_pages = 0;
   CHECK(contains(CudaKvCache::create(o).status().message(), "num_pages 0"));

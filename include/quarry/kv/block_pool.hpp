@@ -57,9 +57,10 @@
 //     page_table, k_pages, v_pages, k_pages_int8, v_pages_int8, k_pages_int4, v_pages_int4)
 //     may run concurrently with each other, from any number of threads;
 //   - the mutating ones (both create, publish, fork, append, truncate, release, write,
-//     prepare_write, take_page_copies, and move assignment) need exclusive access: no other call of any kind on the same pool may
-//     run at the same time. A scheduler that shares one pool between threads holds a mutex
-//     around every call (tests/kv/test_kv_threads.cpp does so);
+//     prepare_write, take_page_copies, and move assignment) need exclusive access: no other
+//     call of any kind on the same pool may run at the same time. A scheduler that shares
+//     one pool between threads holds a mutex around every call (tests/kv/test_kv_threads.cpp
+//     does so);
 //   - attention reading a pool's pages (paged_decode_attention over the k_pages* / v_pages*
 //     views with page_table() tables, also with params.pool) may run from many threads at
 //     once, and beside the const calls above, as long as no mutating call runs meanwhile: a

@@ -19,12 +19,14 @@
 //   auto table = CudaPageTable::upload(pool.page_table(batch).value().csr(), P, o.page_size).value();
 //   paged_decode_attention(q, cache.k_pages<f16>(layer), cache.v_pages<f16>(layer), table, out);
 //
-// Element types: f32, f16, bf16 (stored with quarry's round-to-nearest-even conversions, so the
-// pages equal a host BlockPool's given the same rows). INT8 / INT4 pages on the device come as
-// CudaInt8KvPages / CudaInt4KvPages tensors the caller fills; a CudaKvCache of them is not done
-// yet (create says unsupported). Calls run on the legacy default stream of the cache's device and
-// return when queued (write's slots are copied to the device first). Errors throw quarry::error:
-// invalid_argument / out_of_range for bad arguments (named), device_error for CUDA's.
+// Element types: f32, f16, bf16 (stored with quarry's round-to-nearest-even conversions), i8 and
+// i4 (quantized on the device per token and head, or per group of int4_group elements, by the
+// host store's rules: see the top of quarry/kv/block_pool.hpp), so the pages and scales equal a
+// host BlockPool's given the same rows; k_pages_int8 / k_pages_int4 give the INT8 / INT4 pages
+// as the device attention takes them. Calls run on the legacy default stream of the cache's
+// device and return when queued (write's slots are copied to the device first). Errors throw
+// quarry::error: invalid_argument / out_of_range for bad arguments (named), device_error for
+// CUDA's.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +37,7 @@
 #include "quarry/core/float16.hpp"
 #include "quarry/core/status.hpp"
 #include "quarry/kv/block_pool.hpp"
+#include "quarry/kv/cuda_paged_attention.hpp"
 
 namespace quarry {
 
@@ -42,8 +45,8 @@ namespace quarry {
 class CudaKvCache {
  public:
   /// Pages for `options` (its num_pages must be set: a pool's options() after create have it)
-  /// on `device` (-1: the current one), zeroed. Errors: a dtype other than f32 / f16 / bf16
-  /// (unsupported), sizes < 1, out_of_memory, device_error.
+  /// on `device` (-1: the current one), zeroed. Errors: sizes < 1, for i4 an odd head_dim or an
+  /// int4_group not dividing it, out_of_memory, device_error.
   static result<CudaKvCache> create(const BlockPoolOptions& options, int device = -1);
 
   CudaKvCache(CudaKvCache&&) noexcept = default;
@@ -72,9 +75,30 @@ class CudaKvCache {
     return pages<T>(layer, 1);
   }
   ///@}
+  /// Layer `layer`'s INT8 (INT4) K or V pages with their scales (the pool's dtype must be i8
+  /// (i4); throws otherwise), as paged_decode_attention on cuda takes them.
+  ///@{
+  CudaInt8KvPages k_pages_int8(std::int64_t layer) const { return {quantized<std::int8_t>(layer, 0), scales_[scale_index(layer, 0)]}; }
+  CudaInt8KvPages v_pages_int8(std::int64_t layer) const { return {quantized<std::int8_t>(layer, 1), scales_[scale_index(layer, 1)]}; }
+  CudaInt4KvPages k_pages_int4(std::int64_t layer) const { return {quantized<int4>(layer, 0), scales_[scale_index(layer, 0)]}; }
+  CudaInt4KvPages v_pages_int4(std::int64_t layer) const { return {quantized<int4>(layer, 1), scales_[scale_index(layer, 1)]}; }
+  ///@}
 
  private:
   CudaKvCache() = default;
+  std::size_t scale_index(std::int64_t layer, int kv) const {
+    check_layer(layer, "k_pages_int8 / int4");
+    return static_cast<std::size_t>(2 * layer + kv);
+  }
+  template <class T>
+  const Tensor<T, cuda>& quantized(std::int64_t layer, int kv) const {
+    check_layer(layer, "k_pages_int8 / int4");
+    if (dtype_of<T> != opts_.dtype)
+      throw_error(errc::invalid_argument, fmt::format("CudaKvCache holds {} pages, not {}", dtype_name(opts_.dtype), dtype_name(dtype_of<T>)));
+    const auto i = static_cast<std::size_t>(2 * layer + kv);
+    if constexpr (std::is_same_v<T, std::int8_t>) return i8_[i];
+    else return i4_[i];
+  }
   void check_layer(std::int64_t layer, const char* what) const;
   template <class T>
   const Tensor<T, cuda>& pages(std::int64_t layer, int kv) const {
@@ -94,6 +118,11 @@ class CudaKvCache {
   std::vector<Tensor<float, cuda>> f32_;  // [2 * layer + kv], the one of the pool's dtype
   std::vector<Tensor<f16, cuda>> f16_;
   std::vector<Tensor<bf16, cuda>> bf16_;
+  std::vector<Tensor<std::int8_t, cuda>> i8_;
+  std::vector<Tensor<int4, cuda>> i4_;
+  std::vector<Tensor<float, cuda>> scales_;  // i8 / i4: [num_pages, n_kv_heads, page_size(, groups)]
+  std::size_t scale_page_bytes_ = 0;         // one page of one layer's K (or V) scales
+  std::int64_t groups_ = 1;                  // i4: scales per token and head
   detail::DeviceBuffer slots_;  // write's slots on the device, grown as needed
 };
 
