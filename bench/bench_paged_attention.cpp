@@ -35,6 +35,11 @@
 // 3. memory   200 sequences, lengths log-normal (median 400, sigma 1.1) clamped to 16..4096, fixed
 //             seed, allocated in a BlockPool (pages of 16, 32, 64 tokens): bytes allocated vs bytes
 //             the tokens need, against contiguous per-sequence buffers of the maximum length 4096.
+// 4. prefill  paged_prefill_attention over one 1,024-token prompt (every token a causal query
+//             row), f16 pages of 16 tokens in a shuffled order, 32 / 8 heads, dim 128, 1 thread and
+//             all threads: GFLOP/s (4 * head_dim flops per query head and visible key) and
+//             peak_ratio = GFLOP/s / the measured f32 FMA peak (the kernels' work is dense tile
+//             products: compute-bound).
 //
 // --quick: contexts 1k and 4k (the dtype comparison at 4k), 4 requests with a 512-token prefix;
 // figures not for publishing. Selection: --sections, --contexts, --batches, --dtypes, and
@@ -120,7 +125,7 @@ const char* kv_name(Kv t) {
 }
 
 struct Args {
-  bool decode = true, prefix = true, memory = true;
+  bool decode = true, prefix = true, memory = true, prefill = true;
   std::vector<std::int64_t> contexts;  // empty: the default (see the top)
   std::vector<std::int64_t> batches;   // empty: 1 and 16
   std::vector<Kv> dtypes;              // empty: all
@@ -139,7 +144,7 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
   const std::string_view program = program_name(argc, argv, "bench_paged_attention");
   const auto own_usage = [] {
     return std::string(
-        "  --sections LIST    sections to run, comma-separated: decode, prefix, memory (default all)\n"
+        "  --sections LIST    sections to run, comma-separated: decode, prefix, memory, prefill (default all)\n"
         "  --contexts LIST    decode contexts, e.g. 1k,4k,16k,32k (default; --quick: 1k,4k)\n"
         "  --batches LIST     decode batch sizes (default 1,16)\n"
         "  --kv-heads N       decode KV heads for the 32 query heads: 1, 2, 4, 8 (default), 16 or 32 (no GQA)\n"
@@ -158,13 +163,14 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
       {"--full-grid", false, [&](const std::string&) { a.full_grid = true; }},
       {"--sections", true,
        [&](const std::string& value) {
-         a.decode = a.prefix = a.memory = false;
+         a.decode = a.prefix = a.memory = a.prefill = false;
          for (const std::string& s : split_commas(value)) {
            if (s == "decode") a.decode = true;
            else if (s == "prefix") a.prefix = true;
            else if (s == "memory") a.memory = true;
-           else if (s == "all") a.decode = a.prefix = a.memory = true;
-           else usage_error(program, fmt::format("--sections: unknown section '{}' (decode, prefix, memory, all)", s));
+           else if (s == "prefill") a.prefill = true;
+           else if (s == "all") a.decode = a.prefix = a.memory = a.prefill = true;
+           else usage_error(program, fmt::format("--sections: unknown section '{}' (decode, prefix, memory, prefill, all)", s));
          }
        }},
       {"--contexts", true,
@@ -197,7 +203,7 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
 
 // Lines printed after the table: the ratios the targets are about, by topic.
 struct Summary {
-  enum Topic { bandwidth, dtype, paging, prefix, memory, topics };
+  enum Topic { bandwidth, dtype, paging, prefix, prefill, memory, topics };
   std::vector<std::string> lines[topics];
   template <class... A>
   void add(Topic topic, fmt::format_string<A...> f, A&&... args) {
@@ -704,6 +710,44 @@ void run_prefix(BenchReport& report, Summary& summary, const Args& args, ThreadP
 }
 
 // ---------------------------------------------------------------------------------------------
+// 4. Prefill attention: GFLOP/s over the FMA peak
+
+void run_prefill(BenchReport& report, Summary& summary, const Yardsticks& y, ThreadPool& pool, const std::vector<unsigned>& thread_counts, bool quick) {
+  const std::int64_t len = quick ? 512 : 1024, pages = (len + kPage - 1) / kPage;
+  progress("prefill: one {}-token prompt, f16 pages", len);
+  Tensor<f16> k({pages, kKvHeads, kPage, kDim}), v({pages, kKvHeads, kPage, kDim});
+  Tensor<float> q({len, kHeads, kDim}), out({len, kHeads, kDim});
+  std::mt19937 rng(77);
+  std::normal_distribution<float> normal;
+  for (f16& x : k.span()) x = f16(normal(rng));
+  for (f16& x : v.span()) x = f16(normal(rng));
+  for (float& x : q.span()) x = normal(rng);
+  std::vector<std::int32_t> indices(static_cast<std::size_t>(pages));
+  std::iota(indices.begin(), indices.end(), 0);
+  std::shuffle(indices.begin(), indices.end(), rng);
+  const std::vector<std::int32_t> indptr = {0, static_cast<std::int32_t>(pages)}, last = {static_cast<std::int32_t>(len - (pages - 1) * kPage)};
+  const std::vector<std::int32_t> qo = {0, static_cast<std::int32_t>(len)};
+  const PageTableCsr table{indptr, indices, last};
+  const double flops = 4.0 * kHeads * kDim * (static_cast<double>(len) * static_cast<double>(len + 1) / 2);
+  for (const unsigned t : thread_counts) {
+    PrefillAttentionParams params;
+    params.pool = t > 1 ? &pool : nullptr;
+    double best = 1e300;
+    for (int i = 0; i < (quick ? 2 : 6); ++i) {  // the first is a warm-up
+      const auto t0 = std::chrono::steady_clock::now();
+      paged_prefill_attention(q.view(), qo, k.view(), v.view(), table, out.view(), params).throw_if_error();
+      if (i > 0) best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    const double gops = flops / best / 1e9;
+    BenchRow r(fmt::format("prefill f16 {} tokens", len), "quarry", t);
+    r.set("ms", best * 1e3).set("gops", gops).set("peak_ratio", gops / y.fma_gflops_for(t)).set("context", len);
+    report.rows.push_back(std::move(r));
+    summary.add(Summary::prefill, "  prefill attention, one {}-token prompt, f16 pages, {} thread{}: {:.1f} ms, {:.1f} GFLOP/s, {:.2f} of the f32 FMA peak", len,
+                t, t > 1 ? "s" : " ", best * 1e3, gops, gops / y.fma_gflops_for(t));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // 3. Memory: pages wasted to fragmentation vs contiguous per-sequence buffers
 
 void run_memory(BenchReport& report, Summary& summary) {
@@ -785,9 +829,11 @@ int main(int argc, char** argv) {
     if (options.quick) fmt::print("--quick: contexts 1k and 4k, the prefix section with 4 requests of 512 + 64 tokens; figures not for publishing\n");
 
     Summary summary;
-    if (args.decode) {
+    if (args.decode || args.prefill) {
       progress("measuring the yardsticks");
       report.yardsticks = measure_yardsticks(nthreads, options.effort(), static_cast<std::size_t>(page_value_bytes(Kv::f16, args.kv_heads)));
+    }
+    if (args.decode) {
       const Yardsticks& y = *report.yardsticks;
       for (const unsigned t : thread_counts) {
         BenchRow row(fmt::format("read shuffled {} KiB pages (ceiling)", y.scattered_block_bytes >> 10), "machine", t);
@@ -799,6 +845,7 @@ int main(int argc, char** argv) {
       run_decode(report, summary, args, y, pool, thread_counts, options.quick);
     }
     if (args.prefix) run_prefix(report, summary, args, pool, nthreads, options.quick);
+    if (args.prefill) run_prefill(report, summary, *report.yardsticks, pool, thread_counts, options.quick);
     if (args.memory) run_memory(report, summary);
     progress("done");
 
