@@ -68,48 +68,40 @@ class CudaKvCache {
   ///@{
   template <class T>
   const Tensor<T, cuda>& k_pages(std::int64_t layer) const {
-    return pages<T>(layer, 0);
+    return stored<T>(layer, 0, "k_pages");
   }
   template <class T>
   const Tensor<T, cuda>& v_pages(std::int64_t layer) const {
-    return pages<T>(layer, 1);
+    return stored<T>(layer, 1, "v_pages");
   }
   ///@}
   /// Layer `layer`'s INT8 (INT4) K or V pages with their scales (the pool's dtype must be i8
   /// (i4); throws otherwise), as paged_decode_attention on cuda takes them.
   ///@{
-  CudaInt8KvPages k_pages_int8(std::int64_t layer) const { return {quantized<std::int8_t>(layer, 0), scales_[scale_index(layer, 0)]}; }
-  CudaInt8KvPages v_pages_int8(std::int64_t layer) const { return {quantized<std::int8_t>(layer, 1), scales_[scale_index(layer, 1)]}; }
-  CudaInt4KvPages k_pages_int4(std::int64_t layer) const { return {quantized<int4>(layer, 0), scales_[scale_index(layer, 0)]}; }
-  CudaInt4KvPages v_pages_int4(std::int64_t layer) const { return {quantized<int4>(layer, 1), scales_[scale_index(layer, 1)]}; }
+  CudaInt8KvPages k_pages_int8(std::int64_t layer) const { return {stored<std::int8_t>(layer, 0, "k_pages_int8"), scales_[scale_index(layer, 0)]}; }
+  CudaInt8KvPages v_pages_int8(std::int64_t layer) const { return {stored<std::int8_t>(layer, 1, "v_pages_int8"), scales_[scale_index(layer, 1)]}; }
+  CudaInt4KvPages k_pages_int4(std::int64_t layer) const { return {stored<int4>(layer, 0, "k_pages_int4"), scales_[scale_index(layer, 0)]}; }
+  CudaInt4KvPages v_pages_int4(std::int64_t layer) const { return {stored<int4>(layer, 1, "v_pages_int4"), scales_[scale_index(layer, 1)]}; }
   ///@}
 
  private:
   CudaKvCache() = default;
-  std::size_t scale_index(std::int64_t layer, int kv) const {
-    check_layer(layer, "k_pages_int8 / int4");
-    return static_cast<std::size_t>(2 * layer + kv);
-  }
-  template <class T>
-  const Tensor<T, cuda>& quantized(std::int64_t layer, int kv) const {
-    check_layer(layer, "k_pages_int8 / int4");
-    if (dtype_of<T> != opts_.dtype)
-      throw_error(errc::invalid_argument, fmt::format("CudaKvCache holds {} pages, not {}", dtype_name(opts_.dtype), dtype_name(dtype_of<T>)));
-    const auto i = static_cast<std::size_t>(2 * layer + kv);
-    if constexpr (std::is_same_v<T, std::int8_t>) return i8_[i];
-    else return i4_[i];
-  }
   void check_layer(std::int64_t layer, const char* what) const;
+  // Tensor 2 * layer + kv of type T, which must be the pool's dtype.
   template <class T>
-  const Tensor<T, cuda>& pages(std::int64_t layer, int kv) const {
-    check_layer(layer, "k_pages / v_pages");
+  const Tensor<T, cuda>& stored(std::int64_t layer, int kv, const char* what) const {
+    check_layer(layer, what);
     if (dtype_of<T> != opts_.dtype)
       throw_error(errc::invalid_argument, fmt::format("CudaKvCache holds {} pages, not {}", dtype_name(opts_.dtype), dtype_name(dtype_of<T>)));
     const auto i = static_cast<std::size_t>(2 * layer + kv);
     if constexpr (std::is_same_v<T, float>) return f32_[i];
     else if constexpr (std::is_same_v<T, f16>) return f16_[i];
-    else return bf16_[i];
+    else if constexpr (std::is_same_v<T, bf16>) return bf16_[i];
+    else if constexpr (std::is_same_v<T, std::int8_t>) return i8_[i];
+    else return i4_[i];
   }
+  // The scales of tensor 2 * layer + kv (after stored() checked the layer).
+  static std::size_t scale_index(std::int64_t layer, int kv) noexcept { return static_cast<std::size_t>(2 * layer + kv); }
   void* page_data(std::size_t i) const noexcept;  // tensor i's device pointer, whatever its type
 
   BlockPoolOptions opts_;
