@@ -41,7 +41,8 @@
 //             peak_ratio = GFLOP/s / the measured f32 FMA peak (the kernels' work is dense tile
 //             products: compute-bound).
 //
-// --quick: contexts 1k and 4k (the dtype comparison at 4k), 4 requests with a 512-token prefix;
+// --quick: contexts 1k and 4k (the dtype comparison at 4k), 4 requests with a 512-token prefix,
+// a 512-token prompt for prefill;
 // figures not for publishing. Selection: --sections, --contexts, --batches, --dtypes, and
 // --kv-heads for the decode section's GQA (default 8; 32: none) (see --help).
 #include <algorithm>
@@ -138,7 +139,7 @@ struct Args {
 
 constexpr const char* kWhat =
     "quarry paged decode attention vs DRAM bandwidth (paged vs contiguous, f16 / bf16 / f32 / INT8 / INT4 K/V), prefix-cache "
-    "time to first token, paged vs contiguous memory";
+    "time to first token, prefill attention vs the FMA peak, paged vs contiguous memory";
 
 std::vector<const char*> take_args(int argc, char** argv, Args& a) {
   const std::string_view program = program_name(argc, argv, "bench_paged_attention");
@@ -826,7 +827,7 @@ int main(int argc, char** argv) {
     const unsigned nthreads = report.machine.threads;
     ThreadPool pool(nthreads);
     const std::vector<unsigned> thread_counts = row_thread_counts(nthreads);
-    if (options.quick) fmt::print("--quick: contexts 1k and 4k, the prefix section with 4 requests of 512 + 64 tokens; figures not for publishing\n");
+    if (options.quick) fmt::print("--quick: contexts 1k and 4k, the prefix section with 4 requests of 512 + 64 tokens, a 512-token prefill; figures not for publishing\n");
 
     Summary summary;
     if (args.decode || args.prefill) {

@@ -434,8 +434,6 @@ const float* kv_rows_f32(KvElem elem, const KvPagesRef& pages, std::int64_t row,
   return tile;
 }
 
-// The softmax numerators of each head's n scores (in place, max subtracted) and, per head, the
-// chunk's partial result header: out[g * (dim + 2)] = max, [+1] = sum of exps, then dim zeros.
 // max(m0, x[0], ..., x[n - 1]).
 template <class Arch>
 QUARRY_ALWAYS_INLINE float max_from(const float* x, std::int64_t n, float m0) noexcept {
@@ -473,6 +471,8 @@ QUARRY_ALWAYS_INLINE float exp_minus_sum(float* x, std::int64_t n, float m) noex
   return sum;
 }
 
+// The softmax numerators of each head's n scores (in place, max subtracted) and, per head, the
+// chunk's partial result header: out[g * (dim + 2)] = max, [+1] = sum of exps, then dim zeros.
 template <class Arch>
 QUARRY_ALWAYS_INLINE void chunk_softmax(float* scores, std::int64_t n, std::int64_t heads, float* out, std::int64_t dim) noexcept {
   for (std::int64_t g = 0; g < heads; ++g) {
