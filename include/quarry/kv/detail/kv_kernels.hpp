@@ -45,6 +45,10 @@ struct DecodeChunkArgs {
   /// Results per query head g of the call (0 .. kv_heads * group): out[g * (dim + 2)] = max
   /// score m, [+1] = sum_t exp(s_t - m), [+2 .. +2 + dim) = sum_t exp(s_t - m) v_t.
   float* out = nullptr;
+  /// The chunk the caller runs next on this thread (over the same pages), or null: a hint that
+  /// lets a kernel ask for that chunk's first K rows while it reads its own last V rows. Results
+  /// do not depend on it.
+  const DecodeChunkArgs* then = nullptr;
 };
 
 /// Floats of scratch a chunk of `heads` query heads needs: the scores, one converted tile of K or V
