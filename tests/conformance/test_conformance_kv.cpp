@@ -1,7 +1,8 @@
 // Conformance of the kv kernels: one decode-attention chunk (scores, softmax numerators, the
 // weighted sum of V) of every ISA against the scalar reference, for every K/V element type, on
 // page sizes and token ranges that start and end mid-page, GQA groups, head dims that are and
-// are not multiples of the SIMD width, and INT4 group sizes that do and do not fill a register.
+// are not multiples of the SIMD width, and INT4 group sizes that do and do not fill a register;
+// and that the hint of a following chunk (DecodeChunkArgs::then) leaves the results as they are.
 #include "conformance/harness.hpp"
 
 #include <algorithm>
@@ -98,7 +99,9 @@ TEST_CASE("conformance: decode_chunk within float rounding of the reference, eve
             const std::int64_t kv_heads = kv_head == 0 && cases % 2 == 1 ? 2 : 1;  // both heads of a page in one call
             const std::int64_t heads = kv_heads * group;
             const std::vector<float> q = random_normal(static_cast<std::size_t>(heads * dim), static_cast<std::uint32_t>(rng()));
-            auto run = [&](const KvKernels& table) {
+            // then: with a hint of a following chunk (DecodeChunkArgs::then), which must not
+            // change the results.
+            auto run = [&](const KvKernels& table, bool then = false) {
               std::vector<float> scratch(detail::decode_chunk_scratch(heads, tokens, dim), std::nanf(""));
               std::vector<float> out(static_cast<std::size_t>(heads * (dim + 2)), std::nanf(""));
               DecodeChunkArgs a;
@@ -119,10 +122,15 @@ TEST_CASE("conformance: decode_chunk within float rounding of the reference, eve
               a.scale = 0.125f;
               a.scratch = scratch.data();
               a.out = out.data();
+              DecodeChunkArgs next = a;  // the sequence's tokens from 0, the same heads
+              next.t0 = 0;
+              if (then) a.then = &next;
               table.decode_chunk(a);
               return out;
             };
             const std::vector<float> got = run(kt), want = run(ref);
+            const std::vector<float> hinted = run(kt, true);
+            REQUIRE(std::memcmp(hinted.data(), got.data(), got.size() * sizeof(float)) == 0);
             INFO("elem=" << std::string(elem_name(elem)) << " dim=" << dim << " page_size=" << page_size << " group=" << group << " kv_heads=" << kv_heads
                          << " groups=" << groups << " t0=" << t0 << " t1=" << t1);
             for (std::int64_t g = 0; g < heads; ++g) {
@@ -165,7 +173,9 @@ TEST_CASE("conformance: tile_gemm within FMA rounding of the reference, every sh
             const std::vector<float> a = random_normal(static_cast<std::size_t>(m * lda), static_cast<std::uint32_t>(rng()));
             const std::vector<float> b = random_normal(static_cast<std::size_t>(std::max<std::int64_t>(k, 1) * ldb), static_cast<std::uint32_t>(rng()));
             const std::vector<float> c0 = random_normal(static_cast<std::size_t>(m * ldc), static_cast<std::uint32_t>(rng()));
-            auto run = [&](const KvKernels& table) {
+            // then: with a hint of a following chunk (DecodeChunkArgs::then), which must not
+            // change the results.
+            auto run = [&](const KvKernels& table, bool then = false) {
               std::vector<float> c = c0;
               detail::TileGemmArgs g;
               g.m = m;
@@ -231,7 +241,9 @@ TEST_CASE("conformance: tile_softmax within exp rounding of the reference, masks
               struct Out {
                 std::vector<float> s, acc, max, sum;
               };
-              auto run = [&](const KvKernels& table) {
+              // then: with a hint of a following chunk (DecodeChunkArgs::then), which must not
+            // change the results.
+            auto run = [&](const KvKernels& table, bool then = false) {
                 Out o{s0, acc0, max0, sum0};
                 detail::TileSoftmaxArgs g;
                 g.m = m;
