@@ -87,12 +87,15 @@ PagesDesc int4_pages(const Int4KvPages& p) {
 // tens of microseconds of work, as long as waking the pool's threads takes).
 constexpr std::int64_t kMinPoolElements = std::int64_t{1} << 18;
 
-// The tokens per chunk: the caller's, else 256, growing for long sequences so one has at most
-// about 32 chunks (a rule of the length only: the result never depends on the thread count).
+// The tokens per chunk: the caller's, else 256, growing for sequences over 4,096 tokens so one
+// has at most about 16 chunks, up to 4,096 tokens (a rule of the length only: the result never
+// depends on the thread count). Fewer, longer chunks start fewer passes over pages (16k tokens,
+// INT8, 1 thread on Zen 4: chunks of 1,024 tokens 2-4% faster than of 512); 16 chunks of each
+// sequence's kv heads still give many threads work.
 std::int64_t chunk_for(std::int64_t tokens, std::int64_t requested) {
   if (requested > 0) return requested;
-  const std::int64_t by_count = (tokens + 31) / 32;
-  return std::max<std::int64_t>(256, (by_count + 15) / 16 * 16);
+  const std::int64_t by_count = (tokens + 15) / 16;
+  return std::clamp<std::int64_t>((by_count + 15) / 16 * 16, 256, 4096);
 }
 
 status decode_impl(TensorView<const float> q, const PagesDesc& k_pages, const PagesDesc& v_pages, const PageTableCsr& table,

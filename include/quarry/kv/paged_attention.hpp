@@ -65,9 +65,9 @@ struct DecodeAttentionParams {
   /// > 0: attend to the last sliding_window tokens only.
   std::int64_t sliding_window = 0;
   /// Tokens per chunk whose partial results are merged by log-sum-exp (the CPU's unit of work,
-  /// a GPU block's on the device); 0: 256, or more for sequences over 8,192 tokens so that one
-  /// has at most about 32 chunks (on the CPU: a rule of the length alone, never of the thread
-  /// count; the CUDA kernel picks its own default from the device).
+  /// a GPU block's on the device); 0: 256, or more for sequences over 4,096 tokens so that one
+  /// has at most about 16 chunks, up to 4,096 tokens a chunk (on the CPU: a rule of the length
+  /// alone, never of the thread count; the CUDA kernel picks its own default from the device).
   std::int64_t chunk_tokens = 0;
   /// Runs (sequence, kv head, chunk) units in parallel when set and the call reads at least
   /// 2^18 K/V elements (smaller calls run on the caller's thread: waking the pool would cost
