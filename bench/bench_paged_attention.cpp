@@ -238,7 +238,7 @@ std::int64_t page_kv_bytes(Kv t, std::int64_t kv_heads) { return 2 * (page_value
 // The ceiling of a decode row: the read rate of shuffled blocks of its pages' size (one page's
 // K values, all kv heads: what a kernel reads in one sweep), 1 thread and all, measured per page
 // size (measure_scattered_read_gbps): smaller blocks read slower in random order (on Zen 4,
-// INT8's 16 KiB pages 0.72-0.88 of f16's 32 KiB ones).
+// INT8's 16 KiB pages 0.62-0.88 of f16's 32 KiB ones).
 struct PageCeilings {
   std::map<std::int64_t, std::pair<double, double>> gbps;  // block bytes -> (1 thread, all threads)
 
