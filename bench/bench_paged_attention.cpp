@@ -22,6 +22,9 @@
 //             (target >= 0.95, i.e. paged at most 5% slower), speedup_vs_f16 = f16 time / this dtype's
 //             time, same shape and threads, f16 pages timed in turn with this dtype's (INT8 target >= 1.7
 //             at 16k). Both ratios are medians of the ratios of samples taken back to back.
+//             page_read_ratio = gbps / the read rate of the row's page size in random order (a
+//             plain SIMD read of shuffled blocks of one page's K values, all kv heads, measured
+//             per size: 32 KiB for f16 / bf16, 16 KiB INT8, 8 KiB INT4, 64 KiB f32).
 //             Each type other than f16 also gets an "in cache" row: batch 1, 512 tokens, 1 thread,
 //             the same pages every call, against f16 the same way: the kernels' arithmetic alone.
 // 2. prefix   time to first token of 16 requests sharing a 1,024-token prefix plus 64 unique tokens,
