@@ -245,10 +245,11 @@ std::int64_t page_kv_bytes(Kv t, std::int64_t kv_heads) { return 2 * (page_value
 struct PageCeilings {
   std::map<std::int64_t, std::pair<double, double>> gbps;  // block bytes -> (1 thread, all threads)
 
-  double for_row(Kv t, std::int64_t kv_heads, unsigned threads) const {
-    const auto& [one, all] = gbps.at(page_value_bytes(t, kv_heads));
+  double for_size(std::int64_t bytes, unsigned threads) const {
+    const auto& [one, all] = gbps.at(bytes);
     return threads <= 1 ? one : all;
   }
+  double for_row(Kv t, std::int64_t kv_heads, unsigned threads) const { return for_size(page_value_bytes(t, kv_heads), threads); }
 };
 
 // K and V pages (values and scales) of `pages` pages of one type and kv_heads heads, filled with
@@ -434,6 +435,43 @@ DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batc
   return r;
 }
 
+// The decode section's K/V types: --dtypes, or all.
+std::vector<Kv> decode_dtypes(const Args& args) {
+  return args.dtypes.empty() ? std::vector<Kv>(std::begin(kAllKv), std::end(kAllKv)) : args.dtypes;
+}
+
+// The ceiling of every page size the decode rows use: f16's from the yardsticks (y), the others
+// measured here; a row and a summary line each, per size and thread count.
+PageCeilings page_ceilings(BenchReport& report, Summary& summary, const Args& args, const Yardsticks& y, unsigned nthreads,
+                           const std::vector<unsigned>& thread_counts, Effort effort) {
+  PageCeilings ceilings;
+  ceilings.gbps[static_cast<std::int64_t>(y.scattered_block_bytes)] = {y.scattered_gbps_1thread, y.scattered_gbps};
+  std::map<std::int64_t, std::string> types_of;  // page size -> the dtypes that have it
+  for (const Kv t : decode_dtypes(args)) {
+    std::string& names = types_of[page_value_bytes(t, args.kv_heads)];
+    names += fmt::format("{}{}", names.empty() ? "" : ", ", kv_name(t));
+  }
+  std::unique_ptr<DramReadBuffer> buffer;
+  for (const auto& [bytes, names] : types_of) {
+    if (ceilings.gbps.contains(bytes)) continue;
+    if (buffer == nullptr) buffer = std::make_unique<DramReadBuffer>(effort, nthreads);
+    progress("measuring the read rate of shuffled {} KiB pages ({})", bytes >> 10, names);
+    const double one = measure_scattered_read_gbps(*buffer, static_cast<std::size_t>(bytes), 1, effort);
+    ceilings.gbps[bytes] = {one, nthreads > 1 ? measure_scattered_read_gbps(*buffer, static_cast<std::size_t>(bytes), nthreads, effort) : one};
+  }
+  for (const auto& [bytes, names] : types_of) {
+    for (const unsigned t : thread_counts) {
+      const double gbps = ceilings.for_size(bytes, t);
+      BenchRow row(fmt::format("read shuffled {} KiB pages (ceiling of {})", bytes >> 10, names), "machine", t);
+      row.set("gbps", gbps).set("bw_ratio", gbps / y.dram_gbps_for(t));
+      report.rows.push_back(std::move(row));
+      summary.add(Summary::bandwidth, "  shuffled {:2} KiB pages ({}), a plain read, {} thread{}: {:.1f} GB/s, {:.2f} of DRAM (the ceiling of their rows)",
+                  bytes >> 10, names, t, t > 1 ? "s" : " ", gbps, gbps / y.dram_gbps_for(t));
+    }
+  }
+  return ceilings;
+}
+
 // The read rate of shuffled blocks of each row's page size (ceilings) bounds its bytes/s.
 void run_decode(BenchReport& report, Summary& summary, const Args& args, const Yardsticks& y, const PageCeilings& ceilings, ThreadPool& pool,
                 const std::vector<unsigned>& thread_counts, bool quick) {
@@ -441,7 +479,7 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
   std::vector<std::int64_t> contexts = args.contexts;
   if (contexts.empty()) contexts = quick ? std::vector<std::int64_t>{1024, 4096} : std::vector<std::int64_t>{1024, 4096, 16384, 32768};
   const std::vector<std::int64_t> batches = args.batches.empty() ? std::vector<std::int64_t>{1, 16} : args.batches;
-  std::vector<Kv> dtypes = args.dtypes.empty() ? std::vector<Kv>(std::begin(kAllKv), std::end(kAllKv)) : args.dtypes;
+  std::vector<Kv> dtypes = decode_dtypes(args);
   // f16 first: its pages stay for the other types' comparison.
   std::stable_partition(dtypes.begin(), dtypes.end(), [](Kv t) { return t == Kv::f16; });
   // The dtype comparison's context: 16k when run, else the largest context below it, else the smallest.
@@ -851,33 +889,7 @@ int main(int argc, char** argv) {
     }
     if (args.decode) {
       const Yardsticks& y = *report.yardsticks;
-      // The ceiling of each page size the rows use: f16's from the yardsticks, the others' here.
-      PageCeilings ceilings;
-      ceilings.gbps[static_cast<std::int64_t>(y.scattered_block_bytes)] = {y.scattered_gbps_1thread, y.scattered_gbps};
-      std::map<std::int64_t, std::string> types_of;  // page size -> the dtypes that have it
-      for (const Kv t : args.dtypes.empty() ? std::vector<Kv>(std::begin(kAllKv), std::end(kAllKv)) : args.dtypes) {
-        std::string& names = types_of[page_value_bytes(t, args.kv_heads)];
-        names += fmt::format("{}{}", names.empty() ? "" : ", ", kv_name(t));
-      }
-      std::unique_ptr<DramReadBuffer> buffer;
-      for (const auto& [bytes, names] : types_of) {
-        if (ceilings.gbps.contains(bytes)) continue;
-        if (buffer == nullptr) buffer = std::make_unique<DramReadBuffer>(options.effort(), nthreads);
-        progress("measuring the read rate of shuffled {} KiB pages ({})", bytes >> 10, names);
-        const double one = measure_scattered_read_gbps(*buffer, static_cast<std::size_t>(bytes), 1, options.effort());
-        ceilings.gbps[bytes] = {one, nthreads > 1 ? measure_scattered_read_gbps(*buffer, static_cast<std::size_t>(bytes), nthreads, options.effort()) : one};
-      }
-      buffer.reset();
-      for (const auto& [bytes, names] : types_of) {
-        for (const unsigned t : thread_counts) {
-          const double gbps = t <= 1 ? ceilings.gbps.at(bytes).first : ceilings.gbps.at(bytes).second;
-          BenchRow row(fmt::format("read shuffled {} KiB pages (ceiling of {})", bytes >> 10, names), "machine", t);
-          row.set("gbps", gbps).set("bw_ratio", gbps / y.dram_gbps_for(t));
-          report.rows.push_back(std::move(row));
-          summary.add(Summary::bandwidth, "  shuffled {:2} KiB pages ({}), a plain read, {} thread{}: {:.1f} GB/s, {:.2f} of DRAM (the ceiling of their rows)",
-                      bytes >> 10, names, t, t > 1 ? "s" : " ", gbps, gbps / y.dram_gbps_for(t));
-        }
-      }
+      const PageCeilings ceilings = page_ceilings(report, summary, args, y, nthreads, thread_counts, options.effort());
       run_decode(report, summary, args, y, ceilings, pool, thread_counts, options.quick);
     }
     if (args.prefix) run_prefix(report, summary, args, pool, nthreads, options.quick);
