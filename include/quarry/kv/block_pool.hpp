@@ -290,10 +290,10 @@ class BlockPool {
   BlockPoolOptions opts_;
   std::int64_t page_bytes_ = 0;  // one page of one layer, K or V
   std::int64_t row_bytes_ = 0;   // one token of one head: head_dim values
-  std::vector<PageCopy> copies_;  // host_storage false: copies not yet handed over
   std::int64_t scales_per_row_ = 0;  // per token and head: 1 (i8), head_dim / int4_group (i4), 0
   AlignedBuffer storage_;        // [num_layers][2][num_pages][page_bytes]
   AlignedBuffer scales_;         // i8/i4: [num_layers][2][num_pages][n_kv_heads][page_size][scales_per_row] f32
+  std::vector<PageCopy> copies_;  // host_storage false: copies not yet handed over
   std::vector<std::int32_t> refs_;
   std::vector<std::int32_t> free_;  // a stack of free page numbers
   std::vector<Sequence> seqs_;
