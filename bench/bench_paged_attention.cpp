@@ -23,8 +23,8 @@
 //             time, same shape and threads, f16 pages timed in turn with this dtype's (INT8 target >= 1.7
 //             at 16k). Both ratios are medians of the ratios of samples taken back to back.
 //             page_read_ratio = gbps / the read rate of the row's page size in random order (a
-//             plain SIMD read of shuffled blocks of one page's K values, all kv heads, measured
-//             per size: 32 KiB for f16 / bf16, 16 KiB INT8, 8 KiB INT4, 64 KiB f32).
+//             plain SIMD read of shuffled blocks of one page's K values, all kv heads, two side
+//             by side as the kernels read them, measured per size: 32 KiB for f16 / bf16, 16 KiB INT8, 8 KiB INT4, 64 KiB f32).
 //             Each type other than f16 also gets an "in cache" row: batch 1, 512 tokens, 1 thread,
 //             the same pages every call, against f16 the same way: the kernels' arithmetic alone.
 // 2. prefix   time to first token of 16 requests sharing a 1,024-token prefix plus 64 unique tokens,
@@ -241,7 +241,7 @@ std::int64_t page_kv_bytes(Kv t, std::int64_t kv_heads) { return 2 * (page_value
 // The ceiling of a decode row: the read rate of shuffled blocks of its pages' size (one page's
 // K values, all kv heads: what a kernel reads in one sweep), 1 thread and all, measured per page
 // size (measure_scattered_read_gbps): smaller blocks read slower in random order (on Zen 4,
-// INT8's 16 KiB pages 0.62-0.88 of f16's 32 KiB ones).
+// INT8's 16 KiB pages 0.85-0.92 of f16's 32 KiB ones, 1 and 2 threads).
 struct PageCeilings {
   std::map<std::int64_t, std::pair<double, double>> gbps;  // block bytes -> (1 thread, all threads)
 
@@ -900,7 +900,7 @@ int main(int argc, char** argv) {
     const int rc = output_report(report, options.json_path);
     fmt::print("\nbw_ratio: gbps (K/V values and scales read per call) / measured DRAM read GB/s (1-thread figure for 1-thread rows); "
                "page_read_ratio: gbps / the read rate of shuffled pages of the row's size (a plain SIMD sum of blocks of one page of K, all kv "
-               "heads, in random order with the kernels' prefetching: the most a kernel reading scattered pages gets here); "
+               "heads, in random order, two side by side with the kernels' prefetching: the most a kernel reading scattered pages gets here); "
                "paged: pages shuffled over the pool, contiguous: the same pages in order; paged_vs_contiguous: contiguous time / paged "
                "time; speedup_vs_f16: f16 time / this type's, same shape and threads; gops: attention GFLOP/s (8 per K/V element at 4 query heads per KV head), peak_ratio: gops / measured f32 FMA peak; INT4 scales: one f32 per {} elements\n",
                kInt4Group);

@@ -57,10 +57,10 @@ double measure_dram_read_gbps(const DramReadBuffer& buffer, unsigned threads, Ef
 double measure_dram_read_gbps(unsigned threads, Effort effort = Effort::full);
 
 /// DRAM read bandwidth of scattered pages, in GB/s: `threads` threads each read their slice of
-/// `buffer` as blocks of `block_bytes` (a multiple of 512) in a random order (fixed seed), asking
-/// for the block about 32 KiB ahead into L2 as they read, as quarry's kv decode kernels do: the
-/// ceiling for a kernel that reads pages scattered over a pool (the hardware prefetchers stop at
-/// each block). Best of several repetitions.
+/// `buffer` as blocks of `block_bytes` (a multiple of 512) in a random order (fixed seed), two at
+/// a time side by side, asking for blocks about 32 KiB ahead into L2 as they read, as quarry's kv
+/// decode kernels do: the ceiling for a kernel that reads pages scattered over a pool (the
+/// hardware prefetchers stop at each block). Best of several repetitions.
 double measure_scattered_read_gbps(const DramReadBuffer& buffer, std::size_t block_bytes, unsigned threads, Effort effort = Effort::full);
 
 /// Read bandwidth in GB/s of the given memory (each region 64-byte aligned), by the plain SIMD

@@ -18,9 +18,9 @@ namespace quarry::bench::detail {
 /// alive: the ISA variants group words differently and need not agree.
 std::uint64_t read_sum_portable(const std::byte* data, std::size_t bytes) noexcept;
 /// Sums the blocks blocks[0..count) of `block_bytes` bytes each (a multiple of 512; block b at
-/// data + b * block_bytes, 64-byte aligned) in that order, as a reader of scattered pages would:
-/// while reading block j it asks for block j + ahead into L2 (prefetch, one 512-byte slice per
-/// slice read), as the kv decode kernels do.
+/// data + b * block_bytes, 64-byte aligned) in that order, as the kv decode kernels read
+/// scattered pages: two at a time side by side, asking for blocks about `ahead` on into L2 as
+/// they go (walk_block_pairs in block_pairs.hpp).
 std::uint64_t read_blocks_portable(const std::byte* data, const std::uint32_t* blocks, std::size_t count, std::size_t block_bytes,
                                    std::size_t ahead) noexcept;
 /// Runs `iterations` rounds of 8 independent f32 multiply-add chains; 16 flops per round.

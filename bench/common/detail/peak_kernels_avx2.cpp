@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "common/detail/peak_kernels.hpp"
+#include "common/detail/block_pairs.hpp"
 
 namespace quarry::bench::detail {
 
@@ -33,15 +34,9 @@ std::uint64_t read_blocks_avx2(const std::byte* data, const std::uint32_t* block
                                std::size_t ahead) noexcept {
   __m256i s[16];
   for (__m256i& x : s) x = _mm256_setzero_si256();
-  for (std::size_t j = 0; j < count; ++j) {
-    const std::byte* p = data + blocks[j] * block_bytes;
-    const std::byte* next = j + ahead < count ? data + blocks[j + ahead] * block_bytes : nullptr;
-    for (std::size_t i = 0; i < block_bytes; i += 512) {
-      if (next != nullptr)
-        for (std::size_t l = 0; l < 512; l += 64) _mm_prefetch(reinterpret_cast<const char*>(next + i + l), _MM_HINT_T1);
-      for (int k = 0; k < 16; ++k) s[k] = _mm256_add_epi64(s[k], _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + k * 32)));
-    }
-  }
+  walk_block_pairs(data, blocks, count, block_bytes, ahead, [&](const std::byte* p) {
+    for (int k = 0; k < 16; ++k) s[k] = _mm256_add_epi64(s[k], _mm256_load_si256(reinterpret_cast<const __m256i*>(p + k * 32)));
+  });
   alignas(64) std::uint64_t lanes[16 * 32 / 8];
   for (int k = 0; k < 16; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(lanes) + k, s[k]);
   std::uint64_t total = 0;

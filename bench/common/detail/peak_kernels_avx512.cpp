@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "common/detail/peak_kernels.hpp"
+#include "common/detail/block_pairs.hpp"
 
 namespace quarry::bench::detail {
 
@@ -36,15 +37,9 @@ std::uint64_t read_blocks_avx512(const std::byte* data, const std::uint32_t* blo
                                std::size_t ahead) noexcept {
   __m512i s[8];
   for (__m512i& x : s) x = _mm512_setzero_si512();
-  for (std::size_t j = 0; j < count; ++j) {
-    const std::byte* p = data + blocks[j] * block_bytes;
-    const std::byte* next = j + ahead < count ? data + blocks[j + ahead] * block_bytes : nullptr;
-    for (std::size_t i = 0; i < block_bytes; i += 512) {
-      if (next != nullptr)
-        for (std::size_t l = 0; l < 512; l += 64) _mm_prefetch(reinterpret_cast<const char*>(next + i + l), _MM_HINT_T1);
-      for (int k = 0; k < 8; ++k) s[k] = _mm512_add_epi64(s[k], _mm512_load_si512(p + i + k * 64));
-    }
-  }
+  walk_block_pairs(data, blocks, count, block_bytes, ahead, [&](const std::byte* p) {
+    for (int k = 0; k < 8; ++k) s[k] = _mm512_add_epi64(s[k], _mm512_load_si512(p + k * 64));
+  });
   alignas(64) std::uint64_t lanes[8 * 64 / 8];
   for (int k = 0; k < 8; ++k) _mm512_store_si512(reinterpret_cast<__m512i*>(lanes) + k, s[k]);
   std::uint64_t total = 0;

@@ -1,6 +1,7 @@
 // The portable yardstick loops: what runs when the CPU has neither AVX2 nor AVX-512 (or is not
 // x86-64). Compiled with the project's ordinary flags.
 #include "common/detail/peak_kernels.hpp"
+#include "common/detail/block_pairs.hpp"
 
 #include <cstring>
 
@@ -22,19 +23,13 @@ std::uint64_t read_sum_portable(const std::byte* data, std::size_t bytes) noexce
 std::uint64_t read_blocks_portable(const std::byte* data, const std::uint32_t* blocks, std::size_t count, std::size_t block_bytes,
                                    std::size_t ahead) noexcept {
   std::uint64_t s[8] = {};
-  for (std::size_t j = 0; j < count; ++j) {
-    const std::byte* p = data + blocks[j] * block_bytes;
-    const std::byte* next = j + ahead < count ? data + blocks[j + ahead] * block_bytes : nullptr;
-    for (std::size_t i = 0; i < block_bytes; i += 512) {
-      if (next != nullptr)
-        for (std::size_t l = 0; l < 512; l += 64) __builtin_prefetch(next + i + l, 0, 2);
-      for (std::size_t o = 0; o < 512; o += 64) {
-        std::uint64_t w[8];
-        std::memcpy(w, p + i + o, sizeof w);
-        for (int k = 0; k < 8; ++k) s[k] += w[k];
-      }
+  walk_block_pairs(data, blocks, count, block_bytes, ahead, [&](const std::byte* p) {
+    for (std::size_t o = 0; o < 512; o += 64) {
+      std::uint64_t w[8];
+      std::memcpy(w, p + o, sizeof w);
+      for (int k = 0; k < 8; ++k) s[k] += w[k];
     }
-  }
+  });
   return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
 }
 
