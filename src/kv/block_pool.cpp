@@ -28,6 +28,7 @@ result<BlockPool> BlockPool::create(const BlockPoolOptions& o) {
     return status(errc::invalid_argument, fmt::format("BlockPool: num_layers {}, n_kv_heads {}, head_dim {}, page_size {}: each must be >= 1",
                                                       o.num_layers, o.n_kv_heads, o.head_dim, o.page_size));
   if (o.max_sequence_length < 1) return status(errc::invalid_argument, "BlockPool: max_sequence_length must be >= 1");
+  if (o.extent_pages < 1) return status(errc::invalid_argument, fmt::format("BlockPool: extent_pages is {}; it must be >= 1", o.extent_pages));
   // Bytes of one token-head row of values, and the f32 scales that go with it.
   std::int64_t elem_bytes = 0, scales_per_row = 0;
   switch (o.dtype) {
@@ -88,8 +89,7 @@ result<BlockPool> BlockPool::create(const BlockPoolOptions& o) {
   p.cached_.assign(static_cast<std::size_t>(opts.num_pages), 0);
   p.key_of_.assign(static_cast<std::size_t>(opts.num_pages), 0);
   p.lru_pos_.resize(static_cast<std::size_t>(opts.num_pages));
-  p.free_.reserve(static_cast<std::size_t>(opts.num_pages));
-  for (std::int64_t i = opts.num_pages - 1; i >= 0; --i) p.free_.push_back(static_cast<std::int32_t>(i));  // page 0 handed out first
+  p.free_ = detail::FreePages(opts.num_pages, opts.extent_pages);  // page 0 handed out first
   return p;
 }
 
@@ -137,21 +137,17 @@ void BlockPool::drop(std::int32_t page) noexcept {
   const auto i = static_cast<std::size_t>(page);
   if (--refs_[i] != 0) return;
   if (cached_[i]) lru_pos_[i] = lru_.insert(lru_.end(), page);  // most recently used at the back
-  else free_.push_back(page);
+  else free_.put(page);
 }
 
-std::int32_t BlockPool::take_page() {
-  std::int32_t page = -1;
-  if (!free_.empty()) {
-    page = free_.back();
-    free_.pop_back();
-  } else if (!lru_.empty()) {
+std::int32_t BlockPool::take_page(std::int32_t after) {
+  std::int32_t page = free_.take(after);
+  if (page < 0) {
+    if (lru_.empty()) return -1;
     page = lru_.front();
     lru_.pop_front();
     uncache(page);
     ++stats_.evictions;
-  } else {
-    return -1;
   }
   refs_[static_cast<std::size_t>(page)] = 1;
   return page;
@@ -266,7 +262,7 @@ status BlockPool::make_exclusive(Sequence& s, std::size_t i) {
     uncache(old);  // its contents are about to change
     return {};
   }
-  const std::int32_t fresh = take_page();
+  const std::int32_t fresh = take_page(i > 0 ? s.pages[i - 1] : -1);
   if (fresh < 0)
     return {errc::out_of_memory, fmt::format("BlockPool: no free page to copy a shared page into ({} pages, all in use)", opts_.num_pages)};
   if (!opts_.host_storage) {
@@ -308,7 +304,7 @@ status BlockPool::append(SequenceId seq, std::int64_t n) {
     const status st = make_exclusive(*s, s->pages.size() - 1);
     if (!st.ok()) return st;
   }
-  for (std::int64_t i = 0; i < need; ++i) s->pages.push_back(take_page());
+  for (std::int64_t i = 0; i < need; ++i) s->pages.push_back(take_page(s->pages.empty() ? -1 : s->pages.back()));
   s->length += n;
   return {};
 }

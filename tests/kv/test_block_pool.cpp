@@ -10,6 +10,8 @@
 #include <limits>
 #include <map>
 #include <random>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include <quarry/kv/block_pool.hpp>
@@ -202,12 +204,76 @@ TEST_CASE("BlockPool: an exhausted pool is an out_of_memory error that changes n
   CHECK(contains(capped.append(c, 1).message(), "maximum is 5"));
 }
 
+// Runs of consecutive page numbers in a sequence's block table: 1 + the places where a page
+// does not follow the one before.
+std::int64_t page_runs(std::span<const std::int32_t> pages) {
+  std::int64_t runs = pages.empty() ? 0 : 1;
+  for (std::size_t i = 1; i < pages.size(); ++i) runs += pages[i] != pages[i - 1] + 1;
+  return runs;
+}
+
+TEST_CASE("BlockPool: sequences growing together get their pages side by side, in runs of extent_pages or more") {
+  // 16 sequences decoding in step, a page each in turn: with extents of 4 pages each sequence's
+  // 32 pages lie in runs of 4 (8 runs); taking the last freed page (extent 1) interleaves them
+  // one by one (32 runs).
+  for (const std::int64_t extent : {4, 1}) {
+    CAPTURE(extent);
+    BlockPoolOptions o = small_options(DType::f16, 16 * 32);
+    o.extent_pages = extent;
+    BlockPool pool = BlockPool::create(o).value();
+    std::vector<SequenceId> seqs;
+    for (int i = 0; i < 16; ++i) seqs.push_back(pool.create());
+    for (int page = 0; page < 32; ++page)
+      for (const SequenceId s : seqs) REQUIRE(pool.append(s, o.page_size).ok());
+    CHECK(pool.free_pages() == 0);
+    for (const SequenceId s : seqs) CHECK(page_runs(pool.pages(s)) == (extent == 4 ? 8 : 32));
+  }
+  // A sequence's prompt takes consecutive pages; after a release, the freed extents serve again.
+  BlockPool pool = BlockPool::create(small_options(DType::f16, 64)).value();
+  const SequenceId a = pool.create(), b = pool.create();
+  REQUIRE(pool.append(a, 4 * 10).ok());  // 10 pages: 0 .. 9
+  CHECK(page_runs(pool.pages(a)) == 1);
+  REQUIRE(pool.append(b, 4).ok());  // the next wholly free extent: pages 12 .. 15
+  CHECK(pool.pages(b)[0] == 12);
+  REQUIRE(pool.append(a, 4).ok());  // page 10 follows a's last
+  CHECK(pool.pages(a).back() == 10);
+  REQUIRE(pool.release(a).ok());  // pages 0 .. 10 free again: extents 0 .. 2 whole
+  const SequenceId c = pool.create();
+  REQUIRE(pool.append(c, 4 * 8).ok());  // the last extent freed (8 .. 11), then 12 is b's: the next whole one (4 .. 7)
+  const std::vector<std::int32_t> expected{8, 9, 10, 11, 4, 5, 6, 7};
+  CHECK(std::ranges::equal(pool.pages(c), expected));
+}
+
+TEST_CASE("BlockPool: extents reserve nothing; every free page serves any sequence") {
+  BlockPoolOptions o = small_options(DType::f32, 8);
+  o.extent_pages = 4;
+  BlockPool pool = BlockPool::create(o).value();
+  const SequenceId a = pool.create(), b = pool.create(), c = pool.create();
+  REQUIRE(pool.append(a, 1).ok());
+  REQUIRE(pool.append(b, 1).ok());
+  CHECK(pool.pages(a)[0] == 0);
+  CHECK(pool.pages(b)[0] == 4);  // each started an extent
+  CHECK(pool.free_pages() == 6);
+  REQUIRE(pool.append(c, 6 * 4).ok());  // the six pages left, in both extents
+  CHECK(pool.free_pages() == 0);
+  CHECK(pool.append(a, 4).code() == errc::out_of_memory);
+  o.extent_pages = 0;
+  CHECK(contains(BlockPool::create(o).status().message(), "extent_pages is 0"));
+}
+
 TEST_CASE("BlockPool: random operations against a model (contents, reference counts, free pages after every step)") {
-  for (const DType t : {DType::f32, DType::f16, DType::bf16, DType::i8, DType::i4}) {
+  // Every dtype with the default extents (4 pages), f32 also with none (1) and with extents of 5
+  // (the last one short): where pages come from must never change what the pool holds.
+  const std::pair<DType, std::int64_t> runs[] = {{DType::f32, 4}, {DType::f16, 4}, {DType::bf16, 4}, {DType::i8, 4},
+                                                 {DType::i4, 4},  {DType::f32, 1}, {DType::f32, 5}};
+  for (const auto& [t, extent] : runs) {
     CAPTURE(dtype_name(t));
-    BlockPool pool = BlockPool::create(small_options(t, 24)).value();
+    CAPTURE(extent);
+    BlockPoolOptions o = small_options(t, 24);
+    o.extent_pages = extent;
+    BlockPool pool = BlockPool::create(o).value();
     std::map<SequenceId, std::vector<float>> model;
-    std::mt19937 rng(static_cast<std::uint32_t>(t) + 5);
+    std::mt19937 rng(static_cast<std::uint32_t>(t) + 5 + static_cast<std::uint32_t>(extent));
     float next_val = 1;
     auto pick = [&]() {
       auto it = model.begin();

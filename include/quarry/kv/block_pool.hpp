@@ -84,6 +84,7 @@
 #include "quarry/core/float16.hpp"
 #include "quarry/core/status.hpp"
 #include "quarry/core/tensor.hpp"
+#include "quarry/kv/detail/free_pages.hpp"
 #include "quarry/kv/paged_attention.hpp"
 
 namespace quarry {
@@ -101,6 +102,14 @@ struct BlockPoolOptions {
   std::int64_t num_pages = 0;      ///< pages; 0: as many as memory_bytes holds
   std::int64_t memory_bytes = 0;   ///< budget for K and V of all layers when num_pages is 0
   std::int64_t max_sequence_length = std::int64_t{1} << 20;  ///< append beyond this is an error
+  /// Where a sequence's new page comes from: the page after its last one when free, else the
+  /// first page of an extent of extent_pages free pages (pages k * extent_pages onwards), else
+  /// any free page; so that a sequence's pages lie side by side in runs of extent_pages or more,
+  /// which attention reads faster than pages scattered one by one (INT8 pages of 16 tokens, 16
+  /// sequences x 16k tokens, on Zen 4: decode 4-5% slower than over one contiguous buffer in
+  /// runs of 4 pages, 13-15% one by one). Nothing is reserved: any free page can go to any
+  /// sequence. 1: the last freed page first. Must be >= 1.
+  std::int64_t extent_pages = 4;
   /// false: the pool only keeps the accounts (pages, block tables, reference counts, the prefix
   /// cache) and holds no K/V itself: the pages live elsewhere, e.g. in a CudaKvCache on a GPU
   /// (quarry/kv/cuda_kv_cache.hpp), whose owner asks for rows with prepare_write and applies the
@@ -129,7 +138,7 @@ class BlockPool {
 
   const BlockPoolOptions& options() const noexcept { return opts_; }  ///< the options it was created with
   std::int64_t num_pages() const noexcept { return opts_.num_pages; }  ///< pages in all
-  std::int64_t free_pages() const noexcept { return static_cast<std::int64_t>(free_.size()); }  ///< pages held by nothing
+  std::int64_t free_pages() const noexcept { return free_.size(); }  ///< pages held by nothing
   /// Bytes of one page's values in one layer for K (V the same); i8/i4 scales not included.
   std::int64_t page_bytes() const noexcept { return page_bytes_; }
   /// References held on page p (0: free).
@@ -273,9 +282,10 @@ class BlockPool {
   /// Makes page slot i of `s` exclusively owned (copying when shared); out_of_memory when no page is free.
   status make_exclusive(Sequence& s, std::size_t i);
   void drop(std::int32_t page) noexcept;
-  /// A page for new contents (ref count 1): a free one, else the least recently used evictable
-  /// one; -1 when there is none.
-  std::int32_t take_page();
+  /// A page for new contents (ref count 1): a free one (FreePages::take, following `after`, the
+  /// sequence's page before it; -1: none), else the least recently used evictable one; -1 when
+  /// there is none.
+  std::int32_t take_page(std::int32_t after);
   void uncache(std::int32_t page);
   std::uint64_t page_key(std::uint64_t parent, std::span<const std::int32_t> tokens) const noexcept;
 
@@ -295,7 +305,7 @@ class BlockPool {
   AlignedBuffer scales_;         // i8/i4: [num_layers][2][num_pages][n_kv_heads][page_size][scales_per_row] f32
   std::vector<PageCopy> copies_;  // host_storage false: copies not yet handed over
   std::vector<std::int32_t> refs_;
-  std::vector<std::int32_t> free_;  // a stack of free page numbers
+  detail::FreePages free_;
   std::vector<Sequence> seqs_;
   std::vector<SequenceId> free_ids_;
   // Prefix cache: key -> entry; per page, whether cached and its key; idle cached pages in LRU
