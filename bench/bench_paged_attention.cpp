@@ -10,7 +10,9 @@
 //             The pages of a batch live in a pool sized for that batch; "paged": each sequence's
 //             pages are a random permutation of the pool's (as after churn), "contiguous": the same
 //             pages in order, sequence after sequence (indices 0..n-1: one contiguous buffer, read
-//             by the same kernel). The two are timed alternately. Small rows rotate through several
+//             by the same kernel), "pool order": the same pages as a fresh BlockPool hands them to
+//             the batch's sequences growing in step, a page each in turn (runs of extent_pages = 4
+//             pages). The three are timed alternately. Small rows rotate through several
 //             copies of the pool (as a model's layers) so that every call reads at least 8x the
 //             last-level cache: every row reads its K/V from DRAM.
 //             Figures: ms per call (median of samples), gbps = K/V bytes read per call (values and
@@ -19,12 +21,14 @@
 //             K/V element pair) and peak_ratio = gops / the measured f32 FMA peak (decode with 4
 //             query heads per KV head does 8 flops per K/V element: near the peak, a kernel is
 //             compute-bound, not memory-bound), paged_vs_contiguous = contiguous time / paged time
-//             (target >= 0.95, i.e. paged at most 5% slower), speedup_vs_f16 = f16 time / this dtype's
+//             (target >= 0.95, i.e. paged at most 5% slower), pool_vs_contiguous the same for the
+//             pool order, speedup_vs_f16 = f16 time / this dtype's
 //             time, same shape and threads, f16 pages timed in turn with this dtype's (INT8 target >= 1.7
 //             at 16k). Both ratios are medians of the ratios of samples taken back to back.
 //             page_read_ratio = gbps / the read rate of the row's page size in random order (a
 //             plain SIMD read of shuffled blocks of one page's K values, all kv heads, two side
-//             by side as the kernels read them, measured per size: 32 KiB for f16 / bf16, 16 KiB INT8, 8 KiB INT4, 64 KiB f32).
+//             by side as the kernels read them, measured per size: 32 KiB for f16 / bf16, 16 KiB
+//             INT8, 8 KiB INT4, 64 KiB f32).
 //             Each type other than f16 also gets an "in cache" row: batch 1, 512 tokens, 1 thread,
 //             the same pages every call, against f16 the same way: the kernels' arithmetic alone.
 // 2. prefix   time to first token of 16 requests sharing a 1,024-token prefix plus 64 unique tokens,
@@ -366,19 +370,22 @@ std::int64_t rotation_copies(Kv t, std::int64_t kv_heads, std::int64_t batch, st
 struct DecodeResult {
   double paged_s = 0, contiguous_s = 0;  // medians, seconds per call
   double ratio = 0;                      // contiguous / paged: the median of the alternating samples' ratios
+  double pool_s = 0, pool_ratio = 0;     // the same pages in a BlockPool's order: its median, contiguous / it
   double f16_s = 0, speedup = 0;         // with an f16 reference: its paged median, the median of f16 / this ratios
   std::int64_t copies = 1, samples = 0;
 };
 
-// Times decode calls over a shuffled and an in-order page table of the same pages and, when
-// `f16` is given, the same shape over f16 pages (shuffled), in turn, sample after sample: every
-// ratio compares samples taken back to back, under the same load from other processes.
+// Times decode calls over a shuffled, an in-order and a BlockPool-ordered page table of the same
+// pages (pool_batch_page_table: the sequences grown in step from a fresh pool) and, when `f16` is
+// given, the same shape over f16 pages (shuffled), in turn, sample after sample: every ratio
+// compares samples taken back to back, under the same load from other processes.
 DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batch, std::int64_t context, ThreadPool* pool,
                          const DecodeTiming& timing) {
   const std::int64_t pages = batch * ((context + kPage - 1) / kPage);
   const BatchPageTable paged = make_batch_page_table(batch, context, kPage, true, static_cast<std::uint32_t>(11 + batch + context));
   const BatchPageTable contiguous = make_batch_page_table(batch, context, kPage, false, 0);
-  const PageTableCsr paged_csr = paged.csr(), contiguous_csr = contiguous.csr();
+  const BatchPageTable pool_order = pool_batch_page_table(batch, context, kPage);
+  const PageTableCsr paged_csr = paged.csr(), contiguous_csr = contiguous.csr(), pool_csr = pool_order.csr();
   Tensor<float> q = Tensor<float>::uninitialized({batch, kHeads, kDim});
   {
     std::mt19937 rng(3);
@@ -394,7 +401,7 @@ DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batc
     std::int64_t copies = 1, next = 0, inner = 1;
     std::vector<double> seconds;
   };
-  std::vector<Variant> vs = {{&a, &paged_csr}, {&a, &contiguous_csr}};
+  std::vector<Variant> vs = {{&a, &paged_csr}, {&a, &contiguous_csr}, {&a, &pool_csr}};
   if (f16 != nullptr) vs.push_back({f16, &paged_csr});
   for (Variant& v : vs) v.copies = std::min(v.arena->pages / pages, rotation_copies(v.arena->type, v.arena->kv_heads, batch, context, timing.rotation_bytes));
   const auto sample = [&](Variant& v, std::int64_t inner) {
@@ -428,9 +435,11 @@ DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batc
   r.paged_s = median(vs[0].seconds);
   r.contiguous_s = median(vs[1].seconds);
   r.ratio = ratio(vs[1].seconds, vs[0].seconds);
+  r.pool_s = median(vs[2].seconds);
+  r.pool_ratio = ratio(vs[1].seconds, vs[2].seconds);
   if (f16 != nullptr) {
-    r.f16_s = median(vs[2].seconds);
-    r.speedup = ratio(vs[2].seconds, vs[0].seconds);
+    r.f16_s = median(vs[3].seconds);
+    r.speedup = ratio(vs[3].seconds, vs[0].seconds);
   }
   return r;
 }
@@ -497,8 +506,8 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
   progress("decode: every row reads >= {} MiB per call in rotation (8x the {} MiB last-level cache)", timing.rotation_bytes >> 20,
            llc >> 20);
 
-  std::vector<double> paged_ratios;  // contiguous / paged time, every row
-  std::map<Kv, std::vector<double>> paged_ratios_of;
+  std::vector<double> paged_ratios, pool_ratios;  // contiguous / paged time, every row: shuffled, BlockPool order
+  std::map<Kv, std::vector<double>> paged_ratios_of, pool_ratios_of;
   std::unique_ptr<KvArena> f16_arena;  // the f16 pages, kept for the other types' speed-up
   for (const Kv type : dtypes) {
     std::vector<std::int64_t> ctxs = contexts;
@@ -522,6 +531,8 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
           const double flops = 4.0 * static_cast<double>(batch * ctx * kHeads * kDim);
           paged_ratios.push_back(r.ratio);
           paged_ratios_of[type].push_back(r.ratio);
+          pool_ratios.push_back(r.pool_ratio);
+          pool_ratios_of[type].push_back(r.pool_ratio);
           for (const bool paged : {false, true}) {
             const double s = paged ? r.paged_s : r.contiguous_s;
             const double gbps = bytes / s / 1e9;
@@ -532,7 +543,7 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
             row.set("set_mib", static_cast<std::int64_t>(bytes * static_cast<double>(r.copies)) >> 20);
             row.set("samples", r.samples);
             if (paged) {
-              row.set("paged_vs_contiguous", r.ratio);
+              row.set("paged_vs_contiguous", r.ratio).set("pool_vs_contiguous", r.pool_ratio).set("pool_ms", r.pool_s * 1e3);
               if (r.speedup > 0) {
                 row.set("speedup_vs_f16", r.speedup).set("f16_ms", r.f16_s * 1e3);
                 if (ctx == compare && (type == Kv::i8 || type == Kv::i4))
@@ -550,9 +561,9 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
             report.rows.push_back(std::move(row));
           }
           progress("decode {} ctx {:5} batch {:2} threads {}: paged {:8.3f} ms ({:5.1f} GB/s, {:.2f} of DRAM), contiguous {:8.3f} ms, "
-                   "contiguous/paged {:.3f}{} ({} samples, {} copies)",
+                   "contiguous/paged {:.3f}, /pool order {:.3f}{} ({} samples, {} copies)",
                    kv_name(type), ctx, batch, t, r.paged_s * 1e3, bytes / r.paged_s / 1e9, bytes / r.paged_s / 1e9 / dram, r.contiguous_s * 1e3,
-                   r.ratio, r.speedup > 0 ? fmt::format(", f16 {:.3f} ms: {:.2f}x", r.f16_s * 1e3, r.speedup) : std::string(), r.samples,
+                   r.ratio, r.pool_ratio, r.speedup > 0 ? fmt::format(", f16 {:.3f} ms: {:.2f}x", r.f16_s * 1e3, r.speedup) : std::string(), r.samples,
                    r.copies);
         }
       }
@@ -583,6 +594,13 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
     std::string per;
     for (const auto& [type, v] : paged_ratios_of) per += fmt::format("{}{} {:.3f}", per.empty() ? "" : ", ", kv_name(type), median(v));
     summary.add(Summary::paging, "  paged vs contiguous, median per K/V type: {}", per);
+    const double pool_worst = *std::min_element(pool_ratios.begin(), pool_ratios.end());
+    std::string pool_per;
+    for (const auto& [type, v] : pool_ratios_of) pool_per += fmt::format("{}{} {:.3f}", pool_per.empty() ? "" : ", ", kv_name(type), median(v));
+    summary.add(Summary::paging,
+                "  paged in BlockPool order (a fresh pool's pages for sequences growing in step: runs of 4 pages) vs contiguous: median "
+                "{:.3f}, worst {:.3f} over {} rows; per K/V type: {}",
+                median(pool_ratios), pool_worst, pool_ratios.size(), pool_per);
   }
 }
 
@@ -902,7 +920,8 @@ int main(int argc, char** argv) {
                "page_read_ratio: gbps / the read rate of shuffled pages of the row's size (a plain SIMD sum of blocks of one page of K, all kv "
                "heads, in random order, two side by side with the kernels' prefetching: the most a kernel reading scattered pages gets here); "
                "paged: pages shuffled over the pool, contiguous: the same pages in order; paged_vs_contiguous: contiguous time / paged "
-               "time; speedup_vs_f16: f16 time / this type's, same shape and threads; gops: attention GFLOP/s (8 per K/V element at 4 query heads per KV head), peak_ratio: gops / measured f32 FMA peak; INT4 scales: one f32 per {} elements\n",
+               "time; pool_vs_contiguous: contiguous time / the time over the same pages in the order a fresh BlockPool hands them to "
+               "sequences growing in step (pool_ms); speedup_vs_f16: f16 time / this type's, same shape and threads; gops: attention GFLOP/s (8 per K/V element at 4 query heads per KV head), peak_ratio: gops / measured f32 FMA peak; INT4 scales: one f32 per {} elements\n",
                kInt4Group);
     bool header = false;
     for (const auto& topic : summary.lines)

@@ -1,13 +1,16 @@
-// Page tables of a decode batch laid out in order or scattered over the pool: what the paged
-// attention benchmarks (CPU and CUDA) compare, paged against contiguous pages.
+// Page tables of a decode batch laid out in order, scattered over the pool, or as a BlockPool
+// hands the pages out: what the paged attention benchmarks (CPU and CUDA) compare, paged
+// against contiguous pages.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
+#include <quarry/kv/block_pool.hpp>
 #include <quarry/kv/paged_attention.hpp>
 
 namespace quarry::bench {
@@ -36,6 +39,26 @@ inline BatchPageTable make_batch_page_table(std::int64_t batch, std::int64_t con
     s.last.push_back(static_cast<std::int32_t>(context - (per - 1) * page_size));
   }
   return s;
+}
+
+/// `batch` sequences of `context` tokens as a fresh BlockPool of exactly their pages (default
+/// options, so extent_pages 4; accounts only) hands them out when the sequences grow together, a
+/// page each in turn, as when they decode in step: each sequence's pages come in runs of 4.
+inline BatchPageTable pool_batch_page_table(std::int64_t batch, std::int64_t context, std::int64_t page_size) {
+  const std::int64_t per = (context + page_size - 1) / page_size;
+  BlockPoolOptions o;
+  o.page_size = page_size;
+  o.num_pages = batch * per;
+  o.max_sequence_length = std::max<std::int64_t>(context, 1);
+  o.host_storage = false;
+  BlockPool pool = BlockPool::create(o).value();
+  std::vector<SequenceId> seqs;
+  for (std::int64_t b = 0; b < batch; ++b) seqs.push_back(pool.create());
+  for (std::int64_t p = 0; p < per; ++p)
+    for (const SequenceId s : seqs)
+      if (!pool.append(s, std::min(page_size, context - p * page_size)).ok()) throw std::logic_error("pool_batch_page_table: append failed");
+  const BlockPool::Table t = pool.page_table(seqs).value();
+  return {t.indptr, t.indices, t.last_page_len};
 }
 
 }  // namespace quarry::bench
