@@ -30,7 +30,10 @@
 // (all layers) for the writer ("copy on write"), as does an append that lands in a shared,
 // partially filled last page. truncate(seq, n) keeps the first n tokens (speculative decoding
 // rollback) and releases pages no longer used; release(seq) frees the sequence. page_table()
-// builds the CSR table of a batch of sequences for the attention kernels.
+// builds the CSR table of a batch of sequences for the attention kernels. A sequence's new page
+// is the one after its last when free, else the first of a wholly free extent of extent_pages
+// pages, so that sequences growing together still get their pages side by side in runs, which
+// attention reads faster than scattered pages; nothing is reserved (BlockPoolOptions::extent_pages).
 //
 // Storage elsewhere. With options.host_storage false the pool holds no K/V, only the accounts:
 // a storage that lives elsewhere (a GPU's memory: CudaKvCache) gets the slots of the rows to
