@@ -5,8 +5,10 @@
 namespace quarry::detail {
 
 FreePages::FreePages(std::int64_t num_pages, std::int64_t extent) : num_pages_(num_pages), extent_(std::max<std::int64_t>(1, extent)) {
-  const std::int64_t extents = (num_pages + extent_ - 1) / extent_;
+  const std::int64_t extents = num_pages / extent_ + (num_pages % extent_ != 0);
+  // Every vector at its largest size from the start: put never allocates.
   stack_.reserve(static_cast<std::size_t>(num_pages));
+  whole_.reserve(static_cast<std::size_t>(extents));
   pos_.resize(static_cast<std::size_t>(num_pages));
   for (std::int64_t p = num_pages - 1; p >= 0; --p) {  // page 0 on top
     pos_[static_cast<std::size_t>(p)] = static_cast<std::int32_t>(stack_.size());
@@ -25,7 +27,7 @@ FreePages::FreePages(std::int64_t num_pages, std::int64_t extent) : num_pages_(n
 
 std::int64_t FreePages::extent_size(std::int64_t k) const noexcept { return std::min(extent_, num_pages_ - k * extent_); }
 
-void FreePages::put(std::int32_t page) {
+void FreePages::put(std::int32_t page) noexcept {
   pos_[static_cast<std::size_t>(page)] = static_cast<std::int32_t>(stack_.size());
   stack_.push_back(page);
   const std::int64_t k = page / extent_;

@@ -257,6 +257,13 @@ TEST_CASE("BlockPool: extents reserve nothing; every free page serves any sequen
   REQUIRE(pool.append(c, 6 * 4).ok());  // the six pages left, in both extents
   CHECK(pool.free_pages() == 0);
   CHECK(pool.append(a, 4).code() == errc::out_of_memory);
+  o.extent_pages = std::numeric_limits<std::int64_t>::max();  // one extent, the whole pool
+  BlockPool one = BlockPool::create(o).value();
+  const SequenceId d = one.create(), e = one.create();
+  REQUIRE(one.append(d, 4).ok());
+  REQUIRE(one.append(e, 4).ok());  // no wholly free extent left: the last freed page
+  REQUIRE(one.append(d, 4 * 6).ok());
+  CHECK(one.free_pages() == 0);
   o.extent_pages = 0;
   CHECK(contains(BlockPool::create(o).status().message(), "extent_pages is 0"));
 }

@@ -18,8 +18,8 @@ class FreePages {
   FreePages(std::int64_t num_pages, std::int64_t extent);
 
   std::int64_t size() const noexcept { return static_cast<std::int64_t>(stack_.size()); }  ///< free pages
-  /// Marks `page` (in range, not free) free.
-  void put(std::int32_t page);
+  /// Marks `page` (in range, not free) free. Never allocates.
+  void put(std::int32_t page) noexcept;
   /// Takes a free page, following `after` (a page of the sequence it is for, its last; -1: none)
   /// as above; -1 when none is free.
   std::int32_t take(std::int32_t after);
