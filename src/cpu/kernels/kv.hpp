@@ -1032,8 +1032,8 @@ QUARRY_ALWAYS_INLINE void for_each_subgroup(std::int64_t group, F&& f) {
 
 // Runs of pages read side by side by fused_runs: two pages' reads in flight at once instead of
 // one after the other. Measured on Zen 4 (16 sequences x 16k tokens, shuffled pages, A/B in one
-// process): 1-6% faster than one at a time for f16, INT8 and INT4, 1 and 2 threads, in cache
-// too; a plain sum of shuffled 16 KiB blocks read two at a time is 15-19% faster. Four at a time:
+// process): 1-7% faster than one at a time for f16, INT8 and INT4, 1 and 2 threads, in cache
+// too; a plain sum of shuffled 16 KiB blocks read two at a time is 16-23% faster. Four at a time:
 // within 2% of two, either way.
 constexpr std::int64_t kFusedWays = 2;
 
