@@ -598,9 +598,9 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
     std::string pool_per;
     for (const auto& [type, v] : pool_ratios_of) pool_per += fmt::format("{}{} {:.3f}", pool_per.empty() ? "" : ", ", kv_name(type), median(v));
     summary.add(Summary::paging,
-                "  paged in BlockPool order (a fresh pool's pages for sequences growing in step: runs of 4 pages) vs contiguous: median "
+                "  paged in BlockPool order (a fresh pool's pages for sequences growing in step: runs of {} pages) vs contiguous: median "
                 "{:.3f}, worst {:.3f} over {} rows; per K/V type: {}",
-                median(pool_ratios), pool_worst, pool_ratios.size(), pool_per);
+                BlockPoolOptions{}.extent_pages, median(pool_ratios), pool_worst, pool_ratios.size(), pool_per);
   }
 }
 
