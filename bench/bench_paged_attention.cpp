@@ -11,7 +11,7 @@
 //             pages are a random permutation of the pool's (as after churn), "contiguous": the same
 //             pages in order, sequence after sequence (indices 0..n-1: one contiguous buffer, read
 //             by the same kernel), "pool order": the same pages as a fresh BlockPool hands them to
-//             the batch's sequences growing in step, a page each in turn (runs of extent_pages = 4
+//             the batch's sequences growing in step, a page each in turn (runs of extent_pages = 8
 //             pages). The three are timed alternately. Small rows rotate through several
 //             copies of the pool (as a model's layers) so that every call reads at least 8x the
 //             last-level cache: every row reads its K/V from DRAM.

@@ -42,8 +42,8 @@ inline BatchPageTable make_batch_page_table(std::int64_t batch, std::int64_t con
 }
 
 /// `batch` sequences of `context` tokens as a fresh BlockPool of exactly their pages (default
-/// options: extent_pages 4; accounts only) hands them out when the sequences grow together, a
-/// page each in turn, as when they decode in step: each sequence's pages come in runs of 4.
+/// options: extent_pages 8; accounts only) hands them out when the sequences grow together, a
+/// page each in turn, as when they decode in step: each sequence's pages come in runs of 8.
 inline BatchPageTable pool_batch_page_table(std::int64_t batch, std::int64_t context, std::int64_t page_size) {
   const std::int64_t per = (context + page_size - 1) / page_size;
   BlockPoolOptions o;

@@ -213,10 +213,10 @@ std::int64_t page_runs(std::span<const std::int32_t> pages) {
 }
 
 TEST_CASE("BlockPool: sequences growing together get their pages side by side, in runs of extent_pages or more") {
-  // 16 sequences decoding in step, a page each in turn: with extents of 4 pages each sequence's
-  // 32 pages lie in runs of 4 (8 runs); taking the last freed page (extent 1) interleaves them
-  // one by one (32 runs).
-  for (const std::int64_t extent : {4, 1}) {
+  // 16 sequences decoding in step, a page each in turn: with extents of 8 (the default) or 4
+  // pages each sequence's 32 pages lie in runs of 8 or 4; taking the last freed page (extent 1)
+  // interleaves them one by one (32 runs).
+  for (const std::int64_t extent : {8, 4, 1}) {
     CAPTURE(extent);
     BlockPoolOptions o = small_options(DType::f16, 16 * 32);
     o.extent_pages = extent;
@@ -226,10 +226,12 @@ TEST_CASE("BlockPool: sequences growing together get their pages side by side, i
     for (int page = 0; page < 32; ++page)
       for (const SequenceId s : seqs) REQUIRE(pool.append(s, o.page_size).ok());
     CHECK(pool.free_pages() == 0);
-    for (const SequenceId s : seqs) CHECK(page_runs(pool.pages(s)) == (extent == 4 ? 8 : 32));
+    for (const SequenceId s : seqs) CHECK(page_runs(pool.pages(s)) == 32 / extent);
   }
   // A sequence's prompt takes consecutive pages; after a release, the freed extents serve again.
-  BlockPool pool = BlockPool::create(small_options(DType::f16, 64)).value();
+  BlockPoolOptions o = small_options(DType::f16, 64);
+  o.extent_pages = 4;
+  BlockPool pool = BlockPool::create(o).value();
   const SequenceId a = pool.create(), b = pool.create();
   REQUIRE(pool.append(a, 4 * 10).ok());  // 10 pages: 0 .. 9
   CHECK(page_runs(pool.pages(a)) == 1);
@@ -269,10 +271,12 @@ TEST_CASE("BlockPool: extents reserve nothing; every free page serves any sequen
 }
 
 TEST_CASE("BlockPool: random operations against a model (contents, reference counts, free pages after every step)") {
-  // Every dtype with the default extents (4 pages), f32 also with none (1) and with extents of 5
-  // (the last one short): where pages come from must never change what the pool holds.
-  const std::pair<DType, std::int64_t> runs[] = {{DType::f32, 4}, {DType::f16, 4}, {DType::bf16, 4}, {DType::i8, 4},
-                                                 {DType::i4, 4},  {DType::f32, 1}, {DType::f32, 5}};
+  // Every dtype with the default extents (8 pages: 3 in the 24-page pool), f32 also with none (1)
+  // and with extents of 5 (the last one short): where pages come from must never change what the
+  // pool holds.
+  const std::int64_t preset = BlockPoolOptions{}.extent_pages;
+  const std::pair<DType, std::int64_t> runs[] = {{DType::f32, preset}, {DType::f16, preset}, {DType::bf16, preset}, {DType::i8, preset},
+                                                 {DType::i4, preset},  {DType::f32, 1},      {DType::f32, 5}};
   for (const auto& [t, extent] : runs) {
     CAPTURE(dtype_name(t));
     CAPTURE(extent);
