@@ -173,9 +173,7 @@ TEST_CASE("conformance: tile_gemm within FMA rounding of the reference, every sh
             const std::vector<float> a = random_normal(static_cast<std::size_t>(m * lda), static_cast<std::uint32_t>(rng()));
             const std::vector<float> b = random_normal(static_cast<std::size_t>(std::max<std::int64_t>(k, 1) * ldb), static_cast<std::uint32_t>(rng()));
             const std::vector<float> c0 = random_normal(static_cast<std::size_t>(m * ldc), static_cast<std::uint32_t>(rng()));
-            // then: with a hint of a following chunk (DecodeChunkArgs::then), which must not
-            // change the results.
-            auto run = [&](const KvKernels& table, bool then = false) {
+            auto run = [&](const KvKernels& table) {
               std::vector<float> c = c0;
               detail::TileGemmArgs g;
               g.m = m;
@@ -241,9 +239,7 @@ TEST_CASE("conformance: tile_softmax within exp rounding of the reference, masks
               struct Out {
                 std::vector<float> s, acc, max, sum;
               };
-              // then: with a hint of a following chunk (DecodeChunkArgs::then), which must not
-            // change the results.
-            auto run = [&](const KvKernels& table, bool then = false) {
+              auto run = [&](const KvKernels& table) {
                 Out o{s0, acc0, max0, sum0};
                 detail::TileSoftmaxArgs g;
                 g.m = m;
