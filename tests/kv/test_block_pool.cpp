@@ -204,6 +204,7 @@ TEST_CASE("BlockPool: an exhausted pool is an out_of_memory error that changes n
   CHECK(contains(capped.append(c, 1).message(), "maximum is 5"));
 }
 
+namespace {
 // Runs of consecutive page numbers in a sequence's block table: 1 + the places where a page
 // does not follow the one before.
 std::int64_t page_runs(std::span<const std::int32_t> pages) {
@@ -211,6 +212,7 @@ std::int64_t page_runs(std::span<const std::int32_t> pages) {
   for (std::size_t i = 1; i < pages.size(); ++i) runs += pages[i] != pages[i - 1] + 1;
   return runs;
 }
+}  // namespace
 
 TEST_CASE("BlockPool: sequences growing together get their pages side by side, in runs of extent_pages or more") {
   // 16 sequences decoding in step, a page each in turn: with extents of 8 (the default) or 4
