@@ -12,7 +12,10 @@
 //             pages in order, sequence after sequence (indices 0..n-1: one contiguous buffer, read
 //             by the same kernel), "pool order": the same pages as a fresh BlockPool hands them to
 //             the batch's sequences growing in step, a page each in turn (runs of extent_pages = 8
-//             pages). The three are timed alternately. Small rows rotate through several
+//             pages), "churned": as a BlockPool hands them out while other requests keep taking and
+//             freeing pages (churned_batch_page_table: prompts of 1-32 pages, 1-64 pages decoded,
+//             preempted when the batch needs their pages; runs of about 1.1-2 pages, mean_run).
+//             The four are timed alternately. Small rows rotate through several
 //             copies of the pool (as a model's layers) so that every call reads at least 8x the
 //             last-level cache: every row reads its K/V from DRAM.
 //             Figures: ms per call (median of samples), gbps = K/V bytes read per call (values and
@@ -21,8 +24,8 @@
 //             K/V element pair) and peak_ratio = gops / the measured f32 FMA peak (decode with 4
 //             query heads per KV head does 8 flops per K/V element: near the peak, a kernel is
 //             compute-bound, not memory-bound), paged_vs_contiguous = contiguous time / paged time
-//             (target >= 0.95, i.e. paged at most 5% slower), pool_vs_contiguous the same for the
-//             pool order, speedup_vs_f16 = f16 time / this dtype's
+//             (target >= 0.95, i.e. paged at most 5% slower), pool_vs_contiguous and
+//             churn_vs_contiguous the same for the pool and churned orders, speedup_vs_f16 = f16 time / this dtype's
 //             time, same shape and threads, f16 pages timed in turn with this dtype's (INT8 target >= 1.7
 //             at 16k). Both ratios are medians of the ratios of samples taken back to back.
 //             page_read_ratio = gbps / the read rate of the row's page size in random order (a
@@ -371,12 +374,15 @@ struct DecodeResult {
   double paged_s = 0, contiguous_s = 0;  // medians, seconds per call
   double ratio = 0;                      // contiguous / paged: the median of the alternating samples' ratios
   double pool_s = 0, pool_ratio = 0;     // the same pages in a BlockPool's order: its median, contiguous / it
+  double churn_s = 0, churn_ratio = 0;   // the same in a churned BlockPool's order
+  double churn_run = 0;                  // the churned table's mean run of consecutive pages
   double f16_s = 0, speedup = 0;         // with an f16 reference: its paged median, the median of f16 / this ratios
   std::int64_t copies = 1, samples = 0;
 };
 
-// Times decode calls over a shuffled, an in-order and a BlockPool-ordered page table of the same
-// pages (pool_batch_page_table: the sequences grown in step from a fresh pool) and, when `f16` is
+// Times decode calls over a shuffled, an in-order and two BlockPool-ordered page tables of the
+// same pages (pool_batch_page_table: the sequences grown in step from a fresh pool;
+// churned_batch_page_table: the same while other requests come and go) and, when `f16` is
 // given, the same shape over f16 pages (shuffled), in turn, sample after sample: every ratio
 // compares samples taken back to back, under the same load from other processes.
 DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batch, std::int64_t context, ThreadPool* pool,
@@ -385,7 +391,8 @@ DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batc
   const BatchPageTable paged = make_batch_page_table(batch, context, kPage, true, static_cast<std::uint32_t>(11 + batch + context));
   const BatchPageTable contiguous = make_batch_page_table(batch, context, kPage, false, 0);
   const BatchPageTable pool_order = pool_batch_page_table(batch, context, kPage);
-  const PageTableCsr paged_csr = paged.csr(), contiguous_csr = contiguous.csr(), pool_csr = pool_order.csr();
+  const BatchPageTable churned = churned_batch_page_table(batch, context, kPage, static_cast<std::uint32_t>(5 + batch + context));
+  const PageTableCsr paged_csr = paged.csr(), contiguous_csr = contiguous.csr(), pool_csr = pool_order.csr(), churn_csr = churned.csr();
   Tensor<float> q = Tensor<float>::uninitialized({batch, kHeads, kDim});
   {
     std::mt19937 rng(3);
@@ -401,7 +408,7 @@ DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batc
     std::int64_t copies = 1, next = 0, inner = 1;
     std::vector<double> seconds;
   };
-  std::vector<Variant> vs = {{&a, &paged_csr}, {&a, &contiguous_csr}, {&a, &pool_csr}};
+  std::vector<Variant> vs = {{&a, &paged_csr}, {&a, &contiguous_csr}, {&a, &pool_csr}, {&a, &churn_csr}};
   if (f16 != nullptr) vs.push_back({f16, &paged_csr});
   for (Variant& v : vs) v.copies = std::min(v.arena->pages / pages, rotation_copies(v.arena->type, v.arena->kv_heads, batch, context, timing.rotation_bytes));
   const auto sample = [&](Variant& v, std::int64_t inner) {
@@ -437,9 +444,12 @@ DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batc
   r.ratio = ratio(vs[1].seconds, vs[0].seconds);
   r.pool_s = median(vs[2].seconds);
   r.pool_ratio = ratio(vs[1].seconds, vs[2].seconds);
+  r.churn_s = median(vs[3].seconds);
+  r.churn_ratio = ratio(vs[1].seconds, vs[3].seconds);
+  r.churn_run = mean_page_run(churned);
   if (f16 != nullptr) {
-    r.f16_s = median(vs[3].seconds);
-    r.speedup = ratio(vs[3].seconds, vs[0].seconds);
+    r.f16_s = median(vs[4].seconds);
+    r.speedup = ratio(vs[4].seconds, vs[0].seconds);
   }
   return r;
 }
@@ -506,8 +516,10 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
   progress("decode: every row reads >= {} MiB per call in rotation (8x the {} MiB last-level cache)", timing.rotation_bytes >> 20,
            llc >> 20);
 
-  // Contiguous / paged time of every row, per K/V type: pages shuffled, and in a BlockPool's order.
-  std::map<Kv, std::vector<double>> paged_ratios, pool_ratios;
+  // Contiguous / paged time of every row, per K/V type: pages shuffled, in a fresh BlockPool's
+  // order, in a churned one's; and the churned tables' mean runs.
+  std::map<Kv, std::vector<double>> paged_ratios, pool_ratios, churn_ratios;
+  std::vector<double> churn_runs;
   std::unique_ptr<KvArena> f16_arena;  // the f16 pages, kept for the other types' speed-up
   for (const Kv type : dtypes) {
     std::vector<std::int64_t> ctxs = contexts;
@@ -531,6 +543,8 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
           const double flops = 4.0 * static_cast<double>(batch * ctx * kHeads * kDim);
           paged_ratios[type].push_back(r.ratio);
           pool_ratios[type].push_back(r.pool_ratio);
+          churn_ratios[type].push_back(r.churn_ratio);
+          churn_runs.push_back(r.churn_run);
           for (const bool paged : {false, true}) {
             const double s = paged ? r.paged_s : r.contiguous_s;
             const double gbps = bytes / s / 1e9;
@@ -542,6 +556,7 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
             row.set("samples", r.samples);
             if (paged) {
               row.set("paged_vs_contiguous", r.ratio).set("pool_vs_contiguous", r.pool_ratio).set("pool_ms", r.pool_s * 1e3);
+              row.set("churn_vs_contiguous", r.churn_ratio).set("churn_ms", r.churn_s * 1e3).set("churn_mean_run", r.churn_run);
               if (r.speedup > 0) {
                 row.set("speedup_vs_f16", r.speedup).set("f16_ms", r.f16_s * 1e3);
                 if (ctx == compare && (type == Kv::i8 || type == Kv::i4))
@@ -559,9 +574,9 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
             report.rows.push_back(std::move(row));
           }
           progress("decode {} ctx {:5} batch {:2} threads {}: paged {:8.3f} ms ({:5.1f} GB/s, {:.2f} of DRAM), contiguous {:8.3f} ms, "
-                   "contiguous/paged {:.3f}, /pool order {:.3f}{} ({} samples, {} copies)",
+                   "contiguous/paged {:.3f}, /pool order {:.3f}, /churned {:.3f} (runs of {:.2f}){} ({} samples, {} copies)",
                    kv_name(type), ctx, batch, t, r.paged_s * 1e3, bytes / r.paged_s / 1e9, bytes / r.paged_s / 1e9 / dram, r.contiguous_s * 1e3,
-                   r.ratio, r.pool_ratio, r.speedup > 0 ? fmt::format(", f16 {:.3f} ms: {:.2f}x", r.f16_s * 1e3, r.speedup) : std::string(), r.samples,
+                   r.ratio, r.pool_ratio, r.churn_ratio, r.churn_run, r.speedup > 0 ? fmt::format(", f16 {:.3f} ms: {:.2f}x", r.f16_s * 1e3, r.speedup) : std::string(), r.samples,
                    r.copies);
         }
       }
@@ -602,7 +617,7 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
       sp.rows = all.size();
       return sp;
     };
-    const Spread shuffled = spread(paged_ratios), pooled = spread(pool_ratios);
+    const Spread shuffled = spread(paged_ratios), pooled = spread(pool_ratios), churn = spread(churn_ratios);
     summary.add(Summary::paging,
                 "  paged vs contiguous (contiguous time / paged time; target >= 0.95, paged at most 5% slower): median {:.3f}, worst {:.3f} "
                 "over {} rows{}",
@@ -612,6 +627,11 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
                 "  paged in BlockPool order (a fresh pool's pages for sequences growing in step: runs of {} pages) vs contiguous: median "
                 "{:.3f}, worst {:.3f} over {} rows; per K/V type: {}",
                 BlockPoolOptions{}.extent_pages, pooled.median, pooled.worst, pooled.rows, pooled.per_type);
+    summary.add(Summary::paging,
+                "  paged in a churned BlockPool's order (other requests taking and freeing pages meanwhile: runs of {:.2f}-{:.2f} pages) vs "
+                "contiguous: median {:.3f}, worst {:.3f} over {} rows; per K/V type: {}",
+                *std::min_element(churn_runs.begin(), churn_runs.end()), *std::max_element(churn_runs.begin(), churn_runs.end()), churn.median,
+                churn.worst, churn.rows, churn.per_type);
   }
 }
 
@@ -932,7 +952,8 @@ int main(int argc, char** argv) {
                "heads, in random order, two side by side with the kernels' prefetching: the most a kernel reading scattered pages gets here); "
                "paged: pages shuffled over the pool, contiguous: the same pages in order; paged_vs_contiguous: contiguous time / paged "
                "time; pool_vs_contiguous: contiguous time / the time over the same pages in the order a fresh BlockPool hands them to "
-               "sequences growing in step (pool_ms); speedup_vs_f16: f16 time / this type's, same shape and threads; gops: attention GFLOP/s (8 per K/V element at 4 query heads per KV head), peak_ratio: gops / measured f32 FMA peak; INT4 scales: one f32 per {} elements\n",
+               "sequences growing in step (pool_ms); churn_vs_contiguous: the same in a churned BlockPool's order, other requests taking and "
+               "freeing pages meanwhile (churn_ms; churn_mean_run: its mean run of consecutive pages); speedup_vs_f16: f16 time / this type's, same shape and threads; gops: attention GFLOP/s (8 per K/V element at 4 query heads per KV head), peak_ratio: gops / measured f32 FMA peak; INT4 scales: one f32 per {} elements\n",
                kInt4Group);
     bool header = false;
     for (const auto& topic : summary.lines)

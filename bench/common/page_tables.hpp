@@ -1,6 +1,6 @@
 // Page tables of a decode batch laid out in order, scattered over the pool, or as a BlockPool
-// hands the pages out: what the paged attention benchmarks (CPU and CUDA) compare, paged
-// against contiguous pages.
+// hands the pages out (fresh, or while other requests come and go): what the paged attention
+// benchmarks (CPU and CUDA) compare, paged against contiguous pages.
 #pragma once
 
 #include <algorithm>
@@ -59,6 +59,79 @@ inline BatchPageTable pool_batch_page_table(std::int64_t batch, std::int64_t con
       if (!pool.append(s, std::min(page_size, context - p * page_size)).ok()) throw std::logic_error("pool_batch_page_table: append failed");
   const BlockPool::Table t = pool.page_table(seqs).value();
   return {t.indptr, t.indices, t.last_page_len};
+}
+
+/// `batch` sequences of `context` tokens grown in step (a page each in turn) in a BlockPool of
+/// exactly their pages (default options, accounts only) that other requests keep taking and
+/// freeing, as in a server that batches requests as they come: while they hold less than 3/4 of
+/// the pages the batch does not, new requests start, each with a prompt of 1 to 32 pages (at once)
+/// and then 1 to 64 pages more, a page at a time with probability 1/2 per step, ending when done;
+/// when a batch sequence needs a page and none is free, one of them (at random) is ended, as a
+/// scheduler preempts a request. Their pages come back one request at a time, wherever the pool
+/// had put them, so the batch's runs are shorter than from a fresh pool.
+inline BatchPageTable churned_batch_page_table(std::int64_t batch, std::int64_t context, std::int64_t page_size, std::uint32_t seed) {
+  const std::int64_t per = (context + page_size - 1) / page_size;
+  BlockPoolOptions o;
+  o.page_size = page_size;
+  o.num_pages = batch * per;
+  o.max_sequence_length = std::max<std::int64_t>(context, 33 * 64 * page_size);
+  o.host_storage = false;
+  BlockPool pool = BlockPool::create(o).value();
+  std::mt19937 rng(seed);
+  const auto uniform = [&](std::int64_t lo, std::int64_t hi) { return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng); };
+  struct Request {
+    SequenceId id;
+    std::int64_t pages, left;  // pages held, pages still to come
+  };
+  std::vector<Request> others;
+  std::int64_t others_pages = 0, batch_pages = 0;
+  const auto end_other = [&](std::size_t i) {
+    if (!pool.release(others[i].id).ok()) throw std::logic_error("churned_batch_page_table: release failed");
+    others_pages -= others[i].pages;
+    others[i] = others.back();
+    others.pop_back();
+  };
+  const auto grow = [&](SequenceId s, std::int64_t pages) {
+    if (!pool.append(s, pages * page_size).ok()) throw std::logic_error("churned_batch_page_table: append failed");
+  };
+  std::vector<SequenceId> seqs;
+  for (std::int64_t b = 0; b < batch; ++b) seqs.push_back(pool.create());
+  for (std::int64_t p = 0; p < per; ++p) {
+    for (const SequenceId s : seqs) {
+      if (pool.free_pages() == 0) end_other(static_cast<std::size_t>(uniform(0, static_cast<std::int64_t>(others.size()) - 1)));
+      if (!pool.append(s, std::min(page_size, context - p * page_size)).ok()) throw std::logic_error("churned_batch_page_table: append failed");
+      ++batch_pages;
+    }
+    for (std::size_t i = 0; i < others.size();) {
+      Request& r = others[i];
+      if (r.left == 0) {
+        end_other(i);
+        continue;
+      }
+      if (uniform(0, 1) == 1 && pool.free_pages() > 0) {
+        grow(r.id, 1);
+        ++r.pages, --r.left, ++others_pages;
+      }
+      ++i;
+    }
+    while (pool.free_pages() > 0 && 4 * others_pages < 3 * (o.num_pages - batch_pages)) {
+      const std::int64_t prompt = std::min(uniform(1, 32), pool.free_pages());
+      others.push_back({pool.create(), prompt, uniform(1, 64)});
+      grow(others.back().id, prompt);
+      others_pages += prompt;
+    }
+  }
+  const BlockPool::Table t = pool.page_table(seqs).value();
+  return {t.indptr, t.indices, t.last_page_len};
+}
+
+/// The mean length of the runs of consecutive pages in a table's sequences.
+inline double mean_page_run(const BatchPageTable& t) {
+  std::int64_t runs = 0;
+  for (std::size_t s = 0; s + 1 < t.indptr.size(); ++s)
+    for (std::int32_t i = t.indptr[s]; i < t.indptr[s + 1]; ++i)
+      runs += i == t.indptr[s] || t.indices[static_cast<std::size_t>(i)] != t.indices[static_cast<std::size_t>(i) - 1] + 1;
+  return runs == 0 ? 0.0 : static_cast<double>(t.indices.size()) / static_cast<double>(runs);
 }
 
 }  // namespace quarry::bench

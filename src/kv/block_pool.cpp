@@ -28,7 +28,9 @@ result<BlockPool> BlockPool::create(const BlockPoolOptions& o) {
     return status(errc::invalid_argument, fmt::format("BlockPool: num_layers {}, n_kv_heads {}, head_dim {}, page_size {}: each must be >= 1",
                                                       o.num_layers, o.n_kv_heads, o.head_dim, o.page_size));
   if (o.max_sequence_length < 1) return status(errc::invalid_argument, "BlockPool: max_sequence_length must be >= 1");
-  if (o.extent_pages < 1) return status(errc::invalid_argument, fmt::format("BlockPool: extent_pages is {}; it must be >= 1", o.extent_pages));
+  if (o.extent_pages < 1 || o.extent_pages > detail::FreePages::kMaxExtent)
+    return status(errc::invalid_argument,
+                  fmt::format("BlockPool: extent_pages is {}; it must be in 1 .. {}", o.extent_pages, detail::FreePages::kMaxExtent));
   // Bytes of one token-head row of values, and the f32 scales that go with it.
   std::int64_t elem_bytes = 0, scales_per_row = 0;
   switch (o.dtype) {

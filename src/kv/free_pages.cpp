@@ -1,70 +1,74 @@
 #include "quarry/kv/detail/free_pages.hpp"
 
 #include <algorithm>
+#include <bit>
 
 namespace quarry::detail {
 
-FreePages::FreePages(std::int64_t num_pages, std::int64_t extent) : num_pages_(num_pages), extent_(std::max<std::int64_t>(1, extent)) {
+FreePages::FreePages(std::int64_t num_pages, std::int64_t extent)
+    : num_pages_(num_pages), extent_(std::clamp<std::int64_t>(extent, 1, kMaxExtent)), free_(num_pages) {
   const std::int64_t extents = num_pages / extent_ + (num_pages % extent_ != 0);
-  // Every vector at its largest size from the start: put never allocates.
-  stack_.reserve(static_cast<std::size_t>(num_pages));
-  whole_.reserve(static_cast<std::size_t>(extents));
-  pos_.resize(static_cast<std::size_t>(num_pages));
-  for (std::int64_t p = num_pages - 1; p >= 0; --p) {  // page 0 on top
-    pos_[static_cast<std::size_t>(p)] = static_cast<std::int32_t>(stack_.size());
-    stack_.push_back(static_cast<std::int32_t>(p));
-  }
-  free_in_.resize(static_cast<std::size_t>(extents));
-  listed_.assign(static_cast<std::size_t>(extents), 0);
-  for (std::int64_t k = extents - 1; k >= 0; --k) {  // extent 0 on top
-    free_in_[static_cast<std::size_t>(k)] = static_cast<std::int32_t>(extent_size(k));
-    if (extent_ > 1) {
-      whole_.push_back(static_cast<std::int32_t>(k));
-      listed_[static_cast<std::size_t>(k)] = 1;
-    }
+  mask_.resize(static_cast<std::size_t>(extents));
+  next_.assign(static_cast<std::size_t>(extents), -1);
+  prev_.assign(static_cast<std::size_t>(extents), -1);
+  head_.assign(static_cast<std::size_t>(extent_ + 1), -1);
+  for (std::int64_t k = extents - 1; k >= 0; --k) {  // extent 0 at the front of its list
+    const std::int64_t size = std::min(extent_, num_pages - k * extent_);
+    mask_[static_cast<std::size_t>(k)] = size == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << size) - 1;
+    link(static_cast<std::int32_t>(k), static_cast<int>(size));
+    top_ = std::max(top_, size);
   }
 }
 
-std::int64_t FreePages::extent_size(std::int64_t k) const noexcept { return std::min(extent_, num_pages_ - k * extent_); }
+void FreePages::unlink(std::int32_t k, int count) noexcept {
+  const auto i = static_cast<std::size_t>(k);
+  if (prev_[i] >= 0) next_[static_cast<std::size_t>(prev_[i])] = next_[i];
+  else head_[static_cast<std::size_t>(count)] = next_[i];
+  if (next_[i] >= 0) prev_[static_cast<std::size_t>(next_[i])] = prev_[i];
+}
+
+void FreePages::link(std::int32_t k, int count) noexcept {
+  const auto i = static_cast<std::size_t>(k);
+  std::int32_t& head = head_[static_cast<std::size_t>(count)];
+  prev_[i] = -1;
+  next_[i] = head;
+  if (head >= 0) prev_[static_cast<std::size_t>(head)] = k;
+  head = k;
+}
 
 void FreePages::put(std::int32_t page) noexcept {
-  pos_[static_cast<std::size_t>(page)] = static_cast<std::int32_t>(stack_.size());
-  stack_.push_back(page);
-  const std::int64_t k = page / extent_;
-  const auto ks = static_cast<std::size_t>(k);
-  if (++free_in_[ks] == extent_size(k) && extent_ > 1 && listed_[ks] == 0) {
-    whole_.push_back(static_cast<std::int32_t>(k));
-    listed_[ks] = 1;
-  }
+  const auto k = static_cast<std::int32_t>(page / extent_);
+  std::uint64_t& m = mask_[static_cast<std::size_t>(k)];
+  const int count = std::popcount(m);
+  if (count > 0) unlink(k, count);
+  m |= std::uint64_t{1} << (page % extent_);
+  link(k, count + 1);
+  top_ = std::max<std::int64_t>(top_, count + 1);
+  ++free_;
 }
 
 void FreePages::remove(std::int32_t page) noexcept {
-  const auto i = static_cast<std::size_t>(pos_[static_cast<std::size_t>(page)]);
-  const std::int32_t last = stack_.back();
-  stack_[i] = last;
-  pos_[static_cast<std::size_t>(last)] = static_cast<std::int32_t>(i);
-  stack_.pop_back();
-  pos_[static_cast<std::size_t>(page)] = -1;
-  --free_in_[static_cast<std::size_t>(page / extent_)];
+  const auto k = static_cast<std::int32_t>(page / extent_);
+  std::uint64_t& m = mask_[static_cast<std::size_t>(k)];
+  const int count = std::popcount(m);
+  unlink(k, count);
+  m &= ~(std::uint64_t{1} << (page % extent_));
+  if (count > 1) link(k, count - 1);
+  --free_;
 }
 
-std::int32_t FreePages::take(std::int32_t after) {
-  if (stack_.empty()) return -1;
-  if (after >= 0 && after + 1 < num_pages_ && pos_[static_cast<std::size_t>(after) + 1] >= 0) {
-    remove(after + 1);
-    return after + 1;
-  }
-  while (!whole_.empty()) {
-    const std::int32_t k = whole_.back();
-    whole_.pop_back();
-    listed_[static_cast<std::size_t>(k)] = 0;
-    if (free_in_[static_cast<std::size_t>(k)] == extent_size(k)) {
-      const auto page = static_cast<std::int32_t>(k * extent_);
-      remove(page);
-      return page;
+std::int32_t FreePages::take(std::int32_t after) noexcept {
+  if (free_ == 0) return -1;
+  if (after >= 0 && after + 1 < num_pages_) {
+    const std::int32_t next = after + 1;
+    if ((mask_[static_cast<std::size_t>(next / extent_)] >> (next % extent_) & 1) != 0) {
+      remove(next);
+      return next;
     }
   }
-  const std::int32_t page = stack_.back();
+  while (head_[static_cast<std::size_t>(top_)] < 0) --top_;  // free_ > 0: some list is not empty
+  const std::int32_t k = head_[static_cast<std::size_t>(top_)];
+  const auto page = static_cast<std::int32_t>(k * extent_ + std::countr_zero(mask_[static_cast<std::size_t>(k)]));
   remove(page);
   return page;
 }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <quarry/kv/block_pool.hpp>
+#include <quarry/kv/detail/free_pages.hpp>
 
 #include "paged_reference.hpp"
 #include "test_util.hpp"
@@ -261,15 +262,77 @@ TEST_CASE("BlockPool: extents reserve nothing; every free page serves any sequen
   REQUIRE(pool.append(c, 6 * 4).ok());  // the six pages left, in both extents
   CHECK(pool.free_pages() == 0);
   CHECK(pool.append(a, 4).code() == errc::out_of_memory);
-  o.extent_pages = std::numeric_limits<std::int64_t>::max();  // one extent, the whole pool
+  o.extent_pages = 64;  // one extent, larger than the pool: the lowest free page when none follows
   BlockPool one = BlockPool::create(o).value();
   const SequenceId d = one.create(), e = one.create();
   REQUIRE(one.append(d, 4).ok());
-  REQUIRE(one.append(e, 4).ok());  // no wholly free extent left: the last freed page
+  REQUIRE(one.append(e, 4).ok());
+  CHECK(one.pages(e)[0] == 1);
   REQUIRE(one.append(d, 4 * 6).ok());
+  const std::vector<std::int32_t> rest{0, 2, 3, 4, 5, 6, 7};
+  CHECK(std::ranges::equal(one.pages(d), rest));
   CHECK(one.free_pages() == 0);
+  o.extent_pages = 65;
+  CHECK(contains(BlockPool::create(o).status().message(), "extent_pages is 65; it must be in 1 .. 64"));
+  o.extent_pages = std::numeric_limits<std::int64_t>::max();
+  CHECK(BlockPool::create(o).status().code() == errc::invalid_argument);
   o.extent_pages = 0;
   CHECK(contains(BlockPool::create(o).status().message(), "extent_pages is 0"));
+}
+
+TEST_CASE("FreePages: in a churned pool, the extent with the most free pages serves first") {
+  detail::FreePages f(32, 8);
+  std::int32_t last = -1;
+  for (int i = 0; i < 32; ++i) CHECK((last = f.take(last)) == i);  // each page after the one before
+  CHECK(f.take(last) == -1);
+  for (const std::int32_t p : {3, 9, 10, 12, 20}) f.put(p);  // extents 0, 1, 2: 1, 3, 1 free pages
+  CHECK(f.size() == 5);
+  CHECK(f.take(-1) == 9);   // the fullest extent's first free page
+  CHECK(f.take(9) == 10);   // then the page after
+  CHECK(f.take(10) == 12);  // 11 is taken: 1 free page each, extent 1's count changed last
+  CHECK(f.take(12) == 20);  // extents 0 and 2: 2's changed last (20 was freed after 3)
+  CHECK(f.take(-1) == 3);
+  CHECK(f.take(3) == -1);
+  CHECK(f.size() == 0);
+}
+
+TEST_CASE("FreePages: random puts and takes against a model") {
+  // Every take is the page after `after` when free, else the lowest free page of an extent with
+  // the most free pages; the count is exact; extents of 1, 3 (the last one short), 8 and 64.
+  for (const std::int64_t extent : {1, 3, 8, 64}) {
+    CAPTURE(extent);
+    const std::int32_t n = 100;
+    detail::FreePages f(n, extent);
+    std::vector<char> is_free(n, 1);
+    std::vector<std::int32_t> held;
+    std::mt19937 rng(static_cast<std::uint32_t>(extent));
+    for (int step = 0; step < 4000; ++step) {
+      if (held.empty() || (rng() % 3 != 0 && f.size() > 0)) {
+        const std::int32_t after = held.empty() || rng() % 4 == 0 ? -1 : held[rng() % held.size()];
+        const std::int32_t p = f.take(after);
+        REQUIRE(p >= 0);
+        REQUIRE(is_free[static_cast<std::size_t>(p)]);
+        if (after >= 0 && after + 1 < n && is_free[static_cast<std::size_t>(after) + 1]) {
+          CHECK(p == after + 1);
+        } else {
+          std::vector<std::int64_t> count((n + extent - 1) / extent);
+          for (std::int32_t q = 0; q < n; ++q) count[static_cast<std::size_t>(q / extent)] += is_free[static_cast<std::size_t>(q)];
+          const std::int64_t k = p / extent;
+          CHECK(count[static_cast<std::size_t>(k)] == *std::ranges::max_element(count));
+          for (std::int64_t q = k * extent; q < p; ++q) CHECK(!is_free[static_cast<std::size_t>(q)]);
+        }
+        is_free[static_cast<std::size_t>(p)] = 0;
+        held.push_back(p);
+      } else {
+        const std::size_t i = rng() % held.size();
+        f.put(held[i]);
+        is_free[static_cast<std::size_t>(held[i])] = 1;
+        held[i] = held.back();
+        held.pop_back();
+      }
+      REQUIRE(f.size() == std::ranges::count(is_free, 1));
+    }
+  }
 }
 
 TEST_CASE("BlockPool: random operations against a model (contents, reference counts, free pages after every step)") {

@@ -31,9 +31,10 @@
 // partially filled last page. truncate(seq, n) keeps the first n tokens (speculative decoding
 // rollback) and releases pages no longer used; release(seq) frees the sequence. page_table()
 // builds the CSR table of a batch of sequences for the attention kernels. A sequence's new page
-// is the one after its last when free, else the first of a wholly free extent of extent_pages
-// pages, so that sequences growing together still get their pages side by side in runs, which
-// attention reads faster than scattered pages; nothing is reserved (BlockPoolOptions::extent_pages).
+// is the one after its last when free, else the first free one of the extent of extent_pages
+// pages with the most free pages, so that sequences growing together still get their pages side
+// by side in runs, which attention reads faster than scattered pages; nothing is reserved
+// (BlockPoolOptions::extent_pages).
 //
 // Storage elsewhere. With options.host_storage false the pool holds no K/V, only the accounts:
 // a storage that lives elsewhere (a GPU's memory: CudaKvCache) gets the slots of the rows to
@@ -106,12 +107,14 @@ struct BlockPoolOptions {
   std::int64_t memory_bytes = 0;   ///< budget for K and V of all layers when num_pages is 0
   std::int64_t max_sequence_length = std::int64_t{1} << 20;  ///< append beyond this is an error
   /// Where a sequence's new page comes from: the page after its last one when free, else the
-  /// first page of an extent of extent_pages free pages (pages k * extent_pages onwards), else
-  /// any free page; so that a sequence's pages lie side by side in runs of extent_pages or more,
-  /// which attention reads faster than pages scattered one by one (INT8 pages of 16 tokens, 16
-  /// sequences x 16k tokens, on Zen 4: decode about 3% slower than over one contiguous buffer in
-  /// runs of 8 pages, 4-5% in runs of 4, 13-15% one by one). Nothing is reserved: any free page
-  /// can go to any sequence. 1: the last freed page first. Must be >= 1.
+  /// first free page of the extent (pages k * extent_pages onwards) with the most free pages, a
+  /// wholly free one when there is one; so that a sequence's pages lie side by side in runs of
+  /// extent_pages or more, which attention reads faster than pages scattered one by one (INT8
+  /// pages of 16 tokens, 16 sequences x 16k tokens, on Zen 4: decode about 3% slower than over
+  /// one contiguous buffer in runs of 8 pages, 4-5% in runs of 4, 13-15% one by one), and in a
+  /// pool that other sequences keep taking and freeing, runs where the freed pages allow.
+  /// Nothing is reserved: any free page can go to any sequence. 1: the last freed page first.
+  /// 1 .. 64.
   std::int64_t extent_pages = 8;
   /// false: the pool only keeps the accounts (pages, block tables, reference counts, the prefix
   /// cache) and holds no K/V itself: the pages live elsewhere, e.g. in a CudaKvCache on a GPU
