@@ -80,6 +80,7 @@
 #include "common/options.hpp"
 #include "common/report.hpp"
 #include "common/synthetic_embeddings.hpp"
+#include "common/timing.hpp"
 #include "common/yardsticks.hpp"
 #if QUARRY_BENCH_HAS_FAISS
 #include "ivf_pq_faiss_peer.hpp"
@@ -93,7 +94,6 @@ namespace {
 
 using namespace quarry;
 using namespace quarry::bench;
-using Clock = std::chrono::steady_clock;
 
 constexpr const char* kDefaultDataDir = "/work/shared/data/ann/bigann10k";
 constexpr std::int64_t kK = 10;
@@ -105,17 +105,6 @@ constexpr std::int64_t kMaxPointsPerCentroid = 256;
 constexpr std::int64_t kBuild1ThreadMaxN = 200'000;  // larger sets are built on all threads only
 constexpr std::int64_t kDramNlist = 16;
 constexpr std::int64_t kDramTrainSample = 65'536;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-const Clock::time_point kStart = Clock::now();
-
-// Progress on stderr (seconds since the start), so stdout keeps only the results.
-template <class... Args>
-void progress(fmt::format_string<Args...> f, Args&&... args) {
-  fmt::print(stderr, "[{:6.1f} s] {}\n", seconds_since(kStart), fmt::format(f, std::forward<Args>(args)...));
-  std::fflush(stderr);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Command line: the options below are this benchmark's own; the rest goes to

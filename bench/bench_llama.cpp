@@ -56,22 +56,13 @@
 #include "common/options.hpp"
 #include "common/report.hpp"
 #include "common/synthetic_llama.hpp"
+#include "common/timing.hpp"
 #include "common/yardsticks.hpp"
 
 namespace {
 
 using namespace quarry;
 using namespace quarry::bench;
-using Clock = std::chrono::steady_clock;
-
-const auto kStart = Clock::now();
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-template <class... Args>
-void progress(fmt::format_string<Args...> f, Args&&... args) {
-  fmt::print(stderr, "[{:6.1f} s] {}\n", seconds_since(kStart), fmt::format(f, std::forward<Args>(args)...));
-  std::fflush(stderr);
-}
 
 constexpr const char* kWhat =
     "the Llama decoder: stories260K prefill / decode tokens/s per weight and K/V type, and decode tokens/s of a "

@@ -84,13 +84,13 @@
 #include "common/options.hpp"
 #include "common/page_tables.hpp"
 #include "common/report.hpp"
+#include "common/timing.hpp"
 #include "common/yardsticks.hpp"
 
 namespace {
 
 using namespace quarry;
 using namespace quarry::bench;
-using Clock = std::chrono::steady_clock;
 
 // The decode shape of issue 5 (a Llama-3-8B-like attention layer).
 constexpr std::int64_t kHeads = 32, kKvHeads = 8, kDim = 128, kPage = 16;
@@ -101,15 +101,6 @@ std::string kv_heads_suffix(std::int64_t kv_heads) { return kv_heads == kKvHeads
 constexpr std::int64_t kInt4Group = 32;
 // The in-cache comparison of the K/V types: 512 tokens (4 MiB of f16 K/V for one sequence).
 constexpr std::int64_t kCachedContext = 512;
-
-const auto kStart = Clock::now();
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-template <class... Args>
-void progress(fmt::format_string<Args...> f, Args&&... args) {
-  fmt::print(stderr, "[{:6.1f} s] {}\n", seconds_since(kStart), fmt::format(f, std::forward<Args>(args)...));
-  std::fflush(stderr);
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -835,12 +826,9 @@ void run_prefill(BenchReport& report, Summary& summary, const Yardsticks& y, Thr
   for (const unsigned t : thread_counts) {
     PrefillAttentionParams params;
     params.pool = t > 1 ? &pool : nullptr;
-    double best = 1e300;
-    for (int i = 0; i < (quick ? 2 : 6); ++i) {  // the first is a warm-up
-      const auto t0 = std::chrono::steady_clock::now();
-      paged_prefill_attention(q.view(), qo, k.view(), v.view(), table, out.view(), params).throw_if_error();
-      if (i > 0) best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
+    const auto run = [&] { paged_prefill_attention(q.view(), qo, k.view(), v.view(), table, out.view(), params).throw_if_error(); };
+    run();  // warm-up
+    const double best = best_seconds(quick ? 1 : 5, run);
     const double gops = flops / best / 1e9;
     BenchRow r(fmt::format("prefill f16 {} tokens", len), "quarry", t);
     r.set("ms", best * 1e3).set("gops", gops).set("peak_ratio", gops / y.fma_gflops_for(t)).set("context", len);

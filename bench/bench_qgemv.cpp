@@ -39,6 +39,7 @@
 #include "common/machine.hpp"
 #include "common/options.hpp"
 #include "common/report.hpp"
+#include "common/timing.hpp"
 #include "common/yardsticks.hpp"
 #if QUARRY_BENCH_HAS_ONEDNN
 #include "qgemm_onednn_peer.hpp"
@@ -52,25 +53,10 @@ namespace {
 
 using namespace quarry;
 using namespace quarry::bench;
-using Clock = std::chrono::steady_clock;
 
 struct Shape2 {
   std::int64_t n, k;
 };
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// Best time of `reps` runs of f().
-template <class F>
-double best_seconds(int reps, F&& f) {
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = Clock::now();
-    f();
-    best = std::min(best, seconds_since(t0));
-  }
-  return best;
-}
 
 // Best times of `reps` runs each of f() and g(), alternating, after one untimed run of each: both
 // see the same machine state (clock, other processes' load) over the same interval. A pause follows

@@ -20,13 +20,11 @@
 
 #include <fmt/format.h>
 
+#include "common/timing.hpp"
+
 namespace quarry::bench {
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 void set_threads(unsigned threads) { omp_set_num_threads(static_cast<int>(std::max(1u, threads))); }
 
@@ -69,20 +67,20 @@ FaissIvfPq::~FaissIvfPq() = default;
 
 double FaissIvfPq::train(const float* x, long n, unsigned threads) {
   set_threads(threads);
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   impl_->ivf->train(n, x);
   return seconds_since(t0);
 }
 
 double FaissIvfPq::add(const float* x, long n, unsigned threads) {
   set_threads(threads);
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   impl_->ivf->add(n, x);
   return seconds_since(t0);
 }
 
 double FaissIvfPq::enable_refine(const float* x) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   impl_->refine = std::make_unique<faiss::IndexRefineFlat>(impl_->ivf.get(), x);
   return seconds_since(t0);
 }

@@ -33,19 +33,17 @@
 #include "../common/options.hpp"
 #include "../common/report.hpp"
 #include "../common/synthetic_embeddings.hpp"
+#include "../common/timing.hpp"
 #include "cuda_device.hpp"
 
 namespace {
 
 using namespace quarry;
 using namespace quarry::bench;
-using Clock = std::chrono::steady_clock;
 
 void must(const status& st, const char* what) {
   if (!st.ok()) throw std::runtime_error(fmt::format("{}: {}", what, st.message()));
 }
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 struct Config {
   std::string name;
@@ -78,19 +76,6 @@ Recall recall_of(const SearchResults& res, const std::vector<std::int32_t>& gt, 
   r.r1 /= static_cast<double>(nq);
   r.r10_10 /= static_cast<double>(nq);
   return r;
-}
-
-// Best-of-`reps` wall time of one search_batch over all queries (after one warm-up call).
-template <class Search>
-double best_seconds(int reps, Search&& search) {
-  search();
-  double best = 1e300;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = Clock::now();
-    search();
-    best = std::min(best, seconds_since(t0));
-  }
-  return best;
 }
 
 }  // namespace
@@ -168,8 +153,12 @@ int main(int argc, char** argv) {
         p.nprobe = nprobe;
         p.refine_factor = c.refine ? 4 : 1;
         SearchResults cpu_res, gpu_res;
-        const double cpu_s = best_seconds(reps, [&] { cpu_res = index.search_batch(queries.view(), kK, p, &pool).value(); });
-        const double gpu_s = best_seconds(reps, [&] { gpu_res = dev.search_batch(queries.view(), kK, p).value(); });
+        // Best-of-`reps` wall time of one search_batch over all queries, after one warm-up call.
+        const auto cpu_search = [&] { cpu_res = index.search_batch(queries.view(), kK, p, &pool).value(); };
+        const auto gpu_search = [&] { gpu_res = dev.search_batch(queries.view(), kK, p).value(); };
+        cpu_search();
+        gpu_search();
+        const double cpu_s = best_seconds(reps, cpu_search), gpu_s = best_seconds(reps, gpu_search);
         const Recall rc = recall_of(cpu_res, gt, kGtK, spec.nq), rg = recall_of(gpu_res, gt, kGtK, spec.nq);
         const double cpu_qps = static_cast<double>(spec.nq) / cpu_s, gpu_qps = static_cast<double>(spec.nq) / gpu_s;
         BenchRow rcpu(fmt::format("{} nprobe {} (cpu)", cname, nprobe), "quarry", threads);

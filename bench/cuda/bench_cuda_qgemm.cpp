@@ -61,6 +61,7 @@
 #include "common/machine.hpp"
 #include "common/options.hpp"
 #include "common/report.hpp"
+#include "common/timing.hpp"
 #include "cuda/cuda_device.hpp"
 #include "cuda/hbm_yardstick.h"
 
@@ -68,7 +69,6 @@ namespace {
 
 using namespace quarry;
 using namespace quarry::bench;
-using Clock = std::chrono::steady_clock;
 
 constexpr double kW4BwTarget = 0.8;   // issue 3: qgemv W4A16 gbps / HBM read GB/s
 constexpr double kW4CheckTol = 1e-2;  // check_err above this: the row's figures are suspect
@@ -147,8 +147,6 @@ double median(std::vector<double> v) {
   const std::size_t h = v.size() / 2;
   return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
 }
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // cudaEventQuery's cudaErrorNotReady is no error; make sure it is not left in the last-error slot
 // (where quarry's launch check would find it), without clearing any real error.
