@@ -14,7 +14,7 @@
 //             the batch's sequences growing in step, a page each in turn (runs of extent_pages = 8
 //             pages), "churned": as a BlockPool hands them out while other requests keep taking and
 //             freeing pages (churned_batch_page_table: prompts of 1-32 pages, 1-64 pages decoded,
-//             preempted when the batch needs their pages; runs of about 1.1-2 pages, mean_run).
+//             preempted when the batch needs their pages; runs of about 1.1-2 pages: churn_mean_run).
 //             The four are timed alternately. Small rows rotate through several
 //             copies of the pool (as a model's layers) so that every call reads at least 8x the
 //             last-level cache: every row reads its K/V from DRAM.
