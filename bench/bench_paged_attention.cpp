@@ -3,10 +3,11 @@
 // and the memory paging saves. The GPU counterpart is bench/cuda/bench_cuda_paged_attention.cpp
 // (same shapes and row names).
 //
-// 1. decode   paged_decode_attention, 32 query heads, 8 KV heads, head_dim 128, pages of 16
-//             tokens; contexts 1k / 4k / 16k / 32k, batch 1 and 16, K/V f16 (every context), and
-//             bf16, f32, INT8 (f32 scale per token and head), INT4 (f32 scale per group of 32) at
-//             16k (--full-grid: every dtype at every context); 1 thread and all threads (--threads N).
+// 1. decode   paged_decode_attention, 32 query heads, 8 KV heads (--kv-heads), head_dim 128, pages
+//             of 16 tokens (--page-size); contexts 1k / 4k / 16k / 32k, batch 1 and 16, K/V f16
+//             (every context), and bf16, f32, INT8 (f32 scale per token and head), INT4 (f32 scale
+//             per group of 32) at 16k (--full-grid: every dtype at every context); 1 thread and all
+//             threads (--threads N).
 //             The pages of a batch live in a pool sized for that batch; "paged": each sequence's
 //             pages are a random permutation of the pool's (as after churn), "contiguous": the same
 //             pages in order, sequence after sequence (indices 0..n-1: one contiguous buffer, read
@@ -94,9 +95,15 @@ using namespace quarry::bench;
 
 // The decode shape of issue 5 (a Llama-3-8B-like attention layer).
 constexpr std::int64_t kHeads = 32, kKvHeads = 8, kDim = 128, kPage = 16;
-// What the decode section's row names add for a KV head count other than the default
-// (--kv-heads; the prefix and memory sections keep kKvHeads).
-std::string kv_heads_suffix(std::int64_t kv_heads) { return kv_heads == kKvHeads ? "" : fmt::format(" kv {}", kv_heads); }
+// The decode section's pages: kv heads (--kv-heads) and tokens per page (--page-size).
+struct PageShape {
+  std::int64_t kv_heads = kKvHeads, tokens = kPage;
+  std::int64_t pages_for(std::int64_t context) const { return (context + tokens - 1) / tokens; }
+};
+// What the decode section's row names add for a shape other than the default (" kv 32 page 64").
+std::string shape_suffix(const PageShape& s) {
+  return fmt::format("{}{}", s.kv_heads == kKvHeads ? "" : fmt::format(" kv {}", s.kv_heads), s.tokens == kPage ? "" : fmt::format(" page {}", s.tokens));
+}
 // INT4 pages: one f32 scale per group of this many elements of a token and head.
 constexpr std::int64_t kInt4Group = 32;
 // The in-cache comparison of the K/V types: 512 tokens (4 MiB of f16 K/V for one sequence).
@@ -135,7 +142,7 @@ struct Args {
   std::int64_t requests = 0;           // 0: 16 (quick: 4)
   std::int64_t prefix_tokens = 0;      // 0: 1024 (quick: 512)
   std::int64_t unique_tokens = 64;
-  std::int64_t kv_heads = kKvHeads;    // decode section
+  PageShape shape;                     // decode section (the prefix, memory and prefill sections keep the defaults)
 };
 
 constexpr const char* kWhat =
@@ -150,6 +157,7 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
         "  --contexts LIST    decode contexts, e.g. 1k,4k,16k,32k (default; --quick: 1k,4k)\n"
         "  --batches LIST     decode batch sizes (default 1,16)\n"
         "  --kv-heads N       decode KV heads for the 32 query heads: 1, 2, 4, 8 (default), 16 or 32 (no GQA)\n"
+        "  --page-size N      decode tokens per page (default 16)\n"
         "  --dtypes LIST      decode K/V types: f16, bf16, f32, i8, i4 (default all)\n"
         "  --full-grid        every dtype at every context (default: f16 at every context, the others\n"
         "                     at 16k, or the largest context given below it)\n"
@@ -193,9 +201,11 @@ std::vector<const char*> take_args(int argc, char** argv, Args& a) {
        }},
       {"--kv-heads", true,
        [&](const std::string& value) {
-         a.kv_heads = count("--kv-heads", value, 1, kHeads);
-         if (kHeads % a.kv_heads != 0) usage_error(program, fmt::format("--kv-heads: {} does not divide the {} query heads", a.kv_heads, kHeads));
+         a.shape.kv_heads = count("--kv-heads", value, 1, kHeads);
+         if (kHeads % a.shape.kv_heads != 0)
+           usage_error(program, fmt::format("--kv-heads: {} does not divide the {} query heads", a.shape.kv_heads, kHeads));
        }},
+      {"--page-size", true, [&](const std::string& value) { a.shape.tokens = count("--page-size", value, 1, 1024); }},
       {"--requests", true, [&](const std::string& value) { a.requests = count("--requests", value, 2, 1024); }},
       {"--prefix", true, [&](const std::string& value) { a.prefix_tokens = count("--prefix", value, kPage, 1 << 16); }},
       {"--unique", true, [&](const std::string& value) { a.unique_tokens = count("--unique", value, 1, 1 << 16); }},
@@ -216,9 +226,9 @@ struct Summary {
 // ---------------------------------------------------------------------------------------------
 // 1. Decode attention
 
-// Bytes of one page of K (or V) with kv_heads heads: values, then (INT8, INT4) the f32 scales.
-std::int64_t page_value_bytes(Kv t, std::int64_t kv_heads) {
-  const std::int64_t elems = kv_heads * kPage * kDim;
+// Bytes of one page of K (or V): values, then (INT8, INT4) the f32 scales.
+std::int64_t page_value_bytes(Kv t, const PageShape& s) {
+  const std::int64_t elems = s.kv_heads * s.tokens * kDim;
   switch (t) {
     case Kv::f16:
     case Kv::bf16: return elems * 2;
@@ -228,13 +238,13 @@ std::int64_t page_value_bytes(Kv t, std::int64_t kv_heads) {
   }
   return 0;
 }
-std::int64_t page_scale_count(Kv t, std::int64_t kv_heads) {
-  if (t == Kv::i8) return kv_heads * kPage;
-  if (t == Kv::i4) return kv_heads * kPage * (kDim / kInt4Group);
+std::int64_t page_scale_count(Kv t, const PageShape& s) {
+  if (t == Kv::i8) return s.kv_heads * s.tokens;
+  if (t == Kv::i4) return s.kv_heads * s.tokens * (kDim / kInt4Group);
   return 0;
 }
 // K and V bytes of one page, values and scales: what attention reads per page.
-std::int64_t page_kv_bytes(Kv t, std::int64_t kv_heads) { return 2 * (page_value_bytes(t, kv_heads) + 4 * page_scale_count(t, kv_heads)); }
+std::int64_t page_kv_bytes(Kv t, const PageShape& s) { return 2 * (page_value_bytes(t, s) + 4 * page_scale_count(t, s)); }
 
 // The ceiling of a decode row: the read rate of shuffled blocks of its pages' size (one page's
 // K values, all kv heads: what a kernel reads in one sweep), 1 thread and all, measured per page
@@ -247,19 +257,20 @@ struct PageCeilings {
     const auto& [one, all] = gbps.at(bytes);
     return threads <= 1 ? one : all;
   }
-  double for_row(Kv t, std::int64_t kv_heads, unsigned threads) const { return for_size(page_value_bytes(t, kv_heads), threads); }
+  double for_row(Kv t, const PageShape& s, unsigned threads) const { return for_size(page_value_bytes(t, s), threads); }
 };
 
-// K and V pages (values and scales) of `pages` pages of one type and kv_heads heads, filled with
-// random data.
+// K and V pages (values and scales) of `pages` pages of one type and shape, filled with random
+// data.
 struct KvArena {
   Kv type = Kv::f16;
-  std::int64_t pages = 0, kv_heads = kKvHeads;
+  std::int64_t pages = 0;
+  PageShape shape;
   Tensor<std::uint8_t> k, v;
   Tensor<float> k_scales, v_scales;
 
-  KvArena(Kv t, std::int64_t n, std::int64_t heads) : type(t), pages(n), kv_heads(heads) {
-    const std::int64_t vb = page_value_bytes(t, heads) * n, sc = std::max<std::int64_t>(1, page_scale_count(t, heads) * n);
+  KvArena(Kv t, std::int64_t n, const PageShape& s) : type(t), pages(n), shape(s) {
+    const std::int64_t vb = page_value_bytes(t, s) * n, sc = std::max<std::int64_t>(1, page_scale_count(t, s) * n);
     k = Tensor<std::uint8_t>::uninitialized(Shape{vb});
     v = Tensor<std::uint8_t>::uninitialized(Shape{vb});
     k_scales = Tensor<float>::full(Shape{sc}, t == Kv::i8 ? 0.02f : 0.25f);
@@ -292,7 +303,7 @@ struct KvArena {
   template <class T>
   void fill_template() {
     constexpr std::int64_t kTemplatePages = 61;
-    const std::int64_t elems = kv_heads * kPage * kDim;
+    const std::int64_t elems = shape.kv_heads * shape.tokens * kDim;
     std::vector<T> tmpl(static_cast<std::size_t>(kTemplatePages * elems));
     std::mt19937 rng(5);
     std::normal_distribution<float> d(0.f, 1.f);
@@ -310,9 +321,9 @@ void decode_call(const KvArena& a, std::int64_t first, std::int64_t pages, Tenso
                  TensorView<float> out, ThreadPool* pool) {
   DecodeAttentionParams params;
   params.pool = pool;
-  const Shape vs{pages, a.kv_heads, kPage, kDim};
-  const std::uint8_t* kb = a.k.data() + first * page_value_bytes(a.type, a.kv_heads);
-  const std::uint8_t* vb = a.v.data() + first * page_value_bytes(a.type, a.kv_heads);
+  const Shape vs{pages, a.shape.kv_heads, a.shape.tokens, kDim};
+  const std::uint8_t* kb = a.k.data() + first * page_value_bytes(a.type, a.shape);
+  const std::uint8_t* vb = a.v.data() + first * page_value_bytes(a.type, a.shape);
   status st;
   switch (a.type) {
     case Kv::f16:
@@ -328,8 +339,8 @@ void decode_call(const KvArena& a, std::int64_t first, std::int64_t pages, Tenso
                                   TensorView<const float>(reinterpret_cast<const float*>(vb), vs), table, out, params);
       break;
     case Kv::i8: {
-      const Shape ss{pages, a.kv_heads, kPage};
-      const std::int64_t so = first * page_scale_count(a.type, a.kv_heads);
+      const Shape ss{pages, a.shape.kv_heads, a.shape.tokens};
+      const std::int64_t so = first * page_scale_count(a.type, a.shape);
       const Int8KvPages k{TensorView<const std::int8_t>(reinterpret_cast<const std::int8_t*>(kb), vs),
                           TensorView<const float>(a.k_scales.data() + so, ss)};
       const Int8KvPages v{TensorView<const std::int8_t>(reinterpret_cast<const std::int8_t*>(vb), vs),
@@ -338,8 +349,8 @@ void decode_call(const KvArena& a, std::int64_t first, std::int64_t pages, Tenso
       break;
     }
     case Kv::i4: {
-      const Shape ss{pages, a.kv_heads, kPage, kDim / kInt4Group};
-      const std::int64_t so = first * page_scale_count(a.type, a.kv_heads);
+      const Shape ss{pages, a.shape.kv_heads, a.shape.tokens, kDim / kInt4Group};
+      const std::int64_t so = first * page_scale_count(a.type, a.shape);
       const Int4KvPages k{TensorView<const int4>(kb, vs), TensorView<const float>(a.k_scales.data() + so, ss)};
       const Int4KvPages v{TensorView<const int4>(vb, vs), TensorView<const float>(a.v_scales.data() + so, ss)};
       st = paged_decode_attention(q, k, v, table, out, params);
@@ -355,9 +366,9 @@ struct DecodeTiming {
 };
 
 // Copies of a batch's pool that rotate so that a row reads at least rotation_bytes.
-std::int64_t rotation_copies(Kv t, std::int64_t kv_heads, std::int64_t batch, std::int64_t context, std::int64_t rotation_bytes) {
-  const std::int64_t pages = batch * ((context + kPage - 1) / kPage);
-  const std::int64_t bytes = pages * page_kv_bytes(t, kv_heads);
+std::int64_t rotation_copies(Kv t, const PageShape& s, std::int64_t batch, std::int64_t context, std::int64_t rotation_bytes) {
+  const std::int64_t pages = batch * s.pages_for(context);
+  const std::int64_t bytes = pages * page_kv_bytes(t, s);
   return std::max<std::int64_t>(1, (rotation_bytes + bytes - 1) / bytes);
 }
 
@@ -378,11 +389,11 @@ struct DecodeResult {
 // compares samples taken back to back, under the same load from other processes.
 DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batch, std::int64_t context, ThreadPool* pool,
                          const DecodeTiming& timing) {
-  const std::int64_t pages = batch * ((context + kPage - 1) / kPage);
-  const BatchPageTable paged = make_batch_page_table(batch, context, kPage, true, static_cast<std::uint32_t>(11 + batch + context));
-  const BatchPageTable contiguous = make_batch_page_table(batch, context, kPage, false, 0);
-  const BatchPageTable pool_order = pool_batch_page_table(batch, context, kPage);
-  const BatchPageTable churned = churned_batch_page_table(batch, context, kPage, static_cast<std::uint32_t>(5 + batch + context));
+  const std::int64_t page = a.shape.tokens, pages = batch * a.shape.pages_for(context);
+  const BatchPageTable paged = make_batch_page_table(batch, context, page, true, static_cast<std::uint32_t>(11 + batch + context));
+  const BatchPageTable contiguous = make_batch_page_table(batch, context, page, false, 0);
+  const BatchPageTable pool_order = pool_batch_page_table(batch, context, page);
+  const BatchPageTable churned = churned_batch_page_table(batch, context, page, static_cast<std::uint32_t>(5 + batch + context));
   const PageTableCsr paged_csr = paged.csr(), contiguous_csr = contiguous.csr(), pool_csr = pool_order.csr(), churn_csr = churned.csr();
   Tensor<float> q = Tensor<float>::uninitialized({batch, kHeads, kDim});
   {
@@ -401,7 +412,7 @@ DecodeResult time_decode(const KvArena& a, const KvArena* f16, std::int64_t batc
   };
   std::vector<Variant> vs = {{&a, &paged_csr}, {&a, &contiguous_csr}, {&a, &pool_csr}, {&a, &churn_csr}};
   if (f16 != nullptr) vs.push_back({f16, &paged_csr});
-  for (Variant& v : vs) v.copies = std::min(v.arena->pages / pages, rotation_copies(v.arena->type, v.arena->kv_heads, batch, context, timing.rotation_bytes));
+  for (Variant& v : vs) v.copies = std::min(v.arena->pages / pages, rotation_copies(v.arena->type, v.arena->shape, batch, context, timing.rotation_bytes));
   const auto sample = [&](Variant& v, std::int64_t inner) {
     const auto t0 = Clock::now();
     for (std::int64_t i = 0; i < inner; ++i) decode_call(*v.arena, (v.next++ % v.copies) * pages, pages, q, *v.table, out, pool);
@@ -458,7 +469,7 @@ PageCeilings page_ceilings(BenchReport& report, Summary& summary, const Args& ar
   ceilings.gbps[static_cast<std::int64_t>(y.scattered_block_bytes)] = {y.scattered_gbps_1thread, y.scattered_gbps};
   std::map<std::int64_t, std::string> types_of;  // page size -> the dtypes that have it
   for (const Kv t : decode_dtypes(args)) {
-    std::string& names = types_of[page_value_bytes(t, args.kv_heads)];
+    std::string& names = types_of[page_value_bytes(t, args.shape)];
     names += fmt::format("{}{}", names.empty() ? "" : ", ", kv_name(t));
   }
   std::unique_ptr<DramReadBuffer> buffer;
@@ -485,7 +496,7 @@ PageCeilings page_ceilings(BenchReport& report, Summary& summary, const Args& ar
 // The read rate of shuffled blocks of each row's page size (ceilings) bounds its bytes/s.
 void run_decode(BenchReport& report, Summary& summary, const Args& args, const Yardsticks& y, const PageCeilings& ceilings, ThreadPool& pool,
                 const std::vector<unsigned>& thread_counts, bool quick) {
-  const std::int64_t kv_heads = args.kv_heads;
+  const PageShape& shape = args.shape;
   std::vector<std::int64_t> contexts = args.contexts;
   if (contexts.empty()) contexts = quick ? std::vector<std::int64_t>{1024, 4096} : std::vector<std::int64_t>{1024, 4096, 16384, 32768};
   const std::vector<std::int64_t> batches = args.batches.empty() ? std::vector<std::int64_t>{1, 16} : args.batches;
@@ -518,16 +529,16 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
     std::int64_t arena_pages = 0;
     for (const std::int64_t b : batches)
       for (const std::int64_t c : ctxs)
-        arena_pages = std::max(arena_pages, b * ((c + kPage - 1) / kPage) * rotation_copies(type, kv_heads, b, c, timing.rotation_bytes));
-    progress("decode {}: filling {} pages ({} MiB of K/V)", kv_name(type), arena_pages, (arena_pages * page_kv_bytes(type, kv_heads)) >> 20);
-    auto arena = std::make_unique<KvArena>(type, arena_pages, kv_heads);
+        arena_pages = std::max(arena_pages, b * shape.pages_for(c) * rotation_copies(type, shape, b, c, timing.rotation_bytes));
+    progress("decode {}: filling {} pages ({} MiB of K/V)", kv_name(type), arena_pages, (arena_pages * page_kv_bytes(type, shape)) >> 20);
+    auto arena = std::make_unique<KvArena>(type, arena_pages, shape);
     for (const std::int64_t batch : batches) {
       for (const std::int64_t ctx : ctxs) {
         for (const unsigned t : thread_counts) {
           const DecodeResult r = time_decode(*arena, f16_arena.get(), batch, ctx, t > 1 ? &pool : nullptr, timing);
-          const std::int64_t pages = batch * ((ctx + kPage - 1) / kPage);
-          const double bytes = static_cast<double>(pages * page_kv_bytes(type, kv_heads));
-          const double dram = y.dram_gbps_for(t), ceiling = ceilings.for_row(type, kv_heads, t);
+          const std::int64_t pages = batch * shape.pages_for(ctx);
+          const double bytes = static_cast<double>(pages * page_kv_bytes(type, shape));
+          const double dram = y.dram_gbps_for(t), ceiling = ceilings.for_row(type, shape, t);
           // q . k and p * v for every query head, token and element: 4 flops per query head and
           // K/V element pair; with 4 query heads per KV head that is 8 flops per K/V element, so
           // the f32 FMA peak bounds the K/V elements per second a kernel can take.
@@ -539,9 +550,9 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
           for (const bool paged : {false, true}) {
             const double s = paged ? r.paged_s : r.contiguous_s;
             const double gbps = bytes / s / 1e9;
-            BenchRow row(fmt::format("decode {} ctx {} batch {}{} ({})", kv_name(type), ctx, batch, kv_heads_suffix(kv_heads), paged ? "paged" : "contiguous"),
+            BenchRow row(fmt::format("decode {} ctx {} batch {}{} ({})", kv_name(type), ctx, batch, shape_suffix(shape), paged ? "paged" : "contiguous"),
                          "quarry", t);
-            row.set("dtype", kv_name(type)).set("context", ctx).set("batch", batch).set("kv_heads", kv_heads).set("ms", s * 1e3).set("gbps", gbps);
+            row.set("dtype", kv_name(type)).set("context", ctx).set("batch", batch).set("kv_heads", shape.kv_heads).set("page_tokens", shape.tokens).set("ms", s * 1e3).set("gbps", gbps);
             row.set("bw_ratio", gbps / dram).set("page_read_ratio", gbps / y.scattered_gbps_for(t)).set("gops", flops / s / 1e9).set("peak_ratio", flops / s / 1e9 / y.fma_gflops_for(t));
             row.set("set_mib", static_cast<std::int64_t>(bytes * static_cast<double>(r.copies)) >> 20);
             row.set("samples", r.samples);
@@ -578,7 +589,7 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
       DecodeTiming cached = timing;
       cached.rotation_bytes = 0;
       const DecodeResult r = time_decode(*arena, f16_arena.get(), 1, kCachedContext, nullptr, cached);
-      BenchRow row(fmt::format("decode {} ctx {} batch 1{} (in cache)", kv_name(type), kCachedContext, kv_heads_suffix(kv_heads)), "quarry", 1);
+      BenchRow row(fmt::format("decode {} ctx {} batch 1{} (in cache)", kv_name(type), kCachedContext, shape_suffix(shape)), "quarry", 1);
       row.set("dtype", kv_name(type)).set("context", kCachedContext).set("batch", std::int64_t{1}).set("ms", r.paged_s * 1e3);
       row.set("samples", r.samples).set("speedup_vs_f16", r.speedup).set("f16_ms", r.f16_s * 1e3);
       report.rows.push_back(std::move(row));
@@ -922,7 +933,7 @@ int main(int argc, char** argv) {
     Summary summary;
     if (args.decode || args.prefill) {
       progress("measuring the yardsticks");
-      report.yardsticks = measure_yardsticks(nthreads, options.effort(), static_cast<std::size_t>(page_value_bytes(Kv::f16, args.kv_heads)));
+      report.yardsticks = measure_yardsticks(nthreads, options.effort(), static_cast<std::size_t>(page_value_bytes(Kv::f16, args.shape)));
     }
     if (args.decode) {
       const Yardsticks& y = *report.yardsticks;
