@@ -26,9 +26,10 @@
 //             query heads per KV head does 8 flops per K/V element: near the peak, a kernel is
 //             compute-bound, not memory-bound), paged_vs_contiguous = contiguous time / paged time
 //             (target >= 0.95, i.e. paged at most 5% slower), pool_vs_contiguous and
-//             churn_vs_contiguous the same for the pool and churned orders, speedup_vs_f16 = f16 time / this dtype's
-//             time, same shape and threads, f16 pages timed in turn with this dtype's (INT8 target >= 1.7
-//             at 16k). Both ratios are medians of the ratios of samples taken back to back.
+//             churn_vs_contiguous the same for the pool and churned orders, speedup_vs_f16 = f16
+//             time / this dtype's time, same shape and threads, f16 pages timed in turn with this
+//             dtype's (INT8 target >= 1.7 at 16k). The ratios are medians of the ratios of samples
+//             taken back to back.
 //             page_read_ratio = gbps / the read rate of the row's page size in random order (a
 //             plain SIMD read of shuffled blocks of one page's K values, all kv heads, two side
 //             by side as the kernels read them, measured per size: 32 KiB for f16 / bf16, 16 KiB
