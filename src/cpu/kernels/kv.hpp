@@ -1373,9 +1373,7 @@ inline void unpermute_values_i8(float* out, std::int64_t heads, std::int64_t dim
 template <class Arch, class Scores>
 void vnni_chunk_i8(const DecodeChunkArgs& a, const KvI8Scratch& s, Scores&& scores) noexcept {
   const std::int64_t n = a.t1 - a.t0, heads = a.kv_heads * a.group;
-  fused_runs(a, a.k, a.dim, 4, &a.v, [&](std::int64_t h, std::int64_t r, std::int64_t rows, std::int64_t j0, const Ahead& ah) {
-    scores(h, r, rows, j0, ah);
-  });
+  fused_runs(a, a.k, a.dim, 4, &a.v, scores);
   chunk_softmax<Arch>(s.scores, n, heads, a.out, a.dim);
   const Ahead none;
   fused_runs(a, a.v, a.dim, 4, nullptr, [&](std::int64_t h, std::int64_t r, std::int64_t rows, std::int64_t j0, const Ahead& ah) {
@@ -1776,9 +1774,7 @@ template <class Arch, class Scores>
 void vnni_chunk_i4(const DecodeChunkArgs& a, const KvI8Scratch& s, Scores&& scores) noexcept {
   const std::int64_t n = a.t1 - a.t0, heads = a.kv_heads * a.group;
   const std::int64_t row_bytes = a.dim / 2, scale_row_bytes = 4 * a.groups;
-  fused_runs(a, a.k, row_bytes, scale_row_bytes, &a.v, [&](std::int64_t h, std::int64_t r, std::int64_t rows, std::int64_t j0, const Ahead& ah) {
-    scores(h, r, rows, j0, ah);
-  });
+  fused_runs(a, a.k, row_bytes, scale_row_bytes, &a.v, scores);
   chunk_softmax<Arch>(s.scores, n, heads, a.out, a.dim);
   float* cols = s.tile;
   std::uint8_t* wq = reinterpret_cast<std::uint8_t*>(s.tile + a.groups * 16);
