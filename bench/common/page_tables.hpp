@@ -41,35 +41,16 @@ inline BatchPageTable make_batch_page_table(std::int64_t batch, std::int64_t con
   return s;
 }
 
-/// `batch` sequences of `context` tokens as a fresh BlockPool of exactly their pages (default
-/// options: extent_pages 8; accounts only) hands them out when the sequences grow together, a
-/// page each in turn, as when they decode in step: each sequence's pages come in runs of 8.
-inline BatchPageTable pool_batch_page_table(std::int64_t batch, std::int64_t context, std::int64_t page_size) {
-  const std::int64_t per = (context + page_size - 1) / page_size;
-  BlockPoolOptions o;
-  o.page_size = page_size;
-  o.num_pages = batch * per;
-  o.max_sequence_length = std::max<std::int64_t>(context, 1);
-  o.host_storage = false;
-  BlockPool pool = BlockPool::create(o).value();
-  std::vector<SequenceId> seqs;
-  for (std::int64_t b = 0; b < batch; ++b) seqs.push_back(pool.create());
-  for (std::int64_t p = 0; p < per; ++p)
-    for (const SequenceId s : seqs)
-      if (!pool.append(s, std::min(page_size, context - p * page_size)).ok()) throw std::logic_error("pool_batch_page_table: append failed");
-  const BlockPool::Table t = pool.page_table(seqs).value();
-  return {t.indptr, t.indices, t.last_page_len};
-}
-
-/// `batch` sequences of `context` tokens grown in step (a page each in turn) in a BlockPool of
-/// exactly their pages (default options, accounts only) that other requests keep taking and
-/// freeing, as in a server that batches requests as they come: while they hold less than 3/4 of
-/// the pages the batch does not, new requests start, each with a prompt of 1 to 32 pages (at once)
-/// and then 1 to 64 pages more, a page at a time with probability 1/2 per step, ending when done;
-/// when a batch sequence needs a page and none is free, one of them (at random) is ended, as a
-/// scheduler preempts a request. Their pages come back one request at a time, wherever the pool
-/// had put them, so the batch's runs are shorter than from a fresh pool.
-inline BatchPageTable churned_batch_page_table(std::int64_t batch, std::int64_t context, std::int64_t page_size, std::uint32_t seed) {
+/// `batch` sequences of `context` tokens grown in step (a page each in turn, as when they decode
+/// together) in a BlockPool of exactly their pages (default options: extent_pages 8; accounts
+/// only), as it hands them out. With others_share > 0, other requests keep taking and freeing
+/// pages meanwhile, as in a server that batches requests as they come: while they hold less than
+/// others_share of the pages the batch does not, new requests start, each with a prompt of 1 to 32
+/// pages (at once) and then 1 to 64 pages more, a page at a time with probability 1/2 per step,
+/// ending when done; when a batch sequence needs a page and none is free, one of them (at random,
+/// from `seed`) is ended, as a scheduler preempts a request.
+inline BatchPageTable grown_batch_page_table(std::int64_t batch, std::int64_t context, std::int64_t page_size, double others_share,
+                                             std::uint32_t seed) {
   const std::int64_t per = (context + page_size - 1) / page_size;
   BlockPoolOptions o;
   o.page_size = page_size;
@@ -86,20 +67,20 @@ inline BatchPageTable churned_batch_page_table(std::int64_t batch, std::int64_t 
   std::vector<Request> others;
   std::int64_t others_pages = 0, batch_pages = 0;
   const auto end_other = [&](std::size_t i) {
-    if (!pool.release(others[i].id).ok()) throw std::logic_error("churned_batch_page_table: release failed");
+    if (!pool.release(others[i].id).ok()) throw std::logic_error("grown_batch_page_table: release failed");
     others_pages -= others[i].pages;
     others[i] = others.back();
     others.pop_back();
   };
-  const auto grow = [&](SequenceId s, std::int64_t pages) {
-    if (!pool.append(s, pages * page_size).ok()) throw std::logic_error("churned_batch_page_table: append failed");
+  const auto grow = [&](SequenceId s, std::int64_t tokens) {
+    if (!pool.append(s, tokens).ok()) throw std::logic_error("grown_batch_page_table: append failed");
   };
   std::vector<SequenceId> seqs;
   for (std::int64_t b = 0; b < batch; ++b) seqs.push_back(pool.create());
   for (std::int64_t p = 0; p < per; ++p) {
     for (const SequenceId s : seqs) {
       if (pool.free_pages() == 0) end_other(static_cast<std::size_t>(uniform(0, static_cast<std::int64_t>(others.size()) - 1)));
-      if (!pool.append(s, std::min(page_size, context - p * page_size)).ok()) throw std::logic_error("churned_batch_page_table: append failed");
+      grow(s, std::min(page_size, context - p * page_size));
       ++batch_pages;
     }
     for (std::size_t i = 0; i < others.size();) {
@@ -109,20 +90,33 @@ inline BatchPageTable churned_batch_page_table(std::int64_t batch, std::int64_t 
         continue;
       }
       if (uniform(0, 1) == 1 && pool.free_pages() > 0) {
-        grow(r.id, 1);
+        grow(r.id, page_size);
         ++r.pages, --r.left, ++others_pages;
       }
       ++i;
     }
-    while (pool.free_pages() > 0 && 4 * others_pages < 3 * (o.num_pages - batch_pages)) {
+    while (pool.free_pages() > 0 && static_cast<double>(others_pages) < others_share * static_cast<double>(o.num_pages - batch_pages)) {
       const std::int64_t prompt = std::min(uniform(1, 32), pool.free_pages());
       others.push_back({pool.create(), prompt, uniform(1, 64)});
-      grow(others.back().id, prompt);
+      grow(others.back().id, prompt * page_size);
       others_pages += prompt;
     }
   }
   const BlockPool::Table t = pool.page_table(seqs).value();
   return {t.indptr, t.indices, t.last_page_len};
+}
+
+/// The batch's pages as a fresh BlockPool hands them out (grown_batch_page_table, nobody else in
+/// the pool): each sequence's pages come in runs of 8.
+inline BatchPageTable pool_batch_page_table(std::int64_t batch, std::int64_t context, std::int64_t page_size) {
+  return grown_batch_page_table(batch, context, page_size, 0.0, 0);
+}
+
+/// The batch's pages as a BlockPool hands them out while other requests hold up to 3/4 of the
+/// pages the batch does not (grown_batch_page_table). Their pages come back one request at a time,
+/// wherever the pool had put them, so the batch's runs are shorter than from a fresh pool.
+inline BatchPageTable churned_batch_page_table(std::int64_t batch, std::int64_t context, std::int64_t page_size, std::uint32_t seed) {
+  return grown_batch_page_table(batch, context, page_size, 0.75, seed);
 }
 
 /// The mean length of the runs of consecutive pages in a table's sequences.
