@@ -7,6 +7,7 @@
 
 #include <cuda_runtime.h>
 
+#include "launch.cuh"
 #include "quarry/core/detail/float16_bits.hpp"
 
 namespace quarry::cuda_kernels {
@@ -48,7 +49,7 @@ __global__ void __launch_bounds__(32) kv_write_quantized_kernel(void* k_values, 
                                                                  const std::int64_t* slots, const float* k, const float* v,
                                                                  std::int64_t n_kv_heads, std::int64_t page_size, std::int64_t head_dim,
                                                                  std::int64_t group) {
-  extern __shared__ signed char q[];  // head_dim
+  QUARRY_DYNAMIC_SHARED(signed char, q);  // head_dim
   const std::int64_t t = blockIdx.x, h = blockIdx.y;
   const int lane = static_cast<int>(threadIdx.x);
   const std::int64_t slot = slots[t];
@@ -100,9 +101,9 @@ cudaError_t launch_kv_write_quantized(void* k_values, float* k_scales, void* v_v
   const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(n_kv_heads));
   const std::size_t shared = static_cast<std::size_t>(head_dim);
   if (int4)
-    kv_write_quantized_kernel<true><<<grid, 32, shared>>>(k_values, k_scales, v_values, v_scales, slots, k, v, n_kv_heads, page_size, head_dim, group);
+    QUARRY_LAUNCH(grid, 32, shared, kv_write_quantized_kernel<true>)(k_values, k_scales, v_values, v_scales, slots, k, v, n_kv_heads, page_size, head_dim, group);
   else
-    kv_write_quantized_kernel<false><<<grid, 32, shared>>>(k_values, k_scales, v_values, v_scales, slots, k, v, n_kv_heads, page_size, head_dim, head_dim);
+    QUARRY_LAUNCH(grid, 32, shared, kv_write_quantized_kernel<false>)(k_values, k_scales, v_values, v_scales, slots, k, v, n_kv_heads, page_size, head_dim, head_dim);
   return cudaGetLastError();
 }
 
@@ -113,9 +114,9 @@ cudaError_t launch_kv_write(void* k_pages, void* v_pages, KvStoreType type, cons
   (void)cudaGetLastError();
   const dim3 grid(static_cast<unsigned>(tokens));
   switch (type) {
-    case KvStoreType::f32: kv_write_kernel<KvStoreType::f32><<<grid, kThreads>>>(k_pages, v_pages, slots, k, v, n_kv_heads, page_size, head_dim); break;
-    case KvStoreType::f16: kv_write_kernel<KvStoreType::f16><<<grid, kThreads>>>(k_pages, v_pages, slots, k, v, n_kv_heads, page_size, head_dim); break;
-    case KvStoreType::bf16: kv_write_kernel<KvStoreType::bf16><<<grid, kThreads>>>(k_pages, v_pages, slots, k, v, n_kv_heads, page_size, head_dim); break;
+    case KvStoreType::f32: QUARRY_LAUNCH(grid, kThreads, 0, kv_write_kernel<KvStoreType::f32>)(k_pages, v_pages, slots, k, v, n_kv_heads, page_size, head_dim); break;
+    case KvStoreType::f16: QUARRY_LAUNCH(grid, kThreads, 0, kv_write_kernel<KvStoreType::f16>)(k_pages, v_pages, slots, k, v, n_kv_heads, page_size, head_dim); break;
+    case KvStoreType::bf16: QUARRY_LAUNCH(grid, kThreads, 0, kv_write_kernel<KvStoreType::bf16>)(k_pages, v_pages, slots, k, v, n_kv_heads, page_size, head_dim); break;
   }
   return cudaGetLastError();
 }

@@ -18,6 +18,8 @@
 
 #include <math_constants.h>
 
+#include "launch.cuh"
+
 namespace quarry::cuda_kernels {
 namespace {
 
@@ -314,11 +316,11 @@ __global__ void __launch_bounds__(kD) merge_kernel(PagedDecodeArgs a) {
 template <int kD, int kG>
 void launch_typed(const PagedDecodeArgs& a, dim3 grid) {
   switch (a.kv_type) {
-    case KvType::f32: decode_kernel<kD, kG, KvType::f32><<<grid, kThreads>>>(a); break;
-    case KvType::f16: decode_kernel<kD, kG, KvType::f16><<<grid, kThreads>>>(a); break;
-    case KvType::bf16: decode_kernel<kD, kG, KvType::bf16><<<grid, kThreads>>>(a); break;
-    case KvType::i8: decode_kernel<kD, kG, KvType::i8><<<grid, kThreads>>>(a); break;
-    case KvType::i4: decode_kernel<kD, kG, KvType::i4><<<grid, kThreads>>>(a); break;
+    case KvType::f32: QUARRY_LAUNCH(grid, kThreads, 0, decode_kernel<kD, kG, KvType::f32>)(a); break;
+    case KvType::f16: QUARRY_LAUNCH(grid, kThreads, 0, decode_kernel<kD, kG, KvType::f16>)(a); break;
+    case KvType::bf16: QUARRY_LAUNCH(grid, kThreads, 0, decode_kernel<kD, kG, KvType::bf16>)(a); break;
+    case KvType::i8: QUARRY_LAUNCH(grid, kThreads, 0, decode_kernel<kD, kG, KvType::i8>)(a); break;
+    case KvType::i4: QUARRY_LAUNCH(grid, kThreads, 0, decode_kernel<kD, kG, KvType::i4>)(a); break;
   }
 }
 
@@ -331,7 +333,7 @@ cudaError_t launch_dim(const PagedDecodeArgs& a) {
   else if (group <= 4) launch_typed<kD, 4>(a, grid);
   else if (group <= 8) launch_typed<kD, 8>(a, grid);
   else return cudaErrorInvalidValue;
-  if (a.chunks > 1) merge_kernel<kD><<<static_cast<unsigned>(a.batch * a.n_heads), kD>>>(a);
+  if (a.chunks > 1) QUARRY_LAUNCH(static_cast<unsigned>(a.batch * a.n_heads), kD, 0, merge_kernel<kD>)(a);
   return cudaGetLastError();
 }
 

@@ -18,19 +18,44 @@ using namespace quarry::testing;
 
 namespace {
 
-template <class KV>
-double run_device(const PagedBatch& pb, const DecodeAttentionParams& params) {
-  const CudaPageTable table = CudaPageTable::upload(pb.table(), pb.num_pages, pb.page_size).value();
-  const Tensor<float, cuda> q = to_device(pb.q);
-  Tensor<float, cuda> out = Tensor<float, cuda>::uninitialized(pb.q.shape());
-  if constexpr (std::is_same_v<KV, float>) {
-    paged_decode_attention(q, to_device(pb.k), to_device(pb.v), table, out, params);
-  } else {
-    paged_decode_attention(q, to_device(pages_as<KV>(pb.k)), to_device(pages_as<KV>(pb.v)), table, out, params);
+// A batch's page table, query and pages (as f32, f16 and bf16) on the device, uploaded once.
+struct DeviceBatch {
+  explicit DeviceBatch(const PagedBatch& pb)
+      : table(CudaPageTable::upload(pb.table(), pb.num_pages, pb.page_size).value()),
+        q(to_device(pb.q)),
+        k32(to_device(pb.k)),
+        v32(to_device(pb.v)),
+        k16(to_device(pages_as<f16>(pb.k))),
+        v16(to_device(pages_as<f16>(pb.v))),
+        kb16(to_device(pages_as<bf16>(pb.k))),
+        vb16(to_device(pages_as<bf16>(pb.v))) {}
+  template <class KV>
+  std::pair<const Tensor<KV, cuda>&, const Tensor<KV, cuda>&> pages() const {
+    if constexpr (std::is_same_v<KV, float>) return {k32, v32};
+    else if constexpr (std::is_same_v<KV, f16>) return {k16, v16};
+    else return {kb16, vb16};
   }
-  const Tensor<float> host = out.to_host();
-  const double scale = params.scale != 0.f ? params.scale : 1.0 / std::sqrt(static_cast<double>(pb.dim));
-  return max_abs_diff(host.data(), reference_decode<KV>(pb, scale, params.sliding_window));
+  CudaPageTable table;
+  Tensor<float, cuda> q, k32, v32;
+  Tensor<f16, cuda> k16, v16;
+  Tensor<bf16, cuda> kb16, vb16;
+};
+
+// Decode attention on the device over the batch's KV pages, once per chunk size (with the
+// sliding window), each against the f64 reference of those pages (computed once).
+template <class KV>
+void check_device(const PagedBatch& pb, const DeviceBatch& d, std::initializer_list<std::int64_t> chunks, std::int64_t window = 0) {
+  const std::vector<double> want = reference_decode<KV>(pb, 1.0 / std::sqrt(static_cast<double>(pb.dim)), window);
+  const auto [k, v] = d.pages<KV>();
+  for (const std::int64_t chunk : chunks) {
+    CAPTURE(chunk);
+    DecodeAttentionParams p;
+    p.chunk_tokens = chunk;
+    p.sliding_window = window;
+    Tensor<float, cuda> out = Tensor<float, cuda>::uninitialized(pb.q.shape());
+    paged_decode_attention(d.q, k, v, d.table, out, p);
+    CHECK(max_abs_diff(out.to_host().data(), want) < 2e-5);
+  }
 }
 
 }  // namespace
@@ -42,18 +67,14 @@ TEST_CASE("paged decode attention on cuda: head_dim 64/128/256, f16/bf16/f32, GQ
     for (const auto& [n_heads, n_kv] : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {8, 4}, {6, 2}, {16, 4}, {24, 3}, {8, 1}}) {
       for (const std::int64_t page_size : {16, 7}) {
         const PagedBatch pb = make_paged_batch(lengths, n_heads, n_kv, page_size, dim, ++seed, 3, 2.f);
-        for (const std::int64_t chunk : {0, 64, 4096}) {
-          CAPTURE(dim);
-          CAPTURE(n_heads);
-          CAPTURE(n_kv);
-          CAPTURE(page_size);
-          CAPTURE(chunk);
-          DecodeAttentionParams p;
-          p.chunk_tokens = chunk;
-          CHECK(run_device<f16>(pb, p) < 2e-5);
-          CHECK(run_device<bf16>(pb, p) < 2e-5);
-          CHECK(run_device<float>(pb, p) < 2e-5);
-        }
+        const DeviceBatch d(pb);
+        CAPTURE(dim);
+        CAPTURE(n_heads);
+        CAPTURE(n_kv);
+        CAPTURE(page_size);
+        check_device<f16>(pb, d, {0, 64, 4096});
+        check_device<bf16>(pb, d, {0, 64, 4096});
+        check_device<float>(pb, d, {0, 64, 4096});
       }
     }
   }
@@ -132,12 +153,10 @@ TEST_CASE("paged decode attention on cuda: sliding windows and a batch of 64 seq
   std::vector<std::int64_t> lengths;
   for (int i = 0; i < 64; ++i) lengths.push_back(1 + (i * 97) % 700);
   const PagedBatch pb = make_paged_batch(lengths, 32, 8, 16, 128, 99, 5, 2.f);
+  const DeviceBatch d(pb);
   for (const std::int64_t window : {0, 1, 16, 100, 5000}) {
     CAPTURE(window);
-    DecodeAttentionParams p;
-    p.sliding_window = window;
-    p.chunk_tokens = window == 100 ? 32 : 0;
-    CHECK(run_device<f16>(pb, p) < 2e-5);
+    check_device<f16>(pb, d, {window == 100 ? std::int64_t{32} : std::int64_t{0}}, window);
   }
 }
 

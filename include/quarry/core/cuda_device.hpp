@@ -11,7 +11,9 @@
 #include "quarry/config.hpp"
 #include "quarry/core/status.hpp"
 
-#if !QUARRY_BUILT_CUDA
+// (QUARRY_SIMT_EMULATED: quarry's own tests of the CUDA backend on the host SIMT emulator,
+// tests/cuda_emulated, which stands in for quarry::cuda in any build.)
+#if !QUARRY_BUILT_CUDA && !defined(QUARRY_SIMT_EMULATED)
 #error "this quarry was built without its CUDA backend (QUARRY_CUDA=OFF or no nvcc): quarry::cuda is not available"
 #endif
 

@@ -1,0 +1,101 @@
+// The host SIMT emulator's interface (tests/cuda_emulated/simt.cpp): what the CUDA shims of this
+// folder call inside a kernel, the launch that src/cuda/launch.cuh expands to, and what its own
+// tests inspect.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "driver_types.h"
+#include "vector_types.h"
+
+namespace quarry::simt {
+
+/// The calling kernel thread's built-in variables (only inside a kernel run by launch).
+const uint3& thread_idx() noexcept;
+const uint3& block_idx() noexcept;
+const dim3& block_dim() noexcept;
+const dim3& grid_dim() noexcept;
+/// The block's dynamic shared memory (the launch's shared_bytes, filled with 0xa5 bytes at the
+/// start of each block, as uninitialised memory).
+void* dynamic_shared() noexcept;
+
+enum class WarpOp : int { sync, shfl, shfl_xor, shfl_up, shfl_down, all, any, ballot };
+
+/// A warp collective: the calling lane waits until every lane of `mask` has reached a collective
+/// of the same op, mask and width, then gets its result (shuffles: the source lane's `value`;
+/// all / any / ballot: of the lanes' values as booleans). `arg` is the shuffle's lane, lane mask
+/// or delta.
+std::uint64_t warp_collective(WarpOp op, unsigned mask, std::uint64_t value, int arg, int width) noexcept;
+/// __syncthreads: waits until every thread of the block has reached it.
+void sync_threads() noexcept;
+
+template <class T>
+T shuffle(WarpOp op, unsigned mask, T v, int arg, int width) noexcept {
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8, "a shuffle moves up to 8 bytes");
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  bits = warp_collective(op, mask, bits, arg, width);
+  T r;
+  std::memcpy(&r, &bits, sizeof(T));
+  return r;
+}
+
+/// Runs body(context) as every thread of every block of `grid` (blocks in order of x, then y,
+/// then z; a block's threads as fibers on this thread). A launch that is not valid (block of 0
+/// or more than 1024 threads, grid beyond CUDA's limits, more than 227 KiB of dynamic shared
+/// memory) or whose threads fail to meet at a collective sets the calling thread's last error
+/// (cudaGetLastError) and prints why to stderr, naming `kernel`.
+void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, void (*body)(void*), void* context) noexcept;
+
+/// What QUARRY_LAUNCH(grid, block, shared, kernel)(args...) is under the emulator: the arguments
+/// converted to the kernel's parameter types (as a CUDA launch converts them), then run_grid.
+template <class... P>
+class Launch {
+ public:
+  Launch(const char* name, dim3 grid, dim3 block, std::size_t shared_bytes, void (*kernel)(P...)) noexcept
+      : name_(name), grid_(grid), block_(block), shared_(shared_bytes), kernel_(kernel) {}
+
+  template <class... A>
+  void operator()(A&&... args) const {
+    static_assert(sizeof...(A) == sizeof...(P), "a kernel launch passes one argument per parameter");
+    struct Call {
+      void (*kernel)(P...);
+      std::tuple<std::decay_t<P>...> params;
+    } call{kernel_, {static_cast<std::decay_t<P>>(std::forward<A>(args))...}};
+    run_grid(
+        name_, grid_, block_, shared_,
+        [](void* c) {
+          auto* call = static_cast<Call*>(c);
+          std::apply(call->kernel, call->params);  // each thread gets its own copies of the parameters
+        },
+        &call);
+  }
+
+ private:
+  const char* name_;
+  dim3 grid_, block_;
+  std::size_t shared_;
+  void (*kernel_)(P...);
+};
+
+template <class... P>
+Launch<P...> launch(dim3 grid, dim3 block, std::size_t shared_bytes, const char* name, void (*kernel)(P...)) noexcept {
+  return Launch<P...>(name, grid, block, shared_bytes, kernel);
+}
+
+/// Device memory the emulator holds now: allocations and their bytes (for leak checks).
+std::size_t live_allocations() noexcept;
+std::size_t live_bytes() noexcept;
+
+/// Kernel threads run in this order within each pass of a block: forward (thread 0 first, the
+/// default) or reverse. A kernel whose result depends on it has a race between its threads.
+enum class Order { forward, reverse };
+void set_thread_order(Order order) noexcept;
+
+}  // namespace quarry::simt

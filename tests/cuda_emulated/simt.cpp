@@ -1,0 +1,731 @@
+// The host SIMT emulator: kernels of src/cuda compiled by the host compiler (include/ holds the
+// CUDA headers they include) and run on the CPU, one block at a time, its threads as fibers; and
+// the CUDA runtime API over host memory. So the CUDA backend's own tests run, kernels and host
+// code together, on machines without a GPU (CI), with AddressSanitizer watching device memory.
+//
+// What it checks beyond the results: threads that do not meet at a collective (a lane that
+// exits or waits elsewhere while its warp shuffles, a __syncthreads not every thread reaches,
+// lanes at different collectives), launch configurations CUDA refuses, and copies, sets and
+// frees whose "device" side is not device memory. What it does not model: timing, concurrency
+// within a warp between collectives (threads run one after another, so a kernel that needs a
+// __syncwarp or __syncthreads it lacks may still pass; run it in reverse order too), memory
+// spaces (a kernel reading host memory is not caught), and the fast-math intrinsics' last bits.
+#include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "cuda_runtime_api.h"
+#include "quarry_simt.hpp"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define QUARRY_SIMT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define QUARRY_SIMT_ASAN 1
+#endif
+#endif
+#if defined(QUARRY_SIMT_ASAN)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+namespace quarry::simt {
+namespace {
+
+// ---- Fibers: a stack each, and a switch between stacks. ----
+
+#if defined(__x86_64__)
+// Saves the callee-saved registers on the current stack, stores its pointer in *save, and
+// resumes the stack at load (System V x86-64; MXCSR and the x87 control word are the same in
+// every fiber, so they stay).
+extern "C" void quarry_simt_switch(void** save, void* load);
+asm(R"(
+  .text
+  .p2align 4
+  .globl quarry_simt_switch
+  .type quarry_simt_switch, @function
+quarry_simt_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size quarry_simt_switch, .-quarry_simt_switch
+  .section .note.GNU-stack,"",@progbits
+  .text
+)");
+#endif
+
+constexpr std::size_t kStackBytes = std::size_t{256} << 10;  // per kernel thread, with a guard page below
+constexpr int kWarp = 32;
+constexpr std::size_t kMaxDynamicShared = 227 * 1024;  // an H200's opt-in maximum per block
+
+enum class Wait { run, warp, barrier, done };
+
+struct Fiber {
+  // Its stack: mapped once, reused by every block this fiber runs in.
+  char* stack = nullptr;  // lowest usable byte (above the guard page)
+#if defined(__x86_64__)
+  void* sp = nullptr;
+#else
+  ucontext_t context{};
+#endif
+  void* asan_fake = nullptr;
+  bool abandoned = false;  // left waiting by a failed block: its stack still holds that run's frames
+  uint3 tid{};
+  int warp = 0, lane = 0;
+  Wait wait = Wait::run;
+  // The collective it waits at (Wait::warp).
+  WarpOp op = WarpOp::sync;
+  unsigned mask = 0;
+  int arg = 0, width = kWarp;
+  std::uint64_t value = 0, result = 0;
+};
+
+// What a host thread's running block needs; one per host thread, so that threads may launch at once.
+struct Runner {
+  std::vector<Fiber> fibers;  // grows to the largest block seen
+  int threads = 0;            // of this block
+  Fiber* current = nullptr;
+#if defined(__x86_64__)
+  void* scheduler_sp = nullptr;
+#else
+  ucontext_t scheduler{};
+#endif
+  const void* scheduler_stack = nullptr;  // for AddressSanitizer's fiber annotations
+  std::size_t scheduler_stack_size = 0;
+  void* scheduler_fake = nullptr;
+  dim3 grid, block;
+  uint3 block_idx{};
+  void (*body)(void*) = nullptr;
+  void* context = nullptr;
+  std::vector<unsigned char> shared;
+  Order order = Order::forward;
+  std::string failure;  // why the block cannot go on; empty while it can
+};
+
+thread_local Runner t_runner;
+thread_local cudaError_t t_last_error = cudaSuccess;
+
+Fiber& current_fiber() noexcept { return *t_runner.current; }
+
+void start_switch(void** fake, const void* bottom, std::size_t size) noexcept {
+#if defined(QUARRY_SIMT_ASAN)
+  __sanitizer_start_switch_fiber(fake, bottom, size);
+#else
+  (void)fake, (void)bottom, (void)size;
+#endif
+}
+void finish_switch(void* fake, const void** bottom, std::size_t* size) noexcept {
+#if defined(QUARRY_SIMT_ASAN)
+  __sanitizer_finish_switch_fiber(fake, bottom, size);
+#else
+  (void)fake, (void)bottom, (void)size;
+#endif
+}
+
+void park(Fiber& f) noexcept;
+
+// The first code a fiber runs: the kernel, then away for good.
+[[noreturn]] void fiber_main() noexcept {
+  finish_switch(nullptr, nullptr, nullptr);
+  Runner& r = t_runner;
+  r.body(r.context);
+  Fiber& f = *t_runner.current;
+  f.wait = Wait::done;
+  park(f);
+  std::fprintf(stderr, "quarry SIMT emulator: a finished kernel thread was resumed\n");
+  std::abort();
+}
+
+#if !defined(__x86_64__)
+void fiber_main_c() { fiber_main(); }
+#endif
+
+// Maps the fiber's stack on first use (a guard page below it: an overflow faults).
+bool map_stack(Fiber& f) noexcept {
+  if (f.stack != nullptr) return true;
+  const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  void* m = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) return false;
+  mprotect(m, page, PROT_NONE);
+  f.stack = static_cast<char*>(m) + page;
+  return true;
+}
+
+// Sets the fiber up to run fiber_main from the top of its stack.
+void prepare(Fiber& f) noexcept {
+  f.asan_fake = nullptr;
+#if defined(QUARRY_SIMT_ASAN)
+  if (f.abandoned) __asan_unpoison_memory_region(f.stack, kStackBytes);  // the frames it never left
+#endif
+  f.abandoned = false;
+#if defined(__x86_64__)
+  // fiber_main is entered by quarry_simt_switch's ret, with the stack as after a call (its
+  // pointer 8 bytes below a multiple of 16), under six zero registers.
+  auto* sp = reinterpret_cast<void**>(reinterpret_cast<std::uintptr_t>(f.stack + kStackBytes) & ~std::uintptr_t{15});
+  *--sp = nullptr;  // fiber_main's return address: it never returns
+  *--sp = reinterpret_cast<void*>(&fiber_main);
+  for (int i = 0; i < 6; ++i) *--sp = nullptr;
+  f.sp = sp;
+#else
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = f.stack;
+  f.context.uc_stack.ss_size = kStackBytes;
+  f.context.uc_link = nullptr;
+  makecontext(&f.context, fiber_main_c, 0);
+#endif
+}
+
+// Leaves `from` (a fiber, or the scheduler: nullptr) for `to` (likewise); returns when something
+// switches back to `from`.
+void switch_to(Runner& r, Fiber* from, Fiber* to) noexcept {
+  void** fake = from == nullptr ? &r.scheduler_fake : from->wait == Wait::done ? nullptr : &from->asan_fake;
+  start_switch(fake, to == nullptr ? r.scheduler_stack : to->stack, to == nullptr ? r.scheduler_stack_size : kStackBytes);
+  r.current = to;
+#if defined(__x86_64__)
+  quarry_simt_switch(from == nullptr ? &r.scheduler_sp : &from->sp, to == nullptr ? r.scheduler_sp : to->sp);
+#else
+  swapcontext(from == nullptr ? &r.scheduler : &from->context, to == nullptr ? &r.scheduler : &to->context);
+#endif
+  finish_switch(from == nullptr ? r.scheduler_fake : from->asan_fake, nullptr, nullptr);
+}
+
+const char* op_name(WarpOp op) noexcept {
+  switch (op) {
+    case WarpOp::sync: return "__syncwarp";
+    case WarpOp::shfl: return "__shfl_sync";
+    case WarpOp::shfl_xor: return "__shfl_xor_sync";
+    case WarpOp::shfl_up: return "__shfl_up_sync";
+    case WarpOp::shfl_down: return "__shfl_down_sync";
+    case WarpOp::all: return "__all_sync";
+    case WarpOp::any: return "__any_sync";
+    case WarpOp::ballot: return "__ballot_sync";
+  }
+  return "?";
+}
+
+std::string where(const Runner& r, const Fiber& f) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "block (%u, %u, %u), thread (%u, %u, %u) (warp %d, lane %d)", r.block_idx.x, r.block_idx.y, r.block_idx.z,
+                f.tid.x, f.tid.y, f.tid.z, f.warp, f.lane);
+  return buf;
+}
+
+const char* wait_name(const Fiber& f) noexcept {
+  switch (f.wait) {
+    case Wait::run: return "running";
+    case Wait::warp: return op_name(f.op);
+    case Wait::barrier: return "__syncthreads";
+    case Wait::done: return "exited";
+  }
+  return "?";
+}
+
+// Completes the collectives of warp w whose lanes have all arrived; returns how many lanes it
+// released, or sets r.failure when lanes that must meet do not.
+int resolve_warp(Runner& r, int w) {
+  const int first = w * kWarp, count = std::min(kWarp, r.threads - first);
+  Fiber* lanes = r.fibers.data() + first;
+  // The common case first: the whole warp at one __shfl_xor_sync of a full mask.
+  if (count == kWarp) {
+    bool same = true;
+    for (int l = 0; l < kWarp && same; ++l) {
+      const Fiber& f = lanes[l];
+      same = f.wait == Wait::warp && f.op == WarpOp::shfl_xor && f.mask == ~0u && f.width == kWarp && f.arg >= 0 && f.arg < kWarp;
+    }
+    if (same) {
+      for (int l = 0; l < kWarp; ++l) lanes[l].result = lanes[l ^ lanes[l].arg].value;
+      for (int l = 0; l < kWarp; ++l) lanes[l].wait = Wait::run;
+      return kWarp;
+    }
+  }
+  int released = 0;
+  bool pending[kWarp] = {};
+  for (int l = 0; l < count; ++l) pending[l] = lanes[l].wait == Wait::warp;
+  for (int l = 0; l < count; ++l) {
+    if (!pending[l]) continue;
+    const Fiber& a = lanes[l];
+    const unsigned mask = a.mask;
+    if (a.width < 1 || a.width > kWarp || (a.width & (a.width - 1)) != 0) {
+      r.failure = where(r, a) + ": " + op_name(a.op) + " with width " + std::to_string(a.width) + " (a power of two up to 32)";
+      return 0;
+    }
+    if ((mask >> a.lane & 1u) == 0) {
+      r.failure = where(r, a) + ": " + op_name(a.op) + " with a mask that leaves out the calling lane";
+      return 0;
+    }
+    // Every lane of the mask must be here at the same collective.
+    for (int m = 0; m < kWarp; ++m) {
+      if ((mask >> m & 1u) == 0) continue;
+      if (m >= count) {
+        r.failure = where(r, a) + ": " + op_name(a.op) + "'s mask names lane " + std::to_string(m) + ", which the block does not have";
+        return 0;
+      }
+      const Fiber& b = lanes[m];
+      if (b.wait != Wait::warp || b.op != a.op || b.mask != a.mask || b.width != a.width) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%#x", mask);
+        r.failure = where(r, a) + " waits at " + op_name(a.op) + " (mask " + buf + ") while lane " + std::to_string(m) + " " +
+                    (b.wait == Wait::done ? "has exited" : std::string("waits at ") + wait_name(b)) +
+                    (b.wait == Wait::warp && b.op == a.op ? " with another mask or width" : "") + ": the lanes diverged";
+        return 0;
+      }
+    }
+    for (int m = 0; m < kWarp; ++m) {
+      if ((mask >> m & 1u) == 0) continue;
+      Fiber& b = lanes[m];
+      const int seg = m & ~(b.width - 1), end = seg + b.width;
+      int src = m;
+      switch (b.op) {
+        case WarpOp::shfl: src = seg + (b.arg & (b.width - 1)); break;
+        case WarpOp::shfl_xor: src = m ^ b.arg; src = src >= end ? m : src; break;  // a later group: its own value
+        case WarpOp::shfl_up: src = m - b.arg >= seg ? m - b.arg : m; break;
+        case WarpOp::shfl_down: src = m + b.arg < end ? m + b.arg : m; break;
+        default: break;
+      }
+      if (src < 0 || src >= kWarp || (mask >> src & 1u) == 0) {
+        r.failure = where(r, b) + ": " + op_name(b.op) + " reads lane " + std::to_string(src) + ", which is not in its mask";
+        return 0;
+      }
+      std::uint64_t result = lanes[src].value;
+      if (b.op == WarpOp::all || b.op == WarpOp::any || b.op == WarpOp::ballot) {
+        std::uint64_t ballot = 0;
+        for (int k = 0; k < kWarp; ++k)
+          if ((mask >> k & 1u) != 0 && lanes[k].value != 0) ballot |= std::uint64_t{1} << k;
+        result = b.op == WarpOp::ballot ? ballot : b.op == WarpOp::all ? ballot == mask : ballot != 0;
+      }
+      b.result = result;
+    }
+    for (int m = 0; m < kWarp; ++m)
+      if ((mask >> m & 1u) != 0) {
+        lanes[m].wait = Wait::run;
+        pending[m] = false;
+        ++released;
+      }
+  }
+  return released;
+}
+
+// The warp's lane at position k of the run order (reverse: last lane first).
+Fiber& lane_at(Runner& r, int warp, int count, int k) noexcept {
+  return r.fibers[static_cast<std::size_t>(warp * kWarp + (r.order == Order::forward ? k : count - 1 - k))];
+}
+
+// The warp's next lane to run after f has stopped: the next runnable one in order; when none is
+// left, the collective they all reached is completed and the first lane goes on; nullptr when the
+// warp can go no further (its lanes at __syncthreads or done, or a failure): the scheduler's turn.
+Fiber* next_in_warp(Runner& r, const Fiber& f) {
+  const int count = std::min(kWarp, r.threads - f.warp * kWarp);
+  const int from = r.order == Order::forward ? f.lane : count - 1 - f.lane;
+  for (int k = from + 1; k < count; ++k)
+    if (Fiber& n = lane_at(r, f.warp, count, k); n.wait == Wait::run) return &n;
+  for (int k = 0; k < from; ++k)
+    if (Fiber& n = lane_at(r, f.warp, count, k); n.wait == Wait::run) return &n;
+  if (resolve_warp(r, f.warp) == 0) return nullptr;
+  for (int k = 0; k < count; ++k)
+    if (Fiber& n = lane_at(r, f.warp, count, k); n.wait == Wait::run) return &n;
+  return nullptr;
+}
+
+// Inside a fiber whose wait has been set: on to the next lane of its warp (a warp runs on until
+// all its lanes are at __syncthreads or done), else back to the scheduler; returns when resumed.
+void park(Fiber& f) noexcept {
+  Runner& r = t_runner;
+  Fiber* next = nullptr;
+  try {
+    next = next_in_warp(r, f);
+  } catch (...) {  // std::bad_alloc from a failure's message
+    r.failure = "out of memory";
+  }
+  switch_to(r, &f, next);
+}
+
+// Runs the current block to its end; false (with r.failure) when its threads do not meet.
+bool run_block(Runner& r) {
+  for (int t = 0; t < r.threads; ++t) {
+    Fiber& f = r.fibers[static_cast<std::size_t>(t)];
+    f.tid = {static_cast<unsigned>(t) % r.block.x, static_cast<unsigned>(t) / r.block.x % r.block.y,
+             static_cast<unsigned>(t) / (r.block.x * r.block.y)};
+    f.warp = t / kWarp;
+    f.lane = t % kWarp;
+    f.wait = Wait::run;
+    prepare(f);
+  }
+  if (!r.shared.empty()) std::memset(r.shared.data(), 0xa5, r.shared.size());
+  const int warps = (r.threads + kWarp - 1) / kWarp;
+  for (;;) {
+    // Each warp in turn, until its lanes are all at __syncthreads or done.
+    for (int i = 0; i < warps; ++i) {
+      const int w = r.order == Order::forward ? i : warps - 1 - i, count = std::min(kWarp, r.threads - w * kWarp);
+      for (int k = 0; k < count; ++k)
+        if (Fiber& f = lane_at(r, w, count, k); f.wait == Wait::run) {
+          switch_to(r, nullptr, &f);
+          break;
+        }
+      if (!r.failure.empty()) return false;
+    }
+    int done = 0, barrier = 0;
+    for (int t = 0; t < r.threads; ++t) {
+      done += r.fibers[static_cast<std::size_t>(t)].wait == Wait::done;
+      barrier += r.fibers[static_cast<std::size_t>(t)].wait == Wait::barrier;
+    }
+    if (done == r.threads) return true;
+    if (barrier == r.threads) {
+      for (int t = 0; t < r.threads; ++t) r.fibers[static_cast<std::size_t>(t)].wait = Wait::run;
+      continue;
+    }
+    // No thread can go on: say where they wait (the first thread of each kind).
+    std::string why = "the block's threads cannot go on:";
+    for (const Wait kind : {Wait::barrier, Wait::warp, Wait::done}) {
+      int n = 0;
+      const Fiber* example = nullptr;
+      for (int t = 0; t < r.threads; ++t)
+        if (r.fibers[static_cast<std::size_t>(t)].wait == kind) {
+          ++n;
+          if (example == nullptr) example = &r.fibers[static_cast<std::size_t>(t)];
+        }
+      if (n > 0) why += " " + std::to_string(n) + " " + (kind == Wait::done ? "exited" : std::string("wait at ") + wait_name(*example)) + " (" +
+                        where(r, *example) + (n > 1 ? ", ...)" : ")") + ";";
+    }
+    why.back() = '.';
+    r.failure = why;
+    return false;
+  }
+}
+
+void fail_launch(const char* kernel, cudaError_t code, const std::string& why) {
+  std::fprintf(stderr, "quarry SIMT emulator: %s: %s\n", kernel, why.c_str());
+  t_last_error = code;
+}
+
+// ---- Device memory: host allocations, tracked. ----
+
+struct Memory {
+  std::mutex mutex;
+  std::map<std::uintptr_t, std::size_t> blocks;  // start -> bytes
+};
+Memory& memory() {
+  static Memory m;
+  return m;
+}
+
+// Whether [p, p + bytes) lies inside one device allocation.
+bool is_device(const void* p, std::size_t bytes) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  Memory& m = memory();
+  const std::lock_guard<std::mutex> lock(m.mutex);
+  auto it = m.blocks.upper_bound(a);
+  if (it == m.blocks.begin()) return false;
+  --it;
+  return a >= it->first && a - it->first <= it->second && bytes <= it->second - (a - it->first);
+}
+bool touches_device(const void* p, std::size_t bytes) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  Memory& m = memory();
+  const std::lock_guard<std::mutex> lock(m.mutex);
+  auto it = m.blocks.upper_bound(a + (bytes > 0 ? bytes - 1 : 0));
+  if (it == m.blocks.begin()) return false;
+  --it;
+  return it->first + it->second > a;
+}
+
+cudaError_t set_error(cudaError_t e) {
+  if (e != cudaSuccess) t_last_error = e;
+  return e;
+}
+
+cudaError_t bad_pointer(const char* call, const char* what, const void* p, std::size_t bytes) {
+  std::fprintf(stderr, "quarry SIMT emulator: %s: %s [%p, +%zu) is %s\n", call, what, p, bytes,
+               std::strstr(what, "device") != nullptr ? "not inside one device allocation" : "device memory, not host memory");
+  return set_error(cudaErrorInvalidValue);
+}
+
+cudaError_t copy(const char* call, void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
+  if (bytes == 0) return cudaSuccess;
+  if (kind == cudaMemcpyDefault) kind = touches_device(dst, bytes) ? (touches_device(src, bytes) ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                                                    : (touches_device(src, bytes) ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDeviceToDevice) return set_error(cudaErrorInvalidMemcpyDirection);
+  if (dst_device ? !is_device(dst, bytes) : touches_device(dst, bytes)) return bad_pointer(call, dst_device ? "the device destination" : "the host destination", dst, bytes);
+  if (src_device ? !is_device(src, bytes) : touches_device(src, bytes)) return bad_pointer(call, src_device ? "the device source" : "the host source", src, bytes);
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+
+thread_local int t_device = 0;
+
+}  // namespace
+
+// ---- Inside kernels. ----
+
+const uint3& thread_idx() noexcept { return current_fiber().tid; }
+const uint3& block_idx() noexcept { return t_runner.block_idx; }
+const dim3& block_dim() noexcept { return t_runner.block; }
+const dim3& grid_dim() noexcept { return t_runner.grid; }
+void* dynamic_shared() noexcept { return t_runner.shared.empty() ? nullptr : t_runner.shared.data(); }
+
+std::uint64_t warp_collective(WarpOp op, unsigned mask, std::uint64_t value, int arg, int width) noexcept {
+  Fiber& f = current_fiber();
+  f.op = op;
+  f.mask = mask;
+  f.value = value;
+  f.arg = arg;
+  f.width = width;
+  f.wait = Wait::warp;
+  park(f);
+  return f.result;
+}
+
+void sync_threads() noexcept {
+  Fiber& f = current_fiber();
+  f.wait = Wait::barrier;
+  park(f);
+}
+
+void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, void (*body)(void*), void* context) noexcept {
+  Runner& r = t_runner;
+  if (r.current != nullptr) return fail_launch(kernel, cudaErrorNotSupported, "a launch from inside a kernel (dynamic parallelism) is not emulated");
+  const std::uint64_t threads = std::uint64_t{block.x} * block.y * block.z;
+  if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 ||
+      grid.z > 65535) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "grid (%u, %u, %u) of blocks (%u, %u, %u): not a launch CUDA accepts", grid.x, grid.y, grid.z, block.x, block.y,
+                  block.z);
+    return fail_launch(kernel, cudaErrorInvalidConfiguration, buf);
+  }
+  if (shared_bytes > kMaxDynamicShared)
+    return fail_launch(kernel, cudaErrorInvalidValue, std::to_string(shared_bytes) + " bytes of dynamic shared memory (at most 227 KiB)");
+#if defined(QUARRY_SIMT_ASAN)
+  if (r.scheduler_stack == nullptr) {  // this thread's stack, for the switches back to it
+    pthread_attr_t attr;
+    void* bottom = nullptr;
+    std::size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+      pthread_attr_getstack(&attr, &bottom, &size);
+      pthread_attr_destroy(&attr);
+    }
+    r.scheduler_stack = bottom;
+    r.scheduler_stack_size = size;
+  }
+#endif
+  if (r.fibers.size() < threads) r.fibers.resize(threads);
+  for (std::size_t t = 0; t < threads; ++t)
+    if (!map_stack(r.fibers[t])) return fail_launch(kernel, cudaErrorMemoryAllocation, "no memory for the kernel threads' stacks");
+  r.threads = static_cast<int>(threads);
+  r.grid = grid;
+  r.block = block;
+  r.body = body;
+  r.context = context;
+  r.shared.assign(shared_bytes, 0);
+  r.failure.clear();
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        r.block_idx = {x, y, z};
+        if (!run_block(r)) {
+          for (int t = 0; t < r.threads; ++t) r.fibers[static_cast<std::size_t>(t)].abandoned = r.fibers[static_cast<std::size_t>(t)].wait != Wait::done;
+          const std::string why = r.failure;
+          r.failure.clear();
+          return fail_launch(kernel, cudaErrorLaunchFailure, why);
+        }
+      }
+}
+
+std::size_t live_allocations() noexcept {
+  Memory& m = memory();
+  const std::lock_guard<std::mutex> lock(m.mutex);
+  return m.blocks.size();
+}
+
+std::size_t live_bytes() noexcept {
+  Memory& m = memory();
+  const std::lock_guard<std::mutex> lock(m.mutex);
+  std::size_t n = 0;
+  for (const auto& b : m.blocks) n += b.second;
+  return n;
+}
+
+void set_thread_order(Order order) noexcept { t_runner.order = order; }
+
+}  // namespace quarry::simt
+
+// ---- The runtime API. ----
+
+using namespace quarry::simt;
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = t_last_error;
+  t_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return t_last_error; }
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInitializationError: return "cudaErrorInitializationError";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorUnknown: return "cudaErrorUnknown";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorLaunchFailure: return "unspecified launch failure (the SIMT emulator says why on stderr)";
+    default: return "see the SIMT emulator's message on stderr";
+  }
+}
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = t_device;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  if (device != 0) return set_error(cudaErrorInvalidDevice);
+  t_device = device;
+  return cudaSuccess;
+}
+
+// One device shaped as an H200 where it matters to the host code (132 SMs, sm_90, shared memory).
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return set_error(cudaErrorInvalidDevice);
+  *prop = cudaDeviceProp{};
+  std::snprintf(prop->name, sizeof prop->name, "quarry SIMT emulator (host CPU)");
+  std::size_t free = 0;
+  cudaMemGetInfo(&free, &prop->totalGlobalMem);
+  prop->sharedMemPerBlock = 48 * 1024;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = 132;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device != 0) return set_error(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; break;
+    case cudaDevAttrWarpSize: *value = 32; break;
+    case cudaDevAttrMultiProcessorCount: *value = 132; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = static_cast<int>(227 * 1024); break;
+    default: return set_error(cudaErrorInvalidValue);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int* version) {
+  *version = 12080;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* version) {
+  *version = 12080;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+cudaError_t cudaMemGetInfo(std::size_t* free, std::size_t* total) {
+  const long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+  *total = static_cast<std::size_t>(pages) * static_cast<std::size_t>(size);
+  *free = static_cast<std::size_t>(avail) * static_cast<std::size_t>(size);
+  return cudaSuccess;
+}
+
+// Allocations are 256-byte aligned, as cudaMalloc's, of exactly the bytes asked (so that
+// AddressSanitizer sees a read past the end), and filled with 0xff bytes (NaN as f32, f16 or
+// bf16), as memory no one has written.
+cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
+  *ptr = nullptr;
+  if (bytes == 0) return cudaSuccess;
+  void* p = ::operator new(bytes, std::align_val_t{256}, std::nothrow);
+  if (p == nullptr) return set_error(cudaErrorMemoryAllocation);
+  std::memset(p, 0xff, bytes);
+  Memory& m = memory();
+  const std::lock_guard<std::mutex> lock(m.mutex);
+  m.blocks[reinterpret_cast<std::uintptr_t>(p)] = bytes;
+  *ptr = p;
+  return cudaSuccess;
+}
+cudaError_t cudaMallocAsync(void** ptr, std::size_t bytes, cudaStream_t) { return cudaMalloc(ptr, bytes); }
+
+cudaError_t cudaFree(void* ptr) {
+  if (ptr == nullptr) return cudaSuccess;
+  {
+    Memory& m = memory();
+    const std::lock_guard<std::mutex> lock(m.mutex);
+    const auto it = m.blocks.find(reinterpret_cast<std::uintptr_t>(ptr));
+    if (it == m.blocks.end()) {
+      std::fprintf(stderr, "quarry SIMT emulator: cudaFree(%p): not a pointer cudaMalloc returned, or freed already\n", ptr);
+      return set_error(cudaErrorInvalidValue);
+    }
+    m.blocks.erase(it);
+  }
+  ::operator delete(ptr, std::align_val_t{256});
+  return cudaSuccess;
+}
+cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) { return cudaFree(ptr); }
+
+cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) { return copy("cudaMemcpy", dst, src, bytes, kind); }
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  return copy("cudaMemcpyAsync", dst, src, bytes, kind);
+}
+cudaError_t cudaMemcpyPeer(void* dst, int dst_device, const void* src, int src_device, std::size_t bytes) {
+  if (dst_device != 0 || src_device != 0) return set_error(cudaErrorInvalidDevice);
+  return copy("cudaMemcpyPeer", dst, src, bytes, cudaMemcpyDeviceToDevice);
+}
+
+cudaError_t cudaMemset(void* ptr, int value, std::size_t bytes) {
+  if (bytes == 0) return cudaSuccess;
+  if (!is_device(ptr, bytes)) return bad_pointer("cudaMemset", "the device destination", ptr, bytes);
+  std::memset(ptr, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* ptr, int value, std::size_t bytes, cudaStream_t) { return cudaMemset(ptr, value, bytes); }
