@@ -60,25 +60,31 @@ void check_device(const PagedBatch& pb, const DeviceBatch& d, std::initializer_l
 
 }  // namespace
 
-TEST_CASE("paged decode attention on cuda: head_dim 64/128/256, f16/bf16/f32, GQA groups, chunks, against f64") {
+namespace {
+
+// f16 / bf16 / f32 pages of one head_dim: GQA groups 1..8 (3 and 6 padded), pages of 16 and 7
+// tokens, one chunk and many.
+void check_head_dim(std::int64_t dim, std::uint32_t seed) {
   const std::vector<std::int64_t> lengths = {1, 15, 16, 17, 300, 2000};
-  std::uint32_t seed = 10;
-  for (const std::int64_t dim : {64, 128, 256}) {
-    for (const auto& [n_heads, n_kv] : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {8, 4}, {6, 2}, {16, 4}, {24, 3}, {8, 1}}) {
-      for (const std::int64_t page_size : {16, 7}) {
-        const PagedBatch pb = make_paged_batch(lengths, n_heads, n_kv, page_size, dim, ++seed, 3, 2.f);
-        const DeviceBatch d(pb);
-        CAPTURE(dim);
-        CAPTURE(n_heads);
-        CAPTURE(n_kv);
-        CAPTURE(page_size);
-        check_device<f16>(pb, d, {0, 64, 4096});
-        check_device<bf16>(pb, d, {0, 64, 4096});
-        check_device<float>(pb, d, {0, 64, 4096});
-      }
+  for (const auto& [n_heads, n_kv] : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {8, 4}, {6, 2}, {16, 4}, {24, 3}, {8, 1}}) {
+    for (const std::int64_t page_size : {16, 7}) {
+      const PagedBatch pb = make_paged_batch(lengths, n_heads, n_kv, page_size, dim, ++seed, 3, 2.f);
+      const DeviceBatch d(pb);
+      CAPTURE(n_heads);
+      CAPTURE(n_kv);
+      CAPTURE(page_size);
+      check_device<f16>(pb, d, {0, 64, 4096});
+      check_device<bf16>(pb, d, {0, 64, 4096});
+      check_device<float>(pb, d, {0, 64, 4096});
     }
   }
 }
+
+}  // namespace
+
+TEST_CASE("paged decode attention on cuda: head_dim 64, f16/bf16/f32, GQA groups, chunks, against f64") { check_head_dim(64, 10); }
+TEST_CASE("paged decode attention on cuda: head_dim 128, f16/bf16/f32, GQA groups, chunks, against f64") { check_head_dim(128, 22); }
+TEST_CASE("paged decode attention on cuda: head_dim 256, f16/bf16/f32, GQA groups, chunks, against f64") { check_head_dim(256, 34); }
 
 TEST_CASE("paged decode attention on cuda: INT8 and INT4 pages against the f64 reference of their values and the CPU") {
   std::uint32_t seed = 200;

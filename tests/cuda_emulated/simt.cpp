@@ -106,6 +106,11 @@ struct Fiber {
   std::uint64_t value = 0, result = 0;
 };
 
+Order default_order() noexcept {
+  const char* e = std::getenv("QUARRY_SIMT_ORDER");
+  return e != nullptr && std::strcmp(e, "reverse") == 0 ? Order::reverse : Order::forward;
+}
+
 // What a host thread's running block needs; one per host thread, so that threads may launch at once.
 struct Runner {
   std::vector<Fiber> fibers;  // grows to the largest block seen
@@ -124,12 +129,14 @@ struct Runner {
   void (*body)(void*) = nullptr;
   void* context = nullptr;
   std::vector<unsigned char> shared;
-  Order order = Order::forward;
+  Order order = default_order();
   std::string failure;  // why the block cannot go on; empty while it can
 };
 
 thread_local Runner t_runner;
 thread_local cudaError_t t_last_error = cudaSuccess;
+thread_local std::string t_last_failure;  // why the last launch failed
+thread_local bool t_print_failures = true;
 
 Fiber& current_fiber() noexcept { return *t_runner.current; }
 
@@ -419,7 +426,8 @@ bool run_block(Runner& r) {
 }
 
 void fail_launch(const char* kernel, cudaError_t code, const std::string& why) {
-  std::fprintf(stderr, "quarry SIMT emulator: %s: %s\n", kernel, why.c_str());
+  t_last_failure = std::string(kernel) + ": " + why;
+  if (t_print_failures) std::fprintf(stderr, "quarry SIMT emulator: %s\n", t_last_failure.c_str());
   t_last_error = code;
 }
 
@@ -460,7 +468,8 @@ cudaError_t set_error(cudaError_t e) {
 }
 
 cudaError_t bad_pointer(const char* call, const char* what, const void* p, std::size_t bytes) {
-  std::fprintf(stderr, "quarry SIMT emulator: %s: %s [%p, +%zu) is %s\n", call, what, p, bytes,
+  if (t_print_failures)
+    std::fprintf(stderr, "quarry SIMT emulator: %s: %s [%p, +%zu) is %s\n", call, what, p, bytes,
                std::strstr(what, "device") != nullptr ? "not inside one device allocation" : "device memory, not host memory");
   return set_error(cudaErrorInvalidValue);
 }
@@ -510,6 +519,7 @@ void sync_threads() noexcept {
 
 void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, void (*body)(void*), void* context) noexcept {
   Runner& r = t_runner;
+  t_last_failure.clear();
   if (r.current != nullptr) return fail_launch(kernel, cudaErrorNotSupported, "a launch from inside a kernel (dynamic parallelism) is not emulated");
   const std::uint64_t threads = std::uint64_t{block.x} * block.y * block.z;
   if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 ||
@@ -572,6 +582,9 @@ std::size_t live_bytes() noexcept {
 }
 
 void set_thread_order(Order order) noexcept { t_runner.order = order; }
+
+std::string last_failure() { return t_last_failure; }
+void set_failure_printing(bool on) noexcept { t_print_failures = on; }
 
 }  // namespace quarry::simt
 
@@ -703,7 +716,7 @@ cudaError_t cudaFree(void* ptr) {
     const std::lock_guard<std::mutex> lock(m.mutex);
     const auto it = m.blocks.find(reinterpret_cast<std::uintptr_t>(ptr));
     if (it == m.blocks.end()) {
-      std::fprintf(stderr, "quarry SIMT emulator: cudaFree(%p): not a pointer cudaMalloc returned, or freed already\n", ptr);
+      if (t_print_failures) std::fprintf(stderr, "quarry SIMT emulator: cudaFree(%p): not a pointer cudaMalloc returned, or freed already\n", ptr);
       return set_error(cudaErrorInvalidValue);
     }
     m.blocks.erase(it);

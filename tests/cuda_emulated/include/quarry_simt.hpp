@@ -93,9 +93,17 @@ Launch<P...> launch(dim3 grid, dim3 block, std::size_t shared_bytes, const char*
 std::size_t live_allocations() noexcept;
 std::size_t live_bytes() noexcept;
 
-/// Kernel threads run in this order within each pass of a block: forward (thread 0 first, the
-/// default) or reverse. A kernel whose result depends on it has a race between its threads.
+/// The order in which a block's warps, and a warp's lanes, take their turns on this host thread:
+/// forward (the first first; the default) or reverse (the default where the environment has
+/// QUARRY_SIMT_ORDER=reverse). A kernel whose result depends on it has a race between its
+/// threads: a missing __syncthreads or __syncwarp before reading what another thread wrote shows
+/// in one order or the other.
 enum class Order { forward, reverse };
 void set_thread_order(Order order) noexcept;
+
+/// Why this host thread's last launch failed ("" when it did not); also printed to stderr unless
+/// printing is turned off (for tests that make launches fail on purpose).
+std::string last_failure();
+void set_failure_printing(bool on) noexcept;
 
 }  // namespace quarry::simt

@@ -1,0 +1,315 @@
+// The host SIMT emulator itself (simt.cpp): built-in variables, shuffles and votes against a
+// model of CUDA's rules, __syncthreads and shared memory, dynamic shared memory, the failures it
+// must report (lanes that diverge at a collective, a __syncthreads some threads never reach, a
+// shuffle from outside its mask, launches CUDA refuses), the runtime's memory checks, the
+// reverse order, and launches from two host threads at once.
+#include <doctest/doctest.h>
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "launch.cuh"
+
+namespace {
+
+// Device memory of n T's, freed at the end of the scope.
+template <class T>
+struct DeviceArray {
+  explicit DeviceArray(std::size_t n) : size(n) { REQUIRE(cudaMalloc(reinterpret_cast<void**>(&data), n * sizeof(T)) == cudaSuccess); }
+  ~DeviceArray() { (void)cudaFree(data); }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  std::vector<T> host() const {
+    std::vector<T> h(size);
+    REQUIRE(cudaMemcpy(h.data(), data, size * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+    return h;
+  }
+  T* data = nullptr;
+  std::size_t size;
+};
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// ---- Kernels ----
+
+__global__ void coordinates_kernel(unsigned* out) {
+  const unsigned bx = blockIdx.x + gridDim.x * blockIdx.y, t = threadIdx.x + blockDim.x * threadIdx.y;
+  const unsigned i = bx * blockDim.x * blockDim.y + t;
+  out[4 * i] = blockIdx.x, out[4 * i + 1] = blockIdx.y, out[4 * i + 2] = threadIdx.x, out[4 * i + 3] = threadIdx.y;
+}
+
+constexpr int kShuffles = 9;
+__global__ void shuffle_kernel(int* out) {
+  const int t = static_cast<int>(threadIdx.x), lane = t % 32;
+  const int v = 1000 * t + 7;
+  int* o = out + t * kShuffles;
+  o[0] = __shfl_xor_sync(0xffffffffu, v, 5);
+  o[1] = __shfl_sync(0xffffffffu, v, 3);
+  o[2] = __shfl_sync(0xffffffffu, v, 11, 8);  // lane 3 of each group of 8
+  o[3] = __shfl_up_sync(0xffffffffu, v, 2);
+  o[4] = __shfl_down_sync(0xffffffffu, v, 2, 16);
+  o[5] = __shfl_xor_sync(0xffffffffu, v, 8, 8);  // a later group gives the lane's own value
+  o[6] = __all_sync(0xffffffffu, lane < 31);
+  o[7] = __any_sync(0xffffffffu, lane == 17);
+  o[8] = static_cast<int>(__ballot_sync(0xffffffffu, lane % 3 == 0));
+}
+
+// Two 64-bit values through one shuffle each, and a reduction over half a warp (mask 0xffff).
+__global__ void wide_shuffle_kernel(double* d, long long* w) {
+  const int lane = static_cast<int>(threadIdx.x);
+  d[lane] = __shfl_xor_sync(0xffffffffu, 0.5 * lane, 1);
+  long long x = (1LL << 40) + lane;
+  if (lane < 16)
+    for (int off = 8; off > 0; off /= 2) x += __shfl_xor_sync(0x0000ffffu, x, off);
+  w[lane] = x;
+}
+
+__global__ void shared_kernel(int* out) {
+  __shared__ int s[256];
+  const int t = static_cast<int>(threadIdx.x);
+  s[t] = t * t;
+  __syncthreads();
+  out[blockIdx.x * 256 + t] = s[255 - t] + static_cast<int>(blockIdx.x);
+}
+
+__global__ void dynamic_shared_kernel(int* out, int n) {
+  QUARRY_DYNAMIC_SHARED(int, buf);
+  const int t = static_cast<int>(threadIdx.x);
+  if (t == 0) out[n] = buf[0];  // not yet written: the 0xa5 fill
+  __syncthreads();
+  for (int i = t; i < n; i += static_cast<int>(blockDim.x)) buf[i] = 3 * i;
+  __syncthreads();
+  for (int i = t; i < n; i += static_cast<int>(blockDim.x)) out[i] = buf[n - 1 - i];
+}
+
+// Each thread reads its neighbour's slot without a __syncthreads in between: a race.
+__global__ void racy_kernel(int* out) {
+  __shared__ int s[64];
+  const int t = static_cast<int>(threadIdx.x);
+  s[t] = t + 1;
+  out[t] = s[(t + 1) % 64];
+}
+
+// Lanes 0-15 shuffle, 16-31 do not: they diverge.
+__global__ void divergent_kernel(int* out) {
+  const int lane = static_cast<int>(threadIdx.x);
+  int v = lane;
+  if (lane < 16) v = __shfl_xor_sync(0xffffffffu, v, 1);
+  out[lane] = v;
+}
+
+// Lanes 0-15 at a shuffle, 16-31 at a vote.
+__global__ void mixed_collectives_kernel(int* out) {
+  const int lane = static_cast<int>(threadIdx.x);
+  out[lane] = lane < 16 ? __shfl_xor_sync(0xffffffffu, lane, 1) : __all_sync(0xffffffffu, 1);
+}
+
+// Threads 32-63 return before the __syncthreads the others wait at.
+__global__ void early_exit_kernel(int* out) {
+  const int t = static_cast<int>(threadIdx.x);
+  if (t >= 32) return;
+  __syncthreads();
+  out[t] = t;
+}
+
+// A shuffle of mask 0xffff that reads lane 20, outside the mask.
+__global__ void outside_mask_kernel(int* out) {
+  const int lane = static_cast<int>(threadIdx.x);
+  if (lane < 16) out[lane] = __shfl_sync(0x0000ffffu, lane, 20);
+}
+
+__global__ void add_kernel(int* out, int n, int add) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] += add;
+}
+
+// CUDA's shuffle rules, written out once more: the source lane of `lane` for a shuffle of
+// `kind` (0 xor, 1 idx, 2 up, 3 down) with argument a and width w.
+int source_lane(int kind, int lane, int a, int w) {
+  const int seg = lane / w * w;
+  switch (kind) {
+    case 0: return (lane ^ a) < seg + w ? lane ^ a : lane;
+    case 1: return seg + a % w;
+    case 2: return lane - a >= seg ? lane - a : lane;
+    default: return lane + a < seg + w ? lane + a : lane;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("simt: blockIdx, threadIdx, blockDim and gridDim over a 2-D grid of 2-D blocks") {
+  const dim3 grid(3, 2), block(8, 5);
+  DeviceArray<unsigned> out(6 * 40 * 4);
+  QUARRY_LAUNCH(grid, block, 0, coordinates_kernel)(out.data);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  const std::vector<unsigned> h = out.host();
+  for (unsigned by = 0; by < 2; ++by)
+    for (unsigned bx = 0; bx < 3; ++bx)
+      for (unsigned ty = 0; ty < 5; ++ty)
+        for (unsigned tx = 0; tx < 8; ++tx) {
+          const std::size_t i = ((by * 3 + bx) * 40 + ty * 8 + tx) * 4;
+          CHECK(h[i] == bx);
+          CHECK(h[i + 1] == by);
+          CHECK(h[i + 2] == tx);
+          CHECK(h[i + 3] == ty);
+        }
+}
+
+TEST_CASE("simt: shuffles and votes follow CUDA's rules (widths, segments, later groups)") {
+  DeviceArray<int> out(64 * kShuffles);
+  QUARRY_LAUNCH(1, 64, 0, shuffle_kernel)(out.data);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  const std::vector<int> h = out.host();
+  auto value = [](int warp, int lane) { return 1000 * (32 * warp + lane) + 7; };
+  for (int t = 0; t < 64; ++t) {
+    CAPTURE(t);
+    const int warp = t / 32, lane = t % 32;
+    const int* o = h.data() + t * kShuffles;
+    CHECK(o[0] == value(warp, source_lane(0, lane, 5, 32)));
+    CHECK(o[1] == value(warp, 3));
+    CHECK(o[2] == value(warp, source_lane(1, lane, 11, 8)));
+    CHECK(o[3] == value(warp, source_lane(2, lane, 2, 32)));
+    CHECK(o[4] == value(warp, source_lane(3, lane, 2, 16)));
+    CHECK(o[5] == value(warp, source_lane(0, lane, 8, 8)));
+    CHECK(o[6] == 0);
+    CHECK(o[7] == 1);
+    CHECK(static_cast<unsigned>(o[8]) == 0x49249249u);
+  }
+  CHECK(source_lane(0, 3, 8, 8) == 3);    // lanes 0-7 xor 8: a later group, their own value
+  CHECK(source_lane(0, 11, 8, 8) == 3);   // lanes 8-15 xor 8: an earlier group, read
+}
+
+TEST_CASE("simt: 64-bit shuffles, and a reduction over half a warp under its mask") {
+  DeviceArray<double> d(32);
+  DeviceArray<long long> w(32);
+  QUARRY_LAUNCH(1, 32, 0, wide_shuffle_kernel)(d.data, w.data);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  const std::vector<double> hd = d.host();
+  const std::vector<long long> hw = w.host();
+  for (int lane = 0; lane < 32; ++lane) {
+    CHECK(hd[static_cast<std::size_t>(lane)] == 0.5 * (lane ^ 1));
+    CHECK(hw[static_cast<std::size_t>(lane)] == (lane < 16 ? 16 * (1LL << 40) + 120 : (1LL << 40) + lane));
+  }
+}
+
+TEST_CASE("simt: __syncthreads orders shared memory; dynamic shared memory starts as 0xa5 bytes") {
+  DeviceArray<int> out(4 * 256);
+  QUARRY_LAUNCH(4, 256, 0, shared_kernel)(out.data);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  const std::vector<int> h = out.host();
+  for (int b = 0; b < 4; ++b)
+    for (int t = 0; t < 256; ++t) CHECK(h[static_cast<std::size_t>(b * 256 + t)] == (255 - t) * (255 - t) + b);
+
+  const int n = 1000;
+  DeviceArray<int> dyn(n + 1);
+  QUARRY_LAUNCH(1, 96, n * sizeof(int), dynamic_shared_kernel)(dyn.data, n);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  const std::vector<int> hd = dyn.host();
+  for (int i = 0; i < n; ++i) CHECK(hd[static_cast<std::size_t>(i)] == 3 * (n - 1 - i));
+  CHECK(static_cast<unsigned>(hd[n]) == 0xa5a5a5a5u);
+}
+
+TEST_CASE("simt: a race shows as results that change with the threads' order") {
+  DeviceArray<int> out(64);
+  std::vector<int> by_order[2];
+  for (const auto order : {quarry::simt::Order::forward, quarry::simt::Order::reverse}) {
+    quarry::simt::set_thread_order(order);
+    REQUIRE(cudaMemset(out.data, 0, 64 * sizeof(int)) == cudaSuccess);
+    QUARRY_LAUNCH(1, 64, 0, racy_kernel)(out.data);
+    REQUIRE(cudaGetLastError() == cudaSuccess);
+    by_order[order == quarry::simt::Order::reverse] = out.host();
+  }
+  quarry::simt::set_thread_order(quarry::simt::Order::forward);
+  CHECK(by_order[0] != by_order[1]);
+  // Forward: each thread runs to its end before the next (there is no collective), so thread 63
+  // alone reads a slot written in this launch (thread 0's); reverse: every thread but 63 does.
+  CHECK(by_order[0][63] == 1);
+  CHECK(by_order[1][0] == 2);  // reverse: thread 1 wrote before thread 0 read
+}
+
+TEST_CASE("simt: lanes that do not meet at a collective, or threads at a __syncthreads others never reach, fail the launch, saying why") {
+  quarry::simt::set_failure_printing(false);
+  DeviceArray<int> out(64);
+  QUARRY_LAUNCH(1, 32, 0, divergent_kernel)(out.data);
+  CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
+  CHECK(contains(quarry::simt::last_failure(), "divergent_kernel"));
+  CHECK(contains(quarry::simt::last_failure(), "has exited: the lanes diverged"));
+
+  QUARRY_LAUNCH(1, 32, 0, mixed_collectives_kernel)(out.data);
+  CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
+  CHECK(contains(quarry::simt::last_failure(), "waits at __shfl_xor_sync"));
+  CHECK(contains(quarry::simt::last_failure(), "waits at __all_sync"));
+
+  QUARRY_LAUNCH(1, 64, 0, early_exit_kernel)(out.data);
+  CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
+  CHECK(contains(quarry::simt::last_failure(), "32 wait at __syncthreads"));
+  CHECK(contains(quarry::simt::last_failure(), "32 exited"));
+
+  QUARRY_LAUNCH(1, 32, 0, outside_mask_kernel)(out.data);
+  CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
+  CHECK(contains(quarry::simt::last_failure(), "reads lane 20, which is not in its mask"));
+
+  // Launches CUDA refuses.
+  QUARRY_LAUNCH(1, 0, 0, add_kernel)(out.data, 64, 1);
+  CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+  QUARRY_LAUNCH(1, 2048, 0, add_kernel)(out.data, 64, 1);
+  CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+  QUARRY_LAUNCH(dim3(1, 70000), 32, 0, add_kernel)(out.data, 64, 1);
+  CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+  QUARRY_LAUNCH(1, 32, 300 * 1024, add_kernel)(out.data, 64, 1);
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  CHECK(contains(quarry::simt::last_failure(), "dynamic shared memory"));
+  quarry::simt::set_failure_printing(true);
+
+  // The emulator goes on after a failure: the next launch runs, and the error was reported once.
+  REQUIRE(cudaMemset(out.data, 0, 64 * sizeof(int)) == cudaSuccess);
+  QUARRY_LAUNCH(2, 40, 0, add_kernel)(out.data, 64, 5);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  CHECK(quarry::simt::last_failure().empty());
+  for (const int x : out.host()) CHECK(x == 5);
+}
+
+TEST_CASE("simt: device memory is tracked: copies, sets and frees of anything else are errors") {
+  const std::size_t before = quarry::simt::live_allocations();
+  void* p = nullptr;
+  REQUIRE(cudaMalloc(&p, 1000) == cudaSuccess);
+  CHECK(reinterpret_cast<std::uintptr_t>(p) % 256 == 0);
+  CHECK(quarry::simt::live_allocations() == before + 1);
+  std::vector<unsigned char> host(1000, 1);
+  REQUIRE(cudaMemcpy(host.data(), p, 1000, cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(host[0] == 0xff);  // never written: 0xff bytes
+  CHECK(host[999] == 0xff);
+
+  quarry::simt::set_failure_printing(false);
+  CHECK(cudaMemcpy(host.data(), p, 1001, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);     // past the allocation's end
+  CHECK(cudaMemcpy(host.data(), host.data() + 10, 10, cudaMemcpyHostToDevice) == cudaErrorInvalidValue);  // host as the device side
+  CHECK(cudaMemcpy(p, host.data(), 10, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);       // the direction reversed
+  CHECK(cudaMemset(host.data(), 0, 10) == cudaErrorInvalidValue);
+  CHECK(cudaMemcpy(static_cast<char*>(p) + 500, host.data(), 500, cudaMemcpyHostToDevice) == cudaSuccess);
+  CHECK(cudaMemcpy(static_cast<char*>(p) + 500, host.data(), 500, cudaMemcpyDefault) == cudaSuccess);
+  (void)cudaGetLastError();
+  REQUIRE(cudaFree(p) == cudaSuccess);
+  CHECK(cudaFree(p) == cudaErrorInvalidValue);  // freed already
+  quarry::simt::set_failure_printing(true);
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  CHECK(quarry::simt::live_allocations() == before);
+}
+
+TEST_CASE("simt: two host threads launch at once, each with its own blocks and shared memory") {
+  constexpr int kBlocks = 40;
+  DeviceArray<int> a(kBlocks * 256), b(kBlocks * 256);
+  auto run = [](int* out) {
+    for (int i = 0; i < 5; ++i) QUARRY_LAUNCH(kBlocks, 256, 0, shared_kernel)(out);
+  };
+  std::thread ta(run, a.data), tb(run, b.data);
+  ta.join();
+  tb.join();
+  const std::vector<int> ha = a.host(), hb = b.host();
+  CHECK(ha == hb);
+  for (int t = 0; t < 256; ++t) CHECK(ha[static_cast<std::size_t>((kBlocks - 1) * 256 + t)] == (255 - t) * (255 - t) + kBlocks - 1);
+}
