@@ -5,6 +5,8 @@
 
 #include <cuda_runtime.h>
 
+#include "launch.cuh"
+
 #include "quarry/core/detail/float16_bits.hpp"
 
 namespace quarry::cuda_kernels {
@@ -42,7 +44,7 @@ cudaError_t launch(const Src* src, Dst* dst, std::size_t n) noexcept {
   (void)cudaGetLastError();  // so an earlier, unrelated error is not reported as this launch's
   std::size_t blocks = (n + kThreadsPerBlock - 1) / kThreadsPerBlock;
   if (blocks > kMaxBlocks) blocks = kMaxBlocks;
-  convert_kernel<Convert><<<static_cast<unsigned>(blocks), kThreadsPerBlock>>>(src, dst, n);
+  QUARRY_LAUNCH(static_cast<unsigned>(blocks), kThreadsPerBlock, 0, convert_kernel<Convert, Src, Dst>)(src, dst, n);
   return cudaGetLastError();
 }
 

@@ -27,6 +27,7 @@
 // the select reads them 4 to 12 times): simple and exact for any list sizes, at some cost in
 // memory traffic against a fused per-block top-k.
 #include "ivf_pq_kernels.h"
+#include "launch.cuh"
 #include "simt_tile.cuh"
 
 #include <cuda_runtime.h>
@@ -374,7 +375,7 @@ __device__ __forceinline__ float adc_sum(const std::uint8_t* __restrict__ code, 
 // [len * z / splits, len * (z + 1) / splits) of the list, one thread per code.
 template <int kBits, int kVec>
 __global__ void __launch_bounds__(kScanThreads) scan_kernel(IvfPqDeviceIndex ix, IvfPqSearchPass ps) {
-  extern __shared__ __align__(16) unsigned char scan_smem[];
+  QUARRY_DYNAMIC_SHARED(unsigned char, scan_smem);
   const std::int64_t p = blockIdx.x, q = blockIdx.y;
   const int z = blockIdx.z;
   const std::int32_t l = ps.probes[q * ps.nprobe + p];
@@ -445,7 +446,7 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(IvfPqDeviceIndex ix,
 
 // One block per query; dynamic shared memory: pow2 ids, pow2 positions, pow2 keys.
 __global__ void __launch_bounds__(kSelectThreads) select_kernel(IvfPqDeviceIndex ix, IvfPqSearchPass ps, int pow2) {
-  extern __shared__ __align__(16) unsigned char select_smem[];
+  QUARRY_DYNAMIC_SHARED(unsigned char, select_smem);
   __shared__ SelectShared sh;
   std::int64_t* sid = reinterpret_cast<std::int64_t*>(select_smem);
   std::int64_t* spos = sid + pow2;
@@ -541,7 +542,7 @@ cudaError_t launch_scan(const IvfPqDeviceIndex& ix, const IvfPqSearchPass& ps) {
     if (e != cudaSuccess) return e;
   }
   const dim3 grid(static_cast<unsigned int>(ps.nprobe), static_cast<unsigned int>(ps.nq), static_cast<unsigned int>(ps.splits));
-  scan_kernel<kBits, kVec><<<grid, kScanThreads, smem>>>(ix, ps);
+  QUARRY_LAUNCH(grid, kScanThreads, smem, scan_kernel<kBits, kVec>)(ix, ps);
   return cudaGetLastError();
 }
 
@@ -558,7 +559,7 @@ cudaError_t launch_ivf_pq_l2_terms(const IvfPqDeviceIndex& ix, float* terms) noe
   const std::int64_t total = ix.nlist * ix.m * (std::int64_t{1} << ix.nbits);
   if (total == 0) return cudaSuccess;
   const std::int64_t blocks = (total + 255) / 256;
-  l2_terms_kernel<<<static_cast<unsigned int>(blocks < 65536 ? blocks : 65536), 256>>>(ix, terms);
+  QUARRY_LAUNCH(static_cast<unsigned int>(blocks < 65536 ? blocks : 65536), 256, 0, l2_terms_kernel)(ix, terms);
   return cudaGetLastError();
 }
 
@@ -568,14 +569,14 @@ cudaError_t launch_ivf_pq_search(const IvfPqDeviceIndex& ix, const IvfPqSearchPa
 
   const dim3 coarse_grid(static_cast<unsigned int>((ix.nlist + kCoarseTile - 1) / kCoarseTile),
                          static_cast<unsigned int>((ps.nq + kCoarseTile - 1) / kCoarseTile));
-  coarse_kernel<<<coarse_grid, 256>>>(ps.queries, ps.nq, ix, ps.coarse);
+  QUARRY_LAUNCH(coarse_grid, 256, 0, coarse_kernel)(ps.queries, ps.nq, ix, ps.coarse);
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
 
-  probes_kernel<<<static_cast<unsigned int>(ps.nq), kSelectThreads>>>(ix, ps);
+  QUARRY_LAUNCH(static_cast<unsigned int>(ps.nq), kSelectThreads, 0, probes_kernel)(ix, ps);
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
 
   if (!ix.l2 || ix.l2_terms != nullptr) {
-    ip_table_kernel<<<static_cast<unsigned int>(ps.nq), kTableThreads>>>(ix, ps);
+    QUARRY_LAUNCH(static_cast<unsigned int>(ps.nq), kTableThreads, 0, ip_table_kernel)(ix, ps);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
 
@@ -588,7 +589,7 @@ cudaError_t launch_ivf_pq_search(const IvfPqDeviceIndex& ix, const IvfPqSearchPa
   if (smem > kDefaultSharedLimit - sizeof(SelectShared)) {
     if ((e = cudaFuncSetAttribute(select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem))) != cudaSuccess) return e;
   }
-  select_kernel<<<static_cast<unsigned int>(ps.nq), kSelectThreads, smem>>>(ix, ps, pow2);
+  QUARRY_LAUNCH(static_cast<unsigned int>(ps.nq), kSelectThreads, smem, select_kernel)(ix, ps, pow2);
   return cudaGetLastError();
 }
 

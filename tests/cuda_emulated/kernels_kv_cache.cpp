@@ -1,2 +1,5 @@
-// src/cuda/kv_cache_kernels.cu compiled by the host compiler for the SIMT emulator.
+// src/cuda/kv_cache_kernels.cu compiled by the host compiler for the SIMT emulator (as nvcc does, with
+// cuda_runtime.h included first).
+#include <cuda_runtime.h>
+
 #include "kv_cache_kernels.cu"

@@ -698,6 +698,9 @@ cudaError_t cudaMemGetInfo(std::size_t* free, std::size_t* total) {
 cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
   *ptr = nullptr;
   if (bytes == 0) return cudaSuccess;
+  std::size_t free = 0, total = 0;
+  cudaMemGetInfo(&free, &total);
+  if (bytes > total) return set_error(cudaErrorMemoryAllocation);  // more than the "device" has
   void* p = ::operator new(bytes, std::align_val_t{256}, std::nothrow);
   if (p == nullptr) return set_error(cudaErrorMemoryAllocation);
   std::memset(p, 0xff, bytes);

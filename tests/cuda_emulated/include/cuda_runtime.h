@@ -16,6 +16,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda_runtime_api.h"
 #include "quarry_simt.hpp"
@@ -64,6 +65,49 @@ inline int __any_sync(unsigned mask, int pred) {
 }
 inline unsigned __ballot_sync(unsigned mask, int pred) {
   return static_cast<unsigned>(::quarry::simt::warp_collective(::quarry::simt::WarpOp::ballot, mask, pred != 0, 0, 32));
+}
+
+// Atomics: a block's threads never run at once here, but two host threads' launches may, so they
+// are the compiler's atomic operations (relaxed, as CUDA's).
+template <class T>
+T atomicAdd(T* p, T v) {
+  if constexpr (std::is_floating_point_v<T>) {
+    T old, desired;
+    __atomic_load(p, &old, __ATOMIC_RELAXED);
+    do {
+      desired = old + v;
+    } while (!__atomic_compare_exchange(p, &old, &desired, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    return old;
+  } else {
+    return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+  }
+}
+template <class T>
+T atomicSub(T* p, T v) {
+  return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED);
+}
+template <class T>
+T atomicMax(T* p, T v) {
+  T old = __atomic_load_n(p, __ATOMIC_RELAXED);
+  while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+  return old;
+}
+template <class T>
+T atomicMin(T* p, T v) {
+  T old = __atomic_load_n(p, __ATOMIC_RELAXED);
+  while (v < old && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+  return old;
+}
+template <class T>
+T atomicExch(T* p, T v) {
+  return __atomic_exchange_n(p, v, __ATOMIC_RELAXED);
+}
+template <class T>
+T atomicCAS(T* p, T compare, T v) {
+  __atomic_compare_exchange_n(p, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+  return compare;
 }
 
 // Loads through the read-only and streaming caches: plain loads here.
