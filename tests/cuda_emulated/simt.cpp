@@ -39,7 +39,11 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-#if !defined(__x86_64__)
+// The stack switch: a few instructions on x86-64; ucontext (a system call per switch) elsewhere,
+// or where QUARRY_SIMT_UCONTEXT asks for it.
+#if defined(__x86_64__) && !defined(QUARRY_SIMT_UCONTEXT)
+#define QUARRY_SIMT_ASM_SWITCH 1
+#else
 #include <ucontext.h>
 #endif
 
@@ -48,7 +52,7 @@ namespace {
 
 // ---- Fibers: a stack each, and a switch between stacks. ----
 
-#if defined(__x86_64__)
+#if defined(QUARRY_SIMT_ASM_SWITCH)
 // Saves the callee-saved registers on the current stack, stores its pointer in *save, and
 // resumes the stack at load (System V x86-64; MXCSR and the x87 control word are the same in
 // every fiber, so they stay).
@@ -89,7 +93,7 @@ enum class Wait { run, warp, barrier, done };
 struct Fiber {
   // Its stack: mapped once, reused by every block this fiber runs in.
   char* stack = nullptr;  // lowest usable byte (above the guard page)
-#if defined(__x86_64__)
+#if defined(QUARRY_SIMT_ASM_SWITCH)
   void* sp = nullptr;
 #else
   ucontext_t context{};
@@ -116,7 +120,7 @@ struct Runner {
   std::vector<Fiber> fibers;  // grows to the largest block seen
   int threads = 0;            // of this block
   Fiber* current = nullptr;
-#if defined(__x86_64__)
+#if defined(QUARRY_SIMT_ASM_SWITCH)
   void* scheduler_sp = nullptr;
 #else
   ucontext_t scheduler{};
@@ -169,7 +173,7 @@ void park(Fiber& f) noexcept;
   std::abort();
 }
 
-#if !defined(__x86_64__)
+#if !defined(QUARRY_SIMT_ASM_SWITCH)
 void fiber_main_c() { fiber_main(); }
 #endif
 
@@ -191,7 +195,7 @@ void prepare(Fiber& f) noexcept {
   if (f.abandoned) __asan_unpoison_memory_region(f.stack, kStackBytes);  // the frames it never left
 #endif
   f.abandoned = false;
-#if defined(__x86_64__)
+#if defined(QUARRY_SIMT_ASM_SWITCH)
   // fiber_main is entered by quarry_simt_switch's ret, with the stack as after a call (its
   // pointer 8 bytes below a multiple of 16), under six zero registers.
   auto* sp = reinterpret_cast<void**>(reinterpret_cast<std::uintptr_t>(f.stack + kStackBytes) & ~std::uintptr_t{15});
@@ -214,7 +218,7 @@ void switch_to(Runner& r, Fiber* from, Fiber* to) noexcept {
   void** fake = from == nullptr ? &r.scheduler_fake : from->wait == Wait::done ? nullptr : &from->asan_fake;
   start_switch(fake, to == nullptr ? r.scheduler_stack : to->stack, to == nullptr ? r.scheduler_stack_size : kStackBytes);
   r.current = to;
-#if defined(__x86_64__)
+#if defined(QUARRY_SIMT_ASM_SWITCH)
   quarry_simt_switch(from == nullptr ? &r.scheduler_sp : &from->sp, to == nullptr ? r.scheduler_sp : to->sp);
 #else
   swapcontext(from == nullptr ? &r.scheduler : &from->context, to == nullptr ? &r.scheduler : &to->context);
