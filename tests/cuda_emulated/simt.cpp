@@ -429,11 +429,6 @@ bool run_block(Runner& r) {
   }
 }
 
-void fail_launch(const char* kernel, cudaError_t code, const std::string& why) {
-  t_last_failure = std::string(kernel) + ": " + why;
-  if (t_print_failures) std::fprintf(stderr, "quarry SIMT emulator: %s\n", t_last_failure.c_str());
-  t_last_error = code;
-}
 
 // ---- Device memory: host allocations, tracked. ----
 
@@ -496,6 +491,14 @@ thread_local int t_device = 0;
 }  // namespace
 
 // ---- Inside kernels. ----
+
+void fail_launch(const char* kernel, cudaError_t code, const std::string& why) {
+  t_last_failure = std::string(kernel) + ": " + why;
+  if (t_print_failures) std::fprintf(stderr, "quarry SIMT emulator: %s\n", t_last_failure.c_str());
+  t_last_error = code;
+}
+
+bool is_device_pointer(const void* p) noexcept { return p == nullptr || is_device(p, 0); }
 
 const uint3& thread_idx() noexcept { return current_fiber().tid; }
 const uint3& block_idx() noexcept { return t_runner.block_idx; }
@@ -614,6 +617,7 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
     case cudaErrorUnknown: return "cudaErrorUnknown";
@@ -628,6 +632,7 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorLaunchFailure: return "unspecified launch failure (the SIMT emulator says why on stderr)";
     default: return "see the SIMT emulator's message on stderr";
   }

@@ -253,6 +253,13 @@ TEST_CASE("simt: lanes that do not meet at a collective, or threads at a __synct
   CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
   CHECK(contains(quarry::simt::last_failure(), "reads lane 20, which is not in its mask"));
 
+  // A host pointer given to a kernel.
+  std::vector<int> host(64);
+  QUARRY_LAUNCH(1, 32, 0, add_kernel)(host.data(), 64, 1);
+  CHECK(cudaGetLastError() == cudaErrorIllegalAddress);
+  CHECK(contains(quarry::simt::last_failure(), "argument 1 is not device memory"));
+  CHECK(host[0] == 0);
+
   // Launches CUDA refuses.
   QUARRY_LAUNCH(1, 0, 0, add_kernel)(out.data, 64, 1);
   CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);

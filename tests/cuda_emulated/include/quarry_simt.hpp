@@ -53,8 +53,15 @@ T shuffle(WarpOp op, unsigned mask, T v, int arg, int width) noexcept {
 /// (cudaGetLastError) and prints why to stderr, naming `kernel`.
 void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, void (*body)(void*), void* context) noexcept;
 
+/// Whether p is null or points into (or just past the end of) memory cudaMalloc returned.
+bool is_device_pointer(const void* p) noexcept;
+/// Fails a launch as run_grid does: the last error, the message (last_failure), stderr.
+void fail_launch(const char* kernel, cudaError_t code, const std::string& why);
+
 /// What QUARRY_LAUNCH(grid, block, shared, kernel)(args...) is under the emulator: the arguments
-/// converted to the kernel's parameter types (as a CUDA launch converts them), then run_grid.
+/// converted to the kernel's parameter types (as a CUDA launch converts them); a parameter that is
+/// a pointer must be null or device memory (else cudaErrorIllegalAddress: a GPU would fault on
+/// it); then run_grid. (Pointers inside struct parameters are not looked at.)
 template <class... P>
 class Launch {
  public:
@@ -68,6 +75,16 @@ class Launch {
       void (*kernel)(P...);
       std::tuple<std::decay_t<P>...> params;
     } call{kernel_, {static_cast<std::decay_t<P>>(std::forward<A>(args))...}};
+    std::string bad;
+    int index = 0;
+    auto check = [&](const auto& param) {
+      ++index;
+      if constexpr (std::is_pointer_v<std::decay_t<decltype(param)>>)
+        if (bad.empty() && !is_device_pointer(param))
+          bad = "argument " + std::to_string(index) + " is not device memory (a host pointer given to a kernel?)";
+    };
+    std::apply([&](const auto&... params) { (check(params), ...); }, call.params);
+    if (!bad.empty()) return fail_launch(name_, cudaErrorIllegalAddress, bad);
     run_grid(
         name_, grid_, block_, shared_,
         [](void* c) {
