@@ -155,6 +155,46 @@ TEST_CASE("paged decode attention on cuda: INT8 and INT4 pages against the f64 r
   CHECK(contains(st.message(), "one per token and head"));
 }
 
+TEST_CASE("paged decode attention on cuda: shared prefix pages, lengths at chunk edges, INT8 / INT4 at head_dim 256 with 8 heads per kv head") {
+  // Sequences 1 and 3 start with sequence 0's first pages (a forked prompt, as the prefix cache
+  // hands them out); lengths at and around multiples of the 64- and 32-token chunks.
+  PagedBatch pb = make_paged_batch({192, 64, 65, 128, 1, 33}, 16, 2, 16, 256, 321, 3, 2.f);
+  for (std::int32_t p = 0; p < 4; ++p) pb.indices[static_cast<std::size_t>(pb.indptr[1] + p)] = pb.indices[static_cast<std::size_t>(pb.indptr[0] + p)];
+  for (std::int32_t p = 0; p < 6; ++p) pb.indices[static_cast<std::size_t>(pb.indptr[3] + p)] = pb.indices[static_cast<std::size_t>(pb.indptr[0] + p)];
+  const DeviceBatch d(pb);
+  check_device<f16>(pb, d, {0, 64, 32});
+  check_device<float>(pb, d, {0, 64, 32});
+  check_device<f16>(pb, d, {64}, 65);  // a window of one chunk and a token
+
+  // INT8 and INT4 (groups of 8 and 256 elements): the query on the int8 grid, as on the CPU.
+  const Tensor<float> q_raw = pb.q.clone(), k_raw = pb.k.clone(), v_raw = pb.v.clone();
+  const double scale = 1.0 / 16.0;
+  PagedBatch deq = std::move(pb);  // its K and V become the quantized pages' values
+  deq.q = int8_queries(q_raw);
+  Tensor<float, cuda> out(q_raw.shape());
+  const Int8Owned k8 = quantize_int8(deq.k), v8 = quantize_int8(deq.v);
+  const std::vector<double> want8 = reference_decode<float>(deq, scale);
+  const Tensor<std::int8_t, cuda> k8v = to_device(k8.values), v8v = to_device(v8.values);
+  const Tensor<float, cuda> k8s = to_device(k8.scales), v8s = to_device(v8.scales);
+  for (const std::int64_t chunk : {0, 64}) {
+    CAPTURE(chunk);
+    DecodeAttentionParams p;
+    p.chunk_tokens = chunk;
+    paged_decode_attention(d.q, CudaInt8KvPages{k8v, k8s}, CudaInt8KvPages{v8v, v8s}, d.table, out, p);
+    CHECK(max_abs_diff(out.to_host().data(), want8) < 2e-5);
+  }
+  for (const std::int64_t group : {8, 256}) {
+    CAPTURE(group);
+    deq.k = k_raw.clone();
+    deq.v = v_raw.clone();
+    const Int4Owned k4 = quantize_int4(deq.k, group), v4 = quantize_int4(deq.v, group);
+    const Tensor<int4, cuda> k4v = to_device(k4.values), v4v = to_device(v4.values);
+    const Tensor<float, cuda> k4s = to_device(k4.scales), v4s = to_device(v4.scales);
+    paged_decode_attention(d.q, CudaInt4KvPages{k4v, k4s}, CudaInt4KvPages{v4v, v4s}, d.table, out);
+    CHECK(max_abs_diff(out.to_host().data(), reference_decode<float>(deq, scale)) < 2e-5);
+  }
+}
+
 TEST_CASE("paged decode attention on cuda: sliding windows and a batch of 64 sequences") {
   std::vector<std::int64_t> lengths;
   for (int i = 0; i < 64; ++i) lengths.push_back(1 + (i * 97) % 700);
