@@ -10,6 +10,7 @@
 // tiled SIMT kernel, correct for every shape. W8A8 with m > 1 goes to cuBLAS's int8 GEMM when
 // the shape allows (src/cuda/quant.cpp) and uses that tile otherwise. See
 // quarry/quant/cuda_qgemm.hpp for the measured figures.
+#include "launch.cuh"
 #include "quant_kernels.h"
 #include "simt_tile.cuh"
 
@@ -185,20 +186,29 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp)
 // rows share each weight load (M <= 8 * kChunks per launch; the host launches passes of 32).
 constexpr int kTcWarps = 8;
 
+// (Inline PTX has a host equivalent for the SIMT emulator, tests/cuda_emulated.)
 __device__ __forceinline__ void mma_16816(float (&c)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) {
+#if defined(QUARRY_SIMT_EMULATED)
+  ::quarry::simt::mma_m16n8k16_f16_f32(c, a0, a1, a2, a3, b0, b1);
+#else
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
 }
 
 __device__ __forceinline__ unsigned half2_bits(__half2 h) { return *reinterpret_cast<const unsigned*>(&h); }
 
 // (a & b) ^ c in one LOP3.
 __device__ __forceinline__ unsigned and_xor(unsigned a, unsigned b, unsigned c) {
+#if defined(QUARRY_SIMT_EMULATED)
+  return (a & b) ^ c;
+#else
   unsigned r;
   asm("lop3.b32 %0, %1, %2, %3, 0x6a;" : "=r"(r) : "r"(a), "r"(b), "r"(c));  // 0x6a = (0xf0 & 0xcc) ^ 0xaa
   return r;
+#endif
 }
 
 // The four f16x2 (q - z) pairs (0,4) (1,5) (2,6) (3,7) of the eight nibbles in `word`: one LOP3
@@ -347,9 +357,9 @@ __global__ void __launch_bounds__(kTcWarps * kWarp, kChunks == 1 ? 3 : 2)
 template <int kChunks>
 void launch_w4a16_tc(unsigned blocks, const std::uint16_t* x, std::int64_t m, const Int4GroupedWeights& w, const Epilogue& e, float* y) {
   const unsigned threads = kTcWarps * kWarp;
-  if (w.group_size == 32) w4a16_tc_kernel<kChunks, 1><<<blocks, threads>>>(x, m, w, e, y);
-  else if (w.group_size == 64) w4a16_tc_kernel<kChunks, 2><<<blocks, threads>>>(x, m, w, e, y);
-  else w4a16_tc_kernel<kChunks, 4><<<blocks, threads>>>(x, m, w, e, y);
+  if (w.group_size == 32) QUARRY_LAUNCH(blocks, threads, 0, w4a16_tc_kernel<kChunks, 1>)(x, m, w, e, y);
+  else if (w.group_size == 64) QUARRY_LAUNCH(blocks, threads, 0, w4a16_tc_kernel<kChunks, 2>)(x, m, w, e, y);
+  else QUARRY_LAUNCH(blocks, threads, 0, w4a16_tc_kernel<kChunks, 4>)(x, m, w, e, y);
 }
 
 // --- W4A16 tiled GEMM ---------------------------------------------------------------------------
@@ -689,10 +699,10 @@ cudaError_t launch_w4a16_gemm(const void* x, bool x_f16, std::int64_t m, const I
   // f32 activations (W4A32): the SIMT kernels.
   const auto* xf = static_cast<const float*>(x);
   if (m == 1) {
-    if (many_rows(w.n)) w4a16_gemv_kernel<4><<<gemv_blocks(w.n, 4), threads>>>(xf, w, epilogue, y);
-    else w4a16_gemv_kernel<1><<<gemv_blocks(w.n, 1), threads>>>(xf, w, epilogue, y);
+    if (many_rows(w.n)) QUARRY_LAUNCH(gemv_blocks(w.n, 4), threads, 0, w4a16_gemv_kernel<4>)(xf, w, epilogue, y);
+    else QUARRY_LAUNCH(gemv_blocks(w.n, 1), threads, 0, w4a16_gemv_kernel<1>)(xf, w, epilogue, y);
   } else {
-    w4a16_gemm_kernel<<<gemm_grid(m, w.n), kGemmThreads>>>(xf, m, w, epilogue, y);
+    QUARRY_LAUNCH(gemm_grid(m, w.n), kGemmThreads, 0, w4a16_gemm_kernel)(xf, m, w, epilogue, y);
   }
   return cudaGetLastError();
 }
@@ -702,8 +712,8 @@ cudaError_t launch_quantize_rows_int8(const void* x, bool x_f16, std::int64_t m,
   if (m <= 0) return cudaSuccess;
   if (m > 0x7fffffff) return cudaErrorInvalidValue;
   (void)cudaGetLastError();
-  if (x_f16) quantize_rows_int8_kernel<true><<<static_cast<unsigned>(m), kQuantizeThreads>>>(x, k, xq, row_scales);
-  else quantize_rows_int8_kernel<false><<<static_cast<unsigned>(m), kQuantizeThreads>>>(x, k, xq, row_scales);
+  if (x_f16) QUARRY_LAUNCH(static_cast<unsigned>(m), kQuantizeThreads, 0, quantize_rows_int8_kernel<true>)(x, k, xq, row_scales);
+  else QUARRY_LAUNCH(static_cast<unsigned>(m), kQuantizeThreads, 0, quantize_rows_int8_kernel<false>)(x, k, xq, row_scales);
   return cudaGetLastError();
 }
 
@@ -716,15 +726,15 @@ cudaError_t launch_w8a8_gemm(const std::int8_t* xq, const float* x_scales, std::
   if (m == 1) {
     const bool aligned = w.k % 16 == 0;
     if (many_rows(w.n)) {
-      if (aligned) w8a8_gemv_kernel<4, true><<<gemv_blocks(w.n, 4), threads>>>(xq, x_scales, w, epilogue, y);
-      else w8a8_gemv_kernel<4, false><<<gemv_blocks(w.n, 4), threads>>>(xq, x_scales, w, epilogue, y);
+      if (aligned) QUARRY_LAUNCH(gemv_blocks(w.n, 4), threads, 0, w8a8_gemv_kernel<4, true>)(xq, x_scales, w, epilogue, y);
+      else QUARRY_LAUNCH(gemv_blocks(w.n, 4), threads, 0, w8a8_gemv_kernel<4, false>)(xq, x_scales, w, epilogue, y);
     } else {
-      if (aligned) w8a8_gemv_kernel<1, true><<<gemv_blocks(w.n, 1), threads>>>(xq, x_scales, w, epilogue, y);
-      else w8a8_gemv_kernel<1, false><<<gemv_blocks(w.n, 1), threads>>>(xq, x_scales, w, epilogue, y);
+      if (aligned) QUARRY_LAUNCH(gemv_blocks(w.n, 1), threads, 0, w8a8_gemv_kernel<1, true>)(xq, x_scales, w, epilogue, y);
+      else QUARRY_LAUNCH(gemv_blocks(w.n, 1), threads, 0, w8a8_gemv_kernel<1, false>)(xq, x_scales, w, epilogue, y);
     }
   } else {
-    if (w.k % 4 == 0) w8a8_gemm_kernel<true><<<gemm_grid(m, w.n), kGemmThreads>>>(xq, x_scales, m, w, epilogue, y);
-    else w8a8_gemm_kernel<false><<<gemm_grid(m, w.n), kGemmThreads>>>(xq, x_scales, m, w, epilogue, y);
+    if (w.k % 4 == 0) QUARRY_LAUNCH(gemm_grid(m, w.n), kGemmThreads, 0, w8a8_gemm_kernel<true>)(xq, x_scales, m, w, epilogue, y);
+    else QUARRY_LAUNCH(gemm_grid(m, w.n), kGemmThreads, 0, w8a8_gemm_kernel<false>)(xq, x_scales, m, w, epilogue, y);
   }
   return cudaGetLastError();
 }
@@ -735,7 +745,7 @@ cudaError_t launch_w8a8_epilogue_in_place(float* y, const float* x_scales, std::
   (void)cudaGetLastError();
   const std::int64_t total = m * w.n;
   const std::int64_t blocks = (total + 255) / 256;
-  w8a8_epilogue_kernel<<<static_cast<unsigned>(blocks < 65536 ? blocks : 65536), 256>>>(y, x_scales, m, w, epilogue);
+  QUARRY_LAUNCH(static_cast<unsigned>(blocks < 65536 ? blocks : 65536), 256, 0, w8a8_epilogue_kernel)(y, x_scales, m, w, epilogue);
   return cudaGetLastError();
 }
 

@@ -121,9 +121,11 @@ std::string check_w4a16(const Tensor<float>& y, const Tensor<float>& x_seen, con
   const std::int64_t m = x_seen.dim(0), k = x_seen.dim(1), n = deq.dim(0);
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t j = 0; j < n; ++j) {
+      const float* w = deq.data() + j * k;  // both owning, so rows are contiguous
+      const float* xr = x_seen.data() + i * k;
       double dot = 0, mag = 0;
       for (std::int64_t c = 0; c < k; ++c) {
-        const double t = static_cast<double>(deq(j, c)) * static_cast<double>(x_seen(i, c));
+        const double t = static_cast<double>(w[c]) * static_cast<double>(xr[c]);
         dot += t;
         mag += std::fabs(t);
       }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "cuda_runtime_api.h"
+#include "quarry/core/detail/float16_bits.hpp"
 #include "quarry_simt.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -108,6 +110,7 @@ struct Fiber {
   unsigned mask = 0;
   int arg = 0, width = kWarp;
   std::uint64_t value = 0, result = 0;
+  void* data = nullptr;  // warp_apply's
 };
 
 Order default_order() noexcept {
@@ -236,6 +239,7 @@ const char* op_name(WarpOp op) noexcept {
     case WarpOp::all: return "__all_sync";
     case WarpOp::any: return "__any_sync";
     case WarpOp::ballot: return "__ballot_sync";
+    case WarpOp::apply: return "a warp-wide instruction";
   }
   return "?";
 }
@@ -298,7 +302,7 @@ int resolve_warp(Runner& r, int w) {
         return 0;
       }
       const Fiber& b = lanes[m];
-      if (b.wait != Wait::warp || b.op != a.op || b.mask != a.mask || b.width != a.width) {
+      if (b.wait != Wait::warp || b.op != a.op || b.mask != a.mask || b.width != a.width || (a.op == WarpOp::apply && b.value != a.value)) {
         char buf[64];
         std::snprintf(buf, sizeof buf, "%#x", mask);
         r.failure = where(r, a) + " waits at " + op_name(a.op) + " (mask " + buf + ") while lane " + std::to_string(m) + " " +
@@ -307,7 +311,12 @@ int resolve_warp(Runner& r, int w) {
         return 0;
       }
     }
-    for (int m = 0; m < kWarp; ++m) {
+    if (a.op == WarpOp::apply) {  // every lane's data, to the instruction (value: its function)
+      void* data[kWarp];
+      for (int m = 0; m < kWarp; ++m) data[m] = lanes[m].data;
+      reinterpret_cast<void (*)(void* const*)>(static_cast<std::uintptr_t>(a.value))(data);
+    }
+    for (int m = 0; m < kWarp && a.op != WarpOp::apply; ++m) {
       if ((mask >> m & 1u) == 0) continue;
       Fiber& b = lanes[m];
       const int seg = m & ~(b.width - 1), end = seg + b.width;
@@ -516,6 +525,56 @@ std::uint64_t warp_collective(WarpOp op, unsigned mask, std::uint64_t value, int
   f.wait = Wait::warp;
   park(f);
   return f.result;
+}
+
+void warp_apply(void (*fn)(void* const* lanes), void* data) noexcept {
+  Fiber& f = current_fiber();
+  f.data = data;
+  (void)warp_collective(WarpOp::apply, ~0u, reinterpret_cast<std::uintptr_t>(fn), 0, kWarp);
+}
+
+namespace {
+
+struct MmaLane {
+  float* c;
+  unsigned a[4], b[2];
+};
+
+float low_half(unsigned u) noexcept { return std::bit_cast<float>(quarry::detail::f16_bits_to_f32_bits(static_cast<std::uint16_t>(u & 0xffffu))); }
+float high_half(unsigned u) noexcept { return std::bit_cast<float>(quarry::detail::f16_bits_to_f32_bits(static_cast<std::uint16_t>(u >> 16))); }
+
+void mma_m16n8k16(void* const* lanes) noexcept {
+  float a[16][16], b[16][8], c[16][8];
+  for (int lane = 0; lane < kWarp; ++lane) {
+    const auto& l = *static_cast<const MmaLane*>(lanes[lane]);
+    const int g = lane / 4, t = lane % 4;
+    for (int half = 0; half < 2; ++half) {  // columns 2t (+ 8), 2t + 1 (+ 8) of A; rows of B likewise
+      const int k = 2 * t + 8 * half;
+      a[g][k] = low_half(l.a[2 * half]), a[g][k + 1] = high_half(l.a[2 * half]);
+      a[g + 8][k] = low_half(l.a[2 * half + 1]), a[g + 8][k + 1] = high_half(l.a[2 * half + 1]);
+      b[k][g] = low_half(l.b[half]), b[k + 1][g] = high_half(l.b[half]);
+    }
+    c[g][2 * t] = l.c[0], c[g][2 * t + 1] = l.c[1], c[g + 8][2 * t] = l.c[2], c[g + 8][2 * t + 1] = l.c[3];
+  }
+  float d[16][8];
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 8; ++n) {
+      double s = c[r][n];
+      for (int k = 0; k < 16; ++k) s += static_cast<double>(a[r][k]) * b[k][n];
+      d[r][n] = static_cast<float>(s);
+    }
+  for (int lane = 0; lane < kWarp; ++lane) {
+    float* out = static_cast<const MmaLane*>(lanes[lane])->c;
+    const int g = lane / 4, t = lane % 4;
+    out[0] = d[g][2 * t], out[1] = d[g][2 * t + 1], out[2] = d[g + 8][2 * t], out[3] = d[g + 8][2 * t + 1];
+  }
+}
+
+}  // namespace
+
+void mma_m16n8k16_f16_f32(float (&c)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) noexcept {
+  MmaLane lane{c, {a0, a1, a2, a3}, {b0, b1}};
+  warp_apply(&mma_m16n8k16, &lane);
 }
 
 void sync_threads() noexcept {

@@ -1,5 +1,5 @@
 // The host SIMT emulator itself (simt.cpp): built-in variables, shuffles and votes against a
-// model of CUDA's rules, __syncthreads and shared memory, dynamic shared memory, the failures it
+// model of CUDA's rules, the tensor-core product against a matrix product, __syncthreads and shared memory, dynamic shared memory, the failures it
 // must report (lanes that diverge at a collective, a __syncthreads some threads never reach, a
 // shuffle from outside its mask, launches CUDA refuses), the runtime's memory checks, the
 // reverse order, and launches from two host threads at once.
@@ -7,12 +7,14 @@
 
 #include <cuda_runtime.h>
 
+#include <bit>
 #include <cstdint>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "launch.cuh"
+#include "quarry/core/detail/float16_bits.hpp"
 
 namespace {
 
@@ -122,6 +124,17 @@ __global__ void outside_mask_kernel(int* out) {
   if (lane < 16) out[lane] = __shfl_sync(0x0000ffffu, lane, 20);
 }
 
+// One m16n8k16 product of small integers as f16 (exact), fragments loaded as PTX lays them out.
+__global__ void mma_kernel(const unsigned short* a, const unsigned short* b, const float* c, float* d) {
+  const int lane = static_cast<int>(threadIdx.x), g = lane / 4, t = lane % 4;
+  auto pair = [](unsigned short lo, unsigned short hi) { return static_cast<unsigned>(lo) | static_cast<unsigned>(hi) << 16; };
+  auto A = [&](int r, int k) { return pair(a[r * 16 + k], a[r * 16 + k + 1]); };
+  const unsigned b0 = pair(b[(2 * t) * 8 + g], b[(2 * t + 1) * 8 + g]), b1 = pair(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g]);
+  float acc[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t], c[(g + 8) * 8 + 2 * t + 1]};
+  quarry::simt::mma_m16n8k16_f16_f32(acc, A(g, 2 * t), A(g + 8, 2 * t), A(g, 2 * t + 8), A(g + 8, 2 * t + 8), b0, b1);
+  d[g * 8 + 2 * t] = acc[0], d[g * 8 + 2 * t + 1] = acc[1], d[(g + 8) * 8 + 2 * t] = acc[2], d[(g + 8) * 8 + 2 * t + 1] = acc[3];
+}
+
 __global__ void add_kernel(int* out, int n, int add) {
   const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
   if (i < n) out[i] += add;
@@ -211,6 +224,30 @@ TEST_CASE("simt: __syncthreads orders shared memory; dynamic shared memory start
   const std::vector<int> hd = dyn.host();
   for (int i = 0; i < n; ++i) CHECK(hd[static_cast<std::size_t>(i)] == 3 * (n - 1 - i));
   CHECK(static_cast<unsigned>(hd[n]) == 0xa5a5a5a5u);
+}
+
+TEST_CASE("simt: the m16n8k16 tensor-core product (qgemm's mma.sync) with PTX's fragment layout") {
+  std::vector<unsigned short> a(16 * 16), b(16 * 8);
+  std::vector<float> c(16 * 8);
+  auto f16 = [](int v) { return static_cast<unsigned short>(quarry::detail::f32_bits_to_f16_bits(std::bit_cast<std::uint32_t>(static_cast<float>(v)))); };
+  for (int i = 0; i < 16 * 16; ++i) a[static_cast<std::size_t>(i)] = f16((i * 7) % 11 - 5);
+  for (int i = 0; i < 16 * 8; ++i) b[static_cast<std::size_t>(i)] = f16((i * 5) % 9 - 4);
+  for (int i = 0; i < 16 * 8; ++i) c[static_cast<std::size_t>(i)] = static_cast<float>(i % 13);
+  DeviceArray<unsigned short> da(a.size()), db(b.size());
+  DeviceArray<float> dc(c.size()), dd(c.size());
+  REQUIRE(cudaMemcpy(da.data, a.data(), a.size() * 2, cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cudaMemcpy(db.data, b.data(), b.size() * 2, cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cudaMemcpy(dc.data, c.data(), c.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
+  QUARRY_LAUNCH(1, 32, 0, mma_kernel)(da.data, db.data, dc.data, dd.data);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  const std::vector<float> d = dd.host();
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 8; ++n) {
+      int want = r * 8 + n;
+      want = want % 13;
+      for (int k = 0; k < 16; ++k) want += ((r * 16 + k) * 7 % 11 - 5) * ((k * 8 + n) * 5 % 9 - 4);
+      CHECK(d[static_cast<std::size_t>(r * 8 + n)] == static_cast<float>(want));
+    }
 }
 
 TEST_CASE("simt: a race shows as results that change with the threads' order") {

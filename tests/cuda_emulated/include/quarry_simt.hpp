@@ -25,7 +25,7 @@ const dim3& grid_dim() noexcept;
 /// start of each block, as uninitialised memory).
 void* dynamic_shared() noexcept;
 
-enum class WarpOp : int { sync, shfl, shfl_xor, shfl_up, shfl_down, all, any, ballot };
+enum class WarpOp : int { sync, shfl, shfl_xor, shfl_up, shfl_down, all, any, ballot, apply };
 
 /// A warp collective: the calling lane waits until every lane of `mask` has reached a collective
 /// of the same op, mask and width, then gets its result (shuffles: the source lane's `value`;
@@ -34,6 +34,14 @@ enum class WarpOp : int { sync, shfl, shfl_xor, shfl_up, shfl_down, all, any, ba
 std::uint64_t warp_collective(WarpOp op, unsigned mask, std::uint64_t value, int arg, int width) noexcept;
 /// __syncthreads: waits until every thread of the block has reached it.
 void sync_threads() noexcept;
+/// A warp-wide instruction: waits until all 32 lanes of the warp have called warp_apply with the
+/// same fn, then runs fn once with their `data` pointers in lane order (fn reads and writes them).
+void warp_apply(void (*fn)(void* const* lanes), void* data) noexcept;
+/// PTX mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 (D = A B + C, in place in c), with the
+/// instruction's fragment layout: lane (g = lane / 4, t = lane % 4) holds A's f16 pairs (g, 2t),
+/// (g + 8, 2t), (g, 2t + 8), (g + 8, 2t + 8) in a0..a3, B's (k = 2t, n = g), (2t + 8, g) in b0, b1,
+/// and C / D's (g, 2t), (g + 8, 2t) pairs in c; each element's sum in double, rounded to f32.
+void mma_m16n8k16_f16_f32(float (&c)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) noexcept;
 
 template <class T>
 T shuffle(WarpOp op, unsigned mask, T v, int arg, int width) noexcept {
