@@ -58,10 +58,6 @@ void check_device(const PagedBatch& pb, const DeviceBatch& d, std::initializer_l
   }
 }
 
-}  // namespace
-
-namespace {
-
 // f16 / bf16 / f32 pages of one head_dim: GQA groups 1..8 (3 and 6 padded), pages of 16 and 7
 // tokens, one chunk and many.
 void check_head_dim(std::int64_t dim, std::uint32_t seed) {
@@ -78,6 +74,21 @@ void check_head_dim(std::int64_t dim, std::uint32_t seed) {
       check_device<float>(pb, d, {0, 64, 4096});
     }
   }
+}
+
+// Decode attention on the device over INT4 pages (groups of `group` elements) of K and V
+// (k_raw, v_raw), against the f64 reference of their values with deq's query (deq.k and deq.v
+// become those values).
+void check_int4(PagedBatch& deq, const Tensor<float>& k_raw, const Tensor<float>& v_raw, std::int64_t group, const Tensor<float, cuda>& q,
+                const CudaPageTable& table, Tensor<float, cuda>& out, double scale) {
+  CAPTURE(group);
+  deq.k = k_raw.clone();
+  deq.v = v_raw.clone();
+  const Int4Owned k4 = quantize_int4(deq.k, group), v4 = quantize_int4(deq.v, group);
+  const Tensor<int4, cuda> k4v = to_device(k4.values), v4v = to_device(v4.values);
+  const Tensor<float, cuda> k4s = to_device(k4.scales), v4s = to_device(v4.scales);
+  paged_decode_attention(q, CudaInt4KvPages{k4v, k4s}, CudaInt4KvPages{v4v, v4s}, table, out);
+  CHECK(max_abs_diff(out.to_host().data(), reference_decode<float>(deq, scale)) < 2e-5);
 }
 
 }  // namespace
@@ -122,16 +133,7 @@ TEST_CASE("paged decode attention on cuda: INT8 and INT4 pages against the f64 r
       }
 
       // INT4, groups of 8 and 32 elements; the query on the int8 grid too.
-      for (const std::int64_t group : {8, 32}) {
-        CAPTURE(group);
-        deq.k = k_raw.clone();
-        deq.v = v_raw.clone();
-        const Int4Owned k4 = quantize_int4(deq.k, group), v4 = quantize_int4(deq.v, group);
-        const Tensor<int4, cuda> k4v = to_device(k4.values), v4v = to_device(v4.values);
-        const Tensor<float, cuda> k4s = to_device(k4.scales), v4s = to_device(v4.scales);
-        paged_decode_attention(q, CudaInt4KvPages{k4v, k4s}, CudaInt4KvPages{v4v, v4s}, table, out);
-        CHECK(max_abs_diff(out.to_host().data(), reference_decode<float>(deq, scale)) < 2e-5);
-      }
+      for (const std::int64_t group : {8, 32}) check_int4(deq, k_raw, v_raw, group, q, table, out, scale);
     }
   }
 
@@ -183,16 +185,7 @@ TEST_CASE("paged decode attention on cuda: shared prefix pages, lengths at chunk
     paged_decode_attention(d.q, CudaInt8KvPages{k8v, k8s}, CudaInt8KvPages{v8v, v8s}, d.table, out, p);
     CHECK(max_abs_diff(out.to_host().data(), want8) < 2e-5);
   }
-  for (const std::int64_t group : {8, 256}) {
-    CAPTURE(group);
-    deq.k = k_raw.clone();
-    deq.v = v_raw.clone();
-    const Int4Owned k4 = quantize_int4(deq.k, group), v4 = quantize_int4(deq.v, group);
-    const Tensor<int4, cuda> k4v = to_device(k4.values), v4v = to_device(v4.values);
-    const Tensor<float, cuda> k4s = to_device(k4.scales), v4s = to_device(v4.scales);
-    paged_decode_attention(d.q, CudaInt4KvPages{k4v, k4s}, CudaInt4KvPages{v4v, v4s}, d.table, out);
-    CHECK(max_abs_diff(out.to_host().data(), reference_decode<float>(deq, scale)) < 2e-5);
-  }
+  for (const std::int64_t group : {8, 256}) check_int4(deq, k_raw, v_raw, group, d.q, d.table, out, scale);
 }
 
 TEST_CASE("paged decode attention on cuda: sliding windows and a batch of 64 sequences") {
