@@ -438,6 +438,12 @@ bool run_block(Runner& r) {
   }
 }
 
+// Fails the launch: the last error, the message (last_failure), stderr.
+void fail_launch(const char* kernel, cudaError_t code, const std::string& why) {
+  t_last_failure = std::string(kernel) + ": " + why;
+  if (t_print_failures) std::fprintf(stderr, "quarry SIMT emulator: %s\n", t_last_failure.c_str());
+  t_last_error = code;
+}
 
 // ---- Device memory: host allocations, tracked. ----
 
@@ -475,10 +481,11 @@ cudaError_t set_error(cudaError_t e) {
   return e;
 }
 
-cudaError_t bad_pointer(const char* call, const char* what, const void* p, std::size_t bytes) {
+// `what` ("destination", "source") should be device memory (device_side) or host memory, and is not.
+cudaError_t bad_pointer(const char* call, bool device_side, const char* what, const void* p, std::size_t bytes) {
   if (t_print_failures)
-    std::fprintf(stderr, "quarry SIMT emulator: %s: %s [%p, +%zu) is %s\n", call, what, p, bytes,
-               std::strstr(what, "device") != nullptr ? "not inside one device allocation" : "device memory, not host memory");
+    std::fprintf(stderr, "quarry SIMT emulator: %s: the %s %s [%p, +%zu) is %s\n", call, device_side ? "device" : "host", what, p, bytes,
+                 device_side ? "not inside one device allocation" : "device memory, not host memory");
   return set_error(cudaErrorInvalidValue);
 }
 
@@ -489,8 +496,8 @@ cudaError_t copy(const char* call, void* dst, const void* src, std::size_t bytes
   const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
   if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDeviceToDevice) return set_error(cudaErrorInvalidMemcpyDirection);
-  if (dst_device ? !is_device(dst, bytes) : touches_device(dst, bytes)) return bad_pointer(call, dst_device ? "the device destination" : "the host destination", dst, bytes);
-  if (src_device ? !is_device(src, bytes) : touches_device(src, bytes)) return bad_pointer(call, src_device ? "the device source" : "the host source", src, bytes);
+  if (dst_device ? !is_device(dst, bytes) : touches_device(dst, bytes)) return bad_pointer(call, dst_device, "destination", dst, bytes);
+  if (src_device ? !is_device(src, bytes) : touches_device(src, bytes)) return bad_pointer(call, src_device, "source", src, bytes);
   std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
@@ -499,15 +506,9 @@ thread_local int t_device = 0;
 
 }  // namespace
 
-// ---- Inside kernels. ----
-
-void fail_launch(const char* kernel, cudaError_t code, const std::string& why) {
-  t_last_failure = std::string(kernel) + ": " + why;
-  if (t_print_failures) std::fprintf(stderr, "quarry SIMT emulator: %s\n", t_last_failure.c_str());
-  t_last_error = code;
-}
-
 bool is_device_pointer(const void* p) noexcept { return p == nullptr || is_device(p, 0); }
+
+// ---- Inside kernels. ----
 
 const uint3& thread_idx() noexcept { return current_fiber().tid; }
 const uint3& block_idx() noexcept { return t_runner.block_idx; }
@@ -583,7 +584,8 @@ void sync_threads() noexcept {
   park(f);
 }
 
-void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, void (*body)(void*), void* context) noexcept {
+void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, const PointerArg* pointers, int n_pointers,
+              void (*body)(void*), void* context) noexcept {
   Runner& r = t_runner;
   t_last_failure.clear();
   if (r.current != nullptr) return fail_launch(kernel, cudaErrorNotSupported, "a launch from inside a kernel (dynamic parallelism) is not emulated");
@@ -597,6 +599,10 @@ void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_byte
   }
   if (shared_bytes > kMaxDynamicShared)
     return fail_launch(kernel, cudaErrorInvalidValue, std::to_string(shared_bytes) + " bytes of dynamic shared memory (at most 227 KiB)");
+  for (int i = 0; i < n_pointers; ++i)
+    if (!is_device_pointer(pointers[i].pointer))
+      return fail_launch(kernel, cudaErrorIllegalAddress,
+                         "argument " + std::to_string(pointers[i].position) + " is not device memory (a host pointer given to a kernel?)");
 #if defined(QUARRY_SIMT_ASAN)
   if (r.scheduler_stack == nullptr) {  // this thread's stack, for the switches back to it
     pthread_attr_t attr;
@@ -808,7 +814,7 @@ cudaError_t cudaMemcpyPeer(void* dst, int dst_device, const void* src, int src_d
 
 cudaError_t cudaMemset(void* ptr, int value, std::size_t bytes) {
   if (bytes == 0) return cudaSuccess;
-  if (!is_device(ptr, bytes)) return bad_pointer("cudaMemset", "the device destination", ptr, bytes);
+  if (!is_device(ptr, bytes)) return bad_pointer("cudaMemset", true, "destination", ptr, bytes);
   std::memset(ptr, value, bytes);
   return cudaSuccess;
 }

@@ -28,7 +28,4 @@ inline __half2 __half2half2(__half h) { return {h, h}; }
 inline __half2 __hsub2(__half2 a, __half2 b) {
   return {__float2half(__half2float(a.x) - __half2float(b.x)), __float2half(__half2float(a.y) - __half2float(b.y))};
 }
-inline __half2 __hadd2(__half2 a, __half2 b) {
-  return {__float2half(__half2float(a.x) + __half2float(b.x)), __float2half(__half2float(a.y) + __half2float(b.y))};
-}
 inline unsigned short __half_as_ushort(__half h) { return h.__x; }

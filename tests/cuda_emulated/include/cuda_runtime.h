@@ -16,7 +16,6 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
-#include <type_traits>
 
 #include "cuda_runtime_api.h"
 #include "quarry_simt.hpp"
@@ -68,46 +67,11 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
 }
 
 // Atomics: a block's threads never run at once here, but two host threads' launches may, so they
-// are the compiler's atomic operations (relaxed, as CUDA's).
+// are the compiler's atomic operations (relaxed, as CUDA's). Integers only: add others with the
+// kernel that needs them.
 template <class T>
 T atomicAdd(T* p, T v) {
-  if constexpr (std::is_floating_point_v<T>) {
-    T old, desired;
-    __atomic_load(p, &old, __ATOMIC_RELAXED);
-    do {
-      desired = old + v;
-    } while (!__atomic_compare_exchange(p, &old, &desired, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
-    return old;
-  } else {
-    return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
-  }
-}
-template <class T>
-T atomicSub(T* p, T v) {
-  return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED);
-}
-template <class T>
-T atomicMax(T* p, T v) {
-  T old = __atomic_load_n(p, __ATOMIC_RELAXED);
-  while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-  }
-  return old;
-}
-template <class T>
-T atomicMin(T* p, T v) {
-  T old = __atomic_load_n(p, __ATOMIC_RELAXED);
-  while (v < old && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-  }
-  return old;
-}
-template <class T>
-T atomicExch(T* p, T v) {
-  return __atomic_exchange_n(p, v, __ATOMIC_RELAXED);
-}
-template <class T>
-T atomicCAS(T* p, T compare, T v) {
-  __atomic_compare_exchange_n(p, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-  return compare;
+  return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
 }
 
 // Loads through the read-only and streaming caches: plain loads here.

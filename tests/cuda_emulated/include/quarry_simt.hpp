@@ -3,6 +3,7 @@
 // tests inspect.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -54,22 +55,27 @@ T shuffle(WarpOp op, unsigned mask, T v, int arg, int width) noexcept {
   return r;
 }
 
+/// A pointer argument of a launch: its position (from 1) and value.
+struct PointerArg {
+  int position;
+  const void* pointer;
+};
+
 /// Runs body(context) as every thread of every block of `grid` (blocks in order of x, then y,
 /// then z; a block's threads as fibers on this thread). A launch that is not valid (block of 0
 /// or more than 1024 threads, grid beyond CUDA's limits, more than 227 KiB of dynamic shared
-/// memory) or whose threads fail to meet at a collective sets the calling thread's last error
-/// (cudaGetLastError) and prints why to stderr, naming `kernel`.
-void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, void (*body)(void*), void* context) noexcept;
+/// memory), one with a pointer argument that is neither null nor device memory (a GPU would
+/// fault on it: cudaErrorIllegalAddress), or whose threads fail to meet at a collective sets the
+/// calling thread's last error (cudaGetLastError) and prints why to stderr, naming `kernel`.
+void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, const PointerArg* pointers, int n_pointers,
+              void (*body)(void*), void* context) noexcept;
 
 /// Whether p is null or points into (or just past the end of) memory cudaMalloc returned.
 bool is_device_pointer(const void* p) noexcept;
-/// Fails a launch as run_grid does: the last error, the message (last_failure), stderr.
-void fail_launch(const char* kernel, cudaError_t code, const std::string& why);
 
 /// What QUARRY_LAUNCH(grid, block, shared, kernel)(args...) is under the emulator: the arguments
-/// converted to the kernel's parameter types (as a CUDA launch converts them); a parameter that is
-/// a pointer must be null or device memory (else cudaErrorIllegalAddress: a GPU would fault on
-/// it); then run_grid. (Pointers inside struct parameters are not looked at.)
+/// converted to the kernel's parameter types (as a CUDA launch converts them), then run_grid
+/// with those that are pointers. (Pointers inside struct parameters are not looked at.)
 template <class... P>
 class Launch {
  public:
@@ -83,18 +89,15 @@ class Launch {
       void (*kernel)(P...);
       std::tuple<std::decay_t<P>...> params;
     } call{kernel_, {static_cast<std::decay_t<P>>(std::forward<A>(args))...}};
-    std::string bad;
-    int index = 0;
-    auto check = [&](const auto& param) {
-      ++index;
-      if constexpr (std::is_pointer_v<std::decay_t<decltype(param)>>)
-        if (bad.empty() && !is_device_pointer(param))
-          bad = "argument " + std::to_string(index) + " is not device memory (a host pointer given to a kernel?)";
+    std::array<PointerArg, sizeof...(P)> pointers{};
+    int n = 0, position = 0;
+    auto collect = [&](const auto& param) {
+      ++position;
+      if constexpr (std::is_pointer_v<std::decay_t<decltype(param)>>) pointers[static_cast<std::size_t>(n++)] = {position, param};
     };
-    std::apply([&](const auto&... params) { (check(params), ...); }, call.params);
-    if (!bad.empty()) return fail_launch(name_, cudaErrorIllegalAddress, bad);
+    std::apply([&](const auto&... params) { (collect(params), ...); }, call.params);
     run_grid(
-        name_, grid_, block_, shared_,
+        name_, grid_, block_, shared_, pointers.data(), n,
         [](void* c) {
           auto* call = static_cast<Call*>(c);
           std::apply(call->kernel, call->params);  // each thread gets its own copies of the parameters
