@@ -7,7 +7,9 @@
 // out in order, one sequence after another (what a contiguous per-sequence cache reads).
 // Figures: us per call (CUDA events over back-to-back calls, best of 5 rounds), gbps = K and V
 // bytes read / time, bw_ratio = gbps / the HBM read yardstick (target >= 0.7 on a GPU, issue 5),
-// and on paged rows paged_vs_contiguous = contiguous time / paged time.
+// and on paged rows paged_vs_contiguous = contiguous time / paged time. --tiny: contexts of 40
+// and 300 tokens, one timed call per row, a 64 MiB yardstick (what the test suite runs on the
+// SIMT emulator).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -39,9 +41,9 @@ void check(cudaError_t e, const char* what) {
 
 constexpr std::int64_t kHeads = 32, kKvHeads = 8, kDim = 128, kPage = 16;
 
-// Best of 5 rounds of `calls` back-to-back calls, in us per call; call(options) runs one.
+// Best of `rounds` rounds of `calls` back-to-back calls, in us per call; call(options) runs one.
 template <class Call>
-double time_us(Call&& call, int calls) {
+double time_us(Call&& call, int calls, int rounds) {
   CudaAttentionOptions async;
   async.wait = false;
   call(CudaAttentionOptions{});  // warm-up (and the workspace pool)
@@ -49,7 +51,7 @@ double time_us(Call&& call, int calls) {
   check(cudaEventCreate(&e0), "cudaEventCreate");
   check(cudaEventCreate(&e1), "cudaEventCreate");
   double best = 1e300;
-  for (int round = 0; round < 5; ++round) {
+  for (int round = 0; round < rounds; ++round) {
     check(cudaEventRecord(e0, nullptr), "cudaEventRecord");
     for (int i = 0; i < calls; ++i) call(async);
     check(cudaEventRecord(e1, nullptr), "cudaEventRecord");
@@ -77,8 +79,8 @@ void fill_pages(Tensor<T, cuda>& t, std::int64_t page_elems, Gen&& gen) {
 // Times paged and contiguous page tables for one shape; KV: f16, bf16, float or std::int8_t
 // (INT8 pages, a scale per token and head). Returns the paged time in us.
 template <class KV>
-double run_shape(BenchReport& report, std::int64_t batch, std::int64_t context, double hbm_gbps, const char* type, bool quick,
-                 double f16_paged_us = 0) {
+double run_shape(BenchReport& report, std::int64_t batch, std::int64_t context, double hbm_gbps, const char* type,
+                 const CudaBenchOptions& options, double f16_paged_us = 0) {
   constexpr bool kInt8 = std::is_same_v<KV, std::int8_t>;
   const std::int64_t per = (context + kPage - 1) / kPage, pages = batch * per;
   Tensor<KV, cuda> k = Tensor<KV, cuda>::uninitialized({pages, kKvHeads, kPage, kDim});
@@ -96,7 +98,8 @@ double run_shape(BenchReport& report, std::int64_t batch, std::int64_t context, 
   Tensor<float, cuda> out({batch, kHeads, kDim});
   const double row_bytes = kInt8 ? kDim + sizeof(float) : kDim * sizeof(KV);  // values and, for INT8, the scale
   const double kv_bytes = 2.0 * static_cast<double>(batch * context * kKvHeads) * row_bytes;
-  const int calls = quick ? 3 : std::max(3, static_cast<int>(2e9 / kv_bytes));
+  const int calls = options.tiny ? 1 : options.common.quick ? 3 : std::max(3, static_cast<int>(2e9 / kv_bytes));
+  const int rounds = options.tiny ? 1 : 5;
   double times[2] = {0, 0};
   for (const bool shuffled : {false, true}) {
     const BatchPageTable s = make_batch_page_table(batch, context, kPage, shuffled, 11);
@@ -106,7 +109,7 @@ double run_shape(BenchReport& report, std::int64_t batch, std::int64_t context, 
           if constexpr (kInt8) paged_decode_attention(q, CudaInt8KvPages{k, scales}, CudaInt8KvPages{v, scales}, table, out, {}, o);
           else paged_decode_attention(q, k, v, table, out, {}, o);
         },
-        calls);
+        calls, rounds);
     times[shuffled ? 1 : 0] = us;
     const double gbps = kv_bytes / (us * 1e-6) / 1e9;
     BenchRow r(fmt::format("decode {} ctx {} batch {} ({})", type, context, batch, shuffled ? "paged" : "contiguous"), "quarry", 1);
@@ -126,34 +129,39 @@ double run_shape(BenchReport& report, std::int64_t batch, std::int64_t context, 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const BenchOptions options = bench_options_from_command_line(argc, argv, "quarry paged decode attention on a GPU vs HBM bandwidth");
+  const CudaBenchOptions options =
+      cuda_bench_options(argc, argv, "bench_cuda_paged_attention", "quarry paged decode attention on a GPU vs HBM bandwidth");
   if (no_cuda_device("bench_cuda_paged_attention")) return 0;
+  const bool quick = options.common.quick, tiny = options.tiny;
   try {
     check(cudaSetDevice(0), "cudaSetDevice(0)");
     BenchReport report;
-    report.machine = identify_machine(options.threads);
+    report.machine = identify_machine(options.common.threads);
     report.machine.threads = 1;
     quarry_bench_hbm_result hbm{};
-    check(quarry_bench_hbm_measure(options.quick ? std::size_t{512} << 20 : std::size_t{2} << 30, options.quick ? 3 : 10, &hbm), "HBM yardstick");
+    const std::size_t hbm_bytes = tiny ? std::size_t{64} << 20 : quick ? std::size_t{512} << 20 : std::size_t{2} << 30;
+    check(quarry_bench_hbm_measure(hbm_bytes, tiny ? 1 : quick ? 3 : 10, &hbm), "HBM yardstick");
     {
       BenchRow r(fmt::format("hbm read {} MiB", hbm.read_bytes >> 20), "hbm", 1);
       r.set("gbps", hbm.read_gbps);
       report.rows.push_back(std::move(r));
     }
     fmt::print("hbm read yardstick: {:.0f} GB/s\n", hbm.read_gbps);
-    const std::vector<std::int64_t> contexts = options.quick ? std::vector<std::int64_t>{1024, 4096} : std::vector<std::int64_t>{1024, 4096, 16384, 32768};
-    // bf16, f32 and INT8 at batch 16 and 16k (--quick: its longest context); INT8 against f16's time there.
+    const std::vector<std::int64_t> contexts = tiny    ? std::vector<std::int64_t>{40, 300}
+                                               : quick ? std::vector<std::int64_t>{1024, 4096}
+                                                       : std::vector<std::int64_t>{1024, 4096, 16384, 32768};
+    // bf16, f32 and INT8 at batch 16 and 16k (--quick, --tiny: their longest context); INT8 against f16's time there.
     const std::int64_t big = std::min<std::int64_t>(16384, contexts.back());
     double f16_big_us = 0;
     for (const std::int64_t batch : {1, 16})
       for (const std::int64_t ctx : contexts) {
-        const double us = run_shape<f16>(report, batch, ctx, hbm.read_gbps, "f16", options.quick);
+        const double us = run_shape<f16>(report, batch, ctx, hbm.read_gbps, "f16", options);
         if (batch == 16 && ctx == big) f16_big_us = us;
       }
-    run_shape<bf16>(report, 16, big, hbm.read_gbps, "bf16", options.quick);
-    run_shape<float>(report, 16, big, hbm.read_gbps, "f32", options.quick);
-    run_shape<std::int8_t>(report, 16, big, hbm.read_gbps, "i8", options.quick, f16_big_us);
-    return output_report(report, options.json_path);
+    run_shape<bf16>(report, 16, big, hbm.read_gbps, "bf16", options);
+    run_shape<float>(report, 16, big, hbm.read_gbps, "f32", options);
+    run_shape<std::int8_t>(report, 16, big, hbm.read_gbps, "i8", options, f16_big_us);
+    return output_report(report, options.common.json_path);
   } catch (const std::exception& e) {
     fmt::print(stderr, "bench_cuda_paged_attention: {}\n", e.what());
     return 1;

@@ -26,7 +26,9 @@
 // the host's launch overhead ("preloaded": 1 when that held in every repetition); host_us is the
 // host's time to issue one call. ms is the best repetition's time per call, ms_median the median.
 //
-// Without a CUDA device it prints one line saying so and exits 0.
+// --tiny: N x K = 256 x 512, M = 1, 8, 40, two weight copies, two short repetitions, a 64 MiB
+// yardstick (what the test suite runs on the SIMT emulator: the figures mean nothing there, the
+// checks against cuBLAS still hold). Without a CUDA device it prints one line saying so and exits 0.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -139,6 +141,7 @@ struct Plan {
   int reps = 7;            // timed repetitions per contender
   double target_ms = 20;   // device time one repetition aims at
   int max_calls = 256;     // calls per repetition at most (the launch queue must hold them all)
+  int retries = 3;         // repetitions run again, at most, when the device caught up with the host
 };
 
 double median(std::vector<double> v) {
@@ -178,6 +181,7 @@ class Timed {
     check(cudaEventElapsedTime(&ms, start_.get(), stop_.get()), "cudaEventElapsedTime");
     const double per_call_ms = std::max(static_cast<double>(ms) / kProbe, 1e-4);
     calls_ = static_cast<int>(std::clamp(std::ceil(plan.target_ms / per_call_ms), 2.0, static_cast<double>(plan.max_calls)));
+    retries_ = plan.retries;
     // The spin must outlast the host queueing the repetition: 3x its estimate, at least 1 ms.
     spin_ns_ = static_cast<unsigned long long>(std::max(1e6, 3e9 * host_s / kProbe * calls_));
   }
@@ -201,7 +205,7 @@ class Timed {
       check(cudaEventSynchronize(stop_.get()), label_ + ": timed repetition");
       float ms = 0;
       check(cudaEventElapsedTime(&ms, start_.get(), stop_.get()), "cudaEventElapsedTime");
-      if (!preload_ || busy || attempt >= 3) {
+      if (!preload_ || busy || attempt >= retries_) {
         ms_.push_back(static_cast<double>(ms) / calls_);
         host_us_.push_back(host_s * 1e6 / calls_);
         if (!busy) preloaded_ = false;
@@ -227,6 +231,7 @@ class Timed {
   bool preload_;
   std::size_t cursor_ = 0;
   int calls_ = 2;
+  int retries_ = 3;
   unsigned long long spin_ns_ = 1000000;
   bool preloaded_ = true;
   std::vector<double> ms_, host_us_;
@@ -353,18 +358,18 @@ std::string shape_name(Shape2 s) { return fmt::format("{}x{}", s.n, s.k); }
 }  // namespace
 
 int main(int argc, char** argv) {
-  const BenchOptions options = bench_options_from_command_line(
-      argc, argv, "quarry CUDA qgemv / qgemm (W4A16, W8A8) vs measured HBM bandwidth and cuBLAS f16 GEMM");
+  const CudaBenchOptions options = cuda_bench_options(argc, argv, "bench_cuda_qgemm",
+                                                     "quarry CUDA qgemv / qgemm (W4A16, W8A8) vs measured HBM bandwidth and cuBLAS f16 GEMM");
   if (no_cuda_device("bench_cuda_qgemm")) return 0;
 
   try {
     check(cudaSetDevice(0), "cudaSetDevice(0)");
     const CudaDeviceInfo gpu = cuda_device_info(0).value();
-    const bool quick = options.quick;
-    const Plan plan = quick ? Plan{3, 5, 128} : Plan{7, 20, 256};
+    const bool quick = options.common.quick, tiny = options.tiny;
+    const Plan plan = tiny ? Plan{2, 1, 4, 1} : quick ? Plan{3, 5, 128, 3} : Plan{7, 20, 256, 3};
 
     BenchReport report;
-    report.machine = identify_machine(options.threads);
+    report.machine = identify_machine(options.common.threads);
     report.machine.threads = 1;  // one host thread issues every call
 
     int l2 = 0, mem_clock_khz = 0, bus_bits = 0;
@@ -391,9 +396,10 @@ int main(int argc, char** argv) {
     // ---- the HBM yardstick ----
     std::size_t free_bytes = 0, total_bytes = 0;
     check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
-    const std::size_t hbm_bytes = std::min<std::size_t>(quick ? std::size_t{512} << 20 : std::size_t{2} << 30, free_bytes / 4);
+    const std::size_t hbm_bytes =
+        std::min<std::size_t>(tiny ? std::size_t{64} << 20 : quick ? std::size_t{512} << 20 : std::size_t{2} << 30, free_bytes / 4);
     quarry_bench_hbm_result hbm{};
-    check(quarry_bench_hbm_measure(hbm_bytes, quick ? 3 : 10, &hbm), "HBM yardstick");
+    check(quarry_bench_hbm_measure(hbm_bytes, tiny ? 1 : quick ? 3 : 10, &hbm), "HBM yardstick");
     const double hbm_gbps = hbm.read_gbps;
     {
       BenchRow r(fmt::format("hbm read {} MiB (16-byte loads, grid-stride)", hbm.read_bytes >> 20), "hbm", 1);
@@ -417,10 +423,16 @@ int main(int argc, char** argv) {
 
     const Cublas cublas;
     const std::string cublas_build = cublas.version();
-    const std::vector<Shape2> shapes = quick ? std::vector<Shape2>{{4096, 4096}}
-                                             : std::vector<Shape2>{{4096, 4096}, {11008, 4096}, {4096, 11008}};
-    const std::vector<std::int64_t> row_counts = quick ? std::vector<std::int64_t>{1, 8, 512} : std::vector<std::int64_t>{1, 8, 32, 512};
-    const std::size_t rotation_bytes = quick ? std::max(4 * l2_bytes, std::size_t{128} << 20) : std::max(8 * l2_bytes, std::size_t{256} << 20);
+    const std::vector<Shape2> shapes = tiny    ? std::vector<Shape2>{{256, 512}}
+                                       : quick ? std::vector<Shape2>{{4096, 4096}}
+                                               : std::vector<Shape2>{{4096, 4096}, {11008, 4096}, {4096, 11008}};
+    const std::vector<std::int64_t> row_counts = tiny    ? std::vector<std::int64_t>{1, 8, 40}
+                                                 : quick ? std::vector<std::int64_t>{1, 8, 512}
+                                                         : std::vector<std::int64_t>{1, 8, 32, 512};
+    // --tiny: two copies of each matrix (copies_for's least).
+    const std::size_t rotation_bytes = tiny    ? 0
+                                       : quick ? std::max(4 * l2_bytes, std::size_t{128} << 20)
+                                               : std::max(8 * l2_bytes, std::size_t{256} << 20);
     std::vector<double> w4_bw_ratios;
     bool checks_ok = true;
 
@@ -541,7 +553,7 @@ int main(int argc, char** argv) {
       }
     }
 
-    const int rc = output_report(report, options.json_path);
+    const int rc = output_report(report, options.common.json_path);
     fmt::print("gbps: weight + scale bytes per second (activations and outputs not counted); bw_ratio: gbps / the hbm read row "
                "({:.0f} GB/s); tflops: 2*M*N*K / time; cublas_ratio: cuBLAS f16 time / quarry time on the same M, N, K (> 1: "
                "quarry faster); host_us: host time to issue one call; preloaded: 1 when the timed calls were all queued "

@@ -1,8 +1,12 @@
 // The GPU yardsticks of bench_cuda_qgemm: HBM read bandwidth, cudaMemcpy D2D bandwidth, and a
-// spin kernel (hbm_yardstick.h). CUDA C++17; sees no quarry header, only plain types.
+// spin kernel (hbm_yardstick.h). CUDA C++17; sees no quarry header, only plain types. Also
+// compiled by the host compiler for the SIMT emulator (QUARRY_SIMT_EMULATED, tests/cuda_emulated),
+// where the benchmarks run at --tiny sizes in the test suite.
 #include "hbm_yardstick.h"
 
 #include <cuda_runtime.h>
+
+#include "launch.cuh"  // src/cuda: QUARRY_LAUNCH
 
 #include <algorithm>
 #include <cstdint>
@@ -45,13 +49,22 @@ __global__ void __launch_bounds__(kReadThreads)
   if ((threadIdx.x & 31) == 0) atomicAdd(out, s);
 }
 
+// The device's global nanosecond timer.
+__device__ __forceinline__ unsigned long long global_timer_ns() {
+#if defined(QUARRY_SIMT_EMULATED)
+  return ::quarry::simt::global_timer_ns();
+#else
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+#endif
+}
+
 // Spins one thread until the device's global nanosecond timer has advanced by `ns`.
 __global__ void spin_kernel(unsigned long long ns) {
-  unsigned long long t0 = 0, t = 0;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-  do {
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  } while (t - t0 < ns);
+  const unsigned long long t0 = global_timer_ns();
+  while (global_timer_ns() - t0 < ns) {
+  }
 }
 
 // Device memory, events: released on every path.
@@ -117,7 +130,7 @@ extern "C" cudaError_t quarry_bench_hbm_measure(std::size_t bytes, int passes, q
   std::vector<double> read_ms;
   for (int pass = -1; pass < passes; ++pass) {
     QB_CHECK(cudaEventRecord(r.start, 0));
-    hbm_read_kernel<<<blocks, kReadThreads>>>(static_cast<const uint4*>(r.buffer), n, r.sum);
+    QUARRY_LAUNCH(blocks, kReadThreads, 0, hbm_read_kernel)(static_cast<const uint4*>(r.buffer), n, r.sum);
     QB_CHECK(cudaGetLastError());
     QB_CHECK(cudaEventRecord(r.stop, 0));
     QB_CHECK(cudaEventSynchronize(r.stop));
@@ -151,6 +164,6 @@ extern "C" cudaError_t quarry_bench_hbm_measure(std::size_t bytes, int passes, q
 
 extern "C" cudaError_t quarry_bench_spin(unsigned long long nanoseconds) {
   nanoseconds = std::min<unsigned long long>(nanoseconds, 2000000000ull);
-  spin_kernel<<<1, 1>>>(nanoseconds);
+  QUARRY_LAUNCH(1, 1, 0, spin_kernel)(nanoseconds);
   return cudaGetLastError();
 }

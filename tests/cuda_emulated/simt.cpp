@@ -16,12 +16,14 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <new>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -639,6 +641,11 @@ void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_byte
       }
 }
 
+std::uint64_t global_timer_ns() noexcept {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
 std::size_t live_allocations() noexcept {
   Memory& m = memory();
   const std::lock_guard<std::mutex> lock(m.mutex);
@@ -682,6 +689,8 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
@@ -697,6 +706,8 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorLaunchFailure: return "unspecified launch failure (the SIMT emulator says why on stderr)";
     default: return "see the SIMT emulator's message on stderr";
@@ -740,6 +751,9 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; break;
     case cudaDevAttrWarpSize: *value = 32; break;
     case cudaDevAttrMultiProcessorCount: *value = 132; break;
+    case cudaDevAttrMaxThreadsPerMultiProcessor: *value = 2048; break;
+    case cudaDevAttrL2CacheSize: *value = 50 * 1024 * 1024; break;
+    // cudaDevAttrMemoryClockRate and cudaDevAttrGlobalMemoryBusWidth: the emulator has no HBM.
     case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
     case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = static_cast<int>(227 * 1024); break;
@@ -819,3 +833,65 @@ cudaError_t cudaMemset(void* ptr, int value, std::size_t bytes) {
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* ptr, int value, std::size_t bytes, cudaStream_t) { return cudaMemset(ptr, value, bytes); }
+
+// Events: the host's clock when recorded (what was queued before has finished then).
+struct CUevent_st {
+  std::chrono::steady_clock::time_point when;
+  bool recorded = false;
+};
+
+namespace {
+
+struct Events {
+  std::mutex mutex;
+  std::set<cudaEvent_t> live;
+};
+Events& events() {
+  static Events* e = new Events;  // never destroyed: events may be destroyed by static destructors
+  return *e;
+}
+
+// Whether e is an event cudaEventCreate made and cudaEventDestroy has not destroyed.
+bool is_event(cudaEvent_t e) {
+  Events& ev = events();
+  const std::lock_guard<std::mutex> lock(ev.mutex);
+  return ev.live.count(e) != 0;
+}
+
+}  // namespace
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  if (event == nullptr) return set_error(cudaErrorInvalidValue);
+  *event = new CUevent_st;
+  Events& ev = events();
+  const std::lock_guard<std::mutex> lock(ev.mutex);
+  ev.live.insert(*event);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  {
+    Events& ev = events();
+    const std::lock_guard<std::mutex> lock(ev.mutex);
+    if (ev.live.erase(event) == 0) return set_error(cudaErrorInvalidResourceHandle);
+  }
+  delete event;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+  if (!is_event(event)) return set_error(cudaErrorInvalidResourceHandle);
+  event->when = std::chrono::steady_clock::now();
+  event->recorded = true;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) { return is_event(event) ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaEventQuery(cudaEvent_t event) { return is_event(event) ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle); }
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (ms == nullptr) return set_error(cudaErrorInvalidValue);
+  if (!is_event(start) || !is_event(end) || !start->recorded || !end->recorded) return set_error(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
+  return cudaSuccess;
+}

@@ -1,6 +1,7 @@
-// The part of cuBLAS quarry calls (src/cuda/cublas_handles.cpp, W8A8 qgemm in src/cuda/quant.cpp),
-// for the host SIMT emulator: handles, and cublasGemmEx for int8 x int8 -> int32 (the only
-// product quarry asks of it), computed exactly on the host (tests/cuda_emulated/cublas.cpp).
+// The part of cuBLAS quarry calls (src/cuda/cublas_handles.cpp, W8A8 qgemm in src/cuda/quant.cpp)
+// and its GPU benchmark compares with (bench/cuda/bench_cuda_qgemm.cpp), for the host SIMT
+// emulator: handles, and cublasGemmEx for int8 x int8 -> int32 (quarry's product), computed
+// exactly, and f16 x f16 -> f32 (the benchmark's), summed in double (tests/cuda_emulated/cublas.cpp).
 // Names and values as CUDA 12's cublas_api.h and library_types.h.
 #pragma once
 
@@ -30,10 +31,14 @@ typedef struct cublasContext* cublasHandle_t;
 cublasStatus_t cublasCreate(cublasHandle_t* handle);
 cublasStatus_t cublasDestroy(cublasHandle_t handle);
 cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream);
+cublasStatus_t cublasGetVersion(cublasHandle_t handle, int* version);
+const char* cublasGetStatusName(cublasStatus_t status);
+const char* cublasGetStatusString(cublasStatus_t status);
 
 /// C = alpha op(A) op(B) + beta C, column-major, m x n x k (cuBLAS's contract); here only
-/// A and B CUDA_R_8I, C CUDA_R_32I, CUBLAS_COMPUTE_32I, alpha and beta int32 on the host, and
-/// A, B, C in device memory (else CUBLAS_STATUS_NOT_SUPPORTED or CUBLAS_STATUS_INVALID_VALUE).
+/// A and B CUDA_R_8I, C CUDA_R_32I, CUBLAS_COMPUTE_32I, alpha and beta int32 on the host, or A
+/// and B CUDA_R_16F, C CUDA_R_32F, CUBLAS_COMPUTE_32F, alpha and beta float on the host; A, B, C
+/// in device memory (else CUBLAS_STATUS_NOT_SUPPORTED or CUBLAS_STATUS_INVALID_VALUE).
 cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k, const void* alpha,
                             const void* A, cudaDataType Atype, int lda, const void* B, cudaDataType Btype, int ldb, const void* beta, void* C,
                             cudaDataType Ctype, int ldc, cublasComputeType_t computeType, cublasGemmAlgo_t algo);

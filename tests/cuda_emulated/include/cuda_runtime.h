@@ -21,6 +21,12 @@
 #include "quarry_simt.hpp"
 #include "vector_types.h"
 
+// cuda_runtime.h's typed overload of cudaMalloc.
+template <class T>
+cudaError_t cudaMalloc(T** ptr, std::size_t bytes) {
+  return cudaMalloc(reinterpret_cast<void**>(ptr), bytes);
+}
+
 #define __global__
 #define __device__
 #define __host__

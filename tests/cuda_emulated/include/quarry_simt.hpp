@@ -55,6 +55,9 @@ T shuffle(WarpOp op, unsigned mask, T v, int arg, int width) noexcept {
   return r;
 }
 
+/// PTX's %globaltimer, the device's nanosecond clock: the host's steady clock, in ns.
+std::uint64_t global_timer_ns() noexcept;
+
 /// A pointer argument of a launch: its position (from 1) and value.
 struct PointerArg {
   int position;
