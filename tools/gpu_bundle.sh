@@ -9,7 +9,7 @@
 # run.sh runs every CUDA test binary (a failure does not stop the others), then the three GPU
 # benchmarks with --json into $OUT (or .gpu/out without $OUT), and prints a summary line per
 # binary; it exits non-zero when any test failed. Set QUIET_BENCH=1 to skip the benchmarks, and
-# QUARRY_GPU_QUICK=1 to run them with --quick.
+# QUARRY_GPU_QUICK=1 to run them with --quick, QUARRY_GPU_TINY=1 with --tiny (seconds; no figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/release}
@@ -57,6 +57,7 @@ for t in TESTS; do
 done
 if [[ -z "${QUIET_BENCH:-}" ]]; then
   quick=${QUARRY_GPU_QUICK:+--quick}
+  [[ -n "${QUARRY_GPU_TINY:-}" ]] && quick="$quick --tiny"
   for b in BENCHES; do
     start=$(date +%s)
     "$here/$b" $quick --json "$dest/$b.json" 2>&1 | tee "$dest/$b.log"

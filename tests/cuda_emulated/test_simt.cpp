@@ -2,12 +2,15 @@
 // model of CUDA's rules, the tensor-core product against a matrix product, __syncthreads and shared memory, dynamic shared memory, the failures it
 // must report (lanes that diverge at a collective, a __syncthreads some threads never reach, a
 // shuffle from outside its mask, launches CUDA refuses), the runtime's memory checks, the
-// reverse order, and launches from two host threads at once.
+// reverse order, launches from two host threads at once; and what the GPU benchmarks call
+// (events, occupancy, the global timer, cuBLAS's f16 GEMM).
 #include <doctest/doctest.h>
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <bit>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -149,6 +152,13 @@ int source_lane(int kind, int lane, int a, int w) {
     case 1: return seg + a % w;
     case 2: return lane - a >= seg ? lane - a : lane;
     default: return lane + a < seg + w ? lane + a : lane;
+  }
+}
+
+// Spins one thread until the global timer has advanced by ns (bench/cuda/hbm_yardstick.cu's).
+__global__ void spin_kernel(unsigned long long ns) {
+  const unsigned long long t0 = ::quarry::simt::global_timer_ns();
+  while (::quarry::simt::global_timer_ns() - t0 < ns) {
   }
 }
 
@@ -356,4 +366,89 @@ TEST_CASE("simt: two host threads launch at once, each with its own blocks and s
   const std::vector<int> ha = a.host(), hb = b.host();
   CHECK(ha == hb);
   for (int t = 0; t < 256; ++t) CHECK(ha[static_cast<std::size_t>((kBlocks - 1) * 256 + t)] == (255 - t) * (255 - t) + kBlocks - 1);
+}
+
+TEST_CASE("simt: events time the work queued between them (the host's), and the rest the GPU benchmarks ask") {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  REQUIRE(cudaEventCreate(&start) == cudaSuccess);
+  REQUIRE(cudaEventCreate(&stop) == cudaSuccess);
+  float ms = -1;
+  quarry::simt::set_failure_printing(false);
+  CHECK(cudaEventElapsedTime(&ms, start, stop) == cudaErrorInvalidResourceHandle);  // never recorded
+  CHECK(cudaGetLastError() == cudaErrorInvalidResourceHandle);
+  REQUIRE(cudaEventRecord(start, nullptr) == cudaSuccess);
+  QUARRY_LAUNCH(1, 1, 0, spin_kernel)(20'000'000ull);  // 20 ms
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  REQUIRE(cudaEventRecord(stop) == cudaSuccess);
+  CHECK(cudaEventQuery(start) == cudaSuccess);  // the work is done when it is queued: complete at once
+  REQUIRE(cudaEventSynchronize(stop) == cudaSuccess);
+  REQUIRE(cudaEventElapsedTime(&ms, start, stop) == cudaSuccess);
+  CHECK(ms >= 20.f);
+  CHECK(ms < 20000.f);
+  CHECK(cudaEventDestroy(start) == cudaSuccess);
+  CHECK(cudaEventDestroy(stop) == cudaSuccess);
+  CHECK(cudaEventDestroy(stop) == cudaErrorInvalidResourceHandle);  // destroyed already
+  CHECK(cudaEventRecord(stop) == cudaErrorInvalidResourceHandle);
+  quarry::simt::set_failure_printing(true);
+  (void)cudaGetLastError();
+
+  int blocks = 0, value = 0;
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, spin_kernel, 256, 0) == cudaSuccess);
+  CHECK(blocks == 8);  // 2,048 threads per SM
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, spin_kernel, 32, 0) == cudaSuccess);
+  CHECK(blocks == 32);  // 32 blocks per SM at most
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, spin_kernel, 128, 100 * 1024) == cudaSuccess);
+  CHECK(blocks == 2);  // 228 KiB of shared memory per SM
+  CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMaxThreadsPerMultiProcessor, 0) == cudaSuccess);
+  CHECK(value == 2048);
+  CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrL2CacheSize, 0) == cudaSuccess);
+  CHECK(value == 50 * 1024 * 1024);
+  CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMemoryClockRate, 0) == cudaErrorInvalidValue);  // no HBM here
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+}
+
+TEST_CASE("simt: cuBLAS's f16 GEMM (f32 out) against a direct product, both operands either way round") {
+  constexpr int m = 5, n = 7, k = 33;
+  std::vector<std::uint16_t> a(m * k), b(k * n);  // f16 bits of small integers and halves: exact products
+  for (int i = 0; i < m * k; ++i) a[static_cast<std::size_t>(i)] = quarry::detail::f32_bits_to_f16_bits(std::bit_cast<std::uint32_t>(0.5f * static_cast<float>(i % 9 - 4)));
+  for (int i = 0; i < k * n; ++i) b[static_cast<std::size_t>(i)] = quarry::detail::f32_bits_to_f16_bits(std::bit_cast<std::uint32_t>(static_cast<float>(i % 7 - 3)));
+  auto value = [](std::uint16_t h) { return std::bit_cast<float>(quarry::detail::f16_bits_to_f32_bits(h)); };
+  DeviceArray<std::uint16_t> da(a.size()), db(b.size());
+  DeviceArray<float> dc(static_cast<std::size_t>(m * n));
+  REQUIRE(cudaMemcpy(da.data, a.data(), a.size() * 2, cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cudaMemcpy(db.data, b.data(), b.size() * 2, cudaMemcpyHostToDevice) == cudaSuccess);
+  cublasHandle_t h = nullptr;
+  REQUIRE(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
+  int version = -1;
+  CHECK(cublasGetVersion(h, &version) == CUBLAS_STATUS_SUCCESS);
+  CHECK(version == 0);
+  const float alpha = 2.f, beta = 0.f;
+  // The same host arrays read as op(A) [m, k] and op(B) [k, n], column-major: A as given (lda m)
+  // or transposed (lda k); B likewise (ldb k, or n transposed).
+  for (const cublasOperation_t ta : {CUBLAS_OP_N, CUBLAS_OP_T})
+    for (const cublasOperation_t tb : {CUBLAS_OP_N, CUBLAS_OP_T}) {
+      CAPTURE(ta);
+      CAPTURE(tb);
+      const int lda = ta == CUBLAS_OP_N ? m : k, ldb = tb == CUBLAS_OP_N ? k : n;
+      REQUIRE(cublasGemmEx(h, ta, tb, m, n, k, &alpha, da.data, CUDA_R_16F, lda, db.data, CUDA_R_16F, ldb, &beta, dc.data, CUDA_R_32F, m,
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
+      const std::vector<float> c = dc.host();
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < n; ++j) {
+          double want = 0;
+          for (int p = 0; p < k; ++p) {
+            const float x = value(a[static_cast<std::size_t>(ta == CUBLAS_OP_N ? i + p * m : p + i * k)]);
+            const float y = value(b[static_cast<std::size_t>(tb == CUBLAS_OP_N ? p + j * k : j + p * n)]);
+            want += static_cast<double>(x) * y;
+          }
+          CHECK(c[static_cast<std::size_t>(i + j * m)] == static_cast<float>(2 * want));
+        }
+    }
+  // Mixed types, and a host pointer, are refused.
+  CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, da.data, CUDA_R_16F, m, db.data, CUDA_R_8I, k, &beta, dc.data, CUDA_R_32F, m,
+                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_NOT_SUPPORTED);
+  CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, a.data(), CUDA_R_16F, m, db.data, CUDA_R_16F, k, &beta, dc.data, CUDA_R_32F,
+                     m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_INVALID_VALUE);
+  CHECK(std::string(cublasGetStatusName(CUBLAS_STATUS_NOT_SUPPORTED)) == "CUBLAS_STATUS_NOT_SUPPORTED");
+  CHECK(cublasDestroy(h) == CUBLAS_STATUS_SUCCESS);
 }
