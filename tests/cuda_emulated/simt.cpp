@@ -51,6 +51,13 @@
 #include <ucontext.h>
 #endif
 
+// The static __shared__ variables of every kernel in the program (include/cuda_runtime.h puts
+// them in this section; the linker defines its bounds, weak: a program may have none).
+extern "C" {
+extern unsigned char __start_quarry_simt_shared[] __attribute__((weak));
+extern unsigned char __stop_quarry_simt_shared[] __attribute__((weak));
+}
+
 namespace quarry::simt {
 namespace {
 
@@ -91,6 +98,9 @@ quarry_simt_switch:
 constexpr std::size_t kStackBytes = std::size_t{256} << 10;  // per kernel thread, with a guard page below
 constexpr int kWarp = 32;
 constexpr std::size_t kMaxDynamicShared = 227 * 1024;  // an H200's opt-in maximum per block
+// What memory no one has written holds: device memory, and shared memory at each block's start
+// (NaN as f32, f16 or bf16; -1 as an integer).
+constexpr unsigned char kUnwritten = 0xff;
 
 enum class Wait { run, warp, barrier, done };
 
@@ -398,7 +408,9 @@ bool run_block(Runner& r) {
     f.wait = Wait::run;
     prepare(f);
   }
-  if (!r.shared.empty()) std::memset(r.shared.data(), 0xa5, r.shared.size());
+  if (!r.shared.empty()) std::memset(r.shared.data(), kUnwritten, r.shared.size());
+  if (__start_quarry_simt_shared != __stop_quarry_simt_shared)
+    std::memset(__start_quarry_simt_shared, kUnwritten, static_cast<std::size_t>(__stop_quarry_simt_shared - __start_quarry_simt_shared));
   const int warps = (r.threads + kWarp - 1) / kWarp;
   for (;;) {
     // Each warp in turn, until its lanes are all at __syncthreads or done.
@@ -618,6 +630,9 @@ void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_byte
     r.scheduler_stack_size = size;
   }
 #endif
+  // Static shared memory is one for the program: one launch at a time.
+  static std::mutex* const turns = new std::mutex;  // never destroyed: static destructors may launch
+  const std::lock_guard<std::mutex> turn(*turns);
   if (r.fibers.size() < threads) r.fibers.resize(threads);
   for (std::size_t t = 0; t < threads; ++t)
     if (!map_stack(r.fibers[t])) return fail_launch(kernel, cudaErrorMemoryAllocation, "no memory for the kernel threads' stacks");
@@ -791,7 +806,7 @@ cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
   if (bytes > total) return set_error(cudaErrorMemoryAllocation);  // more than the "device" has
   void* p = ::operator new(bytes, std::align_val_t{256}, std::nothrow);
   if (p == nullptr) return set_error(cudaErrorMemoryAllocation);
-  std::memset(p, 0xff, bytes);
+  std::memset(p, kUnwritten, bytes);
   Memory& m = memory();
   const std::lock_guard<std::mutex> lock(m.mutex);
   m.blocks[reinterpret_cast<std::uintptr_t>(p)] = bytes;

@@ -84,11 +84,21 @@ __global__ void shared_kernel(int* out) {
 __global__ void dynamic_shared_kernel(int* out, int n) {
   QUARRY_DYNAMIC_SHARED(int, buf);
   const int t = static_cast<int>(threadIdx.x);
-  if (t == 0) out[n] = buf[0];  // not yet written: the 0xa5 fill
+  if (t == 0) out[n] = buf[0];  // not yet written: the 0xff fill
   __syncthreads();
   for (int i = t; i < n; i += static_cast<int>(blockDim.x)) buf[i] = 3 * i;
   __syncthreads();
   for (int i = t; i < n; i += static_cast<int>(blockDim.x)) out[i] = buf[n - 1 - i];
+}
+
+// Block 0 writes the static shared array, the others do not; every block reads it (what a
+// kernel that misses a write for some blocks does).
+__global__ void unwritten_shared_kernel(float* out) {
+  __shared__ float s[32];
+  const int t = static_cast<int>(threadIdx.x);
+  if (blockIdx.x == 0) s[t] = static_cast<float>(t);
+  __syncthreads();
+  out[blockIdx.x * 32 + t] = s[t];
 }
 
 // Each thread reads its neighbour's slot without a __syncthreads in between: a race.
@@ -219,7 +229,7 @@ TEST_CASE("simt: 64-bit shuffles, and a reduction over half a warp under its mas
   }
 }
 
-TEST_CASE("simt: __syncthreads orders shared memory; dynamic shared memory starts as 0xa5 bytes") {
+TEST_CASE("simt: __syncthreads orders shared memory; static and dynamic shared memory start each block as 0xff bytes") {
   DeviceArray<int> out(4 * 256);
   QUARRY_LAUNCH(4, 256, 0, shared_kernel)(out.data);
   REQUIRE(cudaGetLastError() == cudaSuccess);
@@ -233,7 +243,17 @@ TEST_CASE("simt: __syncthreads orders shared memory; dynamic shared memory start
   REQUIRE(cudaGetLastError() == cudaSuccess);
   const std::vector<int> hd = dyn.host();
   for (int i = 0; i < n; ++i) CHECK(hd[static_cast<std::size_t>(i)] == 3 * (n - 1 - i));
-  CHECK(static_cast<unsigned>(hd[n]) == 0xa5a5a5a5u);
+  CHECK(static_cast<unsigned>(hd[n]) == 0xffffffffu);
+
+  // Static shared memory is refilled too: block 1 does not see what block 0 wrote.
+  DeviceArray<float> st(2 * 32);
+  QUARRY_LAUNCH(2, 32, 0, unwritten_shared_kernel)(st.data);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  const std::vector<float> hs = st.host();
+  for (int t = 0; t < 32; ++t) {
+    CHECK(hs[static_cast<std::size_t>(t)] == static_cast<float>(t));
+    CHECK(std::bit_cast<std::uint32_t>(hs[static_cast<std::size_t>(32 + t)]) == 0xffffffffu);
+  }
 }
 
 TEST_CASE("simt: the m16n8k16 tensor-core product (qgemm's mma.sync) with PTX's fragment layout") {
@@ -354,7 +374,7 @@ TEST_CASE("simt: device memory is tracked: copies, sets and frees of anything el
   CHECK(quarry::simt::live_allocations() == before);
 }
 
-TEST_CASE("simt: two host threads launch at once, each with its own blocks and shared memory") {
+TEST_CASE("simt: two host threads launch at once (their launches take turns), each with its own blocks") {
   constexpr int kBlocks = 40;
   DeviceArray<int> a(kBlocks * 256), b(kBlocks * 256);
   auto run = [](int* out) {

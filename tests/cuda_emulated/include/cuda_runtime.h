@@ -7,8 +7,11 @@
 // block's threads run in turn, each until it reaches a warp collective (__shfl*_sync,
 // __all_sync, __syncwarp ...) or __syncthreads, which completes once every thread it waits for
 // has reached the same one (lanes that diverge there, exit early or wait forever are reported
-// as a launch failure); blocks run one after another. __shared__ variables are one per host
-// thread (one block runs at a time), device memory is the host's.
+// as a launch failure); blocks run one after another. Static __shared__ variables are statics in
+// one section of the program (quarry_simt_shared), which the emulator refills with 0xff bytes
+// at the start of every block, as it does dynamic shared memory: a kernel that reads shared
+// memory before writing it sees NaN (and -1), not the last block's values. So one launch runs at
+// a time: launches from several host threads take turns. Device memory is the host's.
 #pragma once
 
 #include <math.h>
@@ -33,7 +36,7 @@ cudaError_t cudaMalloc(T** ptr, std::size_t bytes) {
 #define __forceinline__ inline
 #define __noinline__
 #define __launch_bounds__(...)
-#define __shared__ static thread_local
+#define __shared__ static __attribute__((section("quarry_simt_shared")))
 #define __constant__ static
 #define __align__(n) alignas(n)
 

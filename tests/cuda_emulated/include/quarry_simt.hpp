@@ -22,8 +22,8 @@ const uint3& thread_idx() noexcept;
 const uint3& block_idx() noexcept;
 const dim3& block_dim() noexcept;
 const dim3& grid_dim() noexcept;
-/// The block's dynamic shared memory (the launch's shared_bytes, filled with 0xa5 bytes at the
-/// start of each block, as uninitialised memory).
+/// The block's dynamic shared memory (the launch's shared_bytes, filled with 0xff bytes at the
+/// start of each block, as uninitialised memory; so are static __shared__ variables).
 void* dynamic_shared() noexcept;
 
 enum class WarpOp : int { sync, shfl, shfl_xor, shfl_up, shfl_down, all, any, ballot, apply };
