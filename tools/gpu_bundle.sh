@@ -7,15 +7,18 @@
 #   (device tool) run: bash .gpu/run.sh      carry: [".gpu"]
 #
 # run.sh runs every CUDA test binary (a failure does not stop the others), then the three GPU
-# benchmarks with --json into $OUT (or .gpu/out without $OUT), and prints a summary line per
-# binary; it exits non-zero when any test failed. Set QUIET_BENCH=1 to skip the benchmarks, and
-# QUARRY_GPU_QUICK=1 to run them with --quick, QUARRY_GPU_TINY=1 with --tiny (seconds; no figures).
+# benchmarks (paged attention first) with --json into $OUT (or .gpu/out without $OUT), and prints a
+# summary line per binary; it exits non-zero when any test failed. `run.sh NAME...` runs only
+# those binaries ("tests", "benches": each group), in that order: a device command runs for 10
+# minutes at most, so run the tests and one benchmark per command. Set QUIET_BENCH=1 to skip the
+# benchmarks, QUARRY_GPU_QUICK=1 to run them with --quick, QUARRY_GPU_TINY=1 with --tiny
+# (seconds; no figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/release}
 out=.gpu
 tests=(test_cuda_device test_cuda_tensor test_cuda_convert test_cuda_qgemm test_cuda_ivf_pq test_cuda_paged_attention test_cuda_kv_cache)
-benches=(bench_cuda_qgemm bench_cuda_ivf_pq bench_cuda_paged_attention)
+benches=(bench_cuda_paged_attention bench_cuda_qgemm bench_cuda_ivf_pq)
 rm -rf "$out"
 mkdir -p "$out/lib"
 for t in "${tests[@]}"; do
@@ -40,30 +43,44 @@ fi
 cat > "$out/run.sh" <<'EOF'
 #!/usr/bin/env bash
 # Written by tools/gpu_bundle.sh: the CUDA tests, then the GPU benchmarks, on a GPU machine.
+#   bash .gpu/run.sh [NAME...]   NAME: a test or benchmark binary, or "tests" or "benches";
+#                                none: every test, then every benchmark
+# One device command runs for at most 10 minutes: run the tests and one benchmark per command.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export LD_LIBRARY_PATH="$here/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 dest=${OUT:-$here/out}
 mkdir -p "$dest"
+tests=(TESTS)
+benches=(BENCHES)
+names=()
+for a in "${@:-tests benches}"; do
+  for n in $a; do
+    case "$n" in
+      tests) names+=("${tests[@]}") ;;
+      benches) [[ -z "${QUIET_BENCH:-}" ]] && names+=("${benches[@]}") ;;
+      *) [[ -x "$here/$n" ]] || { echo "run.sh: no binary $n in $here" >&2; exit 2; }; names+=("$n") ;;
+    esac
+  done
+done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+bench_args=${QUARRY_GPU_QUICK:+--quick}
+[[ -n "${QUARRY_GPU_TINY:-}" ]] && bench_args="$bench_args --tiny"
 failed=0
 summary=()
-for t in TESTS; do
+for n in "${names[@]}"; do
   start=$(date +%s)
-  "$here/$t" --no-colors 2>&1 | tee "$dest/$t.log" | tail -4
-  rc=${PIPESTATUS[0]}
-  summary+=("$t: exit $rc ($(( $(date +%s) - start )) s)")
-  if [[ $rc -ne 0 && $rc -ne 77 ]]; then failed=1; fi
+  if [[ "$n" == bench_* ]]; then
+    "$here/$n" $bench_args --json "$dest/$n.json" 2>&1 | tee "$dest/$n.log"
+    rc=${PIPESTATUS[0]}
+  else
+    "$here/$n" --no-colors 2>&1 | tee "$dest/$n.log" | tail -4
+    rc=${PIPESTATUS[0]}
+    if [[ $rc -ne 0 && $rc -ne 77 ]]; then failed=1; fi
+  fi
+  summary+=("$n: exit $rc ($(( $(date +%s) - start )) s)")
+  echo "run.sh: ${summary[-1]}"
 done
-if [[ -z "${QUIET_BENCH:-}" ]]; then
-  quick=${QUARRY_GPU_QUICK:+--quick}
-  [[ -n "${QUARRY_GPU_TINY:-}" ]] && quick="$quick --tiny"
-  for b in BENCHES; do
-    start=$(date +%s)
-    "$here/$b" $quick --json "$dest/$b.json" 2>&1 | tee "$dest/$b.log"
-    summary+=("$b: exit ${PIPESTATUS[0]} ($(( $(date +%s) - start )) s)")
-  done
-fi
 printf '%s\n' "${summary[@]}"
 exit $failed
 EOF
