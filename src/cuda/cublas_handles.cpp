@@ -22,22 +22,6 @@ Pool& pool() {
 
 }  // namespace
 
-const char* cublas_status_name(cublasStatus_t s) noexcept {
-  switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
-    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
-    default: return "CUBLAS_STATUS_(unknown)";
-  }
-}
-
 CublasLease::CublasLease() noexcept {
   if (const cudaError_t e = cudaGetDevice(&device_); e != cudaSuccess) {
     (void)cudaGetLastError();
@@ -57,7 +41,7 @@ CublasLease::CublasLease() noexcept {
   if (const cublasStatus_t s = cublasCreate(&handle_); s != CUBLAS_STATUS_SUCCESS) {
     handle_ = nullptr;
     error_ = status(s == CUBLAS_STATUS_ALLOC_FAILED ? errc::out_of_memory : errc::device_error,
-                    fmt::format("cublasCreate on device {}: {}", device_, cublas_status_name(s)));
+                    fmt::format("cublasCreate on device {}: {}", device_, cublasGetStatusName(s)));
   }
 }
 

@@ -11,9 +11,6 @@
 
 namespace quarry::detail {
 
-/// "CUBLAS_STATUS_NOT_SUPPORTED".
-const char* cublas_status_name(cublasStatus_t s) noexcept;
-
 /// A handle of the current device, borrowed from the pool until destruction; its stream is the
 /// legacy default stream and its math mode cuBLAS's default.
 class CublasLease {

@@ -140,7 +140,7 @@ bool w8a8_gemm_on_tensor_cores(const std::int8_t* xq, const float* x_scales, std
   if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE) return false;
   if (st != CUBLAS_STATUS_SUCCESS)
     fail(st == CUBLAS_STATUS_ALLOC_FAILED ? errc::out_of_memory : errc::device_error, context,
-         fmt::format("cublasGemmEx (int8): {}", detail::cublas_status_name(st)));
+         fmt::format("cublasGemmEx (int8): {}", cublasGetStatusName(st)));
   if (const cudaError_t e = cuda_kernels::launch_w8a8_epilogue_in_place(y, x_scales, m, w, epilogue); e != cudaSuccess)
     detail::throw_in_context(detail::cuda_failure(e, "kernel launch"), context);
   return true;

@@ -62,7 +62,9 @@ void check_device(const PagedBatch& pb, const DeviceBatch& d, std::initializer_l
 // tokens, one chunk and many.
 void check_head_dim(std::int64_t dim, std::uint32_t seed) {
   const std::vector<std::int64_t> lengths = {1, 15, 16, 17, 300, 2000};
-  for (const auto& [n_heads, n_kv] : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {8, 4}, {6, 2}, {16, 4}, {24, 3}, {8, 1}}) {
+  // Not structured bindings: CAPTURE's lambda cannot name one before C++20's P1091 (Clang 16).
+  for (const auto& heads : std::vector<std::pair<std::int64_t, std::int64_t>>{{4, 4}, {8, 4}, {6, 2}, {16, 4}, {24, 3}, {8, 1}}) {
+    const std::int64_t n_heads = heads.first, n_kv = heads.second;
     for (const std::int64_t page_size : {16, 7}) {
       const PagedBatch pb = make_paged_batch(lengths, n_heads, n_kv, page_size, dim, ++seed, 3, 2.f);
       const DeviceBatch d(pb);
@@ -100,7 +102,8 @@ TEST_CASE("paged decode attention on cuda: head_dim 256, f16/bf16/f32, GQA group
 TEST_CASE("paged decode attention on cuda: INT8 and INT4 pages against the f64 reference of their values and the CPU") {
   std::uint32_t seed = 200;
   for (const std::int64_t dim : {64, 128}) {
-    for (const auto& [n_heads, n_kv] : std::vector<std::pair<std::int64_t, std::int64_t>>{{8, 2}, {6, 6}, {12, 2}}) {
+    for (const auto& heads : std::vector<std::pair<std::int64_t, std::int64_t>>{{8, 2}, {6, 6}, {12, 2}}) {
+      const std::int64_t n_heads = heads.first, n_kv = heads.second;
       CAPTURE(dim);
       CAPTURE(n_heads);
       CAPTURE(n_kv);
