@@ -295,22 +295,55 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(PagedDecodeArgs a) {
   }
 }
 
+// merge_kernel's threads per output element: each takes every kMergeSplit-th chunk, so that a
+// thread's loop, a chain of loads from L2, is kMergeSplit times shorter (at batch 1 the kernel
+// has only batch * n_heads blocks, and a long context 128 chunks).
+constexpr int kMergeSplit = 4;
+
+// Merges the chunks of one (sequence, query head) by log-sum-exp: block of kMergeSplit x kD
+// threads. The maximum over the chunks' maxima first (each thread a strided share of the chunks,
+// then the block's reduction), then thread (s, d) sums element d over chunks s, s + kMergeSplit,
+// ..., and the kMergeSplit partial sums meet in shared memory. Empty chunks (sum 0: past the
+// sequence's end or before its window) are left out.
 template <int kD>
-__global__ void __launch_bounds__(kD) merge_kernel(PagedDecodeArgs a) {
+__global__ void __launch_bounds__(kD * kMergeSplit) merge_kernel(PagedDecodeArgs a) {
+  constexpr int kMergeThreads = kD * kMergeSplit;
+  __shared__ float s_max[kMergeThreads / 32];
+  __shared__ float s_val[kMergeSplit][kD], s_sum[kMergeSplit];
   const std::int64_t bh = blockIdx.x;
   const float* p = a.partial + bh * a.chunks * (kD + 2);
+  const int t = threadIdx.x;
   float mx = -CUDART_INF_F;
-  for (std::int64_t c = 0; c < a.chunks; ++c)
+  for (std::int64_t c = t; c < a.chunks; c += kMergeThreads)
     if (p[c * (kD + 2) + kD + 1] > 0.f) mx = fmaxf(mx, p[c * (kD + 2) + kD]);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  if (t % 32 == 0) s_max[t / 32] = mx;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < kMergeThreads / 32; ++w) mx = fmaxf(mx, s_max[w]);
+
+  const int split = t / kD, d = t % kD;
   float sum = 0.f, val = 0.f;
-  for (std::int64_t c = 0; c < a.chunks; ++c) {
+#pragma unroll 4
+  for (std::int64_t c = split; c < a.chunks; c += kMergeSplit) {
     const float* pc = p + c * (kD + 2);
-    if (!(pc[kD + 1] > 0.f)) continue;  // an empty chunk (past the end or before the window)
+    if (!(pc[kD + 1] > 0.f)) continue;
     const float w = __expf(pc[kD] - mx);
     sum = fmaf(pc[kD + 1], w, sum);
-    val = fmaf(pc[threadIdx.x], w, val);
+    val = fmaf(pc[d], w, val);
   }
-  a.out[bh * kD + threadIdx.x] = val / sum;
+  s_val[split][d] = val;
+  if (d == 0) s_sum[split] = sum;
+  __syncthreads();
+  if (split == 0) {
+#pragma unroll
+    for (int s2 = 1; s2 < kMergeSplit; ++s2) {
+      val += s_val[s2][d];
+      sum += s_sum[s2];
+    }
+    a.out[bh * kD + d] = val / sum;
+  }
 }
 
 template <int kD, int kG>
@@ -333,7 +366,7 @@ cudaError_t launch_dim(const PagedDecodeArgs& a) {
   else if (group <= 4) launch_typed<kD, 4>(a, grid);
   else if (group <= 8) launch_typed<kD, 8>(a, grid);
   else return cudaErrorInvalidValue;
-  if (a.chunks > 1) QUARRY_LAUNCH(static_cast<unsigned>(a.batch * a.n_heads), kD, 0, merge_kernel<kD>)(a);
+  if (a.chunks > 1) QUARRY_LAUNCH(static_cast<unsigned>(a.batch * a.n_heads), kD * kMergeSplit, 0, merge_kernel<kD>)(a);
   return cudaGetLastError();
 }
 

@@ -191,6 +191,19 @@ TEST_CASE("paged decode attention on cuda: shared prefix pages, lengths at chunk
   for (const std::int64_t group : {8, 256}) check_int4(deq, k_raw, v_raw, group, d.q, d.table, out, scale);
 }
 
+TEST_CASE("paged decode attention on cuda: a long sequence in over a thousand chunks (more than the merge's threads), with a short one") {
+  // 20,000 tokens in chunks of 16: 1,250 chunks, more than the merge kernel's threads (4 x
+  // head_dim: 256 at head_dim 64, 1,024 at 256); the short sequence's other chunks are empty, as
+  // are those before a window.
+  for (const std::int64_t dim : {64, 256}) {
+    CAPTURE(dim);
+    const PagedBatch pb = make_paged_batch({20000, 3}, 4, 2, 16, dim, 555 + static_cast<std::uint32_t>(dim), 3, 2.f);
+    const DeviceBatch d(pb);
+    check_device<f16>(pb, d, {16, 0});
+    check_device<f16>(pb, d, {16}, 5000);
+  }
+}
+
 TEST_CASE("paged decode attention on cuda: sliding windows and a batch of 64 sequences") {
   std::vector<std::int64_t> lengths;
   for (int i = 0; i < 64; ++i) lengths.push_back(1 + (i * 97) % 700);

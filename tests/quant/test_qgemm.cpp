@@ -791,7 +791,9 @@ TEST_CASE("per-group panels (W4A8, Q8_0's W8A8) match the documented formula and
 
 TEST_CASE("W4A8 on QuantizedPanels: edge rows, strided output, bad options and shapes") {
   const std::int64_t m = 5, n = 6, k = 128;
-  const auto [x, wf] = w4a8_edge_operands(66, 67);
+  const auto operands = w4a8_edge_operands(66, 67);  // not a structured binding: lambdas below use x (Clang 14)
+  const Tensor<float>& x = operands.first;
+  const Tensor<float>& wf = operands.second;
   for (bool sym : {true, false}) {
     const auto w = quantized(wf, QuantScheme::int4_grouped(32, sym));
     auto p = QuantizedPanels::pack(w);
