@@ -342,7 +342,9 @@ TEST_CASE("BlockPool: random operations against a model (contents, reference cou
   const std::int64_t preset = BlockPoolOptions{}.extent_pages;
   const std::pair<DType, std::int64_t> runs[] = {{DType::f32, preset}, {DType::f16, preset}, {DType::bf16, preset}, {DType::i8, preset},
                                                  {DType::i4, preset},  {DType::f32, 1},      {DType::f32, 5}};
-  for (const auto& [t, extent] : runs) {
+  for (const auto& run : runs) {
+    const DType t = run.first;  // not structured bindings: CAPTURE's lambda names them (Clang 14)
+    const std::int64_t extent = run.second;
     CAPTURE(dtype_name(t));
     CAPTURE(extent);
     BlockPoolOptions o = small_options(t, 24);
