@@ -7,7 +7,9 @@
 // out in order, one sequence after another (what a contiguous per-sequence cache reads).
 // Figures: us per call (CUDA events over back-to-back calls, best of 5 rounds), gbps = K and V
 // bytes read / time, bw_ratio = gbps / the HBM read yardstick (target >= 0.7 on a GPU, issue 5),
-// and on paged rows paged_vs_contiguous = contiguous time / paged time. --tiny: contexts of 40
+// and on paged rows paged_vs_contiguous = contiguous time / paged time. Every page holds the same
+// values, so both orders must give the same output: a WARNING line says where they do not (or it
+// is not finite). --tiny: contexts of 40
 // and 300 tokens, one timed call per row, a 64 MiB yardstick (what the test suite runs on the
 // SIMT emulator).
 #include <algorithm>
@@ -101,6 +103,7 @@ double run_shape(BenchReport& report, std::int64_t batch, std::int64_t context, 
   const int calls = options.tiny ? 1 : options.common.quick ? 3 : std::max(3, static_cast<int>(2e9 / kv_bytes));
   const int rounds = options.tiny ? 1 : 5;
   double times[2] = {0, 0};
+  Tensor<float> results[2];  // every page holds the same values: both orders give the same output
   for (const bool shuffled : {false, true}) {
     const BatchPageTable s = make_batch_page_table(batch, context, kPage, shuffled, 11);
     const CudaPageTable table = CudaPageTable::upload(s.csr(), pages, kPage).value();
@@ -111,6 +114,7 @@ double run_shape(BenchReport& report, std::int64_t batch, std::int64_t context, 
         },
         calls, rounds);
     times[shuffled ? 1 : 0] = us;
+    results[shuffled ? 1 : 0] = out.to_host();
     const double gbps = kv_bytes / (us * 1e-6) / 1e9;
     BenchRow r(fmt::format("decode {} ctx {} batch {} ({})", type, context, batch, shuffled ? "paged" : "contiguous"), "quarry", 1);
     r.set("context", context).set("batch", batch).set("us", us).set("gbps", gbps).set("bw_ratio", gbps / hbm_gbps);
@@ -123,6 +127,14 @@ double run_shape(BenchReport& report, std::int64_t batch, std::int64_t context, 
                shuffled && f16_paged_us > 0 ? fmt::format(", {:.2f}x f16's speed", f16_paged_us / us) : std::string());
     std::fflush(stdout);
   }
+  // A check that the timed calls computed something: finite, and the same in both page orders.
+  const auto a = results[0].span(), b = results[1].span();
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (!std::isfinite(a[i]) || !(std::fabs(a[i] - b[i]) <= 1e-5f * (1.f + std::fabs(a[i])))) {
+      fmt::print("WARNING: {} ctx {} batch {}: output element {} is {} with pages in order and {} with pages shuffled; the figures "
+                 "are suspect\n", type, context, batch, i, a[i], b[i]);
+      break;
+    }
   return times[1];
 }
 

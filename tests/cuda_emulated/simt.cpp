@@ -130,7 +130,8 @@ Order default_order() noexcept {
   return e != nullptr && std::strcmp(e, "reverse") == 0 ? Order::reverse : Order::forward;
 }
 
-// What a host thread's running block needs; one per host thread, so that threads may launch at once.
+// What a host thread's running block needs; one per host thread (launches from several threads
+// take turns, since static shared memory is one for the program, but each keeps its own state).
 struct Runner {
   std::vector<Fiber> fibers;  // grows to the largest block seen
   int threads = 0;            // of this block

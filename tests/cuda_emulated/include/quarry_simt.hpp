@@ -70,6 +70,7 @@ struct PointerArg {
 /// memory), one with a pointer argument that is neither null nor device memory (a GPU would
 /// fault on it: cudaErrorIllegalAddress), or whose threads fail to meet at a collective sets the
 /// calling thread's last error (cudaGetLastError) and prints why to stderr, naming `kernel`.
+/// Launches from several host threads take turns (static shared memory is one for the program).
 void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, const PointerArg* pointers, int n_pointers,
               void (*body)(void*), void* context) noexcept;
 
