@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs the whole test suite: Release (with the CUDA component when nvcc is found;
 # CUDA tests are skipped without a GPU), then Debug with ASan+UBSan. Every CPU test runs under
-# each ISA this machine supports (QUARRY_FORCE_ISA). Then every libFuzzer target in fuzz/ runs
+# each ISA this machine supports (QUARRY_FORCE_ISA). Then, with clang, the library alone and the
+# ISA-symbol check on it (Clang inlines otherwise than GCC), and every libFuzzer target in fuzz/
 # for a fixed time (QUARRY_FUZZ_SECONDS each, default 25) on its seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,14 @@ ctest --preset asan -j "$jobs"
 # the input is kept as build/fuzz/crashes/<target>-crash-*.
 fuzz_seconds=${QUARRY_FUZZ_SECONDS:-25}
 if command -v clang++ >/dev/null 2>&1; then
+  # The ISA rule (tests/core/check_isa_symbols.cmake: no inline function shared between an
+  # AVX2 / AVX-512 object and the rest) under Clang, whose inlining differs from GCC's: the
+  # library (not the tests) built with it, then the check and its check.
+  isa_dir=build/clang-isa
+  cmake -S . -B "$isa_dir" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release -DQUARRY_CUDA=OFF -DQUARRY_BUILD_BENCH=OFF \
+    -DQUARRY_BUILD_EXAMPLES=OFF -DQUARRY_INSTALL=OFF >/dev/null
+  cmake --build "$isa_dir" -j "$jobs" --target quarry quarry_isa_symbols_bad
+  ctest --test-dir "$isa_dir" -R '^isa_symbols' --output-on-failure
   fuzz_dir=build/fuzz
   cmake -S . -B "$fuzz_dir" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE= -DQUARRY_BUILD_FUZZERS=ON -DQUARRY_CUDA=OFF \
     -DQUARRY_BUILD_TESTS=OFF -DQUARRY_BUILD_BENCH=OFF -DQUARRY_BUILD_EXAMPLES=OFF -DQUARRY_INSTALL=OFF \
