@@ -1,12 +1,11 @@
 // The emulator's cuBLAS (include/cublas_v2.h): handles; the int8 GEMM with int32 sums, exact; the
 // f16 GEMM with f32 output, each sum in double and rounded once.
-#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
 #include "cublas_v2.h"
-#include "quarry/core/detail/float16_bits.hpp"
+#include "quarry/core/float16.hpp"
 #include "quarry_simt.hpp"
 
 struct cublasContext {
@@ -69,7 +68,7 @@ T at(const T* a, cublasOperation_t op, std::int64_t i, std::int64_t p, std::int6
   return op == CUBLAS_OP_N ? a[i + p * lda] : a[p + i * lda];
 }
 
-float f16_value(std::uint16_t h) { return std::bit_cast<float>(quarry::detail::f16_bits_to_f32_bits(h)); }
+float f16_value(std::uint16_t h) { return quarry::f16::from_bits(h); }
 
 }  // namespace
 

@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <bit>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -28,7 +27,7 @@
 #include <vector>
 
 #include "cuda_runtime_api.h"
-#include "quarry/core/detail/float16_bits.hpp"
+#include "quarry/core/float16.hpp"
 #include "quarry_simt.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -556,8 +555,8 @@ struct MmaLane {
   unsigned a[4], b[2];
 };
 
-float low_half(unsigned u) noexcept { return std::bit_cast<float>(quarry::detail::f16_bits_to_f32_bits(static_cast<std::uint16_t>(u & 0xffffu))); }
-float high_half(unsigned u) noexcept { return std::bit_cast<float>(quarry::detail::f16_bits_to_f32_bits(static_cast<std::uint16_t>(u >> 16))); }
+float low_half(unsigned u) noexcept { return quarry::f16::from_bits(static_cast<std::uint16_t>(u & 0xffffu)); }
+float high_half(unsigned u) noexcept { return quarry::f16::from_bits(static_cast<std::uint16_t>(u >> 16)); }
 
 void mma_m16n8k16(void* const* lanes) noexcept {
   float a[16][16], b[16][8], c[16][8];

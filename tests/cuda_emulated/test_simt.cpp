@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "launch.cuh"
-#include "quarry/core/detail/float16_bits.hpp"
+#include "quarry/core/float16.hpp"
 
 namespace {
 
@@ -259,7 +259,7 @@ TEST_CASE("simt: __syncthreads orders shared memory; static and dynamic shared m
 TEST_CASE("simt: the m16n8k16 tensor-core product (qgemm's mma.sync) with PTX's fragment layout") {
   std::vector<unsigned short> a(16 * 16), b(16 * 8);
   std::vector<float> c(16 * 8);
-  auto f16 = [](int v) { return static_cast<unsigned short>(quarry::detail::f32_bits_to_f16_bits(std::bit_cast<std::uint32_t>(static_cast<float>(v)))); };
+  auto f16 = [](int v) { return static_cast<unsigned short>(quarry::f16(static_cast<float>(v)).bits); };
   for (int i = 0; i < 16 * 16; ++i) a[static_cast<std::size_t>(i)] = f16((i * 7) % 11 - 5);
   for (int i = 0; i < 16 * 8; ++i) b[static_cast<std::size_t>(i)] = f16((i * 5) % 9 - 4);
   for (int i = 0; i < 16 * 8; ++i) c[static_cast<std::size_t>(i)] = static_cast<float>(i % 13);
@@ -430,9 +430,9 @@ TEST_CASE("simt: events time the work queued between them (the host's), and the 
 TEST_CASE("simt: cuBLAS's f16 GEMM (f32 out) against a direct product, both operands either way round") {
   constexpr int m = 5, n = 7, k = 33;
   std::vector<std::uint16_t> a(m * k), b(k * n);  // f16 bits of small integers and halves: exact products
-  for (int i = 0; i < m * k; ++i) a[static_cast<std::size_t>(i)] = quarry::detail::f32_bits_to_f16_bits(std::bit_cast<std::uint32_t>(0.5f * static_cast<float>(i % 9 - 4)));
-  for (int i = 0; i < k * n; ++i) b[static_cast<std::size_t>(i)] = quarry::detail::f32_bits_to_f16_bits(std::bit_cast<std::uint32_t>(static_cast<float>(i % 7 - 3)));
-  auto value = [](std::uint16_t h) { return std::bit_cast<float>(quarry::detail::f16_bits_to_f32_bits(h)); };
+  for (int i = 0; i < m * k; ++i) a[static_cast<std::size_t>(i)] = quarry::f16(0.5f * static_cast<float>(i % 9 - 4)).bits;
+  for (int i = 0; i < k * n; ++i) b[static_cast<std::size_t>(i)] = quarry::f16(static_cast<float>(i % 7 - 3)).bits;
+  auto value = [](std::uint16_t h) { return static_cast<float>(quarry::f16::from_bits(h)); };
   DeviceArray<std::uint16_t> da(a.size()), db(b.size());
   DeviceArray<float> dc(static_cast<std::size_t>(m * n));
   REQUIRE(cudaMemcpy(da.data, a.data(), a.size() * 2, cudaMemcpyHostToDevice) == cudaSuccess);
