@@ -181,13 +181,12 @@ class Timed {
     check(cudaEventElapsedTime(&ms, start_.get(), stop_.get()), "cudaEventElapsedTime");
     const double per_call_ms = std::max(static_cast<double>(ms) / kProbe, 1e-4);
     calls_ = static_cast<int>(std::clamp(std::ceil(plan.target_ms / per_call_ms), 2.0, static_cast<double>(plan.max_calls)));
-    retries_ = plan.retries;
     // The spin must outlast the host queueing the repetition: 3x its estimate, at least 1 ms.
     spin_ns_ = static_cast<unsigned long long>(std::max(1e6, 3e9 * host_s / kProbe * calls_));
   }
 
-  // One timed repetition; appends its time per call.
-  void repetition() {
+  // One timed repetition (run again at most plan.retries times); appends its time per call.
+  void repetition(const Plan& plan) {
     for (int attempt = 0;; ++attempt) {
       if (preload_) check(quarry_bench_spin(spin_ns_), "spin kernel launch");
       check(cudaEventRecord(start_.get(), nullptr), "cudaEventRecord");
@@ -205,7 +204,7 @@ class Timed {
       check(cudaEventSynchronize(stop_.get()), label_ + ": timed repetition");
       float ms = 0;
       check(cudaEventElapsedTime(&ms, start_.get(), stop_.get()), "cudaEventElapsedTime");
-      if (!preload_ || busy || attempt >= retries_) {
+      if (!preload_ || busy || attempt >= plan.retries) {
         ms_.push_back(static_cast<double>(ms) / calls_);
         host_us_.push_back(host_s * 1e6 / calls_);
         if (!busy) preloaded_ = false;
@@ -231,7 +230,6 @@ class Timed {
   bool preload_;
   std::size_t cursor_ = 0;
   int calls_ = 2;
-  int retries_ = 3;
   unsigned long long spin_ns_ = 1000000;
   bool preloaded_ = true;
   std::vector<double> ms_, host_us_;
@@ -242,7 +240,7 @@ class Timed {
 void run_alternating(const std::vector<Timed*>& contenders, const Plan& plan) {
   for (Timed* t : contenders) t->prepare(plan);
   for (int r = 0; r < plan.reps; ++r)
-    for (Timed* t : contenders) t->repetition();
+    for (Timed* t : contenders) t->repetition(plan);
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize after the timed loops");
 }
 
