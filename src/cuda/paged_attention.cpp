@@ -107,12 +107,15 @@ void decode(const Tensor<float, cuda>& q, const Pages& k, const Pages& v, const 
   a.head_dim = head_dim;
   a.scale = params.scale != 0.f ? params.scale : 1.f / std::sqrt(static_cast<float>(head_dim));
   a.sliding_window = params.sliding_window;
-  // Chunks: as asked, else 256 tokens, halved (down to 32) while the grid would leave SMs idle.
+  // Chunks: as asked, else 256 tokens, halved while the grid would leave SMs idle, down to 32
+  // tokens or the kernel's tile (64 tokens at head_dim 128 with f16 pages): a shorter chunk than
+  // the tile leaves warps of every block idle and only adds partial results to merge.
   std::int64_t chunk = params.chunk_tokens > 0 ? params.chunk_tokens : 256;
   if (params.chunk_tokens == 0) {
     int sms = 132;
     if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) (void)cudaGetLastError();
-    while (chunk > 32 && a.batch * a.n_kv_heads * ((table.max_length() + chunk - 1) / chunk) < 4 * static_cast<std::int64_t>(sms)) chunk /= 2;
+    const std::int64_t floor = std::max<std::int64_t>(32, cuda_kernels::paged_decode_tile_tokens(head_dim, a.n_heads / a.n_kv_heads, a.kv_type));
+    while (chunk > floor && a.batch * a.n_kv_heads * ((table.max_length() + chunk - 1) / chunk) < 4 * static_cast<std::int64_t>(sms)) chunk /= 2;
   }
   a.chunk = chunk;
   a.chunks = (table.max_length() + chunk - 1) / chunk;

@@ -110,12 +110,16 @@ struct SlotsPerTile {
 };
 
 template <int kD, int kG, KvType kT>
+constexpr int kTileTokens = kWarps * SlotsPerTile<kD, kG, kT>::value * SlotsPerTile<kD, kG, kT>::kTokensPerLoad;
+
+template <int kD, int kG, KvType kT>
 __global__ void __launch_bounds__(kThreads) decode_kernel(PagedDecodeArgs a) {
   constexpr int kLanes = kD / 8;          // lanes per token
   constexpr int kTok = 32 / kLanes;       // tokens per warp per load
   constexpr int kU = SlotsPerTile<kD, kG, kT>::value;
   constexpr int kWarpTokens = kU * kTok;  // a warp's tokens per tile, consecutive
   constexpr int kTile = kWarps * kWarpTokens;
+  static_assert(kTile == kTileTokens<kD, kG, kT>);
   __shared__ float s_max[kWarps][kG], s_sum[kWarps][kG];
   __shared__ float s_acc[kWarps][kG][kD];
 
@@ -370,7 +374,36 @@ cudaError_t launch_dim(const PagedDecodeArgs& a) {
   return cudaGetLastError();
 }
 
+template <int kD, int kG>
+int tile_tokens_typed(KvType t) {
+  switch (t) {
+    case KvType::f32: return kTileTokens<kD, kG, KvType::f32>;
+    case KvType::f16: return kTileTokens<kD, kG, KvType::f16>;
+    case KvType::bf16: return kTileTokens<kD, kG, KvType::bf16>;
+    case KvType::i8: return kTileTokens<kD, kG, KvType::i8>;
+    case KvType::i4: return kTileTokens<kD, kG, KvType::i4>;
+  }
+  return 0;
+}
+
+template <int kD>
+int tile_tokens_dim(std::int64_t group, KvType t) {
+  if (group <= 1) return tile_tokens_typed<kD, 1>(t);
+  if (group == 2) return tile_tokens_typed<kD, 2>(t);
+  if (group <= 4) return tile_tokens_typed<kD, 4>(t);
+  return tile_tokens_typed<kD, 8>(t);
+}
+
 }  // namespace
+
+int paged_decode_tile_tokens(std::int64_t head_dim, std::int64_t group, KvType kv_type) noexcept {
+  switch (head_dim) {
+    case 64: return tile_tokens_dim<64>(group, kv_type);
+    case 128: return tile_tokens_dim<128>(group, kv_type);
+    case 256: return tile_tokens_dim<256>(group, kv_type);
+    default: return 0;
+  }
+}
 
 std::size_t paged_decode_workspace_floats(const PagedDecodeArgs& a) noexcept {
   if (a.chunks <= 1) return 0;

@@ -34,6 +34,10 @@ struct PagedDecodeArgs {
   float* partial = nullptr;         ///< workspace when chunks > 1: paged_decode_workspace_floats floats
 };
 
+/// Tokens a block of the decode kernel takes per tile for this head_dim (64, 128 or 256), query
+/// heads per kv head and K/V type (16 to 64): a chunk shorter than this leaves warps idle.
+int paged_decode_tile_tokens(std::int64_t head_dim, std::int64_t group, KvType kv_type) noexcept;
+
 /// Floats of workspace a call with `chunks` > 1 needs (0 for one chunk).
 std::size_t paged_decode_workspace_floats(const PagedDecodeArgs& a) noexcept;
 
