@@ -409,8 +409,8 @@ bool run_block(Runner& r) {
     prepare(f);
   }
   if (!r.shared.empty()) std::memset(r.shared.data(), kUnwritten, r.shared.size());
-  if (__start_quarry_simt_shared != __stop_quarry_simt_shared)
-    std::memset(__start_quarry_simt_shared, kUnwritten, static_cast<std::size_t>(__stop_quarry_simt_shared - __start_quarry_simt_shared));
+  if (unsigned char *from = __start_quarry_simt_shared, *to = __stop_quarry_simt_shared; from != to)
+    std::memset(from, kUnwritten, static_cast<std::size_t>(to - from));
   const int warps = (r.threads + kWarp - 1) / kWarp;
   for (;;) {
     // Each warp in turn, until its lanes are all at __syncthreads or done.
