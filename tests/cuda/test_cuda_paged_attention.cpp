@@ -13,6 +13,10 @@
 #include "kv/paged_reference.hpp"
 #include "test_util.hpp"
 
+#if defined(QUARRY_SIMT_EMULATED)
+#include "quarry_simt.hpp"
+#endif
+
 using namespace quarry;
 using namespace quarry::testing;
 
@@ -87,7 +91,7 @@ void check_int4(PagedBatch& deq, const Tensor<float>& k_raw, const Tensor<float>
   deq.k = k_raw.clone();
   deq.v = v_raw.clone();
   const Int4Owned k4 = quantize_int4(deq.k, group), v4 = quantize_int4(deq.v, group);
-  const Tensor<int4, cuda> k4v = to_device(k4.values), v4v = to_device(v4.values);
+  const Tensor<quarry::int4, cuda> k4v = to_device(k4.values), v4v = to_device(v4.values);
   const Tensor<float, cuda> k4s = to_device(k4.scales), v4s = to_device(v4.scales);
   paged_decode_attention(q, CudaInt4KvPages{k4v, k4s}, CudaInt4KvPages{v4v, v4s}, table, out);
   CHECK(max_abs_diff(out.to_host().data(), reference_decode<float>(deq, scale)) < 2e-5);
@@ -147,7 +151,7 @@ TEST_CASE("paged decode attention on cuda: INT8 and INT4 pages against the f64 r
   Tensor<float, cuda> out(pb.q.shape());
   Tensor<float> k_copy = pb.k.clone();
   const Int4Owned k4 = quantize_int4(k_copy, 4);
-  const Tensor<int4, cuda> k4v = to_device(k4.values);
+  const Tensor<quarry::int4, cuda> k4v = to_device(k4.values);
   const Tensor<float, cuda> k4s = to_device(k4.scales);
   status st = thrown([&] { paged_decode_attention(q, CudaInt4KvPages{k4v, k4s}, CudaInt4KvPages{k4v, k4s}, table, out); });
   CHECK(st.code() == errc::unsupported);
@@ -214,6 +218,45 @@ TEST_CASE("paged decode attention on cuda: sliding windows and a batch of 64 seq
     check_device<f16>(pb, d, {window == 100 ? std::int64_t{32} : std::int64_t{0}}, window);
   }
 }
+
+#if defined(QUARRY_SIMT_EMULATED)
+// The chunk length a call picks when not told (chunk_tokens 0), seen in the decode kernel's grid
+// (grid.y: chunks per sequence and kv head) on the emulator, which reports an H200's 132 SMs:
+// from 256 tokens, halved while the grid has fewer than 4 blocks per SM, down to 32 tokens or
+// the kernel's tile of tokens, whichever is longer (64 tokens at head_dim 64 and 128 with f16
+// pages and up to 4 query heads per kv head; 32 with f32 pages; 16 at head_dim 256 with 8).
+TEST_CASE("paged decode attention on cuda: automatic chunks no shorter than the kernel's tile (emulator: the grid launched)") {
+  struct Case {
+    std::int64_t dim, n_heads, n_kv, length;
+    bool f32;
+    unsigned chunks;
+  };
+  for (const Case& c : {Case{128, 32, 8, 300, false, 5},  // 64-token tile: 5 chunks (were 10 of 32 tokens)
+                        Case{128, 32, 8, 300, true, 10},  // f32: a 32-token tile
+                        Case{256, 16, 2, 300, false, 10},  // a 16-token tile: 32 tokens
+                        Case{64, 8, 8, 300, false, 5},
+                        Case{64, 8, 2, 40000, false, 313}}) {  // 2 x 157 blocks of 256 tokens: halved once, to 128
+    CAPTURE(c.dim);
+    CAPTURE(c.n_heads);
+    CAPTURE(c.n_kv);
+    CAPTURE(c.f32);
+    const PagedBatch pb = make_paged_batch({c.length}, c.n_heads, c.n_kv, 16, c.dim, 7, 3, 2.f);
+    const DeviceBatch d(pb);
+    simt::clear_recent_launches();
+    if (c.f32) check_device<float>(pb, d, {0});
+    else check_device<f16>(pb, d, {0});
+    const std::vector<simt::LaunchRecord> launches = simt::recent_launches();
+    const auto decode = std::find_if(launches.begin(), launches.end(), [](const simt::LaunchRecord& l) { return l.kernel.rfind("decode_kernel", 0) == 0; });
+    REQUIRE(decode != launches.end());
+    CHECK(decode->grid.x == static_cast<unsigned>(c.n_kv));
+    CHECK(decode->grid.y == c.chunks);
+    // More than one chunk: merged by merge_kernel, one block per (sequence, query head).
+    const auto merge = std::find_if(decode, launches.end(), [](const simt::LaunchRecord& l) { return l.kernel.rfind("merge_kernel", 0) == 0; });
+    REQUIRE(merge != launches.end());
+    CHECK(merge->grid.x == static_cast<unsigned>(c.n_heads));
+  }
+}
+#endif
 
 TEST_CASE("paged decode attention on cuda: errors") {
   const PagedBatch pb = make_paged_batch({20, 5}, 4, 2, 16, 96, 5);

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <new>
@@ -156,6 +157,8 @@ thread_local Runner t_runner;
 thread_local cudaError_t t_last_error = cudaSuccess;
 thread_local std::string t_last_failure;  // why the last launch failed
 thread_local bool t_print_failures = true;
+thread_local std::deque<LaunchRecord> t_launches;  // recent_launches
+constexpr std::size_t kLaunchLog = 64;
 
 Fiber& current_fiber() noexcept { return *t_runner.current; }
 
@@ -602,6 +605,8 @@ void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_byte
               void (*body)(void*), void* context) noexcept {
   Runner& r = t_runner;
   t_last_failure.clear();
+  if (t_launches.size() == kLaunchLog) t_launches.pop_front();
+  t_launches.push_back({kernel, grid, block, shared_bytes});
   if (r.current != nullptr) return fail_launch(kernel, cudaErrorNotSupported, "a launch from inside a kernel (dynamic parallelism) is not emulated");
   const std::uint64_t threads = std::uint64_t{block.x} * block.y * block.z;
   if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 ||
@@ -678,6 +683,8 @@ std::size_t live_bytes() noexcept {
 void set_thread_order(Order order) noexcept { t_runner.order = order; }
 
 std::string last_failure() { return t_last_failure; }
+std::vector<LaunchRecord> recent_launches() { return {t_launches.begin(), t_launches.end()}; }
+void clear_recent_launches() noexcept { t_launches.clear(); }
 void set_failure_printing(bool on) noexcept { t_print_failures = on; }
 
 }  // namespace quarry::simt

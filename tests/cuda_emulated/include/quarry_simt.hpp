@@ -11,6 +11,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "driver_types.h"
 #include "vector_types.h"
@@ -132,6 +133,18 @@ std::size_t live_bytes() noexcept;
 /// in one order or the other.
 enum class Order { forward, reverse };
 void set_thread_order(Order order) noexcept;
+
+/// A launch as the host code asked for it: the kernel as written at QUARRY_LAUNCH, grid, block
+/// and dynamic shared memory (whether it ran or failed).
+struct LaunchRecord {
+  std::string kernel;
+  dim3 grid, block;
+  std::size_t shared_bytes = 0;
+};
+/// This host thread's last launches (at most 64), oldest first: what host code asked of the
+/// device (a test can check the grid a heuristic chose).
+std::vector<LaunchRecord> recent_launches();
+void clear_recent_launches() noexcept;
 
 /// Why this host thread's last launch failed ("" when it did not); also printed to stderr unless
 /// printing is turned off (for tests that make launches fail on purpose).
