@@ -34,8 +34,9 @@
 //             plain SIMD read of shuffled blocks of one page's K values, all kv heads, two side
 //             by side as the kernels read them, measured per size: 32 KiB for f16 / bf16, 16 KiB
 //             INT8, 8 KiB INT4, 64 KiB f32).
-//             Each type other than f16 also gets an "in cache" row: batch 1, 512 tokens, 1 thread,
-//             the same pages every call, against f16 the same way: the kernels' arithmetic alone.
+//             Each type also gets an "in cache" row: batch 1, 512 tokens, 1 thread, the same pages
+//             every call: the kernels' arithmetic alone, as gops and peak_ratio, and (but f16)
+//             against f16 the same way. f16's peak_ratio there bounds its 1-thread DRAM rows.
 // 2. prefix   time to first token of 16 requests sharing a 1,024-token prefix plus 64 unique tokens,
 //             one transformer layer's attention block, all threads: embedding rows -> QKV projection
 //             (quarry qgemm, W8A8, fused 6144x4096 int8 weight) -> K/V written to a BlockPool (f16)
@@ -584,20 +585,30 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
         }
       }
     }
-    // The arithmetic alone: the same comparison at a context whose pages stay in cache (no
-    // rotation), one thread, so the DRAM rows can be read against what the kernels compute.
-    if (f16_arena != nullptr && type != Kv::f16) {
+    // The arithmetic alone: each type at a context whose pages stay in cache (no rotation), one
+    // thread, against the FMA peak and (but f16) f16 at the same context, so that the DRAM rows
+    // can be read against what the kernels compute (f16's is the most its 1-thread rows reach).
+    if (type == Kv::f16 || f16_arena != nullptr) {
       DecodeTiming cached = timing;
       cached.rotation_bytes = 0;
-      const DecodeResult r = time_decode(*arena, f16_arena.get(), 1, kCachedContext, nullptr, cached);
+      const DecodeResult r = time_decode(*arena, type == Kv::f16 ? nullptr : f16_arena.get(), 1, kCachedContext, nullptr, cached);
+      const double gops = 4.0 * static_cast<double>(kCachedContext * kHeads * kDim) / r.paged_s / 1e9, peak = gops / y.fma_gflops_for(1);
       BenchRow row(fmt::format("decode {} ctx {} batch 1{} (in cache)", kv_name(type), kCachedContext, shape_suffix(shape)), "quarry", 1);
       row.set("dtype", kv_name(type)).set("context", kCachedContext).set("batch", std::int64_t{1}).set("ms", r.paged_s * 1e3);
-      row.set("samples", r.samples).set("speedup_vs_f16", r.speedup).set("f16_ms", r.f16_s * 1e3);
+      row.set("gops", gops).set("peak_ratio", peak).set("samples", r.samples);
+      if (type == Kv::f16) {
+        summary.add(Summary::bandwidth, "  f16 in cache (ctx {}, batch  1, 1 thread; the arithmetic alone): {:.1f} GFLOP/s, {:.2f} of the f32 FMA peak",
+                    kCachedContext, gops, peak);
+        progress("decode f16 ctx {} batch 1 in cache: {:.3f} ms, {:.1f} GFLOP/s, {:.2f} of the FMA peak ({} samples)", kCachedContext, r.paged_s * 1e3,
+                 gops, peak, r.samples);
+      } else {
+        row.set("speedup_vs_f16", r.speedup).set("f16_ms", r.f16_s * 1e3);
+        summary.add(Summary::dtype, "  {} vs f16 in cache (ctx {}, batch  1, 1 thread; the arithmetic alone): {:.2f}x", kv_name(type),
+                    kCachedContext, r.speedup);
+        progress("decode {} ctx {} batch 1 in cache: {:.3f} ms, f16 {:.3f} ms: {:.2f}x ({} samples)", kv_name(type), kCachedContext,
+                 r.paged_s * 1e3, r.f16_s * 1e3, r.speedup, r.samples);
+      }
       report.rows.push_back(std::move(row));
-      summary.add(Summary::dtype, "  {} vs f16 in cache (ctx {}, batch  1, 1 thread; the arithmetic alone): {:.2f}x", kv_name(type),
-                  kCachedContext, r.speedup);
-      progress("decode {} ctx {} batch 1 in cache: {:.3f} ms, f16 {:.3f} ms: {:.2f}x ({} samples)", kv_name(type), kCachedContext,
-               r.paged_s * 1e3, r.f16_s * 1e3, r.speedup, r.samples);
     }
     if (type == Kv::f16) f16_arena = std::move(arena);
   }
