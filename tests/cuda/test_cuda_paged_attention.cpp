@@ -1,7 +1,7 @@
 // quarry/kv/cuda_paged_attention.hpp: the device kernel against the f64 reference and the CPU
 // function, for head_dim 64 / 128 / 256, f16 / bf16 / f32 / INT8 / INT4 pages, GQA groups 1..8
-// (3 and 6: a padded group), one chunk and many (merged by log-sum-exp), sliding windows; and
-// its errors.
+// (3 and 6: a padded group), one chunk and many (merged by log-sum-exp), sliding windows; on the
+// emulator, the chunks a call picks by itself; and its errors.
 #include <doctest/doctest.h>
 
 #include <algorithm>
