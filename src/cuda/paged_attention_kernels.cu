@@ -18,6 +18,8 @@
 
 #include <math_constants.h>
 
+#include <type_traits>
+
 #include "launch.cuh"
 
 namespace quarry::cuda_kernels {
@@ -350,59 +352,49 @@ __global__ void __launch_bounds__(kD * kMergeSplit) merge_kernel(PagedDecodeArgs
   }
 }
 
-template <int kD, int kG>
-void launch_typed(const PagedDecodeArgs& a, dim3 grid) {
-  switch (a.kv_type) {
-    case KvType::f32: QUARRY_LAUNCH(grid, kThreads, 0, decode_kernel<kD, kG, KvType::f32>)(a); break;
-    case KvType::f16: QUARRY_LAUNCH(grid, kThreads, 0, decode_kernel<kD, kG, KvType::f16>)(a); break;
-    case KvType::bf16: QUARRY_LAUNCH(grid, kThreads, 0, decode_kernel<kD, kG, KvType::bf16>)(a); break;
-    case KvType::i8: QUARRY_LAUNCH(grid, kThreads, 0, decode_kernel<kD, kG, KvType::i8>)(a); break;
-    case KvType::i4: QUARRY_LAUNCH(grid, kThreads, 0, decode_kernel<kD, kG, KvType::i4>)(a); break;
-  }
-}
-
-template <int kD>
-cudaError_t launch_dim(const PagedDecodeArgs& a) {
-  const std::int64_t group = a.n_heads / a.n_kv_heads;
-  const dim3 grid(static_cast<unsigned>(a.batch * a.n_kv_heads), static_cast<unsigned>(a.chunks));
-  if (group == 1) launch_typed<kD, 1>(a, grid);
-  else if (group == 2) launch_typed<kD, 2>(a, grid);
-  else if (group <= 4) launch_typed<kD, 4>(a, grid);
-  else if (group <= 8) launch_typed<kD, 8>(a, grid);
-  else return cudaErrorInvalidValue;
-  if (a.chunks > 1) QUARRY_LAUNCH(static_cast<unsigned>(a.batch * a.n_heads), kD * kMergeSplit, 0, merge_kernel<kD>)(a);
-  return cudaGetLastError();
-}
-
-template <int kD, int kG>
-int tile_tokens_typed(KvType t) {
+template <int kD, int kG, class F>
+void with_type(KvType t, F&& f) {
+  using D = std::integral_constant<int, kD>;
+  using G = std::integral_constant<int, kG>;
   switch (t) {
-    case KvType::f32: return kTileTokens<kD, kG, KvType::f32>;
-    case KvType::f16: return kTileTokens<kD, kG, KvType::f16>;
-    case KvType::bf16: return kTileTokens<kD, kG, KvType::bf16>;
-    case KvType::i8: return kTileTokens<kD, kG, KvType::i8>;
-    case KvType::i4: return kTileTokens<kD, kG, KvType::i4>;
+    case KvType::f32: f(D{}, G{}, std::integral_constant<KvType, KvType::f32>{}); break;
+    case KvType::f16: f(D{}, G{}, std::integral_constant<KvType, KvType::f16>{}); break;
+    case KvType::bf16: f(D{}, G{}, std::integral_constant<KvType, KvType::bf16>{}); break;
+    case KvType::i8: f(D{}, G{}, std::integral_constant<KvType, KvType::i8>{}); break;
+    case KvType::i4: f(D{}, G{}, std::integral_constant<KvType, KvType::i4>{}); break;
   }
-  return 0;
 }
 
-template <int kD>
-int tile_tokens_dim(std::int64_t group, KvType t) {
-  if (group <= 1) return tile_tokens_typed<kD, 1>(t);
-  if (group == 2) return tile_tokens_typed<kD, 2>(t);
-  if (group <= 4) return tile_tokens_typed<kD, 4>(t);
-  return tile_tokens_typed<kD, 8>(t);
+template <int kD, class F>
+bool with_group(std::int64_t group, KvType t, F&& f) {
+  if (group == 1) with_type<kD, 1>(t, f);
+  else if (group == 2) with_type<kD, 2>(t, f);
+  else if (group == 3 || group == 4) with_type<kD, 4>(t, f);  // 3: a padded group of 4
+  else if (group >= 5 && group <= 8) with_type<kD, 8>(t, f);
+  else return false;
+  return true;
+}
+
+// Calls f(D, G, T), integral constants of the decode kernel's template arguments (head_dim,
+// query heads per kv head as the kernel takes them, K/V type) for a call's shape: the one place
+// that maps shapes to kernels, for the launch and for paged_decode_tile_tokens. False when no
+// kernel takes the shape (another head_dim, a group above 8).
+template <class F>
+bool with_decode_kernel(std::int64_t head_dim, std::int64_t group, KvType t, F&& f) {
+  switch (head_dim) {
+    case 64: return with_group<64>(group, t, f);
+    case 128: return with_group<128>(group, t, f);
+    case 256: return with_group<256>(group, t, f);
+    default: return false;
+  }
 }
 
 }  // namespace
 
 int paged_decode_tile_tokens(std::int64_t head_dim, std::int64_t group, KvType kv_type) noexcept {
-  switch (head_dim) {
-    case 64: return tile_tokens_dim<64>(group, kv_type);
-    case 128: return tile_tokens_dim<128>(group, kv_type);
-    case 256: return tile_tokens_dim<256>(group, kv_type);
-    default: return 0;
-  }
+  int tile = 0;
+  with_decode_kernel(head_dim, group, kv_type, [&](auto d, auto g, auto t) { tile = kTileTokens<decltype(d)::value, decltype(g)::value, decltype(t)::value>; });
+  return tile;
 }
 
 std::size_t paged_decode_workspace_floats(const PagedDecodeArgs& a) noexcept {
@@ -416,12 +408,14 @@ cudaError_t launch_paged_decode(const PagedDecodeArgs& a) noexcept {
   if (a.kv_type == KvType::i4 && (a.groups < 1 || a.head_dim % a.groups != 0 || (a.head_dim / a.groups) % 8 != 0))
     return cudaErrorInvalidValue;
   (void)cudaGetLastError();
-  switch (a.head_dim) {
-    case 64: return launch_dim<64>(a);
-    case 128: return launch_dim<128>(a);
-    case 256: return launch_dim<256>(a);
-    default: return cudaErrorInvalidValue;
-  }
+  const dim3 grid(static_cast<unsigned>(a.batch * a.n_kv_heads), static_cast<unsigned>(a.chunks));
+  const bool launched = with_decode_kernel(a.head_dim, a.n_heads / a.n_kv_heads, a.kv_type, [&](auto d, auto g, auto t) {
+    constexpr int kD = decltype(d)::value, kG = decltype(g)::value;
+    constexpr KvType kT = decltype(t)::value;
+    QUARRY_LAUNCH(grid, kThreads, 0, decode_kernel<kD, kG, kT>)(a);
+    if (a.chunks > 1) QUARRY_LAUNCH(static_cast<unsigned>(a.batch * a.n_heads), kD * kMergeSplit, 0, merge_kernel<kD>)(a);
+  });
+  return launched ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
 }  // namespace quarry::cuda_kernels
