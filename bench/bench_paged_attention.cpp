@@ -111,6 +111,11 @@ constexpr std::int64_t kInt4Group = 32;
 // The in-cache comparison of the K/V types: 512 tokens (4 MiB of f16 K/V for one sequence).
 constexpr std::int64_t kCachedContext = 512;
 
+// Flops of one decode call: q . k and p * v for every query head, token and element, 4 flops per
+// query head and K/V element pair; with 4 query heads per KV head that is 8 flops per K/V
+// element, so the f32 FMA peak bounds the K/V elements per second a kernel can take.
+double decode_flops(std::int64_t batch, std::int64_t context) { return 4.0 * static_cast<double>(batch * context * kHeads * kDim); }
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const std::size_t n = v.size();
@@ -541,10 +546,7 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
           const std::int64_t pages = batch * shape.pages_for(ctx);
           const double bytes = static_cast<double>(pages * page_kv_bytes(type, shape));
           const double dram = y.dram_gbps_for(t), ceiling = ceilings.for_row(type, shape, t);
-          // q . k and p * v for every query head, token and element: 4 flops per query head and
-          // K/V element pair; with 4 query heads per KV head that is 8 flops per K/V element, so
-          // the f32 FMA peak bounds the K/V elements per second a kernel can take.
-          const double flops = 4.0 * static_cast<double>(batch * ctx * kHeads * kDim);
+          const double flops = decode_flops(batch, ctx);
           paged_ratios[type].push_back(r.ratio);
           pool_ratios[type].push_back(r.pool_ratio);
           churn_ratios[type].push_back(r.churn_ratio);
@@ -592,7 +594,7 @@ void run_decode(BenchReport& report, Summary& summary, const Args& args, const Y
       DecodeTiming cached = timing;
       cached.rotation_bytes = 0;
       const DecodeResult r = time_decode(*arena, type == Kv::f16 ? nullptr : f16_arena.get(), 1, kCachedContext, nullptr, cached);
-      const double gops = 4.0 * static_cast<double>(kCachedContext * kHeads * kDim) / r.paged_s / 1e9, peak = gops / y.fma_gflops_for(1);
+      const double gops = decode_flops(1, kCachedContext) / r.paged_s / 1e9, peak = gops / y.fma_gflops_for(1);
       BenchRow row(fmt::format("decode {} ctx {} batch 1{} (in cache)", kv_name(type), kCachedContext, shape_suffix(shape)), "quarry", 1);
       row.set("dtype", kv_name(type)).set("context", kCachedContext).set("batch", std::int64_t{1}).set("ms", r.paged_s * 1e3);
       row.set("gops", gops).set("peak_ratio", peak).set("samples", r.samples);
