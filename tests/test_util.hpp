@@ -24,6 +24,20 @@ inline constexpr bool kSanitized = false;
 inline constexpr bool kSanitized = false;
 #endif
 
+/// True in ThreadSanitizer builds (the tsan preset), where the CUDA emulator reports a race
+/// between kernel threads as such (tests/cuda_emulated/simt.cpp).
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kThreadSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool kThreadSanitized = true;
+#else
+inline constexpr bool kThreadSanitized = false;
+#endif
+#else
+inline constexpr bool kThreadSanitized = false;
+#endif
+
 /// Whether `part` occurs in `s`.
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 /// Whether `part` occurs in the message of `st`.

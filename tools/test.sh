@@ -1,18 +1,37 @@
 #!/usr/bin/env bash
 # Builds and runs the whole test suite: Release (with the CUDA component when nvcc is found;
-# CUDA tests are skipped without a GPU), then Debug with ASan+UBSan. Every CPU test runs under
-# each ISA this machine supports (QUARRY_FORCE_ISA). Then, with clang, the suite again (release,
+# CUDA tests are skipped without a GPU), then Debug with ASan+UBSan, then with TSan. Every CPU
+# test runs under each ISA this machine supports (QUARRY_FORCE_ISA). Then, with clang, the suite again (release,
 # CPU only: Clang inlines and diagnoses otherwise than GCC), and every libFuzzer target in fuzz/
 # for a fixed time (QUARRY_FUZZ_SECONDS each, default 25) on its seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/env.sh
+# Under CI (CI set, as CI machines do) a stage's build directory is removed once its tests pass:
+# the five builds together outgrow a small CI disk (one ran out linking the last fuzzer). Set
+# QUARRY_KEEP_BUILDS=1 to keep them; outside CI they are kept.
+prune() {
+  if [ -n "${CI:-}" ] && [ -z "${QUARRY_KEEP_BUILDS:-}" ]; then
+    echo "test.sh: removing $1 ($(du -sh "$1" | cut -f1)) to keep the CI disk free"
+    rm -rf "$1"
+  fi
+}
 cmake --preset release
 cmake --build --preset release -j "$jobs"
 ctest --preset release -j "$jobs"
+prune build/release
 cmake --preset asan
 cmake --build --preset asan -j "$jobs"
 ctest --preset asan -j "$jobs"
+prune build/asan
+# ThreadSanitizer (the tsan preset: CPU only): every test once (no ISA repeats), so the thread
+# pool, the multi-threaded kernels and the kv module's concurrent calls run under TSan; and the
+# emulated CUDA kernels as racecheck (tests/cuda_emulated/simt.cpp: a kernel thread's access that
+# no __syncthreads or __syncwarp orders after another's is a data race, whatever the results).
+cmake --preset tsan >/dev/null
+cmake --build --preset tsan -j "$jobs"
+ctest --preset tsan -j "$jobs"
+prune build/tsan
 fuzz_seconds=${QUARRY_FUZZ_SECONDS:-25}
 if command -v clang++ >/dev/null 2>&1; then
   # The suite built with Clang (the clang preset: release, CPU only), whose inlining and
@@ -23,6 +42,7 @@ if command -v clang++ >/dev/null 2>&1; then
   cmake --preset clang >/dev/null
   cmake --build --preset clang -j "$jobs"
   ctest --preset clang -j "$jobs"
+  prune build/clang
   # Fuzzing: every libFuzzer target in fuzz/ (clang, ASan + UBSan) built at -O0 with the scalar
   # kernels only (the optimizer and the AVX TUs would triple the build; the SIMD kernels are
   # checked against the scalar ones by the conformance tests), then run for a fixed time on the

@@ -6,10 +6,12 @@
 // What it checks beyond the results: threads that do not meet at a collective (a lane that
 // exits or waits elsewhere while its warp shuffles, a __syncthreads not every thread reaches,
 // lanes at different collectives), launch configurations CUDA refuses, and copies, sets and
-// frees whose "device" side is not device memory. What it does not model: timing, concurrency
-// within a warp between collectives (threads run one after another, so a kernel that needs a
-// __syncwarp or __syncthreads it lacks may still pass; run it in reverse order too), memory
-// spaces (a kernel reading host memory is not caught), and the fast-math intrinsics' last bits.
+// frees whose "device" side is not device memory; under ThreadSanitizer, accesses of a block's
+// threads that no barrier orders (below). What it does not model: timing, concurrency within a
+// warp between collectives (threads run one after another, so a kernel that needs a __syncwarp or
+// __syncthreads it lacks may still give the right results; run it in reverse order, or under
+// TSan), memory spaces (a kernel reading host memory is not caught), and the fast-math
+// intrinsics' last bits.
 #include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -41,6 +43,23 @@
 #if defined(QUARRY_SIMT_ASAN)
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
+#endif
+// ThreadSanitizer as CUDA's racecheck (tests/cuda_emulated/CMakeLists.txt defines QUARRY_SIMT_TSAN
+// in a -fsanitize=thread build and compiles this file without the instrumentation, so that the
+// emulator's own bookkeeping is not watched): each kernel thread is a TSan fiber, switched to
+// without synchronization, and the only happens-before edges between the threads of a block are
+// the ones CUDA's memory model gives: __syncthreads, and __syncwarp between the lanes of its mask
+// (not shuffles or votes, which order no memory). The host's work before a launch happens before
+// every block's threads, and a block's threads before the host's next step (so blocks, which run
+// one after another here, are ordered; a race between blocks is not seen). So a kernel thread
+// that reads what another wrote, shared or global memory alike, without one of those barriers
+// between them is reported as a data race, whichever order the emulator ran them in.
+#if defined(QUARRY_SIMT_TSAN)
+#include <sanitizer/tsan_interface.h>
+// The runtime's own (GCC's and LLVM's), not in the public header: while a thread ignores, its
+// reads and writes, allocations and frees are not recorded.
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
 #endif
 
 // The stack switch: a few instructions on x86-64; ucontext (a system call per switch) elsewhere,
@@ -113,6 +132,15 @@ struct Fiber {
   ucontext_t context{};
 #endif
   void* asan_fake = nullptr;
+#if defined(QUARRY_SIMT_TSAN)
+  void* tsan_fiber = nullptr;
+  // What its __syncwarp calls release, by the parity of their count (so that a lane that has run
+  // on to its next __syncwarp does not hand that stretch to a lane still leaving the last one).
+  char tsan_syncwarp[2] = {};
+  unsigned syncwarps = 0;
+  std::uint32_t tsan_parities = 0;  // at a completed __syncwarp: bit m, the parity lane m released
+  bool started = false;             // has run kernel code in this block
+#endif
   bool abandoned = false;  // left waiting by a failed block: its stack still holds that run's frames
   uint3 tid{};
   int warp = 0, lane = 0;
@@ -151,6 +179,14 @@ struct Runner {
   std::vector<unsigned char> shared;
   Order order = default_order();
   std::string failure;  // why the block cannot go on; empty while it can
+#if defined(QUARRY_SIMT_TSAN)
+  void* tsan_host = nullptr;  // the launching thread's own TSan context
+  char tsan_start = 0;        // released by the host when a block starts, acquired by its threads
+  char tsan_end = 0;          // released by a kernel thread at its end, acquired by the host
+  bool draining = false;      // a failed block's threads are being resumed to release tsan_end
+  char tsan_barrier[2] = {};  // released and acquired at __syncthreads, by the parity of barriers
+  unsigned barriers = 0;      // __syncthreads completed in this block
+#endif
 };
 
 thread_local Runner t_runner;
@@ -183,7 +219,14 @@ void park(Fiber& f) noexcept;
 [[noreturn]] void fiber_main() noexcept {
   finish_switch(nullptr, nullptr, nullptr);
   Runner& r = t_runner;
+#if defined(QUARRY_SIMT_TSAN)
+  __tsan_acquire(&r.tsan_start);
+  r.current->started = true;
+#endif
   r.body(r.context);
+#if defined(QUARRY_SIMT_TSAN)
+  __tsan_release(&r.tsan_end);  // all it did happens before the host's next step
+#endif
   Fiber& f = *t_runner.current;
   f.wait = Wait::done;
   park(f);
@@ -195,14 +238,30 @@ void park(Fiber& f) noexcept;
 void fiber_main_c() { fiber_main(); }
 #endif
 
+#if defined(QUARRY_SIMT_TSAN)
+// A TSan context for the kernel thread of linear index `index` in its block, named so in reports.
+void* new_tsan_fiber(std::size_t index) noexcept {
+  void* fiber = __tsan_create_fiber(0);
+  char name[48];
+  std::snprintf(name, sizeof name, "kernel thread %zu of its block", index);
+  __tsan_set_fiber_name(fiber, name);
+  return fiber;
+}
+#endif
+
 // Maps the fiber's stack on first use (a guard page below it: an overflow faults).
-bool map_stack(Fiber& f) noexcept {
+bool map_stack(Fiber& f, std::size_t index) noexcept {
   if (f.stack != nullptr) return true;
   const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   void* m = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED) return false;
   mprotect(m, page, PROT_NONE);
   f.stack = static_cast<char*>(m) + page;
+#if defined(QUARRY_SIMT_TSAN)
+  f.tsan_fiber = new_tsan_fiber(index);
+#else
+  (void)index;
+#endif
   return true;
 }
 
@@ -211,6 +270,14 @@ void prepare(Fiber& f) noexcept {
   f.asan_fake = nullptr;
 #if defined(QUARRY_SIMT_ASAN)
   if (f.abandoned) __asan_unpoison_memory_region(f.stack, kStackBytes);  // the frames it never left
+#endif
+#if defined(QUARRY_SIMT_TSAN)
+  if (f.abandoned) {  // a fresh context: the old one's call stack holds the frames it never left
+    __tsan_destroy_fiber(f.tsan_fiber);
+    f.tsan_fiber = new_tsan_fiber(static_cast<std::size_t>(f.warp * kWarp + f.lane));
+  }
+  f.syncwarps = 0;
+  f.started = false;
 #endif
   f.abandoned = false;
 #if defined(QUARRY_SIMT_ASM_SWITCH)
@@ -236,6 +303,9 @@ void switch_to(Runner& r, Fiber* from, Fiber* to) noexcept {
   void** fake = from == nullptr ? &r.scheduler_fake : from->wait == Wait::done ? nullptr : &from->asan_fake;
   start_switch(fake, to == nullptr ? r.scheduler_stack : to->stack, to == nullptr ? r.scheduler_stack_size : kStackBytes);
   r.current = to;
+#if defined(QUARRY_SIMT_TSAN)
+  __tsan_switch_to_fiber(to == nullptr ? r.tsan_host : to->tsan_fiber, __tsan_switch_to_fiber_no_sync);
+#endif
 #if defined(QUARRY_SIMT_ASM_SWITCH)
   quarry_simt_switch(from == nullptr ? &r.scheduler_sp : &from->sp, to == nullptr ? r.scheduler_sp : to->sp);
 #else
@@ -356,6 +426,15 @@ int resolve_warp(Runner& r, int w) {
       }
       b.result = result;
     }
+#if defined(QUARRY_SIMT_TSAN)
+    if (a.op == WarpOp::sync) {
+      std::uint32_t parities = 0;
+      for (int m = 0; m < kWarp; ++m)
+        if ((mask >> m & 1u) != 0) parities |= ((lanes[m].syncwarps - 1) & 1u) << m;
+      for (int m = 0; m < kWarp; ++m)
+        if ((mask >> m & 1u) != 0) lanes[m].tsan_parities = parities;
+    }
+#endif
     for (int m = 0; m < kWarp; ++m)
       if ((mask >> m & 1u) != 0) {
         lanes[m].wait = Wait::run;
@@ -391,13 +470,25 @@ Fiber* next_in_warp(Runner& r, const Fiber& f) {
 // all its lanes are at __syncthreads or done), else back to the scheduler; returns when resumed.
 void park(Fiber& f) noexcept {
   Runner& r = t_runner;
+#if defined(QUARRY_SIMT_TSAN)
+  __tsan_ignore_thread_begin();  // the emulator's work (its allocations, the lanes' states) is not the kernel's
+#endif
   Fiber* next = nullptr;
   try {
     next = next_in_warp(r, f);
   } catch (...) {  // std::bad_alloc from a failure's message
     r.failure = "out of memory";
   }
+#if defined(QUARRY_SIMT_TSAN)
+  __tsan_ignore_thread_end();
+#endif
   switch_to(r, &f, next);
+#if defined(QUARRY_SIMT_TSAN)
+  while (r.draining) {  // a failed block's thread, resumed only to hand what it did to the host
+    __tsan_release(&r.tsan_end);
+    switch_to(r, &f, nullptr);
+  }
+#endif
 }
 
 // Runs the current block to its end; false (with r.failure) when its threads do not meet.
@@ -414,6 +505,10 @@ bool run_block(Runner& r) {
   if (!r.shared.empty()) std::memset(r.shared.data(), kUnwritten, r.shared.size());
   if (unsigned char *from = __start_quarry_simt_shared, *to = __stop_quarry_simt_shared; from != to)
     std::memset(from, kUnwritten, static_cast<std::size_t>(to - from));
+#if defined(QUARRY_SIMT_TSAN)
+  r.barriers = 0;
+  __tsan_release(&r.tsan_start);
+#endif
   const int warps = (r.threads + kWarp - 1) / kWarp;
   for (;;) {
     // Each warp in turn, until its lanes are all at __syncthreads or done.
@@ -433,6 +528,9 @@ bool run_block(Runner& r) {
     }
     if (done == r.threads) return true;
     if (barrier == r.threads) {
+#if defined(QUARRY_SIMT_TSAN)
+      ++r.barriers;
+#endif
       for (int t = 0; t < r.threads; ++t) r.fibers[static_cast<std::size_t>(t)].wait = Wait::run;
       continue;
     }
@@ -541,7 +639,17 @@ std::uint64_t warp_collective(WarpOp op, unsigned mask, std::uint64_t value, int
   f.arg = arg;
   f.width = width;
   f.wait = Wait::warp;
+#if defined(QUARRY_SIMT_TSAN)
+  if (op == WarpOp::sync) __tsan_release(&f.tsan_syncwarp[f.syncwarps++ & 1u]);
+#endif
   park(f);
+#if defined(QUARRY_SIMT_TSAN)
+  if (op == WarpOp::sync) {
+    Fiber* lanes = t_runner.fibers.data() + f.warp * kWarp;
+    for (int m = 0; m < kWarp; ++m)
+      if ((mask >> m & 1u) != 0) __tsan_acquire(&lanes[m].tsan_syncwarp[f.tsan_parities >> m & 1u]);
+  }
+#endif
   return f.result;
 }
 
@@ -598,7 +706,14 @@ void mma_m16n8k16_f16_f32(float (&c)[4], unsigned a0, unsigned a1, unsigned a2, 
 void sync_threads() noexcept {
   Fiber& f = current_fiber();
   f.wait = Wait::barrier;
+#if defined(QUARRY_SIMT_TSAN)
+  char* const token = &t_runner.tsan_barrier[t_runner.barriers & 1u];
+  __tsan_release(token);
+#endif
   park(f);
+#if defined(QUARRY_SIMT_TSAN)
+  __tsan_acquire(token);
+#endif
 }
 
 void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, const PointerArg* pointers, int n_pointers,
@@ -640,7 +755,7 @@ void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_byte
   const std::lock_guard<std::mutex> turn(*turns);
   if (r.fibers.size() < threads) r.fibers.resize(threads);
   for (std::size_t t = 0; t < threads; ++t)
-    if (!map_stack(r.fibers[t])) return fail_launch(kernel, cudaErrorMemoryAllocation, "no memory for the kernel threads' stacks");
+    if (!map_stack(r.fibers[t], t)) return fail_launch(kernel, cudaErrorMemoryAllocation, "no memory for the kernel threads' stacks");
   r.threads = static_cast<int>(threads);
   r.grid = grid;
   r.block = block;
@@ -648,11 +763,24 @@ void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_byte
   r.context = context;
   r.shared.assign(shared_bytes, 0);
   r.failure.clear();
+#if defined(QUARRY_SIMT_TSAN)
+  r.tsan_host = __tsan_get_current_fiber();
+#endif
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
         r.block_idx = {x, y, z};
-        if (!run_block(r)) {
+        const bool ran = run_block(r);
+#if defined(QUARRY_SIMT_TSAN)
+        if (!ran) {  // the threads left waiting: what they did so far, to the host too
+          r.draining = true;
+          for (int t = 0; t < r.threads; ++t)
+            if (Fiber& f = r.fibers[static_cast<std::size_t>(t)]; f.started && f.wait != Wait::done) switch_to(r, nullptr, &f);
+          r.draining = false;
+        }
+        __tsan_acquire(&r.tsan_end);
+#endif
+        if (!ran) {
           for (int t = 0; t < r.threads; ++t) r.fibers[static_cast<std::size_t>(t)].abandoned = r.fibers[static_cast<std::size_t>(t)].wait != Wait::done;
           const std::string why = r.failure;
           r.failure.clear();
@@ -811,7 +939,15 @@ cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
   std::size_t free = 0, total = 0;
   cudaMemGetInfo(&free, &total);
   if (bytes > total) return set_error(cudaErrorMemoryAllocation);  // more than the "device" has
-  void* p = ::operator new(bytes, std::align_val_t{256}, std::nothrow);
+  // Without AddressSanitizer's red zones between allocations, 256 bytes more that no one may use,
+  // so that a host allocation never starts where a device one ends (a kernel argument pointing
+  // one past the end is device memory).
+#if defined(QUARRY_SIMT_ASAN)
+  constexpr std::size_t kGap = 0;
+#else
+  constexpr std::size_t kGap = 256;
+#endif
+  void* p = ::operator new(bytes + kGap, std::align_val_t{256}, std::nothrow);
   if (p == nullptr) return set_error(cudaErrorMemoryAllocation);
   std::memset(p, kUnwritten, bytes);
   Memory& m = memory();

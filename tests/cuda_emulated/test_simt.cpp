@@ -18,6 +18,7 @@
 
 #include "launch.cuh"
 #include "quarry/core/float16.hpp"
+#include "test_util.hpp"
 
 namespace {
 
@@ -37,7 +38,7 @@ struct DeviceArray {
   std::size_t size;
 };
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using quarry::testing::contains;
 
 // ---- Kernels ----
 
@@ -280,7 +281,8 @@ TEST_CASE("simt: the m16n8k16 tensor-core product (qgemm's mma.sync) with PTX's 
     }
 }
 
-TEST_CASE("simt: a race shows as results that change with the threads' order") {
+// Under ThreadSanitizer the emulator reports this race as such (test_simt_racecheck): for the other builds.
+TEST_CASE("simt: a race shows as results that change with the threads' order" * doctest::skip(quarry::testing::kThreadSanitized)) {
   DeviceArray<int> out(64);
   std::vector<int> by_order[2];
   for (const auto order : {quarry::simt::Order::forward, quarry::simt::Order::reverse}) {
