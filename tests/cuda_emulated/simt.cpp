@@ -6,8 +6,8 @@
 // What it checks beyond the results: threads that do not meet at a collective (a lane that
 // exits or waits elsewhere while its warp shuffles, a __syncthreads not every thread reaches,
 // lanes at different collectives), launch configurations CUDA refuses, and copies, sets and
-// frees whose "device" side is not device memory; under ThreadSanitizer, accesses of a block's
-// threads that no barrier orders (below). What it does not model: timing, concurrency within a
+// frees whose "device" side is not device memory; under ThreadSanitizer, accesses that no
+// barrier orders, between a block's threads and between blocks (below). What it does not model: timing, concurrency within a
 // warp between collectives (threads run one after another, so a kernel that needs a __syncwarp or
 // __syncthreads it lacks may still give the right results; run it in reverse order, or under
 // TSan), memory spaces (a kernel reading host memory is not caught), and the fast-math
@@ -50,16 +50,25 @@
 // without synchronization, and the only happens-before edges between the threads of a block are
 // the ones CUDA's memory model gives: __syncthreads, and __syncwarp between the lanes of its mask
 // (not shuffles or votes, which order no memory). The host's work before a launch happens before
-// every block's threads, and a block's threads before the host's next step (so blocks, which run
-// one after another here, are ordered; a race between blocks is not seen). So a kernel thread
-// that reads what another wrote, shared or global memory alike, without one of those barriers
-// between them is reported as a data race, whichever order the emulator ran them in.
+// every block's threads, and every block's threads before the host's next step after the launch.
+// Blocks, which run one after another here, are not ordered among themselves, as on a GPU: the
+// threads of a block are the fibers of one of kFiberSets sets (the block's index picks it), and
+// every block starts on shared memory TSan has forgotten. So a kernel thread that reads what
+// another wrote, in its block or another, shared or global memory alike, without one of those
+// barriers between them is reported as a data race, whichever order the emulator ran them in.
+// Blocks of one set are ordered (one fiber ran both), so a race between two blocks is seen when
+// their sets differ: always for the first kFiberSets blocks, for 2 of 3 pairs of the others.
 #if defined(QUARRY_SIMT_TSAN)
 #include <sanitizer/tsan_interface.h>
 // The runtime's own (GCC's and LLVM's), not in the public header: while a thread ignores, its
 // reads and writes, allocations and frees are not recorded.
 extern "C" void __tsan_ignore_thread_begin();
 extern "C" void __tsan_ignore_thread_end();
+// Its interface for a Java VM's heap, also not in GCC's headers: the one public way to make TSan
+// forget the accesses to a range it does not own (static shared memory: forget_shared_accesses).
+extern "C" void __tsan_java_init(unsigned long heap_begin, unsigned long heap_size);
+extern "C" void __tsan_java_alloc(unsigned long ptr, unsigned long size);
+extern "C" void __tsan_java_free(unsigned long ptr, unsigned long size);
 #endif
 
 // The stack switch: a few instructions on x86-64; ucontext (a system call per switch) elsewhere,
@@ -116,6 +125,11 @@ quarry_simt_switch:
 
 constexpr std::size_t kStackBytes = std::size_t{256} << 10;  // per kernel thread, with a guard page below
 constexpr int kWarp = 32;
+#if defined(QUARRY_SIMT_TSAN)
+constexpr int kFiberSets = 3;  // see the top of this file: blocks of different sets are unordered
+#else
+constexpr int kFiberSets = 1;
+#endif
 constexpr std::size_t kMaxDynamicShared = 227 * 1024;  // an H200's opt-in maximum per block
 // What memory no one has written holds: device memory, and shared memory at each block's start
 // (NaN as f32, f16 or bf16; -1 as an integer).
@@ -158,10 +172,19 @@ Order default_order() noexcept {
   return e != nullptr && std::strcmp(e, "reverse") == 0 ? Order::reverse : Order::forward;
 }
 
+// The kernel threads: kFiberSets sets of fibers, each grown to the largest block it has run. One
+// pool for the program, used by one launch at a time (run_grid's turns), whichever host thread
+// launches; never destroyed (static destructors may launch).
+std::vector<Fiber>* fiber_sets() noexcept {
+  static std::vector<Fiber>* const sets = new std::vector<Fiber>[kFiberSets];
+  return sets;
+}
+
 // What a host thread's running block needs; one per host thread (launches from several threads
 // take turns, since static shared memory is one for the program, but each keeps its own state).
 struct Runner {
-  std::vector<Fiber> fibers;  // grows to the largest block seen
+  int set = 0;  // the fiber set of the running block
+  std::vector<Fiber>& fibers() noexcept { return fiber_sets()[set]; }
   int threads = 0;            // of this block
   Fiber* current = nullptr;
 #if defined(QUARRY_SIMT_ASM_SWITCH)
@@ -176,7 +199,7 @@ struct Runner {
   uint3 block_idx{};
   void (*body)(void*) = nullptr;
   void* context = nullptr;
-  std::vector<unsigned char> shared;
+  std::vector<unsigned char> shared;  // dynamic shared memory (but its size only under TSan: tsan_shared)
   Order order = default_order();
   std::string failure;  // why the block cannot go on; empty while it can
 #if defined(QUARRY_SIMT_TSAN)
@@ -184,12 +207,21 @@ struct Runner {
   char tsan_start = 0;        // released by the host when a block starts, acquired by its threads
   char tsan_end = 0;          // released by a kernel thread at its end, acquired by the host
   bool draining = false;      // a failed block's threads are being resumed to release tsan_end
-  char tsan_barrier[2] = {};  // released and acquired at __syncthreads, by the parity of barriers
+  char tsan_barrier[kFiberSets][2] = {};  // released and acquired at __syncthreads, by set and parity
+  unsigned char* tsan_shared = nullptr;   // dynamic shared memory: a mapping of its own (kMaxDynamicShared)
   unsigned barriers = 0;      // __syncthreads completed in this block
 #endif
 };
 
 thread_local Runner t_runner;
+
+unsigned char* dynamic_shared_of(Runner& r) noexcept {
+#if defined(QUARRY_SIMT_TSAN)
+  return r.tsan_shared;
+#else
+  return r.shared.data();
+#endif
+}
 thread_local cudaError_t t_last_error = cudaSuccess;
 thread_local std::string t_last_failure;  // why the last launch failed
 thread_local bool t_print_failures = true;
@@ -239,18 +271,19 @@ void fiber_main_c() { fiber_main(); }
 #endif
 
 #if defined(QUARRY_SIMT_TSAN)
-// A TSan context for the kernel thread of linear index `index` in its block, named so in reports.
-void* new_tsan_fiber(std::size_t index) noexcept {
+// A TSan context for the kernel thread of linear index `index` in the blocks of fiber set `set`,
+// named so in reports.
+void* new_tsan_fiber(std::size_t index, int set) noexcept {
   void* fiber = __tsan_create_fiber(0);
-  char name[48];
-  std::snprintf(name, sizeof name, "kernel thread %zu of its block", index);
+  char name[64];
+  std::snprintf(name, sizeof name, "kernel thread %zu of a block of fiber set %d", index, set);
   __tsan_set_fiber_name(fiber, name);
   return fiber;
 }
 #endif
 
 // Maps the fiber's stack on first use (a guard page below it: an overflow faults).
-bool map_stack(Fiber& f, std::size_t index) noexcept {
+bool map_stack(Fiber& f, std::size_t index, int set) noexcept {
   if (f.stack != nullptr) return true;
   const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   void* m = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -258,9 +291,9 @@ bool map_stack(Fiber& f, std::size_t index) noexcept {
   mprotect(m, page, PROT_NONE);
   f.stack = static_cast<char*>(m) + page;
 #if defined(QUARRY_SIMT_TSAN)
-  f.tsan_fiber = new_tsan_fiber(index);
+  f.tsan_fiber = new_tsan_fiber(index, set);
 #else
-  (void)index;
+  (void)index, (void)set;
 #endif
   return true;
 }
@@ -274,7 +307,7 @@ void prepare(Fiber& f) noexcept {
 #if defined(QUARRY_SIMT_TSAN)
   if (f.abandoned) {  // a fresh context: the old one's call stack holds the frames it never left
     __tsan_destroy_fiber(f.tsan_fiber);
-    f.tsan_fiber = new_tsan_fiber(static_cast<std::size_t>(f.warp * kWarp + f.lane));
+    f.tsan_fiber = new_tsan_fiber(static_cast<std::size_t>(f.warp * kWarp + f.lane), t_runner.set);
   }
   f.syncwarps = 0;
   f.started = false;
@@ -350,7 +383,7 @@ const char* wait_name(const Fiber& f) noexcept {
 // released, or sets r.failure when lanes that must meet do not.
 int resolve_warp(Runner& r, int w) {
   const int first = w * kWarp, count = std::min(kWarp, r.threads - first);
-  Fiber* lanes = r.fibers.data() + first;
+  Fiber* lanes = r.fibers().data() + first;
   // The common case first: the whole warp at one __shfl_xor_sync of a full mask.
   if (count == kWarp) {
     bool same = true;
@@ -447,7 +480,7 @@ int resolve_warp(Runner& r, int w) {
 
 // The warp's lane at position k of the run order (reverse: last lane first).
 Fiber& lane_at(Runner& r, int warp, int count, int k) noexcept {
-  return r.fibers[static_cast<std::size_t>(warp * kWarp + (r.order == Order::forward ? k : count - 1 - k))];
+  return r.fibers()[static_cast<std::size_t>(warp * kWarp + (r.order == Order::forward ? k : count - 1 - k))];
 }
 
 // The warp's next lane to run after f has stopped: the next runnable one in order; when none is
@@ -491,10 +524,48 @@ void park(Fiber& f) noexcept {
 #endif
 }
 
+#if defined(QUARRY_SIMT_TSAN)
+// Makes TSan forget every access to shared memory, without ordering anything: what the next
+// block's threads do there is then checked against nothing a block before did.
+// - Static shared memory (the section, among the program's other data): TSan's Java heap
+//   interface is its one public call for it (__tsan_java_free drops the range's sync objects,
+//   __tsan_java_alloc clears its shadow); the "Java heap" is the section, so that a report's
+//   search for the block holding an address ends there. In reports it is a heap block.
+// - Dynamic shared memory: its own mapping (tsan_shared), mapped afresh, which TSan's mmap clears.
+void forget_shared_accesses(Runner& r, std::size_t dynamic_bytes) noexcept {
+  const auto from = reinterpret_cast<std::uintptr_t>(__start_quarry_simt_shared) & ~std::uintptr_t{7},
+             to = (reinterpret_cast<std::uintptr_t>(__stop_quarry_simt_shared) + 7) & ~std::uintptr_t{7};
+  if (from != to) {
+    static const bool java = [&] {
+      __tsan_java_init(from, to - from);
+      return true;
+    }();
+    (void)java;
+    __tsan_java_free(from, to - from);
+    __tsan_java_alloc(from, to - from);
+  }
+  if (dynamic_bytes > 0) {
+    const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE)), n = (dynamic_bytes + page - 1) / page * page;
+    __tsan_ignore_thread_begin();  // so that TSan's mmap clears the range instead of taking it for a write
+    if (mmap(r.tsan_shared, n, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) == MAP_FAILED)
+      r.failure = "no memory for dynamic shared memory";
+    __tsan_ignore_thread_end();
+  }
+}
+
+// The fiber set of the block of linear index b: the first kFiberSets blocks each their own, the
+// others by a hash of b (so that no stride between blocks always falls in one set).
+int fiber_set(std::uint64_t b) noexcept {
+  if (b < kFiberSets) return static_cast<int>(b);
+  b *= 0x9e3779b97f4a7c15u;
+  return static_cast<int>((b >> 32) % kFiberSets);
+}
+#endif
+
 // Runs the current block to its end; false (with r.failure) when its threads do not meet.
 bool run_block(Runner& r) {
   for (int t = 0; t < r.threads; ++t) {
-    Fiber& f = r.fibers[static_cast<std::size_t>(t)];
+    Fiber& f = r.fibers()[static_cast<std::size_t>(t)];
     f.tid = {static_cast<unsigned>(t) % r.block.x, static_cast<unsigned>(t) / r.block.x % r.block.y,
              static_cast<unsigned>(t) / (r.block.x * r.block.y)};
     f.warp = t / kWarp;
@@ -502,10 +573,18 @@ bool run_block(Runner& r) {
     f.wait = Wait::run;
     prepare(f);
   }
-  if (!r.shared.empty()) std::memset(r.shared.data(), kUnwritten, r.shared.size());
+#if defined(QUARRY_SIMT_TSAN)
+  // The blocks before ran unordered with this one: what they did in shared memory is forgotten.
+  // The refill is not recorded either (the whole section, every kernel's, at every block).
+  forget_shared_accesses(r, r.shared.size());
+  if (!r.failure.empty()) return false;
+  __tsan_ignore_thread_begin();
+#endif
+  if (!r.shared.empty()) std::memset(dynamic_shared_of(r), kUnwritten, r.shared.size());
   if (unsigned char *from = __start_quarry_simt_shared, *to = __stop_quarry_simt_shared; from != to)
     std::memset(from, kUnwritten, static_cast<std::size_t>(to - from));
 #if defined(QUARRY_SIMT_TSAN)
+  __tsan_ignore_thread_end();
   r.barriers = 0;
   __tsan_release(&r.tsan_start);
 #endif
@@ -523,15 +602,15 @@ bool run_block(Runner& r) {
     }
     int done = 0, barrier = 0;
     for (int t = 0; t < r.threads; ++t) {
-      done += r.fibers[static_cast<std::size_t>(t)].wait == Wait::done;
-      barrier += r.fibers[static_cast<std::size_t>(t)].wait == Wait::barrier;
+      done += r.fibers()[static_cast<std::size_t>(t)].wait == Wait::done;
+      barrier += r.fibers()[static_cast<std::size_t>(t)].wait == Wait::barrier;
     }
     if (done == r.threads) return true;
     if (barrier == r.threads) {
 #if defined(QUARRY_SIMT_TSAN)
       ++r.barriers;
 #endif
-      for (int t = 0; t < r.threads; ++t) r.fibers[static_cast<std::size_t>(t)].wait = Wait::run;
+      for (int t = 0; t < r.threads; ++t) r.fibers()[static_cast<std::size_t>(t)].wait = Wait::run;
       continue;
     }
     // No thread can go on: say where they wait (the first thread of each kind).
@@ -540,9 +619,9 @@ bool run_block(Runner& r) {
       int n = 0;
       const Fiber* example = nullptr;
       for (int t = 0; t < r.threads; ++t)
-        if (r.fibers[static_cast<std::size_t>(t)].wait == kind) {
+        if (r.fibers()[static_cast<std::size_t>(t)].wait == kind) {
           ++n;
-          if (example == nullptr) example = &r.fibers[static_cast<std::size_t>(t)];
+          if (example == nullptr) example = &r.fibers()[static_cast<std::size_t>(t)];
         }
       if (n > 0) why += " " + std::to_string(n) + " " + (kind == Wait::done ? "exited" : std::string("wait at ") + wait_name(*example)) + " (" +
                         where(r, *example) + (n > 1 ? ", ...)" : ")") + ";";
@@ -629,7 +708,7 @@ const uint3& thread_idx() noexcept { return current_fiber().tid; }
 const uint3& block_idx() noexcept { return t_runner.block_idx; }
 const dim3& block_dim() noexcept { return t_runner.block; }
 const dim3& grid_dim() noexcept { return t_runner.grid; }
-void* dynamic_shared() noexcept { return t_runner.shared.empty() ? nullptr : t_runner.shared.data(); }
+void* dynamic_shared() noexcept { return t_runner.shared.empty() ? nullptr : dynamic_shared_of(t_runner); }
 
 std::uint64_t warp_collective(WarpOp op, unsigned mask, std::uint64_t value, int arg, int width) noexcept {
   Fiber& f = current_fiber();
@@ -645,7 +724,7 @@ std::uint64_t warp_collective(WarpOp op, unsigned mask, std::uint64_t value, int
   park(f);
 #if defined(QUARRY_SIMT_TSAN)
   if (op == WarpOp::sync) {
-    Fiber* lanes = t_runner.fibers.data() + f.warp * kWarp;
+    Fiber* lanes = t_runner.fibers().data() + f.warp * kWarp;
     for (int m = 0; m < kWarp; ++m)
       if ((mask >> m & 1u) != 0) __tsan_acquire(&lanes[m].tsan_syncwarp[f.tsan_parities >> m & 1u]);
   }
@@ -707,7 +786,7 @@ void sync_threads() noexcept {
   Fiber& f = current_fiber();
   f.wait = Wait::barrier;
 #if defined(QUARRY_SIMT_TSAN)
-  char* const token = &t_runner.tsan_barrier[t_runner.barriers & 1u];
+  char* const token = &t_runner.tsan_barrier[t_runner.set][t_runner.barriers & 1u];
   __tsan_release(token);
 #endif
   park(f);
@@ -753,40 +832,57 @@ void run_grid(const char* kernel, dim3 grid, dim3 block, std::size_t shared_byte
   // Static shared memory is one for the program: one launch at a time.
   static std::mutex* const turns = new std::mutex;  // never destroyed: static destructors may launch
   const std::lock_guard<std::mutex> turn(*turns);
-  if (r.fibers.size() < threads) r.fibers.resize(threads);
-  for (std::size_t t = 0; t < threads; ++t)
-    if (!map_stack(r.fibers[t], t)) return fail_launch(kernel, cudaErrorMemoryAllocation, "no memory for the kernel threads' stacks");
+  const std::uint64_t blocks = std::uint64_t{grid.x} * grid.y * grid.z;
+  for (int s = 0; s < kFiberSets && static_cast<std::uint64_t>(s) < blocks; ++s) {
+    std::vector<Fiber>& set = fiber_sets()[s];
+    if (set.size() < threads) set.resize(threads);
+    for (std::size_t t = 0; t < threads; ++t)
+      if (!map_stack(set[t], t, s)) return fail_launch(kernel, cudaErrorMemoryAllocation, "no memory for the kernel threads' stacks");
+  }
   r.threads = static_cast<int>(threads);
   r.grid = grid;
   r.block = block;
   r.body = body;
   r.context = context;
   r.shared.assign(shared_bytes, 0);
+#if defined(QUARRY_SIMT_TSAN)
+  if (r.tsan_shared == nullptr && shared_bytes > 0) {
+    void* m = mmap(nullptr, kMaxDynamicShared, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return fail_launch(kernel, cudaErrorMemoryAllocation, "no memory for dynamic shared memory");
+    r.tsan_shared = static_cast<unsigned char*>(m);
+  }
+#endif
   r.failure.clear();
 #if defined(QUARRY_SIMT_TSAN)
   r.tsan_host = __tsan_get_current_fiber();
 #endif
+  std::uint64_t b = 0;  // the block's linear index
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
+      for (unsigned x = 0; x < grid.x; ++x, ++b) {
         r.block_idx = {x, y, z};
-        const bool ran = run_block(r);
 #if defined(QUARRY_SIMT_TSAN)
-        if (!ran) {  // the threads left waiting: what they did so far, to the host too
+        r.set = fiber_set(b);
+#endif
+        const bool ran = run_block(r);
+        if (!ran) {
+#if defined(QUARRY_SIMT_TSAN)
+          // The threads left waiting: what they did so far, to the host too.
           r.draining = true;
           for (int t = 0; t < r.threads; ++t)
-            if (Fiber& f = r.fibers[static_cast<std::size_t>(t)]; f.started && f.wait != Wait::done) switch_to(r, nullptr, &f);
+            if (Fiber& f = r.fibers()[static_cast<std::size_t>(t)]; f.started && f.wait != Wait::done) switch_to(r, nullptr, &f);
           r.draining = false;
-        }
-        __tsan_acquire(&r.tsan_end);
+          __tsan_acquire(&r.tsan_end);
 #endif
-        if (!ran) {
-          for (int t = 0; t < r.threads; ++t) r.fibers[static_cast<std::size_t>(t)].abandoned = r.fibers[static_cast<std::size_t>(t)].wait != Wait::done;
+          for (int t = 0; t < r.threads; ++t) r.fibers()[static_cast<std::size_t>(t)].abandoned = r.fibers()[static_cast<std::size_t>(t)].wait != Wait::done;
           const std::string why = r.failure;
           r.failure.clear();
           return fail_launch(kernel, cudaErrorLaunchFailure, why);
         }
       }
+#if defined(QUARRY_SIMT_TSAN)
+  __tsan_acquire(&r.tsan_end);  // every block's threads before the host's next step, not before the next block
+#endif
 }
 
 std::uint64_t global_timer_ns() noexcept {

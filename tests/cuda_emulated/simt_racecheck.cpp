@@ -11,10 +11,14 @@
 
 #include "launch.cuh"
 
+// In the kernels' namespace, as src/cuda's: tests/cuda_emulated/shared_section.ld gathers the
+// __shared__ variables of kernel templates from there.
+namespace quarry::cuda_kernels {
 namespace {
 
 constexpr int kThreads = 64;  // two warps
 constexpr int kRounds = 4;
+constexpr int kBlocks = 64;  // the cases between blocks
 
 // Each thread writes its slot and reads the one of the thread 32 places on (the other warp).
 __global__ void shared_race_kernel(int* out) {
@@ -125,11 +129,37 @@ __global__ void atomics_kernel(int* counter, int* out) {
   out[t] = atomicAdd(counter, 0);
 }
 
-// Every block writes the same words of out (a race on a GPU, where blocks run at once): blocks
-// run one after another here, and the check does not see it (the limit it documents).
-__global__ void blocks_kernel(int* out) { out[threadIdx.x] = static_cast<int>(blockIdx.x); }
+// Between blocks, which a GPU runs at once and the emulator one after another.
+// Every block writes the same words of out.
+__global__ void blocks_race_kernel(int* out) { out[threadIdx.x] = static_cast<int>(blockIdx.x); }
+
+// Blocks 16 apart write the same words (a stride: the sets blocks run in must not all follow it).
+__global__ void strided_blocks_race_kernel(int* out) { out[(blockIdx.x % 16) * kThreads + threadIdx.x] = static_cast<int>(blockIdx.x); }
+
+// Each block reads in (as every other block) and writes its own words of out; its static and
+// dynamic shared memory, at the same addresses in every block, are its own.
+__global__ void blocks_kernel(const int* in, int* out) {
+  __shared__ int s[kThreads];
+  QUARRY_DYNAMIC_SHARED(int, d);
+  const int t = static_cast<int>(threadIdx.x), b = static_cast<int>(blockIdx.x);
+  s[t] = in[t] + b;
+  d[t] = in[(t + 1) % kThreads] + b;
+  __syncthreads();
+  out[b * kThreads + t] = s[(t + 32) % kThreads] + d[(t + 32) % kThreads];
+}
+
+// A second launch reads what every block of the first wrote: launches on one stream are ordered.
+__global__ void read_back_kernel(const int* in, int* out) {
+  const int t = static_cast<int>(threadIdx.x);
+  int sum = 0;
+  for (int b = 0; b < kBlocks; ++b) sum += in[b * kThreads + t];
+  out[t] = sum;
+}
 
 }  // namespace
+}  // namespace quarry::cuda_kernels
+
+using namespace quarry::cuda_kernels;
 
 int main(int argc, char** argv) {
   if (argc != 2) {
@@ -138,8 +168,8 @@ int main(int argc, char** argv) {
   }
   const char* name = argv[1];
   int *buf = nullptr, *out = nullptr;
-  if (cudaMalloc(reinterpret_cast<void**>(&buf), kThreads * sizeof(int)) != cudaSuccess ||
-      cudaMalloc(reinterpret_cast<void**>(&out), kThreads * sizeof(int)) != cudaSuccess ||
+  if (cudaMalloc(reinterpret_cast<void**>(&buf), kBlocks * kThreads * sizeof(int)) != cudaSuccess ||
+      cudaMalloc(reinterpret_cast<void**>(&out), kBlocks * kThreads * sizeof(int)) != cudaSuccess ||
       cudaMemset(buf, 0, kThreads * sizeof(int)) != cudaSuccess) {
     std::fprintf(stderr, "cudaMalloc failed\n");
     return 1;
@@ -159,7 +189,13 @@ int main(int argc, char** argv) {
   else if (is("warp_rounds")) QUARRY_LAUNCH(1, 32, 0, warp_rounds_kernel<true>)(out);
   else if (is("warp_rounds_race")) QUARRY_LAUNCH(1, 32, 0, warp_rounds_kernel<false>)(out);
   else if (is("atomics")) QUARRY_LAUNCH(1, kThreads, 0, atomics_kernel)(buf, out);
-  else if (is("blocks")) QUARRY_LAUNCH(4, kThreads, 0, blocks_kernel)(out);
+  else if (is("blocks_race")) QUARRY_LAUNCH(4, kThreads, 0, blocks_race_kernel)(out);
+  else if (is("strided_blocks_race")) QUARRY_LAUNCH(kBlocks, kThreads, 0, strided_blocks_race_kernel)(out);
+  else if (is("blocks")) QUARRY_LAUNCH(kBlocks, kThreads, kThreads * sizeof(int), blocks_kernel)(buf, out);
+  else if (is("launches")) {
+    QUARRY_LAUNCH(kBlocks, kThreads, kThreads * sizeof(int), blocks_kernel)(buf, out);
+    if (cudaGetLastError() == cudaSuccess) QUARRY_LAUNCH(1, kThreads, 0, read_back_kernel)(out, buf);
+  }
   else {
     std::fprintf(stderr, "test_simt_racecheck: no case %s\n", name);
     return 2;
