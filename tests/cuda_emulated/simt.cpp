@@ -7,11 +7,11 @@
 // exits or waits elsewhere while its warp shuffles, a __syncthreads not every thread reaches,
 // lanes at different collectives), launch configurations CUDA refuses, and copies, sets and
 // frees whose "device" side is not device memory; under ThreadSanitizer, accesses that no
-// barrier orders, between a block's threads and between blocks (below). What it does not model: timing, concurrency within a
-// warp between collectives (threads run one after another, so a kernel that needs a __syncwarp or
-// __syncthreads it lacks may still give the right results; run it in reverse order, or under
-// TSan), memory spaces (a kernel reading host memory is not caught), and the fast-math
-// intrinsics' last bits.
+// barrier orders, between a block's threads and between blocks (below). What it does not model:
+// timing, concurrency within a warp between collectives (threads run one after another, so a
+// kernel that needs a __syncwarp or __syncthreads it lacks may still give the right results; run
+// it in reverse order, or under TSan), memory spaces (a kernel reading host memory is not
+// caught), and the fast-math intrinsics' last bits.
 #include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -215,6 +215,7 @@ struct Runner {
 
 thread_local Runner t_runner;
 
+// Where the running block's dynamic shared memory is.
 unsigned char* dynamic_shared_of(Runner& r) noexcept {
 #if defined(QUARRY_SIMT_TSAN)
   return r.tsan_shared;
